@@ -1,0 +1,156 @@
+"""The Layer base class and the layer registry.
+
+A layer is declared by a subclass with:
+
+* ``type_name``: the name used in net specs (``"Convolution"``);
+* ``PARAMS``: every parameter the layer accepts with its default
+  (``REQUIRED`` for none). This dict is the single documented source of the
+  layer's parameters: an unknown or misspelt key in a spec is an error;
+* ``setup(bottom_shapes)``: create parameter blobs (called once);
+* ``reshape(bottom_shapes) -> top_shapes``: check shapes, size buffers;
+* ``forward(bottom, top)`` and ``backward(top, propagate_down, bottom)``.
+
+``forward`` fills ``top[i].data``; ``backward`` reads ``top[i].diff`` and
+*assigns* ``bottom[i].diff`` (where ``propagate_down[i]``) and every
+parameter's ``diff``. Fan-out is handled by the net with Split layers, so a
+layer never needs to accumulate into a bottom diff.
+"""
+import numpy as np
+
+from .errors import ShapeError, SpecError
+
+REQUIRED = object()
+LAYERS = {}
+
+# Keys every layer accepts besides its own PARAMS.
+COMMON_KEYS = {"name", "type", "bottom", "top", "lr_mult", "decay_mult", "loss_weight"}
+
+
+def register(cls):
+    """Class decorator: make a layer type available to net specs."""
+    LAYERS[cls.type_name] = cls
+    return cls
+
+
+def create_layer(spec):
+    """Instantiate the layer described by one spec dict."""
+    name = spec.get("name", "?")
+    type_name = spec.get("type")
+    if type_name not in LAYERS:
+        known = ", ".join(sorted(LAYERS))
+        raise SpecError(f"layer {name!r}: unknown type {type_name!r} (known types: {known})")
+    return LAYERS[type_name](spec)
+
+
+def as_pair(value, what):
+    """An int or a 2-sequence as an (h, w) pair of ints."""
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2:
+        raise SpecError(f"{what} must be an int or [h, w], got {value}")
+    return value
+
+
+def as_pads(value, what="pad"):
+    """An int, [h, w] or [top, left, bottom, right] as a 4-tuple."""
+    if isinstance(value, (int, np.integer)):
+        return (int(value),) * 4
+    value = tuple(int(v) for v in value)
+    if len(value) == 2:
+        return value[0], value[1], value[0], value[1]
+    if len(value) == 4:
+        return value
+    raise SpecError(f"{what} must be an int, [h, w] or [top, left, bottom, right], got {value}")
+
+
+class Layer:
+    type_name = None
+    PARAMS = {}
+    n_bottom = 1          # an int, or (min, max) with max None for "any number"
+    n_top = 1
+    inplace_ok = False    # may top be the same blob as bottom?
+    is_loss = False
+
+    def __init__(self, spec):
+        self.name = spec.get("name")
+        if not self.name or not isinstance(self.name, str):
+            raise SpecError(f"a {self.type_name} layer has no name")
+        self.bottom_names = _names(spec.get("bottom", []))
+        self.top_names = _names(spec.get("top", []))
+        self._check_counts("bottom", self.bottom_names, self.n_bottom)
+        self._check_counts("top", self.top_names, self.n_top)
+        unknown = set(spec) - COMMON_KEYS - set(self.PARAMS)
+        if unknown:
+            raise SpecError(
+                f"layer {self.name!r} ({self.type_name}): unknown parameter(s) {sorted(unknown)}; "
+                f"accepted: {sorted(self.PARAMS)}")
+        self.p = {}
+        for key, default in self.PARAMS.items():
+            if key in spec:
+                self.p[key] = spec[key]
+            elif default is REQUIRED:
+                raise SpecError(f"layer {self.name!r} ({self.type_name}): missing required parameter {key!r}")
+            else:
+                self.p[key] = default
+        self.lr_mult = spec.get("lr_mult")
+        self.decay_mult = spec.get("decay_mult")
+        self.loss_weight = float(spec.get("loss_weight", 1.0 if self.is_loss else 0.0))
+        self.blobs = []            # parameter blobs (decaf.blob.Param), in a fixed order
+        self.phase = "test"
+        self.rng = np.random.default_rng(0)
+        self.validate()
+
+    def _check_counts(self, what, names, expected):
+        lo, hi = (expected, expected) if isinstance(expected, int) else expected
+        if len(names) < lo or (hi is not None and len(names) > hi):
+            want = lo if lo == hi else f"{lo}..{hi if hi is not None else 'any'}"
+            raise SpecError(f"layer {self.name!r} ({self.type_name}): expects {want} {what} blob(s), "
+                            f"got {len(names)}: {names}")
+
+    # ---- hooks for subclasses -------------------------------------------------
+    def validate(self):
+        """Check parameter values (called at construction)."""
+
+    def setup(self, bottom_shapes, fill_rng):
+        """Create parameter blobs; ``fill_rng`` seeds their fillers."""
+
+    def reshape(self, bottom_shapes):
+        raise NotImplementedError
+
+    def forward(self, bottom, top):
+        raise NotImplementedError
+
+    def backward(self, top, propagate_down, bottom):
+        raise NotImplementedError
+
+    # ---- helpers --------------------------------------------------------------
+    def add_param(self, pname, shape, index, learnable=True):
+        """Create a parameter blob; its lr/decay multipliers come from the spec lists."""
+        from .blob import Param
+        lr = _pick(self.lr_mult, index, 1.0 if learnable else 0.0)
+        decay = _pick(self.decay_mult, index, 1.0 if learnable else 0.0)
+        param = Param(shape, f"{self.name}.{pname}", lr, decay, learnable)
+        self.blobs.append(param)
+        return param
+
+    def shape_error(self, message, expected=None, actual=None):
+        detail = f" (expected {expected}, got {actual})" if expected is not None else ""
+        return ShapeError(f"layer {self.name!r} ({self.type_name}): {message}{detail}")
+
+    def __repr__(self):
+        return f"{self.type_name}({self.name!r}, {self.bottom_names} -> {self.top_names})"
+
+
+def _names(value):
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def _pick(values, index, default):
+    if values is None:
+        return default
+    if isinstance(values, (int, float)):
+        return float(values)
+    return float(values[index]) if index < len(values) else default

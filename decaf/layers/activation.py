@@ -1,0 +1,103 @@
+"""Elementwise activations. All may run in place (top == bottom).
+
+ReLU:      y = max(x, 0) + negative_slope * min(x, 0)     dy/dx = 1 if x > 0 else slope
+LeakyReLU: ReLU with negative_slope defaulting to 0.01
+Clip:      y = min(max(x, min), max)                       dy/dx = 1 inside (min, max), else 0
+ReLU6:     Clip with min 0 and max 6
+Sigmoid:   y = 1 / (1 + exp(-x))                           dy/dx = y (1 - y)
+Tanh:      y = tanh(x)                                      dy/dx = 1 - y^2
+
+Backward uses only the top data (never the bottom), which is what makes
+running in place correct: for ReLU y > 0 exactly when x > 0.
+"""
+import numpy as np
+
+from ..layer import Layer, register
+
+
+class _Elementwise(Layer):
+    inplace_ok = True
+
+    def reshape(self, bottom_shapes):
+        return [bottom_shapes[0]]
+
+
+@register
+class ReLU(_Elementwise):
+    type_name = "ReLU"
+    PARAMS = {"negative_slope": 0.0}
+
+    def forward(self, bottom, top):
+        x, y, a = bottom[0].data, top[0].data, self.p["negative_slope"]
+        if a == 0:
+            np.maximum(x, 0, out=y)
+        else:
+            np.multiply(x, np.where(x > 0, 1.0, a).astype(x.dtype), out=y)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            y, a = top[0].data, self.p["negative_slope"]
+            # y > 0 iff x > 0 (for a >= 0), so the top suffices even in place
+            slope = (y > 0).astype(y.dtype) if a == 0 else np.where(y > 0, 1.0, a).astype(y.dtype)
+            np.multiply(top[0].diff, slope, out=bottom[0].diff)
+
+
+@register
+class LeakyReLU(ReLU):
+    type_name = "LeakyReLU"
+    PARAMS = {"negative_slope": 0.01}
+
+
+@register
+class Clip(_Elementwise):
+    type_name = "Clip"
+    PARAMS = {"min": 0.0, "max": 6.0}
+
+    def forward(self, bottom, top):
+        np.clip(bottom[0].data, self.p["min"], self.p["max"], out=top[0].data)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            y = top[0].data
+            inside = (y > self.p["min"]) & (y < self.p["max"])
+            np.multiply(top[0].diff, inside, out=bottom[0].diff)
+
+
+@register
+class ReLU6(Clip):
+    type_name = "ReLU6"
+    PARAMS = {}
+
+    def validate(self):
+        self.p = {"min": 0.0, "max": 6.0}
+
+
+@register
+class Sigmoid(_Elementwise):
+    type_name = "Sigmoid"
+
+    def forward(self, bottom, top):
+        x, y = bottom[0].data, top[0].data
+        # 1 / (1 + exp(-x)) written via tanh to avoid overflow for large |x|
+        np.multiply(x, 0.5, out=y)
+        np.tanh(y, out=y)
+        y += 1
+        y *= 0.5
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            y = top[0].data
+            np.multiply(top[0].diff, y * (1 - y), out=bottom[0].diff)
+
+
+@register
+class Tanh(_Elementwise):
+    type_name = "Tanh"
+
+    def forward(self, bottom, top):
+        np.tanh(bottom[0].data, out=top[0].data)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            y = top[0].data
+            np.multiply(top[0].diff, 1 - y * y, out=bottom[0].diff)

@@ -1,0 +1,185 @@
+"""Convolution as im2col + one GEMM per group (depthwise: a direct kernel).
+
+Parameters: num_output K; kernel_size k or [kh, kw]; stride (1); pad (0) as
+int, [h, w] or [top, left, bottom, right]; pad_mode None or "same_upper" /
+"same_lower" (TensorFlow SAME: pads computed from the input so that
+Ho = ceil(H / stride), the odd extra pixel at the bottom/right for same_upper);
+group (1); dilation (1); bias_term (True); weight_filler; bias_filler.
+
+Shapes: x (N, C, H, W), W (K, C/group, kh, kw), b (K,), y (N, K, Ho, Wo),
+Ho = floor((H + pad_top + pad_bottom - dh (kh - 1) - 1) / sh) + 1.
+
+    forward:  cols = im2col(x)                (C kh kw, N Ho Wo)
+              y_g  = W_g cols_g + b           one GEMM per group g
+    backward: dW_g = dy_g cols_g^T;  db = sum of dy over N, Ho, Wo
+              dcols_g = W_g^T dy_g;  dx = col2im(dcols)
+
+im2col runs on a block of images at once when images are small, so that the
+GEMM sees a wide matrix (BLAS runs faster on wide matrices); the block's
+output then needs one transpose from (K, n, Ho Wo) to (n, K, Ho Wo).
+"""
+import math
+
+import numpy as np
+
+from .. import fillers, kernels
+from ..blas import gemm
+from ..errors import SpecError
+from ..layer import REQUIRED, Layer, as_pads, as_pair, register
+
+
+def same_pads(size, kernel, stride, dilation, upper=True):
+    """TensorFlow SAME padding (before, after) along one axis."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    small = total // 2
+    return (small, total - small) if upper else (total - small, small)
+
+
+def conv_out_size(size, kernel, stride, pad_before, pad_after, dilation):
+    return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+@register
+class Convolution(Layer):
+    type_name = "Convolution"
+    PARAMS = {"num_output": REQUIRED, "kernel_size": REQUIRED, "stride": 1, "pad": 0, "pad_mode": None,
+              "group": 1, "dilation": 1, "bias_term": True,
+              "weight_filler": {"type": "xavier"}, "bias_filler": {"type": "constant", "value": 0.0}}
+    block_columns = 2048   # images are grouped until a block has at least this many output pixels
+
+    def validate(self):
+        p = self.p
+        self.kernel = as_pair(p["kernel_size"], f"layer {self.name!r}: kernel_size")
+        self.stride = as_pair(p["stride"], f"layer {self.name!r}: stride")
+        self.dilation = as_pair(p["dilation"], f"layer {self.name!r}: dilation")
+        self.fixed_pads = as_pads(p["pad"], f"layer {self.name!r}: pad")
+        if p["pad_mode"] not in (None, "same_upper", "same_lower"):
+            raise SpecError(f"layer {self.name!r}: pad_mode must be same_upper or same_lower, got {p['pad_mode']!r}")
+        if min(self.kernel + self.stride + self.dilation) < 1 or min(self.fixed_pads) < 0:
+            raise SpecError(f"layer {self.name!r}: kernel, stride and dilation must be >= 1 and pads >= 0")
+        if p["num_output"] % p["group"]:
+            raise SpecError(f"layer {self.name!r}: num_output {p['num_output']} not divisible by group {p['group']}")
+
+    def setup(self, bottom_shapes, fill_rng):
+        c, k, g = bottom_shapes[0][1], self.p["num_output"], self.p["group"]
+        if c % g:
+            raise self.shape_error(f"input channels {c} not divisible by group {g}")
+        self.weight = self.add_param("weight", (k, c // g) + self.kernel, 0)
+        fillers.fill(self.weight.data, self.p["weight_filler"], fill_rng)
+        self.bias = None
+        if self.p["bias_term"]:
+            self.bias = self.add_param("bias", (k,), 1)
+            fillers.fill(self.bias.data, self.p["bias_filler"], fill_rng)
+
+    def reshape(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        if len(shape) != 4:
+            raise self.shape_error(f"bottom {self.bottom_names[0]!r} must be 4-D (N, C, H, W)", "4-D", shape)
+        n, c, h, w = shape
+        g, k = self.p["group"], self.p["num_output"]
+        if c != self.weight.shape[1] * g:
+            raise self.shape_error(f"bottom {self.bottom_names[0]!r} channels", self.weight.shape[1] * g, c)
+        if self.p["pad_mode"]:
+            upper = self.p["pad_mode"] == "same_upper"
+            pt, pb = same_pads(h, self.kernel[0], self.stride[0], self.dilation[0], upper)
+            pl, pr = same_pads(w, self.kernel[1], self.stride[1], self.dilation[1], upper)
+            self.pads = (pt, pl, pb, pr)
+        else:
+            self.pads = self.fixed_pads
+        pt, pl, pb, pr = self.pads
+        ho = conv_out_size(h, self.kernel[0], self.stride[0], pt, pb, self.dilation[0])
+        wo = conv_out_size(w, self.kernel[1], self.stride[1], pl, pr, self.dilation[1])
+        if ho < 1 or wo < 1:
+            raise self.shape_error(f"input {h}x{w} is too small for kernel {self.kernel}", ">= 1x1 output", (ho, wo))
+        self.out_hw = (ho, wo)
+        self.depthwise = g == c == k and g > 1
+        self.pointwise = (self.kernel == (1, 1) and self.stride == (1, 1) and self.pads == (0, 0, 0, 0)
+                          and g == 1)
+        hw = ho * wo
+        self.block = max(1, min(n, math.ceil(self.block_columns / hw)))
+        if not (self.depthwise or self.pointwise):
+            rows = (c // g) * g * self.kernel[0] * self.kernel[1]
+            self.cols = np.empty((rows, self.block * hw), np.float32)
+            self.ybuf = np.empty((k, self.block * hw), np.float32) if self.block > 1 else None
+        return [(n, k, ho, wo)]
+
+    def _args(self):
+        return self.kernel, self.stride, self.pads, self.dilation, self.out_hw
+
+    def _buffers(self, n, dtype):
+        """Column and output buffers for a block of n images (views of the reused ones)."""
+        if self.cols.dtype != dtype:
+            self.cols = self.cols.astype(dtype)
+            self.ybuf = None if self.ybuf is None else self.ybuf.astype(dtype)
+        hw = self.out_hw[0] * self.out_hw[1]
+        cols = self.cols.reshape(-1)[: self.cols.shape[0] * n * hw].reshape(self.cols.shape[0], n * hw)
+        ybuf = None if n == 1 else self.ybuf.reshape(-1)[: self.ybuf.shape[0] * n * hw].reshape(-1, n * hw)
+        return cols, ybuf
+
+    def forward(self, bottom, top):
+        x, y = bottom[0].data, top[0].data
+        n, k = x.shape[0], self.p["num_output"]
+        if self.depthwise:
+            kernels.depthwise_conv_forward(x, self.weight.data, y, self.stride, self.pads, self.dilation)
+        elif self.pointwise:
+            np.matmul(self.weight.data.reshape(k, -1), x.reshape(n, x.shape[1], -1), out=y.reshape(n, k, -1))
+        else:
+            g = self.p["group"]
+            w = self.weight.data.reshape(g, k // g, -1)
+            for b0 in range(0, n, self.block):
+                xb = x[b0:b0 + self.block]
+                cols, ybuf = self._buffers(xb.shape[0], x.dtype)
+                kernels.im2col(xb, cols, *self._args())
+                cols_g = cols.reshape(g, -1, cols.shape[1])
+                if ybuf is None:        # one image: the GEMM writes straight into y
+                    out = y[b0].reshape(g, k // g, -1)
+                else:
+                    out = ybuf.reshape(g, k // g, -1)
+                for gi in range(g):
+                    gemm(w[gi], cols_g[gi], out[gi])
+                if ybuf is not None:
+                    y[b0:b0 + xb.shape[0]] = ybuf.reshape(k, xb.shape[0], -1).transpose(1, 0, 2).reshape(
+                        (xb.shape[0],) + y.shape[1:])
+        if self.bias is not None:
+            y += self.bias.data.reshape(1, k, 1, 1)
+
+    def backward(self, top, propagate_down, bottom):
+        x, dy = bottom[0].data, top[0].diff
+        n, k, g = x.shape[0], self.p["num_output"], self.p["group"]
+        dx = bottom[0].diff if propagate_down[0] else None
+        if self.bias is not None:
+            self.bias.diff[...] = dy.sum(axis=(0, 2, 3))
+        if self.depthwise:
+            kernels.depthwise_conv_backward(x, self.weight.data, dy, dx, self.weight.diff,
+                                            self.stride, self.pads, self.dilation)
+            return
+        if self.pointwise:
+            x3, dy3 = x.reshape(n, x.shape[1], -1), dy.reshape(n, k, -1)
+            dw = self.weight.diff.reshape(k, -1)
+            dw[...] = 0
+            for b in range(n):
+                dw += dy3[b] @ x3[b].T
+            if dx is not None:
+                np.matmul(self.weight.data.reshape(k, -1).T, dy3, out=dx.reshape(x3.shape))
+            return
+        w = self.weight.data.reshape(g, k // g, -1)
+        dw = self.weight.diff.reshape(g, k // g, -1)
+        dw[...] = 0
+        for b0 in range(0, n, self.block):
+            xb = x[b0:b0 + self.block]
+            nb = xb.shape[0]
+            cols, ybuf = self._buffers(nb, x.dtype)
+            kernels.im2col(xb, cols, *self._args())
+            if ybuf is None:
+                dyb = dy[b0].reshape(g, k // g, -1)
+            else:
+                ybuf.reshape(k, nb, -1)[...] = dy[b0:b0 + nb].reshape(nb, k, -1).transpose(1, 0, 2)
+                dyb = ybuf.reshape(g, k // g, -1)
+            cols_g = cols.reshape(g, -1, cols.shape[1])
+            for gi in range(g):
+                dw[gi] += dyb[gi] @ cols_g[gi].T
+            if dx is not None:
+                for gi in range(g):     # cols is free now: reuse it for dcols
+                    gemm(w[gi].T, dyb[gi], cols_g[gi])
+                kernels.col2im(cols, dx[b0:b0 + nb], *self._args())

@@ -1,0 +1,49 @@
+"""Dropout (inverted, as in Caffe): scaling happens at training time.
+
+Parameter: dropout_ratio p, the probability of dropping a unit (default 0.5).
+
+    train: m ~ Bernoulli(1 - p) per unit (the layer's seeded generator);
+           y = x * m / (1 - p);   dx = dy * m / (1 - p)
+    test:  y = x;                 dx = dy
+
+Because the kept units are scaled up during training, the test-time net is
+the identity and needs no rescaling (the paper's "multiply by 0.5 at test"
+is the same model written the other way round).
+"""
+import numpy as np
+
+from ..errors import SpecError
+from ..layer import Layer, register
+
+
+@register
+class Dropout(Layer):
+    type_name = "Dropout"
+    PARAMS = {"dropout_ratio": 0.5}
+    inplace_ok = True
+
+    def validate(self):
+        if not 0 <= self.p["dropout_ratio"] < 1:
+            raise SpecError(f"layer {self.name!r}: dropout_ratio must be in [0, 1), got {self.p['dropout_ratio']}")
+
+    def reshape(self, bottom_shapes):
+        return [bottom_shapes[0]]
+
+    def forward(self, bottom, top):
+        x, y = bottom[0].data, top[0].data
+        if self.phase != "train" or self.p["dropout_ratio"] == 0:
+            if y is not x:
+                y[...] = x
+            self.mask = None
+            return
+        keep = 1.0 - self.p["dropout_ratio"]
+        self.mask = (self.rng.random(x.shape, dtype=np.float32) < keep).astype(x.dtype) / keep
+        np.multiply(x, self.mask, out=y)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            if self.mask is None:
+                if bottom[0].diff is not top[0].diff:
+                    bottom[0].diff[...] = top[0].diff
+            else:
+                np.multiply(top[0].diff, self.mask, out=bottom[0].diff)

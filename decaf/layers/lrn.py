@@ -1,0 +1,45 @@
+"""Local response normalisation across channels (Krizhevsky et al. 2012).
+
+Parameters: local_size n (5), alpha (1), beta (0.75), k (1). As in Caffe and
+ONNX, alpha is divided by n:
+
+    s_c = k + (alpha / n) * sum_{c' in window(c)} x_c'^2,   window(c) = [c - (n-1)/2, c + n/2]
+    y_c = x_c * s_c^(-beta)
+    dx_c = dy_c s_c^(-beta) - (2 alpha beta / n) x_c sum_{c': c in window(c')} dy_c' y_c' / s_c'
+"""
+import numpy as np
+
+from .. import kernels
+from ..errors import SpecError
+from ..layer import Layer, register
+
+
+@register
+class LRN(Layer):
+    type_name = "LRN"
+    PARAMS = {"local_size": 5, "alpha": 1.0, "beta": 0.75, "k": 1.0}
+
+    def validate(self):
+        if int(self.p["local_size"]) < 1:
+            raise SpecError(f"layer {self.name!r}: local_size must be >= 1, got {self.p['local_size']}")
+
+    def reshape(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        if len(shape) != 4:
+            raise self.shape_error(f"bottom {self.bottom_names[0]!r} must be 4-D (N, C, H, W)", "4-D", shape)
+        self.scale = np.zeros(shape, np.float32)
+        return [shape]
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        if self.scale.dtype != x.dtype:
+            self.scale = self.scale.astype(x.dtype)
+        p = self.p
+        kernels.lrn_forward(x, top[0].data, self.scale, int(p["local_size"]), float(p["alpha"]),
+                            float(p["beta"]), float(p["k"]))
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            p = self.p
+            kernels.lrn_backward(bottom[0].data, top[0].data, self.scale, top[0].diff, bottom[0].diff,
+                                 int(p["local_size"]), float(p["alpha"]), float(p["beta"]))

@@ -1,0 +1,131 @@
+"""Per-channel normalisation layers: BatchNorm and Scale (channel axis 1).
+
+BatchNorm (parameters eps=1e-5, momentum=0.9, use_global_stats, affine):
+    statistics over every axis but the channel one (m values per channel)
+    train: mu, var = batch mean and (biased) variance; the running statistics
+           move as r = momentum * r + (1 - momentum) * batch (unbiased variance)
+    test:  mu, var = the running statistics (``use_global_stats`` forces either way)
+    xhat = (x - mu) / sqrt(var + eps);  y = gamma * xhat + beta if affine else xhat
+    backward with batch statistics:
+        dxhat = dy * gamma
+        dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(var + eps)
+    with global statistics: dx = dxhat / sqrt(var + eps)
+    dgamma = sum(dy * xhat), dbeta = sum(dy)
+
+Scale (parameter bias_term=False): y = x * gamma_c (+ beta_c);
+    dx = dy * gamma_c;  dgamma_c = sum(dy * x);  dbeta_c = sum(dy)
+"""
+import numpy as np
+
+from .. import fillers
+from ..layer import Layer, register
+
+
+def _per_channel(v, ndim):
+    """View a (C,) vector so it broadcasts along axis 1 of an ndim array."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _reduce_axes(ndim):
+    return (0,) + tuple(range(2, ndim))
+
+
+@register
+class BatchNorm(Layer):
+    type_name = "BatchNorm"
+    PARAMS = {"eps": 1e-5, "momentum": 0.9, "use_global_stats": None, "affine": False}
+    inplace_ok = False
+
+    def setup(self, bottom_shapes, fill_rng):
+        c = bottom_shapes[0][1]
+        self.mean = self.add_param("mean", (c,), 0, learnable=False)
+        self.var = self.add_param("var", (c,), 1, learnable=False)
+        self.var.data[...] = 1
+        if self.p["affine"]:
+            self.gamma = self.add_param("weight", (c,), 2)
+            self.beta = self.add_param("bias", (c,), 3)
+            fillers.fill(self.gamma.data, {"type": "constant", "value": 1.0}, fill_rng)
+
+    def reshape(self, bottom_shapes):
+        if len(bottom_shapes[0]) < 2 or bottom_shapes[0][1] != self.mean.shape[0]:
+            raise self.shape_error("channel count", self.mean.shape[0], bottom_shapes[0])
+        return [bottom_shapes[0]]
+
+    def _global(self):
+        g = self.p["use_global_stats"]
+        return self.phase == "test" if g is None else bool(g)
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        axes = _reduce_axes(x.ndim)
+        if self._global():
+            mu, var = self.mean.data, self.var.data
+        else:
+            mu, var = x.mean(axis=axes), x.var(axis=axes)
+            m = x.size // x.shape[1]
+            mom = self.p["momentum"]
+            self.mean.data[...] = mom * self.mean.data + (1 - mom) * mu
+            self.var.data[...] = mom * self.var.data + (1 - mom) * var * m / max(m - 1, 1)
+        self.inv_std = 1.0 / np.sqrt(var + self.p["eps"]).astype(x.dtype)
+        self.xhat = (x - _per_channel(mu, x.ndim)) * _per_channel(self.inv_std, x.ndim)
+        y = top[0].data
+        if self.p["affine"]:
+            np.multiply(self.xhat, _per_channel(self.gamma.data, x.ndim), out=y)
+            y += _per_channel(self.beta.data, x.ndim)
+        else:
+            y[...] = self.xhat
+
+    def backward(self, top, propagate_down, bottom):
+        dy = top[0].diff
+        axes, nd = _reduce_axes(dy.ndim), dy.ndim
+        if self.p["affine"]:
+            self.gamma.diff[...] = np.sum(dy * self.xhat, axis=axes)
+            self.beta.diff[...] = np.sum(dy, axis=axes)
+            dxhat = dy * _per_channel(self.gamma.data, nd)
+        else:
+            dxhat = dy
+        if not propagate_down[0]:
+            return
+        if self._global():
+            dx = dxhat
+        else:
+            dx = (dxhat - dxhat.mean(axis=axes, keepdims=True)
+                  - self.xhat * (dxhat * self.xhat).mean(axis=axes, keepdims=True))
+        np.multiply(dx, _per_channel(self.inv_std, nd), out=bottom[0].diff)
+
+
+@register
+class Scale(Layer):
+    type_name = "Scale"
+    PARAMS = {"bias_term": False, "filler": {"type": "constant", "value": 1.0},
+              "bias_filler": {"type": "constant", "value": 0.0}}
+    inplace_ok = False
+
+    def setup(self, bottom_shapes, fill_rng):
+        c = bottom_shapes[0][1]
+        self.gamma = self.add_param("weight", (c,), 0)
+        fillers.fill(self.gamma.data, self.p["filler"], fill_rng)
+        self.beta = None
+        if self.p["bias_term"]:
+            self.beta = self.add_param("bias", (c,), 1)
+            fillers.fill(self.beta.data, self.p["bias_filler"], fill_rng)
+
+    def reshape(self, bottom_shapes):
+        if len(bottom_shapes[0]) < 2 or bottom_shapes[0][1] != self.gamma.shape[0]:
+            raise self.shape_error("channel count", self.gamma.shape[0], bottom_shapes[0])
+        return [bottom_shapes[0]]
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        np.multiply(x, _per_channel(self.gamma.data, x.ndim), out=top[0].data)
+        if self.beta is not None:
+            top[0].data += _per_channel(self.beta.data, x.ndim)
+
+    def backward(self, top, propagate_down, bottom):
+        dy, x = top[0].diff, bottom[0].data
+        axes = _reduce_axes(x.ndim)
+        self.gamma.diff[...] = np.sum(dy * x, axis=axes)
+        if self.beta is not None:
+            self.beta.diff[...] = np.sum(dy, axis=axes)
+        if propagate_down[0]:
+            np.multiply(dy, _per_channel(self.gamma.data, x.ndim), out=bottom[0].diff)

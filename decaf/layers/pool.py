@@ -1,0 +1,85 @@
+"""Pooling: max or average over kh x kw windows, per channel.
+
+Parameters: pool ("max" or "ave"); kernel_size; stride (1); pad (int, [h, w]
+or [top, left, bottom, right]); global_pooling (False: window = whole image);
+round_mode ("ceil" as in Caffe, or "floor" as in PyTorch's default);
+count_include_pad (True: average divides by the window clipped to the padded
+image, as Caffe does; False: by the number of real pixels).
+
+Output size: Ho = round((H + pad_top + pad_bottom - kh) / sh) + 1 with the
+chosen rounding; in ceil mode a last window that would start in the bottom
+padding is dropped (Caffe and PyTorch agree on this).
+
+    max:  y = max over the window;   dx[argmax] += dy   (the first max wins ties)
+    ave:  y = sum(window) / count;   dx[window] += dy / count
+"""
+import numpy as np
+
+from .. import kernels
+from ..errors import SpecError
+from ..layer import Layer, as_pads, as_pair, register
+
+
+def pool_out_size(size, kernel, stride, pad_before, pad_after, ceil):
+    span = size + pad_before + pad_after - kernel
+    out = (-(-span // stride) if ceil else span // stride) + 1
+    if ceil and (out - 1) * stride >= size + pad_before:
+        out -= 1
+    return out
+
+
+@register
+class Pooling(Layer):
+    type_name = "Pooling"
+    PARAMS = {"pool": "max", "kernel_size": None, "stride": 1, "pad": 0, "global_pooling": False,
+              "round_mode": "ceil", "count_include_pad": True}
+
+    def validate(self):
+        p = self.p
+        p["pool"] = str(p["pool"]).lower()
+        if p["pool"] not in ("max", "ave"):
+            raise SpecError(f"layer {self.name!r}: pool must be 'max' or 'ave', got {p['pool']!r}")
+        if p["round_mode"] not in ("ceil", "floor"):
+            raise SpecError(f"layer {self.name!r}: round_mode must be 'ceil' or 'floor', got {p['round_mode']!r}")
+        if p["kernel_size"] is None and not p["global_pooling"]:
+            raise SpecError(f"layer {self.name!r}: kernel_size is required unless global_pooling is set")
+        self.stride = as_pair(p["stride"], "stride")
+        self.pads = as_pads(p["pad"])
+        if not p["global_pooling"]:
+            self.kernel = as_pair(p["kernel_size"], "kernel_size")
+            kh, kw = self.kernel
+            if self.pads[0] >= kh or self.pads[2] >= kh or self.pads[1] >= kw or self.pads[3] >= kw:
+                raise SpecError(f"layer {self.name!r}: pad {self.pads} must be smaller than the kernel {self.kernel}")
+
+    def reshape(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        if len(shape) != 4:
+            raise self.shape_error(f"bottom {self.bottom_names[0]!r} must be 4-D (N, C, H, W)", "4-D", shape)
+        n, c, h, w = shape
+        if self.p["global_pooling"]:
+            self.kernel, self.stride, self.pads = (h, w), (1, 1), (0, 0, 0, 0)
+        ceil = self.p["round_mode"] == "ceil"
+        pt, pl, pb, pr = self.pads
+        ho = pool_out_size(h, self.kernel[0], self.stride[0], pt, pb, ceil)
+        wo = pool_out_size(w, self.kernel[1], self.stride[1], pl, pr, ceil)
+        if ho < 1 or wo < 1:
+            raise self.shape_error(f"input {h}x{w} is smaller than the kernel {self.kernel}", ">= 1x1", (ho, wo))
+        if self.p["pool"] == "max":
+            self.argmax = np.zeros((n, c, ho, wo), np.int32)
+        return [(n, c, ho, wo)]
+
+    def forward(self, bottom, top):
+        x, y = bottom[0].data, top[0].data
+        if self.p["pool"] == "max":
+            kernels.max_pool_forward(x, y, self.argmax, self.kernel, self.stride, self.pads)
+        else:
+            kernels.avg_pool_forward(x, y, self.kernel, self.stride, self.pads, self.p["count_include_pad"])
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy, dx = top[0].diff, bottom[0].diff
+        if self.p["pool"] == "max":
+            kernels.max_pool_backward(dy, self.argmax, dx)
+        else:
+            kernels.avg_pool_backward(dy, dx, self.kernel, self.stride, self.pads, self.p["count_include_pad"])

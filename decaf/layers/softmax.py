@@ -1,0 +1,32 @@
+"""Softmax over the channel axis (axis 1).
+
+    forward:  y_i = exp(x_i - max x) / sum_j exp(x_j - max x)
+    backward: dx_i = y_i (dy_i - sum_j dy_j y_j)
+"""
+import numpy as np
+
+from ..layer import Layer, register
+
+
+def softmax(x, out):
+    """Numerically stable softmax of ``x`` along axis 1 into ``out``."""
+    np.subtract(x, x.max(axis=1, keepdims=True), out=out)
+    np.exp(out, out=out)
+    out /= out.sum(axis=1, keepdims=True)
+    return out
+
+
+@register
+class Softmax(Layer):
+    type_name = "Softmax"
+
+    def reshape(self, bottom_shapes):
+        return [bottom_shapes[0]]
+
+    def forward(self, bottom, top):
+        softmax(bottom[0].data, top[0].data)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            y, dy = top[0].data, top[0].diff
+            bottom[0].diff[...] = y * (dy - (dy * y).sum(axis=1, keepdims=True))

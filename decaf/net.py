@@ -1,0 +1,345 @@
+"""Net: a DAG of layers joined by named blobs.
+
+A net spec is plain data::
+
+    {"name": "tiny",
+     "inputs": {"data": [3, 32, 32], "label": []},     # per-example shapes
+     "layers": [{"name": "ip", "type": "InnerProduct", "bottom": "data",
+                 "top": "ip", "num_output": 10}, ...]}
+
+Build time does all the checking: unknown types and parameters, missing
+bottoms, two layers writing one blob, cycles, and every shape (at batch 1).
+Layers run in a topological order (spec order breaks ties). A layer whose top
+equals its bottom runs in place. A blob read by several layers gets an
+automatic Split layer so that gradients from every reader are summed.
+"""
+import heapq
+
+import numpy as np
+
+from . import fillers  # noqa: F401  (layers use it)
+from .blob import Blob
+from .errors import ShapeError, SpecError
+from .layer import create_layer
+
+PHASES = ("train", "test")
+
+
+class Net:
+    def __init__(self, spec, phase="test", seed=0, force_backward=False):
+        import decaf.layers  # noqa: F401  (registers every layer type)
+
+        self.spec = spec
+        self.name = spec.get("name", "net")
+        inputs = spec.get("inputs")
+        if not isinstance(inputs, dict) or not inputs:
+            raise SpecError(f"net {self.name!r}: spec needs 'inputs', a dict of blob name -> per-example shape")
+        self.input_shapes = {k: tuple(int(d) for d in v) for k, v in inputs.items()}
+        self.force_backward = force_backward
+        layers = [create_layer(s) for s in spec.get("layers", [])]
+        names = [layer.name for layer in layers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise SpecError(f"net {self.name!r}: duplicate layer name(s) {dupes}")
+        self._wire(layers)
+        self.layers = {layer.name: layer for layer in self.order}
+        self.params = {p.name: p for layer in self.order for p in layer.blobs}
+        self.batch_size = None
+        self._plans = {}
+        self.set_phase(phase)
+        rng = np.random.default_rng(seed)
+        for layer in self.order:
+            layer.rng = np.random.default_rng(rng.integers(2**63))
+        self._setup(rng)
+        self.params = {p.name: p for layer in self.order for p in layer.blobs}
+        self._find_grad_needs()
+
+    # ---- building -------------------------------------------------------------
+    def _wire(self, layers):
+        """Resolve blob names into blob keys, insert Split layers, order the layers."""
+        producer = {name: None for name in self.input_shapes}   # blob name -> producing layer
+        for layer in layers:
+            for top in layer.top_names:
+                if top in layer.bottom_names:
+                    if not layer.inplace_ok:
+                        raise SpecError(f"layer {layer.name!r} ({layer.type_name}) cannot run in place "
+                                        f"(top {top!r} is also its bottom)")
+                    continue
+                if top in producer:
+                    who = "an input" if producer[top] is None else f"layer {producer[top].name!r}"
+                    raise SpecError(f"blob {top!r} is written by both {who} and layer {layer.name!r}")
+                producer[top] = layer
+        for layer in layers:
+            for b in layer.bottom_names:
+                if b not in producer:
+                    raise SpecError(f"layer {layer.name!r}: bottom blob {b!r} is not produced by any layer "
+                                    f"or input (inputs: {sorted(self.input_shapes)})")
+
+        # In-place layers on a name form a chain in spec order; a reader sees the
+        # version written by the last in-place layer before it in the spec.
+        writers = {}   # name -> [in-place layers in spec order]
+        position = {layer.name: i for i, layer in enumerate(layers)}
+        for layer in layers:
+            for top in layer.top_names:
+                if top in layer.bottom_names:
+                    writers.setdefault(top, []).append(layer)
+        deps = {layer.name: set() for layer in layers}
+        readers = {}   # (name, version) -> [layers reading it, not in place]
+        for layer in layers:
+            for b in layer.bottom_names:
+                chain = writers.get(b, [])
+                inplace = b in layer.top_names
+                before = [w for w in chain if position[w.name] < position[layer.name]]
+                version = len(before)
+                if version:
+                    deps[layer.name].add(before[-1].name)
+                elif producer[b] is not None:
+                    deps[layer.name].add(producer[b].name)
+                if not inplace:
+                    readers.setdefault((b, version), []).append(layer)
+        for (b, version), who in readers.items():
+            chain = writers.get(b, [])
+            if version < len(chain):
+                raise SpecError(f"layer {chain[version].name!r} works in place on blob {b!r}, which layer "
+                                f"{who[0].name!r} also reads before it: give {chain[version].name!r} a new top name")
+        self.order = self._toposort(layers, deps, position)
+        self._insert_splits(readers)
+
+    def _toposort(self, layers, deps, position):
+        by_name = {layer.name: layer for layer in layers}
+        users = {name: [] for name in by_name}
+        missing = {name: len(d) for name, d in deps.items()}
+        for name, d in deps.items():
+            for dep in d:
+                users[dep].append(name)
+        ready = [(position[n], n) for n, count in missing.items() if count == 0]
+        heapq.heapify(ready)
+        order = []
+        while ready:
+            _, name = heapq.heappop(ready)
+            order.append(by_name[name])
+            for user in users[name]:
+                missing[user] -= 1
+                if missing[user] == 0:
+                    heapq.heappush(ready, (position[user], user))
+        if len(order) != len(layers):
+            stuck = sorted(n for n, count in missing.items() if count > 0)
+            raise SpecError(f"net {self.name!r} has a cycle through layers {stuck}")
+        return order
+
+    def _insert_splits(self, readers):
+        """Give every layer its bottom/top Blob objects; split blobs read more than once."""
+        from .layers.shape import Split
+
+        self.blobs = {name: Blob(name=name) for name in self.input_shapes}
+        for layer in self.order:
+            for top in layer.top_names:
+                if top not in self.blobs:
+                    self.blobs[top] = Blob(name=top)
+        self.bottoms = {layer.name: [self.blobs[b] for b in layer.bottom_names] for layer in self.order}
+        self.tops = {layer.name: [self.blobs[t] for t in layer.top_names] for layer in self.order}
+        new_order = list(self.order)
+        for (b, _), who in readers.items():
+            if len(who) < 2:
+                continue
+            split = Split({"name": f"{b}_split", "type": "Split", "bottom": [b],
+                           "top": [f"{b}_split_{i}" for i in range(len(who))]})
+            tops = [Blob(name=t) for t in split.top_names]
+            for reader, blob in zip(who, tops):
+                # replace one occurrence per reader entry (a layer may read b twice)
+                slots = self.bottoms[reader.name]
+                slot = next(i for i, x in enumerate(slots) if x is self.blobs[b])
+                slots[slot] = blob
+            first = min(new_order.index(r) for r in who)
+            new_order.insert(first, split)
+            self.bottoms[split.name] = [self.blobs[b]]
+            self.tops[split.name] = tops
+        self.order = new_order
+        consumed = {id(x) for layer in self.order for x in self.bottoms[layer.name]}
+        self.output_names = [name for name, blob in self.blobs.items()
+                             if id(blob) not in consumed and name not in self.input_shapes]
+
+    def _setup(self, rng):
+        for name, shape in self.input_shapes.items():
+            self.blobs[name].reshape((1,) + shape)
+        for layer in self.order:     # parameters need their bottom's shape, so setup walks in order
+            layer.setup([b.shape for b in self.bottoms[layer.name]], rng)
+            self._reshape_layer(layer)
+        self.batch_size = 1
+
+    def _find_grad_needs(self):
+        needs = {id(self.blobs[n]): self.force_backward for n in self.input_shapes}
+        self.needs_backward = {}
+        for layer in self.order:
+            bottoms = self.bottoms[layer.name]
+            need = any(needs.get(id(b), False) for b in bottoms) or any(p.learnable for p in layer.blobs)
+            self.needs_backward[layer.name] = need
+            for t in self.tops[layer.name]:
+                needs[id(t)] = need or needs.get(id(t), False)
+        self._blob_needs_grad = needs
+
+    # ---- running --------------------------------------------------------------
+    def set_phase(self, phase):
+        if phase not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+        self.phase = phase
+        for layer in self.order:
+            layer.phase = phase
+
+    def reshape(self, batch_size):
+        """Size every blob for a batch of ``batch_size`` examples."""
+        for name, shape in self.input_shapes.items():
+            self.blobs[name].reshape((batch_size,) + shape)
+        for layer in self.order:
+            self._reshape_layer(layer)
+        self.batch_size = batch_size
+
+    def _reshape_layer(self, layer):
+        bottoms, tops = self.bottoms[layer.name], self.tops[layer.name]
+        shapes = layer.reshape([b.shape for b in bottoms])
+        for blob, shape in zip(tops, shapes):
+            if any(blob is b for b in bottoms) and tuple(shape) != blob.shape:
+                raise ShapeError(f"layer {layer.name!r} runs in place but changes the shape of "
+                                 f"{blob.name!r} from {blob.shape} to {tuple(shape)}")
+            blob.reshape(shape)
+
+    def plan(self, outputs=None):
+        """The layers needed to compute ``outputs`` (all layers when None), in order."""
+        key = None if outputs is None else tuple(outputs)
+        if key not in self._plans:
+            if outputs is None:
+                self._plans[key] = list(self.order)
+            else:
+                for name in outputs:
+                    if name not in self.blobs:
+                        raise KeyError(f"net {self.name!r} has no blob {name!r} (blobs: {list(self.blobs)})")
+                wanted = {id(self.blobs[n]) for n in outputs}
+                chosen = []
+                for layer in reversed(self.order):
+                    if any(id(t) in wanted for t in self.tops[layer.name]):
+                        chosen.append(layer)
+                        wanted.update(id(b) for b in self.bottoms[layer.name])
+                self._plans[key] = chosen[::-1]
+        return self._plans[key]
+
+    def set_inputs(self, inputs, needed=None):
+        """Check and copy input arrays into the input blobs; reshape for a new batch size."""
+        unknown = set(inputs) - set(self.input_shapes)
+        if unknown:
+            raise KeyError(f"net {self.name!r} has no input(s) {sorted(unknown)} (inputs: {sorted(self.input_shapes)})")
+        needed = self.input_shapes if needed is None else needed
+        missing = [n for n in needed if n not in inputs]
+        if missing:
+            raise KeyError(f"net {self.name!r}: input(s) {missing} not given")
+        batch = None
+        arrays = {}
+        for name, value in inputs.items():
+            array = np.asarray(value)
+            want = self.input_shapes[name]
+            if array.shape[1:] != want:
+                raise ShapeError(f"input {name!r}: expected shape (N, {', '.join(map(str, want))})"
+                                 f"{'' if want else ''}, got {array.shape}")
+            if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
+                raise TypeError(f"input {name!r}: expected a numeric array, got dtype {array.dtype}")
+            if not np.all(np.isfinite(array)):
+                raise ValueError(f"input {name!r} contains NaN or inf")
+            if batch is not None and array.shape[0] != batch:
+                raise ShapeError(f"inputs disagree on the batch size: {name!r} has {array.shape[0]}, expected {batch}")
+            batch = array.shape[0]
+            arrays[name] = array
+        if batch is None or batch == 0:
+            raise ShapeError(f"net {self.name!r}: empty batch")
+        if batch != self.batch_size:
+            self.reshape(batch)
+        for name, array in arrays.items():
+            self.blobs[name].data[...] = array
+
+    def forward(self, inputs=None, outputs=None, **kw):
+        """Run the net; return {name: copy of the blob} for ``outputs``.
+
+        ``outputs`` defaults to the net's output blobs; only the layers needed
+        for the requested blobs run.
+        """
+        inputs = dict(inputs or {}, **kw)
+        plan = self.plan(outputs)
+        needed = [n for n in self.input_shapes if any(
+            self.blobs[n] in self.bottoms[layer.name] for layer in plan)] if outputs is not None else None
+        if inputs:
+            self.set_inputs(inputs, needed)
+        for layer in plan:
+            layer.forward(self.bottoms[layer.name], self.tops[layer.name])
+        names = self.output_names if outputs is None else outputs
+        return {n: self.blobs[n].data.copy() for n in names}
+
+    def loss(self):
+        """The weighted sum of the loss layers' outputs from the last forward."""
+        return float(sum(layer.loss_weight * float(np.sum(self.tops[layer.name][0].data))
+                         for layer in self.order if layer.loss_weight))
+
+    def backward(self, diffs=None):
+        """Backpropagate from the loss layers (weighted by loss_weight) and ``diffs``.
+
+        ``diffs`` maps output blob names to gradients of the objective with
+        respect to them. Fills every parameter's ``diff`` and, with
+        ``force_backward``, the input blobs' diffs. Returns {input: diff copy}.
+        """
+        diffs = diffs or {}
+        for name in self.output_names:
+            blob = self.blobs[name]
+            blob.diff[...] = 0
+        for layer in self.order:
+            if layer.loss_weight:
+                self.tops[layer.name][0].diff[...] = layer.loss_weight
+        for name, value in diffs.items():
+            blob = self.blobs[name]
+            value = np.asarray(value)
+            if value.shape != blob.shape:
+                raise ShapeError(f"diff for blob {name!r}: expected shape {blob.shape}, got {value.shape}")
+            blob.diff[...] = value
+        for layer in reversed(self.order):
+            if not self.needs_backward[layer.name]:
+                continue
+            bottoms = self.bottoms[layer.name]
+            propagate = [self._blob_needs_grad.get(id(b), False) for b in bottoms]
+            layer.backward(self.tops[layer.name], propagate, bottoms)
+        if self.force_backward:
+            return {n: self.blobs[n].diff.copy() for n in self.input_shapes}
+        return {}
+
+    # ---- parameters -----------------------------------------------------------
+    def param_arrays(self):
+        """{param name: copy of its data}."""
+        return {name: p.data.copy() for name, p in self.params.items()}
+
+    def load_params(self, arrays, strict=True):
+        """Copy arrays (name -> array) into the parameters, checking names and shapes."""
+        if strict:
+            missing = sorted(set(self.params) - set(arrays))
+            extra = sorted(set(arrays) - set(self.params))
+            if missing or extra:
+                raise KeyError(f"net {self.name!r}: parameters missing {missing[:5]}"
+                               f"{'...' if len(missing) > 5 else ''}, unexpected {extra[:5]}"
+                               f"{'...' if len(extra) > 5 else ''}")
+        for name, value in arrays.items():
+            if name in self.params:
+                self.params[name].set(value)
+
+    def astype(self, dtype):
+        """Switch every blob and parameter to ``dtype`` (float64 for gradient checks)."""
+        for blob in list(self.blobs.values()) + list(self.params.values()):
+            blob.astype(dtype)
+        for layer in self.order:
+            for blob in self.bottoms[layer.name] + self.tops[layer.name]:
+                if blob.dtype != np.dtype(dtype):
+                    blob.astype(dtype)
+        self.batch_size = None
+        return self
+
+    def describe(self):
+        """One line per layer: name, type, bottom and top shapes."""
+        lines = []
+        for layer in self.order:
+            b = ", ".join(f"{x.name}{x.shape}" for x in self.bottoms[layer.name])
+            t = ", ".join(f"{x.name}{x.shape}" for x in self.tops[layer.name])
+            lines.append(f"{layer.name:<14} {layer.type_name:<18} {b} -> {t}")
+        return "\n".join(lines)

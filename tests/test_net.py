@@ -1,0 +1,180 @@
+"""Net building, validation errors, topological order, fan-out, phases, copies."""
+import numpy as np
+import pytest
+
+from decaf import Net, ShapeError, SpecError
+from decaf.gradcheck import check_net
+
+
+def ip(name, bottom, n, top=None):
+    return {"name": name, "type": "InnerProduct", "bottom": bottom, "top": top or name, "num_output": n}
+
+
+def spec(*layers, inputs=None):
+    return {"name": "t", "inputs": inputs or {"data": [4]}, "layers": list(layers)}
+
+
+def test_unknown_type_names_layer_and_type():
+    with pytest.raises(SpecError, match=r"layer 'x': unknown type 'Convolutoin'"):
+        Net(spec({"name": "x", "type": "Convolutoin", "bottom": "data", "top": "x"}))
+
+
+def test_unknown_parameter_is_an_error():
+    with pytest.raises(SpecError, match=r"unknown parameter\(s\) \['num_ouput'\]"):
+        Net(spec({"name": "fc", "type": "InnerProduct", "bottom": "data", "top": "fc", "num_ouput": 3}))
+
+
+def test_missing_required_parameter():
+    with pytest.raises(SpecError, match="missing required parameter 'num_output'"):
+        Net(spec({"name": "fc", "type": "InnerProduct", "bottom": "data", "top": "fc"}))
+
+
+def test_missing_bottom():
+    with pytest.raises(SpecError, match="bottom blob 'nope' is not produced"):
+        Net(spec(ip("fc", "nope", 3)))
+
+
+def test_duplicate_top():
+    with pytest.raises(SpecError, match="blob 'h' is written by both layer 'a' and layer 'b'"):
+        Net(spec(ip("a", "data", 3, "h"), ip("b", "data", 3, "h")))
+
+
+def test_duplicate_layer_name():
+    with pytest.raises(SpecError, match="duplicate layer name"):
+        Net(spec(ip("a", "data", 3, "h1"), ip("a", "h1", 3, "h2")))
+
+
+def test_cycle():
+    with pytest.raises(SpecError, match="cycle through layers \\['a', 'b'\\]"):
+        Net(spec(ip("a", "hb", 3, "ha"), ip("b", "ha", 3, "hb"), ip("c", "data", 3)))
+
+
+def test_shape_mismatch_names_layer_and_shapes():
+    s = spec(ip("a", "data", 3), ip("b", "data", 5),
+             {"name": "sum", "type": "Eltwise", "bottom": ["a", "b"], "top": "sum"})
+    with pytest.raises(ShapeError, match=r"layer 'sum' \(Eltwise\): bottom 'b' differs.*expected \(1, 3\), got \(1, 5\)"):
+        Net(s)
+
+
+def test_conv_channel_mismatch_at_build():
+    s = spec({"name": "c", "type": "Convolution", "bottom": "data", "top": "c", "num_output": 2,
+              "kernel_size": 3, "group": 2}, inputs={"data": [3, 8, 8]})
+    with pytest.raises(ShapeError, match="layer 'c'"):
+        Net(s)
+
+
+def test_input_shape_checked():
+    net = Net(spec(ip("a", "data", 3)))
+    with pytest.raises(ShapeError, match=r"input 'data': expected shape \(N, 4\), got \(2, 5\)"):
+        net.forward(data=np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="NaN"):
+        net.forward(data=np.full((2, 4), np.nan))
+    with pytest.raises(KeyError, match="no input"):
+        net.forward(image=np.zeros((2, 4)))
+
+
+def test_spec_order_need_not_be_topological():
+    net = Net(spec(ip("b", "ha", 2), ip("a", "data", 3, "ha")))
+    assert [layer.name for layer in net.order] == ["a", "b"]
+
+
+def test_forward_returns_copies_and_any_blob():
+    net = Net(spec(ip("a", "data", 3), {"name": "r", "type": "ReLU", "bottom": "a", "top": "r"}))
+    x = np.random.default_rng(0).standard_normal((2, 4))
+    out = net.forward(data=x, outputs=["a", "r"])
+    np.testing.assert_allclose(out["r"], np.maximum(out["a"], 0))
+    out["a"][...] = 123
+    again = net.forward(data=x, outputs=["a"])
+    assert not np.any(again["a"] == 123)
+
+
+def test_forward_runs_only_needed_layers():
+    net = Net(spec(ip("a", "data", 3), ip("b", "a", 2)))
+    assert [layer.name for layer in net.plan(["a"])] == ["a"]
+
+
+def test_fanout_gets_split_and_accumulates_gradient():
+    # y = a(x) used twice: gradient must be the sum of both paths
+    s = spec(ip("a", "data", 3), ip("b", "a", 2), ip("c", "a", 2),
+             {"name": "sum", "type": "Eltwise", "bottom": ["b", "c"], "top": "sum"})
+    net = Net(s, force_backward=True)
+    assert any(layer.type_name == "Split" for layer in net.order)
+    report = check_net(net, {"data": np.random.default_rng(0).standard_normal((3, 4))})
+    assert report.passed, str(report)
+
+
+def test_same_blob_read_twice_by_one_layer():
+    s = spec(ip("a", "data", 3), {"name": "sq", "type": "Eltwise", "operation": "prod", "bottom": ["a", "a"], "top": "sq"})
+    net = Net(s, force_backward=True)
+    report = check_net(net, {"data": np.random.default_rng(0).standard_normal((2, 4))})
+    assert report.passed, str(report)
+
+
+def test_inplace_relu_shares_blob_and_gradchecks():
+    s = spec(ip("a", "data", 5), {"name": "r", "type": "ReLU", "bottom": "a", "top": "a"}, ip("b", "a", 2))
+    net = Net(s, force_backward=True)
+    assert net.bottoms["r"][0] is net.tops["r"][0]
+    report = check_net(net, {"data": np.random.default_rng(1).standard_normal((3, 4))})
+    assert report.passed, str(report)
+
+
+def test_inplace_on_blob_still_read_is_refused():
+    s = spec(ip("a", "data", 5), ip("b", "a", 2), {"name": "r", "type": "ReLU", "bottom": "a", "top": "a"})
+    with pytest.raises(SpecError, match="works in place on blob 'a'"):
+        Net(s)
+
+
+def test_inplace_not_allowed_for_some_layers():
+    with pytest.raises(SpecError, match="cannot run in place"):
+        Net(spec({"name": "s", "type": "Softmax", "bottom": "data", "top": "data"}))
+
+
+def test_phase_switches_dropout():
+    s = spec({"name": "d", "type": "Dropout", "bottom": "data", "top": "d", "dropout_ratio": 0.5},
+             inputs={"data": [1000]})
+    net = Net(s)
+    x = np.ones((1, 1000), np.float32)
+    np.testing.assert_array_equal(net.forward(data=x)["d"], x)
+    net.set_phase("train")
+    y = net.forward(data=x)["d"]
+    assert set(np.unique(y)) <= {0.0, 2.0}
+    assert 400 < np.count_nonzero(y) < 600
+
+
+def test_dropout_is_seeded():
+    s = spec({"name": "d", "type": "Dropout", "bottom": "data", "top": "d"}, inputs={"data": [50]})
+    a = Net(s, phase="train", seed=3).forward(data=np.ones((2, 50)))["d"]
+    b = Net(s, phase="train", seed=3).forward(data=np.ones((2, 50)))["d"]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_batch_size_change_reshapes():
+    net = Net(spec(ip("a", "data", 3)))
+    assert net.forward(data=np.zeros((5, 4)))["a"].shape == (5, 3)
+    assert net.forward(data=np.zeros((2, 4)))["a"].shape == (2, 3)
+
+
+def test_load_params_checks_names_and_shapes():
+    net = Net(spec(ip("a", "data", 3)))
+    with pytest.raises(KeyError, match="missing"):
+        net.load_params({"a.weight": np.zeros((3, 4))})
+    with pytest.raises(ValueError, match=r"expected shape \(3, 4\)"):
+        net.load_params({"a.weight": np.zeros((4, 3)), "a.bias": np.zeros(3)})
+
+
+def test_small_whole_net_gradient():
+    s = {"name": "small", "inputs": {"data": [2, 8, 8], "label": []}, "layers": [
+        {"name": "c1", "type": "Convolution", "bottom": "data", "top": "c1", "num_output": 3, "kernel_size": 3, "pad": 1},
+        {"name": "r1", "type": "ReLU", "bottom": "c1", "top": "c1"},
+        {"name": "p1", "type": "Pooling", "bottom": "c1", "top": "p1", "kernel_size": 2, "stride": 2},
+        {"name": "n1", "type": "LRN", "bottom": "p1", "top": "n1", "local_size": 3, "alpha": 0.1},
+        {"name": "c2", "type": "Convolution", "bottom": "n1", "top": "c2", "num_output": 4, "kernel_size": 3, "group": 1},
+        {"name": "bn", "type": "BatchNorm", "bottom": "c2", "top": "bn", "affine": True},
+        {"name": "t", "type": "Tanh", "bottom": "bn", "top": "bn"},
+        {"name": "fc", "type": "InnerProduct", "bottom": "bn", "top": "fc", "num_output": 3},
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["fc", "label"], "top": "loss"}]}
+    net = Net(s, phase="train", force_backward=True)
+    rng = np.random.default_rng(0)
+    inputs = {"data": rng.standard_normal((3, 2, 8, 8)), "label": np.array([0, 2, 1])}
+    report = check_net(net, inputs, max_elements=20)
+    assert report.passed, str(report)
