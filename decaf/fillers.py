@@ -35,7 +35,9 @@ def _norm(spec, shape):
 
 
 def fill(array, spec, rng):
-    """Fill ``array`` in place following ``spec``."""
+    """Fill ``array`` in place following ``spec`` (no-op when ``rng`` is None: weights come from a file)."""
+    if rng is None:
+        return array
     spec = dict(spec or {"type": "constant"})
     kind = spec.get("type", "constant")
     shape = array.shape

@@ -26,7 +26,8 @@ PHASES = ("train", "test")
 
 
 class Net:
-    def __init__(self, spec, phase="test", seed=0, force_backward=False):
+    def __init__(self, spec, phase="test", seed=0, force_backward=False, init=True):
+        """``init=False`` skips the weight fillers (zeros), for nets whose weights are loaded next."""
         import decaf.layers  # noqa: F401  (registers every layer type)
 
         self.spec = spec
@@ -50,7 +51,7 @@ class Net:
         rng = np.random.default_rng(seed)
         for layer in self.order:
             layer.rng = np.random.default_rng(rng.integers(2**63))
-        self._setup(rng)
+        self._setup(rng if init else None)
         self.params = {p.name: p for layer in self.order for p in layer.blobs}
         self._find_grad_needs()
 

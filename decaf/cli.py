@@ -1,0 +1,51 @@
+"""The ``decaf`` command. Each subcommand lives in ``decaf/commands/<name>.py``
+and provides ``add_parser(subparsers)`` (returning its parser) and ``run(args)``."""
+import argparse
+import importlib
+import sys
+
+COMMANDS = ["classify", "extract", "transfer", "tsne", "profile", "train", "convert", "models",
+            "gradcheck", "draw"]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="decaf", description="decaf: CNNs on the CPU. "
+                                     "Run 'decaf COMMAND --help' for a command's options and an example.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"decaf.commands.{name}")
+        except ModuleNotFoundError as exc:   # a command not written yet: leave it out
+            if exc.name == f"decaf.commands.{name}":
+                continue
+            raise
+        p = module.add_parser(sub)
+        p.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        import decaf
+        print(decaf.__version__)
+        return 0
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError, KeyError, PermissionError) as exc:
+        # decaf's own errors (format, shape, spec) are ValueErrors with a message that says what is wrong
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"decaf {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

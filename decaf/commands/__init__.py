@@ -1,0 +1,1 @@
+"""One module per ``decaf`` subcommand (see decaf/cli.py)."""
