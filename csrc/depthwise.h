@@ -1,0 +1,19 @@
+/* Depthwise convolution: channel c of x convolved (cross-correlated) with its own kh x kw filter.
+ *
+ * x (B, C, H, W), w (C, 1, kh, kw), y (B, C, Ho, Wo), no bias:
+ *     y[b, c, oh, ow] = sum_ij w[c, 0, i, j] * x[b, c, oh*sh - pad_top + i*dil_h, ow*sw - pad_left + j*dil_w]
+ * with x taken as 0 outside the image. */
+#ifndef DECAF_DEPTHWISE_H
+#define DECAF_DEPTHWISE_H
+
+void decaf_depthwise_conv_forward(const float *x, const float *w, float *y, int B, int C, int H, int W,
+                                  int kh, int kw, int Ho, int Wo, int sh, int sw, int pad_top, int pad_left,
+                                  int dil_h, int dil_w);
+
+/* dx (zeroed, then filled) and dw (overwritten with the gradient summed over the batch);
+ * either may be NULL to skip it. */
+void decaf_depthwise_conv_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
+                                   int B, int C, int H, int W, int kh, int kw, int Ho, int Wo,
+                                   int sh, int sw, int pad_top, int pad_left, int dil_h, int dil_w);
+
+#endif

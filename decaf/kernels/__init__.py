@@ -1,0 +1,146 @@
+"""decaf's hot loops, behind one switch.
+
+Each kernel exists twice with one signature and one contract: ``reference`` (plain NumPy, the
+math to read; accepts float32 and float64) and ``_compiled`` (C + OpenMP, float32 only). The
+functions of this module call the implementation of the current backend:
+
+    set_backend("numpy")      # or "compiled"; the default comes from $DECAF_BACKEND
+    with using_backend("numpy"):
+        ...                   # e.g. a float64 gradient check
+
+Every kernel writes into output arrays the caller allocated (NCHW, C-contiguous) and returns
+None. Geometry arguments: kernel=(kh, kw), stride=(sh, sw), dilation=(dh, dw),
+pads=(pad_top, pad_left, pad_bottom, pad_right); output sizes are implied by the output arrays
+(or given as out_hw for im2col/col2im). Bad dtypes, shapes or layouts raise ValueError.
+
+Threads: ``set_num_threads(n)`` sets the OpenMP threads of the compiled kernels (default:
+$DECAF_NUM_THREADS, else OpenMP's own default).
+"""
+import contextlib
+import os
+import warnings
+
+from . import reference
+
+try:
+    from . import _compiled
+except ImportError as error:  # not built, or built for another Python / machine
+    _compiled = None
+    _compiled_error = f"{type(error).__name__}: {error}"
+else:
+    _compiled_error = None
+
+BACKENDS = ("compiled", "numpy")
+_impl = reference
+
+
+def set_backend(name):
+    """Use the "compiled" or the "numpy" (reference) kernels from now on."""
+    global _impl
+    if name not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {name!r}; choose one of {BACKENDS}")
+    if name == "compiled" and _compiled is None:
+        raise RuntimeError(f"the compiled kernels are not available ({_compiled_error}); "
+                           "build them with `python setup.py build_ext --inplace` or use 'numpy'")
+    _impl = _compiled if name == "compiled" else reference
+
+
+def get_backend():
+    """"compiled" or "numpy"."""
+    return "compiled" if _impl is _compiled else "numpy"
+
+
+@contextlib.contextmanager
+def using_backend(name):
+    """Temporarily switch backend: ``with using_backend("numpy"): ...``."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def set_num_threads(n):
+    """Threads of the compiled kernels' OpenMP loops, in every Python thread; n <= 0 restores
+    OpenMP's default. (The NumPy backend and the BLAS are not affected.)"""
+    n = int(n)
+    if _compiled is not None:
+        _compiled.set_num_threads(n)
+
+
+def get_num_threads():
+    """Threads the compiled kernels use (1 when they are not available)."""
+    return _compiled.get_num_threads() if _compiled is not None else 1
+
+
+def _init_from_environment():
+    name = os.environ.get("DECAF_BACKEND", "compiled").strip().lower() or "compiled"
+    if name not in BACKENDS:
+        raise ValueError(f"DECAF_BACKEND={name!r} is not one of {BACKENDS}")
+    if name == "compiled" and _compiled is None:
+        warnings.warn(f"decaf: compiled kernels unavailable ({_compiled_error}); "
+                      "using the slow NumPy reference kernels", RuntimeWarning, stacklevel=3)
+        name = "numpy"
+    set_backend(name)
+    threads = os.environ.get("DECAF_NUM_THREADS", "").strip()
+    if threads:
+        try:
+            set_num_threads(int(threads))
+        except ValueError:
+            raise ValueError(f"DECAF_NUM_THREADS={threads!r} is not an integer") from None
+
+
+# ---- the kernels (see reference.py for the math of each) -------------------------------------
+
+def im2col(x, cols, kernel, stride, pads, dilation, out_hw):
+    """x (B, C, H, W) -> cols (C*kh*kw, B*Ho*Wo); row (c*kh + i)*kw + j, column b*Ho*Wo + oh*Wo + ow."""
+    _impl.im2col(x, cols, kernel, stride, pads, dilation, out_hw)
+
+
+def col2im(cols, x, kernel, stride, pads, dilation, out_hw):
+    """Adjoint of im2col: x is zeroed, then accumulates every cols entry (padding dropped)."""
+    _impl.col2im(cols, x, kernel, stride, pads, dilation, out_hw)
+
+
+def max_pool_forward(x, y, argmax, kernel, stride, pads):
+    """y = window max over real pixels; argmax (int32) = h*W + w, first max wins on ties."""
+    _impl.max_pool_forward(x, y, argmax, kernel, stride, pads)
+
+
+def max_pool_backward(dy, argmax, dx):
+    """dx is zeroed, then dx[b, c].flat[argmax] += dy."""
+    _impl.max_pool_backward(dy, argmax, dx)
+
+
+def avg_pool_forward(x, y, kernel, stride, pads, count_include_pad):
+    """y = window sum of real pixels / divisor (padded window if count_include_pad, else real pixels)."""
+    _impl.avg_pool_forward(x, y, kernel, stride, pads, count_include_pad)
+
+
+def avg_pool_backward(dy, dx, kernel, stride, pads, count_include_pad):
+    """Adjoint of avg_pool_forward (dx is zeroed first)."""
+    _impl.avg_pool_backward(dy, dx, kernel, stride, pads, count_include_pad)
+
+
+def lrn_forward(x, y, scale, local_size, alpha, beta, k):
+    """Across-channel LRN (Caffe/ONNX window [c-(n-1)//2, c+n//2]); fills y and scale."""
+    _impl.lrn_forward(x, y, scale, local_size, alpha, beta, k)
+
+
+def lrn_backward(x, y, scale, dy, dx, local_size, alpha, beta):
+    """Gradient of lrn_forward into dx (overwritten)."""
+    _impl.lrn_backward(x, y, scale, dy, dx, local_size, alpha, beta)
+
+
+def depthwise_conv_forward(x, w, y, stride, pads, dilation):
+    """y[b, c] = x[b, c] cross-correlated with w[c, 0] (w is (C, 1, kh, kw)); no bias."""
+    _impl.depthwise_conv_forward(x, w, y, stride, pads, dilation)
+
+
+def depthwise_conv_backward(x, w, dy, dx, dw, stride, pads, dilation):
+    """dx zeroed then filled, dw overwritten (summed over the batch); pass None to skip either."""
+    _impl.depthwise_conv_backward(x, w, dy, dx, dw, stride, pads, dilation)
+
+
+_init_from_environment()

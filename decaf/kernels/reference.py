@@ -1,0 +1,290 @@
+"""Plain NumPy versions of decaf's kernels: the math, written to be read.
+
+Each function has the signature of its compiled twin in ``decaf.kernels._compiled`` and, like it,
+writes into output arrays the caller allocated (nothing is returned). Arrays are NCHW and
+C-contiguous; float32 or float64 (float64 is for gradient checks), all of one dtype.
+
+The convolution-like kernels share one idea. Place the image in a zero canvas that holds the
+padding, then for every kernel offset (i, j) the pixels that offset sees for all outputs at once
+are one strided slice of the canvas:
+
+    canvas[..., i*dh : i*dh + sh*(Ho-1) + 1 : sh, j*dw : j*dw + sw*(Wo-1) + 1 : sw]   # (B, C, Ho, Wo)
+
+So every kernel loops over the kh*kw offsets and is vectorised over batch, channels and pixels.
+Geometry: output (oh, ow) reads input (oh*sh - pad_top + i*dh, ow*sw - pad_left + j*dw); pixels
+outside the image read as 0 (max pooling ignores them instead). pads = (top, left, bottom, right).
+"""
+import numpy as np
+
+__all__ = [
+    "im2col", "col2im",
+    "max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",
+    "lrn_forward", "lrn_backward",
+    "depthwise_conv_forward", "depthwise_conv_backward",
+]
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+def _check(func, shapes, **arrays):
+    """Outputs are written in place, so every array must be a C-contiguous ndarray: the float ones
+    all float32 or all float64, argmax int32; and of shapes[name] where given."""
+    dtype = None
+    for name, a in arrays.items():
+        if not isinstance(a, np.ndarray) or not a.flags.c_contiguous:
+            raise ValueError(f"{func}: {name} must be a C-contiguous numpy array")
+        if name == "argmax":
+            expected = np.dtype(np.int32)
+        else:
+            dtype = a.dtype if dtype is None else dtype
+            expected = dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
+        if a.dtype != expected:
+            raise ValueError(f"{func}: {name} has dtype {a.dtype}, expected {expected}")
+        if name in shapes and a.shape != tuple(shapes[name]):
+            raise ValueError(f"{func}: {name} has shape {a.shape}, expected {tuple(shapes[name])}")
+
+
+def _ints(value, name, count, minimum):
+    items = tuple(int(v) for v in value)
+    if len(items) != count or any(v < minimum for v in items):
+        raise ValueError(f"{name} must be {count} ints >= {minimum}, got {value!r}")
+    return items
+
+
+def _canvas(x, pad_top, pad_left, height, width, fill=0):
+    """x (B, C, H, W) placed at (pad_top, pad_left) in a (B, C, height, width) canvas of `fill`.
+    The canvas is at least large enough for x; past x it is padding."""
+    B, C, H, W = x.shape
+    canvas = np.full((B, C, max(height, pad_top + H), max(width, pad_left + W)), fill, dtype=x.dtype)
+    canvas[:, :, pad_top:pad_top + H, pad_left:pad_left + W] = x
+    return canvas
+
+
+def _extent(n_out, k, stride, dilation):
+    """Canvas size that holds every window: the last output's last tap is at
+    (n_out-1)*stride + (k-1)*dilation."""
+    return (n_out - 1) * stride + (k - 1) * dilation + 1 if n_out > 0 else 0
+
+
+def _taps(i, j, Ho, Wo, stride, dilation):
+    """The canvas slices kernel offset (i, j) reads for all (Ho, Wo) outputs."""
+    def along(offset, n_out, s, d):
+        start = offset * d
+        return slice(start, start + s * (n_out - 1) + 1 if n_out > 0 else start, s)
+    return along(i, Ho, stride[0], dilation[0]), along(j, Wo, stride[1], dilation[1])
+
+
+def _conv_canvas(x, kernel, stride, pads, dilation, Ho, Wo, fill=0):
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    return _canvas(x, pads[0], pads[1], _extent(Ho, kh, sh, dh), _extent(Wo, kw, sw, dw), fill)
+
+
+def _crop(canvas, pads, H, W):
+    return canvas[:, :, pads[0]:pads[0] + H, pads[1]:pads[1] + W]
+
+
+# ---- im2col / col2im -------------------------------------------------------------------------
+
+def im2col(x, cols, kernel, stride, pads, dilation, out_hw):
+    """cols[(c*kh + i)*kw + j, b*Ho*Wo + oh*Wo + ow] = x[b, c, oh*sh - pad_top + i*dh,
+    ow*sw - pad_left + j*dw], 0 outside the image. x (B, C, H, W), cols (C*kh*kw, B*Ho*Wo)."""
+    kh, kw = _ints(kernel, "kernel", 2, 1)
+    stride, pads, dilation = (_ints(stride, "stride", 2, 1), _ints(pads, "pads", 4, 0),
+                              _ints(dilation, "dilation", 2, 1))
+    Ho, Wo = _ints(out_hw, "out_hw", 2, 0)
+    B, C, H, W = x.shape
+    _check("im2col", {"cols": (C * kh * kw, B * Ho * Wo)}, x=x, cols=cols)
+    if cols.size == 0:
+        return
+    canvas = _conv_canvas(x, (kh, kw), stride, pads, dilation, Ho, Wo)
+    # View cols as (C, kh, kw, B, Ho, Wo): row (c, i, j), column (b, oh, ow).
+    cols6 = cols.reshape(C, kh, kw, B, Ho, Wo)
+    for i in range(kh):
+        for j in range(kw):
+            patch = canvas[(Ellipsis,) + _taps(i, j, Ho, Wo, stride, dilation)]  # (B, C, Ho, Wo)
+            cols6[:, i, j] = patch.transpose(1, 0, 2, 3)
+
+
+def col2im(cols, x, kernel, stride, pads, dilation, out_hw):
+    """The adjoint of im2col: x is zeroed, then every cols entry is added into the pixel im2col
+    copied it from; entries that came from the padding are dropped."""
+    kh, kw = _ints(kernel, "kernel", 2, 1)
+    stride, pads, dilation = (_ints(stride, "stride", 2, 1), _ints(pads, "pads", 4, 0),
+                              _ints(dilation, "dilation", 2, 1))
+    Ho, Wo = _ints(out_hw, "out_hw", 2, 0)
+    B, C, H, W = x.shape
+    _check("col2im", {"cols": (C * kh * kw, B * Ho * Wo)}, x=x, cols=cols)
+    canvas = _conv_canvas(np.zeros_like(x), (kh, kw), stride, pads, dilation, Ho, Wo)
+    cols6 = cols.reshape(C, kh, kw, B, Ho, Wo)
+    for i in range(kh):
+        for j in range(kw):
+            # Within one offset the outputs read distinct pixels, so += on the slice is safe.
+            canvas[(Ellipsis,) + _taps(i, j, Ho, Wo, stride, dilation)] += cols6[:, i, j].transpose(1, 0, 2, 3)
+    x[...] = _crop(canvas, pads, H, W)
+
+
+# ---- pooling ---------------------------------------------------------------------------------
+
+def max_pool_forward(x, y, argmax, kernel, stride, pads):
+    """y = max over each window's real pixels (padding never wins); argmax (int32) = h*W + w of
+    that pixel, the first in row-major order on ties. A window with no real pixel gives -inf, -1."""
+    kernel, stride = _ints(kernel, "kernel", 2, 1), _ints(stride, "stride", 2, 1)
+    pads = _ints(pads, "pads", 4, 0)
+    B, C, H, W = x.shape
+    Ho, Wo = y.shape[2:]
+    _check("max_pool_forward", {"y": (B, C, Ho, Wo), "argmax": (B, C, Ho, Wo)},
+           x=x, y=y, argmax=argmax)
+    canvas = _conv_canvas(x, kernel, stride, pads, (1, 1), Ho, Wo)
+    # Where each canvas cell comes from: its flat index h*W + w in the image, -1 in the padding.
+    source = _conv_canvas(np.arange(H * W).reshape(1, 1, H, W), kernel, stride, pads, (1, 1), Ho, Wo,
+                          fill=-1)[0, 0]
+    best = np.full((B, C, Ho, Wo), -np.inf, dtype=x.dtype)
+    best_index = np.full((B, C, Ho, Wo), -1, dtype=np.int32)
+    seen = np.zeros((Ho, Wo), dtype=bool)  # has the window met a real pixel yet?
+    # Offsets in row-major order + strict ">" = the first maximum wins, as in the C loop.
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            rows, cols = _taps(i, j, Ho, Wo, stride, (1, 1))
+            value, index = canvas[:, :, rows, cols], source[rows, cols]
+            real = index >= 0
+            take = real & (~seen | (value > best))
+            best = np.where(take, value, best)
+            best_index = np.where(take, index, best_index)
+            seen |= real
+    y[...] = best
+    argmax[...] = best_index
+
+
+def max_pool_backward(dy, argmax, dx):
+    """dx is zeroed, then dx[b, c].flat[argmax[b, c, oh, ow]] += dy[b, c, oh, ow]
+    (argmax -1, a window without real pixels, sends nothing)."""
+    B, C = dy.shape[:2]
+    _check("max_pool_backward", {"argmax": dy.shape, "dx": (B, C) + dx.shape[2:]},
+           dy=dy, dx=dx, argmax=argmax)
+    dx[...] = 0
+    planes = dx.reshape(B * C, -1)  # a view: dx is contiguous
+    plane = np.broadcast_to(np.arange(B * C).reshape(B, C, 1, 1), argmax.shape)
+    keep = argmax >= 0
+    np.add.at(planes, (plane[keep], argmax[keep]), dy[keep])
+
+
+def _avg_divisor(Ho, Wo, kernel, stride, pads, H, W, count_include_pad, dtype):
+    """The (Ho, Wo) divisors of average pooling, 0 for windows with nothing to count."""
+    def along(n_out, k, s, pad, pad_end, size):
+        start = np.arange(n_out) * s - pad
+        if count_include_pad:  # the window clipped to the padded image, as Caffe and PyTorch
+            count = np.minimum(start + k, size + pad_end) - start
+        else:  # the real pixels only
+            count = np.minimum(start + k, size) - np.maximum(start, 0)
+        return np.maximum(count, 0)
+    rows = along(Ho, kernel[0], stride[0], pads[0], pads[2], H)
+    cols = along(Wo, kernel[1], stride[1], pads[1], pads[3], W)
+    return np.outer(rows, cols).astype(dtype)
+
+
+def avg_pool_forward(x, y, kernel, stride, pads, count_include_pad):
+    """y = (sum of the window's real pixels) / divisor; the divisor is the window clipped to the
+    padded image if count_include_pad, else the number of real pixels; an empty divisor gives 0."""
+    kernel, stride = _ints(kernel, "kernel", 2, 1), _ints(stride, "stride", 2, 1)
+    pads = _ints(pads, "pads", 4, 0)
+    B, C, H, W = x.shape
+    Ho, Wo = y.shape[2:]
+    _check("avg_pool_forward", {"y": (B, C, Ho, Wo)}, x=x, y=y)
+    canvas = _conv_canvas(x, kernel, stride, pads, (1, 1), Ho, Wo)
+    total = np.zeros((B, C, Ho, Wo), dtype=x.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            total += canvas[(Ellipsis,) + _taps(i, j, Ho, Wo, stride, (1, 1))]
+    divisor = _avg_divisor(Ho, Wo, kernel, stride, pads, H, W, count_include_pad, x.dtype)
+    y[...] = np.divide(total, divisor, out=np.zeros_like(total), where=divisor > 0)
+
+
+def avg_pool_backward(dy, dx, kernel, stride, pads, count_include_pad):
+    """The adjoint of avg_pool_forward: dx is zeroed, then each dy / divisor is added to every
+    real pixel of its window."""
+    kernel, stride = _ints(kernel, "kernel", 2, 1), _ints(stride, "stride", 2, 1)
+    pads = _ints(pads, "pads", 4, 0)
+    B, C, Ho, Wo = dy.shape
+    H, W = dx.shape[2:]
+    _check("avg_pool_backward", {"dx": (B, C, H, W)}, dy=dy, dx=dx)
+    divisor = _avg_divisor(Ho, Wo, kernel, stride, pads, H, W, count_include_pad, dy.dtype)
+    share = np.divide(dy, divisor, out=np.zeros_like(dy), where=divisor > 0)
+    canvas = _conv_canvas(np.zeros_like(dx), kernel, stride, pads, (1, 1), Ho, Wo)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            canvas[(Ellipsis,) + _taps(i, j, Ho, Wo, stride, (1, 1))] += share
+    dx[...] = _crop(canvas, pads, H, W)  # what landed in the padding is dropped
+
+
+# ---- local response normalisation ------------------------------------------------------------
+
+def _channel_window_sum(v, before, after):
+    """out[:, c] = sum of v[:, c'] for c' in [c - before, c + after] clipped to [0, C)."""
+    C = v.shape[1]
+    padded = np.pad(v, ((0, 0), (before, after), (0, 0), (0, 0)))
+    return sum(padded[:, d:d + C] for d in range(before + after + 1))
+
+
+def lrn_forward(x, y, scale, local_size, alpha, beta, k):
+    """Across channels (Caffe / ONNX): with n = local_size and the window of c being
+    [c - (n-1)//2, c + n//2] clipped to [0, C),
+        scale = k + (alpha / n) * (window sum of x^2),    y = x * scale^-beta.
+    scale is kept for the backward pass."""
+    n = _ints((local_size,), "local_size", 1, 1)[0]
+    _check("lrn_forward", {"y": x.shape, "scale": x.shape}, x=x, y=y, scale=scale)
+    scale[...] = k + (alpha / n) * _channel_window_sum(x * x, (n - 1) // 2, n // 2)
+    y[...] = x * scale ** -beta
+
+
+def lrn_backward(x, y, scale, dy, dx, local_size, alpha, beta):
+    """dx = dy * scale^-beta - (2 alpha beta / n) * x * sum_{c' whose window holds c} dy y / scale.
+
+    x[c] enters scale[c'] for every c' whose window holds c, i.e. c' in [c - n//2, c + (n-1)//2]:
+    the forward window mirrored, so the sum is a window sum with before/after swapped."""
+    n = _ints((local_size,), "local_size", 1, 1)[0]
+    _check("lrn_backward", dict.fromkeys(("y", "scale", "dy", "dx"), x.shape),
+           x=x, y=y, scale=scale, dy=dy, dx=dx)
+    received = _channel_window_sum(dy * y / scale, n // 2, (n - 1) // 2)
+    dx[...] = dy * scale ** -beta - (2 * alpha * beta / n) * x * received
+
+
+# ---- depthwise convolution -------------------------------------------------------------------
+
+def depthwise_conv_forward(x, w, y, stride, pads, dilation):
+    """y[b, c] = x[b, c] cross-correlated with w[c, 0]: w (C, 1, kh, kw), no bias."""
+    stride, pads = _ints(stride, "stride", 2, 1), _ints(pads, "pads", 4, 0)
+    dilation = _ints(dilation, "dilation", 2, 1)
+    B, C, H, W = x.shape
+    kh, kw = w.shape[2:]
+    Ho, Wo = y.shape[2:]
+    _check("depthwise_conv_forward", {"w": (C, 1, kh, kw), "y": (B, C, Ho, Wo)}, x=x, w=w, y=y)
+    canvas = _conv_canvas(x, (kh, kw), stride, pads, dilation, Ho, Wo)
+    out = np.zeros((B, C, Ho, Wo), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out += w[:, 0, i, j, None, None] * canvas[(Ellipsis,) + _taps(i, j, Ho, Wo, stride, dilation)]
+    y[...] = out
+
+
+def depthwise_conv_backward(x, w, dy, dx, dw, stride, pads, dilation):
+    """dx (zeroed, then filled) and dw (overwritten, summed over the batch); either may be None."""
+    stride, pads = _ints(stride, "stride", 2, 1), _ints(pads, "pads", 4, 0)
+    dilation = _ints(dilation, "dilation", 2, 1)
+    B, C, H, W = x.shape
+    kh, kw = w.shape[2:]
+    Ho, Wo = dy.shape[2:]
+    outputs = {name: a for name, a in (("dx", dx), ("dw", dw)) if a is not None}
+    _check("depthwise_conv_backward",
+           {"w": (C, 1, kh, kw), "dy": (B, C, Ho, Wo), "dx": x.shape, "dw": (C, 1, kh, kw)},
+           x=x, w=w, dy=dy, **outputs)
+    canvas = _conv_canvas(x, (kh, kw), stride, pads, dilation, Ho, Wo)
+    dcanvas = np.zeros_like(canvas)
+    for i in range(kh):
+        for j in range(kw):
+            taps = (Ellipsis,) + _taps(i, j, Ho, Wo, stride, dilation)
+            if dw is not None:  # y += w[c,0,i,j] * patch, so dw[c,0,i,j] = sum over b, oh, ow of dy * patch
+                dw[:, 0, i, j] = np.einsum("bchw,bchw->c", dy, canvas[taps])
+            if dx is not None:  # ... and the patch receives w[c,0,i,j] * dy
+                dcanvas[taps] += w[:, 0, i, j, None, None] * dy
+    if dx is not None:
+        dx[...] = _crop(dcanvas, pads, H, W)
