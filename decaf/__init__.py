@@ -5,3 +5,8 @@ from .blob import Blob, Param  # noqa: E402,F401
 from .errors import ShapeError, SpecError  # noqa: E402,F401
 from .net import Net  # noqa: E402,F401
 from .io.netfile import load, save  # noqa: E402,F401
+from .kernels import get_backend, set_backend  # noqa: E402,F401
+from .threads import get_num_threads, set_num_threads  # noqa: E402,F401
+from .threads import init_from_environment as _threads_from_env  # noqa: E402
+
+_threads_from_env()

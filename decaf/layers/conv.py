@@ -110,8 +110,8 @@ class Convolution(Layer):
     def _buffers(self, n, dtype):
         """Column and output buffers for a block of n images (views of the reused ones)."""
         if self.cols.dtype != dtype:
-            self.cols = self.cols.astype(dtype)
-            self.ybuf = None if self.ybuf is None else self.ybuf.astype(dtype)
+            self.cols = np.empty(self.cols.shape, dtype)
+            self.ybuf = None if self.ybuf is None else np.empty(self.ybuf.shape, dtype)
         hw = self.out_hw[0] * self.out_hw[1]
         cols = self.cols.reshape(-1)[: self.cols.shape[0] * n * hw].reshape(self.cols.shape[0], n * hw)
         ybuf = None if n == 1 else self.ybuf.reshape(-1)[: self.ybuf.shape[0] * n * hw].reshape(-1, n * hw)
