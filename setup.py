@@ -9,7 +9,7 @@ kernels = Extension(
     sources=["decaf/kernels/_compiled.pyx"] + sorted(glob.glob("csrc/*.c")),
     include_dirs=["csrc"],
     # -march=native: the extension is built on the machine that runs it (pip install .).
-    extra_compile_args=["-O3", "-march=native", "-fopenmp", "-std=c99"],
+    extra_compile_args=["-O3", "-march=native", "-fopenmp", "-std=c99", "-fno-math-errno"],
     extra_link_args=["-fopenmp"],
 )
 

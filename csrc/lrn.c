@@ -42,10 +42,15 @@ void decaf_lrn_forward(const float *x, float *y, float *scale, int B, int C, int
                 for (int p = 0; p < np; ++p) sum[p] -= xs[p] * xs[p];
             }
             const ptrdiff_t off = base + (ptrdiff_t)c * HW;
-            for (int p = 0; p < np; ++p) {
-                const float s = k + a * sum[p];
-                scale[off + p] = s;
-                y[off + p] = x[off + p] * powf(s, -beta);
+            for (int p = 0; p < np; ++p) scale[off + p] = k + a * sum[p];
+            if (beta == 0.75f) {
+                /* s^-0.75 = 1 / (sqrt(s) * sqrt(sqrt(s))): vectorises, unlike powf (AlexNet's beta) */
+                for (int p = 0; p < np; ++p) {
+                    const float r = sqrtf(scale[off + p]);
+                    y[off + p] = x[off + p] / (r * sqrtf(r));
+                }
+            } else {
+                for (int p = 0; p < np; ++p) y[off + p] = x[off + p] * powf(scale[off + p], -beta);
             }
         }
     }
@@ -83,8 +88,15 @@ void decaf_lrn_backward(const float *x, const float *y, const float *scale, cons
                 for (int p = 0; p < np; ++p) sum[p] -= dy[o + p] * y[o + p] / scale[o + p];
             }
             const ptrdiff_t off = base + (ptrdiff_t)c * HW;
-            for (int p = 0; p < np; ++p)
-                dx[off + p] = dy[off + p] * powf(scale[off + p], -beta) - coef * x[off + p] * sum[p];
+            if (beta == 0.75f) {
+                for (int p = 0; p < np; ++p) {
+                    const float r = sqrtf(scale[off + p]);
+                    dx[off + p] = dy[off + p] / (r * sqrtf(r)) - coef * x[off + p] * sum[p];
+                }
+            } else {
+                for (int p = 0; p < np; ++p)
+                    dx[off + p] = dy[off + p] * powf(scale[off + p], -beta) - coef * x[off + p] * sum[p];
+            }
         }
     }
 }
