@@ -242,7 +242,8 @@ class Net:
                                  f"{'' if want else ''}, got {array.shape}")
             if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
                 raise TypeError(f"input {name!r}: expected a numeric array, got dtype {array.dtype}")
-            if not np.all(np.isfinite(array)):
+            # a float64 sum is finite iff every element is (barring overflow), without a mask array
+            if not np.isfinite(np.sum(array, dtype=np.float64)) and not np.all(np.isfinite(array)):
                 raise ValueError(f"input {name!r} contains NaN or inf")
             if batch is not None and array.shape[0] != batch:
                 raise ShapeError(f"inputs disagree on the batch size: {name!r} has {array.shape[0]}, expected {batch}")

@@ -138,9 +138,9 @@ class Convolution(Layer):
                     out = ybuf.reshape(g, k // g, -1)
                 for gi in range(g):
                     gemm(w[gi], cols_g[gi], out[gi])
-                if ybuf is not None:
-                    y[b0:b0 + xb.shape[0]] = ybuf.reshape(k, xb.shape[0], -1).transpose(1, 0, 2).reshape(
-                        (xb.shape[0],) + y.shape[1:])
+                if ybuf is not None:    # (K, n, HW) -> (n, K, HW), straight into y
+                    nb = xb.shape[0]
+                    np.copyto(y[b0:b0 + nb].reshape(nb, k, -1), ybuf.reshape(k, nb, -1).transpose(1, 0, 2))
         if self.bias is not None:
             y += self.bias.data.reshape(1, k, 1, 1)
 
