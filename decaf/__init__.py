@@ -10,3 +10,4 @@ from .threads import get_num_threads, set_num_threads  # noqa: E402,F401
 from .threads import init_from_environment as _threads_from_env  # noqa: E402
 
 _threads_from_env()
+from .profile import profile  # noqa: E402,F401

@@ -28,9 +28,8 @@ def test_forward_backward_equal_torch(arch):
     # fc weights with std 0.005 make tiny logits; scale them so the test sees a real softmax
     for name in ("fc6", "fc7", "fc8"):
         net.params[f"{name}.weight"].data *= 4
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((3, 3, 227, 227)).astype(np.float32) * 50
-    labels = np.array([3, 999, 500])
+    x = np.random.default_rng(1).standard_normal((2, 3, 227, 227)).astype(np.float32) * 50
+    labels = np.array([3, 999])
     out = net.forward(data=x, label=labels, outputs=["fc8", "loss"])
     net.backward()
 
@@ -42,6 +41,12 @@ def test_forward_backward_equal_torch(arch):
     loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels))
     loss.backward()
 
+    # Max pooling routes each gradient to one argmax: where two window values differ by less than
+    # float32 rounding the two frameworks may pick different pixels and the gradients below that
+    # pool legitimately differ. These inputs have no such near-tie; check that precondition.
+    for name, theirs in zip(["pool1", "pool2", "pool5"], forward.pool_indices):
+        flips = int(np.sum(net.layers[name].argmax != theirs))
+        assert flips == 0, f"{name}: {flips} near-tie argmax flips; pick inputs without near-ties"
     close(out["fc8"], logits.detach().numpy(), "fc8")
     assert abs(out["loss"] - loss.item()) <= 1e-4 * abs(loss.item())
     for name, t in params.items():

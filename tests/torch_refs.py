@@ -82,17 +82,24 @@ def build_lite0(torch, state):
 
 
 def build_caffenet(torch, params, lrn_first=False):
-    """CaffeNet / AlexNet in plain torch.nn.functional from decaf-named arrays (numpy)."""
+    """CaffeNet / AlexNet in plain torch.nn.functional from decaf-named arrays (numpy).
+
+    ``forward.pool_indices`` holds the max-pool argmaxes of the last call (pool1, pool2, pool5)."""
     F = torch.nn.functional
     p = {k: torch.from_numpy(v.copy()) for k, v in params.items()}
 
+    indices = []   # argmax of every max pool of the last forward, for tie checks
+
     def pool(x):
-        return F.max_pool2d(x, 3, 2, ceil_mode=True)
+        y, i = F.max_pool2d(x, 3, 2, ceil_mode=True, return_indices=True)
+        indices.append(i.detach().numpy())
+        return y
 
     def lrn(x):
         return F.local_response_norm(x, 5, alpha=1e-4, beta=0.75, k=1.0)
 
     def forward(x):
+        indices.clear()
         for i, (stride, pad, groups) in enumerate([(4, 0, 1), (1, 2, 2)], start=1):
             x = F.relu(F.conv2d(x, p[f"conv{i}.weight"], p[f"conv{i}.bias"], stride, pad, groups=groups))
             x = pool(lrn(x)) if lrn_first else lrn(pool(x))
@@ -104,4 +111,5 @@ def build_caffenet(torch, params, lrn_first=False):
         x = F.relu(F.linear(x, p["fc7.weight"], p["fc7.bias"]))
         return F.linear(x, p["fc8.weight"], p["fc8.bias"])
 
+    forward.pool_indices = indices
     return forward, p

@@ -60,8 +60,12 @@ def run(args):
     if args.fold_bn:
         from ..io.fold import fold_batchnorm
         spec, arrays = fold_batchnorm(spec, arrays)
-    net = Net(spec, init=False)
-    net.load_params(arrays)
+    if arrays:
+        net = Net(spec, init=False)
+        net.load_params(arrays)
+    else:   # a bare .prototxt: the structure only, weights from the spec's fillers
+        net = Net(spec)
+        print(f"note: {args.src} holds no weights; the net gets its fillers' random weights")
     labels = None
     if args.labels:
         with open(args.labels) as f:
