@@ -1,0 +1,45 @@
+"""Stochastic gradient descent with momentum (Caffe's form: the rate is inside the velocity).
+
+With g the (clipped, decayed) gradient and lr the local rate (lr * lr_mult):
+
+    plain     w <- w - lr * g                                   (momentum 0: no state)
+    momentum  v <- mu * v + lr * g;   w <- w - v
+    nesterov  v' <- mu * v + lr * g;  w <- w - ((1 + mu) * v' - mu * v);  v <- v'
+
+The Nesterov line is the usual rewrite that evaluates the gradient at w, not at the
+look-ahead point w - mu * v (Sutskever et al. 2013; Caffe's NesterovSolver).
+"""
+from . import Solver
+
+
+class SGD(Solver):
+    name = "sgd"
+    SLOTS = ("velocity",)
+    HYPER = ("momentum", "nesterov")
+
+    def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None):
+        super().__init__(params, lr, weight_decay, clip_norm)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if nesterov and momentum == 0:
+            raise ValueError("Nesterov SGD needs a momentum > 0")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        if self.momentum == 0:
+            self.SLOTS = ()
+
+    def update(self, param, grad, lr, state):
+        w, mu = param.data, self.momentum
+        if mu == 0:
+            w -= lr * grad
+            return
+        v = state["velocity"]
+        if self.nesterov:
+            v_old = v.copy()
+            v *= mu
+            v += lr * grad
+            w -= (1 + mu) * v - mu * v_old
+        else:
+            v *= mu
+            v += lr * grad
+            w -= v
