@@ -62,9 +62,11 @@ class Solver:
         """Apply one update from the current gradients; returns the learning rate used."""
         lr = self.schedule(self.iter)
         trained = self.trained()
-        norm = np.sqrt(sum(float(np.sum(np.square(p.diff, dtype=np.float64))) for p in trained.values()))
-        self.last_grad_norm = norm
-        scale = self.clip_norm / norm if self.clip_norm is not None and norm > self.clip_norm else None
+        scale = None
+        if self.clip_norm is not None:    # the global norm costs a pass over every gradient: only when clipping
+            norm = np.sqrt(sum(float(np.dot(p.diff.ravel(), p.diff.ravel())) for p in trained.values()))
+            self.last_grad_norm = norm
+            scale = self.clip_norm / norm if norm > self.clip_norm else None
         for name, p in trained.items():
             g = p.diff
             if scale is not None:
