@@ -16,9 +16,10 @@ import time
 
 import numpy as np
 
-import decaf
-from decaf.blas import blas_info
-from decaf.models import get_spec
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # run from a checkout
+import decaf  # noqa: E402
+from decaf.blas import blas_info  # noqa: E402
+from decaf.models import get_spec  # noqa: E402
 
 GFLOP_PER_IMAGE = 1.449      # 2 x 724,406,816 MACs (../shared/facts/models.md)
 FORWARD_BATCHES = (1, 10, 50)
@@ -51,7 +52,7 @@ def decaf_train_step(threads):
     def step():
         net.forward(data=x, label=y, outputs=["loss"])
         net.backward()
-        solver.update()
+        solver.step()
     return step
 
 
