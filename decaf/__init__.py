@@ -11,3 +11,4 @@ from .threads import init_from_environment as _threads_from_env  # noqa: E402
 
 _threads_from_env()
 from .profile import profile  # noqa: E402,F401
+from .features import extract  # noqa: E402,F401

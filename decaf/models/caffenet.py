@@ -3,7 +3,7 @@
 Geometry from ../shared/facts/models.md. Both take 227x227 RGB input and
 differ only in the order of pooling and LRN. Blob names: ``fc6``/``fc7`` are
 the inner-product outputs *before* ReLU, ``relu6``/``relu7`` after it
-(DeCAF6/7 in the paper are taken after the ReLU: see docs/features.md).
+(which one to call DeCAF6/7 is discussed in docs/features.md).
 """
 
 
