@@ -168,12 +168,17 @@ class Net:
             self._reshape_layer(layer)
         self.batch_size = 1
 
-    def _find_grad_needs(self):
+    def _find_grad_needs(self, trained_only=False):
+        """Which layers run backward: those with learnable parameters (with ``trained_only``,
+        only parameters with lr_mult != 0 count) or with a bottom that needs a gradient."""
+        def wants_grad(p):
+            return p.learnable and (p.lr_mult != 0 or not trained_only)
+
         needs = {id(self.blobs[n]): self.force_backward for n in self.input_shapes}
         self.needs_backward = {}
         for layer in self.order:
             bottoms = self.bottoms[layer.name]
-            need = any(needs.get(id(b), False) for b in bottoms) or any(p.learnable for p in layer.blobs)
+            need = any(needs.get(id(b), False) for b in bottoms) or any(wants_grad(p) for p in layer.blobs)
             self.needs_backward[layer.name] = need
             for t in self.tops[layer.name]:
                 needs[id(t)] = need or needs.get(id(t), False)

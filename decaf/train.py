@@ -227,18 +227,10 @@ def skip_frozen_backward(net):
     """Let backward skip layers below which nothing is trained.
 
     ``Net`` runs backward through every layer with learnable parameters, even frozen ones
-    (lr_mult 0); with a frozen feature extractor that is most of the work. This recomputes the
-    net's plan the same way with "trained" (learnable and lr_mult != 0) in place of "learnable"."""
-    if not hasattr(net, "_blob_needs_grad"):
-        return net
-    needs = {id(net.blobs[n]): net.force_backward for n in net.input_shapes}
-    for layer in net.order:
-        need = (any(needs.get(id(b), False) for b in net.bottoms[layer.name])
-                or any(p.learnable and p.lr_mult != 0 for p in layer.blobs))
-        net.needs_backward[layer.name] = need
-        for t in net.tops[layer.name]:
-            needs[id(t)] = need or needs.get(id(t), False)
-    net._blob_needs_grad = needs
+    (lr_mult 0); with a frozen feature extractor that is most of the work. This asks the net to
+    recompute its plan counting only trained parameters (learnable and lr_mult != 0)."""
+    if hasattr(net, "_find_grad_needs"):
+        net._find_grad_needs(trained_only=True)
     return net
 
 
