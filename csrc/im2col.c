@@ -4,35 +4,77 @@
 
 #include "threads.h"
 
+/* Row r = (c*kh + i)*kw + j of cols, for all B images: each row is written contiguously. */
+static void im2col_row(const float *x, float *cols, int r, int B, int C, int H, int W, int kh, int kw,
+                       int sh, int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo)
+{
+    const ptrdiff_t plane_out = (ptrdiff_t)Ho * Wo;
+    const ptrdiff_t ncols = (ptrdiff_t)B * plane_out;
+    const int c = r / (kh * kw), i = (r / kw) % kh, j = r % kw;
+    const int hoff = i * dh - pad_top, woff = j * dw - pad_left;
+    int oh_lo, oh_hi, ow_lo, ow_hi;
+    decaf_valid_outputs(hoff, sh, H, Ho, &oh_lo, &oh_hi);
+    decaf_valid_outputs(woff, sw, W, Wo, &ow_lo, &ow_hi);
+
+    for (int b = 0; b < B; ++b) {
+        const float *xp = x + ((ptrdiff_t)b * C + c) * H * W;
+        float *dst = cols + r * ncols + b * plane_out;
+        for (int oh = 0; oh < Ho; ++oh) {
+            float *d = dst + (ptrdiff_t)oh * Wo;
+            if (oh < oh_lo || oh >= oh_hi) {
+                for (int ow = 0; ow < Wo; ++ow) d[ow] = 0.0f;
+                continue;
+            }
+            const float *row = xp + (ptrdiff_t)(oh * sh + hoff) * W;
+            for (int ow = 0; ow < ow_lo; ++ow) d[ow] = 0.0f;
+            for (int ow = ow_lo; ow < ow_hi; ++ow) d[ow] = row[ow * sw + woff];
+            for (int ow = ow_hi; ow < Wo; ++ow) d[ow] = 0.0f;
+        }
+    }
+}
+
 void decaf_im2col(const float *x, float *cols, int B, int C, int H, int W, int kh, int kw,
                   int sh, int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo)
 {
     const int rows = C * kh * kw;
+    #pragma omp parallel for schedule(static) num_threads(decaf_threads_for((ptrdiff_t)rows * B * Ho * Wo))
+    for (int r = 0; r < rows; ++r)
+        im2col_row(x, cols, r, B, C, H, W, kh, kw, sh, sw, pad_top, pad_left, dh, dw, Ho, Wo);
+}
+
+void decaf_im2col_serial(const float *x, float *cols, int B, int C, int H, int W, int kh, int kw,
+                         int sh, int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo)
+{
+    for (int r = 0; r < C * kh * kw; ++r)
+        im2col_row(x, cols, r, B, C, H, W, kh, kw, sh, sw, pad_top, pad_left, dh, dw, Ho, Wo);
+}
+
+/* Plane (b, c) of x: zeroed, then every cols entry of channel c adds into the pixel it came from.
+ * Only rows (c*kh + i)*kw + j write into this plane, so planes can run in parallel. */
+static void col2im_plane(const float *cols, float *x, ptrdiff_t bc, int B, int C, int H, int W,
+                         int kh, int kw, int sh, int sw, int pad_top, int pad_left, int dh, int dw,
+                         int Ho, int Wo)
+{
+    const ptrdiff_t plane_in = (ptrdiff_t)H * W;
     const ptrdiff_t plane_out = (ptrdiff_t)Ho * Wo;
     const ptrdiff_t ncols = (ptrdiff_t)B * plane_out;
+    const int b = (int)(bc / C), c = (int)(bc % C);
+    float *xp = x + bc * plane_in;
+    for (ptrdiff_t p = 0; p < plane_in; ++p) xp[p] = 0.0f;
 
-    /* One row of cols per task: rows are independent and each is written contiguously. */
-    #pragma omp parallel for schedule(static) num_threads(decaf_threads_for(rows * ncols))
-    for (int r = 0; r < rows; ++r) {
-        const int c = r / (kh * kw), i = (r / kw) % kh, j = r % kw;
-        const int hoff = i * dh - pad_top, woff = j * dw - pad_left;
-        int oh_lo, oh_hi, ow_lo, ow_hi;
+    for (int i = 0; i < kh; ++i) {
+        const int hoff = i * dh - pad_top;
+        int oh_lo, oh_hi;
         decaf_valid_outputs(hoff, sh, H, Ho, &oh_lo, &oh_hi);
-        decaf_valid_outputs(woff, sw, W, Wo, &ow_lo, &ow_hi);
-
-        for (int b = 0; b < B; ++b) {
-            const float *xp = x + ((ptrdiff_t)b * C + c) * H * W;
-            float *dst = cols + r * ncols + b * plane_out;
-            for (int oh = 0; oh < Ho; ++oh) {
-                float *d = dst + (ptrdiff_t)oh * Wo;
-                if (oh < oh_lo || oh >= oh_hi) {
-                    for (int ow = 0; ow < Wo; ++ow) d[ow] = 0.0f;
-                    continue;
-                }
-                const float *row = xp + (ptrdiff_t)(oh * sh + hoff) * W;
-                for (int ow = 0; ow < ow_lo; ++ow) d[ow] = 0.0f;
-                for (int ow = ow_lo; ow < ow_hi; ++ow) d[ow] = row[ow * sw + woff];
-                for (int ow = ow_hi; ow < Wo; ++ow) d[ow] = 0.0f;
+        for (int j = 0; j < kw; ++j) {
+            const int woff = j * dw - pad_left;
+            int ow_lo, ow_hi;
+            decaf_valid_outputs(woff, sw, W, Wo, &ow_lo, &ow_hi);
+            const float *src = cols + ((ptrdiff_t)(c * kh + i) * kw + j) * ncols + b * plane_out;
+            for (int oh = oh_lo; oh < oh_hi; ++oh) {
+                float *row = xp + (ptrdiff_t)(oh * sh + hoff) * W;
+                const float *s = src + (ptrdiff_t)oh * Wo;
+                for (int ow = ow_lo; ow < ow_hi; ++ow) row[ow * sw + woff] += s[ow];
             }
         }
     }
@@ -41,34 +83,15 @@ void decaf_im2col(const float *x, float *cols, int B, int C, int H, int W, int k
 void decaf_col2im(const float *cols, float *x, int B, int C, int H, int W, int kh, int kw,
                   int sh, int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo)
 {
-    const ptrdiff_t plane_in = (ptrdiff_t)H * W;
-    const ptrdiff_t plane_out = (ptrdiff_t)Ho * Wo;
-    const ptrdiff_t ncols = (ptrdiff_t)B * plane_out;
     const ptrdiff_t planes = (ptrdiff_t)B * C;
+    #pragma omp parallel for schedule(static) num_threads(decaf_threads_for(planes * kh * kw * Ho * Wo))
+    for (ptrdiff_t bc = 0; bc < planes; ++bc)
+        col2im_plane(cols, x, bc, B, C, H, W, kh, kw, sh, sw, pad_top, pad_left, dh, dw, Ho, Wo);
+}
 
-    /* One (b, c) image plane per task: the kh*kw rows of channel c only ever write into that plane,
-     * so no two threads add into the same pixel. */
-    #pragma omp parallel for schedule(static) num_threads(decaf_threads_for(planes * kh * kw * plane_out))
-    for (ptrdiff_t bc = 0; bc < planes; ++bc) {
-        const int b = (int)(bc / C), c = (int)(bc % C);
-        float *xp = x + bc * plane_in;
-        for (ptrdiff_t p = 0; p < plane_in; ++p) xp[p] = 0.0f;
-
-        for (int i = 0; i < kh; ++i) {
-            const int hoff = i * dh - pad_top;
-            int oh_lo, oh_hi;
-            decaf_valid_outputs(hoff, sh, H, Ho, &oh_lo, &oh_hi);
-            for (int j = 0; j < kw; ++j) {
-                const int woff = j * dw - pad_left;
-                int ow_lo, ow_hi;
-                decaf_valid_outputs(woff, sw, W, Wo, &ow_lo, &ow_hi);
-                const float *src = cols + ((ptrdiff_t)(c * kh + i) * kw + j) * ncols + b * plane_out;
-                for (int oh = oh_lo; oh < oh_hi; ++oh) {
-                    float *row = xp + (ptrdiff_t)(oh * sh + hoff) * W;
-                    const float *s = src + (ptrdiff_t)oh * Wo;
-                    for (int ow = ow_lo; ow < ow_hi; ++ow) row[ow * sw + woff] += s[ow];
-                }
-            }
-        }
-    }
+void decaf_col2im_serial(const float *cols, float *x, int B, int C, int H, int W, int kh, int kw,
+                         int sh, int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo)
+{
+    for (ptrdiff_t bc = 0; bc < (ptrdiff_t)B * C; ++bc)
+        col2im_plane(cols, x, bc, B, C, H, W, kh, kw, sh, sw, pad_top, pad_left, dh, dw, Ho, Wo);
 }

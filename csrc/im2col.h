@@ -13,6 +13,12 @@ void decaf_im2col(const float *x, float *cols, int B, int C, int H, int W, int k
 void decaf_col2im(const float *cols, float *x, int B, int C, int H, int W, int kh, int kw,
                   int sh, int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo);
 
+/* The same on the calling thread only (for code that already runs one image per thread). */
+void decaf_im2col_serial(const float *x, float *cols, int B, int C, int H, int W, int kh, int kw,
+                         int sh, int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo);
+void decaf_col2im_serial(const float *cols, float *x, int B, int C, int H, int W, int kh, int kw,
+                         int sh, int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo);
+
 /* The outputs o in [*lo, *hi) whose input index o*stride + offset lies in [0, size), clipped to
  * [0, n_out). `offset` is (kernel offset)*dilation - pad. Used by im2col and depthwise conv so their
  * inner loops need no bounds test. */

@@ -19,3 +19,13 @@ int decaf_threads_for(ptrdiff_t work)
     /* Below ~32k element operations a parallel region costs more than it saves. */
     return work < 32768 ? 1 : decaf_get_num_threads();
 }
+
+int decaf_thread_num(void)
+{
+    return omp_get_thread_num();
+}
+
+int decaf_team_size(void)
+{
+    return omp_get_num_threads();
+}

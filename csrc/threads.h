@@ -16,4 +16,8 @@ int decaf_get_num_threads(void);
  * cost of waking the thread team to pay, decaf_get_num_threads() otherwise. */
 int decaf_threads_for(ptrdiff_t work);
 
+/* omp_get_thread_num() / omp_get_num_threads(), for code that splits work by hand. */
+int decaf_thread_num(void);
+int decaf_team_size(void);
+
 #endif

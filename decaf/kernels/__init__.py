@@ -104,6 +104,12 @@ def _for(array):
     return reference if array.dtype == _FLOAT64 else _impl
 
 
+def _for_gemm(array):
+    """As _for, for kernels that also need the BLAS decaf loads (decaf.blas): without it, the reference."""
+    impl = _for(array)
+    return impl if impl is reference or _compiled.have_sgemm() else reference
+
+
 # ---- the kernels (see reference.py for the math of each) -------------------------------------
 
 def im2col(x, cols, kernel, stride, pads, dilation, out_hw):
@@ -154,6 +160,25 @@ def depthwise_conv_forward(x, w, y, stride, pads, dilation):
 def depthwise_conv_backward(x, w, dy, dx, dw, stride, pads, dilation):
     """dx zeroed then filled, dw overwritten (summed over the batch); pass None to skip either."""
     _for(x).depthwise_conv_backward(x, w, dy, dx, dw, stride, pads, dilation)
+
+
+def conv_work_size(x, w, group, kernel, stride, pads, dilation, out_hw, backward=False):
+    """Floats of scratch space (a float array of at least this size, `work`) that conv_forward or
+    (backward=True) conv_backward need with the current thread count; x and w are arrays."""
+    return _for_gemm(x).conv_work_size(x.shape, w.shape, group, kernel, stride, pads, dilation, out_hw,
+                                       backward)
+
+
+def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu=False):
+    """y = convolution of x (B, C, H, W) with w (K, C/group, kh, kw) + bias (K or None), then
+    max(0, .) if relu; im2col + one GEMM per image and group."""
+    _for_gemm(x).conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu)
+
+
+def conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, group):
+    """dw, db (None: no bias) overwritten with gradients summed over the batch; dx (None: skip)
+    overwritten with the input gradient."""
+    _for_gemm(x).conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, group)
 
 
 _init_from_environment()

@@ -16,6 +16,21 @@ cdef extern from "threads.h":
     void decaf_set_num_threads(int n) nogil
     int decaf_get_num_threads() nogil
 
+cdef extern from "gemm.h":
+    void decaf_set_sgemm(void *cblas_sgemm) nogil
+    int decaf_have_sgemm() nogil
+    void decaf_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc) nogil
+
+cdef extern from "conv.h":
+    ctypedef struct decaf_conv_geom:
+        int B, C, H, W, K, G, kh, kw, sh, sw, pad_top, pad_left, dh, dw, Ho, Wo
+    Py_ssize_t decaf_conv_work_size(const decaf_conv_geom *g, int threads, int backward) nogil
+    void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w, const float *bias,
+                            float *y, float *work, int relu) nogil
+    void decaf_conv_backward(const decaf_conv_geom *g, const float *x, const float *w, const float *dy,
+                             float *dx, float *dw, float *db, float *work) nogil
+
 cdef extern from "im2col.h":
     void decaf_im2col(const float *x, float *cols, int B, int C, int H, int W, int kh, int kw,
                       int sh, int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo) nogil
@@ -255,3 +270,130 @@ def depthwise_conv_backward(const float[:, :, :, ::1] x not None, const float[:,
     with nogil:
         decaf_depthwise_conv_backward(&x[0, 0, 0, 0], &w[0, 0, 0, 0], &dy[0, 0, 0, 0], dx_ptr, dw_ptr,
                                       B, C, H, W, kh, kw, Ho, Wo, sh, sw, pt, pl, dil_h, dil_w)
+
+
+# ---- GEMM and the fused convolution ----------------------------------------------------------
+
+def set_sgemm(size_t address):
+    """Use the cblas_sgemm at this address (from a BLAS loaded with ctypes; 0 = none)."""
+    decaf_set_sgemm(<void *>address)
+
+
+def have_sgemm():
+    return bool(decaf_have_sgemm())
+
+
+cdef int _gemm_operand(const float[:, :] a, int *trans, int *ld) except -1:
+    """BLAS view of a 2-D operand: rows contiguous (no transpose) or columns contiguous (transposed)."""
+    cdef Py_ssize_t s0 = a.strides[0] // 4, s1 = a.strides[1] // 4
+    if a.strides[0] % 4 or a.strides[1] % 4:
+        raise ValueError("gemm: operand strides are not whole floats")
+    if s1 == 1 or a.shape[1] <= 1:
+        trans[0], ld[0] = 0, max(s0, a.shape[1], 1)
+    elif s0 == 1 or a.shape[0] <= 1:
+        trans[0], ld[0] = 1, max(s1, a.shape[0], 1)
+    else:
+        raise ValueError("gemm: an operand must have contiguous rows or columns")
+    return 0
+
+
+def gemm(const float[:, :] a not None, const float[:, :] b not None, float[:, ::1] out not None,
+         float alpha=1.0, float beta=0.0):
+    """out = alpha a @ b + beta out, split over decaf's threads (a, b may be transposed views)."""
+    if not decaf_have_sgemm():
+        raise RuntimeError("gemm: no BLAS loaded (decaf.blas loads one at import)")
+    cdef int M = a.shape[0], K = a.shape[1], N = b.shape[1], ta, tb, lda, ldb
+    if b.shape[0] != K or out.shape[0] != M or out.shape[1] != N:
+        raise ValueError(f"gemm: shapes {(a.shape[0], a.shape[1])} @ {(b.shape[0], b.shape[1])} "
+                         f"-> {(out.shape[0], out.shape[1])} do not match")
+    if M == 0 or N == 0:
+        return
+    if K == 0:
+        for i in range(M):
+            for j in range(N):
+                out[i, j] = beta * out[i, j] if beta != 0 else 0.0
+        return
+    _gemm_operand(a, &ta, &lda)
+    _gemm_operand(b, &tb, &ldb)
+    with nogil:
+        decaf_sgemm(ta, tb, M, N, K, alpha, &a[0, 0], lda, &b[0, 0], ldb, beta, &out[0, 0], max(N, 1))
+
+
+cdef decaf_conv_geom _conv_geom(tuple x_shape, tuple w_shape, int group, kernel, stride, pads, dilation,
+                                out_hw) except *:
+    cdef decaf_conv_geom g
+    g.B, g.C, g.H, g.W = x_shape
+    g.K = w_shape[0]
+    g.G = _ints((group,), "group", 1, 1)[0]
+    g.kh, g.kw = _ints(kernel, "kernel", 2, 1)
+    g.sh, g.sw = _ints(stride, "stride", 2, 1)
+    g.pad_top, g.pad_left, _, _ = _ints(pads, "pads", 4, 0)
+    g.dh, g.dw = _ints(dilation, "dilation", 2, 1)
+    g.Ho, g.Wo = _ints(out_hw, "out_hw", 2, 1)
+    if g.C % g.G or g.K % g.G:
+        raise ValueError(f"conv: channels {g.C} and outputs {g.K} must be divisible by group {g.G}")
+    _expect_shape("conv", "w", w_shape, (g.K, g.C // g.G, g.kh, g.kw))
+    return g
+
+
+def conv_work_size(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_hw, bint backward):
+    """Floats of scratch space conv_forward / conv_backward need with the current thread count."""
+    cdef decaf_conv_geom g = _conv_geom(tuple(x_shape), tuple(w_shape), group, kernel, stride, pads,
+                                        dilation, out_hw)
+    return decaf_conv_work_size(&g, decaf_get_num_threads(), backward)
+
+
+def conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None, bias,
+                 float[:, :, :, ::1] y not None, float[::1] work not None,
+                 kernel, stride, pads, dilation, int group, bint relu=False):
+    """y = conv(x, w) + bias (then max(0, .) if relu), via im2col + SGEMM per image and group."""
+    if not decaf_have_sgemm():
+        raise RuntimeError("conv_forward: no BLAS loaded")
+    cdef decaf_conv_geom g = _conv_geom(_shape4(x), _shape4(w), group, kernel, stride, pads, dilation,
+                                        (y.shape[2], y.shape[3]))
+    _expect_shape("conv_forward", "y", _shape4(y), (g.B, g.K, g.Ho, g.Wo))
+    cdef const float[::1] b
+    cdef const float *bias_ptr = NULL
+    if bias is not None:
+        b = bias
+        _expect_shape("conv_forward", "bias", (b.shape[0],), (g.K,))
+        bias_ptr = &b[0]
+    cdef Py_ssize_t need = decaf_conv_work_size(&g, decaf_get_num_threads(), 0)
+    if work.shape[0] < need:
+        raise ValueError(f"conv_forward: work has {work.shape[0]} floats, needs {need}")
+    if g.B == 0:
+        return
+    with nogil:
+        decaf_conv_forward(&g, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, &y[0, 0, 0, 0], &work[0], relu)
+
+
+def conv_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None,
+                  const float[:, :, :, ::1] dy not None, float[:, :, :, ::1] dx,
+                  float[:, :, :, ::1] dw not None, float[::1] db, float[::1] work not None,
+                  kernel, stride, pads, dilation, int group):
+    """dw, db (None: no bias) = gradients summed over the batch; dx (None: skip) = input gradient."""
+    if not decaf_have_sgemm():
+        raise RuntimeError("conv_backward: no BLAS loaded")
+    cdef decaf_conv_geom g = _conv_geom(_shape4(x), _shape4(w), group, kernel, stride, pads, dilation,
+                                        (dy.shape[2], dy.shape[3]))
+    _expect_shape("conv_backward", "dy", _shape4(dy), (g.B, g.K, g.Ho, g.Wo))
+    _expect_shape("conv_backward", "dw", _shape4(dw), _shape4(w))
+    cdef float *dx_ptr = NULL
+    cdef float *db_ptr = NULL
+    if dx is not None:
+        _expect_shape("conv_backward", "dx", _shape4(dx), _shape4(x))
+        dx_ptr = &dx[0, 0, 0, 0]
+    if db is not None:
+        _expect_shape("conv_backward", "db", (db.shape[0],), (g.K,))
+        db_ptr = &db[0]
+    cdef Py_ssize_t need = decaf_conv_work_size(&g, decaf_get_num_threads(), 1)
+    if work.shape[0] < need:
+        raise ValueError(f"conv_backward: work has {work.shape[0]} floats, needs {need}")
+    if g.B == 0:
+        dw[...] = 0
+        if db is not None:
+            db[...] = 0
+        return
+    with nogil:
+        decaf_conv_backward(&g, &x[0, 0, 0, 0], &w[0, 0, 0, 0], &dy[0, 0, 0, 0], dx_ptr, &dw[0, 0, 0, 0],
+                            db_ptr, &work[0])

@@ -21,6 +21,7 @@ __all__ = [
     "max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",
     "lrn_forward", "lrn_backward",
     "depthwise_conv_forward", "depthwise_conv_backward",
+    "conv_work_size", "conv_forward", "conv_backward", "gemm",
 ]
 
 
@@ -288,3 +289,47 @@ def depthwise_conv_backward(x, w, dy, dx, dw, stride, pads, dilation):
                 dcanvas[taps] += w[:, 0, i, j, None, None] * dy
     if dx is not None:
         dx[...] = _crop(dcanvas, pads, H, W)
+
+
+# ---- convolution as im2col + matrix products -------------------------------------------------
+
+def conv_work_size(x_shape, w_shape, group, kernel, stride, pads, dilation, out_hw, backward):
+    """The reference allocates its own columns: it needs no scratch space."""
+    return 0
+
+
+def _conv_columns(x, w, group, kernel, stride, pads, dilation, out_hw):
+    """cols of the whole batch as (group, C/group kh kw, B Ho Wo) and w as (group, K/group, C/group kh kw)."""
+    B, C = x.shape[:2]
+    K = w.shape[0]
+    cols = np.empty((C * kernel[0] * kernel[1], B * out_hw[0] * out_hw[1]), x.dtype)
+    im2col(x, cols, kernel, stride, pads, dilation, out_hw)
+    return cols.reshape(group, -1, cols.shape[1]), w.reshape(group, K // group, -1)
+
+
+def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu=False):
+    """y[b] = w_g @ im2col(x[b])_g + bias per group g, then max(0, .) if relu."""
+    B, K, Ho, Wo = y.shape
+    cols, wg = _conv_columns(x, w, group, kernel, stride, pads, dilation, (Ho, Wo))
+    out = (wg @ cols).reshape(K, B, Ho, Wo).transpose(1, 0, 2, 3)     # (g, K/g, B HoWo) -> (B, K, Ho, Wo)
+    if bias is not None:
+        out = out + bias.reshape(1, K, 1, 1)
+    y[...] = np.maximum(out, 0) if relu else out
+
+
+def conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, group):
+    """dw_g = dy_g @ cols_g^T, db = sums of dy, dx = col2im(w_g^T @ dy_g); summed over the batch."""
+    B, K, Ho, Wo = dy.shape
+    cols, wg = _conv_columns(x, w, group, kernel, stride, pads, dilation, (Ho, Wo))
+    dyg = dy.transpose(1, 0, 2, 3).reshape(group, K // group, -1)           # (g, K/g, B HoWo)
+    dw[...] = (dyg @ cols.transpose(0, 2, 1)).reshape(dw.shape)
+    if db is not None:
+        db[...] = dy.sum(axis=(0, 2, 3))
+    if dx is not None:
+        dcols = (wg.transpose(0, 2, 1) @ dyg).reshape(-1, B * Ho * Wo)
+        col2im(np.ascontiguousarray(dcols), dx, kernel, stride, pads, dilation, (Ho, Wo))
+
+
+def gemm(a, b, out, alpha=1.0, beta=0.0):
+    """out = alpha a @ b + beta out."""
+    out[...] = alpha * (a @ b) + (beta * out if beta else 0)

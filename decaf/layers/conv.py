@@ -14,11 +14,10 @@ Ho = floor((H + pad_top + pad_bottom - dh (kh - 1) - 1) / sh) + 1.
     backward: dW_g = dy_g cols_g^T;  db = sum of dy over N, Ho, Wo
               dcols_g = W_g^T dy_g;  dx = col2im(dcols)
 
-im2col runs on a block of images at once when images are small, so that the
-GEMM sees a wide matrix (BLAS runs faster on wide matrices); the block's
-output then needs one transpose from (K, n, Ho Wo) to (n, K, Ho Wo).
+The general case runs in one compiled kernel (kernels.conv_forward /
+conv_backward, csrc/conv.c): each thread takes whole images, and runs im2col,
+the GEMMs and the bias for them without waiting on the other threads.
 """
-import math
 
 import numpy as np
 
@@ -46,7 +45,6 @@ class Convolution(Layer):
     PARAMS = {"num_output": REQUIRED, "kernel_size": REQUIRED, "stride": 1, "pad": 0, "pad_mode": None,
               "group": 1, "dilation": 1, "bias_term": True,
               "weight_filler": {"type": "xavier"}, "bias_filler": {"type": "constant", "value": 0.0}}
-    block_columns = 2048   # images are grouped until a block has at least this many output pixels
 
     def validate(self):
         p = self.p
@@ -96,59 +94,40 @@ class Convolution(Layer):
         self.depthwise = g == c == k and g > 1
         self.pointwise = (self.kernel == (1, 1) and self.stride == (1, 1) and self.pads == (0, 0, 0, 0)
                           and g == 1)
-        hw = ho * wo
-        self.block = max(1, min(n, math.ceil(self.block_columns / hw)))
-        if not (self.depthwise or self.pointwise):
-            rows = (c // g) * g * self.kernel[0] * self.kernel[1]
-            self.cols = np.empty((rows, self.block * hw), np.float32)
-            self.ybuf = np.empty((k, self.block * hw), np.float32) if self.block > 1 else None
+        self.work = None    # scratch for im2col, allocated at the first pass (see _work)
         return [(n, k, ho, wo)]
 
     def _args(self):
         return self.kernel, self.stride, self.pads, self.dilation, self.out_hw
 
-    def _buffers(self, n, dtype):
-        """Column and output buffers for a block of n images (views of the reused ones)."""
-        if self.cols.dtype != dtype:
-            self.cols = np.empty(self.cols.shape, dtype)
-            self.ybuf = None if self.ybuf is None else np.empty(self.ybuf.shape, dtype)
-        hw = self.out_hw[0] * self.out_hw[1]
-        cols = self.cols.reshape(-1)[: self.cols.shape[0] * n * hw].reshape(self.cols.shape[0], n * hw)
-        ybuf = None if n == 1 else self.ybuf.reshape(-1)[: self.ybuf.shape[0] * n * hw].reshape(-1, n * hw)
-        return cols, ybuf
+    def _work(self, x, backward):
+        """The reused scratch buffer for the fused kernels, grown if the thread count grew."""
+        size = kernels.conv_work_size(x, self.weight.data, self.p["group"], self.kernel, self.stride,
+                                      self.pads, self.dilation, self.out_hw, backward)
+        if self.work is None or self.work.size < size or self.work.dtype != x.dtype:
+            self.work = np.empty(max(size, 1), x.dtype)
+        return self.work
 
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
         n, k = x.shape[0], self.p["num_output"]
+        bias = None if self.bias is None else self.bias.data
         if self.depthwise:
             kernels.depthwise_conv_forward(x, self.weight.data, y, self.stride, self.pads, self.dilation)
         elif self.pointwise:
             np.matmul(self.weight.data.reshape(k, -1), x.reshape(n, x.shape[1], -1), out=y.reshape(n, k, -1))
         else:
-            g = self.p["group"]
-            w = self.weight.data.reshape(g, k // g, -1)
-            for b0 in range(0, n, self.block):
-                xb = x[b0:b0 + self.block]
-                cols, ybuf = self._buffers(xb.shape[0], x.dtype)
-                kernels.im2col(xb, cols, *self._args())
-                cols_g = cols.reshape(g, -1, cols.shape[1])
-                if ybuf is None:        # one image: the GEMM writes straight into y
-                    out = y[b0].reshape(g, k // g, -1)
-                else:
-                    out = ybuf.reshape(g, k // g, -1)
-                for gi in range(g):
-                    gemm(w[gi], cols_g[gi], out[gi])
-                if ybuf is not None:    # (K, n, HW) -> (n, K, HW), straight into y
-                    nb = xb.shape[0]
-                    np.copyto(y[b0:b0 + nb].reshape(nb, k, -1), ybuf.reshape(k, nb, -1).transpose(1, 0, 2))
-        if self.bias is not None:
-            y += self.bias.data.reshape(1, k, 1, 1)
+            kernels.conv_forward(x, self.weight.data, bias, y, self._work(x, False), self.kernel, self.stride,
+                                 self.pads, self.dilation, self.p["group"])
+            return
+        if bias is not None:
+            y += bias.reshape(1, k, 1, 1)
 
     def backward(self, top, propagate_down, bottom):
         x, dy = bottom[0].data, top[0].diff
         n, k, g = x.shape[0], self.p["num_output"], self.p["group"]
         dx = bottom[0].diff if propagate_down[0] else None
-        if self.bias is not None:
+        if self.bias is not None and (self.depthwise or self.pointwise):
             self.bias.diff[...] = dy.sum(axis=(0, 2, 3))
         if self.depthwise:
             kernels.depthwise_conv_backward(x, self.weight.data, dy, dx, self.weight.diff,
@@ -163,23 +142,6 @@ class Convolution(Layer):
             if dx is not None:
                 np.matmul(self.weight.data.reshape(k, -1).T, dy3, out=dx.reshape(x3.shape))
             return
-        w = self.weight.data.reshape(g, k // g, -1)
-        dw = self.weight.diff.reshape(g, k // g, -1)
-        dw[...] = 0
-        for b0 in range(0, n, self.block):
-            xb = x[b0:b0 + self.block]
-            nb = xb.shape[0]
-            cols, ybuf = self._buffers(nb, x.dtype)
-            kernels.im2col(xb, cols, *self._args())
-            if ybuf is None:
-                dyb = dy[b0].reshape(g, k // g, -1)
-            else:
-                ybuf.reshape(k, nb, -1)[...] = dy[b0:b0 + nb].reshape(nb, k, -1).transpose(1, 0, 2)
-                dyb = ybuf.reshape(g, k // g, -1)
-            cols_g = cols.reshape(g, -1, cols.shape[1])
-            for gi in range(g):
-                dw[gi] += dyb[gi] @ cols_g[gi].T
-            if dx is not None:
-                for gi in range(g):     # cols is free now: reuse it for dcols
-                    gemm(w[gi].T, dyb[gi], cols_g[gi])
-                kernels.col2im(cols, dx[b0:b0 + nb], *self._args())
+        db = None if self.bias is None else self.bias.diff
+        kernels.conv_backward(x, self.weight.data, dy, dx, self.weight.diff, db, self._work(x, True),
+                              self.kernel, self.stride, self.pads, self.dilation, g)

@@ -1,0 +1,58 @@
+#include "gemm.h"
+
+#include <stddef.h>
+
+#include "threads.h"
+
+enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };   /* CBLAS's enum values */
+
+static decaf_cblas_sgemm_fn sgemm_impl = NULL;
+
+void decaf_set_sgemm(void *cblas_sgemm)
+{
+    sgemm_impl = (decaf_cblas_sgemm_fn)cblas_sgemm;
+}
+
+int decaf_have_sgemm(void)
+{
+    return sgemm_impl != NULL;
+}
+
+void decaf_sgemm_serial(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                        const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    sgemm_impl(ROW_MAJOR, trans_a ? TRANS : NO_TRANS, trans_b ? TRANS : NO_TRANS, M, N, K,
+               alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void decaf_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                 const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    const int nt = decaf_threads_for((ptrdiff_t)M * N * (K > 0 ? K : 1) / 8);
+    /* Split the columns of C when each thread still gets a wide slice (the BLAS packs A once per
+     * thread), else the rows; slices are multiples of 16 columns or 8 rows where possible. */
+    const int by_cols = N >= 256 * nt || M < 16 * nt;
+    #pragma omp parallel num_threads(nt)
+    {
+        const int t = decaf_thread_num(), T = decaf_team_size();
+        const int total = by_cols ? N : M, quantum = by_cols ? 16 : 8;
+        const int units = (total + quantum - 1) / quantum;
+        int lo = (int)((ptrdiff_t)units * t / T) * quantum;
+        int hi = (int)((ptrdiff_t)units * (t + 1) / T) * quantum;
+        if (hi > total) hi = total;
+        if (lo < hi) {
+            if (by_cols) {
+                /* columns lo..hi of op(B): B is (K, N) -> B + lo; B stored (N, K) -> row lo */
+                const float *b = trans_b ? B + (ptrdiff_t)lo * ldb : B + lo;
+                decaf_sgemm_serial(trans_a, trans_b, M, hi - lo, K, alpha, A, lda, b, ldb, beta, C + lo, ldc);
+            } else {
+                /* rows lo..hi of op(A): A is (M, K) -> row lo; A stored (K, M) -> A + lo */
+                const float *a = trans_a ? A + lo : A + (ptrdiff_t)lo * lda;
+                decaf_sgemm_serial(trans_a, trans_b, hi - lo, N, K, alpha, a, lda, B, ldb, beta,
+                                   C + (ptrdiff_t)lo * ldc, ldc);
+            }
+        }
+    }
+}

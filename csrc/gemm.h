@@ -1,0 +1,24 @@
+/* SGEMM through a BLAS that decaf loads at run time, driven by decaf's own OpenMP threads.
+ *
+ * decaf does not link a BLAS: Python loads one (scipy-openblas32's OpenBLAS, single-threaded) and
+ * hands over the address of its cblas_sgemm with decaf_set_sgemm(). All matrices are row-major;
+ * trans_a / trans_b say whether A is stored as (K, M) and B as (N, K). */
+#ifndef DECAF_GEMM_H
+#define DECAF_GEMM_H
+
+typedef void (*decaf_cblas_sgemm_fn)(int order, int trans_a, int trans_b, int M, int N, int K,
+                                     float alpha, const float *A, int lda, const float *B, int ldb,
+                                     float beta, float *C, int ldc);
+
+void decaf_set_sgemm(void *cblas_sgemm);
+int decaf_have_sgemm(void);
+
+/* C = alpha op(A) op(B) + beta C on the calling thread only. */
+void decaf_sgemm_serial(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                        const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* The same, split over decaf's threads (by columns of C when it is wide, else by rows). */
+void decaf_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                 const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+#endif

@@ -1,0 +1,199 @@
+"""The fused convolution (csrc/conv.c) and decaf's threaded GEMM (csrc/gemm.c, decaf.blas).
+
+compiled == reference for random geometries, groups, bias / no bias, ReLU, and thread counts
+below, equal to and above the batch (both of conv.c's paths); the reference == PyTorch's
+convolution and its autograd (an independent implementation). Tolerance: GEMM sums in another
+order than NumPy's, so rtol = 1e-5 and atol = 1e-5 times the largest magnitude of the result.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import decaf.blas as blas
+import decaf.kernels as kernels
+from decaf.kernels import reference
+
+from test_kernels import random_geometry, torch  # noqa: F401  (torch: the fixture)
+
+_compiled = kernels._compiled
+needs_blas = pytest.mark.skipif(_compiled is None or not blas.have_own_blas(),
+                                reason="compiled kernels or decaf's OpenBLAS not available")
+
+
+def close(actual, expected):
+    scale = max(float(np.abs(expected).max()), 1.0) if expected.size else 1.0
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * scale)
+
+
+def conv_case(seed):
+    """A random geometry with groups, plus x, w, bias (or None) and dy."""
+    g = random_geometry(seed)
+    rng = np.random.default_rng(seed)
+    group = int(rng.choice([1, 1, 2, 3]))
+    C, K = g.C * group, int(rng.integers(1, 5)) * group
+    B = int(rng.integers(1, 6))
+    x = rng.standard_normal((B, C, g.H, g.W)).astype(np.float32)
+    w = rng.standard_normal((K, C // group) + g.kernel).astype(np.float32)
+    bias = rng.standard_normal(K).astype(np.float32) if rng.random() < 0.7 else None
+    dy = rng.standard_normal((B, K) + g.out_hw).astype(np.float32)
+    params = (g.kernel, g.stride, g.pads, g.dilation)
+    return x, w, bias, dy, params, group, g.out_hw
+
+
+def work_for(x, w, group, params, out_hw, backward):
+    size = _compiled.conv_work_size(x.shape, w.shape, group, *params, out_hw, backward)
+    return np.full(max(size, 1), np.nan, np.float32)    # garbage: the kernel must not read it first
+
+
+@needs_blas
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(25))
+def test_conv_forward_and_backward_match_reference(seed, threads):
+    x, w, bias, dy, params, group, out_hw = conv_case(seed)
+    relu = seed % 3 == 0
+    previous = kernels.get_num_threads()
+    kernels.set_num_threads(threads)
+    try:
+        y = np.full(dy.shape, np.nan, np.float32)
+        _compiled.conv_forward(x, w, bias, y, work_for(x, w, group, params, out_hw, False), *params, group, relu)
+        y_ref = np.empty_like(y)
+        reference.conv_forward(x, w, bias, y_ref, None, *params, group, relu)
+        close(y, y_ref)
+
+        want_dx = seed % 4 != 1
+        dx = np.full(x.shape, np.nan, np.float32) if want_dx else None
+        dw = np.full(w.shape, np.nan, np.float32)
+        db = None if bias is None else np.full(bias.shape, np.nan, np.float32)
+        _compiled.conv_backward(x, w, dy, dx, dw, db, work_for(x, w, group, params, out_hw, True), *params, group)
+        dx_ref = np.empty_like(x) if want_dx else None
+        dw_ref, db_ref = np.empty_like(w), None if bias is None else np.empty_like(bias)
+        reference.conv_backward(x, w, dy, dx_ref, dw_ref, db_ref, None, *params, group)
+        close(dw, dw_ref)
+        if bias is not None:
+            close(db, db_ref)
+        if want_dx:
+            close(dx, dx_ref)
+    finally:
+        kernels.set_num_threads(previous)
+
+
+@needs_blas
+def test_conv_thread_count_changes_only_the_summation_order():
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((5, 6, 17, 15)).astype(np.float32), rng.standard_normal((8, 6, 3, 3)).astype(np.float32)
+    params, out_hw = ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1)), (17, 15)
+    previous = kernels.get_num_threads()
+    ys = []
+    try:
+        for n in (1, 2, 4):
+            kernels.set_num_threads(n)
+            y = np.empty((5, 8, 17, 15), np.float32)
+            _compiled.conv_forward(x, w, None, y, work_for(x, w, 1, params, out_hw, False), *params, 1)
+            ys.append(y)
+    finally:
+        kernels.set_num_threads(previous)
+    for y in ys[1:]:
+        close(y, ys[0])
+
+
+@needs_blas
+def test_conv_refuses_small_work_and_bad_shapes():
+    x, w = np.zeros((2, 4, 8, 8), np.float32), np.zeros((6, 2, 3, 3), np.float32)
+    params = ((3, 3), (1, 1), (0, 0, 0, 0), (1, 1))
+    y = np.zeros((2, 6, 6, 6), np.float32)
+    with pytest.raises(ValueError, match="work has 3 floats"):
+        _compiled.conv_forward(x, w, None, y, np.zeros(3, np.float32), *params, 2)
+    work = work_for(x, w, 2, params, (6, 6), True)
+    with pytest.raises(ValueError, match="w has shape"):
+        _compiled.conv_forward(x, w, None, y, work, *params, 1)       # group 1 needs w (6, 4, 3, 3)
+    with pytest.raises(ValueError, match="bias has shape"):
+        _compiled.conv_forward(x, w, np.zeros(5, np.float32), y, work, *params, 2)
+    with pytest.raises(ValueError, match="dx has shape"):
+        _compiled.conv_backward(x, w, y, np.zeros((2, 4, 8, 7), np.float32), np.zeros_like(w), None, work,
+                                *params, 2)
+    with pytest.raises(ValueError, match="float|dtype|Buffer"):
+        _compiled.conv_forward(x.astype(np.float64), w, None, y, work, *params, 2)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_reference_conv_matches_torch(torch, seed):
+    F = torch.nn.functional
+    x, w, bias, dy, params, group, out_hw = conv_case(seed)
+    kernel, stride, pads, dilation = params
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    bt = None if bias is None else torch.tensor(bias, requires_grad=True)
+    top, left, bottom, right = pads
+    # one more output than the formula (an overhanging window) needs extra bottom/right zeros
+    padded = F.pad(xt, (left, right + stride[1] * 2, top, bottom + stride[0] * 2))
+    yt = F.conv2d(padded, wt, bt, stride=stride, dilation=dilation, groups=group)[:, :, :out_hw[0], :out_hw[1]]
+    y = np.empty(dy.shape, np.float32)
+    reference.conv_forward(x, w, bias, y, None, *params, group)
+    close(y, yt.detach().numpy())
+    yt.backward(torch.tensor(dy))
+    dx, dw = np.empty_like(x), np.empty_like(w)
+    db = None if bias is None else np.empty_like(bias)
+    reference.conv_backward(x, w, dy, dx, dw, db, None, *params, group)
+    close(dx, xt.grad.numpy())
+    close(dw, wt.grad.numpy())
+    if bias is not None:
+        close(db, bt.grad.numpy())
+
+
+@needs_blas
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (3, 5, 2), (7, 300, 1), (1, 900, 700), (40, 64, 1100), (300, 33, 20)])
+def test_gemm_matches_numpy_with_transposed_operands(m, k, n, threads):
+    rng = np.random.default_rng(m * 1000 + n)
+    a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    previous = kernels.get_num_threads()
+    kernels.set_num_threads(threads)
+    try:
+        for aa in (a, np.asfortranarray(a), a.T.copy().T):
+            for bb in (b, np.asfortranarray(b)):
+                out = np.full((m, n), np.nan, np.float32)
+                _compiled.gemm(aa, bb, out)
+                close(out, expected)
+        out = np.ones((m, n), np.float32)
+        _compiled.gemm(a, b, out, 2.0, 0.5)
+        close(out, 2 * expected + 0.5)
+    finally:
+        kernels.set_num_threads(previous)
+
+
+@needs_blas
+def test_gemm_bad_operands():
+    a, b = np.ones((3, 4), np.float32), np.ones((4, 5), np.float32)
+    with pytest.raises(ValueError, match="do not match"):
+        _compiled.gemm(a, b, np.empty((3, 4), np.float32))
+    with pytest.raises(ValueError, match="contiguous rows or columns"):
+        _compiled.gemm(np.ones((6, 8), np.float32)[::2, ::2], b, np.empty((3, 5), np.float32))
+    out = np.full((3, 5), np.nan, np.float32)
+    _compiled.gemm(np.ones((3, 0), np.float32), np.ones((0, 5), np.float32), out)   # empty sum
+    np.testing.assert_array_equal(out, 0)
+
+
+def run_python(code, **env):
+    full = dict(os.environ, **env)
+    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True,
+                          timeout=120, check=True).stdout.strip()
+
+
+@needs_blas
+def test_blas_kernel_choice_and_numpys_setting_untouched():
+    code = "import os, decaf.blas as b; print(b.blas_info()); print(os.environ.get('OPENBLAS_CORETYPE'))"
+    info, numpy_setting = run_python(code, OPENBLAS_CORETYPE="Haswell", DECAF_OPENBLAS_CORETYPE="Haswell").splitlines()
+    assert "Haswell kernels" in info and numpy_setting == "Haswell"
+    info, numpy_setting = run_python(code, OPENBLAS_CORETYPE="Sandybridge", DECAF_OPENBLAS_CORETYPE="Haswell").splitlines()
+    assert "Haswell kernels" in info and numpy_setting == "Sandybridge"   # NumPy's own choice is left alone
+
+
+def test_decaf_blas_numpy_falls_back_to_the_reference():
+    code = ("import numpy as np, decaf, decaf.blas as b, decaf.kernels as k; print(b.have_own_blas());"
+            "print(k._for_gemm(np.zeros(1, np.float32)).__name__); print(b.blas_info())")
+    own, impl, info = run_python(code, DECAF_BLAS="numpy").splitlines()
+    assert own == "False" and impl.endswith("reference") and "DECAF_BLAS=numpy" in info
