@@ -37,6 +37,7 @@ void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w
     const int rows = g->C * g->kh * g->kw, Kg = g->K / g->G, Rg = rows / g->G;
     const int nt = decaf_get_num_threads();
 
+    decaf_blas_single_threaded();
     if (g->B >= nt && nt > 1) {
         #pragma omp parallel num_threads(nt)
         {
@@ -99,6 +100,7 @@ void decaf_conv_backward(const decaf_conv_geom *g, const float *x, const float *
     const ptrdiff_t wsize = (ptrdiff_t)g->K * (g->C / g->G) * g->kh * g->kw, acc = wsize + g->K;
     const int nt = decaf_get_num_threads();
 
+    decaf_blas_single_threaded();
     if (g->B >= nt && nt > 1) {
         /* work = [cols, dcols] x nt, then [dw partial, db partial] x nt */
         float *partials = work + nt * 2 * cols_size;

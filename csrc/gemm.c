@@ -7,10 +7,21 @@
 enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };   /* CBLAS's enum values */
 
 static decaf_cblas_sgemm_fn sgemm_impl = NULL;
+static int (*blas_get_threads)(void) = NULL;
+static void (*blas_set_threads)(int) = NULL;
 
-void decaf_set_sgemm(void *cblas_sgemm)
+void decaf_set_sgemm(void *cblas_sgemm, void *get_num_threads, void *set_num_threads)
 {
     sgemm_impl = (decaf_cblas_sgemm_fn)cblas_sgemm;
+    blas_get_threads = (int (*)(void))get_num_threads;
+    blas_set_threads = (void (*)(int))set_num_threads;
+    decaf_blas_single_threaded();
+}
+
+void decaf_blas_single_threaded(void)
+{
+    if (blas_get_threads && blas_set_threads && blas_get_threads() != 1)
+        blas_set_threads(1);
 }
 
 int decaf_have_sgemm(void)
@@ -31,6 +42,7 @@ void decaf_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
     const int nt = decaf_threads_for((ptrdiff_t)M * N * (K > 0 ? K : 1) / 8);
+    decaf_blas_single_threaded();
     /* Split the columns of C when each thread still gets a wide slice (the BLAS packs A once per
      * thread), else the rows; slices are multiples of 16 columns or 8 rows where possible. */
     const int by_cols = N >= 256 * nt || M < 16 * nt;

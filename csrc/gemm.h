@@ -10,8 +10,13 @@ typedef void (*decaf_cblas_sgemm_fn)(int order, int trans_a, int trans_b, int M,
                                      float alpha, const float *A, int lda, const float *B, int ldb,
                                      float beta, float *C, int ldc);
 
-void decaf_set_sgemm(void *cblas_sgemm);
+/* cblas_sgemm, and the BLAS's get/set_num_threads (NULL if it has none). */
+void decaf_set_sgemm(void *cblas_sgemm, void *get_num_threads, void *set_num_threads);
 int decaf_have_sgemm(void);
+
+/* Put the BLAS back to one thread if something changed it (threadpoolctl, say, finds every OpenBLAS
+ * in the process): decaf calls it from its own threads. Call outside parallel regions. */
+void decaf_blas_single_threaded(void);
 
 /* C = alpha op(A) op(B) + beta C on the calling thread only. */
 void decaf_sgemm_serial(int trans_a, int trans_b, int M, int N, int K, float alpha,

@@ -48,11 +48,13 @@ def _load_openblas():
             else:
                 os.environ[key] = value
     prefix = "scipy_"    # scipy-openblas32 prefixes every symbol
-    getattr(lib, f"{prefix}openblas_set_num_threads")(1)
     lib.corename = getattr(lib, f"{prefix}openblas_get_corename")
     lib.corename.restype = ctypes.c_char_p
-    sgemm = getattr(lib, f"{prefix}cblas_sgemm")
-    _compiled.set_sgemm(ctypes.cast(sgemm, ctypes.c_void_p).value)
+    def address(name):
+        return ctypes.cast(getattr(lib, prefix + name), ctypes.c_void_p).value
+    # The kernels set it back to one thread whenever something else (threadpoolctl) changed it.
+    _compiled.set_sgemm(address("cblas_sgemm"), address("openblas_get_num_threads"),
+                        address("openblas_set_num_threads"))
     return lib
 
 

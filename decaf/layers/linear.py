@@ -9,6 +9,7 @@ The bottom (N, ...) is flattened to x of shape (N, D).
 import numpy as np
 
 from .. import fillers
+from ..blas import gemm
 from ..layer import REQUIRED, Layer, register
 
 
@@ -37,15 +38,15 @@ class InnerProduct(Layer):
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(bottom[0].shape[0], -1)
-        np.matmul(x, self.weight.data.T, out=top[0].data)
+        gemm(x, self.weight.data.T, top[0].data)
         if self.bias is not None:
             top[0].data += self.bias.data
 
     def backward(self, top, propagate_down, bottom):
         x = bottom[0].data.reshape(bottom[0].shape[0], -1)
         dy = top[0].diff
-        np.matmul(dy.T, x, out=self.weight.diff)
+        gemm(dy.T, x, self.weight.diff)
         if self.bias is not None:
             np.sum(dy, axis=0, out=self.bias.diff)
         if propagate_down[0]:
-            np.matmul(dy, self.weight.data, out=bottom[0].diff.reshape(x.shape))
+            gemm(dy, self.weight.data, bottom[0].diff.reshape(x.shape))

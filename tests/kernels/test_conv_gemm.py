@@ -197,3 +197,16 @@ def test_decaf_blas_numpy_falls_back_to_the_reference():
             "print(k._for_gemm(np.zeros(1, np.float32)).__name__); print(b.blas_info())")
     own, impl, info = run_python(code, DECAF_BLAS="numpy").splitlines()
     assert own == "False" and impl.endswith("reference") and "DECAF_BLAS=numpy" in info
+
+
+@needs_blas
+def test_blas_goes_back_to_one_thread_after_threadpoolctl():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    get = blas._lib.scipy_openblas_get_num_threads
+    a = np.ones((64, 64), np.float32)
+    with threadpoolctl.threadpool_limits(3):      # reaches every OpenBLAS in the process, decaf's too
+        assert get() == 3
+        out = np.empty_like(a)
+        _compiled.gemm(a, a, out)                 # called from decaf's threads: must be 1 again
+        assert get() == 1
+        np.testing.assert_array_equal(out, 64)
