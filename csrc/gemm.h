@@ -10,8 +10,11 @@ typedef void (*decaf_cblas_sgemm_fn)(int order, int trans_a, int trans_b, int M,
                                      float alpha, const float *A, int lda, const float *B, int ldb,
                                      float beta, float *C, int ldc);
 
-/* cblas_sgemm, and the BLAS's get/set_num_threads (NULL if it has none). */
-void decaf_set_sgemm(void *cblas_sgemm, void *get_num_threads, void *set_num_threads);
+typedef void (*decaf_cblas_sgemv_fn)(int order, int trans, int M, int N, float alpha, const float *A,
+                                     int lda, const float *x, int incx, float beta, float *y, int incy);
+
+/* cblas_sgemm, cblas_sgemv, and the BLAS's get/set_num_threads (NULL if it has none). */
+void decaf_set_sgemm(void *cblas_sgemm, void *cblas_sgemv, void *get_num_threads, void *set_num_threads);
 int decaf_have_sgemm(void);
 
 /* Put the BLAS back to one thread if something changed it (threadpoolctl, say, finds every OpenBLAS
@@ -22,7 +25,8 @@ void decaf_blas_single_threaded(void);
 void decaf_sgemm_serial(int trans_a, int trans_b, int M, int N, int K, float alpha,
                         const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
-/* The same, split over decaf's threads (by columns of C when it is wide, else by rows). */
+/* The same, split over decaf's threads (by columns of C when it is wide, else by rows). A product
+ * with one row or one column is a matrix-vector product, memory-bound: it runs as SGEMV. */
 void decaf_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 

@@ -53,7 +53,7 @@ def _load_openblas():
     def address(name):
         return ctypes.cast(getattr(lib, prefix + name), ctypes.c_void_p).value
     # The kernels set it back to one thread whenever something else (threadpoolctl) changed it.
-    _compiled.set_sgemm(address("cblas_sgemm"), address("openblas_get_num_threads"),
+    _compiled.set_sgemm(address("cblas_sgemm"), address("cblas_sgemv"), address("openblas_get_num_threads"),
                         address("openblas_set_num_threads"))
     return lib
 

@@ -17,7 +17,8 @@ cdef extern from "threads.h":
     int decaf_get_num_threads() nogil
 
 cdef extern from "gemm.h":
-    void decaf_set_sgemm(void *cblas_sgemm, void *get_num_threads, void *set_num_threads) nogil
+    void decaf_set_sgemm(void *cblas_sgemm, void *cblas_sgemv, void *get_num_threads,
+                         void *set_num_threads) nogil
     int decaf_have_sgemm() nogil
     void decaf_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                      const float *B, int ldb, float beta, float *C, int ldc) nogil
@@ -274,10 +275,10 @@ def depthwise_conv_backward(const float[:, :, :, ::1] x not None, const float[:,
 
 # ---- GEMM and the fused convolution ----------------------------------------------------------
 
-def set_sgemm(size_t sgemm, size_t get_num_threads=0, size_t set_num_threads=0):
-    """Use the cblas_sgemm at this address (from a BLAS loaded with ctypes; 0 = none), and keep that
-    BLAS single-threaded with its get/set_num_threads (0 = the BLAS has none)."""
-    decaf_set_sgemm(<void *>sgemm, <void *>get_num_threads, <void *>set_num_threads)
+def set_sgemm(size_t sgemm, size_t sgemv=0, size_t get_num_threads=0, size_t set_num_threads=0):
+    """Use the cblas_sgemm and cblas_sgemv at these addresses (from a BLAS loaded with ctypes; 0 =
+    none), and keep that BLAS single-threaded with its get/set_num_threads (0 = it has none)."""
+    decaf_set_sgemm(<void *>sgemm, <void *>sgemv, <void *>get_num_threads, <void *>set_num_threads)
 
 
 def have_sgemm():
