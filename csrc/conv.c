@@ -4,17 +4,50 @@
 #include "im2col.h"
 #include "threads.h"
 
-ptrdiff_t decaf_conv_work_size(const decaf_conv_geom *g, int threads, int backward)
+/* A thread groups its images into blocks of about this many output pixels, so that each GEMM is
+ * wide (the BLAS packs the weights once per call: wide calls pay that once for many images). */
+enum { BLOCK_COLUMNS = 2048 };
+
+#define GEOM_ARGS(g) (g)->C, (g)->H, (g)->W, (g)->kh, (g)->kw, (g)->sh, (g)->sw, \
+                     (g)->pad_top, (g)->pad_left, (g)->dh, (g)->dw, (g)->Ho, (g)->Wo
+
+/* 1x1, stride 1, no padding: im2col(x[b]) would be x[b] itself, so the GEMMs read x directly. */
+static int is_pointwise(const decaf_conv_geom *g)
 {
-    const ptrdiff_t cols = (ptrdiff_t)g->C * g->kh * g->kw * g->Ho * g->Wo;
-    const ptrdiff_t wsize = (ptrdiff_t)g->K * (g->C / g->G) * g->kh * g->kw;
-    if (threads < 1) threads = 1;
-    /* forward: one cols buffer per thread; backward: cols + dcols per thread, then one dw and db
-     * partial sum per thread */
-    return backward ? threads * (2 * cols + wsize + g->K) : threads * cols;
+    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pad_top == 0 && g->pad_left == 0
+           && g->Ho == g->H && g->Wo == g->W;
 }
 
-/* y[k, :] += bias[k] (if any), then max(0, .) if relu; channels k0..k1 of one image. */
+/* Images per block for a thread with up to `per_thread` images (1 for pointwise: no im2col). */
+static int block_images(const decaf_conv_geom *g, int per_thread)
+{
+    const int hw = g->Ho * g->Wo;
+    int nb = is_pointwise(g) ? 1 : (BLOCK_COLUMNS + hw - 1) / hw;
+    if (nb > per_thread) nb = per_thread;
+    return nb < 1 ? 1 : nb;
+}
+
+/* Scratch floats one thread needs for blocks of nb images: cols (and dcols when backward), plus a
+ * (K, nb Ho Wo) block of outputs / output gradients when nb > 1. */
+static ptrdiff_t thread_work(const decaf_conv_geom *g, int nb, int backward)
+{
+    const ptrdiff_t cols = is_pointwise(g) ? 0 : (ptrdiff_t)g->C * g->kh * g->kw * nb * g->Ho * g->Wo;
+    const ptrdiff_t block = nb > 1 ? (ptrdiff_t)g->K * nb * g->Ho * g->Wo : 0;
+    return (backward ? 2 : 1) * cols + block;
+}
+
+ptrdiff_t decaf_conv_work_size(const decaf_conv_geom *g, int threads, int backward)
+{
+    const ptrdiff_t wsize = (ptrdiff_t)g->K * (g->C / g->G) * g->kh * g->kw;
+    const int nt = threads < 1 ? 1 : threads;
+    if (g->B < nt)    /* few images: one image at a time, each step split over the threads */
+        return thread_work(g, 1, backward);
+    /* per thread: its scratch; backward adds a dw + db partial sum per thread */
+    const int nb = block_images(g, (g->B + nt - 1) / nt);
+    return nt * (thread_work(g, nb, backward) + (backward ? wsize + g->K : 0));
+}
+
+/* y[k, :] += bias[k] (if any), then max(0, .) if relu, for channels k0..k1 of one image. */
 static void bias_relu(float *y, const float *bias, int k0, int k1, ptrdiff_t hw, int relu)
 {
     for (int k = k0; k < k1; ++k) {
@@ -27,67 +60,78 @@ static void bias_relu(float *y, const float *bias, int k0, int k1, ptrdiff_t hw,
     }
 }
 
-#define GEOM_ARGS(g) (g)->C, (g)->H, (g)->W, (g)->kh, (g)->kw, (g)->sh, (g)->sw, \
-                     (g)->pad_top, (g)->pad_left, (g)->dh, (g)->dw, (g)->Ho, (g)->Wo
+/* y[b + i] (K, hw) = block[:, i hw : (i + 1) hw] + bias, ReLU'd if asked, for the n images of a
+ * block laid out (K, n hw). */
+static void scatter_block(const float *block, float *y, const float *bias, int K, ptrdiff_t hw, int n, int relu)
+{
+    for (int i = 0; i < n; ++i)
+        for (int k = 0; k < K; ++k) {
+            const float *s = block + (ptrdiff_t)k * n * hw + i * hw;
+            float *d = y + ((ptrdiff_t)i * K + k) * hw;
+            const float b = bias ? bias[k] : 0.0f;
+            if (relu)
+                for (ptrdiff_t p = 0; p < hw; ++p) { const float v = s[p] + b; d[p] = v > 0.0f ? v : 0.0f; }
+            else
+                for (ptrdiff_t p = 0; p < hw; ++p) d[p] = s[p] + b;
+        }
+}
+
+/* The inverse layout change: block (K, n hw) from dy[b .. b + n) (each (K, hw)). */
+static void gather_block(const float *dy, float *block, int K, ptrdiff_t hw, int n)
+{
+    for (int i = 0; i < n; ++i)
+        for (int k = 0; k < K; ++k) {
+            const float *s = dy + ((ptrdiff_t)i * K + k) * hw;
+            float *d = block + (ptrdiff_t)k * n * hw + i * hw;
+            for (ptrdiff_t p = 0; p < hw; ++p) d[p] = s[p];
+        }
+}
 
 void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w, const float *bias,
                         float *y, float *work, int relu)
 {
     const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo, plane_in = (ptrdiff_t)g->C * g->H * g->W;
     const int rows = g->C * g->kh * g->kw, Kg = g->K / g->G, Rg = rows / g->G;
-    const int nt = decaf_get_num_threads();
+    const int nt = decaf_get_num_threads(), pointwise = is_pointwise(g);
 
     decaf_blas_single_threaded();
-    if (g->B >= nt && nt > 1) {
+    if (g->B >= nt) {
+        const int nb = block_images(g, (g->B + nt - 1) / nt);
+        const ptrdiff_t tw = thread_work(g, nb, 0);
         #pragma omp parallel num_threads(nt)
         {
             const int t = decaf_thread_num(), T = decaf_team_size();
-            float *cols = work + t * rows * hw;
-            for (int b = g->B * t / T; b < g->B * (t + 1) / T; ++b) {
-                float *yb = y + (ptrdiff_t)b * g->K * hw;
-                decaf_im2col_serial(x + b * plane_in, cols, 1, GEOM_ARGS(g));
+            float *cols = work + t * tw;
+            float *block = cols + (pointwise ? 0 : (ptrdiff_t)rows * nb * hw);
+            const int b1 = g->B * (t + 1) / T;
+            for (int b = g->B * t / T; b < b1; b += nb) {
+                const int n = b1 - b < nb ? b1 - b : nb, ld = (int)(n * hw);
+                const float *src = pointwise ? x + b * plane_in : cols;
+                float *out = n == 1 ? y + (ptrdiff_t)b * g->K * hw : block;
+                if (!pointwise)
+                    decaf_im2col_serial(x + b * plane_in, cols, n, GEOM_ARGS(g));
                 for (int gi = 0; gi < g->G; ++gi)
-                    decaf_sgemm_serial(0, 0, Kg, (int)hw, Rg, 1.0f, w + (ptrdiff_t)gi * Kg * Rg, Rg,
-                                       cols + gi * Rg * hw, (int)hw, 0.0f, yb + gi * Kg * hw, (int)hw);
-                bias_relu(yb, bias, 0, g->K, hw, relu);
+                    decaf_sgemm_serial(0, 0, Kg, ld, Rg, 1.0f, w + (ptrdiff_t)gi * Kg * Rg, Rg,
+                                       src + (ptrdiff_t)gi * Rg * ld, ld, 0.0f, out + (ptrdiff_t)gi * Kg * ld, ld);
+                if (n == 1)
+                    bias_relu(out, bias, 0, g->K, hw, relu);
+                else
+                    scatter_block(block, y + (ptrdiff_t)b * g->K * hw, bias, g->K, hw, n, relu);
             }
         }
         return;
     }
-    for (int b = 0; b < g->B; ++b) {   /* few images: split every step over all threads */
+    for (int b = 0; b < g->B; ++b) {   /* fewer images than threads: split every step */
         float *yb = y + (ptrdiff_t)b * g->K * hw;
-        decaf_im2col(x + b * plane_in, work, 1, GEOM_ARGS(g));
+        const float *src = pointwise ? x + b * plane_in : work;
+        if (!pointwise)
+            decaf_im2col(x + b * plane_in, work, 1, GEOM_ARGS(g));
         for (int gi = 0; gi < g->G; ++gi)
             decaf_sgemm(0, 0, Kg, (int)hw, Rg, 1.0f, w + (ptrdiff_t)gi * Kg * Rg, Rg,
-                        work + gi * Rg * hw, (int)hw, 0.0f, yb + gi * Kg * hw, (int)hw);
+                        src + gi * Rg * hw, (int)hw, 0.0f, yb + gi * Kg * hw, (int)hw);
         #pragma omp parallel for schedule(static) num_threads(decaf_threads_for(g->K * hw))
         for (int k = 0; k < g->K; ++k)
             bias_relu(yb, bias, k, k + 1, hw, relu);
-    }
-}
-
-/* One image's share of the backward pass on the calling thread: dw_acc += dy_b cols^T (beta 0
- * on the first image overwrites), db_acc += pixel sums, dx_b = col2im(w^T dy_b). */
-static void backward_image(const decaf_conv_geom *g, const float *xb, const float *w, const float *dyb,
-                           float *dxb, float *dw_acc, float *db_acc, float *cols, float *dcols, int first)
-{
-    const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo;
-    const int rows = g->C * g->kh * g->kw, Kg = g->K / g->G, Rg = rows / g->G;
-    decaf_im2col_serial(xb, cols, 1, GEOM_ARGS(g));
-    for (int gi = 0; gi < g->G; ++gi)
-        decaf_sgemm_serial(0, 1, Kg, Rg, (int)hw, 1.0f, dyb + gi * Kg * hw, (int)hw, cols + gi * Rg * hw,
-                           (int)hw, first ? 0.0f : 1.0f, dw_acc + (ptrdiff_t)gi * Kg * Rg, Rg);
-    if (db_acc)
-        for (int k = 0; k < g->K; ++k) {
-            float s = 0.0f;
-            for (ptrdiff_t i = 0; i < hw; ++i) s += dyb[k * hw + i];
-            db_acc[k] = first ? s : db_acc[k] + s;
-        }
-    if (dxb) {
-        for (int gi = 0; gi < g->G; ++gi)
-            decaf_sgemm_serial(1, 0, Rg, (int)hw, Kg, 1.0f, w + (ptrdiff_t)gi * Kg * Rg, Rg, dyb + gi * Kg * hw,
-                               (int)hw, 0.0f, dcols + gi * Rg * hw, (int)hw);
-        decaf_col2im_serial(dcols, dxb, 1, GEOM_ARGS(g));
     }
 }
 
@@ -96,54 +140,86 @@ void decaf_conv_backward(const decaf_conv_geom *g, const float *x, const float *
 {
     const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo, plane_in = (ptrdiff_t)g->C * g->H * g->W;
     const ptrdiff_t plane_out = (ptrdiff_t)g->K * hw;
-    const ptrdiff_t cols_size = (ptrdiff_t)g->C * g->kh * g->kw * hw;
-    const ptrdiff_t wsize = (ptrdiff_t)g->K * (g->C / g->G) * g->kh * g->kw, acc = wsize + g->K;
-    const int nt = decaf_get_num_threads();
+    const int rows = g->C * g->kh * g->kw, Kg = g->K / g->G, Rg = rows / g->G;
+    const ptrdiff_t wsize = (ptrdiff_t)g->K * Rg, acc = wsize + g->K;
+    const int nt = decaf_get_num_threads(), pointwise = is_pointwise(g);
 
     decaf_blas_single_threaded();
-    if (g->B >= nt && nt > 1) {
-        /* work = [cols, dcols] x nt, then [dw partial, db partial] x nt */
-        float *partials = work + nt * 2 * cols_size;
+    if (g->B >= nt) {
+        /* work = per thread [cols, dcols, dy block, dw partial, db partial] */
+        const int nb = block_images(g, (g->B + nt - 1) / nt);
+        const ptrdiff_t colsz = pointwise ? 0 : (ptrdiff_t)rows * nb * hw;
+        const ptrdiff_t tw = thread_work(g, nb, 1) + acc;
         #pragma omp parallel num_threads(nt)
         {
             const int t = decaf_thread_num(), T = decaf_team_size();
-            float *cols = work + t * 2 * cols_size, *part = partials + t * acc;
-            const int b0 = g->B * t / T, b1 = g->B * (t + 1) / T;
-            for (ptrdiff_t i = 0; i < acc; ++i) part[i] = 0.0f;   /* threads with no images add zeros */
-            for (int b = b0; b < b1; ++b)
-                backward_image(g, x + b * plane_in, w, dy + b * plane_out, dx ? dx + b * plane_in : NULL,
-                               part, db ? part + wsize : NULL, cols, cols + cols_size, b == b0);
+            float *cols = work + t * tw, *dcols = cols + colsz, *block = dcols + colsz;
+            float *part = work + t * tw + (tw - acc);
+            const int b1 = g->B * (t + 1) / T;
+            for (ptrdiff_t i = 0; i < acc; ++i) part[i] = 0.0f;   /* a thread with no images adds zeros */
+            for (int b = g->B * t / T; b < b1; b += nb) {
+                const int n = b1 - b < nb ? b1 - b : nb, ld = (int)(n * hw);
+                const float *src = pointwise ? x + b * plane_in : cols;
+                const float *dyb = dy + b * plane_out;
+                if (!pointwise)
+                    decaf_im2col_serial(x + b * plane_in, cols, n, GEOM_ARGS(g));
+                if (n > 1) {
+                    gather_block(dyb, block, g->K, hw, n);
+                    dyb = block;
+                }
+                for (int gi = 0; gi < g->G; ++gi)   /* dw_g += dy_g cols_g^T */
+                    decaf_sgemm_serial(0, 1, Kg, Rg, ld, 1.0f, dyb + (ptrdiff_t)gi * Kg * ld, ld,
+                                       src + (ptrdiff_t)gi * Rg * ld, ld, 1.0f, part + (ptrdiff_t)gi * Kg * Rg, Rg);
+                if (db)
+                    for (int k = 0; k < g->K; ++k) {
+                        float s = 0.0f;
+                        for (ptrdiff_t p = 0; p < ld; ++p) s += dyb[k * ld + p];
+                        part[wsize + k] += s;
+                    }
+                if (dx) {   /* dcols_g = w_g^T dy_g, folded back into dx (pointwise: dx itself) */
+                    float *dst = pointwise ? dx + b * plane_in : dcols;
+                    for (int gi = 0; gi < g->G; ++gi)
+                        decaf_sgemm_serial(1, 0, Rg, ld, Kg, 1.0f, w + (ptrdiff_t)gi * Kg * Rg, Rg,
+                                           dyb + (ptrdiff_t)gi * Kg * ld, ld, 0.0f, dst + (ptrdiff_t)gi * Rg * ld, ld);
+                    if (!pointwise)
+                        decaf_col2im_serial(dcols, dx + b * plane_in, n, GEOM_ARGS(g));
+                }
+            }
             #pragma omp barrier
             /* reduce the partial sums, each thread a slice of the elements */
             const ptrdiff_t lo = acc * t / T, hi = acc * (t + 1) / T;
             for (ptrdiff_t i = lo; i < hi; ++i) {
                 float s = 0.0f;
-                for (int u = 0; u < T; ++u) s += partials[u * acc + i];
+                for (int u = 0; u < T; ++u) s += work[u * tw + (tw - acc) + i];
                 if (i < wsize) dw[i] = s;
                 else if (db) db[i - wsize] = s;
             }
         }
         return;
     }
-    const int rows = g->C * g->kh * g->kw, Kg = g->K / g->G, Rg = rows / g->G;
-    float *cols = work, *dcols = work + cols_size;
-    for (int b = 0; b < g->B; ++b) {   /* few images: split every step over all threads */
+    const ptrdiff_t colsz = pointwise ? 0 : (ptrdiff_t)rows * hw;
+    float *cols = work, *dcols = work + colsz;
+    for (int b = 0; b < g->B; ++b) {   /* fewer images than threads: split every step */
         const float *dyb = dy + b * plane_out;
-        decaf_im2col(x + b * plane_in, cols, 1, GEOM_ARGS(g));
+        const float *src = pointwise ? x + b * plane_in : cols;
+        if (!pointwise)
+            decaf_im2col(x + b * plane_in, cols, 1, GEOM_ARGS(g));
         for (int gi = 0; gi < g->G; ++gi)
-            decaf_sgemm(0, 1, Kg, Rg, (int)hw, 1.0f, dyb + gi * Kg * hw, (int)hw, cols + gi * Rg * hw,
+            decaf_sgemm(0, 1, Kg, Rg, (int)hw, 1.0f, dyb + gi * Kg * hw, (int)hw, src + gi * Rg * hw,
                         (int)hw, b == 0 ? 0.0f : 1.0f, dw + (ptrdiff_t)gi * Kg * Rg, Rg);
         if (db)
             for (int k = 0; k < g->K; ++k) {
                 float s = 0.0f;
-                for (ptrdiff_t i = 0; i < hw; ++i) s += dyb[k * hw + i];
+                for (ptrdiff_t p = 0; p < hw; ++p) s += dyb[k * hw + p];
                 db[k] = b == 0 ? s : db[k] + s;
             }
         if (dx) {
+            float *dst = pointwise ? dx + b * plane_in : dcols;
             for (int gi = 0; gi < g->G; ++gi)
                 decaf_sgemm(1, 0, Rg, (int)hw, Kg, 1.0f, w + (ptrdiff_t)gi * Kg * Rg, Rg, dyb + gi * Kg * hw,
-                            (int)hw, 0.0f, dcols + gi * Rg * hw, (int)hw);
-            decaf_col2im(dcols, dx + b * plane_in, 1, GEOM_ARGS(g));
+                            (int)hw, 0.0f, dst + gi * Rg * hw, (int)hw);
+            if (!pointwise)
+                decaf_col2im(dcols, dx + b * plane_in, 1, GEOM_ARGS(g));
         }
     }
 }

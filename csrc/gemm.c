@@ -1,6 +1,9 @@
 #include "gemm.h"
 
 #include <stddef.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "threads.h"
 
@@ -63,9 +66,75 @@ static void matrix_times_column(int trans_a, int K, float alpha, const float *A,
                    C + (ptrdiff_t)lo * ldc, ldc);
 }
 
+/* Rows of B per tile of the skinny product below, and the most rows of A it takes. */
+enum { SKINNY_N = 6, SKINNY_M = 4, SKINNY_MAX_M = 24 };
+
+/* C[m, n] = alpha sum_k A[m, k] B[n, k] + beta C[m, n] for n in [lo, hi): A (M, K) with M small
+ * (a fully connected layer's minibatch), B (N, K) (its weights). A BLAS packs B before multiplying,
+ * which for a large B and a few rows of A costs more than the product; this reads each row of B
+ * once from memory, for SKINNY_M rows of A at a time (B's tile stays in cache between them). */
+static void skinny_abt(int M, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+                       float beta, float *C, int ldc, int lo, int hi)
+{
+    for (int n0 = lo; n0 < hi; n0 += SKINNY_N) {
+        const int nn = hi - n0 < SKINNY_N ? hi - n0 : SKINNY_N;
+        for (int m0 = 0; m0 < M; m0 += SKINNY_M) {
+            const int mm = M - m0 < SKINNY_M ? M - m0 : SKINNY_M;
+            float dot[SKINNY_M][SKINNY_N] = {{0.0f}};
+            int k = 0;
+#ifdef __AVX512F__
+            {   /* SKINNY_M x SKINNY_N vector accumulators; a partial tile repeats its last row of A or
+                 * B (the extra dots are computed and dropped) */
+                const float *a_row[SKINNY_M], *b_row[SKINNY_N];
+                __m512 acc[SKINNY_M][SKINNY_N];
+                for (int i = 0; i < SKINNY_M; ++i) a_row[i] = A + (ptrdiff_t)(m0 + (i < mm ? i : mm - 1)) * lda;
+                for (int j = 0; j < SKINNY_N; ++j) b_row[j] = B + (ptrdiff_t)(n0 + (j < nn ? j : nn - 1)) * ldb;
+                for (int i = 0; i < SKINNY_M; ++i)
+                    for (int j = 0; j < SKINNY_N; ++j) acc[i][j] = _mm512_setzero_ps();
+                for (; k + 16 <= K; k += 16) {
+                    __m512 b[SKINNY_N];
+                    for (int j = 0; j < SKINNY_N; ++j) b[j] = _mm512_loadu_ps(b_row[j] + k);
+                    for (int i = 0; i < SKINNY_M; ++i) {
+                        const __m512 a = _mm512_loadu_ps(a_row[i] + k);
+                        for (int j = 0; j < SKINNY_N; ++j) acc[i][j] = _mm512_fmadd_ps(a, b[j], acc[i][j]);
+                    }
+                }
+                for (int i = 0; i < mm; ++i)
+                    for (int j = 0; j < nn; ++j) dot[i][j] = _mm512_reduce_add_ps(acc[i][j]);
+            }
+#endif
+            for (int i = 0; i < mm; ++i)        /* the rest of k (all of it without AVX-512) */
+                for (int j = 0; j < nn; ++j) {
+                    const float *a = A + (ptrdiff_t)(m0 + i) * lda, *b = B + (ptrdiff_t)(n0 + j) * ldb;
+                    float s = 0.0f;
+                    for (int kk = k; kk < K; ++kk) s += a[kk] * b[kk];
+                    dot[i][j] += s;
+                }
+            for (int i = 0; i < mm; ++i)
+                for (int j = 0; j < nn; ++j) {
+                    float *c = C + (ptrdiff_t)(m0 + i) * ldc + n0 + j;
+                    *c = alpha * dot[i][j] + (beta == 0.0f ? 0.0f : beta * *c);
+                }
+        }
+    }
+}
+
 void decaf_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
+    if (!trans_a && trans_b && M > 1 && M <= SKINNY_MAX_M && N > 1 && K >= 256) {
+        const int nt = decaf_threads_for((ptrdiff_t)M * N * K / 8);
+        #pragma omp parallel num_threads(nt)
+        {
+            const int t = decaf_thread_num(), T = decaf_team_size();
+            const int units = (N + SKINNY_N - 1) / SKINNY_N;
+            int lo = (int)((ptrdiff_t)units * t / T) * SKINNY_N, hi = (int)((ptrdiff_t)units * (t + 1) / T) * SKINNY_N;
+            if (hi > N) hi = N;
+            if (lo < hi)
+                skinny_abt(M, K, alpha, A, lda, B, ldb, beta, C, ldc, lo, hi);
+        }
+        return;
+    }
     if (sgemv_impl && (M == 1 || N == 1) && K > 0 && M > 0 && N > 0) {
         /* a matrix-vector product: split the long side over the threads */
         const int total = M == 1 ? N : M;

@@ -145,7 +145,8 @@ def test_reference_conv_matches_torch(torch, seed):
 
 @needs_blas
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (3, 5, 2), (7, 300, 1), (1, 900, 700), (40, 64, 1100), (300, 33, 20)])
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (3, 5, 2), (7, 300, 1), (1, 900, 700), (40, 64, 1100), (300, 33, 20),
+                                   (10, 1000, 37), (23, 257, 50), (2, 4096, 13)])  # last 3: the skinny kernel
 def test_gemm_matches_numpy_with_transposed_operands(m, k, n, threads):
     rng = np.random.default_rng(m * 1000 + n)
     a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
