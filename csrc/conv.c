@@ -47,14 +47,15 @@ ptrdiff_t decaf_conv_work_size(const decaf_conv_geom *g, int threads, int backwa
     return nt * (thread_work(g, nb, backward) + (backward ? wsize + g->K : 0));
 }
 
-/* y[k, :] += bias[k] (if any), then max(0, .) if relu, for channels k0..k1 of one image. */
+/* y[k, :] += bias[k] (if any), then max(0, .) if relu, for channels k0..k1 of one image. The ReLU
+ * is written v < 0 ? 0 : v so that a NaN stays NaN (as in NumPy) and a diverging net is noticed. */
 static void bias_relu(float *y, const float *bias, int k0, int k1, ptrdiff_t hw, int relu)
 {
     for (int k = k0; k < k1; ++k) {
         float *p = y + k * hw;
         const float b = bias ? bias[k] : 0.0f;
         if (relu)
-            for (ptrdiff_t i = 0; i < hw; ++i) { const float v = p[i] + b; p[i] = v > 0.0f ? v : 0.0f; }
+            for (ptrdiff_t i = 0; i < hw; ++i) { const float v = p[i] + b; p[i] = v < 0.0f ? 0.0f : v; }
         else if (bias)
             for (ptrdiff_t i = 0; i < hw; ++i) p[i] += b;
     }
@@ -70,7 +71,7 @@ static void scatter_block(const float *block, float *y, const float *bias, int K
             float *d = y + ((ptrdiff_t)i * K + k) * hw;
             const float b = bias ? bias[k] : 0.0f;
             if (relu)
-                for (ptrdiff_t p = 0; p < hw; ++p) { const float v = s[p] + b; d[p] = v > 0.0f ? v : 0.0f; }
+                for (ptrdiff_t p = 0; p < hw; ++p) { const float v = s[p] + b; d[p] = v < 0.0f ? 0.0f : v; }
             else
                 for (ptrdiff_t p = 0; p < hw; ++p) d[p] = s[p] + b;
         }

@@ -54,6 +54,7 @@ class Net:
         self._setup(rng if init else None)
         self.params = {p.name: p for layer in self.order for p in layer.blobs}
         self._find_grad_needs()
+        self._fuse_relus()
 
     # ---- building -------------------------------------------------------------
     def _wire(self, layers):
@@ -159,6 +160,20 @@ class Net:
         consumed = {id(x) for layer in self.order for x in self.bottoms[layer.name]}
         self.output_names = [name for name, blob in self.blobs.items()
                              if id(blob) not in consumed and name not in self.input_shapes]
+
+    def _fuse_relus(self):
+        """Let a convolution apply the in-place ReLU that follows it (one pass over the output
+        instead of two). The ReLU layer stays in the net, its forward does nothing, and its
+        backward is unchanged: it reads the top, which is the same either way."""
+        for i, layer in enumerate(self.order):
+            if not getattr(layer, "can_fuse_relu", False):
+                continue
+            top = self.tops[layer.name][0]
+            reader = next((r for r in self.order[i + 1:] if any(b is top for b in self.bottoms[r.name])), None)
+            if (reader is not None and reader.type_name == "ReLU" and reader.p["negative_slope"] == 0
+                    and self.tops[reader.name][0] is top):
+                layer.fused_relu = True
+                reader.fused = True
 
     def _setup(self, rng):
         for name, shape in self.input_shapes.items():

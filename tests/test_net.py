@@ -178,3 +178,48 @@ def test_small_whole_net_gradient():
     inputs = {"data": rng.standard_normal((3, 2, 8, 8)), "label": np.array([0, 2, 1])}
     report = check_net(net, inputs, max_elements=20)
     assert report.passed, str(report)
+
+
+def conv_relu_spec(in_place):
+    def conv(name, bottom, n):
+        return {"name": name, "type": "Convolution", "bottom": bottom, "top": name, "num_output": n,
+                "kernel_size": 3, "pad": 1, "weight_filler": {"type": "gaussian", "std": 0.3},
+                "bias_filler": {"type": "gaussian", "std": 0.3}}
+
+    def relu(name, bottom):
+        return {"name": name, "type": "ReLU", "bottom": bottom, "top": bottom if in_place else name}
+    return spec(conv("c1", "data", 6), relu("r1", "c1"), conv("c2", "c1" if in_place else "r1", 4),
+                relu("r2", "c2"), ip("fc", "c2" if in_place else "r2", 3),
+                {"name": "loss", "type": "EuclideanLoss", "bottom": ["fc", "target"], "top": "loss"},
+                inputs={"data": [3, 7, 7], "target": [3]})
+
+
+def test_conv_applies_the_in_place_relu_after_it_with_the_same_results():
+    fused, plain = Net(conv_relu_spec(True), seed=3), Net(conv_relu_spec(False), seed=3)
+    assert fused.layers["c1"].fused_relu and fused.layers["r1"].fused and fused.layers["r2"].fused
+    assert not plain.layers["c1"].fused_relu and not plain.layers["r1"].fused
+    for name, p in plain.params.items():
+        p.data[...] = fused.params[name].data
+    rng = np.random.default_rng(0)
+    inputs = {"data": rng.standard_normal((5, 3, 7, 7)).astype(np.float32),
+              "target": rng.standard_normal((5, 3)).astype(np.float32)}
+    a = fused.forward(inputs, outputs=["c1", "c2", "loss"])
+    b = plain.forward(inputs, outputs=["r1", "r2", "loss"])
+    assert (a["c1"] >= 0).all() and (a["c1"] == 0).any()          # the ReLU really ran
+    np.testing.assert_array_equal(a["c1"], b["r1"])
+    np.testing.assert_array_equal(a["c2"], b["r2"])
+    fused.backward()
+    plain.backward()
+    for name, p in plain.params.items():
+        np.testing.assert_allclose(fused.params[name].diff, p.diff, rtol=1e-6, atol=1e-7)
+
+
+def test_leaky_relu_and_depthwise_are_not_fused():
+    s = spec({"name": "c", "type": "Convolution", "bottom": "data", "top": "c", "num_output": 3, "group": 3,
+              "kernel_size": 3}, {"name": "r", "type": "ReLU", "bottom": "c", "top": "c"},
+             {"name": "c2", "type": "Convolution", "bottom": "c", "top": "c2", "num_output": 3, "kernel_size": 1},
+             {"name": "r2", "type": "ReLU", "bottom": "c2", "top": "c2", "negative_slope": 0.1},
+             inputs={"data": [3, 5, 5]})
+    net = Net(s)
+    assert not net.layers["c"].fused_relu and not net.layers["r"].fused       # depthwise: own kernel
+    assert not net.layers["c2"].fused_relu and not net.layers["r2"].fused     # slope != 0

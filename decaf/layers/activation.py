@@ -24,10 +24,14 @@ class _Elementwise(Layer):
 
 @register
 class ReLU(_Elementwise):
+    """``fused``: set by Net when the convolution before this in-place ReLU applies it already."""
     type_name = "ReLU"
     PARAMS = {"negative_slope": 0.0}
+    fused = False
 
     def forward(self, bottom, top):
+        if self.fused:
+            return
         x, y, a = bottom[0].data, top[0].data, self.p["negative_slope"]
         if a == 0:
             np.maximum(x, 0, out=y)

@@ -92,10 +92,14 @@ class Convolution(Layer):
             raise self.shape_error(f"input {h}x{w} is too small for kernel {self.kernel}", ">= 1x1 output", (ho, wo))
         self.out_hw = (ho, wo)
         self.depthwise = g == c == k and g > 1
-        self.pointwise = (self.kernel == (1, 1) and self.stride == (1, 1) and self.pads == (0, 0, 0, 0)
-                          and g == 1)
         self.work = None    # scratch for im2col, allocated at the first pass (see _work)
         return [(n, k, ho, wo)]
+
+    fused_relu = False   # Net sets it when the next layer is an in-place ReLU this layer can apply
+
+    @property
+    def can_fuse_relu(self):
+        return not self.depthwise
 
     def _args(self):
         return self.kernel, self.stride, self.pads, self.dilation, self.out_hw
@@ -114,33 +118,21 @@ class Convolution(Layer):
         bias = None if self.bias is None else self.bias.data
         if self.depthwise:
             kernels.depthwise_conv_forward(x, self.weight.data, y, self.stride, self.pads, self.dilation)
-        elif self.pointwise:
-            np.matmul(self.weight.data.reshape(k, -1), x.reshape(n, x.shape[1], -1), out=y.reshape(n, k, -1))
+            if bias is not None:
+                y += bias.reshape(1, k, 1, 1)
         else:
             kernels.conv_forward(x, self.weight.data, bias, y, self._work(x, False), self.kernel, self.stride,
-                                 self.pads, self.dilation, self.p["group"])
-            return
-        if bias is not None:
-            y += bias.reshape(1, k, 1, 1)
+                                 self.pads, self.dilation, self.p["group"], self.fused_relu)
 
     def backward(self, top, propagate_down, bottom):
         x, dy = bottom[0].data, top[0].diff
         n, k, g = x.shape[0], self.p["num_output"], self.p["group"]
         dx = bottom[0].diff if propagate_down[0] else None
-        if self.bias is not None and (self.depthwise or self.pointwise):
-            self.bias.diff[...] = dy.sum(axis=(0, 2, 3))
         if self.depthwise:
+            if self.bias is not None:
+                self.bias.diff[...] = dy.sum(axis=(0, 2, 3))
             kernels.depthwise_conv_backward(x, self.weight.data, dy, dx, self.weight.diff,
                                             self.stride, self.pads, self.dilation)
-            return
-        if self.pointwise:
-            x3, dy3 = x.reshape(n, x.shape[1], -1), dy.reshape(n, k, -1)
-            dw = self.weight.diff.reshape(k, -1)
-            dw[...] = 0
-            for b in range(n):
-                dw += dy3[b] @ x3[b].T
-            if dx is not None:
-                np.matmul(self.weight.data.reshape(k, -1).T, dy3, out=dx.reshape(x3.shape))
             return
         db = None if self.bias is None else self.bias.diff
         kernels.conv_backward(x, self.weight.data, dy, dx, self.weight.diff, db, self._work(x, True),

@@ -211,3 +211,42 @@ def test_blas_goes_back_to_one_thread_after_threadpoolctl():
         _compiled.gemm(a, a, out)                 # called from decaf's threads: must be 1 again
         assert get() == 1
         np.testing.assert_array_equal(out, 64)
+
+
+@needs_blas
+def test_conv_relu_keeps_nan():
+    x = np.ones((2, 1, 3, 3), np.float32)
+    x[0, 0, 1, 1] = np.nan
+    w = np.ones((1, 1, 1, 1), np.float32)
+    y = np.empty_like(x)
+    _compiled.conv_forward(x, w, np.array([-5], np.float32), y, work_for(x, w, 1, ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),
+                           (3, 3), False), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, True)
+    assert np.isnan(y[0, 0, 1, 1]) and np.isnan(y).sum() == 1 and (y[~np.isnan(y)] == 0).all()
+
+
+@needs_blas
+@pytest.mark.parametrize("batch,threads", [(1, 2), (3, 2), (4, 1)])
+@pytest.mark.parametrize("group", [1, 2])
+def test_pointwise_conv_reads_x_directly_and_matches_reference(batch, threads, group):
+    rng = np.random.default_rng(batch * 10 + group)
+    x = rng.standard_normal((batch, 4, 5, 6)).astype(np.float32)
+    w = rng.standard_normal((6, 4 // group, 1, 1)).astype(np.float32)
+    bias, dy = rng.standard_normal(6).astype(np.float32), rng.standard_normal((batch, 6, 5, 6)).astype(np.float32)
+    params = ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
+    previous = kernels.get_num_threads()
+    kernels.set_num_threads(threads)
+    try:
+        assert _compiled.conv_work_size(x.shape, w.shape, group, *params, (5, 6), False) == 0   # no im2col
+        y, y_ref = np.empty(dy.shape, np.float32), np.empty(dy.shape, np.float32)
+        _compiled.conv_forward(x, w, bias, y, work_for(x, w, group, params, (5, 6), False), *params, group)
+        reference.conv_forward(x, w, bias, y_ref, None, *params, group)
+        close(y, y_ref)
+        dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(bias)
+        _compiled.conv_backward(x, w, dy, dx, dw, db, work_for(x, w, group, params, (5, 6), True), *params, group)
+        dx_ref, dw_ref, db_ref = np.empty_like(x), np.empty_like(w), np.empty_like(bias)
+        reference.conv_backward(x, w, dy, dx_ref, dw_ref, db_ref, None, *params, group)
+        close(dx, dx_ref)
+        close(dw, dw_ref)
+        close(db, db_ref)
+    finally:
+        kernels.set_num_threads(previous)
