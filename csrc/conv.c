@@ -6,7 +6,7 @@
 
 /* A thread groups its images into blocks of about this many output pixels, so that each GEMM is
  * wide (the BLAS packs the weights once per call: wide calls pay that once for many images). */
-enum { BLOCK_COLUMNS = 2048 };
+enum { BLOCK_COLUMNS = 512 };
 
 #define GEOM_ARGS(g) (g)->C, (g)->H, (g)->W, (g)->kh, (g)->kw, (g)->sh, (g)->sw, \
                      (g)->pad_top, (g)->pad_left, (g)->dh, (g)->dw, (g)->Ho, (g)->Wo
