@@ -42,6 +42,43 @@ void decaf_max_pool_forward(const float *x, float *y, int *argmax, int B, int C,
     }
 }
 
+/* max(m, v) that lets a NaN through from either side. */
+static inline float max_nan(float m, float v) { return ((v > m) | (v != v)) ? v : m; }
+
+void decaf_max_pool_values(const float *x, float *y, int B, int C, int H, int W,
+                           int Ho, int Wo, int kh, int kw, int sh, int sw, int pad_top, int pad_left)
+{
+    const ptrdiff_t planes = (ptrdiff_t)B * C;
+    /* columns past the image that the last window reaches (they hold -inf, like the left padding) */
+    const int right = imax((Wo - 1) * sw + kw - pad_left - W, 0);
+    #pragma omp parallel num_threads(decaf_threads_for(planes * Ho * Wo * kh * kw))
+    {
+        /* buf = [pad_left x -inf | max over the window's rows, per input column | right x -inf] */
+        float buf[pad_left + W + right];
+        float *colmax = buf + pad_left;
+        for (int w = 0; w < pad_left; ++w) buf[w] = -INFINITY;
+        for (int w = 0; w < right; ++w) colmax[W + w] = -INFINITY;
+        #pragma omp for schedule(static)
+        for (ptrdiff_t bc = 0; bc < planes; ++bc) {
+            const float *xp = x + bc * H * W;
+            for (int oh = 0; oh < Ho; ++oh) {
+                const int hs = imax(oh * sh - pad_top, 0), he = imin(oh * sh - pad_top + kh, H);
+                for (int w = 0; w < W; ++w) colmax[w] = -INFINITY;
+                for (int h = hs; h < he; ++h) {       /* contiguous: vectorised */
+                    const float *row = xp + (ptrdiff_t)h * W;
+                    for (int w = 0; w < W; ++w) colmax[w] = max_nan(colmax[w], row[w]);
+                }
+                /* then over the window's columns, for all outputs of the row at once (buf[ow * sw + j]
+                 * is column ow * sw - pad_left + j of the image) */
+                float *yr = y + bc * Ho * Wo + (ptrdiff_t)oh * Wo;
+                for (int ow = 0; ow < Wo; ++ow) yr[ow] = buf[ow * sw];
+                for (int j = 1; j < kw; ++j)
+                    for (int ow = 0; ow < Wo; ++ow) yr[ow] = max_nan(yr[ow], buf[ow * sw + j]);
+            }
+        }
+    }
+}
+
 void decaf_max_pool_backward(const float *dy, const int *argmax, float *dx, int B, int C, int H, int W,
                              int Ho, int Wo)
 {

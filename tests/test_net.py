@@ -223,3 +223,17 @@ def test_leaky_relu_and_depthwise_are_not_fused():
     net = Net(s)
     assert not net.layers["c"].fused_relu and not net.layers["r"].fused       # depthwise: own kernel
     assert not net.layers["c2"].fused_relu and not net.layers["r2"].fused     # slope != 0
+
+
+def test_max_pool_in_test_phase_skips_argmax_but_backward_still_works():
+    s = spec({"name": "p", "type": "Pooling", "bottom": "data", "top": "p", "pool": "max", "kernel_size": 3,
+              "stride": 2}, ip("fc", "p", 2), inputs={"data": [2, 9, 9]})
+    x = np.random.default_rng(0).standard_normal((3, 2, 9, 9)).astype(np.float32)
+    grads = {}
+    for phase in ("train", "test"):
+        net = Net(s, phase=phase, seed=1, force_backward=True)
+        out = net.forward({"data": x}, outputs=["fc"])["fc"]
+        assert net.layers["p"].argmax_stale == (phase == "test")
+        grads[phase] = (out, net.backward({"fc": np.ones_like(out)})["data"])
+    np.testing.assert_array_equal(grads["train"][0], grads["test"][0])
+    np.testing.assert_array_equal(grads["train"][1], grads["test"][1])

@@ -127,6 +127,11 @@ def max_pool_forward(x, y, argmax, kernel, stride, pads):
     _for(x).max_pool_forward(x, y, argmax, kernel, stride, pads)
 
 
+def max_pool_values(x, y, kernel, stride, pads):
+    """The maxima of max_pool_forward without argmax (inference); a NaN in a window gives NaN."""
+    _for(x).max_pool_values(x, y, kernel, stride, pads)
+
+
 def max_pool_backward(dy, argmax, dx):
     """dx is zeroed, then dx[b, c].flat[argmax] += dy."""
     _for(dy).max_pool_backward(dy, argmax, dx)

@@ -42,6 +42,8 @@ cdef extern from "pool.h":
     void decaf_max_pool_forward(const float *x, float *y, int *argmax, int B, int C, int H, int W,
                                 int Ho, int Wo, int kh, int kw, int sh, int sw,
                                 int pad_top, int pad_left) nogil
+    void decaf_max_pool_values(const float *x, float *y, int B, int C, int H, int W,
+                               int Ho, int Wo, int kh, int kw, int sh, int sw, int pad_top, int pad_left) nogil
     void decaf_max_pool_backward(const float *dy, const int *argmax, float *dx, int B, int C, int H, int W,
                                  int Ho, int Wo) nogil
     void decaf_avg_pool_forward(const float *x, float *y, int B, int C, int H, int W, int Ho, int Wo,
@@ -160,6 +162,21 @@ def max_pool_forward(const float[:, :, :, ::1] x not None, float[:, :, :, ::1] y
     with nogil:
         decaf_max_pool_forward(&x[0, 0, 0, 0], &y[0, 0, 0, 0], &argmax[0, 0, 0, 0],
                                B, C, H, W, Ho, Wo, kh, kw, sh, sw, pt, pl)
+
+
+def max_pool_values(const float[:, :, :, ::1] x not None, float[:, :, :, ::1] y not None,
+                    kernel, stride, pads):
+    cdef int kh, kw, sh, sw, pt, pl
+    kh, kw = _ints(kernel, "kernel", 2, 1)
+    sh, sw = _ints(stride, "stride", 2, 1)
+    pt, pl, _, _ = _ints(pads, "pads", 4, 0)
+    cdef int B = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int Ho = y.shape[2], Wo = y.shape[3]
+    _expect_shape("max_pool_values", "y", _shape4(y), (B, C, Ho, Wo))
+    if B * C * Ho * Wo == 0:
+        return
+    with nogil:
+        decaf_max_pool_values(&x[0, 0, 0, 0], &y[0, 0, 0, 0], B, C, H, W, Ho, Wo, kh, kw, sh, sw, pt, pl)
 
 
 def max_pool_backward(const float[:, :, :, ::1] dy not None, const int[:, :, :, ::1] argmax not None,

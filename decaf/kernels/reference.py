@@ -18,7 +18,7 @@ import numpy as np
 
 __all__ = [
     "im2col", "col2im",
-    "max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",
+    "max_pool_forward", "max_pool_values", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",
     "lrn_forward", "lrn_backward",
     "depthwise_conv_forward", "depthwise_conv_backward",
     "conv_work_size", "conv_forward", "conv_backward", "gemm",
@@ -154,6 +154,23 @@ def max_pool_forward(x, y, argmax, kernel, stride, pads):
             seen |= real
     y[...] = best
     argmax[...] = best_index
+
+
+def max_pool_values(x, y, kernel, stride, pads):
+    """y = max over each window's real pixels, without argmax; a NaN in a window gives NaN, a
+    window with no real pixel -inf."""
+    kernel, stride = _ints(kernel, "kernel", 2, 1), _ints(stride, "stride", 2, 1)
+    pads = _ints(pads, "pads", 4, 0)
+    B, C, H, W = x.shape
+    Ho, Wo = y.shape[2:]
+    _check("max_pool_values", {"y": (B, C, Ho, Wo)}, x=x, y=y)
+    canvas = _conv_canvas(x, kernel, stride, pads, (1, 1), Ho, Wo, fill=-np.inf)   # padding never wins
+    best = np.full((B, C, Ho, Wo), -np.inf, dtype=x.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            rows, cols = _taps(i, j, Ho, Wo, stride, (1, 1))
+            best = np.maximum(best, canvas[:, :, rows, cols])      # np.maximum propagates NaN
+    y[...] = best
 
 
 def max_pool_backward(dy, argmax, dx):

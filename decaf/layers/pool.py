@@ -11,6 +11,7 @@ chosen rounding; in ceil mode a last window that would start in the bottom
 padding is dropped (Caffe and PyTorch agree on this).
 
     max:  y = max over the window;   dx[argmax] += dy   (the first max wins ties)
+          (in test phase the forward skips argmax, and a backward finds it when asked)
     ave:  y = sum(window) / count;   dx[window] += dy / count
 """
 import numpy as np
@@ -66,12 +67,18 @@ class Pooling(Layer):
             raise self.shape_error(f"input {h}x{w} is smaller than the kernel {self.kernel}", ">= 1x1", (ho, wo))
         if self.p["pool"] == "max":
             self.argmax = np.zeros((n, c, ho, wo), np.int32)
+            self.argmax_stale = True
         return [(n, c, ho, wo)]
 
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
-        if self.p["pool"] == "max":
+        if self.p["pool"] == "max" and self.phase == "test":
+            # inference: no argmax to record; a backward in test phase finds it then (see backward)
+            kernels.max_pool_values(x, y, self.kernel, self.stride, self.pads)
+            self.argmax_stale = True
+        elif self.p["pool"] == "max":
             kernels.max_pool_forward(x, y, self.argmax, self.kernel, self.stride, self.pads)
+            self.argmax_stale = False
         else:
             kernels.avg_pool_forward(x, y, self.kernel, self.stride, self.pads, self.p["count_include_pad"])
 
@@ -80,6 +87,10 @@ class Pooling(Layer):
             return
         dy, dx = top[0].diff, bottom[0].diff
         if self.p["pool"] == "max":
+            if self.argmax_stale:    # the bottom is unchanged since forward (Net refuses in-place writes to it)
+                kernels.max_pool_forward(bottom[0].data, np.empty_like(dy), self.argmax, self.kernel, self.stride,
+                                         self.pads)
+                self.argmax_stale = False
             kernels.max_pool_backward(dy, self.argmax, dx)
         else:
             kernels.avg_pool_backward(dy, dx, self.kernel, self.stride, self.pads, self.p["count_include_pad"])

@@ -146,6 +146,29 @@ def test_max_pool_matches_reference(seed):
 
 @needs_compiled
 @pytest.mark.parametrize("seed", SEEDS)
+def test_max_pool_values_match_reference_and_the_argmax_kernel(seed):
+    g = random_geometry(seed, dilation=False)
+    rng = np.random.default_rng(seed)
+    x = randn(rng, g.x_shape)
+    params = (g.kernel, g.stride, g.pads)
+    (cy,), (ry,) = both("max_pool_values", [x], [(g.y_shape, F32)], params)
+    np.testing.assert_array_equal(cy, ry)
+    (ay, _), _ = both("max_pool_forward", [x], [(g.y_shape, F32), (g.y_shape, np.int32)], params)
+    np.testing.assert_array_equal(cy, ay)                 # same maxima as the argmax kernel
+
+
+@pytest.mark.parametrize("impl", [reference] + ([_compiled] if _compiled is not None else []),
+                         ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_max_pool_values_propagate_nan(impl):
+    x = np.arange(16, dtype=F32).reshape(1, 1, 4, 4)
+    x[0, 0, 1, 2] = np.nan
+    y = np.empty((1, 1, 2, 2), F32)
+    impl.max_pool_values(x, y, (2, 2), (2, 2), (0, 0, 0, 0))
+    np.testing.assert_array_equal(y[0, 0], [[5, np.nan], [13, 15]])
+
+
+@needs_compiled
+@pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("count_include_pad", [False, True])
 def test_avg_pool_matches_reference(seed, count_include_pad):
     g = random_geometry(seed, dilation=False)
