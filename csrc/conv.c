@@ -47,31 +47,33 @@ ptrdiff_t decaf_conv_work_size(const decaf_conv_geom *g, int threads, int backwa
     return nt * (thread_work(g, nb, backward) + (backward ? wsize + g->K : 0));
 }
 
-/* y[k, :] += bias[k] (if any), then max(0, .) if relu, for channels k0..k1 of one image. The ReLU
- * is written v < 0 ? 0 : v so that a NaN stays NaN (as in NumPy) and a diverging net is noticed. */
-static void bias_relu(float *y, const float *bias, int k0, int k1, ptrdiff_t hw, int relu)
+/* The epilogue after the GEMM, for channels k0..k1 of one image: y[k, :] += bias[k] (if any); then
+ * with relu, max(0, .) either in place (r NULL) or into r (y keeps the values before the ReLU).
+ * The ReLU is written v < 0 ? 0 : v so that a NaN stays NaN (as in NumPy): divergence shows. */
+static void bias_relu(float *y, float *r, const float *bias, int k0, int k1, ptrdiff_t hw, int relu)
 {
     for (int k = k0; k < k1; ++k) {
-        float *p = y + k * hw;
+        float *p = y + k * hw, *q = r ? r + k * hw : p;
         const float b = bias ? bias[k] : 0.0f;
         if (relu)
-            for (ptrdiff_t i = 0; i < hw; ++i) { const float v = p[i] + b; p[i] = v < 0.0f ? 0.0f : v; }
+            for (ptrdiff_t i = 0; i < hw; ++i) { const float v = p[i] + b; p[i] = v; q[i] = v < 0.0f ? 0.0f : v; }
         else if (bias)
             for (ptrdiff_t i = 0; i < hw; ++i) p[i] += b;
     }
 }
 
-/* y[b + i] (K, hw) = block[:, i hw : (i + 1) hw] + bias, ReLU'd if asked, for the n images of a
- * block laid out (K, n hw). */
-static void scatter_block(const float *block, float *y, const float *bias, int K, ptrdiff_t hw, int n, int relu)
+/* The same epilogue for a block of n images laid out (K, n hw): y[i] (K, hw) = block[:, i hw :
+ * (i + 1) hw] + bias, and the ReLU in place or into r[i]. */
+static void scatter_block(const float *block, float *y, float *r, const float *bias, int K, ptrdiff_t hw,
+                          int n, int relu)
 {
     for (int i = 0; i < n; ++i)
         for (int k = 0; k < K; ++k) {
             const float *s = block + (ptrdiff_t)k * n * hw + i * hw;
-            float *d = y + ((ptrdiff_t)i * K + k) * hw;
+            float *d = y + ((ptrdiff_t)i * K + k) * hw, *q = r ? r + ((ptrdiff_t)i * K + k) * hw : d;
             const float b = bias ? bias[k] : 0.0f;
             if (relu)
-                for (ptrdiff_t p = 0; p < hw; ++p) { const float v = s[p] + b; d[p] = v < 0.0f ? 0.0f : v; }
+                for (ptrdiff_t p = 0; p < hw; ++p) { const float v = s[p] + b; d[p] = v; q[p] = v < 0.0f ? 0.0f : v; }
             else
                 for (ptrdiff_t p = 0; p < hw; ++p) d[p] = s[p] + b;
         }
@@ -89,7 +91,7 @@ static void gather_block(const float *dy, float *block, int K, ptrdiff_t hw, int
 }
 
 void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w, const float *bias,
-                        float *y, float *work, int relu)
+                        float *y, float *work, int relu, float *relu_out)
 {
     const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo, plane_in = (ptrdiff_t)g->C * g->H * g->W;
     const int rows = g->C * g->kh * g->kw, Kg = g->K / g->G, Rg = rows / g->G;
@@ -114,10 +116,11 @@ void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w
                 for (int gi = 0; gi < g->G; ++gi)
                     decaf_sgemm_serial(0, 0, Kg, ld, Rg, 1.0f, w + (ptrdiff_t)gi * Kg * Rg, Rg,
                                        src + (ptrdiff_t)gi * Rg * ld, ld, 0.0f, out + (ptrdiff_t)gi * Kg * ld, ld);
+                float *r = relu_out ? relu_out + (ptrdiff_t)b * g->K * hw : NULL;
                 if (n == 1)
-                    bias_relu(out, bias, 0, g->K, hw, relu);
+                    bias_relu(out, r, bias, 0, g->K, hw, relu);
                 else
-                    scatter_block(block, y + (ptrdiff_t)b * g->K * hw, bias, g->K, hw, n, relu);
+                    scatter_block(block, y + (ptrdiff_t)b * g->K * hw, r, bias, g->K, hw, n, relu);
             }
         }
         return;
@@ -132,7 +135,7 @@ void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w
                         src + gi * Rg * hw, (int)hw, 0.0f, yb + gi * Kg * hw, (int)hw);
         #pragma omp parallel for schedule(static) num_threads(decaf_threads_for(g->K * hw))
         for (int k = 0; k < g->K; ++k)
-            bias_relu(yb, bias, k, k + 1, hw, relu);
+            bias_relu(yb, relu_out ? relu_out + (ptrdiff_t)b * g->K * hw : NULL, bias, k, k + 1, hw, relu);
     }
 }
 

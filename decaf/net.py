@@ -162,18 +162,20 @@ class Net:
                              if id(blob) not in consumed and name not in self.input_shapes]
 
     def _fuse_relus(self):
-        """Let a convolution apply the in-place ReLU that follows it (one pass over the output
-        instead of two). The ReLU layer stays in the net, its forward does nothing, and its
-        backward is unchanged: it reads the top, which is the same either way."""
+        """Let a convolution apply the ReLU that reads its top first (one pass over the output
+        instead of two): in place, or into the ReLU's own top. The ReLU layer stays in the net,
+        its forward does nothing, and its backward is unchanged (it reads its top, the same
+        either way)."""
         for i, layer in enumerate(self.order):
             if not getattr(layer, "can_fuse_relu", False):
                 continue
             top = self.tops[layer.name][0]
             reader = next((r for r in self.order[i + 1:] if any(b is top for b in self.bottoms[r.name])), None)
-            if (reader is not None and reader.type_name == "ReLU" and reader.p["negative_slope"] == 0
-                    and self.tops[reader.name][0] is top):
-                layer.fused_relu = True
-                reader.fused = True
+            if reader is None or reader.type_name != "ReLU" or reader.p["negative_slope"] != 0:
+                continue
+            layer.fused_relu = reader.fused = True
+            relu_top = self.tops[reader.name][0]
+            layer.fused_relu_blob = None if relu_top is top else relu_top
 
     def _setup(self, rng):
         for name, shape in self.input_shapes.items():

@@ -49,8 +49,6 @@ def record(net):
             entry["bottom"] = [b.data.copy() for b in bottom]
             forward(bottom, top)
             entry["top"] = [t.data.copy() for t in top]
-            if hasattr(layer, "argmax"):
-                entry["argmax"] = layer.argmax.copy()
 
         def bwd(top, propagate_down, bottom):
             entry = log[layer.name]
@@ -59,6 +57,8 @@ def record(net):
             backward(top, propagate_down, bottom)
             entry["bottom_diff"] = [b.diff.copy() if p else None for b, p in zip(bottom, propagate_down)]
             entry["param_diff"] = {p.name: p.diff.copy() for p in layer.blobs}
+            if hasattr(layer, "argmax"):     # max pooling in test phase finds it in backward
+                entry["argmax"] = layer.argmax.copy()
         layer.forward, layer.backward = fwd, bwd
 
     for layer in net.order:

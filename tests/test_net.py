@@ -194,24 +194,40 @@ def conv_relu_spec(in_place):
                 inputs={"data": [3, 7, 7], "target": [3]})
 
 
-def test_conv_applies_the_in_place_relu_after_it_with_the_same_results():
-    fused, plain = Net(conv_relu_spec(True), seed=3), Net(conv_relu_spec(False), seed=3)
-    assert fused.layers["c1"].fused_relu and fused.layers["r1"].fused and fused.layers["r2"].fused
-    assert not plain.layers["c1"].fused_relu and not plain.layers["r1"].fused
+def unfuse(net):
+    for layer in net.order:
+        if layer.type_name == "Convolution":
+            layer.fused_relu, layer.fused_relu_blob = False, None
+        if layer.type_name == "ReLU":
+            layer.fused = False
+
+
+def test_conv_applies_the_relu_after_it_with_the_same_results():
+    in_place, apart = Net(conv_relu_spec(True), seed=3), Net(conv_relu_spec(False), seed=3)
+    plain = Net(conv_relu_spec(False), seed=3)
+    unfuse(plain)
+    assert in_place.layers["c1"].fused_relu and in_place.layers["c1"].fused_relu_blob is None
+    assert apart.layers["c1"].fused_relu and apart.layers["c1"].fused_relu_blob is apart.blobs["r1"]
+    assert in_place.layers["r1"].fused and apart.layers["r2"].fused
     for name, p in plain.params.items():
-        p.data[...] = fused.params[name].data
+        p.data[...] = in_place.params[name].data
+        apart.params[name].data[...] = in_place.params[name].data
     rng = np.random.default_rng(0)
     inputs = {"data": rng.standard_normal((5, 3, 7, 7)).astype(np.float32),
               "target": rng.standard_normal((5, 3)).astype(np.float32)}
-    a = fused.forward(inputs, outputs=["c1", "c2", "loss"])
-    b = plain.forward(inputs, outputs=["r1", "r2", "loss"])
-    assert (a["c1"] >= 0).all() and (a["c1"] == 0).any()          # the ReLU really ran
-    np.testing.assert_array_equal(a["c1"], b["r1"])
-    np.testing.assert_array_equal(a["c2"], b["r2"])
-    fused.backward()
-    plain.backward()
+    a = in_place.forward(inputs, outputs=["c1", "c2", "loss"])
+    b = apart.forward(inputs, outputs=["c1", "r1", "c2", "r2", "loss"])
+    c = plain.forward(inputs, outputs=["c1", "r1", "c2", "r2", "loss"])
+    assert (c["r1"] >= 0).all() and (c["r1"] == 0).any() and (c["c1"] < 0).any()   # the ReLU matters
+    for name in ("c1", "r1", "c2", "r2", "loss"):
+        np.testing.assert_array_equal(b[name], c[name])       # pre-ReLU tops are kept
+    np.testing.assert_array_equal(a["c1"], c["r1"])
+    np.testing.assert_array_equal(a["c2"], c["r2"])
+    for net in (in_place, apart, plain):
+        net.backward()
     for name, p in plain.params.items():
-        np.testing.assert_allclose(fused.params[name].diff, p.diff, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(in_place.params[name].diff, p.diff, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(apart.params[name].diff, p.diff, rtol=1e-6, atol=1e-7)
 
 
 def test_leaky_relu_and_depthwise_are_not_fused():

@@ -174,10 +174,11 @@ def conv_work_size(x, w, group, kernel, stride, pads, dilation, out_hw, backward
                                        backward)
 
 
-def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu=False):
-    """y = convolution of x (B, C, H, W) with w (K, C/group, kh, kw) + bias (K or None), then
-    max(0, .) if relu; im2col + one GEMM per image and group."""
-    _for_gemm(x).conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu)
+def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu=False, relu_out=None):
+    """y = convolution of x (B, C, H, W) with w (K, C/group, kh, kw) + bias (K or None); with
+    relu, then max(0, .) in y, or into relu_out (y keeps the values before the ReLU).
+    im2col + one GEMM per block of images and group."""
+    _for_gemm(x).conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu, relu_out)
 
 
 def conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, group):

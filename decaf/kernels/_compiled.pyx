@@ -28,7 +28,7 @@ cdef extern from "conv.h":
         int B, C, H, W, K, G, kh, kw, sh, sw, pad_top, pad_left, dh, dw, Ho, Wo
     Py_ssize_t decaf_conv_work_size(const decaf_conv_geom *g, int threads, int backward) nogil
     void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w, const float *bias,
-                            float *y, float *work, int relu) nogil
+                            float *y, float *work, int relu, float *relu_out) nogil
     void decaf_conv_backward(const decaf_conv_geom *g, const float *x, const float *w, const float *dy,
                              float *dx, float *dw, float *db, float *work) nogil
 
@@ -364,8 +364,9 @@ def conv_work_size(x_shape, w_shape, int group, kernel, stride, pads, dilation, 
 
 def conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None, bias,
                  float[:, :, :, ::1] y not None, float[::1] work not None,
-                 kernel, stride, pads, dilation, int group, bint relu=False):
-    """y = conv(x, w) + bias (then max(0, .) if relu), via im2col + SGEMM per image and group."""
+                 kernel, stride, pads, dilation, int group, bint relu=False, relu_out=None):
+    """y = conv(x, w) + bias, via im2col + SGEMM per image and group; with relu, then max(0, .) in
+    y, or into relu_out (y keeping the values before the ReLU)."""
     if not decaf_have_sgemm():
         raise RuntimeError("conv_forward: no BLAS loaded")
     cdef decaf_conv_geom g = _conv_geom(_shape4(x), _shape4(w), group, kernel, stride, pads, dilation,
@@ -377,13 +378,24 @@ def conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1]
         b = bias
         _expect_shape("conv_forward", "bias", (b.shape[0],), (g.K,))
         bias_ptr = &b[0]
+    cdef float[:, :, :, ::1] r
+    cdef float *relu_ptr = NULL
+    if relu_out is not None:
+        if not relu:
+            raise ValueError("conv_forward: relu_out without relu")
+        r = relu_out
+        _expect_shape("conv_forward", "relu_out", _shape4(r), _shape4(y))
+        relu_ptr = &r[0, 0, 0, 0]
+        if relu_ptr == &y[0, 0, 0, 0]:
+            relu_ptr = NULL      # the same array: in place
     cdef Py_ssize_t need = decaf_conv_work_size(&g, decaf_get_num_threads(), 0)
     if work.shape[0] < need:
         raise ValueError(f"conv_forward: work has {work.shape[0]} floats, needs {need}")
     if g.B == 0:
         return
     with nogil:
-        decaf_conv_forward(&g, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, &y[0, 0, 0, 0], &work[0], relu)
+        decaf_conv_forward(&g, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, &y[0, 0, 0, 0], &work[0], relu,
+                           relu_ptr)
 
 
 def conv_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None,

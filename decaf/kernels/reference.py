@@ -324,14 +324,20 @@ def _conv_columns(x, w, group, kernel, stride, pads, dilation, out_hw):
     return cols.reshape(group, -1, cols.shape[1]), w.reshape(group, K // group, -1)
 
 
-def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu=False):
-    """y[b] = w_g @ im2col(x[b])_g + bias per group g, then max(0, .) if relu."""
+def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu=False, relu_out=None):
+    """y[b] = w_g @ im2col(x[b])_g + bias per group g; with relu, max(0, .) in y or into relu_out."""
     B, K, Ho, Wo = y.shape
     cols, wg = _conv_columns(x, w, group, kernel, stride, pads, dilation, (Ho, Wo))
     out = (wg @ cols).reshape(K, B, Ho, Wo).transpose(1, 0, 2, 3)     # (g, K/g, B HoWo) -> (B, K, Ho, Wo)
     if bias is not None:
         out = out + bias.reshape(1, K, 1, 1)
-    y[...] = np.maximum(out, 0) if relu else out
+    if relu_out is not None and not relu:
+        raise ValueError("conv_forward: relu_out without relu")
+    if relu_out is not None:
+        y[...] = out
+        np.maximum(out, 0, out=relu_out)
+    else:
+        y[...] = np.maximum(out, 0) if relu else out
 
 
 def conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, group):

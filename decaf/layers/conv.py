@@ -95,7 +95,10 @@ class Convolution(Layer):
         self.work = None    # scratch for im2col, allocated at the first pass (see _work)
         return [(n, k, ho, wo)]
 
-    fused_relu = False   # Net sets it when the next layer is an in-place ReLU this layer can apply
+    # Net sets these when the next layer reading this top is a ReLU this layer can apply: in place,
+    # or into the ReLU's own top (fused_relu_blob), this top keeping the values before the ReLU
+    fused_relu = False
+    fused_relu_blob = None
 
     @property
     def can_fuse_relu(self):
@@ -121,8 +124,9 @@ class Convolution(Layer):
             if bias is not None:
                 y += bias.reshape(1, k, 1, 1)
         else:
+            relu_out = None if self.fused_relu_blob is None else self.fused_relu_blob.data
             kernels.conv_forward(x, self.weight.data, bias, y, self._work(x, False), self.kernel, self.stride,
-                                 self.pads, self.dilation, self.p["group"], self.fused_relu)
+                                 self.pads, self.dilation, self.p["group"], self.fused_relu, relu_out)
 
     def backward(self, top, propagate_down, bottom):
         x, dy = bottom[0].data, top[0].diff

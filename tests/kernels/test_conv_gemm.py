@@ -53,15 +53,18 @@ def work_for(x, w, group, params, out_hw, backward):
 @pytest.mark.parametrize("seed", range(25))
 def test_conv_forward_and_backward_match_reference(seed, threads):
     x, w, bias, dy, params, group, out_hw = conv_case(seed)
-    relu = seed % 3 == 0
+    relu, apart = seed % 3 != 2, seed % 3 == 1      # no ReLU, ReLU in place, ReLU into relu_out
     previous = kernels.get_num_threads()
     kernels.set_num_threads(threads)
     try:
-        y = np.full(dy.shape, np.nan, np.float32)
-        _compiled.conv_forward(x, w, bias, y, work_for(x, w, group, params, out_hw, False), *params, group, relu)
-        y_ref = np.empty_like(y)
-        reference.conv_forward(x, w, bias, y_ref, None, *params, group, relu)
+        y, r = np.full(dy.shape, np.nan, np.float32), (np.full(dy.shape, np.nan, np.float32) if apart else None)
+        _compiled.conv_forward(x, w, bias, y, work_for(x, w, group, params, out_hw, False), *params, group, relu, r)
+        y_ref, r_ref = np.empty_like(y), (np.empty_like(y) if apart else None)
+        reference.conv_forward(x, w, bias, y_ref, None, *params, group, relu, r_ref)
         close(y, y_ref)
+        if apart:
+            close(r, r_ref)
+            assert (y < 0).any() == (r == 0).any() and (r >= 0).all()
 
         want_dx = seed % 4 != 1
         dx = np.full(x.shape, np.nan, np.float32) if want_dx else None
