@@ -119,9 +119,53 @@ static void skinny_abt(int M, int K, float alpha, const float *A, int lda, const
     }
 }
 
+/* The one-row case of skinny_abt (a fully connected layer on one example): c[n] = alpha a . B[n]
+ * + beta c[n] for n in [lo, hi), eight rows of B streamed at once. Memory-bound: what matters is
+ * that B is read once, in long runs, by several streams the prefetchers can follow. */
+static void row_abt(int K, float alpha, const float *a, const float *B, int ldb, float beta, float *c,
+                    int lo, int hi)
+{
+    enum { R = 8 };
+    for (int n0 = lo; n0 < hi; n0 += R) {
+        const int nn = hi - n0 < R ? hi - n0 : R;
+        float dot[R] = {0.0f};
+        int k = 0;
+#ifdef __AVX512F__
+        const float *b_row[R];
+        __m512 acc[R];
+        for (int j = 0; j < R; ++j) {
+            b_row[j] = B + (ptrdiff_t)(n0 + (j < nn ? j : nn - 1)) * ldb;
+            acc[j] = _mm512_setzero_ps();
+        }
+        for (; k + 16 <= K; k += 16) {
+            const __m512 av = _mm512_loadu_ps(a + k);
+            for (int j = 0; j < R; ++j) acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(b_row[j] + k), av, acc[j]);
+        }
+        for (int j = 0; j < nn; ++j) dot[j] = _mm512_reduce_add_ps(acc[j]);
+#endif
+        for (int j = 0; j < nn; ++j) {
+            const float *b = B + (ptrdiff_t)(n0 + j) * ldb;
+            float s = 0.0f;
+            for (int kk = k; kk < K; ++kk) s += a[kk] * b[kk];
+            c[n0 + j] = alpha * (dot[j] + s) + (beta == 0.0f ? 0.0f : beta * c[n0 + j]);
+        }
+    }
+}
+
 void decaf_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
+    if (!trans_a && trans_b && M == 1 && N > 1 && K >= 256) {
+        const int nt = decaf_threads_for((ptrdiff_t)N * K / 8);
+        #pragma omp parallel num_threads(nt)
+        {
+            const int t = decaf_thread_num(), T = decaf_team_size();
+            const int lo = (int)((ptrdiff_t)N * t / T), hi = (int)((ptrdiff_t)N * (t + 1) / T);
+            if (lo < hi)
+                row_abt(K, alpha, A, B, ldb, beta, C, lo, hi);
+        }
+        return;
+    }
     if (!trans_a && trans_b && M > 1 && M <= SKINNY_MAX_M && N > 1 && K >= 256) {
         const int nt = decaf_threads_for((ptrdiff_t)M * N * K / 8);
         #pragma omp parallel num_threads(nt)
