@@ -17,7 +17,7 @@ import heapq
 
 import numpy as np
 
-from . import fillers  # noqa: F401  (layers use it)
+from . import fillers, kernels  # noqa: F401  (layers use fillers)
 from .blob import Blob
 from .errors import ShapeError, SpecError
 from .layer import create_layer
@@ -264,8 +264,8 @@ class Net:
                                  f"{'' if want else ''}, got {array.shape}")
             if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
                 raise TypeError(f"input {name!r}: expected a numeric array, got dtype {array.dtype}")
-            # a float64 sum is finite iff every element is (barring overflow), without a mask array
-            if not np.isfinite(np.sum(array, dtype=np.float64)) and not np.all(np.isfinite(array)):
+            if array.dtype != np.float32 and np.issubdtype(array.dtype, np.floating) \
+                    and not np.all(np.isfinite(array)):     # float32 is checked while it is copied
                 raise ValueError(f"input {name!r} contains NaN or inf")
             if batch is not None and array.shape[0] != batch:
                 raise ShapeError(f"inputs disagree on the batch size: {name!r} has {array.shape[0]}, expected {batch}")
@@ -276,7 +276,14 @@ class Net:
         if batch != self.batch_size:
             self.reshape(batch)
         for name, array in arrays.items():
-            self.blobs[name].data[...] = array
+            data = self.blobs[name].data
+            if array.dtype == np.float32 and array.flags.c_contiguous and data.dtype == np.float32:
+                # one pass on all threads for the copy and the NaN check (the blob is refilled on the
+                # next call anyway, so a refused input may stay in it)
+                if kernels.copy_count_nonfinite(array.reshape(-1), data.reshape(-1)):
+                    raise ValueError(f"input {name!r} contains NaN or inf")
+            else:
+                data[...] = array
 
     def forward(self, inputs=None, outputs=None, **kw):
         """Run the net; return {name: copy of the blob} for ``outputs``.

@@ -167,6 +167,11 @@ def depthwise_conv_backward(x, w, dy, dx, dw, stride, pads, dilation):
     _for(x).depthwise_conv_backward(x, w, dy, dx, dw, stride, pads, dilation)
 
 
+def copy_count_nonfinite(src, dst):
+    """dst[...] = src for flat arrays of one float dtype; returns how many values are NaN or inf."""
+    return _for(src).copy_count_nonfinite(src, dst)
+
+
 def conv_work_size(x, w, group, kernel, stride, pads, dilation, out_hw, backward=False):
     """Floats of scratch space (a float array of at least this size, `work`) that conv_forward or
     (backward=True) conv_backward need with the current thread count; x and w are arrays."""

@@ -16,6 +16,9 @@ cdef extern from "threads.h":
     void decaf_set_num_threads(int n) nogil
     int decaf_get_num_threads() nogil
 
+cdef extern from "elementwise.h":
+    Py_ssize_t decaf_copy_count_nonfinite(const float *src, float *dst, Py_ssize_t n) nogil
+
 cdef extern from "gemm.h":
     void decaf_set_sgemm(void *cblas_sgemm, void *cblas_sgemv, void *get_num_threads,
                          void *set_num_threads) nogil
@@ -428,3 +431,17 @@ def conv_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1
     with nogil:
         decaf_conv_backward(&g, &x[0, 0, 0, 0], &w[0, 0, 0, 0], &dy[0, 0, 0, 0], dx_ptr, &dw[0, 0, 0, 0],
                             db_ptr, &work[0])
+
+
+# ---- whole-array passes ----------------------------------------------------------------------
+
+def copy_count_nonfinite(const float[::1] src not None, float[::1] dst not None):
+    """dst[...] = src; returns the number of NaN or infinite values (flat float32 arrays)."""
+    if src.shape[0] != dst.shape[0]:
+        raise ValueError(f"copy_count_nonfinite: {src.shape[0]} values into {dst.shape[0]}")
+    if src.shape[0] == 0:
+        return 0
+    cdef Py_ssize_t bad
+    with nogil:
+        bad = decaf_copy_count_nonfinite(&src[0], &dst[0], src.shape[0])
+    return bad

@@ -21,7 +21,7 @@ __all__ = [
     "max_pool_forward", "max_pool_values", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",
     "lrn_forward", "lrn_backward",
     "depthwise_conv_forward", "depthwise_conv_backward",
-    "conv_work_size", "conv_forward", "conv_backward", "gemm",
+    "conv_work_size", "conv_forward", "conv_backward", "gemm", "copy_count_nonfinite",
 ]
 
 
@@ -356,3 +356,9 @@ def conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, gr
 def gemm(a, b, out, alpha=1.0, beta=0.0):
     """out = alpha a @ b + beta out."""
     out[...] = alpha * (a @ b) + (beta * out if beta else 0)
+
+
+def copy_count_nonfinite(src, dst):
+    """dst[...] = src; returns the number of NaN or infinite values."""
+    dst[...] = src
+    return int(np.count_nonzero(~np.isfinite(src)))

@@ -592,3 +592,17 @@ def test_missing_extension_falls_back_to_numpy_with_a_warning():
     out = run_python(code, DECAF_BACKEND="compiled").stdout.splitlines()
     assert out[0] == "numpy"
     assert "compiled kernels unavailable (ModuleNotFoundError" in out[1]
+
+
+@pytest.mark.parametrize("impl", [reference] + ([_compiled] if _compiled is not None else []),
+                         ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+@pytest.mark.parametrize("n", [0, 5, 100_003])
+def test_copy_count_nonfinite(impl, n):
+    rng = np.random.default_rng(n)
+    src = randn(rng, (n,))
+    bad = rng.choice(n, size=min(n, 7), replace=False) if n else []
+    for i, value in zip(bad, [np.nan, np.inf, -np.inf] * 3):
+        src[i] = value
+    dst = np.full(n, 7.0, F32)
+    assert impl.copy_count_nonfinite(src, dst) == len(bad)
+    np.testing.assert_array_equal(dst, src)
