@@ -253,3 +253,15 @@ def test_max_pool_in_test_phase_skips_argmax_but_backward_still_works():
         grads[phase] = (out, net.backward({"fc": np.ones_like(out)})["data"])
     np.testing.assert_array_equal(grads["train"][0], grads["test"][0])
     np.testing.assert_array_equal(grads["train"][1], grads["test"][1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs_are_refused(dtype, bad):
+    net = Net(spec(ip("a", "data", 2)))
+    x = np.ones((3, 4), dtype)
+    net.forward({"data": x})
+    x[1, 2] = bad
+    with pytest.raises(ValueError, match="input 'data' contains NaN or inf"):
+        net.forward({"data": x})
+    assert net.forward({"data": np.arange(12).reshape(3, 4)})["a"].shape == (3, 2)   # integers: no check
