@@ -2,6 +2,9 @@
 
 #include <math.h>
 #include <stddef.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "threads.h"
 
@@ -45,35 +48,70 @@ void decaf_max_pool_forward(const float *x, float *y, int *argmax, int B, int C,
 /* max(m, v) that lets a NaN through from either side. */
 static inline float max_nan(float m, float v) { return ((v > m) | (v != v)) ? v : m; }
 
+#ifdef __AVX512F__
+/* Lanes l of a 16-float load starting at column c0 that fall inside [0, W). */
+static inline __mmask16 inside(int c0, int W)
+{
+    const int lo = c0 < 0 ? -c0 : 0, hi = W - c0 < 16 ? W - c0 : 16;
+    return hi > lo ? (__mmask16)(((1u << (hi - lo)) - 1) << lo) : 0;
+}
+
+/* One output row yr[0 .. Wo) of max pooling with stride sw = 1 or 2, 16 outputs per vector: each
+ * tap (h, j) of the window is one masked load for stride 1, or two loads and a permute that keeps
+ * the even columns for stride 2. Columns outside the image load as -inf; a NaN is carried in a mask. */
+static void max_pool_row16(const float *xp, int W, int hs, int he, float *yr, int Wo, int kw, int sw,
+                           int pad_left)
+{
+    const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
+    const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for (int ow0 = 0; ow0 < Wo; ow0 += 16) {
+        const int n = Wo - ow0 < 16 ? Wo - ow0 : 16;
+        __m512 m = neg_inf;
+        __mmask16 nan = 0;
+        for (int h = hs; h < he; ++h) {
+            const float *row = xp + (ptrdiff_t)h * W;
+            for (int j = 0; j < kw; ++j) {
+                const int c0 = ow0 * sw + j - pad_left;     /* input column of lane 0 */
+                __m512 v;
+                if (sw == 1) {
+                    v = _mm512_mask_loadu_ps(neg_inf, inside(c0, W), row + c0);
+                } else {
+                    const __m512 lo = _mm512_mask_loadu_ps(neg_inf, inside(c0, W), row + c0);
+                    const __m512 hi = _mm512_mask_loadu_ps(neg_inf, inside(c0 + 16, W), row + c0 + 16);
+                    v = _mm512_permutex2var_ps(lo, evens, hi);
+                }
+                nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+                m = _mm512_max_ps(m, v);
+            }
+        }
+        m = _mm512_mask_blend_ps(nan, m, _mm512_set1_ps(NAN));
+        _mm512_mask_storeu_ps(yr + ow0, (__mmask16)((1u << n) - 1), m);
+    }
+}
+#endif
+
 void decaf_max_pool_values(const float *x, float *y, int B, int C, int H, int W,
                            int Ho, int Wo, int kh, int kw, int sh, int sw, int pad_top, int pad_left)
 {
     const ptrdiff_t planes = (ptrdiff_t)B * C;
-    /* columns past the image that the last window reaches (they hold -inf, like the left padding) */
-    const int right = imax((Wo - 1) * sw + kw - pad_left - W, 0);
-    #pragma omp parallel num_threads(decaf_threads_for(planes * Ho * Wo * kh * kw))
-    {
-        /* buf = [pad_left x -inf | max over the window's rows, per input column | right x -inf] */
-        float buf[pad_left + W + right];
-        float *colmax = buf + pad_left;
-        for (int w = 0; w < pad_left; ++w) buf[w] = -INFINITY;
-        for (int w = 0; w < right; ++w) colmax[W + w] = -INFINITY;
-        #pragma omp for schedule(static)
-        for (ptrdiff_t bc = 0; bc < planes; ++bc) {
-            const float *xp = x + bc * H * W;
-            for (int oh = 0; oh < Ho; ++oh) {
-                const int hs = imax(oh * sh - pad_top, 0), he = imin(oh * sh - pad_top + kh, H);
-                for (int w = 0; w < W; ++w) colmax[w] = -INFINITY;
-                for (int h = hs; h < he; ++h) {       /* contiguous: vectorised */
-                    const float *row = xp + (ptrdiff_t)h * W;
-                    for (int w = 0; w < W; ++w) colmax[w] = max_nan(colmax[w], row[w]);
-                }
-                /* then over the window's columns, for all outputs of the row at once (buf[ow * sw + j]
-                 * is column ow * sw - pad_left + j of the image) */
-                float *yr = y + bc * Ho * Wo + (ptrdiff_t)oh * Wo;
-                for (int ow = 0; ow < Wo; ++ow) yr[ow] = buf[ow * sw];
-                for (int j = 1; j < kw; ++j)
-                    for (int ow = 0; ow < Wo; ++ow) yr[ow] = max_nan(yr[ow], buf[ow * sw + j]);
+    #pragma omp parallel for schedule(static) num_threads(decaf_threads_for(planes * Ho * Wo * kh * kw))
+    for (ptrdiff_t bc = 0; bc < planes; ++bc) {
+        const float *xp = x + bc * H * W;
+        for (int oh = 0; oh < Ho; ++oh) {
+            const int hs = imax(oh * sh - pad_top, 0), he = imin(oh * sh - pad_top + kh, H);
+            float *yr = y + bc * Ho * Wo + (ptrdiff_t)oh * Wo;
+#ifdef __AVX512F__
+            if (sw <= 2) {
+                max_pool_row16(xp, W, hs, he, yr, Wo, kw, sw, pad_left);
+                continue;
+            }
+#endif
+            for (int ow = 0; ow < Wo; ++ow) {
+                const int ws = imax(ow * sw - pad_left, 0), we = imin(ow * sw - pad_left + kw, W);
+                float m = -INFINITY;
+                for (int h = hs; h < he; ++h)
+                    for (int w = ws; w < we; ++w) m = max_nan(m, xp[(ptrdiff_t)h * W + w]);
+                yr[ow] = m;
             }
         }
     }
