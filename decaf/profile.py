@@ -494,7 +494,7 @@ def profile(net, batch=10, iters=10, warmup=2, backward=False, threads=None, pro
 
     # ---- assemble ----
     bwd_index = {layer.name: i for i, layer in enumerate(passes.bwd_layers)}
-    layers = []
+    layers, fused = [], []
     for layer, times in zip(net.order, passes.fwd_times):
         bottoms, tops = net.bottoms[layer.name], net.tops[layer.name]
         bshapes, tshapes = [b.shape for b in bottoms], [t.shape for t in tops]
@@ -508,6 +508,9 @@ def profile(net, batch=10, iters=10, warmup=2, backward=False, threads=None, pro
             params=int(sum(p.data.size for p in layer.blobs if p.learnable)),
             forward_ms=med, forward_min_ms=lo, forward_max_ms=hi,
             gflops=_gflops(flops * batch, med), intensity=flops * batch / nbytes if nbytes else 0.0, share=0.0)
+        if getattr(layer, "fused", False):   # its forward ran inside the layer before it
+            entry.gflops = 0.0
+            fused.append(layer.name)
         if backward:
             if layer.name in bwd_index:
                 entry.backward_ms, entry.backward_min_ms, entry.backward_max_ms = _stats(
@@ -537,6 +540,9 @@ def profile(net, batch=10, iters=10, warmup=2, backward=False, threads=None, pro
 
     fwd = _stats(passes.net_fwd)
     bwd = _stats(passes.net_bwd) if backward else (None, None, None)
+    if fused:
+        notes.append(f"{', '.join(fused)}: applied inside the convolution before each (fused); their forward "
+                     "time is counted there")
     if fwd[0] and abs(total_fwd / fwd[0] - 1) > BUSY_GAP:
         notes.append(f"the per-layer medians add up to {100 * total_fwd / fwd[0]:.0f} % of the whole-net median: "
                      "the machine was probably busy (stalls hit random layers, so the median of each layer "

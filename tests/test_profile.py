@@ -224,3 +224,15 @@ def test_cli_help_has_an_example(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "decaf profile caffenet --batch 10" in out and "--backward" in out and "--plot" in out
+
+
+def test_fused_relus_are_noted_and_get_no_gflops():
+    import decaf
+    from decaf import Net
+    from decaf.models import get_spec
+    net = Net(get_spec("lenet"), seed=0)
+    result = decaf.profile(net, batch=2, iters=2, warmup=1, progress=False)
+    fused = [x for x in result.layers if getattr(net.layers[x.name], "fused", False)]
+    assert [x.name for x in fused] == ["relu1", "relu2"]          # LeNet: a ReLU after each convolution
+    assert all(x.gflops == 0.0 for x in fused)
+    assert any(n.startswith("relu1, relu2: applied inside the convolution") for n in result.notes)
