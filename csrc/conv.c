@@ -6,7 +6,7 @@
 
 /* A thread groups its images into blocks of about this many output pixels, so that each GEMM is
  * wide (the BLAS packs the weights once per call: wide calls pay that once for many images). */
-enum { BLOCK_COLUMNS = 512 };
+enum { BLOCK_COLUMNS = 256 };
 
 #define GEOM_ARGS(g) (g)->C, (g)->H, (g)->W, (g)->kh, (g)->kw, (g)->sh, (g)->sw, \
                      (g)->pad_top, (g)->pad_left, (g)->dh, (g)->dw, (g)->Ho, (g)->Wo
@@ -25,6 +25,14 @@ static int block_images(const decaf_conv_geom *g, int per_thread)
     int nb = is_pointwise(g) ? 1 : (BLOCK_COLUMNS + hw - 1) / hw;
     if (nb > per_thread) nb = per_thread;
     return nb < 1 ? 1 : nb;
+}
+
+/* The size of the next block when `left` images remain and blocks hold at most nb: the blocks
+ * are made even (5 images with nb = 4 go as 3 + 2, not 4 + 1: a 1-image GEMM is narrow). */
+static int next_block(int left, int nb)
+{
+    const int blocks = (left + nb - 1) / nb;
+    return (left + blocks - 1) / blocks;
 }
 
 /* Scratch floats one thread needs for blocks of nb images: cols (and dcols when backward), plus a
@@ -107,8 +115,9 @@ void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w
             float *cols = work + t * tw;
             float *block = cols + (pointwise ? 0 : (ptrdiff_t)rows * nb * hw);
             const int b1 = g->B * (t + 1) / T;
-            for (int b = g->B * t / T; b < b1; b += nb) {
-                const int n = b1 - b < nb ? b1 - b : nb, ld = (int)(n * hw);
+            for (int b = g->B * t / T, n; b < b1; b += n) {
+                n = next_block(b1 - b, nb);
+                const int ld = (int)(n * hw);
                 const float *src = pointwise ? x + b * plane_in : cols;
                 float *out = n == 1 ? y + (ptrdiff_t)b * g->K * hw : block;
                 if (!pointwise)
@@ -161,8 +170,9 @@ void decaf_conv_backward(const decaf_conv_geom *g, const float *x, const float *
             float *part = work + t * tw + (tw - acc);
             const int b1 = g->B * (t + 1) / T;
             for (ptrdiff_t i = 0; i < acc; ++i) part[i] = 0.0f;   /* a thread with no images adds zeros */
-            for (int b = g->B * t / T; b < b1; b += nb) {
-                const int n = b1 - b < nb ? b1 - b : nb, ld = (int)(n * hw);
+            for (int b = g->B * t / T, n; b < b1; b += n) {
+                n = next_block(b1 - b, nb);
+                const int ld = (int)(n * hw);
                 const float *src = pointwise ? x + b * plane_in : cols;
                 const float *dyb = dy + b * plane_out;
                 if (!pointwise)
