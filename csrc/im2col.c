@@ -8,24 +8,35 @@
 #include "threads.h"
 
 /* One output row of im2col: d[ow] = src[ow * sw] for ow in [lo, hi) (src[ow * sw] is the input
- * pixel output ow reads; it is only dereferenced there), 0 for the other ow in [0, Wo).
- * Rows are short (13 pixels in CaffeNet's conv3-5): with AVX-512 and stride 1, each run of 16
- * outputs is one masked load, which also makes the padding's zeros, instead of three loops. */
-static inline void copy_row(float *restrict d, const float *restrict src, int Wo, int lo, int hi, int sw)
+ * pixel output ow reads; it is only read there), 0 for the other ow in [0, Wo).
+ * With AVX-512 and stride 1, each run of 16 outputs is one load whose lanes in the padding are
+ * zeroed (masked-off lanes are not read, so nothing outside the input is touched). A short row
+ * (CaffeNet's conv3-5: 13 pixels) is one masked load and store, without branches. In a longer
+ * row (conv2: 27) full runs use plain loads, and the store is a plain 16-float one as long as
+ * it ends before d_end: the rest of this cols row, which this thread writes later anyway. */
+static inline void copy_row(float *restrict d, const float *restrict src, int Wo, int lo, int hi, int sw,
+                            const float *d_end)
 {
 #ifdef __AVX512F__
     if (sw == 1) {
         for (int ow = 0; ow < Wo; ow += 16) {
             const int n = Wo - ow < 16 ? Wo - ow : 16;
             const int a = lo - ow > 0 ? lo - ow : 0, b = hi - ow < n ? hi - ow : n;   /* valid lanes [a, b) */
-            const __mmask16 store = (__mmask16)((1u << n) - 1);
-            const __mmask16 load = b > a ? (__mmask16)(((1u << (b - a)) - 1) << a) : 0;
-            /* masked-off lanes are not read: addresses outside the row are never touched */
-            _mm512_mask_storeu_ps(d + ow, store, _mm512_maskz_loadu_ps(load, src + ow));
+            const __mmask16 keep = b > a ? (__mmask16)(((1u << (b - a)) - 1) << a) : 0;
+            if (Wo <= 16) {
+                _mm512_mask_storeu_ps(d, (__mmask16)((1u << n) - 1), _mm512_maskz_loadu_ps(keep, src));
+                return;
+            }
+            const __m512 v = keep == 0xFFFF ? _mm512_loadu_ps(src + ow) : _mm512_maskz_loadu_ps(keep, src + ow);
+            if (d + ow + 16 <= d_end)
+                _mm512_storeu_ps(d + ow, v);
+            else
+                _mm512_mask_storeu_ps(d + ow, (__mmask16)((1u << n) - 1), v);
         }
         return;
     }
 #endif
+    (void)d_end;
     /* strided rows (an AVX-512 gather was slower than this for CaffeNet's conv1, stride 4) */
     for (int ow = 0; ow < lo; ++ow) d[ow] = 0.0f;
     for (int ow = lo; ow < hi; ++ow) d[ow] = src[(ptrdiff_t)ow * sw];
@@ -54,7 +65,7 @@ static void im2col_row(const float *x, float *cols, int r, int B, int C, int H, 
                 continue;
             }
             const float *row = xp + (ptrdiff_t)(oh * sh + hoff) * W;
-            copy_row(d, row + woff, Wo, ow_lo, ow_hi, sw);
+            copy_row(d, row + woff, Wo, ow_lo, ow_hi, sw, cols + (r + 1) * ncols);
         }
     }
 }

@@ -253,3 +253,30 @@ def test_pointwise_conv_reads_x_directly_and_matches_reference(batch, threads, g
         close(db, db_ref)
     finally:
         kernels.set_num_threads(previous)
+
+
+@needs_blas
+@pytest.mark.parametrize("batch,threads", [(1, 2), (3, 2), (4, 1)])
+def test_conv_on_wide_images_matches_reference(batch, threads):
+    # CaffeNet conv2's geometry (27x27, 5x5, pad 2, 2 groups), scaled down in channels
+    rng = np.random.default_rng(batch)
+    x = rng.standard_normal((batch, 6, 27, 27)).astype(np.float32)
+    w = rng.standard_normal((8, 3, 5, 5)).astype(np.float32)
+    bias, dy = rng.standard_normal(8).astype(np.float32), rng.standard_normal((batch, 8, 27, 27)).astype(np.float32)
+    params = ((5, 5), (1, 1), (2, 2, 2, 2), (1, 1))
+    previous = kernels.get_num_threads()
+    kernels.set_num_threads(threads)
+    try:
+        y, y_ref = np.empty(dy.shape, np.float32), np.empty(dy.shape, np.float32)
+        _compiled.conv_forward(x, w, bias, y, work_for(x, w, 2, params, (27, 27), False), *params, 2, True)
+        reference.conv_forward(x, w, bias, y_ref, None, *params, 2, True)
+        close(y, y_ref)
+        dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(bias)
+        _compiled.conv_backward(x, w, dy, dx, dw, db, work_for(x, w, 2, params, (27, 27), True), *params, 2)
+        dx_ref, dw_ref, db_ref = np.empty_like(x), np.empty_like(w), np.empty_like(bias)
+        reference.conv_backward(x, w, dy, dx_ref, dw_ref, db_ref, None, *params, 2)
+        close(dx, dx_ref)
+        close(dw, dw_ref)
+        close(db, db_ref)
+    finally:
+        kernels.set_num_threads(previous)

@@ -606,3 +606,22 @@ def test_copy_count_nonfinite(impl, n):
     dst = np.full(n, 7.0, F32)
     assert impl.copy_count_nonfinite(src, dst) == len(bad)
     np.testing.assert_array_equal(dst, src)
+
+
+@needs_compiled
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("H,W,k,pad,dil", [(27, 27, 5, 2, 1), (9, 40, 3, 1, 2), (20, 17, 3, 0, 1), (5, 33, 1, 0, 1)])
+def test_im2col_wide_rows_match_reference(H, W, k, pad, dil, threads):
+    # rows wider than 16 outputs take the plain-load / spill path of csrc/im2col.c
+    rng = np.random.default_rng(H * W + k)
+    x = randn(rng, (3, 4, H, W))
+    Ho = (H + 2 * pad - dil * (k - 1) - 1) + 1
+    Wo = (W + 2 * pad - dil * (k - 1) - 1) + 1
+    params = ((k, k), (1, 1), (pad, pad, pad, pad), (dil, dil), (Ho, Wo))
+    previous = kernels.get_num_threads()
+    kernels.set_num_threads(threads)
+    try:
+        (c,), (r,) = both("im2col", [x], [((4 * k * k, 3 * Ho * Wo), F32)], params)
+    finally:
+        kernels.set_num_threads(previous)
+    np.testing.assert_array_equal(c, r)
