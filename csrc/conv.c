@@ -48,11 +48,26 @@ ptrdiff_t decaf_conv_work_size(const decaf_conv_geom *g, int threads, int backwa
 {
     const ptrdiff_t wsize = (ptrdiff_t)g->K * (g->C / g->G) * g->kh * g->kw;
     const int nt = threads < 1 ? 1 : threads;
-    if (g->B < nt)    /* few images: one image at a time, each step split over the threads */
-        return thread_work(g, 1, backward);
+    if (g->B < nt)    /* few images: one image at a time, split over the threads (see below) */
+        return backward ? thread_work(g, 1, 1) : nt * thread_work(g, 1, 0);
     /* per thread: its scratch; backward adds a dw + db partial sum per thread */
     const int nb = block_images(g, (g->B + nt - 1) / nt);
     return nt * (thread_work(g, nb, backward) + (backward ? wsize + g->K : 0));
+}
+
+/* The epilogue on `len` values of each channel k0..k1, channel k starting at y + k * stride (and
+ * r + k * stride): see bias_relu. */
+static void bias_relu_part(float *y, float *r, const float *bias, int k0, int k1, ptrdiff_t stride,
+                           ptrdiff_t len, int relu)
+{
+    for (int k = k0; k < k1; ++k) {
+        float *p = y + k * stride, *q = r ? r + k * stride : p;
+        const float b = bias ? bias[k] : 0.0f;
+        if (relu)
+            for (ptrdiff_t i = 0; i < len; ++i) { const float v = p[i] + b; p[i] = v; q[i] = v < 0.0f ? 0.0f : v; }
+        else if (bias)
+            for (ptrdiff_t i = 0; i < len; ++i) p[i] += b;
+    }
 }
 
 /* The epilogue after the GEMM, for channels k0..k1 of one image: y[k, :] += bias[k] (if any); then
@@ -60,14 +75,7 @@ ptrdiff_t decaf_conv_work_size(const decaf_conv_geom *g, int threads, int backwa
  * The ReLU is written v < 0 ? 0 : v so that a NaN stays NaN (as in NumPy): divergence shows. */
 static void bias_relu(float *y, float *r, const float *bias, int k0, int k1, ptrdiff_t hw, int relu)
 {
-    for (int k = k0; k < k1; ++k) {
-        float *p = y + k * hw, *q = r ? r + k * hw : p;
-        const float b = bias ? bias[k] : 0.0f;
-        if (relu)
-            for (ptrdiff_t i = 0; i < hw; ++i) { const float v = p[i] + b; p[i] = v; q[i] = v < 0.0f ? 0.0f : v; }
-        else if (bias)
-            for (ptrdiff_t i = 0; i < hw; ++i) p[i] += b;
-    }
+    bias_relu_part(y, r, bias, k0, k1, hw, hw, relu);
 }
 
 /* The same epilogue for a block of n images laid out (K, n hw): y[i] (K, hw) = block[:, i hw :
@@ -134,17 +142,51 @@ void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w
         }
         return;
     }
-    for (int b = 0; b < g->B; ++b) {   /* fewer images than threads: split every step */
+    /* Fewer images than threads: each image is split, in one parallel region. Thread t takes
+     * whole groups when the groups divide evenly (AlexNet's conv2, 4, 5: no GEMM is split), else
+     * a band of output rows oh0..oh1: its im2col is that of the image with the band's windows
+     * (pad_top shifted by oh0 * sh), and its GEMM writes columns oh0 Wo .. oh1 Wo of y. Each
+     * thread has its own cols buffer and runs the epilogue on what it computed. */
+    const int by_groups = g->G % nt == 0;
+    const ptrdiff_t tw = thread_work(g, 1, 0);
+    for (int b = 0; b < g->B; ++b) {
+        const float *xb = x + b * plane_in;
         float *yb = y + (ptrdiff_t)b * g->K * hw;
-        const float *src = pointwise ? x + b * plane_in : work;
-        if (!pointwise)
-            decaf_im2col(x + b * plane_in, work, 1, GEOM_ARGS(g));
-        for (int gi = 0; gi < g->G; ++gi)
-            decaf_sgemm(0, 0, Kg, (int)hw, Rg, 1.0f, w + (ptrdiff_t)gi * Kg * Rg, Rg,
-                        src + gi * Rg * hw, (int)hw, 0.0f, yb + gi * Kg * hw, (int)hw);
-        #pragma omp parallel for schedule(static) num_threads(decaf_threads_for(g->K * hw))
-        for (int k = 0; k < g->K; ++k)
-            bias_relu(yb, relu_out ? relu_out + (ptrdiff_t)b * g->K * hw : NULL, bias, k, k + 1, hw, relu);
+        float *rb = relu_out ? relu_out + (ptrdiff_t)b * g->K * hw : NULL;
+        #pragma omp parallel num_threads(nt)
+        {
+            const int t = decaf_thread_num(), T = decaf_team_size();
+            float *cols = work + t * tw;
+            if (by_groups) {
+                const int Cg = g->C / g->G;
+                for (int gi = g->G * t / T; gi < g->G * (t + 1) / T; ++gi) {
+                    const float *src = pointwise ? xb + (ptrdiff_t)gi * Rg * hw : cols;
+                    if (!pointwise)
+                        decaf_im2col_serial(xb + (ptrdiff_t)gi * Cg * g->H * g->W, cols, 1, Cg, g->H, g->W,
+                                            g->kh, g->kw, g->sh, g->sw, g->pad_top, g->pad_left, g->dh, g->dw,
+                                            g->Ho, g->Wo);
+                    decaf_sgemm_serial(0, 0, Kg, (int)hw, Rg, 1.0f, w + (ptrdiff_t)gi * Kg * Rg, Rg, src, (int)hw,
+                                       0.0f, yb + (ptrdiff_t)gi * Kg * hw, (int)hw);
+                    bias_relu(yb, rb, bias, gi * Kg, (gi + 1) * Kg, hw, relu);
+                }
+            } else {
+                const int oh0 = g->Ho * t / T, oh1 = g->Ho * (t + 1) / T;
+                const int n = (oh1 - oh0) * g->Wo;   /* this thread's columns of y */
+                if (n > 0) {
+                    const float *src = pointwise ? xb + (ptrdiff_t)oh0 * g->Wo : cols;
+                    const int ld = pointwise ? (int)hw : n;
+                    if (!pointwise)
+                        decaf_im2col_serial(xb, cols, 1, g->C, g->H, g->W, g->kh, g->kw, g->sh, g->sw,
+                                            g->pad_top - oh0 * g->sh, g->pad_left, g->dh, g->dw, oh1 - oh0, g->Wo);
+                    for (int gi = 0; gi < g->G; ++gi)
+                        decaf_sgemm_serial(0, 0, Kg, n, Rg, 1.0f, w + (ptrdiff_t)gi * Kg * Rg, Rg,
+                                           src + (ptrdiff_t)gi * Rg * ld, ld, 0.0f,
+                                           yb + (ptrdiff_t)gi * Kg * hw + (ptrdiff_t)oh0 * g->Wo, (int)hw);
+                    bias_relu_part(yb + (ptrdiff_t)oh0 * g->Wo, rb ? rb + (ptrdiff_t)oh0 * g->Wo : NULL, bias,
+                                   0, g->K, hw, n, relu);
+                }
+            }
+        }
     }
 }
 
