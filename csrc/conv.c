@@ -142,12 +142,16 @@ void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w
         }
         return;
     }
-    /* Fewer images than threads: each image is split, in one parallel region. Thread t takes
-     * whole groups when the groups divide evenly (AlexNet's conv2, 4, 5: no GEMM is split), else
-     * a band of output rows oh0..oh1: its im2col is that of the image with the band's windows
-     * (pad_top shifted by oh0 * sh), and its GEMM writes columns oh0 Wo .. oh1 Wo of y. Each
-     * thread has its own cols buffer and runs the epilogue on what it computed. */
-    const int by_groups = g->G % nt == 0;
+    /* Fewer images than threads: each image is split, in one parallel region, three ways:
+     * - whole groups per thread when the groups divide evenly (AlexNet's conv2, 4, 5);
+     * - a wide image (>= WIDE output pixels): a band of output rows oh0..oh1 per thread, whose
+     *   im2col is that of the image with the band's windows (pad_top shifted by oh0 * sh) into
+     *   the thread's own buffer, and whose GEMM writes columns oh0 Wo .. oh1 Wo of y;
+     * - else (a small image, e.g. 13x13: a band would make narrow GEMMs): one im2col shared by
+     *   the threads, then a slice of the output channels per thread.
+     * No GEMM is split after the fact; each thread runs the epilogue on what it computed. */
+    enum { WIDE = 1024 };
+    const int by_groups = g->G % nt == 0, by_rows = !by_groups && hw >= WIDE;
     const ptrdiff_t tw = thread_work(g, 1, 0);
     for (int b = 0; b < g->B; ++b) {
         const float *xb = x + b * plane_in;
@@ -169,7 +173,7 @@ void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w
                                        0.0f, yb + (ptrdiff_t)gi * Kg * hw, (int)hw);
                     bias_relu(yb, rb, bias, gi * Kg, (gi + 1) * Kg, hw, relu);
                 }
-            } else {
+            } else if (by_rows) {
                 const int oh0 = g->Ho * t / T, oh1 = g->Ho * (t + 1) / T;
                 const int n = (oh1 - oh0) * g->Wo;   /* this thread's columns of y */
                 if (n > 0) {
@@ -185,6 +189,20 @@ void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w
                     bias_relu_part(yb + (ptrdiff_t)oh0 * g->Wo, rb ? rb + (ptrdiff_t)oh0 * g->Wo : NULL, bias,
                                    0, g->K, hw, n, relu);
                 }
+            } else {
+                const float *src = pointwise ? xb : work;     /* the shared cols: thread 0's buffer */
+                if (!pointwise) {
+                    #pragma omp for schedule(static)
+                    for (int r = 0; r < rows; ++r)            /* (ends with a barrier) */
+                        decaf_im2col_row(xb, work, r, 1, GEOM_ARGS(g));
+                }
+                const int m0 = Kg * t / T, m1 = Kg * (t + 1) / T;
+                for (int gi = 0; gi < g->G && m1 > m0; ++gi)
+                    decaf_sgemm_serial(0, 0, m1 - m0, (int)hw, Rg, 1.0f, w + ((ptrdiff_t)gi * Kg + m0) * Rg, Rg,
+                                       src + (ptrdiff_t)gi * Rg * hw, (int)hw, 0.0f,
+                                       yb + ((ptrdiff_t)gi * Kg + m0) * hw, (int)hw);
+                for (int gi = 0; gi < g->G; ++gi)
+                    bias_relu(yb, rb, bias, gi * Kg + m0, gi * Kg + m1, hw, relu);
             }
         }
     }

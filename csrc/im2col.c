@@ -44,7 +44,7 @@ static inline void copy_row(float *restrict d, const float *restrict src, int Wo
 }
 
 /* Row r = (c*kh + i)*kw + j of cols, for all B images: each row is written contiguously. */
-static void im2col_row(const float *x, float *cols, int r, int B, int C, int H, int W, int kh, int kw,
+void decaf_im2col_row(const float *x, float *cols, int r, int B, int C, int H, int W, int kh, int kw,
                        int sh, int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo)
 {
     const ptrdiff_t plane_out = (ptrdiff_t)Ho * Wo;
@@ -76,14 +76,14 @@ void decaf_im2col(const float *x, float *cols, int B, int C, int H, int W, int k
     const int rows = C * kh * kw;
     #pragma omp parallel for schedule(static) num_threads(decaf_threads_for((ptrdiff_t)rows * B * Ho * Wo))
     for (int r = 0; r < rows; ++r)
-        im2col_row(x, cols, r, B, C, H, W, kh, kw, sh, sw, pad_top, pad_left, dh, dw, Ho, Wo);
+        decaf_im2col_row(x, cols, r, B, C, H, W, kh, kw, sh, sw, pad_top, pad_left, dh, dw, Ho, Wo);
 }
 
 void decaf_im2col_serial(const float *x, float *cols, int B, int C, int H, int W, int kh, int kw,
                          int sh, int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo)
 {
     for (int r = 0; r < C * kh * kw; ++r)
-        im2col_row(x, cols, r, B, C, H, W, kh, kw, sh, sw, pad_top, pad_left, dh, dw, Ho, Wo);
+        decaf_im2col_row(x, cols, r, B, C, H, W, kh, kw, sh, sw, pad_top, pad_left, dh, dw, Ho, Wo);
 }
 
 /* Plane (b, c) of x: zeroed, then every cols entry of channel c adds into the pixel it came from.

@@ -13,6 +13,10 @@ void decaf_im2col(const float *x, float *cols, int B, int C, int H, int W, int k
 void decaf_col2im(const float *cols, float *x, int B, int C, int H, int W, int kh, int kw,
                   int sh, int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo);
 
+/* Row r of cols only, on the calling thread (for loops that share one im2col between threads). */
+void decaf_im2col_row(const float *x, float *cols, int r, int B, int C, int H, int W, int kh, int kw,
+                      int sh, int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo);
+
 /* The same on the calling thread only (for code that already runs one image per thread). */
 void decaf_im2col_serial(const float *x, float *cols, int B, int C, int H, int W, int kh, int kw,
                          int sh, int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo);

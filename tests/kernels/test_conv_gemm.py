@@ -280,3 +280,29 @@ def test_conv_on_wide_images_matches_reference(batch, threads):
         close(db, db_ref)
     finally:
         kernels.set_num_threads(previous)
+
+
+@needs_blas
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("k,stride,pad,group", [(3, 1, 1, 1), (3, 1, 1, 3), (1, 1, 0, 1), (11, 4, 0, 1)])
+def test_one_large_image_split_by_output_rows(k, stride, pad, group, threads):
+    # batch 1 < threads with >= 1024 output pixels: each thread a band of output rows
+    rng = np.random.default_rng(k * 10 + group)
+    H = 40 if stride == 1 else 131
+    x = rng.standard_normal((1, 3 * group, H, H)).astype(np.float32)
+    w = rng.standard_normal((4 * group, 3, k, k)).astype(np.float32)
+    Ho = (H + 2 * pad - k) // stride + 1
+    assert Ho * Ho >= 1024
+    bias = rng.standard_normal(4 * group).astype(np.float32)
+    params = ((k, k), (stride, stride), (pad, pad, pad, pad), (1, 1))
+    previous = kernels.get_num_threads()
+    kernels.set_num_threads(threads)
+    try:
+        y, r = np.full((1, 4 * group, Ho, Ho), np.nan, np.float32), np.full((1, 4 * group, Ho, Ho), np.nan, np.float32)
+        _compiled.conv_forward(x, w, bias, y, work_for(x, w, group, params, (Ho, Ho), False), *params, group, True, r)
+        y_ref, r_ref = np.empty_like(y), np.empty_like(r)
+        reference.conv_forward(x, w, bias, y_ref, None, *params, group, True, r_ref)
+        close(y, y_ref)
+        close(r, r_ref)
+    finally:
+        kernels.set_num_threads(previous)
