@@ -1,8 +1,11 @@
 """CaffeNet forward (batch 1, 10, 50) and a training step (batch 64): decaf vs PyTorch CPU and ONNX Runtime.
 
 All frameworks run in this one process on the same machine with the same thread count, the
-same random weights and inputs; each figure is the best of ``--repeats`` timed runs after a
-warm-up. Ratios are decaf's speed divided by the other framework's (> 1: decaf is faster).
+same random weights and inputs. The runs are interleaved: for each measure, every framework
+runs once per round, for ``--repeats`` rounds after a warm-up round, and each figure is the
+best of its rounds. A machine whose speed drifts (shared cores, memory bandwidth) then moves
+all frameworks alike instead of favouring whichever ran in a quiet minute. Ratios are decaf's
+speed divided by the other framework's (> 1: decaf is faster).
 
     python benchmarks/bench_forward.py --json out.json [--threads 2] [--repeats 5]
 """
@@ -24,17 +27,6 @@ from decaf.models import get_spec  # noqa: E402
 GFLOP_PER_IMAGE = 1.449      # 2 x 724,406,816 MACs (../shared/facts/models.md)
 FORWARD_BATCHES = (1, 10, 50)
 TRAIN_BATCH = 64
-
-
-def best_time(fn, repeats, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def decaf_forward(net, x):
@@ -91,47 +83,41 @@ def torch_model(torch, params, channels_last=False):
     return model
 
 
-def bench_torch(results, params, threads, repeats):
-    try:
-        import torch
-    except ImportError:
-        results["torch"] = "not installed"
-        return
+def torch_runners(params, threads, fmt):
+    """{measure: (images, callable)} for PyTorch in layout fmt ("nchw" or "channels_last")."""
+    import torch
     torch.set_num_threads(threads)
-    for fmt in ("nchw", "channels_last"):
-        cl = fmt == "channels_last"
-        model = torch_model(torch, params, cl).eval()
-        entry = {}
-        for b in FORWARD_BATCHES:
-            x = torch.randn(b, 3, 227, 227)
-            if cl:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode():
-                t = best_time(lambda: torch.softmax(model(x), 1), repeats)
-            entry[f"forward_b{b}"] = b / t
-        model.train()
-        opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
-        x = torch.randn(TRAIN_BATCH, 3, 227, 227)
+    cl = fmt == "channels_last"
+    model = torch_model(torch, params, cl).eval()
+    runners = {}
+    for b in FORWARD_BATCHES:
+        x = torch.randn(b, 3, 227, 227)
         if cl:
             x = x.contiguous(memory_format=torch.channels_last)
-        y = torch.randint(0, 1000, (TRAIN_BATCH,))
 
-        def step():
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-        entry[f"train_b{TRAIN_BATCH}"] = TRAIN_BATCH / best_time(step, max(2, repeats // 2))
-        results[f"torch_{fmt}"] = entry
-        print(f"torch {fmt}: {fmt_entry(entry)}", file=sys.stderr)
+        def forward(x=x):
+            with torch.inference_mode():
+                torch.softmax(model(x), 1)
+        runners[f"forward_b{b}"] = (b, forward)
+    trained = torch_model(torch, params, cl).train()
+    opt = torch.optim.SGD(trained.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
+    x = torch.randn(TRAIN_BATCH, 3, 227, 227)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (TRAIN_BATCH,))
+
+    def step():
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(trained(x), y).backward()
+        opt.step()
+    runners[f"train_b{TRAIN_BATCH}"] = (TRAIN_BATCH, step)
+    return runners
 
 
-def bench_onnxruntime(results, net, threads, repeats):
-    try:
-        import onnxruntime as ort
-        from decaf.io.onnx_convert import net_to_onnx
-    except ImportError as exc:
-        results["onnxruntime"] = f"not available ({exc})"
-        return
+def onnxruntime_runners(net, threads):
+    """{measure: (images, callable)} for ONNX Runtime on decaf's CaffeNet exported to ONNX."""
+    import onnxruntime as ort
+    from decaf.io.onnx_convert import net_to_onnx
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "caffenet.onnx")
         net_to_onnx(net, path)
@@ -140,16 +126,33 @@ def bench_onnxruntime(results, net, threads, repeats):
         opts.inter_op_num_threads = 1
         sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    entry = {}
+    runners = {}
     for b in FORWARD_BATCHES:
         x = np.random.default_rng(0).standard_normal((b, 3, 227, 227)).astype(np.float32)
-        entry[f"forward_b{b}"] = b / best_time(lambda: sess.run(None, {name: x}), repeats)
-    results["onnxruntime"] = entry
-    print(f"onnxruntime: {fmt_entry(entry)}", file=sys.stderr)
+        runners[f"forward_b{b}"] = (b, lambda x=x: sess.run(None, {name: x}))
+    return runners
 
 
-def fmt_entry(entry):
-    return ", ".join(f"{k} {v:.1f} img/s" for k, v in entry.items())
+def run_interleaved(frameworks, repeats):
+    """{framework: {measure: images/s}}: per measure, one warm-up round, then `repeats` rounds in
+    which every framework runs once; the best round of each framework counts."""
+    measures = []
+    for runners in frameworks.values():
+        measures += [m for m in runners if m not in measures]
+    best = {fw: {} for fw in frameworks}
+    for measure in measures:
+        entrants = {fw: r[measure] for fw, r in frameworks.items() if measure in r}
+        for _, fn in entrants.values():
+            fn()                                   # warm-up (and first-call allocations)
+        for _ in range(repeats if measure.startswith("forward") else max(2, repeats // 2)):
+            for fw, (images, fn) in entrants.items():
+                t = time.perf_counter()
+                fn()
+                rate = images / (time.perf_counter() - t)
+                best[fw][measure] = max(best[fw].get(measure, 0.0), rate)
+        print(f"{measure}: " + ", ".join(f"{fw} {best[fw][measure]:.1f}" for fw in entrants) + " img/s",
+              file=sys.stderr)
+    return best
 
 
 def main():
@@ -167,18 +170,29 @@ def main():
     net = decaf.Net(get_spec("caffenet"), seed=0)
     params = net.param_arrays()
     results = {"threads": args.threads, "blas": blas_info(), "machine": platform.processor() or platform.machine(),
-               "gflop_per_image": GFLOP_PER_IMAGE, "decaf": {}}
+               "gflop_per_image": GFLOP_PER_IMAGE, "repeats": args.repeats, "interleaved": True}
+    decaf_runs = {}
     for b in FORWARD_BATCHES:
         x = np.random.default_rng(0).standard_normal((b, 3, 227, 227)).astype(np.float32)
-        results["decaf"][f"forward_b{b}"] = b / best_time(decaf_forward(net, x), args.repeats)
+        decaf_runs[f"forward_b{b}"] = (b, decaf_forward(net, x))
     if "train" not in args.skip:
-        results["decaf"][f"train_b{TRAIN_BATCH}"] = TRAIN_BATCH / best_time(
-            decaf_train_step(args.threads), max(2, args.repeats // 2))
-    print(f"decaf: {fmt_entry(results['decaf'])}", file=sys.stderr)
+        decaf_runs[f"train_b{TRAIN_BATCH}"] = (TRAIN_BATCH, decaf_train_step(args.threads))
+    frameworks = {"decaf": decaf_runs}
     if "onnxruntime" not in args.skip:
-        bench_onnxruntime(results, net, args.threads, args.repeats)
+        try:
+            frameworks["onnxruntime"] = onnxruntime_runners(net, args.threads)
+        except ImportError as exc:
+            results["onnxruntime"] = f"not available ({exc})"
     if "torch" not in args.skip:
-        bench_torch(results, params, args.threads, args.repeats)
+        try:
+            for fmt in ("nchw", "channels_last"):
+                runners = torch_runners(params, args.threads, fmt)
+                if "train" in args.skip:
+                    runners = {k: v for k, v in runners.items() if not k.startswith("train")}
+                frameworks[f"torch_{fmt}"] = runners
+        except ImportError:
+            results["torch"] = "not installed"
+    results.update(run_interleaved(frameworks, args.repeats))
 
     rows = []
     for key, ours in results["decaf"].items():
