@@ -148,7 +148,7 @@ class ProfileResult:
     warmup: int
     phase: str
     threads: int               # decaf's kernel threads
-    blas_threads: int          # the BLAS's threads (None when unknown)
+    blas_threads: int          # NumPy's BLAS threads (None when unknown); decaf's own GEMMs use `threads`
     blas: str
     cpu: str
     decaf_version: str
@@ -224,7 +224,7 @@ class ProfileResult:
         blas_threads = "?" if self.blas_threads is None else self.blas_threads
         lines = [f"decaf profile: {self.net}, batch {self.batch}, phase {self.phase}, "
                  f"median of {self.iters} iterations after {self.warmup} warm-up",
-                 f"machine: {self.cpu}; threads {self.threads} (BLAS {blas_threads}); BLAS {self.blas}; "
+                 f"machine: {self.cpu}; threads {self.threads} (NumPy's BLAS {blas_threads}); BLAS {self.blas}; "
                  f"decaf {self.decaf_version} ({self.backend} kernels)",
                  f"forward: {self.net_forward_ms:.2f} ms per batch, {self.net_forward_ms / self.batch:.2f} ms "
                  f"per image (whole net, min {self.net_forward_min_ms:.2f}, max {self.net_forward_max_ms:.2f}); "

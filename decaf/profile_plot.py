@@ -93,7 +93,7 @@ def plot_profile(result, path, top=None, dpi=110, title=None):
     head = title or (f"{result.net}: batch {result.batch}, {result.phase} phase - forward "
                      f"{result.net_forward_ms:.1f} ms per batch ({per_image:.2f} ms per image)")
     fig.suptitle(head, fontsize=14, fontweight="bold", y=1 - 0.3 / height)
-    fig.text(0.5, 1 - 0.72 / height, f"{result.cpu}; {result.threads} threads (BLAS {result.blas_threads}); "
+    fig.text(0.5, 1 - 0.72 / height, f"{result.cpu}; {result.threads} threads (NumPy's BLAS {result.blas_threads}); "
              f"{result.blas}; decaf {result.decaf_version}, {result.backend} kernels",
              ha="center", fontsize=10, color="#444444")
     fig.savefig(path, dpi=dpi)

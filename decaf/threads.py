@@ -22,11 +22,14 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """(decaf kernel threads, BLAS threads)."""
+    """(decaf's threads, NumPy's BLAS threads)."""
     blas = None
     try:
         from threadpoolctl import threadpool_info
-        counts = [i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"]
+        # NumPy's BLAS: decaf's own OpenBLAS (decaf.blas) always runs single-threaded inside
+        # decaf's threads, so it is left out
+        counts = [i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"
+                  and "scipy_openblas32" not in str(i.get("filepath", ""))]
         blas = counts[0] if counts else None
     except ImportError:
         pass
