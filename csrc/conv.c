@@ -1,5 +1,6 @@
 #include "conv.h"
 
+#include "direct_conv.h"
 #include "gemm.h"
 #include "im2col.h"
 #include "threads.h"
@@ -48,6 +49,8 @@ ptrdiff_t decaf_conv_work_size(const decaf_conv_geom *g, int threads, int backwa
 {
     const ptrdiff_t wsize = (ptrdiff_t)g->K * (g->C / g->G) * g->kh * g->kw;
     const int nt = threads < 1 ? 1 : threads;
+    if (!backward && decaf_direct_conv_supported(g))
+        return decaf_direct_conv_work_size(g, nt);
     if (g->B < nt)    /* few images: one image at a time, split over the threads (see below) */
         return backward ? thread_work(g, 1, 1) : nt * thread_work(g, 1, 0);
     /* per thread: its scratch; backward adds a dw + db partial sum per thread */
@@ -113,6 +116,10 @@ void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w
     const int rows = g->C * g->kh * g->kw, Kg = g->K / g->G, Rg = rows / g->G;
     const int nt = decaf_get_num_threads(), pointwise = is_pointwise(g);
 
+    if (decaf_direct_conv_supported(g)) {
+        decaf_direct_conv_forward(g, x, w, bias, y, work, relu, relu_out);
+        return;
+    }
     decaf_blas_single_threaded();
     if (g->B >= nt) {
         const int nb = block_images(g, (g->B + nt - 1) / nt);

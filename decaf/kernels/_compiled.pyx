@@ -35,6 +35,9 @@ cdef extern from "conv.h":
     void decaf_conv_backward(const decaf_conv_geom *g, const float *x, const float *w, const float *dy,
                              float *dx, float *dw, float *db, float *work) nogil
 
+cdef extern from "direct_conv.h":
+    int decaf_direct_conv_supported(const decaf_conv_geom *g) nogil
+
 cdef extern from "im2col.h":
     void decaf_im2col(const float *x, float *cols, int B, int C, int H, int W, int kh, int kw,
                       int sh, int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo) nogil
@@ -363,6 +366,13 @@ def conv_work_size(x_shape, w_shape, int group, kernel, stride, pads, dilation, 
     cdef decaf_conv_geom g = _conv_geom(tuple(x_shape), tuple(w_shape), group, kernel, stride, pads,
                                         dilation, out_hw)
     return decaf_conv_work_size(&g, decaf_get_num_threads(), backward)
+
+
+def conv_forward_is_direct(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_hw):
+    """Whether conv_forward runs without im2col for this geometry (csrc/direct_conv.c)."""
+    cdef decaf_conv_geom g = _conv_geom(tuple(x_shape), tuple(w_shape), group, kernel, stride, pads,
+                                        dilation, out_hw)
+    return bool(decaf_direct_conv_supported(&g))
 
 
 def conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None, bias,

@@ -306,3 +306,39 @@ def test_one_large_image_split_by_output_rows(k, stride, pad, group, threads):
         close(r, r_ref)
     finally:
         kernels.set_num_threads(previous)
+
+
+@needs_blas
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(12))
+def test_direct_convolution_matches_reference(seed, threads):
+    # stride 1, 16k input and 32k output channels per group: the im2col-free kernel (csrc/direct_conv.c)
+    rng = np.random.default_rng(seed)
+    group = int(rng.choice([1, 2]))
+    C, K = 16 * int(rng.integers(1, 3)) * group, 32 * int(rng.integers(1, 3)) * group
+    B, H, W = int(rng.integers(1, 5)), int(rng.integers(1, 20)), int(rng.integers(1, 33))
+    kh, kw = int(rng.choice([1, 3, 5])), int(rng.choice([1, 3]))
+    pads = tuple(int(v) for v in rng.integers(0, 3, 4))
+    Ho, Wo = H + pads[0] + pads[2] - kh + 1, W + pads[1] + pads[3] - kw + 1
+    if Ho < 1 or Wo < 1:
+        pads, Ho, Wo = (kh, kw, kh, kw), H + kh + 1, W + kw + 1
+    x = rng.standard_normal((B, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, C // group, kh, kw)).astype(np.float32)
+    bias = rng.standard_normal(K).astype(np.float32) if seed % 3 else None
+    relu, apart = seed % 2 == 0, seed % 4 == 0
+    params = ((kh, kw), (1, 1), pads, (1, 1))
+    assert _compiled.conv_forward_is_direct(x.shape, w.shape, group, *params, (Ho, Wo))
+    assert not _compiled.conv_forward_is_direct(x.shape, w.shape, group, (kh, kw), (2, 1), pads, (1, 1), (Ho, Wo))
+    previous = kernels.get_num_threads()
+    kernels.set_num_threads(threads)
+    try:
+        y = np.full((B, K, Ho, Wo), np.nan, np.float32)
+        r = np.full_like(y, np.nan) if apart else None
+        _compiled.conv_forward(x, w, bias, y, work_for(x, w, group, params, (Ho, Wo), False), *params, group, relu, r)
+        y_ref, r_ref = np.empty_like(y), (np.empty_like(y) if apart else None)
+        reference.conv_forward(x, w, bias, y_ref, None, *params, group, relu, r_ref)
+        close(y, y_ref)
+        if apart:
+            close(r, r_ref)
+    finally:
+        kernels.set_num_threads(previous)
