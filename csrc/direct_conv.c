@@ -12,17 +12,29 @@
  *
  * Layouts (per image and group; Cg = C/G input and Kg = K/G output channels):
  *   xp  [Cg/16][Hp][Wp][16]         the input, 16 channels innermost, with the padding written
- *                                   as zeros (Hp = Ho + kh - 1; Wp = Wo rounded up to TILE, + kw - 1)
+ *                                   as zeros (Hp = Ho + kh - 1; Wp = Wo rounded up to the tile width, + kw - 1)
  *   wp  [G][Kg/16][Cg/16][kh][kw][16 c][16 k]   the weights, packed once per call
  * The micro-kernel computes TILE output pixels of one row for 32 output channels: 28 vector
  * accumulators, acc[t] holding 16 channels of pixel t. For each of the 16 input channels of a
  * block and each tap (i, j) it loads 2 vectors of weights and broadcasts TILE input values:
- * 2 * TILE multiply-adds for TILE + 2 loads. A row of Wo pixels takes ceil(Wo / TILE) tiles; the
- * pixels past Wo read the zero padding and are dropped. */
+ * 2 * TILE multiply-adds for TILE + 2 loads. A row of Wo pixels takes ceil(Wo / T) tiles of T = 13
+ * or 14 pixels (whichever wastes fewer); the pixels past Wo read the zero padding and are dropped. */
 
 enum { TILE = 14, CB = 16, KB = 16 };
 
 static int ceil_to(int v, int m) { return (v + m - 1) / m * m; }
+
+/* 13 when it covers a row with fewer wasted pixels than 14 (a 13-wide row: none instead of 1). */
+static int tile_width(const decaf_conv_geom *g)
+{
+    return ceil_to(g->Wo, 13) < ceil_to(g->Wo, TILE) ? 13 : TILE;
+}
+
+/* Columns of the packed input: every tile's pixels plus the kernel's reach, zero past the image. */
+static int padded_width(const decaf_conv_geom *g)
+{
+    return ceil_to(g->Wo, tile_width(g)) + g->kw - 1;
+}
 
 int decaf_direct_conv_supported(const decaf_conv_geom *g)
 {
@@ -43,7 +55,7 @@ static ptrdiff_t packed_weights(const decaf_conv_geom *g)
 
 static ptrdiff_t packed_input(const decaf_conv_geom *g)
 {
-    const ptrdiff_t Hp = g->Ho + g->kh - 1, Wp = ceil_to(g->Wo, TILE) + g->kw - 1;
+    const ptrdiff_t Hp = g->Ho + g->kh - 1, Wp = padded_width(g);
     return (ptrdiff_t)g->C * Hp * Wp;      /* all groups of one image */
 }
 
@@ -75,7 +87,7 @@ static void pack_weights(const decaf_conv_geom *g, const float *w, float *wp, in
  * (h - pad_top, w - pad_left), 0 outside. */
 static void pack_input(const decaf_conv_geom *g, const float *x, float *xp, int cb0, int cb1)
 {
-    const int Hp = g->Ho + g->kh - 1, Wp = ceil_to(g->Wo, TILE) + g->kw - 1;
+    const int Hp = g->Ho + g->kh - 1, Wp = padded_width(g);
     for (int cb = cb0; cb < cb1; ++cb) {
         float *dst = xp + (ptrdiff_t)cb * Hp * Wp * CB;
         for (int h = 0; h < Hp; ++h) {
@@ -96,15 +108,16 @@ static void pack_input(const decaf_conv_geom *g, const float *x, float *xp, int 
 
 /* 32 output channels (blocks kb, kb + 1 of group gi) of output row oh, pixels ow0 .. ow0 + TILE,
  * into y (and r): the transpose of the accumulators, plus bias, then the ReLU. */
-static void tile(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
-                 float *r, int relu, int gi, int kb, int oh, int ow0)
+static inline __attribute__((always_inline)) void tile_of(
+    const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y, float *r, int relu,
+    int gi, int kb, int oh, int ow0, const int T)
 {
     const int Cg = g->C / g->G, Kg = g->K / g->G, taps = g->kh * g->kw, cbs = Cg / CB;
-    const int Hp = g->Ho + g->kh - 1, Wp = ceil_to(g->Wo, TILE) + g->kw - 1;
+    const int Hp = g->Ho + g->kh - 1, Wp = padded_width(g);
     const ptrdiff_t wblock = (ptrdiff_t)cbs * taps * CB * KB;          /* one kb of packed weights */
     const float *w0 = wp + ((ptrdiff_t)gi * (Kg / KB) + kb) * wblock, *w1 = w0 + wblock;
-    __m512 a0[TILE], a1[TILE];
-    for (int t = 0; t < TILE; ++t) a0[t] = a1[t] = _mm512_setzero_ps();
+    __m512 a0[TILE], a1[TILE];   /* the first T are used */
+    for (int t = 0; t < T; ++t) a0[t] = a1[t] = _mm512_setzero_ps();
     for (int cb = 0; cb < cbs; ++cb) {
         const float *xb = xp + (ptrdiff_t)(gi * cbs + cb) * Hp * Wp * CB;
         for (int i = 0; i < g->kh; ++i) {
@@ -113,7 +126,7 @@ static void tile(const decaf_conv_geom *g, const float *xp, const float *wp, con
                 const ptrdiff_t woff = ((ptrdiff_t)cb * taps + i * g->kw + j) * CB * KB;
                 for (int c = 0; c < CB; ++c) {
                     const __m512 v0 = _mm512_loadu_ps(w0 + woff + c * KB), v1 = _mm512_loadu_ps(w1 + woff + c * KB);
-                    for (int t = 0; t < TILE; ++t) {
+                    for (int t = 0; t < T; ++t) {
                         const __m512 xv = _mm512_set1_ps(xs[t * CB + c]);
                         a0[t] = _mm512_fmadd_ps(xv, v0, a0[t]);
                         a1[t] = _mm512_fmadd_ps(xv, v1, a1[t]);
@@ -123,11 +136,11 @@ static void tile(const decaf_conv_geom *g, const float *xp, const float *wp, con
         }
     }
     float out[TILE][2 * KB];
-    for (int t = 0; t < TILE; ++t) {
+    for (int t = 0; t < T; ++t) {
         _mm512_storeu_ps(out[t], a0[t]);
         _mm512_storeu_ps(out[t] + KB, a1[t]);
     }
-    const int n = g->Wo - ow0 < TILE ? g->Wo - ow0 : TILE;
+    const int n = g->Wo - ow0 < T ? g->Wo - ow0 : T;
     const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo;
     for (int k = 0; k < 2 * KB; ++k) {
         const int ch = gi * Kg + kb * KB + k;
@@ -141,6 +154,19 @@ static void tile(const decaf_conv_geom *g, const float *xp, const float *wp, con
     }
 }
 
+/* The micro-kernel for tiles of 13 and 14 pixels: 13 fits CaffeNet's 13x13 layers exactly. */
+static void tile13(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
+                   float *r, int relu, int gi, int kb, int oh, int ow0)
+{
+    tile_of(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, 13);
+}
+
+static void tile14(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
+                   float *r, int relu, int gi, int kb, int oh, int ow0)
+{
+    tile_of(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, 14);
+}
+
 /* All tiles of tasks [task0, task1): task = (gi * Kg / 32 + pair) * Ho + oh, for one image. */
 static void tiles(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
                   float *r, int relu, ptrdiff_t task0, ptrdiff_t task1)
@@ -149,8 +175,9 @@ static void tiles(const decaf_conv_geom *g, const float *xp, const float *wp, co
     for (ptrdiff_t task = task0; task < task1; ++task) {
         const int oh = (int)(task % g->Ho), gp = (int)(task / g->Ho);
         const int gi = gp / pairs, kb = 2 * (gp % pairs);
-        for (int ow0 = 0; ow0 < g->Wo; ow0 += TILE)
-            tile(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0);
+        const int T = tile_width(g);
+        for (int ow0 = 0; ow0 < g->Wo; ow0 += T)
+            (T == 13 ? tile13 : tile14)(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0);
     }
 }
 #endif
