@@ -22,12 +22,12 @@ import warnings
 
 import numpy as np
 
-# OpenMP threads that spin after a parallel loop steal the cores from the BLAS threads that run
-# right after it (im2col, then GEMM): a 3x slowdown of CaffeNet measured here. Sleep instead.
-# Must be set before the OpenMP runtime starts; a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's wait policy is left to OpenMP (spin a little after each parallel loop, then sleep), or to
+# the user's OMP_WAIT_POLICY. decaf used to force PASSIVE, when its GEMMs ran on OpenBLAS's own
+# threads and spinning OpenMP threads took the cores from them; now its GEMMs run inside its
+# OpenMP threads, and the default policy is 8-11 % faster on CaffeNet (docs/performance.md).
 
-from . import reference  # noqa: E402
+from . import reference
 
 try:
     from . import _compiled
