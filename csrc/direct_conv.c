@@ -7,18 +7,25 @@
 
 #include "threads.h"
 
-/* Forward convolution without im2col, for stride 1, no dilation, and groups whose input channels
- * are a multiple of 16 and output channels a multiple of 32 (CaffeNet's conv2-5).
+/* Forward convolution without im2col, for groups of 32k output channels and no dilation.
  *
- * Layouts (per image and group; Cg = C/G input and Kg = K/G output channels):
- *   xp  [Cg/16][Hp][Wp][16]         the input, 16 channels innermost, with the padding written
- *                                   as zeros (Hp = Ho + kh - 1; Wp = Wo rounded up to the tile width, + kw - 1)
- *   wp  [G][Kg/16][Cg/16][kh][kw][16 c][16 k]   the weights, packed once per call
- * The micro-kernel computes TILE output pixels of one row for 32 output channels: 28 vector
- * accumulators, acc[t] holding 16 channels of pixel t. For each of the 16 input channels of a
- * block and each tap (i, j) it loads 2 vectors of weights and broadcasts TILE input values:
- * 2 * TILE multiply-adds for TILE + 2 loads. A row of Wo pixels takes ceil(Wo / T) tiles of T = 13
- * or 14 pixels (whichever wastes fewer); the pixels past Wo read the zero padding and are dropped. */
+ * The micro-kernel computes T (13 or 14) output pixels of one row for 32 output channels: 28
+ * vector accumulators, acc[t] holding 16 channels of pixel t. For each input channel and tap
+ * (i, j) it loads 2 vectors of weights (32 output channels) and broadcasts T input values: 2 T
+ * multiply-adds for T + 2 loads, so the FMA units, not the loads, set the pace. A row of Wo
+ * pixels takes ceil(Wo / T) tiles, T being whichever of 13 and 14 wastes fewer pixels; the pixels
+ * past Wo read zero padding and are dropped. The accumulators are then transposed into y, NCHW,
+ * with the bias and the ReLU.
+ *
+ * Two layouts of the packed input and weights (per call; all groups of one image):
+ *   BLOCKED (stride 1, 16k input channels per group; CaffeNet's conv2-5):
+ *     xp [C/16][Hp][Wp][16]                 16 channels innermost, so the 16 channels of one
+ *                                           pixel that a step broadcasts share a cache line
+ *     wp [G][Kg/16][Cg/16][kh][kw][16 c][16 k]
+ *   PLAIN (any stride and channel count; CaffeNet's conv1, 3 channels, stride 4):
+ *     xp [C][Hp][Wp]                        the input with its padding written as zeros
+ *     wp [G][Kg/16][Cg][kh][kw][16 k]
+ * Hp and Wp are the rows and columns every tile's windows reach (in_rows, in_cols). */
 
 enum { TILE = 14, CB = 16, KB = 16 };
 
@@ -30,23 +37,37 @@ static int tile_width(const decaf_conv_geom *g)
     return ceil_to(g->Wo, 13) < ceil_to(g->Wo, TILE) ? 13 : TILE;
 }
 
-/* Columns of the packed input: every tile's pixels plus the kernel's reach, zero past the image. */
-static int padded_width(const decaf_conv_geom *g)
+
+/* BLOCKED: stride 1 and 16k input channels per group (CaffeNet's conv2-5); PLAIN: any stride and
+ * channel count, with taps (kh, kw > 1 overall) and no dilation (CaffeNet's conv1: 3 channels,
+ * stride 4). Both need 32k output channels per group. */
+enum { NONE = 0, BLOCKED = 1, PLAIN = 2 };
+
+static int layout(const decaf_conv_geom *g)
 {
-    return ceil_to(g->Wo, tile_width(g)) + g->kw - 1;
+#ifdef __AVX512F__
+    const int Cg = g->C / g->G, Kg = g->K / g->G;
+    if (g->dh != 1 || g->dw != 1 || Kg % (2 * KB) || g->Ho < 1 || g->Wo < 1)
+        return NONE;
+    if (g->sh == 1 && g->sw == 1 && Cg % CB == 0)
+        return BLOCKED;
+    if (g->kh * g->kw > 1)
+        return PLAIN;
+    return NONE;
+#else
+    (void)g;
+    return NONE;
+#endif
 }
 
 int decaf_direct_conv_supported(const decaf_conv_geom *g)
 {
-#ifdef __AVX512F__
-    const int Cg = g->C / g->G, Kg = g->K / g->G;
-    return g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 && Cg % CB == 0 && Kg % (2 * KB) == 0
-           && g->Ho >= 1 && g->Wo >= 1;
-#else
-    (void)g;
-    return 0;
-#endif
+    return layout(g) != NONE;
 }
+
+/* Rows and columns of the packed (zero-padded) input: what every tile's windows reach. */
+static int in_rows(const decaf_conv_geom *g) { return (g->Ho - 1) * g->sh + g->kh; }
+static int in_cols(const decaf_conv_geom *g) { return (ceil_to(g->Wo, tile_width(g)) - 1) * g->sw + g->kw; }
 
 static ptrdiff_t packed_weights(const decaf_conv_geom *g)
 {
@@ -55,8 +76,7 @@ static ptrdiff_t packed_weights(const decaf_conv_geom *g)
 
 static ptrdiff_t packed_input(const decaf_conv_geom *g)
 {
-    const ptrdiff_t Hp = g->Ho + g->kh - 1, Wp = padded_width(g);
-    return (ptrdiff_t)g->C * Hp * Wp;      /* all groups of one image */
+    return (ptrdiff_t)g->C * in_rows(g) * in_cols(g);      /* all groups of one image */
 }
 
 ptrdiff_t decaf_direct_conv_work_size(const decaf_conv_geom *g, int threads)
@@ -87,7 +107,7 @@ static void pack_weights(const decaf_conv_geom *g, const float *w, float *wp, in
  * (h - pad_top, w - pad_left), 0 outside. */
 static void pack_input(const decaf_conv_geom *g, const float *x, float *xp, int cb0, int cb1)
 {
-    const int Hp = g->Ho + g->kh - 1, Wp = padded_width(g);
+    const int Hp = in_rows(g), Wp = in_cols(g);
     for (int cb = cb0; cb < cb1; ++cb) {
         float *dst = xp + (ptrdiff_t)cb * Hp * Wp * CB;
         for (int h = 0; h < Hp; ++h) {
@@ -113,7 +133,7 @@ static inline __attribute__((always_inline)) void tile_of(
     int gi, int kb, int oh, int ow0, const int T)
 {
     const int Cg = g->C / g->G, Kg = g->K / g->G, taps = g->kh * g->kw, cbs = Cg / CB;
-    const int Hp = g->Ho + g->kh - 1, Wp = padded_width(g);
+    const int Hp = in_rows(g), Wp = in_cols(g);
     const ptrdiff_t wblock = (ptrdiff_t)cbs * taps * CB * KB;          /* one kb of packed weights */
     const float *w0 = wp + ((ptrdiff_t)gi * (Kg / KB) + kb) * wblock, *w1 = w0 + wblock;
     __m512 a0[TILE], a1[TILE];   /* the first T are used */
@@ -167,6 +187,93 @@ static void tile14(const decaf_conv_geom *g, const float *xp, const float *wp, c
     tile_of(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, 14);
 }
 
+/* PLAIN layout. wp[gi][kb][c][i][j][k] = w[gi Kg + kb 16 + k][c][i][j] for the (gi, kb) blocks
+ * task0 .. task1, and xp[c][h][w] = the input at (h - pad_top, w - pad_left), 0 outside, for
+ * channels c0 .. c1 (all groups). */
+static void pack_weights_plain(const decaf_conv_geom *g, const float *w, float *wp, int task0, int task1)
+{
+    const int Cg = g->C / g->G, Kg = g->K / g->G, taps = g->kh * g->kw, kbs = Kg / KB;
+    for (int task = task0; task < task1; ++task) {
+        const int gi = task / kbs, kb = task % kbs;
+        float *dst = wp + (ptrdiff_t)task * Cg * taps * KB;
+        for (int ct = 0; ct < Cg * taps; ++ct)               /* ct = c * taps + tap */
+            for (int k = 0; k < KB; ++k)
+                *dst++ = w[((ptrdiff_t)gi * Kg + kb * KB + k) * Cg * taps + ct];
+    }
+}
+
+static void pack_input_plain(const decaf_conv_geom *g, const float *x, float *xp, int c0, int c1)
+{
+    const int Hp = in_rows(g), Wp = in_cols(g);
+    for (int c = c0; c < c1; ++c)
+        for (int h = 0; h < Hp; ++h) {
+            const int hi = h - g->pad_top;
+            float *d = xp + ((ptrdiff_t)c * Hp + h) * Wp;
+            for (int w = 0; w < Wp; ++w) {
+                const int wi = w - g->pad_left;
+                d[w] = hi >= 0 && hi < g->H && wi >= 0 && wi < g->W ? x[((ptrdiff_t)c * g->H + hi) * g->W + wi] : 0.0f;
+            }
+        }
+}
+
+/* The PLAIN micro-kernel: as tile_of, with input pixel t of tap (i, j) at column (ow0 + t) sw + j
+ * of row oh sh + i of channel c; one input channel per step. */
+static inline __attribute__((always_inline)) void tile_plain_of(
+    const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y, float *r, int relu,
+    int gi, int kb, int oh, int ow0, const int T)
+{
+    const int Cg = g->C / g->G, Kg = g->K / g->G, taps = g->kh * g->kw;
+    const int Hp = in_rows(g), Wp = in_cols(g), sw = g->sw;
+    const ptrdiff_t wblock = (ptrdiff_t)Cg * taps * KB;
+    const float *w0 = wp + ((ptrdiff_t)gi * (Kg / KB) + kb) * wblock, *w1 = w0 + wblock;
+    __m512 a0[TILE], a1[TILE];   /* the first T are used */
+    for (int t = 0; t < T; ++t) a0[t] = a1[t] = _mm512_setzero_ps();
+    for (int c = 0; c < Cg; ++c) {
+        for (int i = 0; i < g->kh; ++i) {
+            const float *row = xp + ((ptrdiff_t)(gi * Cg + c) * Hp + oh * g->sh + i) * Wp + (ptrdiff_t)ow0 * sw;
+            const float *wc = w0 + ((ptrdiff_t)c * taps + i * g->kw) * KB;
+            for (int j = 0; j < g->kw; ++j) {
+                const __m512 v0 = _mm512_loadu_ps(wc + j * KB), v1 = _mm512_loadu_ps(wc + j * KB + wblock);
+                for (int t = 0; t < T; ++t) {
+                    const __m512 xv = _mm512_set1_ps(row[t * sw + j]);
+                    a0[t] = _mm512_fmadd_ps(xv, v0, a0[t]);
+                    a1[t] = _mm512_fmadd_ps(xv, v1, a1[t]);
+                }
+            }
+        }
+    }
+    (void)w1;
+    float out[TILE][2 * KB];
+    for (int t = 0; t < T; ++t) {
+        _mm512_storeu_ps(out[t], a0[t]);
+        _mm512_storeu_ps(out[t] + KB, a1[t]);
+    }
+    const int n = g->Wo - ow0 < T ? g->Wo - ow0 : T;
+    const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo;
+    for (int k = 0; k < 2 * KB; ++k) {
+        const int ch = gi * Kg + kb * KB + k;
+        const float b = bias ? bias[ch] : 0.0f;
+        float *yo = y + ch * hw + (ptrdiff_t)oh * g->Wo + ow0, *ro = r ? r + ch * hw + (ptrdiff_t)oh * g->Wo + ow0 : yo;
+        for (int t = 0; t < n; ++t) {
+            const float v = out[t][k] + b;
+            yo[t] = v;
+            if (relu) ro[t] = v < 0.0f ? 0.0f : v;
+        }
+    }
+}
+
+static void tile13_plain(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
+                         float *r, int relu, int gi, int kb, int oh, int ow0)
+{
+    tile_plain_of(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, 13);
+}
+
+static void tile14_plain(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
+                         float *r, int relu, int gi, int kb, int oh, int ow0)
+{
+    tile_plain_of(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, 14);
+}
+
 /* All tiles of tasks [task0, task1): task = (gi * Kg / 32 + pair) * Ho + oh, for one image. */
 static void tiles(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
                   float *r, int relu, ptrdiff_t task0, ptrdiff_t task1)
@@ -176,8 +283,11 @@ static void tiles(const decaf_conv_geom *g, const float *xp, const float *wp, co
         const int oh = (int)(task % g->Ho), gp = (int)(task / g->Ho);
         const int gi = gp / pairs, kb = 2 * (gp % pairs);
         const int T = tile_width(g);
+        void (*kernel)(const decaf_conv_geom *, const float *, const float *, const float *, float *, float *,
+                       int, int, int, int, int) = layout(g) == PLAIN ? (T == 13 ? tile13_plain : tile14_plain)
+                                                                     : (T == 13 ? tile13 : tile14);
         for (int ow0 = 0; ow0 < g->Wo; ow0 += T)
-            (T == 13 ? tile13 : tile14)(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0);
+            kernel(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0);
     }
 }
 #endif
@@ -187,7 +297,8 @@ void decaf_direct_conv_forward(const decaf_conv_geom *g, const float *x, const f
 {
 #ifdef __AVX512F__
     const int nt = decaf_get_num_threads();
-    const int Kg = g->K / g->G, cbs_all = g->C / CB;
+    const int Kg = g->K / g->G, plain = layout(g) == PLAIN;
+    const int units = plain ? g->C : g->C / CB;     /* what pack_input splits: channels or blocks */
     const int wtasks = g->G * (Kg / KB);
     const ptrdiff_t plane_in = (ptrdiff_t)g->C * g->H * g->W, plane_out = (ptrdiff_t)g->K * g->Ho * g->Wo;
     const ptrdiff_t tasks = (ptrdiff_t)g->G * (Kg / (2 * KB)) * g->Ho;
@@ -198,18 +309,18 @@ void decaf_direct_conv_forward(const decaf_conv_geom *g, const float *x, const f
     #pragma omp parallel num_threads(nt)
     {
         const int t = decaf_thread_num(), T = decaf_team_size();
-        pack_weights(g, w, wp, wtasks * t / T, wtasks * (t + 1) / T);
+        (plain ? pack_weights_plain : pack_weights)(g, w, wp, wtasks * t / T, wtasks * (t + 1) / T);
         if (per_image) {
             #pragma omp barrier
             float *xp = xbuf + t * packed_input(g);
             for (int b = g->B * t / T; b < g->B * (t + 1) / T; ++b) {
-                pack_input(g, x + b * plane_in, xp, 0, cbs_all);
+                (plain ? pack_input_plain : pack_input)(g, x + b * plane_in, xp, 0, units);
                 tiles(g, xp, wp, bias, y + b * plane_out, relu_out ? relu_out + b * plane_out : (r_inplace ? y + b * plane_out : NULL),
                       relu, 0, tasks);
             }
         } else {
             for (int b = 0; b < g->B; ++b) {
-                pack_input(g, x + b * plane_in, xbuf, cbs_all * t / T, cbs_all * (t + 1) / T);
+                (plain ? pack_input_plain : pack_input)(g, x + b * plane_in, xbuf, units * t / T, units * (t + 1) / T);
                 #pragma omp barrier
                 tiles(g, xbuf, wp, bias, y + b * plane_out,
                       relu_out ? relu_out + b * plane_out : (r_inplace ? y + b * plane_out : NULL),

@@ -328,7 +328,42 @@ def test_direct_convolution_matches_reference(seed, threads):
     relu, apart = seed % 2 == 0, seed % 4 == 0
     params = ((kh, kw), (1, 1), pads, (1, 1))
     assert _compiled.conv_forward_is_direct(x.shape, w.shape, group, *params, (Ho, Wo))
-    assert not _compiled.conv_forward_is_direct(x.shape, w.shape, group, (kh, kw), (2, 1), pads, (1, 1), (Ho, Wo))
+    assert not _compiled.conv_forward_is_direct(x.shape, w.shape, group, (kh, kw), (1, 1), pads, (2, 2), (Ho, Wo))
+    previous = kernels.get_num_threads()
+    kernels.set_num_threads(threads)
+    try:
+        y = np.full((B, K, Ho, Wo), np.nan, np.float32)
+        r = np.full_like(y, np.nan) if apart else None
+        _compiled.conv_forward(x, w, bias, y, work_for(x, w, group, params, (Ho, Wo), False), *params, group, relu, r)
+        y_ref, r_ref = np.empty_like(y), (np.empty_like(y) if apart else None)
+        reference.conv_forward(x, w, bias, y_ref, None, *params, group, relu, r_ref)
+        close(y, y_ref)
+        if apart:
+            close(r, r_ref)
+    finally:
+        kernels.set_num_threads(previous)
+
+
+@needs_blas
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(12))
+def test_direct_convolution_plain_layout_matches_reference(seed, threads):
+    # any stride and channel count (CaffeNet's conv1: 3 channels, 11x11, stride 4), 32k outputs per group
+    rng = np.random.default_rng(100 + seed)
+    group = int(rng.choice([1, 2]))
+    Cg, K = int(rng.integers(1, 21)), 32 * int(rng.integers(1, 3)) * group
+    kh, kw = int(rng.integers(1, 8)), int(rng.integers(2, 8))
+    sh, sw = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+    pads = tuple(int(v) for v in rng.integers(0, 3, 4))
+    B, H, W = int(rng.integers(1, 5)), int(rng.integers(kh, 30)), int(rng.integers(kw, 45))
+    Ho = (H + pads[0] + pads[2] - kh) // sh + 1
+    Wo = (W + pads[1] + pads[3] - kw) // sw + 1
+    x = rng.standard_normal((B, Cg * group, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, Cg, kh, kw)).astype(np.float32)
+    bias = rng.standard_normal(K).astype(np.float32) if seed % 3 else None
+    relu, apart = seed % 2 == 0, seed % 4 == 0
+    params = ((kh, kw), (sh, sw), pads, (1, 1))
+    assert _compiled.conv_forward_is_direct(x.shape, w.shape, group, *params, (Ho, Wo))
     previous = kernels.get_num_threads()
     kernels.set_num_threads(threads)
     try:
