@@ -61,22 +61,23 @@ ptrdiff_t decaf_conv_work_size(const decaf_conv_geom *g, int threads, int backwa
 /* The epilogue on `len` values of each channel k0..k1, channel k starting at y + k * stride (and
  * r + k * stride): see bias_relu. */
 static void bias_relu_part(float *y, float *r, const float *bias, int k0, int k1, ptrdiff_t stride,
-                           ptrdiff_t len, int relu)
+                           ptrdiff_t len, float relu)
 {
     for (int k = k0; k < k1; ++k) {
         float *p = y + k * stride, *q = r ? r + k * stride : p;
         const float b = bias ? bias[k] : 0.0f;
         if (relu)
-            for (ptrdiff_t i = 0; i < len; ++i) { const float v = p[i] + b; p[i] = v; q[i] = v < 0.0f ? 0.0f : v; }
+            for (ptrdiff_t i = 0; i < len; ++i) { const float v = p[i] + b; p[i] = v; q[i] = v < 0.0f ? 0.0f : (v > relu ? relu : v); }
         else if (bias)
             for (ptrdiff_t i = 0; i < len; ++i) p[i] += b;
     }
 }
 
 /* The epilogue after the GEMM, for channels k0..k1 of one image: y[k, :] += bias[k] (if any); then
- * with relu, max(0, .) either in place (r NULL) or into r (y keeps the values before the ReLU).
- * The ReLU is written v < 0 ? 0 : v so that a NaN stays NaN (as in NumPy): divergence shows. */
-static void bias_relu(float *y, float *r, const float *bias, int k0, int k1, ptrdiff_t hw, int relu)
+ * with relu > 0, min(max(., 0), relu) (a ReLU, or a ReLU6 for relu = 6) either in place (r NULL)
+ * or into r (y keeps the values before it). Written v < 0 ? 0 : (v > relu ? relu : v), so that a
+ * NaN stays NaN (as in NumPy): divergence shows. */
+static void bias_relu(float *y, float *r, const float *bias, int k0, int k1, ptrdiff_t hw, float relu)
 {
     bias_relu_part(y, r, bias, k0, k1, hw, hw, relu);
 }
@@ -84,7 +85,7 @@ static void bias_relu(float *y, float *r, const float *bias, int k0, int k1, ptr
 /* The same epilogue for a block of n images laid out (K, n hw): y[i] (K, hw) = block[:, i hw :
  * (i + 1) hw] + bias, and the ReLU in place or into r[i]. */
 static void scatter_block(const float *block, float *y, float *r, const float *bias, int K, ptrdiff_t hw,
-                          int n, int relu)
+                          int n, float relu)
 {
     for (int i = 0; i < n; ++i)
         for (int k = 0; k < K; ++k) {
@@ -92,7 +93,7 @@ static void scatter_block(const float *block, float *y, float *r, const float *b
             float *d = y + ((ptrdiff_t)i * K + k) * hw, *q = r ? r + ((ptrdiff_t)i * K + k) * hw : d;
             const float b = bias ? bias[k] : 0.0f;
             if (relu)
-                for (ptrdiff_t p = 0; p < hw; ++p) { const float v = s[p] + b; d[p] = v; q[p] = v < 0.0f ? 0.0f : v; }
+                for (ptrdiff_t p = 0; p < hw; ++p) { const float v = s[p] + b; d[p] = v; q[p] = v < 0.0f ? 0.0f : (v > relu ? relu : v); }
             else
                 for (ptrdiff_t p = 0; p < hw; ++p) d[p] = s[p] + b;
         }
@@ -110,7 +111,7 @@ static void gather_block(const float *dy, float *block, int K, ptrdiff_t hw, int
 }
 
 void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w, const float *bias,
-                        float *y, float *work, int relu, float *relu_out)
+                        float *y, float *work, float relu, float *relu_out)
 {
     const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo, plane_in = (ptrdiff_t)g->C * g->H * g->W;
     const int rows = g->C * g->kh * g->kw, Kg = g->K / g->G, Rg = rows / g->G;

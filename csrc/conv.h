@@ -22,10 +22,11 @@ typedef struct {
 /* Floats of scratch space conv_forward / conv_backward need with `threads` threads. */
 ptrdiff_t decaf_conv_work_size(const decaf_conv_geom *g, int threads, int backward);
 
-/* y overwritten; relu != 0 applies max(0, .) after the bias: in y itself when relu_out is NULL,
- * else into relu_out (shaped like y), y keeping the values before the ReLU. */
+/* y overwritten. relu > 0 applies an activation after the bias, min(max(., 0), relu): a ReLU for
+ * relu = INFINITY, a ReLU6 for 6 (0: none). In y itself when relu_out is NULL, else into
+ * relu_out (shaped like y), y keeping the values before it. */
 void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w, const float *bias,
-                        float *y, float *work, int relu, float *relu_out);
+                        float *y, float *work, float relu, float *relu_out);
 
 /* dw and db (NULL: no bias) overwritten with sums over the batch; dx (NULL: not wanted) overwritten. */
 void decaf_conv_backward(const decaf_conv_geom *g, const float *x, const float *w, const float *dy,

@@ -6,9 +6,11 @@
 #ifndef DECAF_DEPTHWISE_H
 #define DECAF_DEPTHWISE_H
 
-void decaf_depthwise_conv_forward(const float *x, const float *w, float *y, int B, int C, int H, int W,
-                                  int kh, int kw, int Ho, int Wo, int sh, int sw, int pad_top, int pad_left,
-                                  int dil_h, int dil_w);
+/* y = the convolution, + bias[c] (NULL: none), then min(max(., 0), relu) if relu > 0 (a fused
+ * ReLU or ReLU6). */
+void decaf_depthwise_conv_forward(const float *x, const float *w, const float *bias, float *y, int B, int C,
+                                  int H, int W, int kh, int kw, int Ho, int Wo, int sh, int sw, int pad_top,
+                                  int pad_left, int dil_h, int dil_w, float relu);
 
 /* dx (zeroed, then filled) and dw (overwritten with the gradient summed over the batch);
  * either may be NULL to skip it. */

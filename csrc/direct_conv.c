@@ -129,7 +129,7 @@ static void pack_input(const decaf_conv_geom *g, const float *x, float *xp, int 
 /* 32 output channels (blocks kb, kb + 1 of group gi) of output row oh, pixels ow0 .. ow0 + TILE,
  * into y (and r): the transpose of the accumulators, plus bias, then the ReLU. */
 static inline __attribute__((always_inline)) void tile_of(
-    const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y, float *r, int relu,
+    const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y, float *r, float relu,
     int gi, int kb, int oh, int ow0, const int T)
 {
     const int Cg = g->C / g->G, Kg = g->K / g->G, taps = g->kh * g->kw, cbs = Cg / CB;
@@ -169,20 +169,20 @@ static inline __attribute__((always_inline)) void tile_of(
         for (int t = 0; t < n; ++t) {
             const float v = out[t][k] + b;
             yo[t] = v;
-            if (relu) ro[t] = v < 0.0f ? 0.0f : v;
+            if (relu) ro[t] = v < 0.0f ? 0.0f : (v > relu ? relu : v);
         }
     }
 }
 
 /* The micro-kernel for tiles of 13 and 14 pixels: 13 fits CaffeNet's 13x13 layers exactly. */
 static void tile13(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
-                   float *r, int relu, int gi, int kb, int oh, int ow0)
+                   float *r, float relu, int gi, int kb, int oh, int ow0)
 {
     tile_of(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, 13);
 }
 
 static void tile14(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
-                   float *r, int relu, int gi, int kb, int oh, int ow0)
+                   float *r, float relu, int gi, int kb, int oh, int ow0)
 {
     tile_of(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, 14);
 }
@@ -219,7 +219,7 @@ static void pack_input_plain(const decaf_conv_geom *g, const float *x, float *xp
 /* The PLAIN micro-kernel: as tile_of, with input pixel t of tap (i, j) at column (ow0 + t) sw + j
  * of row oh sh + i of channel c; one input channel per step. */
 static inline __attribute__((always_inline)) void tile_plain_of(
-    const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y, float *r, int relu,
+    const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y, float *r, float relu,
     int gi, int kb, int oh, int ow0, const int T)
 {
     const int Cg = g->C / g->G, Kg = g->K / g->G, taps = g->kh * g->kw;
@@ -257,26 +257,26 @@ static inline __attribute__((always_inline)) void tile_plain_of(
         for (int t = 0; t < n; ++t) {
             const float v = out[t][k] + b;
             yo[t] = v;
-            if (relu) ro[t] = v < 0.0f ? 0.0f : v;
+            if (relu) ro[t] = v < 0.0f ? 0.0f : (v > relu ? relu : v);
         }
     }
 }
 
 static void tile13_plain(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
-                         float *r, int relu, int gi, int kb, int oh, int ow0)
+                         float *r, float relu, int gi, int kb, int oh, int ow0)
 {
     tile_plain_of(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, 13);
 }
 
 static void tile14_plain(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
-                         float *r, int relu, int gi, int kb, int oh, int ow0)
+                         float *r, float relu, int gi, int kb, int oh, int ow0)
 {
     tile_plain_of(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, 14);
 }
 
 /* All tiles of tasks [task0, task1): task = (gi * Kg / 32 + pair) * Ho + oh, for one image. */
 static void tiles(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
-                  float *r, int relu, ptrdiff_t task0, ptrdiff_t task1)
+                  float *r, float relu, ptrdiff_t task0, ptrdiff_t task1)
 {
     const int pairs = g->K / g->G / (2 * KB);
     for (ptrdiff_t task = task0; task < task1; ++task) {
@@ -284,7 +284,7 @@ static void tiles(const decaf_conv_geom *g, const float *xp, const float *wp, co
         const int gi = gp / pairs, kb = 2 * (gp % pairs);
         const int T = tile_width(g);
         void (*kernel)(const decaf_conv_geom *, const float *, const float *, const float *, float *, float *,
-                       int, int, int, int, int) = layout(g) == PLAIN ? (T == 13 ? tile13_plain : tile14_plain)
+                       float, int, int, int, int) = layout(g) == PLAIN ? (T == 13 ? tile13_plain : tile14_plain)
                                                                      : (T == 13 ? tile13 : tile14);
         for (int ow0 = 0; ow0 < g->Wo; ow0 += T)
             kernel(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0);
@@ -293,7 +293,7 @@ static void tiles(const decaf_conv_geom *g, const float *xp, const float *wp, co
 #endif
 
 void decaf_direct_conv_forward(const decaf_conv_geom *g, const float *x, const float *w, const float *bias,
-                               float *y, float *work, int relu, float *relu_out)
+                               float *y, float *work, float relu, float *relu_out)
 {
 #ifdef __AVX512F__
     const int nt = decaf_get_num_threads();

@@ -10,6 +10,6 @@
 int decaf_direct_conv_supported(const decaf_conv_geom *g);
 ptrdiff_t decaf_direct_conv_work_size(const decaf_conv_geom *g, int threads);
 void decaf_direct_conv_forward(const decaf_conv_geom *g, const float *x, const float *w, const float *bias,
-                               float *y, float *work, int relu, float *relu_out);
+                               float *y, float *work, float relu, float *relu_out);
 
 #endif

@@ -162,20 +162,29 @@ class Net:
                              if id(blob) not in consumed and name not in self.input_shapes]
 
     def _fuse_relus(self):
-        """Let a convolution apply the ReLU that reads its top first (one pass over the output
-        instead of two): in place, or into the ReLU's own top. The ReLU layer stays in the net,
-        its forward does nothing, and its backward is unchanged (it reads its top, the same
-        either way)."""
+        """Let a convolution apply the ReLU or ReLU6 (a Clip from 0) that reads its top first: one
+        pass over the output instead of two, in place or into the activation's own top. The
+        activation layer stays in the net, its forward does nothing, and its backward is
+        unchanged (it reads its top, the same either way)."""
         for i, layer in enumerate(self.order):
-            if not getattr(layer, "can_fuse_relu", False):
+            if not hasattr(layer, "can_fuse_relu"):
                 continue
             top = self.tops[layer.name][0]
             reader = next((r for r in self.order[i + 1:] if any(b is top for b in self.bottoms[r.name])), None)
-            if reader is None or reader.type_name != "ReLU" or reader.p["negative_slope"] != 0:
+            if reader is None:
+                continue
+            if reader.type_name == "ReLU" and reader.p["negative_slope"] == 0:
+                upper = float("inf")
+            elif reader.type_name in ("Clip", "ReLU6") and reader.p["min"] == 0 and reader.p["max"] > 0:
+                upper = float(reader.p["max"])
+            else:
+                continue
+            act_top = self.tops[reader.name][0]
+            if not layer.can_fuse_relu(act_top is top):
                 continue
             layer.fused_relu = reader.fused = True
-            relu_top = self.tops[reader.name][0]
-            layer.fused_relu_blob = None if relu_top is top else relu_top
+            layer.fused_relu_max = upper
+            layer.fused_relu_blob = None if act_top is top else act_top
 
     def _setup(self, rng):
         for name, shape in self.input_shapes.items():

@@ -230,15 +230,53 @@ def test_conv_applies_the_relu_after_it_with_the_same_results():
         np.testing.assert_allclose(apart.params[name].diff, p.diff, rtol=1e-6, atol=1e-7)
 
 
-def test_leaky_relu_and_depthwise_are_not_fused():
-    s = spec({"name": "c", "type": "Convolution", "bottom": "data", "top": "c", "num_output": 3, "group": 3,
-              "kernel_size": 3}, {"name": "r", "type": "ReLU", "bottom": "c", "top": "c"},
-             {"name": "c2", "type": "Convolution", "bottom": "c", "top": "c2", "num_output": 3, "kernel_size": 1},
-             {"name": "r2", "type": "ReLU", "bottom": "c2", "top": "c2", "negative_slope": 0.1},
+def test_which_activations_are_fused():
+    def conv(name, bottom, n, group=1, k=3):
+        return {"name": name, "type": "Convolution", "bottom": bottom, "top": name, "num_output": n, "group": group,
+                "kernel_size": k, "pad": k // 2}
+    s = spec(conv("c", "data", 3, group=3), {"name": "r", "type": "ReLU", "bottom": "c", "top": "r"},
+             conv("d", "r", 3, group=3), {"name": "d6", "type": "ReLU6", "bottom": "d", "top": "d"},
+             conv("c2", "d", 3, k=1), {"name": "r2", "type": "ReLU", "bottom": "c2", "top": "c2", "negative_slope": 0.1},
+             conv("c3", "c2", 4), {"name": "k3", "type": "Clip", "bottom": "c3", "top": "c3", "min": 1.0, "max": 6.0},
+             conv("c4", "c3", 4), {"name": "k4", "type": "Clip", "bottom": "c4", "top": "k4", "min": 0.0, "max": 2.5},
              inputs={"data": [3, 5, 5]})
     net = Net(s)
-    assert not net.layers["c"].fused_relu and not net.layers["r"].fused       # depthwise: own kernel
-    assert not net.layers["c2"].fused_relu and not net.layers["r2"].fused     # slope != 0
+    assert not net.layers["c"].fused_relu and not net.layers["r"].fused      # depthwise, not in place
+    assert net.layers["d"].fused_relu and net.layers["d6"].fused and net.layers["d"].fused_relu_max == 6.0
+    assert not net.layers["c2"].fused_relu and not net.layers["r2"].fused    # slope != 0
+    assert not net.layers["c3"].fused_relu and not net.layers["k3"].fused    # clip from 1
+    assert net.layers["c4"].fused_relu and net.layers["k4"].fused and net.layers["c4"].fused_relu_max == 2.5
+    assert net.layers["c4"].fused_relu_blob is net.blobs["k4"]
+
+
+def test_fused_relu6_and_clip_give_the_same_results():
+    def build(fuse):
+        s = spec({"name": "c", "type": "Convolution", "bottom": "data", "top": "c", "num_output": 32,
+                  "kernel_size": 3, "pad": 1, "weight_filler": {"type": "gaussian", "std": 1.0},
+                  "bias_filler": {"type": "gaussian", "std": 1.0}},
+                 {"name": "a", "type": "ReLU6", "bottom": "c", "top": "c"},
+                 {"name": "d", "type": "Convolution", "bottom": "c", "top": "d", "num_output": 32, "group": 32,
+                  "kernel_size": 3, "stride": 2, "pad": 1, "weight_filler": {"type": "gaussian", "std": 1.0},
+                  "bias_filler": {"type": "gaussian", "std": 1.0}},
+                 {"name": "b", "type": "ReLU6", "bottom": "d", "top": "d"},
+                 {"name": "e", "type": "Convolution", "bottom": "d", "top": "e", "num_output": 32, "kernel_size": 1},
+                 {"name": "k", "type": "Clip", "bottom": "e", "top": "k", "min": 0.0, "max": 0.5},
+                 inputs={"data": [32, 20, 20]})
+        net = Net(s, seed=4)
+        if not fuse:
+            unfuse(net)
+            for layer in net.order:
+                if layer.type_name in ("ReLU6", "Clip"):
+                    layer.fused = False
+        return net
+    fused, plain = build(True), build(False)
+    assert fused.layers["a"].fused and fused.layers["b"].fused and fused.layers["k"].fused
+    x = np.random.default_rng(1).standard_normal((2, 32, 20, 20)).astype(np.float32) * 3
+    a = fused.forward({"data": x}, outputs=["c", "d", "e", "k"])
+    b = plain.forward({"data": x}, outputs=["c", "d", "e", "k"])
+    assert (b["c"] == 6).any() and (b["c"] == 0).any() and (b["k"] == 0.5).any()    # both bounds hit
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-6)
 
 
 def test_max_pool_in_test_phase_skips_argmax_but_backward_still_works():

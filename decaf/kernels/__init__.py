@@ -157,9 +157,10 @@ def lrn_backward(x, y, scale, dy, dx, local_size, alpha, beta):
     _for(x).lrn_backward(x, y, scale, dy, dx, local_size, alpha, beta)
 
 
-def depthwise_conv_forward(x, w, y, stride, pads, dilation):
-    """y[b, c] = x[b, c] cross-correlated with w[c, 0] (w is (C, 1, kh, kw)); no bias."""
-    _for(x).depthwise_conv_forward(x, w, y, stride, pads, dilation)
+def depthwise_conv_forward(x, w, y, stride, pads, dilation, bias=None, relu=0.0):
+    """y[b, c] = x[b, c] cross-correlated with w[c, 0] (w is (C, 1, kh, kw)), + bias[c] if given,
+    then min(max(., 0), relu) if relu > 0."""
+    _for(x).depthwise_conv_forward(x, w, y, stride, pads, dilation, bias, relu)
 
 
 def depthwise_conv_backward(x, w, dy, dx, dw, stride, pads, dilation):
@@ -179,11 +180,13 @@ def conv_work_size(x, w, group, kernel, stride, pads, dilation, out_hw, backward
                                        backward)
 
 
-def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu=False, relu_out=None):
+def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu=False, relu_out=None,
+                 relu_max=float("inf")):
     """y = convolution of x (B, C, H, W) with w (K, C/group, kh, kw) + bias (K or None); with
-    relu, then max(0, .) in y, or into relu_out (y keeps the values before the ReLU).
-    im2col + one GEMM per block of images and group."""
-    _for_gemm(x).conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu, relu_out)
+    relu, then min(max(., 0), relu_max) (a ReLU, or a ReLU6 with relu_max = 6) in y, or into
+    relu_out (y keeps the values before it). Direct, or im2col + GEMMs (csrc/conv.c)."""
+    _for_gemm(x).conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu, relu_out,
+                              relu_max)
 
 
 def conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, group):

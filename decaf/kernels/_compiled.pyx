@@ -31,7 +31,7 @@ cdef extern from "conv.h":
         int B, C, H, W, K, G, kh, kw, sh, sw, pad_top, pad_left, dh, dw, Ho, Wo
     Py_ssize_t decaf_conv_work_size(const decaf_conv_geom *g, int threads, int backward) nogil
     void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w, const float *bias,
-                            float *y, float *work, int relu, float *relu_out) nogil
+                            float *y, float *work, float relu, float *relu_out) nogil
     void decaf_conv_backward(const decaf_conv_geom *g, const float *x, const float *w, const float *dy,
                              float *dx, float *dw, float *db, float *work) nogil
 
@@ -66,9 +66,10 @@ cdef extern from "lrn.h":
                             float *dx, int B, int C, int HW, int local_size, float alpha, float beta) nogil
 
 cdef extern from "depthwise.h":
-    void decaf_depthwise_conv_forward(const float *x, const float *w, float *y, int B, int C, int H, int W,
+    void decaf_depthwise_conv_forward(const float *x, const float *w, const float *bias, float *y,
+                                      int B, int C, int H, int W,
                                       int kh, int kw, int Ho, int Wo, int sh, int sw,
-                                      int pad_top, int pad_left, int dil_h, int dil_w) nogil
+                                      int pad_top, int pad_left, int dil_h, int dil_w, float relu) nogil
     void decaf_depthwise_conv_backward(const float *x, const float *w, const float *dy, float *dx,
                                        float *dw, int B, int C, int H, int W, int kh, int kw,
                                        int Ho, int Wo, int sh, int sw, int pad_top, int pad_left,
@@ -258,7 +259,7 @@ def lrn_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1]
 # ---- depthwise convolution -------------------------------------------------------------------
 
 def depthwise_conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None,
-                           float[:, :, :, ::1] y not None, stride, pads, dilation):
+                           float[:, :, :, ::1] y not None, stride, pads, dilation, bias=None, float relu=0.0):
     cdef int sh, sw, pt, pl, dh, dw
     sh, sw = _ints(stride, "stride", 2, 1)
     pt, pl, _, _ = _ints(pads, "pads", 4, 0)
@@ -267,9 +268,15 @@ def depthwise_conv_forward(const float[:, :, :, ::1] x not None, const float[:, 
     cdef int kh = w.shape[2], kw = w.shape[3], Ho = y.shape[2], Wo = y.shape[3]
     _expect_shape("depthwise_conv_forward", "w", _shape4(w), (C, 1, kh, kw))
     _expect_shape("depthwise_conv_forward", "y", _shape4(y), (B, C, Ho, Wo))
+    cdef const float[::1] b
+    cdef const float *bias_ptr = NULL
+    if bias is not None:
+        b = bias
+        _expect_shape("depthwise_conv_forward", "bias", (b.shape[0],), (C,))
+        bias_ptr = &b[0]
     with nogil:
-        decaf_depthwise_conv_forward(&x[0, 0, 0, 0], &w[0, 0, 0, 0], &y[0, 0, 0, 0], B, C, H, W,
-                                     kh, kw, Ho, Wo, sh, sw, pt, pl, dh, dw)
+        decaf_depthwise_conv_forward(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, &y[0, 0, 0, 0], B, C, H, W,
+                                     kh, kw, Ho, Wo, sh, sw, pt, pl, dh, dw, relu)
 
 
 def depthwise_conv_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None,
@@ -377,9 +384,12 @@ def conv_forward_is_direct(x_shape, w_shape, int group, kernel, stride, pads, di
 
 def conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None, bias,
                  float[:, :, :, ::1] y not None, float[::1] work not None,
-                 kernel, stride, pads, dilation, int group, bint relu=False, relu_out=None):
-    """y = conv(x, w) + bias, via im2col + SGEMM per image and group; with relu, then max(0, .) in
-    y, or into relu_out (y keeping the values before the ReLU)."""
+                 kernel, stride, pads, dilation, int group, bint relu=False, relu_out=None,
+                 float relu_max=float("inf")):
+    """y = conv(x, w) + bias (direct, or im2col + SGEMM per image and group); with relu, then
+    min(max(., 0), relu_max) in y, or into relu_out (y keeping the values before it)."""
+    if relu and not relu_max > 0:
+        raise ValueError(f"conv_forward: relu_max must be > 0, got {relu_max}")
     if not decaf_have_sgemm():
         raise RuntimeError("conv_forward: no BLAS loaded")
     cdef decaf_conv_geom g = _conv_geom(_shape4(x), _shape4(w), group, kernel, stride, pads, dilation,
@@ -407,8 +417,8 @@ def conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1]
     if g.B == 0:
         return
     with nogil:
-        decaf_conv_forward(&g, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, &y[0, 0, 0, 0], &work[0], relu,
-                           relu_ptr)
+        decaf_conv_forward(&g, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, &y[0, 0, 0, 0], &work[0],
+                           relu_max if relu else 0.0, relu_ptr)
 
 
 def conv_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None,

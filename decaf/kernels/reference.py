@@ -268,8 +268,9 @@ def lrn_backward(x, y, scale, dy, dx, local_size, alpha, beta):
 
 # ---- depthwise convolution -------------------------------------------------------------------
 
-def depthwise_conv_forward(x, w, y, stride, pads, dilation):
-    """y[b, c] = x[b, c] cross-correlated with w[c, 0]: w (C, 1, kh, kw), no bias."""
+def depthwise_conv_forward(x, w, y, stride, pads, dilation, bias=None, relu=0.0):
+    """y[b, c] = x[b, c] cross-correlated with w[c, 0] (w is (C, 1, kh, kw)), + bias[c] if given,
+    then min(max(., 0), relu) if relu > 0 (a fused ReLU or ReLU6)."""
     stride, pads = _ints(stride, "stride", 2, 1), _ints(pads, "pads", 4, 0)
     dilation = _ints(dilation, "dilation", 2, 1)
     B, C, H, W = x.shape
@@ -281,7 +282,9 @@ def depthwise_conv_forward(x, w, y, stride, pads, dilation):
     for i in range(kh):
         for j in range(kw):
             out += w[:, 0, i, j, None, None] * canvas[(Ellipsis,) + _taps(i, j, Ho, Wo, stride, dilation)]
-    y[...] = out
+    if bias is not None:
+        out += bias.reshape(1, C, 1, 1)
+    y[...] = np.clip(out, 0, relu) if relu > 0 else out
 
 
 def depthwise_conv_backward(x, w, dy, dx, dw, stride, pads, dilation):
@@ -324,8 +327,10 @@ def _conv_columns(x, w, group, kernel, stride, pads, dilation, out_hw):
     return cols.reshape(group, -1, cols.shape[1]), w.reshape(group, K // group, -1)
 
 
-def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu=False, relu_out=None):
-    """y[b] = w_g @ im2col(x[b])_g + bias per group g; with relu, max(0, .) in y or into relu_out."""
+def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu=False, relu_out=None,
+                 relu_max=np.inf):
+    """y[b] = w_g @ im2col(x[b])_g + bias per group g; with relu, min(max(., 0), relu_max) in y or
+    into relu_out."""
     B, K, Ho, Wo = y.shape
     cols, wg = _conv_columns(x, w, group, kernel, stride, pads, dilation, (Ho, Wo))
     out = (wg @ cols).reshape(K, B, Ho, Wo).transpose(1, 0, 2, 3)     # (g, K/g, B HoWo) -> (B, K, Ho, Wo)
@@ -335,9 +340,9 @@ def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, rel
         raise ValueError("conv_forward: relu_out without relu")
     if relu_out is not None:
         y[...] = out
-        np.maximum(out, 0, out=relu_out)
+        np.clip(out, 0, relu_max, out=relu_out)
     else:
-        y[...] = np.maximum(out, 0) if relu else out
+        y[...] = np.clip(out, 0, relu_max) if relu else out
 
 
 def conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, group):

@@ -57,7 +57,11 @@ class Clip(_Elementwise):
     type_name = "Clip"
     PARAMS = {"min": 0.0, "max": 6.0}
 
+    fused = False   # set by Net when the convolution before this in-place clip applies it already
+
     def forward(self, bottom, top):
+        if self.fused:
+            return
         np.clip(bottom[0].data, self.p["min"], self.p["max"], out=top[0].data)
 
     def backward(self, top, propagate_down, bottom):

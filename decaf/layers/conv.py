@@ -95,14 +95,16 @@ class Convolution(Layer):
         self.work = None    # scratch for im2col, allocated at the first pass (see _work)
         return [(n, k, ho, wo)]
 
-    # Net sets these when the next layer reading this top is a ReLU this layer can apply: in place,
-    # or into the ReLU's own top (fused_relu_blob), this top keeping the values before the ReLU
+    # Net sets these when the next layer reading this top is a ReLU or a ReLU6 (fused_relu_max 6)
+    # this layer can apply: in place, or into the activation's own top (fused_relu_blob), this top
+    # keeping the values before it
     fused_relu = False
+    fused_relu_max = float("inf")
     fused_relu_blob = None
 
-    @property
-    def can_fuse_relu(self):
-        return not self.depthwise
+    def can_fuse_relu(self, in_place):
+        """The depthwise kernel applies an activation in place only."""
+        return in_place or not self.depthwise
 
     def _args(self):
         return self.kernel, self.stride, self.pads, self.dilation, self.out_hw
@@ -120,13 +122,13 @@ class Convolution(Layer):
         n, k = x.shape[0], self.p["num_output"]
         bias = None if self.bias is None else self.bias.data
         if self.depthwise:
-            kernels.depthwise_conv_forward(x, self.weight.data, y, self.stride, self.pads, self.dilation)
-            if bias is not None:
-                y += bias.reshape(1, k, 1, 1)
+            kernels.depthwise_conv_forward(x, self.weight.data, y, self.stride, self.pads, self.dilation, bias,
+                                           self.fused_relu_max if self.fused_relu else 0.0)
         else:
             relu_out = None if self.fused_relu_blob is None else self.fused_relu_blob.data
             kernels.conv_forward(x, self.weight.data, bias, y, self._work(x, False), self.kernel, self.stride,
-                                 self.pads, self.dilation, self.p["group"], self.fused_relu, relu_out)
+                                 self.pads, self.dilation, self.p["group"], self.fused_relu, relu_out,
+                                 self.fused_relu_max)
 
     def backward(self, top, propagate_down, bottom):
         x, dy = bottom[0].data, top[0].diff

@@ -625,3 +625,23 @@ def test_im2col_wide_rows_match_reference(H, W, k, pad, dil, threads):
     finally:
         kernels.set_num_threads(previous)
     np.testing.assert_array_equal(c, r)
+
+
+@needs_compiled
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("H,W,k,stride,pads", [(57, 57, 3, 1, (1, 1, 1, 1)), (56, 56, 3, 2, (0, 0, 1, 1)),
+                                               (29, 40, 5, 2, (2, 2, 2, 2)), (14, 33, 5, 1, (2, 1, 2, 3))])
+def test_depthwise_wide_rows_match_reference(H, W, k, stride, pads, threads):
+    # rows wider than 16 outputs, strides 1 and 2 (EfficientNet's SAME pads): the vector kernel
+    rng = np.random.default_rng(H + W + k)
+    x, w = randn(rng, (2, 5, H, W)), randn(rng, (5, 1, k, k))
+    Ho = (H + pads[0] + pads[2] - k) // stride + 1
+    Wo = (W + pads[1] + pads[3] - k) // stride + 1
+    params = ((stride, stride), pads, (1, 1))
+    previous = kernels.get_num_threads()
+    kernels.set_num_threads(threads)
+    try:
+        (c,), (r,) = both("depthwise_conv_forward", [x, w], [((2, 5, Ho, Wo), F32)], params)
+    finally:
+        kernels.set_num_threads(previous)
+    np.testing.assert_array_equal(c, r)
