@@ -318,6 +318,8 @@ def test_direct_convolution_matches_reference(seed, threads):
     C, K = 16 * int(rng.integers(1, 3)) * group, 32 * int(rng.integers(1, 3)) * group
     B, H, W = int(rng.integers(1, 5)), int(rng.integers(1, 20)), int(rng.integers(1, 33))
     kh, kw = int(rng.choice([1, 3, 5])), int(rng.choice([1, 3]))
+    if (C // group) * kh * kw < 64:
+        kh, kw = 3, 3    # 1x1 and other small windows are GEMMs, not direct (tested below)
     pads = tuple(int(v) for v in rng.integers(0, 3, 4))
     Ho, Wo = H + pads[0] + pads[2] - kh + 1, W + pads[1] + pads[3] - kw + 1
     if Ho < 1 or Wo < 1:
@@ -329,6 +331,10 @@ def test_direct_convolution_matches_reference(seed, threads):
     params = ((kh, kw), (1, 1), pads, (1, 1))
     assert _compiled.conv_forward_is_direct(x.shape, w.shape, group, *params, (Ho, Wo))
     assert not _compiled.conv_forward_is_direct(x.shape, w.shape, group, (kh, kw), (1, 1), pads, (2, 2), (Ho, Wo))
+    assert not _compiled.conv_forward_is_direct((B, C, 5, 5), (K, C // group, 1, 1), group, (1, 1), (1, 1),
+                                                (0, 0, 0, 0), (1, 1), (5, 5))
+    assert not _compiled.conv_forward_is_direct((B, 3, 9, 9), (K, 3, 3, 3), 1, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1),
+                                                (5, 5))        # 27 multiply-adds per output
     previous = kernels.get_num_threads()
     kernels.set_num_threads(threads)
     try:
@@ -353,6 +359,7 @@ def test_direct_convolution_plain_layout_matches_reference(seed, threads):
     group = int(rng.choice([1, 2]))
     Cg, K = int(rng.integers(1, 21)), 32 * int(rng.integers(1, 3)) * group
     kh, kw = int(rng.integers(1, 8)), int(rng.integers(2, 8))
+    Cg = max(Cg, -(-64 // (kh * kw)))     # at least 64 multiply-adds per output (else im2col + GEMM)
     sh, sw = int(rng.integers(1, 5)), int(rng.integers(1, 5))
     pads = tuple(int(v) for v in rng.integers(0, 3, 4))
     B, H, W = int(rng.integers(1, 5)), int(rng.integers(kh, 30)), int(rng.integers(kw, 45))
