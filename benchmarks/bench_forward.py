@@ -3,7 +3,8 @@
 All frameworks run in this one process on the same machine with the same thread count, the
 same random weights and inputs. The runs are interleaved: for each measure, every framework
 runs once per round, for ``--repeats`` rounds after a warm-up round, and each figure is the
-best of its rounds. A machine whose speed drifts (shared cores, memory bandwidth) then moves
+best of its rounds. ``--gap`` seconds of sleep separate two runs, so that no framework's threads
+still spin when the next starts. A machine whose speed drifts (shared cores, memory bandwidth) then moves
 all frameworks alike instead of favouring whichever ran in a quiet minute. Ratios are decaf's
 speed divided by the other framework's (> 1: decaf is faster).
 
@@ -133,9 +134,11 @@ def onnxruntime_runners(net, threads):
     return runners
 
 
-def run_interleaved(frameworks, repeats):
+def run_interleaved(frameworks, repeats, gap=0.02):
     """{framework: {measure: images/s}}: per measure, one warm-up round, then `repeats` rounds in
-    which every framework runs once; the best round of each framework counts."""
+    which every framework runs once; the best round of each framework counts. Between two runs
+    the process sleeps `gap` seconds, so that no framework's threads are still spinning (waiting
+    for more work) when the next one starts."""
     measures = []
     for runners in frameworks.values():
         measures += [m for m in runners if m not in measures]
@@ -146,6 +149,7 @@ def run_interleaved(frameworks, repeats):
             fn()                                   # warm-up (and first-call allocations)
         for _ in range(repeats if measure.startswith("forward") else max(2, repeats // 2)):
             for fw, (images, fn) in entrants.items():
+                time.sleep(gap)
                 t = time.perf_counter()
                 fn()
                 rate = images / (time.perf_counter() - t)
@@ -160,6 +164,7 @@ def main():
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--gap", type=float, default=0.02, help="seconds of sleep between two timed runs")
     ap.add_argument("--skip", nargs="*", default=[], help="frameworks to skip: torch onnxruntime train")
     args = ap.parse_args()
 
@@ -170,7 +175,7 @@ def main():
     net = decaf.Net(get_spec("caffenet"), seed=0)
     params = net.param_arrays()
     results = {"threads": args.threads, "blas": blas_info(), "machine": platform.processor() or platform.machine(),
-               "gflop_per_image": GFLOP_PER_IMAGE, "repeats": args.repeats, "interleaved": True}
+               "gflop_per_image": GFLOP_PER_IMAGE, "repeats": args.repeats, "interleaved": True, "gap_s": args.gap}
     decaf_runs = {}
     for b in FORWARD_BATCHES:
         x = np.random.default_rng(0).standard_normal((b, 3, 227, 227)).astype(np.float32)
@@ -192,7 +197,7 @@ def main():
                 frameworks[f"torch_{fmt}"] = runners
         except ImportError:
             results["torch"] = "not installed"
-    results.update(run_interleaved(frameworks, args.repeats))
+    results.update(run_interleaved(frameworks, args.repeats, args.gap))
 
     rows = []
     for key, ours in results["decaf"].items():

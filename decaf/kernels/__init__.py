@@ -22,10 +22,13 @@ import warnings
 
 import numpy as np
 
-# OpenMP's wait policy is left to OpenMP (spin a little after each parallel loop, then sleep), or to
-# the user's OMP_WAIT_POLICY. decaf used to force PASSIVE, when its GEMMs ran on OpenBLAS's own
-# threads and spinning OpenMP threads took the cores from them; now its GEMMs run inside its
-# OpenMP threads, and the default policy is 8-11 % faster on CaffeNet (docs/performance.md).
+# OpenMP's threads spin a little after each parallel loop, then sleep: that is 8-11 % faster on
+# CaffeNet than sleeping at once (OMP_WAIT_POLICY=PASSIVE, which decaf set when its GEMMs ran on
+# OpenBLAS's own threads). GNU OpenMP spins 300,000 rounds by default, several milliseconds here,
+# which a process doing other work after a forward pass pays for; 10,000 rounds (about 0.2 ms)
+# were as fast between layers. Must be set before the OpenMP runtime starts; the user's own
+# OMP_WAIT_POLICY / GOMP_SPINCOUNT win. See docs/performance.md.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from . import reference
 
