@@ -135,6 +135,31 @@ static void pack_input(const decaf_conv_geom *g, const float *x, float *xp, int 
     }
 }
 
+/* The epilogue of a tile: acc0[t], acc1[t] hold channels ch0 .. ch0 + 32 of output pixel
+ * (oh, ow0 + t). Transposed into y (NCHW) one value at a time, plus the bias; then the activation,
+ * in y (r == y) or into r (r NULL: none). Pixels past Wo are dropped. */
+static void store_tile(const decaf_conv_geom *g, const __m512 *acc0, const __m512 *acc1, int T, const float *bias,
+                       float *y, float *r, float relu, int ch0, int oh, int ow0)
+{
+    float out[TILE][2 * KB];
+    for (int t = 0; t < T; ++t) {
+        _mm512_storeu_ps(out[t], acc0[t]);
+        _mm512_storeu_ps(out[t] + KB, acc1[t]);
+    }
+    const int n = g->Wo - ow0 < T ? g->Wo - ow0 : T;
+    const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo, at = (ptrdiff_t)oh * g->Wo + ow0;
+    for (int k = 0; k < 2 * KB; ++k) {
+        const int ch = ch0 + k;
+        const float b = bias ? bias[ch] : 0.0f;
+        float *yo = y + ch * hw + at, *ro = r ? r + ch * hw + at : yo;
+        for (int t = 0; t < n; ++t) {
+            const float v = out[t][k] + b;
+            yo[t] = v;
+            if (relu) ro[t] = clamp_relu(v, relu);
+        }
+    }
+}
+
 /* 32 output channels (blocks kb, kb + 1 of group gi) of output row oh, pixels ow0 .. ow0 + TILE,
  * into y (and r): the transpose of the accumulators, plus bias, then the ReLU. */
 static inline __attribute__((always_inline)) void tile_of(
@@ -164,23 +189,7 @@ static inline __attribute__((always_inline)) void tile_of(
             }
         }
     }
-    float out[TILE][2 * KB];
-    for (int t = 0; t < T; ++t) {
-        _mm512_storeu_ps(out[t], a0[t]);
-        _mm512_storeu_ps(out[t] + KB, a1[t]);
-    }
-    const int n = g->Wo - ow0 < T ? g->Wo - ow0 : T;
-    const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo;
-    for (int k = 0; k < 2 * KB; ++k) {
-        const int ch = gi * Kg + kb * KB + k;
-        const float b = bias ? bias[ch] : 0.0f;
-        float *yo = y + ch * hw + (ptrdiff_t)oh * g->Wo + ow0, *ro = r ? r + ch * hw + (ptrdiff_t)oh * g->Wo + ow0 : yo;
-        for (int t = 0; t < n; ++t) {
-            const float v = out[t][k] + b;
-            yo[t] = v;
-            if (relu) ro[t] = clamp_relu(v, relu);
-        }
-    }
+    store_tile(g, a0, a1, T, bias, y, r, relu, gi * Kg + kb * KB, oh, ow0);
 }
 
 /* The micro-kernel for tiles of 13 and 14 pixels: 13 fits CaffeNet's 13x13 layers exactly. */
@@ -252,23 +261,7 @@ static inline __attribute__((always_inline)) void tile_plain_of(
         }
     }
     (void)w1;
-    float out[TILE][2 * KB];
-    for (int t = 0; t < T; ++t) {
-        _mm512_storeu_ps(out[t], a0[t]);
-        _mm512_storeu_ps(out[t] + KB, a1[t]);
-    }
-    const int n = g->Wo - ow0 < T ? g->Wo - ow0 : T;
-    const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo;
-    for (int k = 0; k < 2 * KB; ++k) {
-        const int ch = gi * Kg + kb * KB + k;
-        const float b = bias ? bias[ch] : 0.0f;
-        float *yo = y + ch * hw + (ptrdiff_t)oh * g->Wo + ow0, *ro = r ? r + ch * hw + (ptrdiff_t)oh * g->Wo + ow0 : yo;
-        for (int t = 0; t < n; ++t) {
-            const float v = out[t][k] + b;
-            yo[t] = v;
-            if (relu) ro[t] = clamp_relu(v, relu);
-        }
-    }
+    store_tile(g, a0, a1, T, bias, y, r, relu, gi * Kg + kb * KB, oh, ow0);
 }
 
 static void tile13_plain(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
