@@ -52,7 +52,8 @@ def set_backend(name):
         raise ValueError(f"unknown kernel backend {name!r}; choose one of {BACKENDS}")
     if name == "compiled" and _compiled is None:
         raise RuntimeError(f"the compiled kernels are not available ({_compiled_error}); "
-                           "build them with `python setup.py build_ext --inplace` or use 'numpy'")
+                           "build them with `pip install -e .` (or `python setup.py build_ext --inplace` with Cython "
+                           "installed) or use 'numpy'")
     _impl = _compiled if name == "compiled" else reference
 
 
