@@ -1,12 +1,14 @@
-/* Convolution forward and backward as im2col + SGEMM, with decaf's threads over images.
+/* Convolution forward and backward, with decaf's threads over images.
  *
  * x (B, C, H, W), w (K, C/G, kh, kw), bias (K) or NULL, y (B, K, Ho, Wo); rows = C*kh*kw,
  * hw = Ho*Wo. Per image b and group g (Kg = K/G output channels, Rg = rows/G rows of cols):
  *     cols = im2col(x[b]);   y[b]_g = w_g cols_g + bias_g
  *     dw_g += dy[b]_g cols_g^T;   db += sum over pixels of dy[b];   dx[b] = col2im(w_g^T dy[b]_g)
- * With B >= threads, each thread takes a contiguous range of images (its own im2col buffer,
- * single-threaded GEMMs, its own dw partial sum, reduced at the end), so the cores never wait on
- * each other inside a layer. With fewer images each step runs split over all threads. */
+ * The forward of most layers with 32k outputs per group runs without im2col instead
+ * (direct_conv.c). With B >= threads, each thread takes a contiguous range of images (its own
+ * im2col buffer, single-threaded GEMMs, its own dw partial sum, reduced at the end), so the cores
+ * never wait on each other inside a layer. With fewer images, each image is split (see
+ * decaf_conv_forward). */
 #ifndef DECAF_CONV_H
 #define DECAF_CONV_H
 
