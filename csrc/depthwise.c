@@ -13,55 +13,96 @@
  * ranges for each offset are computed once. */
 
 #ifdef __AVX512F__
-/* 16 floats of an input row from column c0, 0 in the lanes outside [0, W). A plain load and a
- * blend where the 16 floats lie inside the array [begin, end): masked loads are slow on this
- * machine (see pool.c); a masked load only at the array's very ends. */
-static inline __m512 load_row16_zero(const float *row, int c0, int W, const float *begin, const float *end)
+#include <stdlib.h>
+#include <string.h>
+
+/* The AVX-512 path works on one (b, c) plane at a time, copied into a zero-padded buffer so that
+ * every load is a plain one (no masks, no bounds tests), and computes a tile of R output rows x V
+ * vectors of 16 outputs at once: R * V = 8 independent sums, where one vector at a time left the
+ * adds waiting on each other (a 5x5 window is a chain of 25). Each output still sums its taps in
+ * (i, j) order with a multiply then an add, as the scalar loop and the NumPy reference do, so the
+ * results are identical. */
+enum { DW_ACC = 8 };
+
+/* buf[h][w] (Hp x Wp) = the plane at (h - pad_top, w - pad_left), 0 outside. */
+static void pad_plane(const float *xp, int H, int W, int pad_top, int pad_left, float *buf, int Hp, int Wp)
 {
-    if (c0 >= 0 && c0 + 16 <= W)
-        return _mm512_loadu_ps(row + c0);
-    const int lo = c0 < 0 ? -c0 : 0, hi = W - c0 < 16 ? W - c0 : 16;
-    const __mmask16 keep = hi > lo ? (__mmask16)(((1u << (hi - lo)) - 1) << lo) : 0;
-    if (row + c0 >= begin && row + c0 + 16 <= end)
-        return _mm512_maskz_mov_ps(keep, _mm512_loadu_ps(row + c0));
-    return _mm512_maskz_loadu_ps(keep, row + c0);
+    for (int h = 0; h < Hp; ++h) {
+        const int hi = h - pad_top;
+        float *d = buf + (ptrdiff_t)h * Wp;
+        if (hi < 0 || hi >= H) {
+            for (int w = 0; w < Wp; ++w) d[w] = 0.0f;
+            continue;
+        }
+        /* columns [0, pad_left) and [pad_left + W, Wp) are padding; the image row goes between
+         * (clipped when Wp is narrower than the padded row: the windows never read past Wp) */
+        const int lo = pad_left < Wp ? pad_left : Wp, n = W < Wp - lo ? W : Wp - lo;
+        for (int w = 0; w < lo; ++w) d[w] = 0.0f;
+        memcpy(d + lo, xp + (ptrdiff_t)hi * W, sizeof(float) * (size_t)n);
+        for (int w = lo + n; w < Wp; ++w) d[w] = 0.0f;
+    }
 }
 
-/* One output row of one channel, 16 outputs per vector, for strides 1 and 2 (stride 2: two loads
- * and a permute keeping the even columns). Taps outside the image read zeros. */
-static void depthwise_row16(const float *xp, const float *wc, float bias, float relu, float *yr, int H, int W,
-                            int kh, int kw, int Wo, int sh, int sw, int pad_top, int pad_left, int dil_h, int oh,
-                            const float *begin, const float *end)
+/* Output rows oh0 .. oh0 + R (those below Ho stored), vectors v0 .. v0 + V of 16 columns. */
+static inline __attribute__((always_inline)) void dw_tile(
+    const float *buf, int Wp, const float *wc, int kh, int kw, int sh, int sw, int dil_h, float bias, float relu,
+    float *yp, int Ho, int Wo, int oh0, int v0, const int R, const int V)
 {
     const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    for (int ow0 = 0; ow0 < Wo; ow0 += 16) {
-        __m512 acc = _mm512_setzero_ps();
-        for (int i = 0; i < kh; ++i) {
-            const int h = oh * sh + i * dil_h - pad_top;
-            if (h < 0 || h >= H)
-                continue;                              /* a row of padding adds nothing */
-            const float *row = xp + (ptrdiff_t)h * W;
-            for (int j = 0; j < kw; ++j) {
-                const int c0 = ow0 * sw + j - pad_left;   /* input column of lane 0 */
-                const __m512 v = sw == 1 ? load_row16_zero(row, c0, W, begin, end)
-                                         : _mm512_permutex2var_ps(load_row16_zero(row, c0, W, begin, end), evens,
-                                                                  load_row16_zero(row, c0 + 16, W, begin, end));
-                /* multiply, then add (not an FMA): the same roundings, in the same order, as the
-                 * scalar loop and the NumPy reference, so the results are identical */
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(v, _mm512_set1_ps(wc[i * kw + j])));
+    __m512 acc[DW_ACC];
+    for (int a = 0; a < R * V; ++a) acc[a] = _mm512_setzero_ps();
+    for (int i = 0; i < kh; ++i)
+        for (int j = 0; j < kw; ++j) {
+            const __m512 wv = _mm512_set1_ps(wc[i * kw + j]);
+            for (int r = 0; r < R; ++r) {
+                const float *row = buf + (ptrdiff_t)((oh0 + r) * sh + i * dil_h) * Wp + j;
+                for (int v = 0; v < V; ++v) {
+                    const float *p = row + (ptrdiff_t)(v0 + v) * 16 * sw;
+                    const __m512 xv = sw == 1 ? _mm512_loadu_ps(p)
+                                              : _mm512_permutex2var_ps(_mm512_loadu_ps(p), evens, _mm512_loadu_ps(p + 16));
+                    acc[r * V + v] = _mm512_add_ps(acc[r * V + v], _mm512_mul_ps(xv, wv));
+                }
             }
         }
-        acc = _mm512_add_ps(acc, _mm512_set1_ps(bias));
-        if (relu > 0.0f) {   /* min(max(acc, 0), relu), keeping NaN: lanes below 0 -> 0, above relu -> relu */
-            acc = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(acc, _mm512_setzero_ps(), _CMP_LT_OQ), acc, _mm512_setzero_ps());
-            acc = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(acc, _mm512_set1_ps(relu), _CMP_GT_OQ), acc, _mm512_set1_ps(relu));
+    for (int r = 0; r < R && oh0 + r < Ho; ++r)
+        for (int v = 0; v < V; ++v) {
+            const int ow0 = (v0 + v) * 16;
+            if (ow0 >= Wo)
+                break;
+            __m512 o = _mm512_add_ps(acc[r * V + v], _mm512_set1_ps(bias));
+            if (relu > 0.0f) {   /* min(max(o, 0), relu), keeping NaN: below 0 -> 0, above relu -> relu */
+                o = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(o, _mm512_setzero_ps(), _CMP_LT_OQ), o, _mm512_setzero_ps());
+                o = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(o, _mm512_set1_ps(relu), _CMP_GT_OQ), o, _mm512_set1_ps(relu));
+            }
+            float *out = yp + (ptrdiff_t)(oh0 + r) * Wo + ow0;
+            const int n = Wo - ow0 < 16 ? Wo - ow0 : 16;
+            if (n == 16)
+                _mm512_storeu_ps(out, o);
+            else
+                _mm512_mask_storeu_ps(out, (__mmask16)((1u << n) - 1), o);
         }
-        const int n = Wo - ow0 < 16 ? Wo - ow0 : 16;
-        if (n == 16)
-            _mm512_storeu_ps(yr + ow0, acc);
-        else
-            _mm512_mask_storeu_ps(yr + ow0, (__mmask16)((1u << n) - 1), acc);
-    }
+}
+
+/* Vectors per tile for a row of Wo outputs: 1, 2, 4 or 8 (with 8, 4, 2 or 1 rows). */
+static int dw_vectors(int Wo)
+{
+    const int need = (Wo + 15) / 16;
+    return need <= 1 ? 1 : need <= 2 ? 2 : need <= 4 ? 4 : 8;
+}
+
+static void dw_plane(const float *buf, int Wp, const float *wc, int kh, int kw, int sh, int sw, int dil_h,
+                     float bias, float relu, float *yp, int Ho, int Wo)
+{
+    const int V = dw_vectors(Wo), R = DW_ACC / V, vectors = (Wo + 15) / 16;
+    for (int oh0 = 0; oh0 < Ho; oh0 += R)
+        for (int v0 = 0; v0 < vectors; v0 += V) {
+            switch (V) {
+            case 1: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, relu, yp, Ho, Wo, oh0, v0, 8, 1); break;
+            case 2: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, relu, yp, Ho, Wo, oh0, v0, 4, 2); break;
+            case 4: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, relu, yp, Ho, Wo, oh0, v0, 2, 4); break;
+            default: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, relu, yp, Ho, Wo, oh0, v0, 1, 8); break;
+            }
+        }
 }
 #endif
 
@@ -71,15 +112,29 @@ void decaf_depthwise_conv_forward(const float *x, const float *w, const float *b
 {
     const ptrdiff_t planes = (ptrdiff_t)B * C;
 #ifdef __AVX512F__
-    if (sw <= 2 && dil_w == 1) {   /* MobileNet / EfficientNet's depthwise layers: 16 outputs per vector */
-        const float *end = x + planes * H * W;
-        #pragma omp parallel for schedule(static) num_threads(decaf_threads_for(planes * Ho * Wo * kh * kw))
-        for (ptrdiff_t bc = 0; bc < planes; ++bc)
-            for (int oh = 0; oh < Ho; ++oh)
-                depthwise_row16(x + bc * H * W, w + (bc % C) * kh * kw, bias ? bias[bc % C] : 0.0f, relu,
-                                y + bc * Ho * Wo + (ptrdiff_t)oh * Wo, H, W, kh, kw, Wo, sh, sw, pad_top, pad_left,
-                                dil_h, oh, x, end);
-        return;
+    if (sw <= 2 && dil_w == 1) {   /* MobileNet / EfficientNet's depthwise layers */
+        const int V = dw_vectors(Wo), R = DW_ACC / V;
+        const int rows = (Ho + R - 1) / R * R, cols = (Wo + 16 * V - 1) / (16 * V) * 16 * V;
+        /* the padded plane covers every row and column a tile reads, rounded-up tiles included
+         * (stride 2 reads 32 columns per vector) */
+        const int Hp = (rows - 1) * sh + (kh - 1) * dil_h + 1;
+        const int Wp = (cols - 16) * sw + kw - 1 + 16 * sw;
+        const int nt = decaf_threads_for(planes * Ho * Wo * kh * kw);
+        float *bufs = malloc(sizeof(float) * (size_t)Hp * Wp * (size_t)nt);
+        if (bufs) {   /* (without memory for the buffers, the scalar loops below run instead) */
+            #pragma omp parallel num_threads(nt)
+            {
+                float *buf = bufs + (ptrdiff_t)decaf_thread_num() * Hp * Wp;
+                #pragma omp for schedule(static)
+                for (ptrdiff_t bc = 0; bc < planes; ++bc) {
+                    pad_plane(x + bc * H * W, H, W, pad_top, pad_left, buf, Hp, Wp);
+                    dw_plane(buf, Wp, w + (bc % C) * kh * kw, kh, kw, sh, sw, dil_h, bias ? bias[bc % C] : 0.0f,
+                             relu, y + bc * Ho * Wo, Ho, Wo);
+                }
+            }
+            free(bufs);
+            return;
+        }
     }
 #endif
     #pragma omp parallel for schedule(static) num_threads(decaf_threads_for(planes * Ho * Wo * kh * kw))

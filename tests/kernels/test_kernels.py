@@ -630,7 +630,9 @@ def test_im2col_wide_rows_match_reference(H, W, k, pad, dil, threads):
 @needs_compiled
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("H,W,k,stride,pads", [(57, 57, 3, 1, (1, 1, 1, 1)), (56, 56, 3, 2, (0, 0, 1, 1)),
-                                               (29, 40, 5, 2, (2, 2, 2, 2)), (14, 33, 5, 1, (2, 1, 2, 3))])
+                                               (29, 40, 5, 2, (2, 2, 2, 2)), (14, 33, 5, 1, (2, 1, 2, 3)),
+                                               (9, 150, 3, 1, (1, 0, 1, 2)), (20, 261, 5, 2, (0, 2, 1, 1)),
+                                               (7, 7, 5, 1, (2, 2, 2, 2)), (3, 70, 3, 1, (0, 0, 0, 0))])
 def test_depthwise_wide_rows_match_reference(H, W, k, stride, pads, threads):
     # rows wider than 16 outputs, strides 1 and 2 (EfficientNet's SAME pads): the vector kernel
     rng = np.random.default_rng(H + W + k)
