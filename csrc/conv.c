@@ -1,17 +1,10 @@
 #include "conv.h"
 
+#include "activation.h"
 #include "direct_conv.h"
 #include "gemm.h"
 #include "im2col.h"
 #include "threads.h"
-
-/* min(max(v, 0), hi), keeping a NaN, as two selects the compiler turns into maxss / minss (a
- * single nested ?: compiled to branches, which mispredict on real data: conv1 ran 2.4x slower). */
-static inline float clamp_relu(float v, float hi)
-{
-    const float a = v < 0.0f ? 0.0f : v;
-    return a > hi ? hi : a;
-}
 
 /* A thread groups its images into blocks of about this many output pixels, so that each GEMM is
  * wide (the BLAS packs the weights once per call: wide calls pay that once for many images). */

@@ -5,15 +5,8 @@
 #include <immintrin.h>
 #endif
 
+#include "activation.h"
 #include "threads.h"
-
-/* min(max(v, 0), hi), keeping a NaN, as two selects the compiler turns into maxss / minss (a
- * single nested ?: compiled to branches, which mispredict on real data: conv1 ran 2.4x slower). */
-static inline float clamp_relu(float v, float hi)
-{
-    const float a = v < 0.0f ? 0.0f : v;
-    return a > hi ? hi : a;
-}
 
 /* Forward convolution without im2col, for groups of 32k output channels and no dilation.
  *
