@@ -67,33 +67,8 @@ def work_for(x, w, group, params, out_hw, backward):
 def test_conv_forward_and_backward_match_reference(seed, threads):
     x, w, bias, dy, params, group, out_hw = conv_case(seed)
     relu, apart = seed % 3 != 2, seed % 3 == 1      # no ReLU, ReLU in place, ReLU into relu_out
-    previous = kernels.get_num_threads()
-    kernels.set_num_threads(threads)
-    try:
-        y, r = np.full(dy.shape, np.nan, np.float32), (np.full(dy.shape, np.nan, np.float32) if apart else None)
-        _compiled.conv_forward(x, w, bias, y, work_for(x, w, group, params, out_hw, False), *params, group, relu, r)
-        y_ref, r_ref = np.empty_like(y), (np.empty_like(y) if apart else None)
-        reference.conv_forward(x, w, bias, y_ref, None, *params, group, relu, r_ref)
-        close(y, y_ref)
-        if apart:
-            close(r, r_ref)
-            assert (y < 0).any() == (r == 0).any() and (r >= 0).all()
-
-        want_dx = seed % 4 != 1
-        dx = np.full(x.shape, np.nan, np.float32) if want_dx else None
-        dw = np.full(w.shape, np.nan, np.float32)
-        db = None if bias is None else np.full(bias.shape, np.nan, np.float32)
-        _compiled.conv_backward(x, w, dy, dx, dw, db, work_for(x, w, group, params, out_hw, True), *params, group)
-        dx_ref = np.empty_like(x) if want_dx else None
-        dw_ref, db_ref = np.empty_like(w), None if bias is None else np.empty_like(bias)
-        reference.conv_backward(x, w, dy, dx_ref, dw_ref, db_ref, None, *params, group)
-        close(dw, dw_ref)
-        if bias is not None:
-            close(db, db_ref)
-        if want_dx:
-            close(dx, dx_ref)
-    finally:
-        kernels.set_num_threads(previous)
+    forward_matches_reference(x, w, bias, params, group, out_hw, relu, apart, threads)
+    backward_matches_reference(x, w, dy, bias is not None, params, group, out_hw, threads, want_dx=seed % 4 != 1)
 
 
 @needs_blas
@@ -249,23 +224,9 @@ def test_pointwise_conv_reads_x_directly_and_matches_reference(batch, threads, g
     w = rng.standard_normal((6, 4 // group, 1, 1)).astype(np.float32)
     bias, dy = rng.standard_normal(6).astype(np.float32), rng.standard_normal((batch, 6, 5, 6)).astype(np.float32)
     params = ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
-    previous = kernels.get_num_threads()
-    kernels.set_num_threads(threads)
-    try:
-        assert _compiled.conv_work_size(x.shape, w.shape, group, *params, (5, 6), False) == 0   # no im2col
-        y, y_ref = np.empty(dy.shape, np.float32), np.empty(dy.shape, np.float32)
-        _compiled.conv_forward(x, w, bias, y, work_for(x, w, group, params, (5, 6), False), *params, group)
-        reference.conv_forward(x, w, bias, y_ref, None, *params, group)
-        close(y, y_ref)
-        dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(bias)
-        _compiled.conv_backward(x, w, dy, dx, dw, db, work_for(x, w, group, params, (5, 6), True), *params, group)
-        dx_ref, dw_ref, db_ref = np.empty_like(x), np.empty_like(w), np.empty_like(bias)
-        reference.conv_backward(x, w, dy, dx_ref, dw_ref, db_ref, None, *params, group)
-        close(dx, dx_ref)
-        close(dw, dw_ref)
-        close(db, db_ref)
-    finally:
-        kernels.set_num_threads(previous)
+    assert _compiled.conv_work_size(x.shape, w.shape, group, *params, (5, 6), False) == 0   # no im2col
+    forward_matches_reference(x, w, bias, params, group, (5, 6), False, False, threads)
+    backward_matches_reference(x, w, dy, True, params, group, (5, 6), threads)
 
 
 @needs_blas
@@ -277,22 +238,8 @@ def test_conv_on_wide_images_matches_reference(batch, threads):
     w = rng.standard_normal((8, 3, 5, 5)).astype(np.float32)
     bias, dy = rng.standard_normal(8).astype(np.float32), rng.standard_normal((batch, 8, 27, 27)).astype(np.float32)
     params = ((5, 5), (1, 1), (2, 2, 2, 2), (1, 1))
-    previous = kernels.get_num_threads()
-    kernels.set_num_threads(threads)
-    try:
-        y, y_ref = np.empty(dy.shape, np.float32), np.empty(dy.shape, np.float32)
-        _compiled.conv_forward(x, w, bias, y, work_for(x, w, 2, params, (27, 27), False), *params, 2, True)
-        reference.conv_forward(x, w, bias, y_ref, None, *params, 2, True)
-        close(y, y_ref)
-        dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(bias)
-        _compiled.conv_backward(x, w, dy, dx, dw, db, work_for(x, w, 2, params, (27, 27), True), *params, 2)
-        dx_ref, dw_ref, db_ref = np.empty_like(x), np.empty_like(w), np.empty_like(bias)
-        reference.conv_backward(x, w, dy, dx_ref, dw_ref, db_ref, None, *params, 2)
-        close(dx, dx_ref)
-        close(dw, dw_ref)
-        close(db, db_ref)
-    finally:
-        kernels.set_num_threads(previous)
+    forward_matches_reference(x, w, bias, params, 2, (27, 27), True, False, threads)
+    backward_matches_reference(x, w, dy, True, params, 2, (27, 27), threads)
 
 
 @needs_blas
@@ -317,6 +264,48 @@ def test_one_large_image_split_by_output_rows(k, stride, pad, group, threads):
         reference.conv_forward(x, w, bias, y_ref, None, *params, group, True, r_ref)
         close(y, y_ref)
         close(r, r_ref)
+    finally:
+        kernels.set_num_threads(previous)
+
+
+def backward_matches_reference(x, w, dy, with_bias, params, group, out_hw, threads, want_dx=True):
+    """conv_backward with `threads` threads == the NumPy reference: dx (unless not wanted), dw and
+    (with_bias) db."""
+    previous = kernels.get_num_threads()
+    kernels.set_num_threads(threads)
+    try:
+        dx = np.full_like(x, np.nan) if want_dx else None
+        dw = np.full_like(w, np.nan)
+        db = np.full(w.shape[0], np.nan, np.float32) if with_bias else None
+        _compiled.conv_backward(x, w, dy, dx, dw, db, work_for(x, w, group, params, out_hw, True), *params, group)
+        dx_ref, dw_ref = (np.empty_like(x) if want_dx else None), np.empty_like(w)
+        db_ref = np.empty(w.shape[0], np.float32) if with_bias else None
+        reference.conv_backward(x, w, dy, dx_ref, dw_ref, db_ref, None, *params, group)
+        if want_dx:
+            close(dx, dx_ref)
+        close(dw, dw_ref)
+        if with_bias:
+            close(db, db_ref)
+    finally:
+        kernels.set_num_threads(previous)
+
+
+def forward_matches_reference(x, w, bias, params, group, out_hw, relu, apart, threads):
+    """conv_forward with `threads` threads == the NumPy reference (ReLU in place, or into its
+    own array when apart)."""
+    shape = (x.shape[0], w.shape[0]) + tuple(out_hw)
+    previous = kernels.get_num_threads()
+    kernels.set_num_threads(threads)
+    try:
+        y = np.full(shape, np.nan, np.float32)
+        r = np.full_like(y, np.nan) if apart else None
+        _compiled.conv_forward(x, w, bias, y, work_for(x, w, group, params, out_hw, False), *params, group, relu, r)
+        y_ref, r_ref = np.empty_like(y), (np.empty_like(y) if apart else None)
+        reference.conv_forward(x, w, bias, y_ref, None, *params, group, relu, r_ref)
+        close(y, y_ref)
+        if apart:
+            close(r, r_ref)
+            assert (r >= 0).all() and (r[y < 0] == 0).all()
     finally:
         kernels.set_num_threads(previous)
 
@@ -348,19 +337,7 @@ def test_direct_convolution_matches_reference(seed, threads):
                                                 (0, 0, 0, 0), (1, 1), (5, 5))
     assert not _compiled.conv_forward_is_direct((B, 3, 9, 9), (K, 3, 3, 3), 1, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1),
                                                 (5, 5))        # 27 multiply-adds per output
-    previous = kernels.get_num_threads()
-    kernels.set_num_threads(threads)
-    try:
-        y = np.full((B, K, Ho, Wo), np.nan, np.float32)
-        r = np.full_like(y, np.nan) if apart else None
-        _compiled.conv_forward(x, w, bias, y, work_for(x, w, group, params, (Ho, Wo), False), *params, group, relu, r)
-        y_ref, r_ref = np.empty_like(y), (np.empty_like(y) if apart else None)
-        reference.conv_forward(x, w, bias, y_ref, None, *params, group, relu, r_ref)
-        close(y, y_ref)
-        if apart:
-            close(r, r_ref)
-    finally:
-        kernels.set_num_threads(previous)
+    forward_matches_reference(x, w, bias, params, group, (Ho, Wo), relu, apart, threads)
 
 
 @needs_blas
@@ -384,16 +361,4 @@ def test_direct_convolution_plain_layout_matches_reference(seed, threads):
     relu, apart = seed % 2 == 0, seed % 4 == 0
     params = ((kh, kw), (sh, sw), pads, (1, 1))
     assert _compiled.conv_forward_is_direct(x.shape, w.shape, group, *params, (Ho, Wo)) == DIRECT
-    previous = kernels.get_num_threads()
-    kernels.set_num_threads(threads)
-    try:
-        y = np.full((B, K, Ho, Wo), np.nan, np.float32)
-        r = np.full_like(y, np.nan) if apart else None
-        _compiled.conv_forward(x, w, bias, y, work_for(x, w, group, params, (Ho, Wo), False), *params, group, relu, r)
-        y_ref, r_ref = np.empty_like(y), (np.empty_like(y) if apart else None)
-        reference.conv_forward(x, w, bias, y_ref, None, *params, group, relu, r_ref)
-        close(y, y_ref)
-        if apart:
-            close(r, r_ref)
-    finally:
-        kernels.set_num_threads(previous)
+    forward_matches_reference(x, w, bias, params, group, (Ho, Wo), relu, apart, threads)
