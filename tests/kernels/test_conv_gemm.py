@@ -362,3 +362,10 @@ def test_direct_convolution_plain_layout_matches_reference(seed, threads):
     params = ((kh, kw), (sh, sw), pads, (1, 1))
     assert _compiled.conv_forward_is_direct(x.shape, w.shape, group, *params, (Ho, Wo)) == DIRECT
     forward_matches_reference(x, w, bias, params, group, (Ho, Wo), relu, apart, threads)
+
+
+def test_importing_decaf_loads_its_blas():
+    # the compiled convolution needs decaf's OpenBLAS from the first call, before any layer exists
+    code = ("import decaf, decaf.kernels as k, numpy as np; "
+            "print(k._compiled is None or k._compiled.have_sgemm() == decaf.blas.have_own_blas())")
+    assert run_python(code) == "True"
