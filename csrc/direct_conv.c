@@ -38,7 +38,6 @@ static int tile_width(const decaf_conv_geom *g)
     return ceil_to(g->Wo, 13) < ceil_to(g->Wo, TILE) ? 13 : TILE;
 }
 
-
 /* BLOCKED: stride 1 and 16k input channels per group (CaffeNet's conv2-5); PLAIN: any stride and
  * channel count (CaffeNet's conv1: 3 channels, stride 4). Both need 32k output channels per
  * group, no dilation, and a kernel larger than 1x1. */
