@@ -273,22 +273,22 @@ class Net:
                                  f"{'' if want else ''}, got {array.shape}")
             if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
                 raise TypeError(f"input {name!r}: expected a numeric array, got dtype {array.dtype}")
-            if array.dtype != np.float32 and np.issubdtype(array.dtype, np.floating) \
-                    and not np.all(np.isfinite(array)):     # float32 is checked while it is copied
+            # a contiguous float32 input into a float32 blob is checked while it is copied, on all
+            # threads; any other floating input here
+            fast = array.dtype == np.float32 and array.flags.c_contiguous and self.blobs[name].data.dtype == np.float32
+            if not fast and np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
                 raise ValueError(f"input {name!r} contains NaN or inf")
             if batch is not None and array.shape[0] != batch:
                 raise ShapeError(f"inputs disagree on the batch size: {name!r} has {array.shape[0]}, expected {batch}")
             batch = array.shape[0]
-            arrays[name] = array
+            arrays[name] = array, fast
         if batch is None or batch == 0:
             raise ShapeError(f"net {self.name!r}: empty batch")
         if batch != self.batch_size:
             self.reshape(batch)
-        for name, array in arrays.items():
+        for name, (array, fast) in arrays.items():
             data = self.blobs[name].data
-            if array.dtype == np.float32 and array.flags.c_contiguous and data.dtype == np.float32:
-                # one pass on all threads for the copy and the NaN check (the blob is refilled on the
-                # next call anyway, so a refused input may stay in it)
+            if fast:   # (the blob is refilled on the next call anyway, so a refused input may stay in it)
                 if kernels.copy_count_nonfinite(array.reshape(-1), data.reshape(-1)):
                     raise ValueError(f"input {name!r} contains NaN or inf")
             else:

@@ -303,3 +303,14 @@ def test_non_finite_inputs_are_refused(dtype, bad):
     with pytest.raises(ValueError, match="input 'data' contains NaN or inf"):
         net.forward({"data": x})
     assert net.forward({"data": np.arange(12).reshape(3, 4)})["a"].shape == (3, 2)   # integers: no check
+
+
+def test_non_finite_inputs_off_the_fast_path_are_refused():
+    net = Net(spec(ip("a", "data", 2)))
+    x = np.ones((4, 3), np.float32)
+    x[1, 2] = np.nan
+    with pytest.raises(ValueError, match="input 'data' contains NaN or inf"):
+        net.forward({"data": x.T})                      # float32, not contiguous
+    net64 = Net(spec(ip("a", "data", 2))).astype(np.float64)
+    with pytest.raises(ValueError, match="input 'data' contains NaN or inf"):
+        net64.forward({"data": np.ascontiguousarray(x.T)})   # float32 into a float64 blob
