@@ -21,7 +21,7 @@ __all__ = [
     "max_pool_forward", "max_pool_values", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",
     "lrn_forward", "lrn_backward",
     "depthwise_conv_forward", "depthwise_conv_backward",
-    "conv_work_size", "conv_forward", "conv_backward", "gemm", "copy_count_nonfinite",
+    "conv_work_size", "conv_forward", "conv_backward", "copy_count_nonfinite",
 ]
 
 
@@ -356,11 +356,6 @@ def conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, gr
     if dx is not None:
         dcols = (wg.transpose(0, 2, 1) @ dyg).reshape(-1, B * Ho * Wo)
         col2im(np.ascontiguousarray(dcols), dx, kernel, stride, pads, dilation, (Ho, Wo))
-
-
-def gemm(a, b, out, alpha=1.0, beta=0.0):
-    """out = alpha a @ b + beta out."""
-    out[...] = alpha * (a @ b) + (beta * out if beta else 0)
 
 
 def copy_count_nonfinite(src, dst):

@@ -22,7 +22,6 @@ the GEMMs and the bias for them without waiting on the other threads.
 import numpy as np
 
 from .. import fillers, kernels
-from ..blas import gemm
 from ..errors import SpecError
 from ..layer import REQUIRED, Layer, as_pads, as_pair, register
 
@@ -106,9 +105,6 @@ class Convolution(Layer):
         """The depthwise kernel applies an activation in place only."""
         return in_place or not self.depthwise
 
-    def _args(self):
-        return self.kernel, self.stride, self.pads, self.dilation, self.out_hw
-
     def _work(self, x, backward):
         """The reused scratch buffer for the fused kernels, grown if the thread count grew."""
         size = kernels.conv_work_size(x, self.weight.data, self.p["group"], self.kernel, self.stride,
@@ -119,7 +115,6 @@ class Convolution(Layer):
 
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
-        n, k = x.shape[0], self.p["num_output"]
         bias = None if self.bias is None else self.bias.data
         if self.depthwise:
             kernels.depthwise_conv_forward(x, self.weight.data, y, self.stride, self.pads, self.dilation, bias,
@@ -132,7 +127,7 @@ class Convolution(Layer):
 
     def backward(self, top, propagate_down, bottom):
         x, dy = bottom[0].data, top[0].diff
-        n, k, g = x.shape[0], self.p["num_output"], self.p["group"]
+        g = self.p["group"]
         dx = bottom[0].diff if propagate_down[0] else None
         if self.depthwise:
             if self.bias is not None:
