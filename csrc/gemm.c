@@ -45,14 +45,13 @@ void decaf_sgemm_serial(int trans_a, int trans_b, int M, int N, int K, float alp
 
 /* Columns lo..hi of the one-row product C (1, N) = alpha a op(B) + beta C, where a is row 0 of op(A)
  * read with stride inc_a, as SGEMV: C^T = op(B)^T a^T. */
-static void row_times_matrix(int trans_b, int N, int K, float alpha, const float *a, int inc_a,
+static void row_times_matrix(int trans_b, int K, float alpha, const float *a, int inc_a,
                              const float *B, int ldb, float beta, float *C, int lo, int hi)
 {
     if (trans_b)   /* B stored (N, K): rows lo..hi of B times a */
         sgemv_impl(ROW_MAJOR, NO_TRANS, hi - lo, K, alpha, B + (ptrdiff_t)lo * ldb, ldb, a, inc_a, beta, C + lo, 1);
     else           /* B stored (K, N): columns lo..hi of B, transposed, times a */
         sgemv_impl(ROW_MAJOR, TRANS, K, hi - lo, alpha, B + lo, ldb, a, inc_a, beta, C + lo, 1);
-    (void)N;
 }
 
 /* Rows lo..hi of the one-column product C (M, 1) = alpha op(A) b + beta C, b column 0 of op(B). */
@@ -156,6 +155,17 @@ static void row_abt(int K, float alpha, const float *a, const float *B, int ldb,
     }
 }
 
+/* This thread's share [lo, hi) of [0, total), cut in multiples of `quantum` (the last share ends
+ * at total): the calling thread's number and team size choose it. */
+static void thread_share(int total, int quantum, int *lo, int *hi)
+{
+    const int t = decaf_thread_num(), T = decaf_team_size();
+    const int units = (total + quantum - 1) / quantum;
+    const int l = (int)((ptrdiff_t)units * t / T) * quantum, h = (int)((ptrdiff_t)units * (t + 1) / T) * quantum;
+    *lo = l < total ? l : total;
+    *hi = h < total ? h : total;
+}
+
 void decaf_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
@@ -163,8 +173,8 @@ void decaf_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
         const int nt = decaf_threads_for((ptrdiff_t)N * K / 8);
         #pragma omp parallel num_threads(nt)
         {
-            const int t = decaf_thread_num(), T = decaf_team_size();
-            const int lo = (int)((ptrdiff_t)N * t / T), hi = (int)((ptrdiff_t)N * (t + 1) / T);
+            int lo, hi;
+            thread_share(N, 1, &lo, &hi);
             if (lo < hi)
                 row_abt(K, alpha, A, B, ldb, beta, C, lo, hi);
         }
@@ -174,10 +184,8 @@ void decaf_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
         const int nt = decaf_threads_for((ptrdiff_t)M * N * K / 8);
         #pragma omp parallel num_threads(nt)
         {
-            const int t = decaf_thread_num(), T = decaf_team_size();
-            const int units = (N + SKINNY_N - 1) / SKINNY_N;
-            int lo = (int)((ptrdiff_t)units * t / T) * SKINNY_N, hi = (int)((ptrdiff_t)units * (t + 1) / T) * SKINNY_N;
-            if (hi > N) hi = N;
+            int lo, hi;
+            thread_share(N, SKINNY_N, &lo, &hi);
             if (lo < hi)
                 skinny_abt(M, K, alpha, A, lda, B, ldb, beta, C, ldc, lo, hi);
         }
@@ -190,11 +198,11 @@ void decaf_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
         decaf_blas_single_threaded();
         #pragma omp parallel num_threads(nt)
         {
-            const int t = decaf_thread_num(), T = decaf_team_size();
-            const int lo = (int)((ptrdiff_t)total * t / T), hi = (int)((ptrdiff_t)total * (t + 1) / T);
+            int lo, hi;
+            thread_share(total, 1, &lo, &hi);
             if (lo < hi) {
                 if (M == 1)   /* a = row 0 of op(A): stride 1, or lda when A is stored (K, 1) */
-                    row_times_matrix(trans_b, N, K, alpha, A, trans_a ? lda : 1, B, ldb, beta, C, lo, hi);
+                    row_times_matrix(trans_b, K, alpha, A, trans_a ? lda : 1, B, ldb, beta, C, lo, hi);
                 else          /* b = column 0 of op(B): stride ldb, or 1 when B is stored (1, K) */
                     matrix_times_column(trans_a, K, alpha, A, lda, B, trans_b ? 1 : ldb, beta, C, ldc, lo, hi);
             }
@@ -209,12 +217,8 @@ void decaf_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
     const int by_cols = N >= 256 * nt || M < 16 * nt;
     #pragma omp parallel num_threads(nt)
     {
-        const int t = decaf_thread_num(), T = decaf_team_size();
-        const int total = by_cols ? N : M, quantum = by_cols ? 16 : 8;
-        const int units = (total + quantum - 1) / quantum;
-        int lo = (int)((ptrdiff_t)units * t / T) * quantum;
-        int hi = (int)((ptrdiff_t)units * (t + 1) / T) * quantum;
-        if (hi > total) hi = total;
+        int lo, hi;
+        thread_share(by_cols ? N : M, by_cols ? 16 : 8, &lo, &hi);
         if (lo < hi) {
             if (by_cols) {
                 /* columns lo..hi of op(B): B is (K, N) -> B + lo; B stored (N, K) -> row lo */
