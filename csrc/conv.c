@@ -217,6 +217,17 @@ void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w
     }
 }
 
+/* sums[k] (+)= the sum of dy[k * len .. (k + 1) * len) for k < K: db's share of `len` pixels,
+ * added to sums when accumulate, else written over them. */
+static void channel_sums(const float *dy, int K, ptrdiff_t len, float *sums, int accumulate)
+{
+    for (int k = 0; k < K; ++k) {
+        float s = 0.0f;
+        for (ptrdiff_t p = 0; p < len; ++p) s += dy[k * len + p];
+        sums[k] = accumulate ? sums[k] + s : s;
+    }
+}
+
 void decaf_conv_backward(const decaf_conv_geom *g, const float *x, const float *w, const float *dy,
                          float *dx, float *dw, float *db, float *work)
 {
@@ -254,11 +265,7 @@ void decaf_conv_backward(const decaf_conv_geom *g, const float *x, const float *
                     decaf_sgemm_serial(0, 1, Kg, Rg, ld, 1.0f, dyb + (ptrdiff_t)gi * Kg * ld, ld,
                                        src + (ptrdiff_t)gi * Rg * ld, ld, 1.0f, part + (ptrdiff_t)gi * Kg * Rg, Rg);
                 if (db)
-                    for (int k = 0; k < g->K; ++k) {
-                        float s = 0.0f;
-                        for (ptrdiff_t p = 0; p < ld; ++p) s += dyb[k * ld + p];
-                        part[wsize + k] += s;
-                    }
+                    channel_sums(dyb, g->K, ld, part + wsize, 1);
                 if (dx) {   /* dcols_g = w_g^T dy_g, folded back into dx (pointwise: dx itself) */
                     float *dst = pointwise ? dx + b * plane_in : dcols;
                     for (int gi = 0; gi < g->G; ++gi)
@@ -291,11 +298,7 @@ void decaf_conv_backward(const decaf_conv_geom *g, const float *x, const float *
             decaf_sgemm(0, 1, Kg, Rg, (int)hw, 1.0f, dyb + gi * Kg * hw, (int)hw, src + gi * Rg * hw,
                         (int)hw, b == 0 ? 0.0f : 1.0f, dw + (ptrdiff_t)gi * Kg * Rg, Rg);
         if (db)
-            for (int k = 0; k < g->K; ++k) {
-                float s = 0.0f;
-                for (ptrdiff_t p = 0; p < hw; ++p) s += dyb[k * hw + p];
-                db[k] = b == 0 ? s : db[k] + s;
-            }
+            channel_sums(dyb, g->K, hw, db, b > 0);
         if (dx) {
             float *dst = pointwise ? dx + b * plane_in : dcols;
             for (int gi = 0; gi < g->G; ++gi)
