@@ -14,7 +14,6 @@
 
 #ifdef __AVX512F__
 #include <stdlib.h>
-#include <string.h>
 
 /* The AVX-512 path works on one (b, c) plane at a time, copied into a zero-padded buffer so that
  * every load is a plain one (no masks, no bounds tests), and computes a tile of R output rows x V
@@ -24,24 +23,6 @@
  * results are identical. */
 enum { DW_ACC = 8 };
 
-/* buf[h][w] (Hp x Wp) = the plane at (h - pad_top, w - pad_left), 0 outside. */
-static void pad_plane(const float *xp, int H, int W, int pad_top, int pad_left, float *buf, int Hp, int Wp)
-{
-    for (int h = 0; h < Hp; ++h) {
-        const int hi = h - pad_top;
-        float *d = buf + (ptrdiff_t)h * Wp;
-        if (hi < 0 || hi >= H) {
-            for (int w = 0; w < Wp; ++w) d[w] = 0.0f;
-            continue;
-        }
-        /* columns [0, pad_left) and [pad_left + W, Wp) are padding; the image row goes between
-         * (clipped when Wp is narrower than the padded row: the windows never read past Wp) */
-        const int lo = pad_left < Wp ? pad_left : Wp, n = W < Wp - lo ? W : Wp - lo;
-        for (int w = 0; w < lo; ++w) d[w] = 0.0f;
-        memcpy(d + lo, xp + (ptrdiff_t)hi * W, sizeof(float) * (size_t)n);
-        for (int w = lo + n; w < Wp; ++w) d[w] = 0.0f;
-    }
-}
 
 /* Output rows oh0 .. oh0 + R (those below Ho stored), vectors v0 .. v0 + V of 16 columns. */
 static inline __attribute__((always_inline)) void dw_tile(
@@ -127,7 +108,7 @@ void decaf_depthwise_conv_forward(const float *x, const float *w, const float *b
                 float *buf = bufs + (ptrdiff_t)decaf_thread_num() * Hp * Wp;
                 #pragma omp for schedule(static)
                 for (ptrdiff_t bc = 0; bc < planes; ++bc) {
-                    pad_plane(x + bc * H * W, H, W, pad_top, pad_left, buf, Hp, Wp);
+                    decaf_pad_plane(x + bc * H * W, H, W, pad_top, pad_left, buf, Hp, Wp);
                     dw_plane(buf, Wp, w + (bc % C) * kh * kw, kh, kw, sh, sw, dil_h, bias ? bias[bc % C] : 0.0f,
                              relu, y + bc * Ho * Wo, Ho, Wo);
                 }

@@ -6,6 +6,7 @@
 #endif
 
 #include "activation.h"
+#include "im2col.h"
 #include "threads.h"
 
 /* Forward convolution without im2col, for groups of 32k output channels and no dilation.
@@ -216,14 +217,8 @@ static void pack_input_plain(const decaf_conv_geom *g, const float *x, float *xp
 {
     const int Hp = in_rows(g), Wp = in_cols(g);
     for (int c = c0; c < c1; ++c)
-        for (int h = 0; h < Hp; ++h) {
-            const int hi = h - g->pad_top;
-            float *d = xp + ((ptrdiff_t)c * Hp + h) * Wp;
-            for (int w = 0; w < Wp; ++w) {
-                const int wi = w - g->pad_left;
-                d[w] = hi >= 0 && hi < g->H && wi >= 0 && wi < g->W ? x[((ptrdiff_t)c * g->H + hi) * g->W + wi] : 0.0f;
-            }
-        }
+        decaf_pad_plane(x + (ptrdiff_t)c * g->H * g->W, g->H, g->W, g->pad_top, g->pad_left,
+                        xp + (ptrdiff_t)c * Hp * Wp, Hp, Wp);
 }
 
 /* The PLAIN micro-kernel: as tile_of, with input pixel t of tap (i, j) at column (ow0 + t) sw + j

@@ -1,6 +1,7 @@
 #include "im2col.h"
 
 #include <stddef.h>
+#include <string.h>
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
@@ -134,4 +135,23 @@ void decaf_col2im_serial(const float *cols, float *x, int B, int C, int H, int W
 {
     for (ptrdiff_t bc = 0; bc < (ptrdiff_t)B * C; ++bc)
         col2im_plane(cols, x, bc, B, C, H, W, kh, kw, sh, sw, pad_top, pad_left, dh, dw, Ho, Wo);
+}
+
+/* buf[h][w] (Hp x Wp) = the plane at (h - pad_top, w - pad_left), 0 outside. */
+void decaf_pad_plane(const float *xp, int H, int W, int pad_top, int pad_left, float *buf, int Hp, int Wp)
+{
+    for (int h = 0; h < Hp; ++h) {
+        const int hi = h - pad_top;
+        float *d = buf + (ptrdiff_t)h * Wp;
+        if (hi < 0 || hi >= H) {
+            for (int w = 0; w < Wp; ++w) d[w] = 0.0f;
+            continue;
+        }
+        /* columns [0, pad_left) and [pad_left + W, Wp) are padding; the image row goes between
+         * (clipped when Wp is narrower than the padded row: the windows never read past Wp) */
+        const int lo = pad_left < Wp ? pad_left : Wp, n = W < Wp - lo ? W : Wp - lo;
+        for (int w = 0; w < lo; ++w) d[w] = 0.0f;
+        memcpy(d + lo, xp + (ptrdiff_t)hi * W, sizeof(float) * (size_t)n);
+        for (int w = lo + n; w < Wp; ++w) d[w] = 0.0f;
+    }
 }

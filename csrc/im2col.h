@@ -23,6 +23,10 @@ void decaf_im2col_serial(const float *x, float *cols, int B, int C, int H, int W
 void decaf_col2im_serial(const float *cols, float *x, int B, int C, int H, int W, int kh, int kw,
                          int sh, int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo);
 
+/* buf (Hp x Wp) = the H x W plane xp placed at (pad_top, pad_left) in zeros, clipped to Hp x Wp:
+ * for kernels that read a padded plane with plain loads (depthwise, the direct convolution). */
+void decaf_pad_plane(const float *xp, int H, int W, int pad_top, int pad_left, float *buf, int Hp, int Wp);
+
 /* The outputs o in [*lo, *hi) whose input index o*stride + offset lies in [0, size), clipped to
  * [0, n_out). `offset` is (kernel offset)*dilation - pad. Used by im2col and depthwise conv so their
  * inner loops need no bounds test. */
