@@ -147,7 +147,7 @@ def run_interleaved(frameworks, repeats, gap=0.02):
         entrants = {fw: r[measure] for fw, r in frameworks.items() if measure in r}
         for _, fn in entrants.values():
             fn()                                   # warm-up (and first-call allocations)
-        for _ in range(repeats if measure.startswith("forward") else max(2, repeats // 2)):
+        for _ in range(repeats):
             for fw, (images, fn) in entrants.items():
                 time.sleep(gap)
                 t = time.perf_counter()
