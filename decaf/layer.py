@@ -124,6 +124,44 @@ class Layer:
     def backward(self, top, propagate_down, bottom):
         raise NotImplementedError
 
+    # ---- what the rest of decaf asks a layer ----------------------------------
+    # Code outside decaf/layers/ never branches on a type name: it asks the layer through these.
+    group = "other"        # decaf profile's Figure 3 group: conv, fc, pool, neuron, LRN, norm or other
+    # What generic code may rely on, as a set of words:
+    #   "probabilities"   the top is a distribution over classes (Softmax): what classify reads
+    #   "classifier_loss" bottoms are (scores, integer labels) (SoftmaxWithLoss)
+    #   "classifier"      num_output sets the number of classes a head predicts (InnerProduct, Convolution)
+    #   "train_only"      the identity at test time (Dropout)
+    #   "rectifier"       a ReLU-like activation (what "after ReLU" means for a feature)
+    #   "split"           the fan-out the net inserts: its tops share the bottom's data
+    roles = frozenset()
+
+    def macs(self, bottom_shapes, top_shapes):
+        """Multiply-accumulates per image (shapes include the batch axis)."""
+        return 0
+
+    def ops(self, bottom_shapes, top_shapes):
+        """Other arithmetic per image, an estimate (FLOPs = 2 MACs + ops)."""
+        return 0
+
+    def bytes_moved(self, bottoms, tops):
+        """Bytes read and written per batch: parameters + bottoms + tops (a lower bound)."""
+        return (sum(p.data.nbytes for p in self.blobs) + sum(b.data.nbytes for b in bottoms)
+                + sum(t.data.nbytes for t in tops))
+
+    def epilogue(self):
+        """For an activation a producer can apply as it writes its output: an ``Epilogue``; else None."""
+        return None
+
+    def fuse_epilogue(self, epilogue, in_place, out_blob):
+        """Asked by the net for the activation reading this layer's top (``out_blob``: that
+        activation's top when it is a new blob). Return True when this layer will apply it."""
+        return False
+
+    def to_onnx(self, g):
+        """Write this layer into the ONNX graph being built (``g``: io/onnx_convert.py's writer)."""
+        raise ValueError(f"layer {self.name!r}: decaf type {self.type_name!r} cannot be exported to ONNX")
+
     # ---- helpers --------------------------------------------------------------
     def add_param(self, pname, shape, index, learnable=True):
         """Create a parameter blob; its lr/decay multipliers come from the spec lists."""
@@ -140,6 +178,17 @@ class Layer:
 
     def __repr__(self):
         return f"{self.type_name}({self.name!r}, {self.bottom_names} -> {self.top_names})"
+
+
+class Epilogue:
+    """An activation applied while the producer writes its output: y = min(max(x, lo), hi) for
+    kind "clamp" (ReLU: lo 0, hi inf; ReLU6: lo 0, hi 6); further kinds name themselves."""
+
+    def __init__(self, kind, lo=0.0, hi=float("inf")):
+        self.kind, self.lo, self.hi = kind, float(lo), float(hi)
+
+    def __repr__(self):
+        return f"Epilogue({self.kind!r}, lo={self.lo}, hi={self.hi})"
 
 
 def _names(value):
