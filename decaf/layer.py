@@ -149,6 +149,8 @@ class Layer:
         return (sum(p.data.nbytes for p in self.blobs) + sum(b.data.nbytes for b in bottoms)
                 + sum(t.data.nbytes for t in tops))
 
+    fused = False          # set by the net when the producer applies this layer's epilogue
+
     def epilogue(self):
         """For an activation a producer can apply as it writes its output: an ``Epilogue``; else None."""
         return None
@@ -189,6 +191,11 @@ class Epilogue:
 
     def __repr__(self):
         return f"Epilogue({self.kind!r}, lo={self.lo}, hi={self.hi})"
+
+
+def per_image(shape):
+    """Elements per example of a blob shape (batch axis first; 1 for a per-example scalar)."""
+    return int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
 
 
 def _names(value):

@@ -54,7 +54,7 @@ class Net:
         self._setup(rng if init else None)
         self.params = {p.name: p for layer in self.order for p in layer.blobs}
         self._find_grad_needs()
-        self._fuse_relus()
+        self._fuse_epilogues()
 
     # ---- building -------------------------------------------------------------
     def _wire(self, layers):
@@ -161,30 +161,22 @@ class Net:
         self.output_names = [name for name, blob in self.blobs.items()
                              if id(blob) not in consumed and name not in self.input_shapes]
 
-    def _fuse_relus(self):
-        """Let a convolution apply the ReLU or ReLU6 (a Clip from 0) that reads its top first: one
-        pass over the output instead of two, in place or into the activation's own top. The
-        activation layer stays in the net, its forward does nothing, and its backward is
-        unchanged (it reads its top, the same either way)."""
+    def _fuse_epilogues(self):
+        """Offer each layer the activation that reads its top first (``epilogue()``: ReLU, ReLU6,
+        ...); a layer that takes it (``fuse_epilogue``) applies it as it writes its output, one pass
+        instead of two, in place or into the activation's own top. The activation layer stays in the
+        net with ``fused`` set: its forward does nothing and its backward is unchanged (it reads its
+        top, the same either way)."""
         for i, layer in enumerate(self.order):
-            if not hasattr(layer, "can_fuse_relu"):
-                continue
-            top = self.tops[layer.name][0]
+            top = self.tops[layer.name][0] if self.tops[layer.name] else None
             reader = next((r for r in self.order[i + 1:] if any(b is top for b in self.bottoms[r.name])), None)
-            if reader is None:
-                continue
-            if reader.type_name == "ReLU" and reader.p["negative_slope"] == 0:
-                upper = float("inf")
-            elif reader.type_name in ("Clip", "ReLU6") and reader.p["min"] == 0 and reader.p["max"] > 0:
-                upper = float(reader.p["max"])
-            else:
+            epilogue = reader.epilogue() if reader is not None else None
+            if epilogue is None:
                 continue
             act_top = self.tops[reader.name][0]
-            if not layer.can_fuse_relu(act_top is top):
-                continue
-            layer.fused_relu = reader.fused = True
-            layer.fused_relu_max = upper
-            layer.fused_relu_blob = None if act_top is top else act_top
+            in_place = act_top is top
+            if layer.fuse_epilogue(epilogue, in_place, None if in_place else act_top):
+                reader.fused = True
 
     def _setup(self, rng):
         for name, shape in self.input_shapes.items():

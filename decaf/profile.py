@@ -22,7 +22,8 @@ How the times are taken (docs/profiling.md says how to read them):
 * ``warmup`` iterations come first and are discarded; each reported time is the median over
   ``iters`` iterations, with the min and max next to it.
 
-Counting (per image, from the blob shapes; one place for every layer type):
+Counting (per image, from the blob shapes; each layer type counts for itself: ``Layer.macs``,
+``Layer.ops``, ``Layer.bytes_moved`` and ``Layer.group`` in its module):
 
 * MACs (multiply-accumulates): convolution ``Ho*Wo*K*(C/group)*kh*kw``, inner product
   ``in*out``; every other layer 0 (biases are not MACs).
@@ -43,77 +44,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-# ---- layer types -> the groups of the paper's Figure 3 ------------------------------------------
+# ---- the groups of the paper's Figure 3: each layer type names its own (Layer.group) ------------
 
 GROUPS = ("conv", "fc", "pool", "neuron", "LRN", "norm", "other")
-TYPE_GROUP = {
-    "Convolution": "conv",
-    "InnerProduct": "fc",
-    "Pooling": "pool",
-    "ReLU": "neuron", "LeakyReLU": "neuron", "Clip": "neuron", "ReLU6": "neuron", "Sigmoid": "neuron",
-    "Tanh": "neuron", "Dropout": "neuron", "Softmax": "neuron", "SoftmaxWithLoss": "neuron",
-    "LRN": "LRN",
-    "BatchNorm": "norm", "Scale": "norm",
-    # everything else (Split, Flatten, Reshape, Concat, Eltwise, EuclideanLoss, ...) is "other"
-}
-
-# non-MAC arithmetic per *output* element (estimates; FLOPs = 2 MACs + ops)
-OPS_PER_OUTPUT = {"ReLU": 1, "LeakyReLU": 2, "Clip": 2, "ReLU6": 2, "Sigmoid": 4, "Tanh": 4,
-                  "Softmax": 5, "BatchNorm": 2, "Scale": 1}
-
 
 BUSY_GAP = 0.10   # a larger gap between the per-layer sum and the whole net earns a note
-
-
-def layer_group(type_name):
-    """The Figure 3 group of a layer type: conv, fc, pool, neuron, LRN, norm or other."""
-    return TYPE_GROUP.get(type_name, "other")
-
-
-def _size(shape):
-    return int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
-
-
-def layer_macs(layer, bottom_shapes, top_shapes):
-    """Multiply-accumulates per image (the first axis of every shape is the batch)."""
-    if layer.type_name == "Convolution":
-        _, k, ho, wo = top_shapes[0]
-        c = bottom_shapes[0][1]
-        kh, kw = layer.weight.shape[2:]
-        return ho * wo * k * (c // layer.p["group"]) * kh * kw
-    if layer.type_name == "InnerProduct":
-        return _size(bottom_shapes[0][1:]) * layer.p["num_output"]
-    return 0
-
-
-def layer_ops(layer, bottom_shapes, top_shapes):
-    """Other arithmetic per image (an estimate: see the module docstring)."""
-    t = layer.type_name
-    out = _size(top_shapes[0][1:]) if top_shapes and top_shapes[0] else 1
-    if t in ("Convolution", "InnerProduct"):
-        return out if layer.p["bias_term"] else 0
-    if t == "Pooling":
-        kh, kw = layer.kernel
-        return out * kh * kw
-    if t == "LRN":
-        return out * (layer.p["local_size"] + 4)       # window sum of squares, scale, power, product
-    if t == "Dropout":
-        return out if layer.phase == "train" else 0
-    if t == "SoftmaxWithLoss":
-        return _size(bottom_shapes[0][1:]) * 5
-    if t == "Eltwise":
-        return out * max(len(bottom_shapes) - 1, 1)
-    if t == "EuclideanLoss":
-        return _size(bottom_shapes[0][1:]) * 3
-    return out * OPS_PER_OUTPUT.get(t, 0)
-
-
-def layer_bytes(layer, bottoms, tops):
-    """Bytes moved per batch: parameters + bottoms read + tops written (0 for a zero-copy Split)."""
-    if layer.type_name == "Split":
-        return 0
-    weights = sum(p.data.nbytes for p in layer.blobs)
-    return weights + sum(b.data.nbytes for b in bottoms) + sum(t.data.nbytes for t in tops)
 
 
 # ---- results ------------------------------------------------------------------------------------
@@ -343,7 +278,7 @@ def random_inputs(net, batch, seed=0):
     rng = np.random.default_rng(seed)
     classes = {}
     for layer in net.order:
-        if layer.type_name == "SoftmaxWithLoss":
+        if "classifier_loss" in layer.roles:
             label = net.bottoms[layer.name][1]
             classes[id(label)] = net.bottoms[layer.name][0].shape[1]
     inputs = {}
@@ -498,12 +433,12 @@ def profile(net, batch=10, iters=10, warmup=2, backward=False, threads=None, pro
     for layer, times in zip(net.order, passes.fwd_times):
         bottoms, tops = net.bottoms[layer.name], net.tops[layer.name]
         bshapes, tshapes = [b.shape for b in bottoms], [t.shape for t in tops]
-        macs = layer_macs(layer, bshapes, tshapes)
-        flops = 2 * macs + layer_ops(layer, bshapes, tshapes)
-        nbytes = layer_bytes(layer, bottoms, tops)
+        macs = layer.macs(bshapes, tshapes)
+        flops = 2 * macs + layer.ops(bshapes, tshapes)
+        nbytes = layer.bytes_moved(bottoms, tops)
         med, lo, hi = _stats(times)
         entry = LayerProfile(
-            name=layer.name, type=layer.type_name, group=layer_group(layer.type_name),
+            name=layer.name, type=layer.type_name, group=layer.group,
             output_shape=list(tshapes[0]) if tshapes else [], macs=int(macs), flops=int(flops), bytes=int(nbytes),
             params=int(sum(p.data.size for p in layer.blobs if p.learnable)),
             forward_ms=med, forward_min_ms=lo, forward_max_ms=hi,
@@ -584,9 +519,8 @@ def macs_per_layer(net):
     for layer in net.order:
         bshapes = [b.shape for b in net.bottoms[layer.name]]
         tshapes = [t.shape for t in net.tops[layer.name]]
-        out[layer.name] = int(layer_macs(layer, bshapes, tshapes))
+        out[layer.name] = int(layer.macs(bshapes, tshapes))
     return out
 
 
-__all__ = ["profile", "ProfileResult", "LayerProfile", "layer_group", "layer_macs", "layer_ops", "layer_bytes",
-           "macs_per_layer", "random_inputs", "cpu_model", "GROUPS", "TYPE_GROUP"]
+__all__ = ["profile", "ProfileResult", "LayerProfile", "macs_per_layer", "random_inputs", "cpu_model", "GROUPS"]

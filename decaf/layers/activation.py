@@ -12,11 +12,16 @@ running in place correct: for ReLU y > 0 exactly when x > 0.
 """
 import numpy as np
 
-from ..layer import Layer, register
+from ..layer import Epilogue, Layer, per_image, register
 
 
 class _Elementwise(Layer):
     inplace_ok = True
+    group = "neuron"
+    ops_per_output = 1       # arithmetic per element, an estimate for decaf profile
+
+    def ops(self, bottom_shapes, top_shapes):
+        return self.ops_per_output * per_image(top_shapes[0])
 
     def reshape(self, bottom_shapes):
         return [bottom_shapes[0]]
@@ -27,7 +32,10 @@ class ReLU(_Elementwise):
     """``fused``: set by Net when the convolution before this in-place ReLU applies it already."""
     type_name = "ReLU"
     PARAMS = {"negative_slope": 0.0}
-    fused = False
+    roles = frozenset({"rectifier"})
+
+    def epilogue(self):
+        return Epilogue("clamp", 0.0) if self.p["negative_slope"] == 0 else None
 
     def forward(self, bottom, top):
         if self.fused:
@@ -50,14 +58,19 @@ class ReLU(_Elementwise):
 class LeakyReLU(ReLU):
     type_name = "LeakyReLU"
     PARAMS = {"negative_slope": 0.01}
+    roles = frozenset()
+    ops_per_output = 2
 
 
 @register
 class Clip(_Elementwise):
     type_name = "Clip"
     PARAMS = {"min": 0.0, "max": 6.0}
+    ops_per_output = 2
 
-    fused = False   # set by Net when the convolution before this in-place clip applies it already
+    def epilogue(self):
+        lo, hi = self.p["min"], self.p["max"]
+        return Epilogue("clamp", 0.0, hi) if lo == 0 and hi > 0 else None
 
     def forward(self, bottom, top):
         if self.fused:
@@ -75,6 +88,7 @@ class Clip(_Elementwise):
 class ReLU6(Clip):
     type_name = "ReLU6"
     PARAMS = {}
+    roles = frozenset({"rectifier"})
 
     def validate(self):
         self.p = {"min": 0.0, "max": 6.0}
@@ -83,6 +97,7 @@ class ReLU6(Clip):
 @register
 class Sigmoid(_Elementwise):
     type_name = "Sigmoid"
+    ops_per_output = 4
 
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
@@ -101,6 +116,7 @@ class Sigmoid(_Elementwise):
 @register
 class Tanh(_Elementwise):
     type_name = "Tanh"
+    ops_per_output = 4
 
     def forward(self, bottom, top):
         np.tanh(bottom[0].data, out=top[0].data)

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import fillers, kernels
 from ..errors import SpecError
-from ..layer import REQUIRED, Layer, as_pads, as_pair, register
+from ..layer import REQUIRED, Layer, as_pads, as_pair, per_image, register
 
 
 def same_pads(size, kernel, stride, dilation, upper=True):
@@ -41,6 +41,8 @@ def conv_out_size(size, kernel, stride, pad_before, pad_after, dilation):
 @register
 class Convolution(Layer):
     type_name = "Convolution"
+    group = "conv"
+    roles = frozenset({"classifier"})
     PARAMS = {"num_output": REQUIRED, "kernel_size": REQUIRED, "stride": 1, "pad": 0, "pad_mode": None,
               "group": 1, "dilation": 1, "bias_term": True,
               "weight_filler": {"type": "xavier"}, "bias_filler": {"type": "constant", "value": 0.0}}
@@ -94,16 +96,27 @@ class Convolution(Layer):
         self.work = None    # scratch for im2col, allocated at the first pass (see _work)
         return [(n, k, ho, wo)]
 
-    # Net sets these when the next layer reading this top is a ReLU or a ReLU6 (fused_relu_max 6)
-    # this layer can apply: in place, or into the activation's own top (fused_relu_blob), this top
-    # keeping the values before it
+    def macs(self, bottom_shapes, top_shapes):
+        _, k, ho, wo = top_shapes[0]
+        kh, kw = self.kernel
+        return ho * wo * k * (bottom_shapes[0][1] // self.p["group"]) * kh * kw
+
+    def ops(self, bottom_shapes, top_shapes):
+        return per_image(top_shapes[0]) if self.p["bias_term"] else 0
+
+    # Set by fuse_epilogue when the activation reading this top is a clamp from 0 (ReLU, ReLU6) that
+    # the kernels apply as they write: in place, or into the activation's own top (fused_relu_blob),
+    # this top keeping the values before it
     fused_relu = False
     fused_relu_max = float("inf")
     fused_relu_blob = None
 
-    def can_fuse_relu(self, in_place):
-        """The depthwise kernel applies an activation in place only."""
-        return in_place or not self.depthwise
+    def fuse_epilogue(self, epilogue, in_place, out_blob):
+        """The kernels apply min(max(y, 0), hi); the depthwise kernel only in place."""
+        if epilogue.kind != "clamp" or epilogue.lo != 0 or not (in_place or not self.depthwise):
+            return False
+        self.fused_relu, self.fused_relu_max, self.fused_relu_blob = True, epilogue.hi, out_blob
+        return True
 
     def _work(self, x, backward):
         """The reused scratch buffer for the fused kernels, grown if the thread count grew."""

@@ -13,12 +13,17 @@ is the same model written the other way round).
 import numpy as np
 
 from ..errors import SpecError
-from ..layer import Layer, register
+from ..layer import Layer, per_image, register
 
 
 @register
 class Dropout(Layer):
     type_name = "Dropout"
+    group = "neuron"
+    roles = frozenset({"train_only"})
+
+    def ops(self, bottom_shapes, top_shapes):
+        return per_image(top_shapes[0]) if self.phase == "train" else 0
     PARAMS = {"dropout_ratio": 0.5}
     inplace_ok = True
 

@@ -7,7 +7,7 @@ operation "max":           y = max_i x_i;    dx_i = dy where x_i was the (first)
 import numpy as np
 
 from ..errors import SpecError
-from ..layer import Layer, register
+from ..layer import Layer, per_image, register
 
 
 @register
@@ -15,6 +15,9 @@ class Eltwise(Layer):
     type_name = "Eltwise"
     PARAMS = {"operation": "sum", "coeff": None}
     n_bottom = (2, None)
+
+    def ops(self, bottom_shapes, top_shapes):
+        return per_image(top_shapes[0]) * max(len(bottom_shapes) - 1, 1)
 
     def validate(self):
         if self.p["operation"] not in ("sum", "prod", "max"):

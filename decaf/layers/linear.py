@@ -10,12 +10,20 @@ import numpy as np
 
 from .. import fillers
 from ..blas import gemm
-from ..layer import REQUIRED, Layer, register
+from ..layer import REQUIRED, Layer, per_image, register
 
 
 @register
 class InnerProduct(Layer):
     type_name = "InnerProduct"
+    group = "fc"
+    roles = frozenset({"classifier"})
+
+    def macs(self, bottom_shapes, top_shapes):
+        return per_image(bottom_shapes[0]) * self.p["num_output"]
+
+    def ops(self, bottom_shapes, top_shapes):
+        return per_image(top_shapes[0]) if self.p["bias_term"] else 0
     PARAMS = {"num_output": REQUIRED, "bias_term": True,
               "weight_filler": {"type": "xavier"}, "bias_filler": {"type": "constant", "value": 0.0}}
 

@@ -10,13 +10,18 @@ EuclideanLoss, bottoms [a, b] of equal shape:
 """
 import numpy as np
 
-from ..layer import Layer, register
+from ..layer import Layer, per_image, register
 from .softmax import softmax
 
 
 @register
 class SoftmaxWithLoss(Layer):
     type_name = "SoftmaxWithLoss"
+    group = "neuron"
+    roles = frozenset({"classifier_loss"})
+
+    def ops(self, bottom_shapes, top_shapes):
+        return 5 * per_image(bottom_shapes[0])
     PARAMS = {"ignore_label": None}
     n_bottom = 2
     is_loss = True
@@ -69,6 +74,9 @@ class SoftmaxWithLoss(Layer):
 @register
 class EuclideanLoss(Layer):
     type_name = "EuclideanLoss"
+
+    def ops(self, bottom_shapes, top_shapes):
+        return 3 * per_image(bottom_shapes[0])
     n_bottom = 2
     is_loss = True
 

@@ -11,12 +11,17 @@ import numpy as np
 
 from .. import kernels
 from ..errors import SpecError
-from ..layer import Layer, register
+from ..layer import Layer, per_image, register
 
 
 @register
 class LRN(Layer):
     type_name = "LRN"
+    group = "LRN"
+
+    def ops(self, bottom_shapes, top_shapes):
+        # window sum of squares, scale, power, product
+        return per_image(top_shapes[0]) * (self.p["local_size"] + 4)
     PARAMS = {"local_size": 5, "alpha": 1.0, "beta": 0.75, "k": 1.0}
 
     def validate(self):

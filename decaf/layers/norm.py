@@ -18,7 +18,7 @@ Scale (parameter bias_term=False): y = x * gamma_c (+ beta_c);
 import numpy as np
 
 from .. import fillers
-from ..layer import Layer, register
+from ..layer import Layer, per_image, register
 
 
 def _per_channel(v, ndim):
@@ -33,6 +33,10 @@ def _reduce_axes(ndim):
 @register
 class BatchNorm(Layer):
     type_name = "BatchNorm"
+    group = "norm"
+
+    def ops(self, bottom_shapes, top_shapes):
+        return 2 * per_image(top_shapes[0])
     PARAMS = {"eps": 1e-5, "momentum": 0.9, "use_global_stats": None, "affine": False}
     inplace_ok = False
 
@@ -97,6 +101,10 @@ class BatchNorm(Layer):
 @register
 class Scale(Layer):
     type_name = "Scale"
+    group = "norm"
+
+    def ops(self, bottom_shapes, top_shapes):
+        return per_image(top_shapes[0])
     PARAMS = {"bias_term": False, "filler": {"type": "constant", "value": 1.0},
               "bias_filler": {"type": "constant", "value": 0.0}}
     inplace_ok = False

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import kernels
 from ..errors import SpecError
-from ..layer import Layer, as_pads, as_pair, register
+from ..layer import Layer, as_pads, as_pair, per_image, register
 
 
 def pool_out_size(size, kernel, stride, pad_before, pad_after, ceil):
@@ -32,6 +32,11 @@ def pool_out_size(size, kernel, stride, pad_before, pad_after, ceil):
 @register
 class Pooling(Layer):
     type_name = "Pooling"
+    group = "pool"
+
+    def ops(self, bottom_shapes, top_shapes):
+        kh, kw = self.kernel
+        return per_image(top_shapes[0]) * kh * kw      # one comparison or add per window element
     PARAMS = {"pool": "max", "kernel_size": None, "stride": 1, "pad": 0, "global_pooling": False,
               "round_mode": "ceil", "count_include_pad": True}
 

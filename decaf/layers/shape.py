@@ -92,6 +92,10 @@ class Concat(Layer):
 class Split(Layer):
     type_name = "Split"
     n_top = (1, None)
+    roles = frozenset({"split"})
+
+    def bytes_moved(self, bottoms, tops):
+        return 0                          # the tops share the bottom's data
 
     def reshape(self, bottom_shapes):
         return [bottom_shapes[0]] * len(self.top_names)

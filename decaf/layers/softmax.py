@@ -5,7 +5,7 @@
 """
 import numpy as np
 
-from ..layer import Layer, register
+from ..layer import Layer, per_image, register
 
 
 def softmax(x, out):
@@ -19,6 +19,11 @@ def softmax(x, out):
 @register
 class Softmax(Layer):
     type_name = "Softmax"
+    group = "neuron"
+    roles = frozenset({"probabilities"})
+
+    def ops(self, bottom_shapes, top_shapes):
+        return 5 * per_image(top_shapes[0])
 
     def reshape(self, bottom_shapes):
         return [bottom_shapes[0]]
