@@ -11,19 +11,25 @@ to the side so they do not run through the boxes between. Matplotlib (Agg) only,
 """
 from dataclasses import dataclass, field
 
-# Box colours by layer family (fill, edge).
+# Box colours (fill, edge) by the layer's profile group; outputs and losses, and layers that are
+# the identity at test time, get their own.
 COLOURS = {
-    "Convolution": ("#cfe2f3", "#3d6fa8"),
-    "InnerProduct": ("#d9d2e9", "#674ea7"),
-    "Pooling": ("#d9ead3", "#4f8a3a"),
-    "LRN": ("#fff2cc", "#b8860b"), "BatchNorm": ("#fff2cc", "#b8860b"), "Scale": ("#fff2cc", "#b8860b"),
-    "ReLU": ("#fce5cd", "#c27c0e"), "LeakyReLU": ("#fce5cd", "#c27c0e"), "ReLU6": ("#fce5cd", "#c27c0e"),
-    "Clip": ("#fce5cd", "#c27c0e"), "Sigmoid": ("#fce5cd", "#c27c0e"), "Tanh": ("#fce5cd", "#c27c0e"),
-    "Dropout": ("#eeeeee", "#777777"),
-    "Softmax": ("#f4cccc", "#a61c1c"), "SoftmaxWithLoss": ("#f4cccc", "#a61c1c"),
-    "EuclideanLoss": ("#f4cccc", "#a61c1c"),
+    "conv": ("#cfe2f3", "#3d6fa8"),
+    "fc": ("#d9d2e9", "#674ea7"),
+    "pool": ("#d9ead3", "#4f8a3a"),
+    "LRN": ("#fff2cc", "#b8860b"), "norm": ("#fff2cc", "#b8860b"),
+    "neuron": ("#fce5cd", "#c27c0e"),
+    "train_only": ("#eeeeee", "#777777"),
+    "loss": ("#f4cccc", "#a61c1c"),
 }
 DEFAULT_COLOUR = ("#ffffff", "#444444")
+
+
+def colour_key(layer):
+    """The COLOURS key of a layer: "loss" for losses and probability outputs, else its group."""
+    if layer.is_loss or "probabilities" in layer.roles:
+        return "loss"
+    return "train_only" if "train_only" in layer.roles else layer.group
 BLOB_COLOUR = ("#f3f3f3", "#999999")
 
 # Geometry in inches (the figure is drawn 1 data unit = 1 inch).
@@ -36,6 +42,7 @@ class Node:
     name: str
     kind: str                   # "input", "layer" or "output"
     type_name: str = ""
+    colour: str = ""            # a COLOURS key
     detail: str = ""
     rank: int = 0
     x: float = 0.0
@@ -48,40 +55,6 @@ class Edge:
     dst: str
     blob: str
     shape: tuple
-
-
-def _pair(v):
-    if isinstance(v, (list, tuple)):
-        return "×".join(map(str, v)) if len(set(v)) > 1 else str(v[0])
-    return f"{v}×{v}"
-
-
-def layer_detail(layer):
-    """A few words about a layer's parameters for its box."""
-    p, t = layer.p, layer.type_name
-    if t == "Convolution":
-        s = f"{_pair(p['kernel_size'])}, {p['num_output']}"
-        if p["stride"] != 1:
-            s += f", /{_pair(p['stride']) if isinstance(p['stride'], (list, tuple)) else p['stride']}"
-        if p["pad"] not in (0, [0], [0, 0], [0, 0, 0, 0]) or p["pad_mode"]:
-            s += f", pad {p['pad_mode'] or p['pad']}"
-        if p["group"] != 1:
-            s += f", group {p['group']}"
-        return s
-    if t == "Pooling":
-        if p["global_pooling"]:
-            return f"{p['pool']}, global"
-        stride = p["stride"] if not isinstance(p["stride"], (list, tuple)) else _pair(p["stride"])
-        return f"{p['pool']} {_pair(p['kernel_size'])}, /{stride}"
-    if t == "InnerProduct":
-        return str(p["num_output"])
-    if t == "LRN":
-        return f"n={p['local_size']}"
-    if t == "Dropout":
-        return f"p={p['dropout_ratio']}"
-    if t == "Eltwise":
-        return str(p.get("operation", "sum"))
-    return ""
 
 
 def shape_text(shape):
@@ -99,13 +72,13 @@ def net_graph(spec):
         writer[id(net.blobs[name])] = name
     for layer in net.order:
         bottoms, tops = net.bottoms[layer.name], net.tops[layer.name]
-        if layer.type_name == "Split":       # inserted by the net: read through it
+        if "split" in layer.roles:       # inserted by the net: read through it
             for top in tops:
                 writer[id(top)] = writer[id(bottoms[0])]
             continue
         inplace = any(t is b for t in tops for b in bottoms)
-        detail = layer_detail(layer) + (" (in place)" if inplace else "")
-        node = Node(layer.name, "layer", layer.type_name, detail.strip())
+        detail = layer.summary() + (" (in place)" if inplace else "")
+        node = Node(layer.name, "layer", layer.type_name, colour_key(layer), detail.strip())
         nodes[node.name] = node
         for blob in bottoms:
             src = writer[id(blob)]
@@ -171,7 +144,7 @@ def draw_net(spec, path, title=None, dpi=100):
 
     for node in nodes.values():
         if node.kind == "layer":
-            fill, edge = COLOURS.get(node.type_name, DEFAULT_COLOUR)
+            fill, edge = COLOURS.get(node.colour, DEFAULT_COLOUR)
             style, text = "round,pad=0.02,rounding_size=0.08", f"{node.name}\n{node.type_name} {node.detail}".strip()
         else:
             (fill, edge), style = BLOB_COLOUR, "round,pad=0.02,rounding_size=0.25"

@@ -136,6 +136,16 @@ class Layer:
     #   "split"           the fan-out the net inserts: its tops share the bottom's data
     roles = frozenset()
 
+    # Parameters whose neutral value is 1 (a per-channel scale), by their short name ("weight")
+    unit_params = ()
+    # (params, bottom shapes) that ``decaf gradcheck TYPE`` uses when the command line gives none:
+    # small enough to check every element, large enough that pads, strides and windows all matter
+    gradcheck_case = None
+
+    def summary(self):
+        """A few words about the parameters (decaf draw's boxes, layer tables): "3×3, 64, /2"."""
+        return ""
+
     def macs(self, bottom_shapes, top_shapes):
         """Multiply-accumulates per image (shapes include the batch axis)."""
         return 0
@@ -191,6 +201,13 @@ class Epilogue:
 
     def __repr__(self):
         return f"Epilogue({self.kind!r}, lo={self.lo}, hi={self.hi})"
+
+
+def pair_text(value):
+    """3 -> "3×3", [3, 5] -> "3×5", [2, 2] -> "2"."""
+    if isinstance(value, (list, tuple)):
+        return "×".join(map(str, value)) if len(set(value)) > 1 else str(value[0])
+    return f"{value}×{value}"
 
 
 def per_image(shape):

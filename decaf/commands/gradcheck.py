@@ -24,19 +24,7 @@ A layer type that needs parameters or several bottoms has defaults (see --params
 override them). Zoo models whose spec takes an input_size are checked at the smallest input size
 the net accepts (--input-size to choose), with a random sample of elements per parameter."""
 
-# Parameters and bottom shapes used when the command line gives none: small enough to check every
-# element, large enough that padding, strides and windows all matter.
-LAYER_DEFAULTS = {
-    "Convolution": ({"num_output": 3, "kernel_size": 3}, [(2, 3, 7, 7)]),
-    "Pooling": ({"kernel_size": 3, "stride": 2}, [(2, 3, 7, 7)]),
-    "InnerProduct": ({"num_output": 4}, [(3, 2, 2, 2)]),
-    "LRN": ({"local_size": 5, "alpha": 0.5, "k": 2.0}, [(2, 7, 3, 3)]),
-    "SoftmaxWithLoss": ({}, [(4, 5), (4,)]),
-    "Softmax": ({}, [(3, 5)]),
-    "Reshape": ({"shape": [-1]}, [(2, 3, 2, 2)]),
-    "BatchNorm": ({"affine": True}, [(3, 2, 2, 2)]),
-    "Scale": ({"bias_term": True, "filler": {"type": "gaussian", "std": 1.0}}, [(2, 3, 2, 2)]),
-}
+# Bottom shape when neither the command line nor the layer type (Layer.gradcheck_case) gives one.
 DEFAULT_SHAPE = (2, 3, 4, 4)
 MODEL_SAMPLES = 20      # elements checked per array of a zoo model (every element when smaller)
 LAYER_SAMPLES = 60
@@ -128,7 +116,7 @@ def parse_shape(text):
 def layer_case(type_name, params_json, shape_args):
     """(layer spec, bottom shapes, label classes) for ``decaf gradcheck LAYER_TYPE``."""
     from ..layer import LAYERS
-    params, shapes = LAYER_DEFAULTS.get(type_name, ({}, None))
+    params, shapes = LAYERS[type_name].gradcheck_case or ({}, None)
     params = dict(params)
     if params_json:
         try:
@@ -146,7 +134,7 @@ def layer_case(type_name, params_json, shape_args):
         shapes = [DEFAULT_SHAPE] * count
     spec = dict(params, type=type_name, name=params.get("name", type_name.lower()))
     label_classes = None
-    if type_name == "SoftmaxWithLoss":
+    if "classifier_loss" in LAYERS[type_name].roles:
         spec.setdefault("bottom", ["scores", "label"])
         label_classes = shapes[0][1] if len(shapes[0]) > 1 else 2
     return spec, shapes, label_classes
@@ -162,7 +150,7 @@ def model_inputs(net, batch, seed):
         if "label" in name:
             classes = 2
             for layer in net.order:
-                if layer.type_name == "SoftmaxWithLoss" and net.blobs[name] in net.bottoms[layer.name]:
+                if "classifier_loss" in layer.roles and net.blobs[name] in net.bottoms[layer.name]:
                     classes = net.bottoms[layer.name][0].shape[1]
             inputs[name] = rng.integers(0, classes, (batch,) + shape).astype(np.float64)
         else:
@@ -172,8 +160,8 @@ def model_inputs(net, batch, seed):
 
 def he_init(net, seed=0):
     """Re-fill every learnable parameter with gaussians that keep activations O(1): weights with
-    std sqrt(2 / fan_in), vectors (biases, scales) with std 0.1 (around 1 for BatchNorm/Scale
-    weights).
+    std sqrt(2 / fan_in), vectors (biases, scales) with std 0.1 (around 1 for the vectors a layer
+    multiplies by, ``Layer.unit_params``: BatchNorm's and Scale's weights).
 
     Why: a zoo spec's Caffe fillers (std 0.01, zero biases) shrink the activations layer by layer;
     deep in the net they are ~1e-6, as small as the finite-difference step, so a step moves many
@@ -186,7 +174,7 @@ def he_init(net, seed=0):
                 continue
             if p.data.ndim >= 2:
                 p.data[...] = rng.standard_normal(p.shape) * np.sqrt(2.0 / max(p.data[0].size, 1))
-            elif layer.type_name in ("BatchNorm", "Scale") and p.name.endswith(".weight"):
+            elif p.name[len(layer.name) + 1:] in layer.unit_params:
                 p.data[...] = 1 + 0.1 * rng.standard_normal(p.shape)
             else:
                 p.data[...] = 0.1 * rng.standard_normal(p.shape)

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import fillers, kernels
 from ..errors import SpecError
-from ..layer import REQUIRED, Layer, as_pads, as_pair, per_image, register
+from ..layer import REQUIRED, Layer, as_pads, as_pair, pair_text, per_image, register
 
 
 def same_pads(size, kernel, stride, dilation, upper=True):
@@ -43,6 +43,7 @@ class Convolution(Layer):
     type_name = "Convolution"
     group = "conv"
     roles = frozenset({"classifier"})
+    gradcheck_case = ({"num_output": 3, "kernel_size": 3}, [(2, 3, 7, 7)])
     PARAMS = {"num_output": REQUIRED, "kernel_size": REQUIRED, "stride": 1, "pad": 0, "pad_mode": None,
               "group": 1, "dilation": 1, "bias_term": True,
               "weight_filler": {"type": "xavier"}, "bias_filler": {"type": "constant", "value": 0.0}}
@@ -95,6 +96,17 @@ class Convolution(Layer):
         self.depthwise = g == c == k and g > 1
         self.work = None    # scratch for im2col, allocated at the first pass (see _work)
         return [(n, k, ho, wo)]
+
+    def summary(self):
+        p = self.p
+        s = f"{pair_text(p['kernel_size'])}, {p['num_output']}"
+        if p["stride"] != 1:
+            s += f", /{pair_text(p['stride']) if isinstance(p['stride'], (list, tuple)) else p['stride']}"
+        if p["pad"] not in (0, [0], [0, 0], [0, 0, 0, 0]) or p["pad_mode"]:
+            s += f", pad {p['pad_mode'] or p['pad']}"
+        if p["group"] != 1:
+            s += f", group {p['group']}"
+        return s
 
     def macs(self, bottom_shapes, top_shapes):
         _, k, ho, wo = top_shapes[0]

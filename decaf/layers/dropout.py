@@ -22,6 +22,9 @@ class Dropout(Layer):
     group = "neuron"
     roles = frozenset({"train_only"})
 
+    def summary(self):
+        return f"p={self.p['dropout_ratio']}"
+
     def ops(self, bottom_shapes, top_shapes):
         return per_image(top_shapes[0]) if self.phase == "train" else 0
     PARAMS = {"dropout_ratio": 0.5}

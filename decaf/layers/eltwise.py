@@ -16,6 +16,9 @@ class Eltwise(Layer):
     PARAMS = {"operation": "sum", "coeff": None}
     n_bottom = (2, None)
 
+    def summary(self):
+        return str(self.p["operation"])
+
     def ops(self, bottom_shapes, top_shapes):
         return per_image(top_shapes[0]) * max(len(bottom_shapes) - 1, 1)
 

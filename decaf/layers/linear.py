@@ -18,6 +18,10 @@ class InnerProduct(Layer):
     type_name = "InnerProduct"
     group = "fc"
     roles = frozenset({"classifier"})
+    gradcheck_case = ({"num_output": 4}, [(3, 2, 2, 2)])
+
+    def summary(self):
+        return str(self.p["num_output"])
 
     def macs(self, bottom_shapes, top_shapes):
         return per_image(bottom_shapes[0]) * self.p["num_output"]

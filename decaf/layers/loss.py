@@ -19,6 +19,7 @@ class SoftmaxWithLoss(Layer):
     type_name = "SoftmaxWithLoss"
     group = "neuron"
     roles = frozenset({"classifier_loss"})
+    gradcheck_case = ({}, [(4, 5), (4,)])
 
     def ops(self, bottom_shapes, top_shapes):
         return 5 * per_image(bottom_shapes[0])

@@ -18,6 +18,10 @@ from ..layer import Layer, per_image, register
 class LRN(Layer):
     type_name = "LRN"
     group = "LRN"
+    gradcheck_case = ({"local_size": 5, "alpha": 0.5, "k": 2.0}, [(2, 7, 3, 3)])
+
+    def summary(self):
+        return f"n={self.p['local_size']}"
 
     def ops(self, bottom_shapes, top_shapes):
         # window sum of squares, scale, power, product

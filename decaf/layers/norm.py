@@ -34,6 +34,8 @@ def _reduce_axes(ndim):
 class BatchNorm(Layer):
     type_name = "BatchNorm"
     group = "norm"
+    unit_params = ("weight",)
+    gradcheck_case = ({"affine": True}, [(3, 2, 2, 2)])
 
     def ops(self, bottom_shapes, top_shapes):
         return 2 * per_image(top_shapes[0])
@@ -102,6 +104,8 @@ class BatchNorm(Layer):
 class Scale(Layer):
     type_name = "Scale"
     group = "norm"
+    unit_params = ("weight",)
+    gradcheck_case = ({"bias_term": True, "filler": {"type": "gaussian", "std": 1.0}}, [(2, 3, 2, 2)])
 
     def ops(self, bottom_shapes, top_shapes):
         return per_image(top_shapes[0])

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import kernels
 from ..errors import SpecError
-from ..layer import Layer, as_pads, as_pair, per_image, register
+from ..layer import Layer, as_pads, as_pair, pair_text, per_image, register
 
 
 def pool_out_size(size, kernel, stride, pad_before, pad_after, ceil):
@@ -33,6 +33,14 @@ def pool_out_size(size, kernel, stride, pad_before, pad_after, ceil):
 class Pooling(Layer):
     type_name = "Pooling"
     group = "pool"
+    gradcheck_case = ({"kernel_size": 3, "stride": 2}, [(2, 3, 7, 7)])
+
+    def summary(self):
+        p = self.p
+        if p["global_pooling"]:
+            return f"{p['pool']}, global"
+        stride = p["stride"] if not isinstance(p["stride"], (list, tuple)) else pair_text(p["stride"])
+        return f"{p['pool']} {pair_text(p['kernel_size'])}, /{stride}"
 
     def ops(self, bottom_shapes, top_shapes):
         kh, kw = self.kernel

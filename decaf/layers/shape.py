@@ -33,6 +33,7 @@ class Flatten(Layer):
 @register
 class Reshape(Flatten):
     type_name = "Reshape"
+    gradcheck_case = ({"shape": [-1]}, [(2, 3, 2, 2)])
     PARAMS = {"shape": REQUIRED}
 
     def validate(self):

@@ -21,6 +21,7 @@ class Softmax(Layer):
     type_name = "Softmax"
     group = "neuron"
     roles = frozenset({"probabilities"})
+    gradcheck_case = ({}, [(3, 5)])
 
     def ops(self, bottom_shapes, top_shapes):
         return 5 * per_image(top_shapes[0])
