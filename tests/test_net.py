@@ -145,7 +145,11 @@ def test_dropout_is_seeded():
     s = spec({"name": "d", "type": "Dropout", "bottom": "data", "top": "d"}, inputs={"data": [50]})
     a = Net(s, phase="train", seed=3).forward(data=np.ones((2, 50)))["d"]
     b = Net(s, phase="train", seed=3).forward(data=np.ones((2, 50)))["d"]
+    c = Net(s, phase="train", seed=4).forward(data=np.ones((2, 50)))["d"]
     np.testing.assert_array_equal(a, b)
+    # it does drop: about half the units are 0, the rest scaled by 1 / (1 - 0.5)
+    assert set(np.unique(a)) == {0.0, 2.0} and 30 <= int(np.sum(a == 0)) <= 70
+    assert not np.array_equal(a, c)              # another seed, another mask
 
 
 def test_batch_size_change_reshapes():

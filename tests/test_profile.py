@@ -108,6 +108,7 @@ def _gap_within(measure, limit=0.10, attempts=2):
                 f"limit {100 * limit:.0f} %")
 
 
+@pytest.mark.timing
 def test_layer_times_add_up_to_the_whole_forward(caffenet):
     # One thread: with two threads on two shared cores a busy neighbour stalls the threads'
     # synchronisation at random layers; each layer's median then misses the stalls while most whole
@@ -124,11 +125,13 @@ def test_layer_times_add_up_to_the_whole_forward(caffenet):
     _gap_within(measure)
 
 
+@pytest.mark.timing
 def test_instrumented_passes_equal_whole_passes_at_full_threads(caffenet):
     # no hidden overhead and no double counting: a pass of timed layer calls is a net.forward
     _gap_within(lambda: profile(caffenet, batch=1, iters=5, warmup=1, progress=False).pass_gap)
 
 
+@pytest.mark.timing
 def test_layer_times_add_up_to_the_whole_backward():
     net = decaf.Net(get_spec("lenet"))
 

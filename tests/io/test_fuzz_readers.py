@@ -10,7 +10,6 @@ import io
 import json
 import pickle
 import struct
-import time
 import zipfile
 
 import numpy as np
@@ -22,12 +21,10 @@ from decaf.io import DecafFormatError, read_blobfile, read_torch_checkpoint, wri
 from decaf.io.torch_reader import LEGACY_MAGIC
 
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SECONDS_PER_CALL = 5.0  # far above the few ms a call takes: anything slower is a hang
 
 
 def call_reader(reader, path):
     """Run reader(path); return True if it accepted the file, False on DecafFormatError."""
-    start = time.perf_counter()
     try:
         result = reader(path)
         if reader is read_blobfile:
@@ -38,7 +35,6 @@ def call_reader(reader, path):
     except DecafFormatError as exc:
         assert str(path) in str(exc), f"message does not name the file: {exc}"
         accepted = False
-    assert time.perf_counter() - start < SECONDS_PER_CALL
     return accepted
 
 
