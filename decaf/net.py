@@ -44,7 +44,6 @@ class Net:
             raise SpecError(f"net {self.name!r}: duplicate layer name(s) {dupes}")
         self._wire(layers)
         self.layers = {layer.name: layer for layer in self.order}
-        self.params = {p.name: p for layer in self.order for p in layer.blobs}
         self.batch_size = None
         self._plans = {}
         self.set_phase(phase)
@@ -261,12 +260,12 @@ class Net:
             array = np.asarray(value)
             want = self.input_shapes[name]
             if array.shape[1:] != want:
-                raise ShapeError(f"input {name!r}: expected shape (N, {', '.join(map(str, want))})"
-                                 f"{'' if want else ''}, got {array.shape}")
+                raise ShapeError(f"input {name!r}: expected shape (N{''.join(f', {d}' for d in want)}), "
+                                 f"got {array.shape}")
             if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
                 raise TypeError(f"input {name!r}: expected a numeric array, got dtype {array.dtype}")
-            # a contiguous float32 input into a float32 blob is checked while it is copied, on all
-            # threads; any other floating input here
+            # a contiguous float32 input into a float32 blob is checked for NaN/inf while it is
+            # copied, on all threads; any other floating input is checked here, before the copy
             fast = array.dtype == np.float32 and array.flags.c_contiguous and self.blobs[name].data.dtype == np.float32
             if not fast and np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
                 raise ValueError(f"input {name!r} contains NaN or inf")
