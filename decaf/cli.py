@@ -5,7 +5,8 @@ import importlib
 import sys
 
 COMMANDS = ["classify", "extract", "transfer", "tsne", "profile", "train", "convert", "models",
-            "gradcheck", "draw"]
+            "gradcheck", "draw",
+            "serve"]
 
 
 def build_parser():
