@@ -6,8 +6,11 @@ A *source* holds N labelled examples: ``len(source)``, ``source.labels`` (int64,
 
 * ``ArraySource(x, y)``: arrays in memory (x: (N, ...), y: N integer labels);
 * ``ImageFolder(root, size)``: ``root/<class>/<image>``, one subfolder per class (classes sorted
-  by name -> labels 0..K-1); each image is decoded by Pillow, its shorter side resized to
-  ``size``, centre-cropped to size x size and normalised like ``decaf.image.to_array``.
+  by name -> labels 0..K-1); each image goes through the same decoder, recipe and batching loop
+  as inference (decaf/image.py, decaf/pipeline.py): resized to ``size`` (shorter side, or warped
+  if the recipe warps) and centre-cropped to size x size. A centre crop of that array to the
+  net's input (``Batches(crop=...).eval_batches``) is bit for bit what classify and extract feed
+  the net with ``folder.recipe`` cropped to that input (``dict(folder.recipe, crop=input)``).
 
 ``Batches(source, batch_size, seed=...)`` deals training minibatches forever: each epoch is a
 permutation of the N examples (drawn from the iterator's own generator when ``shuffle``) and a
@@ -83,15 +86,23 @@ class ArraySource:
 class ImageFolder:
     """Images in ``root/<class>/``; ``size``: the side of the square arrays (C, size, size).
 
-    ``channels`` 1 (grey) or 3; ``recipe`` (a decaf.image recipe) gives the channel order, scale,
-    mean and std (default: RGB, x / 255). Decoded arrays are kept while they fit in ``cache_mb``."""
+    ``channels`` 1 (grey) or 3; ``recipe`` (a decaf.recipe.Recipe or its dict form) gives the
+    channel order, resampling filter, scale, mean and std (keys a dict leaves out: RGB, x / 255,
+    mean 0, std 1, bicubic). ``self.recipe`` is that recipe for size x size arrays
+    (``Recipe.squared``). Decoded arrays are kept while they fit in ``cache_mb``."""
+
+    TRAINING_DEFAULTS = {"channels": "RGB", "scale": 1 / 255.0, "mean": [0.0], "std": [1.0]}
 
     def __init__(self, root, size, channels=3, recipe=None, cache_mb=512, _files=None):
+        from .recipe import Recipe
         self.root, self.size, self.channels = str(root), int(size), int(channels)
         if self.channels not in (1, 3):
             raise ValueError(f"ImageFolder: channels must be 1 or 3, got {channels}")
-        self.recipe = dict({"channels": "RGB", "scale": 1 / 255.0, "mean": [0.0] * 3, "std": [1.0] * 3},
-                           **(recipe or {}))
+        if not isinstance(recipe, Recipe):
+            given = dict(recipe or {})
+            way = "resize_warp" if given.get("resize_warp") is not None else "resize_shorter"
+            recipe = Recipe.from_dict({**self.TRAINING_DEFAULTS, **given, "crop": self.size, way: self.size})
+        self.recipe = recipe.for_channels(self.channels).squared(self.size)
         self.cache_mb = cache_mb
         self._cache = {}
         if _files is None:
@@ -127,28 +138,25 @@ class ImageFolder:
 
     def load(self, path):
         """One image file -> float32 (C, size, size)."""
-        from .image import load_image, resize_shorter, to_array
-        img = resize_shorter(load_image(path), self.size, self.recipe.get("resample", "bilinear"))
-        w, h = img.size
-        left, top = (w - self.size) // 2, (h - self.size) // 2
-        img = img.crop((left, top, left + self.size, top + self.size))
-        if self.channels == 3:
-            return to_array(img, self.recipe)
-        r = self.recipe
-        x = np.asarray(img.convert("L"), np.float32) * np.float32(r["scale"])
-        return ((x - np.float32(r["mean"][0])) / np.float32(r["std"][0]))[None]
+        return self._prepared([path])[0]
+
+    def _prepared(self, paths):
+        """The arrays of ``paths`` through the one batching loop; an unreadable file is an error
+        (a skipped example would shift every label after it)."""
+        from .pipeline import image_batches
+        return next(image_batches(paths, self.recipe, batch_size=len(paths))).x
 
     def get(self, indices):
+        indices = [int(i) for i in indices]
         out = np.empty((len(indices),) + self.shape, np.float32)
-        budget = self.cache_mb * 2**20 // max(out[0].nbytes, 1)
+        todo = sorted(set(indices) - self._cache.keys())
+        fresh = dict(zip(todo, self._prepared([self.files[i] for i in todo]))) if todo else {}
+        budget = self.cache_mb * 2**20 // max(out[0].nbytes if len(out) else 1, 1)
+        for i, x in fresh.items():
+            if len(self._cache) < budget:
+                self._cache[i] = x
         for k, i in enumerate(indices):
-            i = int(i)
-            x = self._cache.get(i)
-            if x is None:
-                x = self.load(self.files[i])
-                if len(self._cache) < budget:
-                    self._cache[i] = x
-            out[k] = x
+            out[k] = fresh[i] if i in fresh else self._cache[i]
         return out
 
     def subset(self, indices):

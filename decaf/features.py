@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .image import DEFAULT_RECIPE, ImageError, preprocess
+from .pipeline import forward_batches, image_batches, image_input, net_recipe  # noqa: F401 (image_input: API)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 LIST_EXTENSIONS = {".txt", ".lst", ".list"}
@@ -161,7 +161,8 @@ def _as_items(images):
 
 
 def default_blob(net):
-    """The blob a linear classifier reads: the input of the last InnerProduct (through a Dropout).
+    """The blob a linear classifier reads: the input of the last layer with the "classifier" role
+    (InnerProduct, or a convolution head), taken before a "train_only" layer (Dropout) on the way.
 
     EfficientNet-Lite0 -> ``pool`` (1280-d), CaffeNet -> ``relu7`` (DeCAF7 after ReLU), LeNet -> ``ip1``.
     """
@@ -170,34 +171,13 @@ def default_blob(net):
         for top in layer.top_names:
             producer.setdefault(top, layer)
     for layer in reversed(net.order):
-        if layer.type_name == "InnerProduct":
+        if "classifier" in layer.roles:
             blob = layer.bottom_names[0]
             source = producer.get(blob)
-            if source is not None and source.type_name == "Dropout" and source.bottom_names[0] != blob:
+            if source is not None and "train_only" in source.roles and source.bottom_names[0] != blob:
                 blob = source.bottom_names[0]
             return blob
     return net.output_names[-1]
-
-
-def image_input(net):
-    """The name and (C, H, W) shape of the net's image input."""
-    for name, shape in net.input_shapes.items():
-        if len(shape) == 3:
-            return name, shape
-    raise ValueError(f"net {net.name!r} has no image input (inputs: {net.input_shapes})")
-
-
-def net_recipe(net):
-    """The preprocessing recipe stored with the net, else the default sized to the net's input."""
-    _, (c, h, w) = image_input(net)
-    stored = (getattr(net, "meta", None) or {}).get("preprocess")
-    recipe = dict(DEFAULT_RECIPE, **(stored or {"resize_shorter": h, "crop": h}))
-    if h != w or recipe["crop"] != h:
-        raise ValueError(f"net {net.name!r}: the image input is {h}x{w} but the preprocessing crop is "
-                         f"{recipe['crop']}x{recipe['crop']}")
-    if c not in (1, 3):
-        raise ValueError(f"net {net.name!r}: the image input has {c} channels (decaf reads 1 or 3)")
-    return recipe
 
 
 def net_fingerprint(net):
@@ -273,71 +253,35 @@ class _Extractor:
     def __init__(self, net, blobs, batch_size, oversample, flatten):
         self.net, self.blobs = net, blobs
         self.batch_size, self.oversample, self.flatten = batch_size, oversample, flatten
-        self.input_name, (self.channels, _, _) = image_input(net)
         self.recipe = net_recipe(net)
-        self.preprocess_seconds = self.forward_seconds = 0.0
-
-    def _forward(self, crops, per_image):
-        x = np.concatenate(crops)
-        if self.channels == 1:       # a grey net: average the RGB channels
-            x = x.mean(axis=1, keepdims=True)
-        t = time.perf_counter()
-        out = self.net.forward({self.input_name: x}, outputs=self.blobs)
-        self.forward_seconds += time.perf_counter() - t
-        result = {}
-        for name in self.blobs:
-            y = out[name].astype(np.float32, copy=False)
-            if per_image > 1:        # mean over the crops of one image
-                y = y.reshape((-1, per_image) + y.shape[1:]).mean(axis=1)
-            result[name] = y.reshape(y.shape[0], -1) if self.flatten else y
-        return result
+        self.times = {"preprocess_seconds": 0.0, "forward_seconds": 0.0}
 
     def run(self, items, on_error=None, on_image=None):
-        """Features for ``items``: ({blob: array}, good positions, [(position, message)])."""
+        """Features for ``items``: ({blob: array or None}, good positions, [(position, message)])."""
         good, errors, parts = [], [], {b: [] for b in self.blobs}
-        crops, batch_pos = [], []
-        per_image = 10 if self.oversample else 1
 
-        def flush():
-            if crops:
-                for name, y in self._forward(crops, per_image).items():
-                    parts[name].append(y)
-                good.extend(batch_pos)
-                if on_image:
-                    on_image(len(batch_pos))
-                crops.clear()
-                batch_pos.clear()
+        def bad(pos, item, message):
+            prefix = f"{item.source}: "
+            if message.startswith(prefix):   # the path is stored next to it; keep files relocatable
+                message = message[len(prefix):]
+            if isinstance(item.source, str):
+                message = message.replace(item.source, item.relpath)
+            errors.append((pos, message))
+            if on_error:
+                on_error(item.relpath, message)
+            if on_image:
+                on_image(1)
 
-        for pos, item in enumerate(items):
-            t = time.perf_counter()
-            try:
-                x = preprocess(item.source, self.recipe, oversample=self.oversample)
-            except (ImageError, OSError, ValueError) as exc:    # whatever the file is, the run goes on
-                message = str(exc)
-                prefix = f"{item.source}: "
-                if message.startswith(prefix):   # the path is stored next to it; keep files relocatable
-                    message = message[len(prefix):]
-                if isinstance(item.source, str):
-                    message = message.replace(item.source, item.relpath)
-                errors.append((pos, message))
-                if on_error:
-                    on_error(item.relpath, message)
-                if on_image:
-                    on_image(1)
-                continue
-            finally:
-                self.preprocess_seconds += time.perf_counter() - t
-            crops.append(x)
-            batch_pos.append(pos)
-            if len(crops) >= self.batch_size:
-                flush()
-        flush()
-        arrays = {}
-        for name in self.blobs:
-            if parts[name]:
-                arrays[name] = np.concatenate(parts[name])
-            else:
-                arrays[name] = None    # no readable image: shape filled in by the caller
+        stream = image_batches([item.source for item in items], self.recipe, self.batch_size,
+                               self.oversample, on_error=lambda pos, _, message: bad(pos, items[pos], message),
+                               stats=self.times)
+        for batch, out in forward_batches(self.net, stream, self.blobs, stats=self.times):
+            for name, y in out.items():
+                parts[name].append(y.reshape(len(y), -1) if self.flatten else y)
+            good.extend(batch.positions)
+            if on_image:
+                on_image(len(batch))
+        arrays = {name: np.concatenate(parts[name]) if parts[name] else None for name in self.blobs}
         return arrays, np.asarray(good, dtype=np.int64), errors
 
 
@@ -381,7 +325,7 @@ def extract(net, images, blobs=None, batch_size=32, oversample=False, flatten=Tr
                          f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
     extractor = _Extractor(net, blobs, batch_size, oversample, flatten)
     info = {"model": _model_name(net), "net": net.name, "blobs": blobs, "flatten": bool(flatten),
-            "oversample": bool(oversample), "preprocess": extractor.recipe,
+            "oversample": bool(oversample), "preprocess": extractor.recipe.to_dict(),
             "relu": {b: _relu_note(net, b) for b in blobs}}
     t0 = time.perf_counter()
     shards = [items[i:i + shard_size] for i in range(0, len(items), shard_size)]
@@ -426,22 +370,21 @@ def extract(net, images, blobs=None, batch_size=32, oversample=False, flatten=Tr
         stats.update({"images": len(items), "extracted": int(len(merged["paths"])),
                       "skipped": int(len(merged["skipped"])), "computed_images": done_images,
                       "resumed_shards": resumed, "shards": len(shards), "batch_size": batch_size,
-                      "seconds": time.perf_counter() - t0, "preprocess_seconds": extractor.preprocess_seconds,
-                      "forward_seconds": extractor.forward_seconds})
+                      "seconds": time.perf_counter() - t0, **extractor.times})
     return merged
 
 
 def _relu_note(net, blob):
-    """"after ReLU", "before ReLU" (a ReLU reads it into a new blob) or "" for a blob."""
+    """"after ReLU", "before ReLU" (a rectifier reads it into a new blob) or "" for a blob."""
     writer = None
-    for layer in net.order:      # the last layer writing the blob, in-place dropout aside
-        if blob in layer.top_names and not (layer.type_name == "Dropout" and blob in layer.bottom_names):
+    for layer in net.order:      # the last layer writing the blob, an in-place train-only layer aside
+        if blob in layer.top_names and not ("train_only" in layer.roles and blob in layer.bottom_names):
             writer = layer
     if writer is None:
         return ""
-    if writer.type_name in ("ReLU", "ReLU6"):
+    if "rectifier" in writer.roles:
         return "after ReLU"
-    if any(layer.type_name in ("ReLU", "ReLU6") and blob in layer.bottom_names for layer in net.order):
+    if any("rectifier" in layer.roles and blob in layer.bottom_names for layer in net.order):
         return "before ReLU"
     return ""
 

@@ -13,7 +13,9 @@ Boxes are ``(x0, y0, x1, y1)`` in pixels with exclusive ends: area = (x1 - x0) *
 - ``image_scores``: an image's score for class c is the mean over its patches of y_c ** k
   (k = 5): a few confident patches outweigh many lukewarm ones.
 - ``score_map``: each pixel gets the mean score of the patches that cover it.
-- ``patch_batches`` / ``patch_features``: crops resized to the net's input, through the net.
+- ``patch_batches`` / ``patch_features``: each box cut from the decoded image (decaf.image.decode)
+  and warped to the net's input by the net's recipe (``patch_recipe``), through the one batching
+  loop (decaf/pipeline.py).
 - ``overlay`` / ``save_overlay``: a score map blended on top of the image, as a PNG.
 """
 import math
@@ -153,37 +155,41 @@ def score_map(boxes, scores, width, height):
 # ---- patches through a net ---------------------------------------------------------------------
 
 
-def patch_batches(img, boxes, recipe, batch_size=32):
-    """Yield (n, 3, crop, crop) float32 batches: each box cut out and resized to the net's input."""
-    from PIL import Image
+def patch_recipe(recipe):
+    """The recipe for one patch: the box, cut from the decoded image, is warped to the crop size
+    with the recipe's filter, then normalised like any image."""
+    from dataclasses import replace
 
-    from .image import DEFAULT_RECIPE, RESAMPLE, to_array
+    from .recipe import Recipe
 
-    recipe = dict(DEFAULT_RECIPE, **(recipe or {}))
-    if not isinstance(img, Image.Image):
-        img = Image.fromarray(np.asarray(img))
-    img = img.convert("RGB")
-    size = recipe["crop"]
-    resample = RESAMPLE[recipe.get("resample", "bicubic")]
+    recipe = Recipe.from_dict(recipe)
+    return replace(recipe, resize_shorter=None, resize_warp=recipe.crop)
+
+
+def _patch_stream(img, boxes, recipe, batch_size):
+    from .image import decode, prepare
+    from .pipeline import batches
+
+    recipe = patch_recipe(recipe)
+    img = decode(img, recipe.decode_mode)
     boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
-    for start in range(0, len(boxes), batch_size):
-        batch = [to_array(img.crop(tuple(int(v) for v in b)).resize((size, size), resample), recipe)
-                 for b in boxes[start:start + batch_size]]
-        yield np.stack(batch)
+    return batches(boxes, lambda box: prepare(img.crop(tuple(int(v) for v in box)), recipe), batch_size)
+
+
+def patch_batches(img, boxes, recipe, batch_size=32):
+    """Yield (n, C, crop, crop) float32 batches: each box cut out and resized to the net's input."""
+    for batch in _patch_stream(img, boxes, recipe, batch_size):
+        yield batch.x
 
 
 def patch_features(net, img, boxes, blob=None, batch_size=32):
     """(M, D) float32 features of ``blob`` (default: the classifier's input) for every patch box."""
-    from .features import default_blob, image_input, net_recipe
+    from .features import default_blob
+    from .pipeline import forward_batches, net_recipe
 
     blob = blob or default_blob(net)
-    name, (channels, _, _) = image_input(net)
-    out = []
-    for x in patch_batches(img, boxes, net_recipe(net), batch_size):
-        if channels == 1:
-            x = x.mean(axis=1, keepdims=True)
-        y = net.forward({name: x}, outputs=[blob])[blob]
-        out.append(y.reshape(len(y), -1).astype(np.float32))
+    out = [y[blob].reshape(len(b), -1)
+           for b, y in forward_batches(net, _patch_stream(img, boxes, net_recipe(net), batch_size), [blob])]
     return np.concatenate(out) if out else np.zeros((0, int(np.prod(net.blobs[blob].shape[1:]))), np.float32)
 
 

