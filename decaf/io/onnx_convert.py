@@ -6,48 +6,56 @@ initializers (and ``Constant`` nodes) become parameters or attributes; graph
 inputs that are not initializers become net inputs with the per-example shape
 ``dims[1:]`` (the batch axis may be symbolic, no other axis may).
 
-Operators (ONNX -> decaf):
+This module only walks the file. What each operator means is said by the layer module
+of the decaf type it becomes, registered with ``@onnx_importer("Op")`` (decaf/interop.py's
+``ONNX_IMPORTERS``) and handed an ``OnnxImporter``; writing a layer out is its
+``Layer.to_onnx(g)``, handed an ``OnnxWriter``. Operators (ONNX -> decaf, and the module
+that maps them; tests/io/test_onnx_registry.py checks this table against the registry):
 
-=========================  =============================================================
-Conv                       Convolution: 2-D, pads (asymmetric too), strides, dilations,
+=========================  =============================================================  ==========
+Conv                       Convolution: 2-D, pads (asymmetric too), strides, dilations,   conv
                            group, auto_pad SAME_UPPER/SAME_LOWER (pad_mode) / VALID
-MaxPool, AveragePool       Pooling: pads, strides, ceil_mode, count_include_pad, auto_pad
+MaxPool, AveragePool       Pooling: pads, strides, ceil_mode, count_include_pad, auto_pad pool
                            (SAME needs a known input size); no dilation, no Indices output
-GlobalAveragePool/MaxPool  Pooling with global_pooling
-LRN                        LRN (size, alpha, beta, bias -> local_size, alpha, beta, k)
-Relu, LeakyRelu            ReLU (negative_slope)
-Clip                       ReLU6 for [0, 6], ReLU for [0, inf), else Clip; min/max from
+GlobalAveragePool,         Pooling with global_pooling                                    pool
+GlobalMaxPool
+LRN                        LRN (size, alpha, beta, bias -> local_size, alpha, beta, k)    lrn
+Relu, LeakyRelu            ReLU (negative_slope)                                          activation
+Clip                       ReLU6 for [0, 6], ReLU for [0, inf), else Clip; min/max from   activation
                            attributes (opset < 11) or constant inputs
-Sigmoid, Tanh              Sigmoid, Tanh
-Gemm                       InnerProduct (transA 0; transB either way; alpha and beta are
+Sigmoid, Tanh              Sigmoid, Tanh                                                  activation
+Gemm                       InnerProduct (transA 0; transB either way; alpha and beta are  linear
                            folded into the weights and bias; C constant, size 1 or N)
-MatMul [+ Add]             InnerProduct for a 2-D input times a constant matrix; a
+MatMul [+ Add]             InnerProduct for a 2-D input times a constant matrix; a        linear
                            following Add of a constant vector becomes its bias
-Flatten                    Flatten (axis 1)
-Reshape                    Reshape with a constant shape whose first entry keeps the batch
-Concat                     Concat (axis >= 1)
-Add, Sum, Sub, Mul, Div    Eltwise (sum, coeff -1 for Sub, prod for Mul) for tensors of
+Flatten                    Flatten (axis 1)                                               shape
+Reshape                    Reshape with a constant shape whose first entry keeps the      shape
+                           batch
+Concat                     Concat (axis >= 1)                                             shape
+Add, Sum, Sub, Mul, Div    Eltwise (sum, coeff -1 for Sub, prod for Mul) for tensors of   eltwise
                            one shape; with a per-channel constant: Scale (weight, bias)
-Dropout                    Dropout (ratio); Identity: the same blob
-BatchNormalization         BatchNorm (affine, eps, momentum; inference mode only)
-Softmax                    Softmax over axis 1
-=========================  =============================================================
+Dropout                    Dropout (ratio; inference mode only)                           dropout
+BatchNormalization         BatchNorm (affine, eps, momentum; inference mode only)         norm
+Softmax                    Softmax over axis 1                                            softmax
+Constant, Identity         a constant, or the same blob (graph-level, no layer)           (here)
+=========================  =============================================================  ==========
 
 Anything else is refused by name: ``DecafFormatError("model.onnx: ONNX op 'Resize'
 (node 'up1') is not supported by decaf")``.
 
 ``net_to_onnx(net, path)`` writes a decaf net as an ONNX model (opset 13): every
-layer type above the other way round, plus Scale and Eltwise; loss layers are
-refused.  In-place layers get versioned tensor names (``relu6:1``); the last
-version of a blob keeps its plain name, so the graph outputs have decaf's names.
+layer type above the other way round (Eltwise max as Max, Scale as Mul [+ Add]);
+loss layers and types without a ``to_onnx`` are refused.  In-place layers get
+versioned tensor names (``relu6:1``); the last version of a blob keeps its plain
+name, so the graph outputs have decaf's names.
 """
 import numpy as np
 
+from .. import layers as _layers  # noqa: F401  (importing the layer modules fills ONNX_IMPORTERS)
+from ..interop import ONNX_IMPORTERS
 from .errors import DecafFormatError
 
-__all__ = ["onnx_to_net", "net_to_onnx"]
-
-F32_MAX = float(np.finfo(np.float32).max)
+__all__ = ["onnx_to_net", "net_to_onnx", "OnnxImporter", "OnnxWriter"]
 
 
 def _import_onnx():
@@ -62,45 +70,57 @@ def _import_onnx():
 # =====================================================================================
 # ONNX -> decaf
 # =====================================================================================
-class _Importer:
+class OnnxImporter:
+    """The context an ``@onnx_importer`` function gets (``imp``), reading one ONNX graph.
+
+    For the node at hand: ``attrs(node)``, ``const(tensor)`` (an initializer or Constant, else
+    None), ``need_const(node, index, what)``, ``has_input(node, index)``, ``shape(tensor)`` and
+    ``rank(tensor, node, what)`` (from ONNX shape inference), ``only_first_output(node)``,
+    ``opset``. To emit: ``add(node, decaf_type, bottoms, top, params, **spec)`` adds one decaf
+    layer; ``same_as(tensor, source)`` makes a tensor another name for ``source``;
+    ``sole_consumer(tensor)`` and ``absorb(node)`` let one layer take over the node after it
+    (MatMul + Add). To refuse: ``raise imp.fail(message)``, with ``label(node)`` naming the node.
+    """
+
     def __init__(self, model, source):
         import onnx
         from onnx import numpy_helper
 
-        self.onnx, self.numpy_helper = onnx, numpy_helper
+        self._onnx, self._numpy_helper = onnx, numpy_helper
         self.source = source
-        self.graph = model.graph
+        self._graph = model.graph
         self.opset = 1
         for imp in model.opset_import:
             if imp.domain in ("", "ai.onnx"):
                 self.opset = imp.version
-        self.consts = {}
-        for init in self.graph.initializer:
-            self.consts[init.name] = self._array(init, f"initializer {init.name!r}")
-        self.shapes = self._infer_shapes(model)
-        self.alias = {}
+        self._consts = {}
+        for init in self._graph.initializer:
+            self._consts[init.name] = self._array(init, f"initializer {init.name!r}")
+        self._shapes = self._infer_shapes(model)
+        self._alias = {}
         self.layers, self.arrays = [], {}
-        self.layer_names = set()
-        self.skip = set()
-        self.consumers = {}
-        for i, node in enumerate(self.graph.node):
+        self._layer_names = set()
+        self._absorbed = set()       # first outputs of nodes another node's layer took over
+        self._consumers = {}
+        for node in self._graph.node:
             for t in node.input:
                 if t:
-                    self.consumers.setdefault(t, []).append(i)
-        self.graph_outputs = {o.name for o in self.graph.output}
+                    self._consumers.setdefault(t, []).append(node)
+        self._graph_outputs = {o.name for o in self._graph.output}
 
     def fail(self, message):
+        """The error to raise: a DecafFormatError naming the file."""
         return DecafFormatError(f"{self.source}: {message}")
 
     def _array(self, tensor, what):
         try:
-            return self.numpy_helper.to_array(tensor)
+            return self._numpy_helper.to_array(tensor)
         except Exception as exc:    # a malformed tensor: onnx raises many kinds
             raise self.fail(f"{what} cannot be read: {exc}") from exc
 
     def _infer_shapes(self, model):
         try:
-            model = self.onnx.shape_inference.infer_shapes(model)
+            model = self._onnx.shape_inference.infer_shapes(model)
         except Exception:            # shape inference is a help, not a requirement
             pass
         shapes = {}
@@ -110,48 +130,85 @@ class _Importer:
                 shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
         return shapes
 
-    # ---- helpers --------------------------------------------------------------
-    def name(self, tensor):
-        while tensor in self.alias:
-            tensor = self.alias[tensor]
+    # ---- what a node's tensors are --------------------------------------------
+    def _resolve(self, tensor):
+        while tensor in self._alias:
+            tensor = self._alias[tensor]
         return tensor
 
     def const(self, tensor):
-        return self.consts.get(tensor) if tensor else None
+        """The value of a constant tensor (initializer or Constant output), else None."""
+        return self._consts.get(tensor) if tensor else None
 
     def shape(self, tensor):
-        return self.shapes.get(tensor)
+        """The inferred shape (a tuple, None for a symbolic axis), or None when unknown."""
+        return self._shapes.get(tensor)
 
     def rank(self, tensor, node, what):
+        """The number of axes of ``tensor``; refuses the node if it is unknown (``what`` needed it)."""
         shape = self.shape(tensor)
         if shape is None:
-            raise self.fail(f"node {self._label(node)}: the rank of {tensor!r} is unknown, needed for {what}")
+            raise self.fail(f"node {self.label(node)}: the rank of {tensor!r} is unknown, needed for {what}")
         return len(shape)
 
     @staticmethod
-    def _label(node):
+    def label(node):
+        """How an error names a node: ``'conv1' (Conv)``."""
         return f"'{node.name or node.output[0]}' ({node.op_type})"
 
     def attrs(self, node):
+        """The node's attributes as a dict of Python values (strings decoded)."""
         out = {}
         for a in node.attribute:
-            out[a.name] = self.onnx.helper.get_attribute_value(a)
+            out[a.name] = self._onnx.helper.get_attribute_value(a)
             if isinstance(out[a.name], bytes):
                 out[a.name] = out[a.name].decode("utf-8", "replace")
         return out
 
-    def layer_name(self, node):
+    @staticmethod
+    def has_input(node, index):
+        """Whether the optional input ``index`` is given (ONNX leaves it out or names it '')."""
+        return len(node.input) > index and bool(node.input[index])
+
+    def need_const(self, node, index, what):
+        """The constant value of input ``index``; refuses the node if it is missing or computed."""
+        if not self.has_input(node, index):
+            raise self.fail(f"node {self.label(node)}: missing {what}")
+        value = self.const(node.input[index])
+        if value is None:
+            raise self.fail(f"node {self.label(node)}: {what} ({node.input[index]!r}) must be a constant "
+                            f"(an initializer), decaf has no layer for a computed one")
+        return value
+
+    def only_first_output(self, node):
+        """Refuse the node if any output but its first is read (decaf layers have one top)."""
+        for extra in node.output[1:]:
+            if extra and (extra in self._consumers or extra in self._graph_outputs):
+                raise self.fail(f"node {self.label(node)}: its output {extra!r} is used; only the first "
+                                f"output is supported")
+
+    def sole_consumer(self, tensor):
+        """The one node reading ``tensor``, or None if it has several readers or is a graph output."""
+        users = self._consumers.get(tensor, [])
+        if len(users) != 1 or tensor in self._graph_outputs:
+            return None
+        return users[0]
+
+    # ---- what the graph becomes -----------------------------------------------
+    def _layer_name(self, node):
         base = node.name or (node.output[0] if node.output else node.op_type)
         name, i = base, 1
-        while name in self.layer_names:
+        while name in self._layer_names:
             i += 1
             name = f"{base}_{i}"
-        self.layer_names.add(name)
+        self._layer_names.add(name)
         return name
 
     def add(self, node, ltype, bottoms, top, params=None, **kw):
-        name = self.layer_name(node)
-        bottoms = [self.name(b) for b in bottoms]
+        """Add a decaf layer of type ``ltype`` for ``node``: ``params`` maps short names ("weight") to
+        arrays, ``kw`` is the rest of its spec. Returns the spec dict."""
+        name = self._layer_name(node)
+        bottoms = [self._resolve(b) for b in bottoms]
         layer = {"name": name, "type": ltype, "bottom": bottoms[0] if len(bottoms) == 1 else bottoms, "top": top}
         layer.update(kw)
         self.layers.append(layer)
@@ -159,26 +216,22 @@ class _Importer:
             self.arrays[f"{name}.{pname}"] = np.ascontiguousarray(value, np.float32)
         return layer
 
-    def need_const(self, node, index, what):
-        if index >= len(node.input) or not node.input[index]:
-            raise self.fail(f"node {self._label(node)}: missing {what}")
-        value = self.const(node.input[index])
-        if value is None:
-            raise self.fail(f"node {self._label(node)}: {what} ({node.input[index]!r}) must be a constant "
-                            f"(an initializer), decaf has no layer for a computed one")
-        return value
+    def same_as(self, tensor, source):
+        """Make ``tensor`` another name for ``source`` (a constant stays a constant)."""
+        if self.const(source) is not None:
+            self._consts[tensor] = self._consts[source]
+        else:
+            self._alias[tensor] = source
 
-    def only_first_output(self, node):
-        for extra in node.output[1:]:
-            if extra and (extra in self.consumers or extra in self.graph_outputs):
-                raise self.fail(f"node {self._label(node)}: its output {extra!r} is used; only the first "
-                                f"output is supported")
+    def absorb(self, node):
+        """Mark ``node`` as done by the layer just added (the walk skips it)."""
+        self._absorbed.add(node.output[0])
 
     # ---- inputs -----------------------------------------------------------------
-    def inputs(self):
+    def _inputs(self):
         inputs = {}
-        for vi in self.graph.input:
-            if vi.name in self.consts:
+        for vi in self._graph.input:
+            if vi.name in self._consts:
                 continue
             t = vi.type.tensor_type
             if not vi.type.HasField("tensor_type") or not t.HasField("shape"):
@@ -202,26 +255,26 @@ class _Importer:
 
     # ---- the walk ---------------------------------------------------------------
     def run(self):
-        inputs = self.inputs()
-        for i, node in enumerate(self.graph.node):
-            if i in self.skip:
+        inputs = self._inputs()
+        for node in self._graph.node:
+            if node.output and node.output[0] in self._absorbed:
                 continue
             if node.domain not in ("", "ai.onnx"):
                 raise self.fail(f"ONNX op '{node.domain}.{node.op_type}' (node {node.name!r}) is not supported "
                                 f"by decaf")
-            handler = getattr(self, f"op_{node.op_type}", None)
+            handler = _GRAPH_OPS.get(node.op_type) or ONNX_IMPORTERS.get(node.op_type)
             if handler is None:
                 raise self.fail(f"ONNX op {node.op_type!r} (node {node.name or node.output[0]!r}) is not "
                                 f"supported by decaf")
-            handler(node, i)
-        for o in self.graph.output:
-            if o.name in self.consts:
+            handler(self, node)
+        for o in self._graph.output:
+            if o.name in self._consts:
                 raise self.fail(f"graph output {o.name!r} is a constant")
-        name = self.graph.name or "onnx_net"
+        name = self._graph.name or "onnx_net"
         return {"name": name, "inputs": inputs, "layers": self.layers}, self.arrays
 
-    # ---- operators ------------------------------------------------------------------
-    def op_Constant(self, node, i):
+    # ---- graph-level operators (no decaf layer) ----------------------------------
+    def _constant(self, node):
         a = self.attrs(node)
         tensor = next((att.t for att in node.attribute if att.name == "value"), None)
         if tensor is not None:
@@ -235,318 +288,16 @@ class _Importer:
         elif "value_ints" in a:
             value = np.array(a["value_ints"], np.int64)
         else:
-            raise self.fail(f"node {self._label(node)}: unsupported Constant attribute {sorted(a)}")
-        self.consts[node.output[0]] = value
+            raise self.fail(f"node {self.label(node)}: unsupported Constant attribute {sorted(a)}")
+        self._consts[node.output[0]] = value
 
-    def op_Identity(self, node, i):
-        self._alias_or_const(node)
+    def _identity(self, node):
+        self.same_as(node.output[0], node.input[0])
 
-    def _alias_or_const(self, node):
-        if self.const(node.input[0]) is not None:
-            self.consts[node.output[0]] = self.consts[node.input[0]]
-        else:
-            self.alias[node.output[0]] = node.input[0]
 
-    def op_Conv(self, node, i):
-        a = self.attrs(node)
-        w = self.need_const(node, 1, "the weight")
-        if w.ndim != 4:
-            raise self.fail(f"node {self._label(node)}: only 2-D convolution is supported (weight shape {w.shape})")
-        b = self.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        if len(node.input) > 2 and node.input[2] and b is None:
-            raise self.fail(f"node {self._label(node)}: the bias must be a constant")
-        kernel = list(a.get("kernel_shape", w.shape[2:]))
-        if tuple(kernel) != tuple(w.shape[2:]):
-            raise self.fail(f"node {self._label(node)}: kernel_shape {kernel} does not match the weight {w.shape}")
-        kw = {"num_output": int(w.shape[0]), "kernel_size": [int(k) for k in kernel],
-              "stride": [int(s) for s in a.get("strides", [1, 1])],
-              "dilation": [int(d) for d in a.get("dilations", [1, 1])], "group": int(a.get("group", 1)),
-              "bias_term": b is not None}
-        self._pads(node, a, kw, allow_same_mode=True)
-        params = {"weight": w}
-        if b is not None:
-            params["bias"] = b.reshape(-1)
-        self.add(node, "Convolution", [node.input[0]], node.output[0], params, **kw)
-
-    def _pads(self, node, a, kw, allow_same_mode, kernel=None, stride=None):
-        auto = a.get("auto_pad", "NOTSET") or "NOTSET"
-        if auto == "NOTSET":
-            pads = [int(p) for p in a.get("pads", [0, 0, 0, 0])]
-            if len(pads) != 4:
-                raise self.fail(f"node {self._label(node)}: pads {pads}: only 2-D is supported")
-            kw["pad"] = [pads[0], pads[1], pads[2], pads[3]]    # ONNX (begin h, begin w, end h, end w)
-        elif auto == "VALID":
-            kw["pad"] = 0
-        elif auto in ("SAME_UPPER", "SAME_LOWER"):
-            if allow_same_mode:
-                kw["pad_mode"] = auto.lower()
-            else:
-                from ..layers.conv import same_pads
-                shape = self.shape(node.input[0])
-                if shape is None or len(shape) != 4 or None in shape[2:]:
-                    raise self.fail(f"node {self._label(node)}: auto_pad {auto} needs the input size, which is "
-                                    f"unknown")
-                upper = auto == "SAME_UPPER"
-                pt, pb = same_pads(shape[2], kernel[0], stride[0], 1, upper)
-                pl, pr = same_pads(shape[3], kernel[1], stride[1], 1, upper)
-                kw["pad"] = [pt, pl, pb, pr]
-        else:
-            raise self.fail(f"node {self._label(node)}: unknown auto_pad {auto!r}")
-
-    def _pool(self, node, pool):
-        a = self.attrs(node)
-        self.only_first_output(node)
-        kernel = [int(k) for k in a.get("kernel_shape", [])]
-        if len(kernel) != 2:
-            raise self.fail(f"node {self._label(node)}: only 2-D pooling is supported (kernel_shape {kernel})")
-        if any(d != 1 for d in a.get("dilations", [1, 1])):
-            raise self.fail(f"node {self._label(node)}: pooling with dilations is not supported")
-        stride = [int(s) for s in a.get("strides", [1, 1])]
-        kw = {"pool": pool, "kernel_size": kernel, "stride": stride,
-              "round_mode": "ceil" if a.get("ceil_mode", 0) else "floor"}
-        if pool == "ave":
-            kw["count_include_pad"] = bool(a.get("count_include_pad", 0))
-        self._pads(node, a, kw, allow_same_mode=False, kernel=kernel, stride=stride)
-        self.add(node, "Pooling", [node.input[0]], node.output[0], **kw)
-
-    def op_MaxPool(self, node, i):
-        self._pool(node, "max")
-
-    def op_AveragePool(self, node, i):
-        self._pool(node, "ave")
-
-    def op_GlobalAveragePool(self, node, i):
-        self.add(node, "Pooling", [node.input[0]], node.output[0], pool="ave", global_pooling=True)
-
-    def op_GlobalMaxPool(self, node, i):
-        self.add(node, "Pooling", [node.input[0]], node.output[0], pool="max", global_pooling=True)
-
-    def op_LRN(self, node, i):
-        a = self.attrs(node)
-        if "size" not in a:
-            raise self.fail(f"node {self._label(node)}: LRN without size")
-        self.add(node, "LRN", [node.input[0]], node.output[0], local_size=int(a["size"]),
-                 alpha=float(a.get("alpha", 1e-4)), beta=float(a.get("beta", 0.75)), k=float(a.get("bias", 1.0)))
-
-    def op_Relu(self, node, i):
-        self.add(node, "ReLU", [node.input[0]], node.output[0])
-
-    def op_LeakyRelu(self, node, i):
-        self.add(node, "ReLU", [node.input[0]], node.output[0],
-                 negative_slope=float(self.attrs(node).get("alpha", 0.01)))
-
-    def op_Sigmoid(self, node, i):
-        self.add(node, "Sigmoid", [node.input[0]], node.output[0])
-
-    def op_Tanh(self, node, i):
-        self.add(node, "Tanh", [node.input[0]], node.output[0])
-
-    def op_Clip(self, node, i):
-        a = self.attrs(node)
-        if self.opset < 11:
-            lo, hi = float(a.get("min", -F32_MAX)), float(a.get("max", F32_MAX))
-        else:
-            lo, hi = -F32_MAX, F32_MAX
-            if len(node.input) > 1 and node.input[1]:
-                lo = float(self.need_const(node, 1, "min").reshape(-1)[0])
-            if len(node.input) > 2 and node.input[2]:
-                hi = float(self.need_const(node, 2, "max").reshape(-1)[0])
-        lo, hi = max(lo, -F32_MAX), min(hi, F32_MAX)
-        if lo == 0 and hi == 6:
-            self.add(node, "ReLU6", [node.input[0]], node.output[0])
-        elif lo == 0 and hi >= F32_MAX:
-            self.add(node, "ReLU", [node.input[0]], node.output[0])
-        else:
-            self.add(node, "Clip", [node.input[0]], node.output[0], min=lo, max=hi)
-
-    def op_Gemm(self, node, i):
-        a = self.attrs(node)
-        if a.get("transA", 0):
-            raise self.fail(f"node {self._label(node)}: Gemm with transA is not supported")
-        w = self.need_const(node, 1, "B (the weight)").astype(np.float64)
-        if w.ndim != 2:
-            raise self.fail(f"node {self._label(node)}: B must be 2-D, got shape {w.shape}")
-        if not a.get("transB", 0):
-            w = w.T
-        w = w * float(a.get("alpha", 1.0))
-        n = w.shape[0]
-        params = {"weight": w}
-        if len(node.input) > 2 and node.input[2]:
-            c = self.need_const(node, 2, "C (the bias)").astype(np.float64) * float(a.get("beta", 1.0))
-            if c.size not in (1, n) or (c.ndim == 2 and c.shape[0] != 1) or c.ndim > 2:
-                raise self.fail(f"node {self._label(node)}: C of shape {c.shape} is not a bias of size {n}")
-            params["bias"] = np.broadcast_to(c.reshape(-1), (n,))
-        self.add(node, "InnerProduct", [node.input[0]], node.output[0], params, num_output=int(n),
-                 bias_term="bias" in params)
-
-    def op_MatMul(self, node, i):
-        w = self.need_const(node, 1, "the second operand (the weight)")
-        if w.ndim != 2:
-            raise self.fail(f"node {self._label(node)}: MatMul by a constant of shape {w.shape}: only 2-D "
-                            f"weights are supported")
-        if self.rank(node.input[0], node, "MatMul") != 2:
-            raise self.fail(f"node {self._label(node)}: MatMul of a {len(self.shape(node.input[0]))}-D input: "
-                            f"only 2-D inputs are supported")
-        n = w.shape[1]
-        params = {"weight": w.T}
-        top = node.output[0]
-        users = self.consumers.get(top, [])
-        if len(users) == 1 and top not in self.graph_outputs:
-            nxt = self.graph.node[users[0]]
-            if nxt.op_type == "Add" and len(nxt.input) == 2:
-                other = nxt.input[1] if nxt.input[0] == top else nxt.input[0]
-                c = self.const(other)
-                if c is not None and c.size == n and c.ndim <= 2 and c.shape[-1] == n:
-                    params["bias"] = c.reshape(-1)
-                    self.skip.add(users[0])
-                    top = nxt.output[0]
-        self.add(node, "InnerProduct", [node.input[0]], top, params, num_output=int(n),
-                 bias_term="bias" in params)
-
-    def op_Flatten(self, node, i):
-        axis = int(self.attrs(node).get("axis", 1))
-        if axis < 0:
-            axis += self.rank(node.input[0], node, "a negative axis")
-        if axis != 1:
-            raise self.fail(f"node {self._label(node)}: Flatten with axis {axis} is not supported (axis 1)")
-        self.add(node, "Flatten", [node.input[0]], node.output[0])
-
-    def op_Reshape(self, node, i):
-        target = [int(d) for d in self.need_const(node, 1, "the shape").reshape(-1)]
-        a = self.attrs(node)
-        if a.get("allowzero", 0) and 0 in target:
-            raise self.fail(f"node {self._label(node)}: Reshape with allowzero and a 0 in {target}")
-        if not target:
-            raise self.fail(f"node {self._label(node)}: Reshape to a scalar")
-        first, rest = target[0], target[1:]
-        in_shape = self.shape(node.input[0])
-        batch = in_shape[0] if in_shape else None
-        keeps_batch = first == 0 or (first == -1 and -1 not in rest) or (batch is not None and first == batch)
-        if not keeps_batch:
-            raise self.fail(f"node {self._label(node)}: Reshape to {target} changes the batch axis; decaf needs "
-                            f"the first entry to be 0 (or -1 with the rest fixed)")
-        self.add(node, "Reshape", [node.input[0]], node.output[0], shape=rest)
-
-    def op_Concat(self, node, i):
-        axis = int(self.attrs(node).get("axis", 1))
-        if axis < 0:
-            axis += self.rank(node.input[0], node, "a negative axis")
-        if axis < 1:
-            raise self.fail(f"node {self._label(node)}: Concat along the batch axis is not supported")
-        for t in node.input:
-            if self.const(t) is not None:
-                raise self.fail(f"node {self._label(node)}: Concat with a constant input is not supported")
-        self.add(node, "Concat", list(node.input), node.output[0], axis=axis)
-
-    def _per_channel(self, node, x, c):
-        """A (C,) vector for constant ``c`` broadcast along axis 1 of tensor ``x``, or None."""
-        shape = self.shape(x)
-        if shape is None or len(shape) < 2 or shape[1] is None:
-            return None
-        r, channels = len(shape), shape[1]
-        if c.ndim > r:
-            return None
-        cs = (1,) * (r - c.ndim) + c.shape
-        if cs[0] != 1 or any(d != 1 for d in cs[2:]) or cs[1] not in (1, channels):
-            return None
-        return np.broadcast_to(c.reshape(-1).astype(np.float64), (channels,))
-
-    def _binary(self, node, op):
-        if len(node.input) == 1 and op in ("Add", "Sum"):
-            self.alias[node.output[0]] = node.input[0]
-            return
-        consts = [self.const(t) for t in node.input]
-        if all(c is None for c in consts):
-            shapes = [self.shape(t) for t in node.input]
-            if all(s is not None for s in shapes) and len({tuple(s) for s in shapes}) > 1:
-                raise self.fail(f"node {self._label(node)}: {op} with broadcasting between shapes {shapes} "
-                                f"is not supported")
-            if op in ("Add", "Sum"):
-                self.add(node, "Eltwise", list(node.input), node.output[0], operation="sum")
-            elif op == "Sub":
-                self.add(node, "Eltwise", list(node.input), node.output[0], operation="sum", coeff=[1.0, -1.0])
-            elif op == "Mul":
-                self.add(node, "Eltwise", list(node.input), node.output[0], operation="prod")
-            else:
-                raise self.fail(f"node {self._label(node)}: {op} of two tensors is not supported")
-            return
-        if len(node.input) != 2 or consts[0] is not None and consts[1] is not None:
-            raise self.fail(f"node {self._label(node)}: {op} of constants only is not supported")
-        xi = 0 if consts[0] is None else 1
-        x, c = node.input[xi], consts[1 - xi]
-        v = self._per_channel(node, x, np.asarray(c))
-        if v is None:
-            raise self.fail(f"node {self._label(node)}: {op} with a constant of shape {np.shape(c)} is not "
-                            f"supported (only a per-channel constant is)")
-        ones = np.ones_like(v)
-        if op in ("Add", "Sum"):
-            weight, bias = ones, v
-        elif op == "Sub":
-            weight, bias = (ones, -v) if xi == 0 else (-ones, v)
-        elif op == "Mul":
-            weight, bias = v, None
-        elif op == "Div" and xi == 0:
-            if np.any(v == 0):
-                raise self.fail(f"node {self._label(node)}: division by a constant containing 0")
-            weight, bias = 1.0 / v, None
-        else:
-            raise self.fail(f"node {self._label(node)}: {op} of a constant by a tensor is not supported")
-        params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
-        self.add(node, "Scale", [x], node.output[0], params, bias_term=bias is not None)
-
-    def op_Add(self, node, i):
-        self._binary(node, "Add")
-
-    def op_Sum(self, node, i):
-        self._binary(node, "Sum")
-
-    def op_Sub(self, node, i):
-        self._binary(node, "Sub")
-
-    def op_Mul(self, node, i):
-        self._binary(node, "Mul")
-
-    def op_Div(self, node, i):
-        self._binary(node, "Div")
-
-    def op_Dropout(self, node, i):
-        self.only_first_output(node)
-        a = self.attrs(node)
-        ratio = float(a.get("ratio", 0.5))
-        if len(node.input) > 1 and node.input[1]:
-            ratio = float(self.need_const(node, 1, "ratio").reshape(-1)[0])
-        if len(node.input) > 2 and node.input[2]:
-            mode = self.const(node.input[2])
-            if mode is None or bool(mode.reshape(-1)[0]):
-                raise self.fail(f"node {self._label(node)}: Dropout in training mode is not supported")
-        self.add(node, "Dropout", [node.input[0]], node.output[0], dropout_ratio=ratio)
-
-    def op_BatchNormalization(self, node, i):
-        a = self.attrs(node)
-        self.only_first_output(node)
-        if a.get("training_mode", 0):
-            raise self.fail(f"node {self._label(node)}: BatchNormalization in training mode is not supported")
-        if self.opset < 9 and a.get("spatial", 1) == 0:
-            raise self.fail(f"node {self._label(node)}: BatchNormalization with spatial=0 is not supported")
-        params = {"weight": self.need_const(node, 1, "scale").reshape(-1),
-                  "bias": self.need_const(node, 2, "B").reshape(-1),
-                  "mean": self.need_const(node, 3, "mean").reshape(-1),
-                  "var": self.need_const(node, 4, "var").reshape(-1)}
-        self.add(node, "BatchNorm", [node.input[0]], node.output[0], params, eps=float(a.get("epsilon", 1e-5)),
-                 momentum=float(a.get("momentum", 0.9)), affine=True)
-
-    def op_Softmax(self, node, i):
-        a = self.attrs(node)
-        r = self.rank(node.input[0], node, "Softmax")
-        axis = int(a.get("axis", 1 if self.opset < 13 else -1))
-        if axis < 0:
-            axis += r
-        shape = self.shape(node.input[0])
-        trailing_ones = all(d == 1 for d in shape[2:])
-        if axis != 1 or (self.opset < 13 and r > 2 and not trailing_ones):
-            raise self.fail(f"node {self._label(node)}: Softmax over axis {a.get('axis')} of a {r}-D input is "
-                            f"not supported (decaf takes the softmax over the channel axis 1)")
-        self.add(node, "Softmax", [node.input[0]], node.output[0])
+# ONNX ops that are bookkeeping of the graph rather than a layer
+_GRAPH_OPS = {"Constant": OnnxImporter._constant, "Identity": OnnxImporter._identity}
+GRAPH_OPS = frozenset(_GRAPH_OPS)
 
 
 def onnx_to_net(path):
@@ -566,7 +317,7 @@ def onnx_to_net(path):
         raise DecafFormatError(f"{source}: not an ONNX model (no graph nodes)")
     if any(init.data_location == 1 for init in model.graph.initializer):
         raise DecafFormatError(f"{source}: weights stored in external data files are not supported")
-    spec, arrays = _Importer(model, source).run()
+    spec, arrays = OnnxImporter(model, source).run()
     from ..net import Net
     try:
         net = Net(spec, init=False)
@@ -579,6 +330,35 @@ def onnx_to_net(path):
 # =====================================================================================
 # decaf -> ONNX
 # =====================================================================================
+class OnnxWriter:
+    """The context ``Layer.to_onnx(g)`` gets (``g``), building one ONNX graph.
+
+    For the layer being written: ``inputs`` (the ONNX names of its bottoms' current versions),
+    ``outputs`` (the names its tops must get), ``input_shapes`` (its bottoms' shapes, batch axis
+    first) and ``params`` (short name -> array: ``params["weight"]``). To write:
+    ``const(name, value, dtype=float32)`` adds an initializer and returns its name;
+    ``node(op, inputs, outputs, name, **attributes)`` adds a node. Intermediate tensors get
+    names of the layer's own (``f"{layer.name}:flat"``), which decaf blob names never clash with
+    in practice as ':' marks versions here.
+    """
+
+    def __init__(self, helper, numpy_helper):
+        self._helper, self._numpy_helper = helper, numpy_helper
+        self.nodes, self.initializers = [], []
+        self.inputs, self.outputs, self.input_shapes, self.params = [], [], [], {}
+
+    def const(self, name, value, dtype=np.float32):
+        """Add an initializer ``name`` holding ``value`` as ``dtype``; returns ``name``."""
+        array = np.asarray(value, dtype)     # (not ascontiguousarray: it turns scalars into 1-D arrays)
+        self.initializers.append(self._numpy_helper.from_array(array if array.flags.c_contiguous else array.copy(),
+                                                               name))
+        return name
+
+    def node(self, op, inputs, outputs, name, **attributes):
+        """Add the ONNX node ``op`` (default domain) reading ``inputs`` and writing ``outputs``."""
+        self.nodes.append(self._helper.make_node(op, list(inputs), list(outputs), name=name, **attributes))
+
+
 def net_to_onnx(net, path, opset=13, extra_outputs=()):
     """Write the decaf ``net`` (its spec and current weights) as an ONNX model at ``path``.
 
@@ -588,11 +368,11 @@ def net_to_onnx(net, path, opset=13, extra_outputs=()):
     onnx = _import_onnx()
     from onnx import TensorProto, helper, numpy_helper
 
-    nodes, inits = [], []
+    g = OnnxWriter(helper, numpy_helper)
     inputs = set(net.input_shapes)
     writes = {}
     for layer in net.order:
-        if layer.type_name == "Split":
+        if "split" in layer.roles:       # its tops are its bottom: no ONNX node, no new version
             continue
         for t in net.tops[layer.name]:
             writes[t.name] = writes.get(t.name, 0) + 1
@@ -606,120 +386,21 @@ def net_to_onnx(net, path, opset=13, extra_outputs=()):
         current[blob_name] = new
         return new
 
-    def const(name, value, dtype=np.float32):
-        array = np.asarray(value, dtype)     # (not ascontiguousarray: it turns scalars into 1-D arrays)
-        inits.append(numpy_helper.from_array(array if array.flags.c_contiguous else array.copy(), name))
-        return name
-
-    def node(op, ins, outs, name, **attrs):
-        nodes.append(helper.make_node(op, ins, outs, name=name, **attrs))
-
     for layer in net.order:
-        t, p, name = layer.type_name, layer.p, layer.name
+        name = layer.name
         bottoms = net.bottoms[name]
         ins = [current[b.name] for b in bottoms]
-        if t == "Split":
+        if "split" in layer.roles:
             for top in net.tops[name]:
                 current[top.name] = ins[0]
             continue
-        tops = [out(b.name) for b in net.tops[name]]
-        params = {prm.name[len(name) + 1:]: prm.data for prm in layer.blobs}   # "conv1.weight" -> "weight"
-        if t == "Convolution":
-            args = [ins[0], const(f"{name}.weight", params["weight"])]
-            if "bias" in params:
-                args.append(const(f"{name}.bias", params["bias"]))
-            attrs = {"kernel_shape": list(layer.kernel), "strides": list(layer.stride),
-                     "dilations": list(layer.dilation), "group": int(p["group"])}
-            if p["pad_mode"]:
-                attrs["auto_pad"] = p["pad_mode"].upper()
-            else:
-                attrs["pads"] = list(layer.fixed_pads)
-            node("Conv", args, tops, name, **attrs)
-        elif t == "Pooling":
-            op = "Max" if p["pool"] == "max" else "Average"
-            if p["global_pooling"]:
-                node(f"Global{op}Pool", ins, tops, name)
-            else:
-                attrs = {"kernel_shape": list(layer.kernel), "strides": list(layer.stride),
-                         "pads": list(layer.pads), "ceil_mode": int(p["round_mode"] == "ceil")}
-                if op == "Average":
-                    attrs["count_include_pad"] = int(bool(p["count_include_pad"]))
-                node(f"{op}Pool", ins, tops, name, **attrs)
-        elif t == "LRN":
-            node("LRN", ins, tops, name, size=int(p["local_size"]), alpha=float(p["alpha"]),
-                 beta=float(p["beta"]), bias=float(p["k"]))
-        elif t in ("ReLU", "LeakyReLU"):
-            if p["negative_slope"]:
-                node("LeakyRelu", ins, tops, name, alpha=float(p["negative_slope"]))
-            else:
-                node("Relu", ins, tops, name)
-        elif t in ("ReLU6", "Clip"):
-            node("Clip", [ins[0], const(f"{name}.min", p["min"]), const(f"{name}.max", p["max"])], tops, name)
-        elif t in ("Sigmoid", "Tanh"):
-            node(t, ins, tops, name)
-        elif t == "InnerProduct":
-            x = ins[0]
-            if len(bottoms[0].shape) != 2:
-                x = f"{name}:flat"
-                node("Flatten", ins, [x], f"{name}_flatten", axis=1)
-            args = [x, const(f"{name}.weight", params["weight"])]
-            if "bias" in params:
-                args.append(const(f"{name}.bias", params["bias"]))
-            node("Gemm", args, tops, name, transB=1)
-        elif t == "Dropout":
-            node("Dropout", [ins[0], const(f"{name}.ratio", np.float32(p["dropout_ratio"]))], tops, name)
-        elif t == "Softmax":
-            node("Softmax", ins, tops, name, axis=1)
-        elif t == "Concat":
-            node("Concat", ins, tops, name, axis=int(p["axis"]))
-        elif t == "Flatten":
-            node("Flatten", ins, tops, name, axis=int(p["axis"]))
-        elif t == "Reshape":
-            node("Reshape", [ins[0], const(f"{name}.shape", [0] + [int(d) for d in p["shape"]], np.int64)],
-                 tops, name)
-        elif t == "Eltwise":
-            op = p["operation"]
-            if op == "sum":
-                coeff = p["coeff"] or [1.0] * len(ins)
-                terms = []
-                for k, (x, c) in enumerate(zip(ins, coeff)):
-                    if c == 1:
-                        terms.append(x)
-                    else:
-                        scaled = f"{name}:term{k}"
-                        node("Mul", [x, const(f"{name}.coeff{k}", np.float32(c))], [scaled], f"{name}_coeff{k}")
-                        terms.append(scaled)
-                node("Sum", terms, tops, name)
-            elif op == "max":
-                node("Max", ins, tops, name)
-            else:
-                acc = ins[0]
-                for k, x in enumerate(ins[1:], start=1):
-                    res = tops[0] if k == len(ins) - 1 else f"{name}:prod{k}"
-                    node("Mul", [acc, x], [res], name if k == len(ins) - 1 else f"{name}_{k}")
-                    acc = res
-        elif t == "BatchNorm":
-            if p["use_global_stats"] is False:
-                raise ValueError(f"layer {name!r}: BatchNorm with use_global_stats false cannot be exported")
-            c = params["mean"].shape[0]
-            scale = params.get("weight", np.ones(c, np.float32))
-            bias = params.get("bias", np.zeros(c, np.float32))
-            node("BatchNormalization", [ins[0], const(f"{name}.weight", scale), const(f"{name}.bias", bias),
-                                        const(f"{name}.mean", params["mean"]), const(f"{name}.var", params["var"])],
-                 tops, name, epsilon=float(p["eps"]), momentum=float(p["momentum"]))
-        elif t == "Scale":
-            nd = len(bottoms[0].shape)
-            shape = (-1,) + (1,) * (nd - 2)
-            w = const(f"{name}.weight", params["weight"].reshape(shape))
-            if "bias" in params:
-                mid = f"{name}:scaled"
-                node("Mul", [ins[0], w], [mid], f"{name}_mul")
-                node("Add", [mid, const(f"{name}.bias", params["bias"].reshape(shape))], tops, name)
-            else:
-                node("Mul", [ins[0], w], tops, name)
-        else:
-            raise ValueError(f"layer {name!r}: decaf type {t!r} cannot be exported to ONNX "
-                             f"(export a deploy net without loss layers)")
+        if layer.is_loss:
+            raise ValueError(f"layer {name!r}: decaf type {layer.type_name!r} is a loss and cannot be exported "
+                             f"to ONNX (export a deploy net without loss layers)")
+        g.inputs, g.input_shapes = ins, [tuple(b.shape) for b in bottoms]
+        g.outputs = [out(b.name) for b in net.tops[name]]
+        g.params = {prm.name[len(name) + 1:]: prm.data for prm in layer.blobs}   # "conv1.weight" -> "weight"
+        layer.to_onnx(g)
 
     def info(name, shape):
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N"] + [int(d) for d in shape])
@@ -730,7 +411,7 @@ def net_to_onnx(net, path, opset=13, extra_outputs=()):
             raise KeyError(f"net {net.name!r} has no blob {n!r}")
     names = list(net.output_names) + [n for n in extra_outputs if n not in net.output_names]
     graph_outputs = [info(current[n], net.blobs[n].shape[1:]) for n in names]
-    graph = helper.make_graph(nodes, net.name, graph_inputs, graph_outputs, initializer=inits)
+    graph = helper.make_graph(g.nodes, net.name, graph_inputs, graph_outputs, initializer=g.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="decaf")
     model.ir_version = 8
     onnx.checker.check_model(model)

@@ -12,6 +12,7 @@ running in place correct: for ReLU y > 0 exactly when x > 0.
 """
 import numpy as np
 
+from ..interop import onnx_importer
 from ..layer import Epilogue, Layer, per_image, register
 
 
@@ -53,6 +54,12 @@ class ReLU(_Elementwise):
             slope = (y > 0).astype(y.dtype) if a == 0 else np.where(y > 0, 1.0, a).astype(y.dtype)
             np.multiply(top[0].diff, slope, out=bottom[0].diff)
 
+    def to_onnx(self, g):
+        if self.p["negative_slope"]:
+            g.node("LeakyRelu", g.inputs, g.outputs, self.name, alpha=float(self.p["negative_slope"]))
+        else:
+            g.node("Relu", g.inputs, g.outputs, self.name)
+
 
 @register
 class LeakyReLU(ReLU):
@@ -83,6 +90,10 @@ class Clip(_Elementwise):
             inside = (y > self.p["min"]) & (y < self.p["max"])
             np.multiply(top[0].diff, inside, out=bottom[0].diff)
 
+    def to_onnx(self, g):
+        lo, hi = g.const(f"{self.name}.min", self.p["min"]), g.const(f"{self.name}.max", self.p["max"])
+        g.node("Clip", [g.inputs[0], lo, hi], g.outputs, self.name)
+
 
 @register
 class ReLU6(Clip):
@@ -112,6 +123,9 @@ class Sigmoid(_Elementwise):
             y = top[0].data
             np.multiply(top[0].diff, y * (1 - y), out=bottom[0].diff)
 
+    def to_onnx(self, g):
+        g.node("Sigmoid", g.inputs, g.outputs, self.name)
+
 
 @register
 class Tanh(_Elementwise):
@@ -125,3 +139,45 @@ class Tanh(_Elementwise):
         if propagate_down[0]:
             y = top[0].data
             np.multiply(top[0].diff, 1 - y * y, out=bottom[0].diff)
+
+    def to_onnx(self, g):
+        g.node("Tanh", g.inputs, g.outputs, self.name)
+
+
+# ---- ONNX -> decaf ------------------------------------------------------------------------------
+F32_MAX = float(np.finfo(np.float32).max)     # ONNX's Clip without a bound means +-FLT_MAX
+
+
+@onnx_importer("Relu", "LeakyRelu")
+def _relu_from_onnx(imp, node):
+    if node.op_type == "Relu":
+        imp.add(node, "ReLU", [node.input[0]], node.output[0])
+    else:
+        imp.add(node, "ReLU", [node.input[0]], node.output[0],
+                negative_slope=float(imp.attrs(node).get("alpha", 0.01)))
+
+
+@onnx_importer("Clip")
+def _clip_from_onnx(imp, node):
+    """ReLU6 for [0, 6], ReLU for [0, inf), else Clip; bounds from attributes before opset 11."""
+    a = imp.attrs(node)
+    if imp.opset < 11:
+        lo, hi = float(a.get("min", -F32_MAX)), float(a.get("max", F32_MAX))
+    else:
+        lo, hi = -F32_MAX, F32_MAX
+        if imp.has_input(node, 1):
+            lo = float(imp.need_const(node, 1, "min").reshape(-1)[0])
+        if imp.has_input(node, 2):
+            hi = float(imp.need_const(node, 2, "max").reshape(-1)[0])
+    lo, hi = max(lo, -F32_MAX), min(hi, F32_MAX)
+    if lo == 0 and hi == 6:
+        imp.add(node, "ReLU6", [node.input[0]], node.output[0])
+    elif lo == 0 and hi >= F32_MAX:
+        imp.add(node, "ReLU", [node.input[0]], node.output[0])
+    else:
+        imp.add(node, "Clip", [node.input[0]], node.output[0], min=lo, max=hi)
+
+
+@onnx_importer("Sigmoid", "Tanh")
+def _sigmoid_tanh_from_onnx(imp, node):
+    imp.add(node, node.op_type, [node.input[0]], node.output[0])     # the same names in both

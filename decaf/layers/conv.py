@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import fillers, kernels
 from ..errors import SpecError
+from ..interop import onnx_importer
 from ..layer import REQUIRED, Layer, as_pads, as_pair, pair_text, per_image, register
 
 
@@ -163,3 +164,63 @@ class Convolution(Layer):
         db = None if self.bias is None else self.bias.diff
         kernels.conv_backward(x, self.weight.data, dy, dx, self.weight.diff, db, self._work(x, True),
                               self.kernel, self.stride, self.pads, self.dilation, g)
+
+    def to_onnx(self, g):
+        args = [g.inputs[0], g.const(f"{self.name}.weight", g.params["weight"])]
+        if "bias" in g.params:
+            args.append(g.const(f"{self.name}.bias", g.params["bias"]))
+        attrs = {"kernel_shape": list(self.kernel), "strides": list(self.stride),
+                 "dilations": list(self.dilation), "group": int(self.p["group"])}
+        if self.p["pad_mode"]:
+            attrs["auto_pad"] = self.p["pad_mode"].upper()
+        else:
+            attrs["pads"] = list(self.fixed_pads)
+        g.node("Conv", args, g.outputs, self.name, **attrs)
+
+
+# ---- ONNX -> decaf ------------------------------------------------------------------------------
+def pads_from_onnx(imp, node, attrs, allow_same_mode, kernel=None, stride=None):
+    """The spec keys for ONNX's pads / auto_pad (Conv and the pools): {"pad": ...} or {"pad_mode": ...}.
+    Without ``allow_same_mode`` SAME is turned into fixed pads, which needs the input size."""
+    auto = attrs.get("auto_pad", "NOTSET") or "NOTSET"
+    if auto == "NOTSET":
+        pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]
+        if len(pads) != 4:
+            raise imp.fail(f"node {imp.label(node)}: pads {pads}: only 2-D is supported")
+        return {"pad": pads}                 # ONNX (begin h, begin w, end h, end w), decaf's order too
+    if auto == "VALID":
+        return {"pad": 0}
+    if auto not in ("SAME_UPPER", "SAME_LOWER"):
+        raise imp.fail(f"node {imp.label(node)}: unknown auto_pad {auto!r}")
+    if allow_same_mode:
+        return {"pad_mode": auto.lower()}
+    shape = imp.shape(node.input[0])
+    if shape is None or len(shape) != 4 or None in shape[2:]:
+        raise imp.fail(f"node {imp.label(node)}: auto_pad {auto} needs the input size, which is unknown")
+    upper = auto == "SAME_UPPER"
+    pt, pb = same_pads(shape[2], kernel[0], stride[0], 1, upper)
+    pl, pr = same_pads(shape[3], kernel[1], stride[1], 1, upper)
+    return {"pad": [pt, pl, pb, pr]}
+
+
+@onnx_importer("Conv")
+def _conv_from_onnx(imp, node):
+    a = imp.attrs(node)
+    w = imp.need_const(node, 1, "the weight")
+    if w.ndim != 4:
+        raise imp.fail(f"node {imp.label(node)}: only 2-D convolution is supported (weight shape {w.shape})")
+    b = imp.const(node.input[2]) if imp.has_input(node, 2) else None
+    if imp.has_input(node, 2) and b is None:
+        raise imp.fail(f"node {imp.label(node)}: the bias must be a constant")
+    kernel = list(a.get("kernel_shape", w.shape[2:]))
+    if tuple(kernel) != tuple(w.shape[2:]):
+        raise imp.fail(f"node {imp.label(node)}: kernel_shape {kernel} does not match the weight {w.shape}")
+    kw = {"num_output": int(w.shape[0]), "kernel_size": [int(k) for k in kernel],
+          "stride": [int(s) for s in a.get("strides", [1, 1])],
+          "dilation": [int(d) for d in a.get("dilations", [1, 1])], "group": int(a.get("group", 1)),
+          "bias_term": b is not None}
+    kw.update(pads_from_onnx(imp, node, a, allow_same_mode=True))
+    params = {"weight": w}
+    if b is not None:
+        params["bias"] = b.reshape(-1)
+    imp.add(node, "Convolution", [node.input[0]], node.output[0], params, **kw)

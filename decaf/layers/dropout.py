@@ -13,6 +13,7 @@ is the same model written the other way round).
 import numpy as np
 
 from ..errors import SpecError
+from ..interop import onnx_importer
 from ..layer import Layer, per_image, register
 
 
@@ -55,3 +56,21 @@ class Dropout(Layer):
                     bottom[0].diff[...] = top[0].diff
             else:
                 np.multiply(top[0].diff, self.mask, out=bottom[0].diff)
+
+    def to_onnx(self, g):
+        ratio = g.const(f"{self.name}.ratio", np.float32(self.p["dropout_ratio"]))
+        g.node("Dropout", [g.inputs[0], ratio], g.outputs, self.name)
+
+
+@onnx_importer("Dropout")
+def _dropout_from_onnx(imp, node):
+    """The ratio from the attribute (opset < 12) or the constant input; training mode refused."""
+    imp.only_first_output(node)
+    ratio = float(imp.attrs(node).get("ratio", 0.5))
+    if imp.has_input(node, 1):
+        ratio = float(imp.need_const(node, 1, "ratio").reshape(-1)[0])
+    if imp.has_input(node, 2):
+        mode = imp.const(node.input[2])
+        if mode is None or bool(mode.reshape(-1)[0]):
+            raise imp.fail(f"node {imp.label(node)}: Dropout in training mode is not supported")
+    imp.add(node, "Dropout", [node.input[0]], node.output[0], dropout_ratio=ratio)

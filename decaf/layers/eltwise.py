@@ -7,6 +7,7 @@ operation "max":           y = max_i x_i;    dx_i = dy where x_i was the (first)
 import numpy as np
 
 from ..errors import SpecError
+from ..interop import onnx_importer
 from ..layer import Layer, per_image, register
 
 
@@ -71,3 +72,98 @@ class Eltwise(Layer):
                 np.multiply(dy, others, out=blob.diff)
             else:
                 np.multiply(dy, self.argmax == i, out=blob.diff)
+
+    def to_onnx(self, g):
+        """sum: Sum, each term with c != 1 through a Mul first; max: Max; prod: a chain of Muls."""
+        name, ins, op = self.name, g.inputs, self.p["operation"]
+        if op == "sum":
+            terms = []
+            for k, (x, c) in enumerate(zip(ins, self._coeff())):
+                if c == 1:
+                    terms.append(x)
+                else:
+                    scaled = f"{name}:term{k}"
+                    g.node("Mul", [x, g.const(f"{name}.coeff{k}", np.float32(c))], [scaled], f"{name}_coeff{k}")
+                    terms.append(scaled)
+            g.node("Sum", terms, g.outputs, name)
+        elif op == "max":
+            g.node("Max", ins, g.outputs, name)
+        else:
+            acc = ins[0]
+            for k, x in enumerate(ins[1:], start=1):
+                last = k == len(ins) - 1
+                res = g.outputs[0] if last else f"{name}:prod{k}"
+                g.node("Mul", [acc, x], [res], name if last else f"{name}_{k}")
+                acc = res
+
+
+# ---- ONNX -> decaf: the arithmetic ops, to Eltwise (two tensors) or Scale (a tensor and a constant) ----
+def _per_channel_from_onnx(imp, x, c):
+    """A (C,) vector for constant ``c`` broadcast along axis 1 of tensor ``x``, or None."""
+    shape = imp.shape(x)
+    if shape is None or len(shape) < 2 or shape[1] is None:
+        return None
+    r, channels = len(shape), shape[1]
+    if c.ndim > r:
+        return None
+    cs = (1,) * (r - c.ndim) + c.shape
+    if cs[0] != 1 or any(d != 1 for d in cs[2:]) or cs[1] not in (1, channels):
+        return None
+    return np.broadcast_to(c.reshape(-1).astype(np.float64), (channels,))
+
+
+@onnx_importer("Add", "Sum", "Sub", "Mul", "Div")
+def _arithmetic_from_onnx(imp, node):
+    op = node.op_type
+    if len(node.input) == 1 and op in ("Add", "Sum"):
+        imp.same_as(node.output[0], node.input[0])
+        return
+    consts = [imp.const(t) for t in node.input]
+    if all(c is None for c in consts):
+        _tensors_from_onnx(imp, node)
+    else:
+        _tensor_and_constant_from_onnx(imp, node, consts)
+
+
+def _tensors_from_onnx(imp, node):
+    op = node.op_type
+    shapes = [imp.shape(t) for t in node.input]
+    if all(s is not None for s in shapes) and len({tuple(s) for s in shapes}) > 1:
+        raise imp.fail(f"node {imp.label(node)}: {op} with broadcasting between shapes {shapes} "
+                       f"is not supported")
+    if op in ("Add", "Sum"):
+        imp.add(node, "Eltwise", list(node.input), node.output[0], operation="sum")
+    elif op == "Sub":
+        imp.add(node, "Eltwise", list(node.input), node.output[0], operation="sum", coeff=[1.0, -1.0])
+    elif op == "Mul":
+        imp.add(node, "Eltwise", list(node.input), node.output[0], operation="prod")
+    else:
+        raise imp.fail(f"node {imp.label(node)}: {op} of two tensors is not supported")
+
+
+def _tensor_and_constant_from_onnx(imp, node, consts):
+    """x op c for a per-channel constant c: a Scale y = weight * x + bias."""
+    op = node.op_type
+    if len(node.input) != 2 or consts[0] is not None and consts[1] is not None:
+        raise imp.fail(f"node {imp.label(node)}: {op} of constants only is not supported")
+    xi = 0 if consts[0] is None else 1
+    x, c = node.input[xi], consts[1 - xi]
+    v = _per_channel_from_onnx(imp, x, np.asarray(c))
+    if v is None:
+        raise imp.fail(f"node {imp.label(node)}: {op} with a constant of shape {np.shape(c)} is not "
+                       f"supported (only a per-channel constant is)")
+    ones = np.ones_like(v)
+    if op in ("Add", "Sum"):
+        weight, bias = ones, v
+    elif op == "Sub":
+        weight, bias = (ones, -v) if xi == 0 else (-ones, v)
+    elif op == "Mul":
+        weight, bias = v, None
+    elif op == "Div" and xi == 0:
+        if np.any(v == 0):
+            raise imp.fail(f"node {imp.label(node)}: division by a constant containing 0")
+        weight, bias = 1.0 / v, None
+    else:
+        raise imp.fail(f"node {imp.label(node)}: {op} of a constant by a tensor is not supported")
+    params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+    imp.add(node, "Scale", [x], node.output[0], params, bias_term=bias is not None)

@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import fillers
 from ..blas import gemm
+from ..interop import onnx_importer
 from ..layer import REQUIRED, Layer, per_image, register
 
 
@@ -62,3 +63,61 @@ class InnerProduct(Layer):
             np.sum(dy, axis=0, out=self.bias.diff)
         if propagate_down[0]:
             gemm(dy, self.weight.data, bottom[0].diff.reshape(x.shape))
+
+    def to_onnx(self, g):
+        """Gemm(x, W, b) with transB, after a Flatten when the bottom is not 2-D."""
+        x = g.inputs[0]
+        if len(g.input_shapes[0]) != 2:
+            x = f"{self.name}:flat"
+            g.node("Flatten", g.inputs, [x], f"{self.name}_flatten", axis=1)
+        args = [x, g.const(f"{self.name}.weight", g.params["weight"])]
+        if "bias" in g.params:
+            args.append(g.const(f"{self.name}.bias", g.params["bias"]))
+        g.node("Gemm", args, g.outputs, self.name, transB=1)
+
+
+# ---- ONNX -> decaf ------------------------------------------------------------------------------
+@onnx_importer("Gemm")
+def _gemm_from_onnx(imp, node):
+    """alpha and beta are folded into W and b; transB either way, transA refused."""
+    a = imp.attrs(node)
+    if a.get("transA", 0):
+        raise imp.fail(f"node {imp.label(node)}: Gemm with transA is not supported")
+    w = imp.need_const(node, 1, "B (the weight)").astype(np.float64)
+    if w.ndim != 2:
+        raise imp.fail(f"node {imp.label(node)}: B must be 2-D, got shape {w.shape}")
+    if not a.get("transB", 0):
+        w = w.T
+    w = w * float(a.get("alpha", 1.0))
+    n = w.shape[0]
+    params = {"weight": w}
+    if imp.has_input(node, 2):
+        c = imp.need_const(node, 2, "C (the bias)").astype(np.float64) * float(a.get("beta", 1.0))
+        if c.size not in (1, n) or (c.ndim == 2 and c.shape[0] != 1) or c.ndim > 2:
+            raise imp.fail(f"node {imp.label(node)}: C of shape {c.shape} is not a bias of size {n}")
+        params["bias"] = np.broadcast_to(c.reshape(-1), (n,))
+    imp.add(node, "InnerProduct", [node.input[0]], node.output[0], params, num_output=int(n),
+            bias_term="bias" in params)
+
+
+@onnx_importer("MatMul")
+def _matmul_from_onnx(imp, node):
+    """A 2-D input times a constant matrix; an Add of a constant vector right after is its bias."""
+    w = imp.need_const(node, 1, "the second operand (the weight)")
+    if w.ndim != 2:
+        raise imp.fail(f"node {imp.label(node)}: MatMul by a constant of shape {w.shape}: only 2-D "
+                       f"weights are supported")
+    if imp.rank(node.input[0], node, "MatMul") != 2:
+        raise imp.fail(f"node {imp.label(node)}: MatMul of a {len(imp.shape(node.input[0]))}-D input: "
+                       f"only 2-D inputs are supported")
+    n = w.shape[1]
+    params = {"weight": w.T}
+    top = node.output[0]
+    nxt = imp.sole_consumer(top)
+    if nxt is not None and nxt.op_type == "Add" and len(nxt.input) == 2:
+        c = imp.const(nxt.input[1] if nxt.input[0] == top else nxt.input[0])
+        if c is not None and c.size == n and c.ndim <= 2 and c.shape[-1] == n:
+            params["bias"] = c.reshape(-1)
+            imp.absorb(nxt)
+            top = nxt.output[0]
+    imp.add(node, "InnerProduct", [node.input[0]], top, params, num_output=int(n), bias_term="bias" in params)

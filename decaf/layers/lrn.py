@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import kernels
 from ..errors import SpecError
+from ..interop import onnx_importer
 from ..layer import Layer, per_image, register
 
 
@@ -52,3 +53,18 @@ class LRN(Layer):
             p = self.p
             kernels.lrn_backward(bottom[0].data, top[0].data, self.scale, top[0].diff, bottom[0].diff,
                                  int(p["local_size"]), float(p["alpha"]), float(p["beta"]))
+
+    def to_onnx(self, g):
+        p = self.p
+        g.node("LRN", g.inputs, g.outputs, self.name, size=int(p["local_size"]), alpha=float(p["alpha"]),
+               beta=float(p["beta"]), bias=float(p["k"]))
+
+
+@onnx_importer("LRN")
+def _lrn_from_onnx(imp, node):
+    """ONNX's size, alpha, beta, bias are decaf's local_size, alpha, beta, k (alpha / n in both)."""
+    a = imp.attrs(node)
+    if "size" not in a:
+        raise imp.fail(f"node {imp.label(node)}: LRN without size")
+    imp.add(node, "LRN", [node.input[0]], node.output[0], local_size=int(a["size"]),
+            alpha=float(a.get("alpha", 1e-4)), beta=float(a.get("beta", 0.75)), k=float(a.get("bias", 1.0)))

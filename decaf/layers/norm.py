@@ -18,6 +18,7 @@ Scale (parameter bias_term=False): y = x * gamma_c (+ beta_c);
 import numpy as np
 
 from .. import fillers
+from ..interop import onnx_importer
 from ..layer import Layer, per_image, register
 
 
@@ -99,6 +100,19 @@ class BatchNorm(Layer):
                   - self.xhat * (dxhat * self.xhat).mean(axis=axes, keepdims=True))
         np.multiply(dx, _per_channel(self.inv_std, nd), out=bottom[0].diff)
 
+    def to_onnx(self, g):
+        """BatchNormalization in inference mode (scale 1 and bias 0 when not affine)."""
+        name, params = self.name, g.params
+        if self.p["use_global_stats"] is False:
+            raise ValueError(f"layer {name!r}: BatchNorm with use_global_stats false cannot be exported")
+        c = params["mean"].shape[0]
+        scale = params.get("weight", np.ones(c, np.float32))
+        bias = params.get("bias", np.zeros(c, np.float32))
+        args = [g.inputs[0], g.const(f"{name}.weight", scale), g.const(f"{name}.bias", bias),
+                g.const(f"{name}.mean", params["mean"]), g.const(f"{name}.var", params["var"])]
+        g.node("BatchNormalization", args, g.outputs, name, epsilon=float(self.p["eps"]),
+               momentum=float(self.p["momentum"]))
+
 
 @register
 class Scale(Layer):
@@ -141,3 +155,33 @@ class Scale(Layer):
             self.beta.diff[...] = np.sum(dy, axis=axes)
         if propagate_down[0]:
             np.multiply(dy, _per_channel(self.gamma.data, x.ndim), out=bottom[0].diff)
+
+    def to_onnx(self, g):
+        """Mul by the weight as a (C, 1, ...) constant, then Add of the bias likewise."""
+        name = self.name
+        shape = (-1,) + (1,) * (len(g.input_shapes[0]) - 2)
+        w = g.const(f"{name}.weight", g.params["weight"].reshape(shape))
+        if "bias" in g.params:
+            mid = f"{name}:scaled"
+            g.node("Mul", [g.inputs[0], w], [mid], f"{name}_mul")
+            g.node("Add", [mid, g.const(f"{name}.bias", g.params["bias"].reshape(shape))], g.outputs, name)
+        else:
+            g.node("Mul", [g.inputs[0], w], g.outputs, name)
+
+
+# ---- ONNX -> decaf (Add/Mul by a per-channel constant become a Scale: see eltwise.py) ----------
+@onnx_importer("BatchNormalization")
+def _batchnorm_from_onnx(imp, node):
+    """Inference mode only: the running mean and var are the statistics, scale and B the affine part."""
+    a = imp.attrs(node)
+    imp.only_first_output(node)
+    if a.get("training_mode", 0):
+        raise imp.fail(f"node {imp.label(node)}: BatchNormalization in training mode is not supported")
+    if imp.opset < 9 and a.get("spatial", 1) == 0:
+        raise imp.fail(f"node {imp.label(node)}: BatchNormalization with spatial=0 is not supported")
+    params = {"weight": imp.need_const(node, 1, "scale").reshape(-1),
+              "bias": imp.need_const(node, 2, "B").reshape(-1),
+              "mean": imp.need_const(node, 3, "mean").reshape(-1),
+              "var": imp.need_const(node, 4, "var").reshape(-1)}
+    imp.add(node, "BatchNorm", [node.input[0]], node.output[0], params, eps=float(a.get("epsilon", 1e-5)),
+            momentum=float(a.get("momentum", 0.9)), affine=True)

@@ -18,7 +18,9 @@ import numpy as np
 
 from .. import kernels
 from ..errors import SpecError
+from ..interop import onnx_importer
 from ..layer import Layer, as_pads, as_pair, pair_text, per_image, register
+from .conv import pads_from_onnx
 
 
 def pool_out_size(size, kernel, stride, pad_before, pad_after, ceil):
@@ -107,3 +109,41 @@ class Pooling(Layer):
             kernels.max_pool_backward(dy, self.argmax, dx)
         else:
             kernels.avg_pool_backward(dy, dx, self.kernel, self.stride, self.pads, self.p["count_include_pad"])
+
+    def to_onnx(self, g):
+        p = self.p
+        op = "Max" if p["pool"] == "max" else "Average"
+        if p["global_pooling"]:
+            g.node(f"Global{op}Pool", g.inputs, g.outputs, self.name)
+            return
+        attrs = {"kernel_shape": list(self.kernel), "strides": list(self.stride), "pads": list(self.pads),
+                 "ceil_mode": int(p["round_mode"] == "ceil")}
+        if op == "Average":
+            attrs["count_include_pad"] = int(bool(p["count_include_pad"]))
+        g.node(f"{op}Pool", g.inputs, g.outputs, self.name, **attrs)
+
+
+# ---- ONNX -> decaf ------------------------------------------------------------------------------
+@onnx_importer("MaxPool", "AveragePool")
+def _pool_from_onnx(imp, node):
+    a = imp.attrs(node)
+    imp.only_first_output(node)
+    kernel = [int(k) for k in a.get("kernel_shape", [])]
+    if len(kernel) != 2:
+        raise imp.fail(f"node {imp.label(node)}: only 2-D pooling is supported (kernel_shape {kernel})")
+    if any(d != 1 for d in a.get("dilations", [1, 1])):
+        raise imp.fail(f"node {imp.label(node)}: pooling with dilations is not supported")
+    stride = [int(s) for s in a.get("strides", [1, 1])]
+    pool = "max" if node.op_type == "MaxPool" else "ave"
+    kw = {"pool": pool, "kernel_size": kernel, "stride": stride,
+          "round_mode": "ceil" if a.get("ceil_mode", 0) else "floor"}
+    if pool == "ave":
+        kw["count_include_pad"] = bool(a.get("count_include_pad", 0))
+    kw.update(pads_from_onnx(imp, node, a, allow_same_mode=False, kernel=kernel, stride=stride))
+    imp.add(node, "Pooling", [node.input[0]], node.output[0], **kw)
+
+
+@onnx_importer("GlobalAveragePool", "GlobalMaxPool")
+def _global_pool_from_onnx(imp, node):
+    pool = "max" if node.op_type == "GlobalMaxPool" else "ave"
+    imp.add(node, "Pooling", [node.input[0]], node.output[0], pool=pool, global_pooling=True)

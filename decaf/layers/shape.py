@@ -10,6 +10,7 @@ Split:            one bottom, several tops sharing its data; dx = sum of the
 import numpy as np
 
 from ..errors import SpecError
+from ..interop import onnx_importer
 from ..layer import REQUIRED, Layer, register
 
 
@@ -28,6 +29,9 @@ class Flatten(Layer):
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             bottom[0].diff[...] = top[0].diff.reshape(bottom[0].shape)
+
+    def to_onnx(self, g):
+        g.node("Flatten", g.inputs, g.outputs, self.name, axis=int(self.p["axis"]))
 
 
 @register
@@ -54,6 +58,10 @@ class Reshape(Flatten):
             raise self.shape_error(f"reshape to {self.p['shape']} changes the element count", total,
                                    int(np.prod(want)))
         return [(shape[0],) + tuple(want)]
+
+    def to_onnx(self, g):
+        shape = g.const(f"{self.name}.shape", [0] + [int(d) for d in self.p["shape"]], np.int64)  # 0: keep N
+        g.node("Reshape", [g.inputs[0], shape], g.outputs, self.name)
 
 
 @register
@@ -88,6 +96,9 @@ class Concat(Layer):
             if down:
                 blob.diff[...] = top[0].diff[index]
 
+    def to_onnx(self, g):
+        g.node("Concat", g.inputs, g.outputs, self.name, axis=int(self.p["axis"]))
+
 
 @register
 class Split(Layer):
@@ -111,3 +122,45 @@ class Split(Layer):
             np.copyto(diff, top[0].diff)
             for blob in top[1:]:
                 diff += blob.diff
+
+
+# ---- ONNX -> decaf (Split has no ONNX op: the net inserts it) ----------------------------------
+@onnx_importer("Flatten")
+def _flatten_from_onnx(imp, node):
+    axis = int(imp.attrs(node).get("axis", 1))
+    if axis < 0:
+        axis += imp.rank(node.input[0], node, "a negative axis")
+    if axis != 1:
+        raise imp.fail(f"node {imp.label(node)}: Flatten with axis {axis} is not supported (axis 1)")
+    imp.add(node, "Flatten", [node.input[0]], node.output[0])
+
+
+@onnx_importer("Reshape")
+def _reshape_from_onnx(imp, node):
+    """A constant target whose first entry keeps the batch axis; decaf's shape is the rest."""
+    target = [int(d) for d in imp.need_const(node, 1, "the shape").reshape(-1)]
+    if imp.attrs(node).get("allowzero", 0) and 0 in target:
+        raise imp.fail(f"node {imp.label(node)}: Reshape with allowzero and a 0 in {target}")
+    if not target:
+        raise imp.fail(f"node {imp.label(node)}: Reshape to a scalar")
+    first, rest = target[0], target[1:]
+    in_shape = imp.shape(node.input[0])
+    batch = in_shape[0] if in_shape else None
+    keeps_batch = first == 0 or (first == -1 and -1 not in rest) or (batch is not None and first == batch)
+    if not keeps_batch:
+        raise imp.fail(f"node {imp.label(node)}: Reshape to {target} changes the batch axis; decaf needs "
+                       f"the first entry to be 0 (or -1 with the rest fixed)")
+    imp.add(node, "Reshape", [node.input[0]], node.output[0], shape=rest)
+
+
+@onnx_importer("Concat")
+def _concat_from_onnx(imp, node):
+    axis = int(imp.attrs(node).get("axis", 1))
+    if axis < 0:
+        axis += imp.rank(node.input[0], node, "a negative axis")
+    if axis < 1:
+        raise imp.fail(f"node {imp.label(node)}: Concat along the batch axis is not supported")
+    for t in node.input:
+        if imp.const(t) is not None:
+            raise imp.fail(f"node {imp.label(node)}: Concat with a constant input is not supported")
+    imp.add(node, "Concat", list(node.input), node.output[0], axis=axis)

@@ -5,6 +5,7 @@
 """
 import numpy as np
 
+from ..interop import onnx_importer
 from ..layer import Layer, per_image, register
 
 
@@ -36,3 +37,21 @@ class Softmax(Layer):
         if propagate_down[0]:
             y, dy = top[0].data, top[0].diff
             bottom[0].diff[...] = y * (dy - (dy * y).sum(axis=1, keepdims=True))
+
+    def to_onnx(self, g):
+        g.node("Softmax", g.inputs, g.outputs, self.name, axis=1)
+
+
+@onnx_importer("Softmax")
+def _softmax_from_onnx(imp, node):
+    """Only over axis 1; before opset 13 ONNX flattens from the axis, the same when the rest is 1s."""
+    a = imp.attrs(node)
+    r = imp.rank(node.input[0], node, "Softmax")
+    axis = int(a.get("axis", 1 if imp.opset < 13 else -1))
+    if axis < 0:
+        axis += r
+    trailing_ones = all(d == 1 for d in imp.shape(node.input[0])[2:])
+    if axis != 1 or (imp.opset < 13 and r > 2 and not trailing_ones):
+        raise imp.fail(f"node {imp.label(node)}: Softmax over axis {a.get('axis')} of a {r}-D input is "
+                       f"not supported (decaf takes the softmax over the channel axis 1)")
+    imp.add(node, "Softmax", [node.input[0]], node.output[0])
