@@ -18,10 +18,16 @@ Safety: pickles are never loaded with the normal machinery.  A restricted
 unpickler resolves only the globals needed to rebuild tensors -- the rebuild
 functions (replaced by small functions of our own), the ``torch.*Storage`` type
 names, a few ``torch`` dtypes and ``collections.OrderedDict`` -- and refuses every
-other global by name, so a checkpoint cannot run code.  Before each pickle is
-unpickled, a pass over its opcodes (pickletools, nothing executed) refuses memo
-indices that would make the C unpickler allocate gigabytes.  Every problem with the
-file (bad magic, truncation, wrong sizes, a refused global, or any exception from
+other global by name, so a checkpoint cannot run code.  The objects those names
+resolve to are made afresh for every file (``_allowed_globals``) and refuse the
+pickle's BUILD opcode, so one checkpoint cannot change how a later one is read.
+Before each pickle is unpickled, a pass over its opcodes (pickletools, nothing
+executed) refuses memo indices that would make the C unpickler allocate gigabytes
+and counts the opcodes.  Every file gets a budget (decaf/io/limits.py) of bytes it
+may make us allocate (storages inflated, arrays copied out, tensor names) and of
+work (dict entries built, nodes walked, in proportion to its opcodes): a small
+file cannot cost gigabytes or minutes.  Every problem with the file (bad magic,
+truncation, wrong sizes, a refused global, a spent budget, or any exception from
 the pickle, zip or NumPy machinery) is raised as :class:`DecafFormatError`.
 
 What comes back: the unpickled object is walked and every tensor in it becomes a
@@ -45,6 +51,7 @@ import zipfile
 
 import numpy as np
 
+from . import limits
 from .errors import DecafFormatError
 
 __all__ = ["read_torch_checkpoint", "ALLOWED_GLOBALS"]
@@ -143,18 +150,19 @@ class _TensorRef:
             raise _Malformed(f"a tensor is rebuilt from {type(storage).__name__}, not a storage")
         if not _is_int(offset) or offset < 0:
             raise _Malformed(f"tensor storage offset must be a non-negative int, got {offset!r}")
+        # (the dimension count first: one memoised million-item tuple must not be walked per tensor)
+        if isinstance(size, tuple) and len(size) > 32:
+            raise _Malformed(f"tensor has {len(size)} dimensions")
         if not isinstance(size, tuple) or not all(_is_int(n) and n >= 0 for n in size):
-            raise _Malformed(f"tensor size must be a tuple of non-negative ints, got {size!r}")
+            raise _Malformed(f"tensor size must be a tuple of non-negative ints, got {_short_repr(size)}")
         if (
             not isinstance(stride, tuple)
             or len(stride) != len(size)
             or not all(_is_int(n) and n >= 0 for n in stride)
         ):
             raise _Malformed(
-                f"tensor stride must be a tuple of {len(size)} non-negative ints, got {stride!r}"
+                f"tensor stride must be a tuple of {len(size)} non-negative ints, got {_short_repr(stride)}"
             )
-        if len(size) > 32:
-            raise _Malformed(f"tensor has {len(size)} dimensions")
         if dtype is not None and not isinstance(dtype, _ElementType):
             raise _Malformed(f"tensor dtype must be a torch dtype, got {dtype!r}")
         if metadata is not None and not isinstance(metadata, dict):
@@ -207,29 +215,92 @@ def _rebuild_parameter_with_state(data, requires_grad, backward_hooks, state):
     return _rebuild_parameter(data, requires_grad, backward_hooks)
 
 
-ALLOWED_GLOBALS = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
+_REBUILD_FUNCTIONS = {
+    "_rebuild_tensor": _rebuild_tensor,
+    "_rebuild_tensor_v2": _rebuild_tensor_v2,
+    "_rebuild_tensor_v3": _rebuild_tensor_v3,
+    "_rebuild_parameter": _rebuild_parameter,
+    "_rebuild_parameter_with_state": _rebuild_parameter_with_state,
 }
-ALLOWED_GLOBALS.update({("torch", name): t for name, t in _STORAGE_TYPES.items()})
-ALLOWED_GLOBALS[("torch.storage", "UntypedStorage")] = _STORAGE_TYPES["UntypedStorage"]
-ALLOWED_GLOBALS.update({("torch", name): t for name, t in _TORCH_DTYPES.items()})
+
+
+class _Rebuild:
+    """What a pickle gets for ``torch._utils._rebuild_*``: calls our function, cannot be changed.
+
+    A plain function would do, but a pickle's BUILD opcode can set a function's
+    attributes (``__defaults__``...) and so change every later call; this object has
+    no attributes to set and refuses BUILD, and a new one is made for every file.
+    """
+
+    __slots__ = ("_name", "_function", "_budget")
+
+    def __init__(self, name, function, budget):
+        self._name, self._function, self._budget = name, function, budget
+
+    def __call__(self, *args):
+        self._budget.spend_work(1 + sum(len(a) for a in args if isinstance(a, tuple)),
+                                f"calling {self._name}")
+        return self._function(*args)
+
+    def __setstate__(self, *state):
+        raise _Malformed(f"the pickle tries to modify torch._utils.{self._name}")
+
+    def __repr__(self):
+        return f"torch._utils.{self._name}"
+
+
+def _ordered_dict_type(budget):
+    """A fresh ``collections.OrderedDict`` subclass for one file: counts the entries it is
+    built with, and takes BUILD state (torch pickles a state dict's ``_metadata`` that way)
+    without keeping it; BUILD on the class itself is refused."""
+
+    class OrderedDict(collections.OrderedDict):
+        __slots__ = ()
+
+        def __init__(self, *args, **kwargs):
+            items = args[0] if args else ()
+            if len(args) > 1 or kwargs or not isinstance(items, (list, tuple, dict)):
+                raise _Malformed("OrderedDict is called with something other than a list of pairs")
+            budget.spend_work(1 + len(items), "building a dict")
+            super().__init__(items)
+
+        def __setstate__(*args):
+            if len(args) != 2 or not isinstance(args[0], collections.OrderedDict):
+                raise _Malformed("the pickle tries to modify collections.OrderedDict")
+            state = args[1]
+            budget.spend_work(1 + (len(state) if hasattr(state, "__len__") else 0), "setting dict state")
+
+    return OrderedDict
+
+
+def _allowed_globals(budget):
+    """{(module, name): object} for one file: everything a tensor-only pickle may name, new."""
+    found = {("collections", "OrderedDict"): _ordered_dict_type(budget)}
+    for name, function in _REBUILD_FUNCTIONS.items():
+        found[("torch._utils", name)] = _Rebuild(name, function, budget)
+    # Storage types and dtypes are shared: immutable (slots, BUILD refused by __setstate__).
+    found.update({("torch", name): t for name, t in _STORAGE_TYPES.items()})
+    found[("torch.storage", "UntypedStorage")] = _STORAGE_TYPES["UntypedStorage"]
+    found.update({("torch", name): t for name, t in _TORCH_DTYPES.items()})
+    return found
+
+
+# The names a checkpoint's pickle may refer to (what each resolves to: _allowed_globals).
+ALLOWED_GLOBALS = frozenset(_allowed_globals(limits.Budget("", 0)))
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only ALLOWED_GLOBALS; storages come from ``load_storage``."""
+    """Resolves only the names in ALLOWED_GLOBALS, to this file's ``allowed`` objects;
+    storages come from ``load_storage``."""
 
-    def __init__(self, stream, file_name, load_storage=None):
+    def __init__(self, stream, file_name, allowed, load_storage=None):
         super().__init__(stream, encoding="utf-8")
         self._file_name = file_name
+        self._allowed = allowed
         self._load_storage = load_storage
 
     def find_class(self, module, name):
-        found = ALLOWED_GLOBALS.get((module, name))
+        found = self._allowed.get((module, name))
         if found is None:
             raise DecafFormatError(
                 f"refusing to load global {module}.{name} from {self._file_name}: "
@@ -247,16 +318,19 @@ class _RestrictedUnpickler(pickle.Unpickler):
 # the two container formats
 
 
-def read_torch_checkpoint(path):
+def read_torch_checkpoint(path, max_bytes=None):
     """Read a PyTorch checkpoint; return an ordered ``{dotted name: np.ndarray}`` dict.
 
     See the module docstring for naming.  Raises FileNotFoundError if ``path``
     does not exist and DecafFormatError for anything wrong with its contents,
-    including globals other than the tensor-rebuilding ones.
+    including globals other than the tensor-rebuilding ones.  ``max_bytes`` caps
+    what the file may make decaf allocate in total (default: see
+    decaf/io/limits.py, or the environment variable ``DECAF_MAX_READ_BYTES``).
     """
     name = os.fspath(path)
     with open(name, "rb") as stream:
         file_size = os.fstat(stream.fileno()).st_size
+        budget = limits.Budget(name, file_size, max_bytes)
         state = {"stage": "reading the file"}
         try:
             if file_size == 0:
@@ -264,14 +338,14 @@ def read_torch_checkpoint(path):
             head = stream.read(4)
             stream.seek(0)
             if head == b"PK\x03\x04":
-                obj = _read_zip(stream, name, file_size, state)
+                obj = _read_zip(stream, name, file_size, state, budget)
             else:
                 # Storages stay views into the map until _flatten copies them out; the
                 # map closes itself when the last view is gone.
                 mapped = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
-                obj = _read_legacy(mapped, name, state)
+                obj = _read_legacy(mapped, name, state, budget)
             state["stage"] = "rebuilding tensors"
-            return _flatten(obj)
+            return _flatten(obj, budget)
         except DecafFormatError:
             raise
         except _Malformed as exc:
@@ -285,7 +359,7 @@ def read_torch_checkpoint(path):
             ) from exc
 
 
-def _read_zip(stream, name, file_size, state):
+def _read_zip(stream, name, file_size, state, budget):
     state["stage"] = "opening the zip archive"
     archive = zipfile.ZipFile(stream)
     pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
@@ -311,8 +385,20 @@ def _read_zip(stream, name, file_size, state):
                 f"zip entry {entry_name!r} has {info.file_size} bytes, "
                 f"but its storage needs {expected_size}"
             )
-        data = archive.read(entry_name)
-        if expected_size is not None and len(data) != expected_size:
+        # Charged before anything is inflated, and inflating stops at the declared size:
+        # a 1 MB entry declaring 2 GB is refused, one declaring 1 KB yields at most 1 KB.
+        budget.spend_bytes(info.file_size, f"zip entry {entry_name!r} ({info.file_size} bytes inflated)")
+        data = bytearray(info.file_size)
+        view, filled = memoryview(data), 0
+        with archive.open(info) as entry:
+            while filled < len(data):
+                got = entry.readinto(view[filled : filled + (1 << 22)])
+                if not got:
+                    break
+                filled += got
+            if filled == len(data) and entry.read(1):
+                raise _Malformed(f"zip entry {entry_name!r} is longer than it claims")
+        if filled != len(data):
             raise _Malformed(f"zip entry {entry_name!r} is shorter than it claims")
         return data
 
@@ -320,6 +406,7 @@ def _read_zip(stream, name, file_size, state):
     if prefix + "byteorder" in archive.namelist():
         state["stage"] = "reading the byteorder record"
         mark = read_entry(prefix + "byteorder")
+        mark = bytes(mark)
         if mark not in (b"little", b"big"):
             raise _Malformed(f"byteorder record must be 'little' or 'big', got {mark[:20]!r}")
         byteorder = "<" if mark == b"little" else ">"
@@ -339,16 +426,16 @@ def _read_zip(stream, name, file_size, state):
     pickled = read_entry(pickles[0])
     state["stage"] = "unpickling the object"
     reader = _ByteReader(pickled)
-    obj = _load_pickle(reader, name, load_storage)
+    obj = _load_pickle(reader, name, budget, load_storage)
     _set_byteorder(storages.values(), byteorder)
     return obj
 
 
-def _read_legacy(buffer, name, state):
+def _read_legacy(buffer, name, state, budget):
     reader = _ByteReader(buffer)
 
     def load_plain():
-        return _load_pickle(reader, name)
+        return _load_pickle(reader, name, budget)
 
     state["stage"] = "reading the magic number"
     try:
@@ -383,7 +470,7 @@ def _read_legacy(buffer, name, state):
 
     storages = {}
     state["stage"] = "unpickling the object"
-    obj = _load_pickle(reader, name, lambda pid: _storage_from_pid(pid, storages, legacy=True))
+    obj = _load_pickle(reader, name, budget, lambda pid: _storage_from_pid(pid, storages, legacy=True))
     state["stage"] = "reading the storage key list"
     keys = load_plain()
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
@@ -512,25 +599,31 @@ class _ByteReader:
         return self.read((newline + 1 if newline >= 0 else end) - self._pos)
 
 
-def _load_pickle(reader, file_name, load_storage=None):
+def _load_pickle(reader, file_name, budget, load_storage=None):
     """Unpickle one pickle from reader with the restricted unpickler, after a safety scan.
 
     The C unpickler grows its memo table to the largest index a PUT names, so
     six bytes (``]r\x11"]S``) can ask for gigabytes.  A pure-Python pass over
     the opcodes (nothing is executed) first refuses memo indices larger than
-    the pickle could legitimately use.
+    the pickle could legitimately use, and counts the opcodes: the work the
+    rebuilding may do is granted in proportion (limits.WORK_PER_OPCODE).
     """
     start = reader.tell()
     limit = reader.remaining()
+    count = 0
     with warnings.catch_warnings():
         # genops decodes STRING arguments with codecs.escape_decode, which warns
         # about odd escapes in garbage input.
         warnings.simplefilter("ignore", DeprecationWarning)
         for opcode, arg, _ in pickletools.genops(reader):
+            count += 1
+            if count > limits.MAX_PICKLE_OPS:
+                raise _Malformed(f"the pickle has more than {limits.MAX_PICKLE_OPS} opcodes")
             if opcode.name in _MEMO_PUTS and not 0 <= arg <= limit:
                 raise _Malformed(f"pickle memo index {arg} is out of range")
+    budget.allow_work_for(count)
     reader.seek(start)
-    return _RestrictedUnpickler(reader, file_name, load_storage).load()
+    return _RestrictedUnpickler(reader, file_name, _allowed_globals(budget), load_storage).load()
 
 
 _MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
@@ -540,9 +633,18 @@ _MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
 # from placeholders to arrays
 
 
-def _flatten(obj):
+def _flatten(obj, budget):
     out = {}
     nodes = 0
+
+    def child_name(prefix, key):
+        key = str(key)
+        size = len(prefix) + 1 + len(key) if prefix else len(key)
+        if size > limits.MAX_NAME_BYTES:
+            raise _Malformed(f"a tensor name is {size} characters long "
+                             f"(limit {limits.MAX_NAME_BYTES}): {_short_repr(prefix + '.' + key)}")
+        budget.spend_bytes(size, "tensor names")
+        return f"{prefix}.{key}" if prefix else key
 
     def visit(value, prefix, depth):
         nonlocal nodes
@@ -551,22 +653,24 @@ def _flatten(obj):
             raise _Malformed(f"the object has more than {_MAX_NODES} parts")
         if depth > _MAX_DEPTH:
             raise _Malformed(f"the object is nested more than {_MAX_DEPTH} levels deep")
+        budget.spend_work(1, "walking the unpickled object")
         if isinstance(value, _TensorRef):
             if prefix in out:
-                raise _Malformed(f"two tensors flatten to the same name {prefix!r}")
-            out[prefix] = _materialize(value, prefix)
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                visit(item, f"{prefix}.{key}" if prefix else str(key), depth + 1)
-        elif isinstance(value, (list, tuple)):
-            for index, item in enumerate(value):
-                visit(item, f"{prefix}.{index}" if prefix else str(index), depth + 1)
+                raise _Malformed(f"two tensors flatten to the same name {_short_repr(prefix)}")
+            out[prefix] = _materialize(value, prefix, budget)
+        elif isinstance(value, (dict, list, tuple)):
+            # (a memoised container can be reached many times: each visit pays for its items)
+            budget.spend_work(len(value), "walking the unpickled object")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(item, (_TensorRef, dict, list, tuple)):
+                    visit(item, child_name(prefix, key), depth + 1)
 
     visit(obj, "", 0)
     return out
 
 
-def _materialize(ref, name):
+def _materialize(ref, name, budget):
     if ref.array is not None:
         return ref.array
     where = f"tensor {name!r}" if name else "the tensor"
@@ -597,6 +701,7 @@ def _materialize(ref, name):
                 f"{where}: expands {count} stored elements to {n}; refusing to allocate "
                 f"{n * raw.itemsize} bytes"
             )
+        budget.spend_bytes(n * raw.itemsize, f"{where} ({list(size)} of {ref.dtype})")
         view = np.lib.stride_tricks.as_strided(
             elements[ref.offset :],
             shape=size,
@@ -606,7 +711,10 @@ def _materialize(ref, name):
         array = np.array(view, order="C")
     array = array.astype(raw.newbyteorder("="), copy=False)
     if ref.dtype.bfloat16:
+        budget.spend_bytes(4 * array.size, f"{where} as float32")
         array = (array.astype(np.uint32) << 16).view(np.float32)
+    if ref.metadata.get("neg") or ref.metadata.get("conj"):
+        budget.spend_bytes(array.nbytes, f"{where} negated or conjugated")
     if ref.metadata.get("neg"):
         array = np.negative(array)
     if ref.metadata.get("conj"):

@@ -1,0 +1,235 @@
+"""Issue 14: hostile files and concurrent use. One test (at least) per finding, each on small
+files generated here; memory bounds are measured with tracemalloc, never with a clock."""
+
+import collections
+import os
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+
+from decaf.io import DecafFormatError, read_torch_checkpoint
+from decaf.io import limits
+
+MiB = 1 << 20
+
+
+# ---------------------------------------------------------------------------------------
+# a tiny pickle assembler: torch checkpoints without torch
+
+
+def text(value):
+    data = value.encode()
+    if len(data) < 256:
+        return b"\x8c" + bytes([len(data)]) + data          # SHORT_BINUNICODE
+    return b"X" + len(data).to_bytes(4, "little") + data   # BINUNICODE
+
+
+def integer(n):
+    return b"J" + int(n).to_bytes(4, "little", signed=True)  # BININT
+
+
+def storage_pid(key, numel):
+    return b"(" + text("storage") + b"ctorch\nFloatStorage\n" + text(key) + text("cpu") + integer(numel) + b"tQ"
+
+
+def tensor(key, numel, size, stride, offset=0):
+    """_rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())."""
+    shape = b"(" + b"".join(integer(n) for n in size) + b"t"
+    strides = b"(" + b"".join(integer(n) for n in stride) + b"t"
+    return (b"ctorch._utils\n_rebuild_tensor_v2\n(" + storage_pid(key, numel) + integer(offset) + shape
+            + strides + b"\x89ccollections\nOrderedDict\n)RtR")
+
+
+def zip_checkpoint(path, data_pkl, storages=(), compress=False):
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", method) as archive:
+        archive.writestr("archive/data.pkl", data_pkl)
+        for key, data in dict(storages).items():
+            archive.writestr("archive/data/" + key, data)
+    return path
+
+
+def good_checkpoint(path, values=(1.0, 2.0, 3.0)):
+    values = np.asarray(values, "<f4")
+    body = b"\x80\x02}" + text("w") + tensor("0", values.size, (values.size,), (1,)) + b"s."
+    return zip_checkpoint(path, body, {"0": values.tobytes()})
+
+
+def peak_traced_bytes(function, *args, **kwargs):
+    """(result or the exception raised, peak bytes allocated while it ran)."""
+    tracemalloc.start()
+    try:
+        try:
+            result = function(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001  (returned for the caller to check)
+            result = exc
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# finding 3: a checkpoint must not change how later checkpoints are read
+
+
+def build_on_global(module, name, attributes):
+    """A pickle that BUILDs (None, attributes) onto the global module.name, then returns {}."""
+    slots = b"}" + b"".join(text(k) + v + b"s" for k, v in attributes.items())
+    return b"\x80\x02c" + f"{module}\n{name}\n".encode() + b"N" + slots + b"\x86b0}."
+
+
+NEG_METADATA = b"}" + text("neg") + b"\x88s\x85"   # ({"neg": True},)
+
+
+@pytest.mark.parametrize("target, attributes", [
+    (("torch._utils", "_rebuild_tensor_v2"), {"__defaults__": NEG_METADATA}),
+    (("torch._utils", "_rebuild_tensor_v2"), {"__kwdefaults__": b"}"}),
+    (("torch._utils", "_rebuild_tensor"), {"__qualname__": text("x")}),
+    (("collections", "OrderedDict"), {"__init__": b"N"}),
+    (("torch", "FloatStorage"), {"dtype": b"N"}),
+    (("torch", "float32"), {"bfloat16": b"\x88"}),
+], ids=["defaults", "kwdefaults", "qualname", "OrderedDict", "storage type", "dtype"])
+def test_a_checkpoint_cannot_poison_later_reads(tmp_path, target, attributes):
+    poison = zip_checkpoint(tmp_path / "poison.pt", build_on_global(*target, attributes))
+    with pytest.raises(DecafFormatError, match="poison.pt: .*(tries to modify|corrupt)"):
+        read_torch_checkpoint(poison)
+    arrays = read_torch_checkpoint(good_checkpoint(tmp_path / "good.pt"))
+    np.testing.assert_array_equal(arrays["w"], [1.0, 2.0, 3.0])
+
+
+def test_allowed_globals_are_new_for_every_file():
+    from decaf.io.torch_reader import _allowed_globals
+
+    first, second = _allowed_globals(limits.Budget("a", 0)), _allowed_globals(limits.Budget("b", 0))
+    assert set(first) == set(second)
+    for key in [k for k in first if k[0] in ("collections", "torch._utils")]:  # (types: immutable)
+        assert first[key] is not second[key], key
+
+
+def test_torch_state_dict_metadata_is_still_read(tmp_path):
+    torch = pytest.importorskip("torch")
+    module = torch.nn.Linear(2, 3)
+    path = tmp_path / "m.pt"
+    torch.save(module.state_dict(), path)      # an OrderedDict carrying _metadata (BUILD)
+    arrays = read_torch_checkpoint(path)
+    np.testing.assert_array_equal(arrays["weight"], module.weight.detach().numpy())
+
+
+# ---------------------------------------------------------------------------------------
+# finding 4: small files that cost gigabytes or minutes
+
+
+def expanded_tensors(count, elements):
+    """`count` tensors, each one stored element expanded (stride 0) to `elements` float32."""
+    entries = b"".join(text(f"t{i}") + tensor("0", 1, (elements,), (0,)) for i in range(count))
+    return b"\x80\x02}(" + entries + b"u."
+
+
+def test_expanded_views_have_a_total_budget(tmp_path):
+    # 3 x 40 MB from a ~700-byte file: under the old per-tensor cap (1 GiB), over any sane total
+    path = zip_checkpoint(tmp_path / "expand.pt", expanded_tensors(3, 10 * MiB), {"0": bytes(4)})
+    assert path.stat().st_size < 2000
+    with pytest.raises(DecafFormatError, match=r"expand.pt: .*over the limit of \d+ .*DECAF_MAX_READ_BYTES"):
+        read_torch_checkpoint(path)
+    result, peak = peak_traced_bytes(read_torch_checkpoint, path, max_bytes=MiB)
+    assert isinstance(result, DecafFormatError) and peak < 2 * MiB, (result, peak)
+
+
+def test_budget_is_configurable(tmp_path, monkeypatch):
+    path = zip_checkpoint(tmp_path / "expand.pt", expanded_tensors(2, MiB // 4), {"0": bytes(4)})
+    assert len(read_torch_checkpoint(path)) == 2                   # 2 MiB: under the default
+    with pytest.raises(DecafFormatError, match="over the limit of 1048576"):
+        read_torch_checkpoint(path, max_bytes=MiB)
+    monkeypatch.setenv(limits.ENV_MAX_READ_BYTES, "1M")
+    with pytest.raises(DecafFormatError, match="over the limit of 1048576"):
+        read_torch_checkpoint(path)
+    assert len(read_torch_checkpoint(path, max_bytes=4 * MiB)) == 2  # the argument wins
+    monkeypatch.setenv(limits.ENV_MAX_READ_BYTES, "lots")
+    with pytest.raises(ValueError, match="DECAF_MAX_READ_BYTES='lots' is not a number of bytes"):
+        read_torch_checkpoint(path)
+
+
+def zip_bomb(path, inflated):
+    """A checkpoint whose one storage is `inflated` zero bytes, deflated to ~1/1000 of that."""
+    body = b"\x80\x02}" + text("w") + tensor("0", inflated // 4, (inflated // 4,), (1,)) + b"s."
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", body)
+        with archive.open("archive/data/0", "w") as entry:
+            block = bytes(MiB)
+            for _ in range(inflated // MiB):
+                entry.write(block)
+    return path
+
+
+def test_zip_entry_inflating_past_the_budget_is_refused_before_inflating(tmp_path):
+    path = zip_bomb(tmp_path / "bomb.pt", 96 * MiB)
+    assert path.stat().st_size < 200_000
+    result, peak = peak_traced_bytes(read_torch_checkpoint, path)
+    assert isinstance(result, DecafFormatError), result
+    assert "zip entry 'archive/data/0'" in str(result) and "over the limit" in str(result)
+    assert peak < 4 * MiB, peak
+
+
+def test_compressed_entries_under_the_budget_are_read(tmp_path):
+    values = np.arange(1000, dtype="<f4")
+    path = tmp_path / "deflated.pt"
+    body = b"\x80\x02}" + text("w") + tensor("0", 1000, (1000,), (1,)) + b"s."
+    zip_checkpoint(path, body, {"0": values.tobytes()}, compress=True)
+    np.testing.assert_array_equal(read_torch_checkpoint(path)["w"], values)
+
+
+def test_tensor_names_are_budgeted(tmp_path):
+    # one 60 KB key memoised, 1500 tensors under it: 90 MB of names from ~70 KB of pickle
+    inner = text("0") + tensor("0", 1, (1,), (1,)) + b"q\x01"
+    inner += b"".join(text(str(i)) + b"h\x01" for i in range(1, 1500))
+    body = b"\x80\x02}" + text("k" * 60_000) + b"}(" + inner + b"us."
+    path = zip_checkpoint(tmp_path / "names.pt", body, {"0": bytes(4)})
+    with pytest.raises(DecafFormatError, match="names.pt: tensor names would bring"):
+        read_torch_checkpoint(path)
+    result, peak = peak_traced_bytes(read_torch_checkpoint, path, max_bytes=MiB)
+    assert isinstance(result, DecafFormatError) and peak < 4 * MiB, (result, peak)
+
+
+def test_a_single_huge_tensor_name_is_refused(tmp_path):
+    body = b"\x80\x02}" + text("k" * 70_000) + tensor("0", 1, (1,), (1,)) + b"s."
+    path = zip_checkpoint(tmp_path / "name.pt", body, {"0": bytes(4)})
+    with pytest.raises(DecafFormatError, match="a tensor name is 70000 characters long"):
+        read_torch_checkpoint(path)
+
+
+def test_shared_sub_objects_cannot_multiply_the_work(tmp_path):
+    # level k+1 = [level k] * 8, memoised: 8**6 = 262144 tensor names from ~300 bytes
+    body = b"\x80\x02" + tensor("0", 1, (1,), (1,)) + b"\x85"
+    for _ in range(6):
+        body += b"q\x01(" + b"h\x01" * 8 + b"l"
+    path = zip_checkpoint(tmp_path / "dag.pt", body + b".", {"0": bytes(4)})
+    assert path.stat().st_size < 1000
+    with pytest.raises(DecafFormatError, match="dag.pt: walking the unpickled object: more than"):
+        read_torch_checkpoint(path)
+
+
+def test_dicts_built_from_one_memoised_list_cannot_multiply_the_work(tmp_path):
+    pairs = b"(" + b"".join(b"(" + integer(i) + b"Nt" for i in range(2000)) + b"lq\x01"
+    calls = b"".join(b"ccollections\nOrderedDict\n" + b"h\x01\x85R" for _ in range(500))
+    path = zip_checkpoint(tmp_path / "dicts.pt", b"\x80\x02(" + pairs + calls + b"l.")
+    with pytest.raises(DecafFormatError, match="dicts.pt: building a dict: more than"):
+        read_torch_checkpoint(path)
+
+
+def test_pickle_opcode_count_is_capped(tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "MAX_PICKLE_OPS", 100)
+    path = zip_checkpoint(tmp_path / "ops.pt", b"\x80\x02(" + b"N" * 200 + b"l.")
+    with pytest.raises(DecafFormatError, match="ops.pt: the pickle has more than 100 opcodes"):
+        read_torch_checkpoint(path)
+
+
+def test_real_checkpoints_fit_the_default_budget(tmp_path):
+    torch = pytest.importorskip("torch")
+    state = collections.OrderedDict(w=torch.randn(64, 64), b=torch.zeros(64), e=torch.ones(1).expand(16))
+    for fmt in ("zip", "legacy"):
+        path = tmp_path / f"{fmt}.pt"
+        torch.save(state, path, _use_new_zipfile_serialization=(fmt == "zip"))
+        assert sorted(read_torch_checkpoint(path)) == ["b", "e", "w"]
+    assert os.environ.get(limits.ENV_MAX_READ_BYTES) is None
