@@ -50,7 +50,7 @@ class Server:
                                max_queue=self.limits.max_queue)
         self.decoders = None
         name, weights = engine.filters()
-        bgr = engine.recipe.get("channels") == "BGR"
+        bgr = engine.recipe_dict["channels"] == "BGR"
         self.filters = (name, filters_png(weights, bgr=bgr)) if weights is not None else (None, None)
         self.started = time.time()
 
@@ -67,7 +67,7 @@ class Server:
     def _prepare(self, data, oversample):
         """Bytes -> crops, on a decoding thread. Any failure is this image's alone."""
         try:
-            return self.engine.preprocess(decode_image(data, self.limits.max_pixels), oversample)
+            return decode_image(data, self.limits.max_pixels, lambda img: self.engine.preprocess(img, oversample))
         except ImageRejected:
             raise
         except Exception as exc:     # a decoder's surprise on a crafted file fails the image only

@@ -15,8 +15,9 @@ import time
 import numpy as np
 
 from ..classify import prob_blob
-from ..features import default_blob, image_input, net_recipe
-from ..image import preprocess
+from ..features import default_blob
+from ..image import decode, prepare
+from ..pipeline import image_input, net_recipe
 
 
 def load_net(model=None):
@@ -36,7 +37,8 @@ class Engine:
         meta = getattr(net, "meta", None) or {}
         self.name = name or _model_name(net, meta)
         self.input_name, self.input_shape = image_input(net)
-        self.recipe = net_recipe(net)
+        self.recipe = net_recipe(net)            # a decaf.recipe.Recipe
+        self.recipe_dict = self.recipe.to_dict()
         self.labels = meta.get("labels")
         self.prob_blob = prob_blob(net)
         self.feature_blob = default_blob(net)
@@ -55,8 +57,9 @@ class Engine:
         return self._info
 
     def preprocess(self, image, oversample=False):
-        """A PIL image -> (1 or 10, C, H, W) float32 crops, by the model's recipe."""
-        return preprocess(image, self.recipe, oversample=oversample)
+        """A PIL image as opened -> (1 or 10, C, H, W) float32 crops: decaf's one decoder (EXIF
+        orientation, alpha on white, 16-bit, grey) and the model's recipe."""
+        return prepare(decode(image, self.recipe.decode_mode), self.recipe, oversample)
 
     def filters(self):
         """(layer name, (K, C, kh, kw) weights) of the first convolution reading the image."""
@@ -101,7 +104,7 @@ class Engine:
         net = self.net
         return {"name": self.name, "net": net.name, "input": {"blob": self.input_name, "shape": list(self.input_shape)},
                 "outputs": list(net.output_names), "prob_blob": self.prob_blob, "feature_blob": self.feature_blob,
-                "recipe": self.recipe, "labels": self.labels, "num_classes": len(self.labels or []) or None,
+                "recipe": self.recipe_dict, "labels": self.labels, "num_classes": len(self.labels or []) or None,
                 "params": int(sum(p.data.size for p in net.params.values())),
                 "layers": self.layers, "filters": self.filter_layer, "source": meta.get("source"),
                 "spec": net.spec}

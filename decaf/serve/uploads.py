@@ -108,9 +108,10 @@ def parse_multipart(body, boundary, max_images):
     return parts
 
 
-def decode_image(data, max_pixels):
-    """Bytes -> an RGB PIL image. The size is read from the header and checked before any pixel is
-    decoded (a 100-byte PNG can claim 50000 x 50000 pixels: a decompression bomb)."""
+def decode_image(data, max_pixels, convert=None):
+    """Bytes -> ``convert(image)`` (default: the image in RGB), called on the decoded image while
+    it is open. The size is read from the header and checked before any pixel is decoded (a
+    100-byte PNG can claim 50000 x 50000 pixels: a decompression bomb)."""
     if not data:
         raise ImageRejected("bad_image", "empty file")
     try:
@@ -120,7 +121,7 @@ def decode_image(data, max_pixels):
                 raise ImageRejected("image_too_large", f"{width}x{height} is {width * height} pixels; "
                                     f"the limit is {max_pixels}")
             img.load()
-            return img.convert("RGB")
+            return convert(img) if convert else img.convert("RGB")
     except ImageRejected:
         raise
     except Image.DecompressionBombError as exc:
