@@ -222,6 +222,7 @@ def _decode(schema, buf, pos, end, source, where, depth):
         raise _error(source, f"messages nested more than {MAX_DEPTH} deep (at {where})")
     out = {}
     chunks = {}   # array fields: name -> list of numpy chunks
+    merges = {}   # non-repeated message fields given more than once: name -> [sub, ...]
     while pos < end:
         key_at = pos
         key, pos = read_varint(buf, pos, end, source, where)
@@ -261,10 +262,8 @@ def _decode(schema, buf, pos, end, source, where, depth):
                           f"{fwhere}[{len(out.get(field.name, []))}]" if field.repeated else fwhere, depth + 1)
             if field.repeated:
                 out.setdefault(field.name, []).append(sub)
-            elif field.name in out:
-                _merge(out[field.name], sub)
             else:
-                out[field.name] = sub
+                _defer_merge(out, merges, field.name, sub)
             continue
         if field.kind in ("string", "bytes"):
             raw = bytes(buf[value[0]:value[1]])
@@ -293,6 +292,7 @@ def _decode(schema, buf, pos, end, source, where, depth):
             _store(out, field, values)
     for name, parts in chunks.items():
         out[name] = parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
+    _finish_merges(out, merges)
     return out
 
 
@@ -324,17 +324,53 @@ def _store(out, field, values):
         out[field.name] = values[-1]
 
 
-def _merge(into, other):
-    """Protobuf merge of two decoded messages: repeated fields concatenate, the rest overwrite."""
-    for key, value in other.items():
-        if key in into and isinstance(into[key], list) and isinstance(value, list):
-            into[key] = into[key] + value
-        elif key in into and isinstance(into[key], np.ndarray) and isinstance(value, np.ndarray):
-            into[key] = np.concatenate([into[key], value])
-        elif key in into and isinstance(into[key], dict) and isinstance(value, dict):
-            _merge(into[key], value)
+# A non-repeated message field given n times is the protobuf merge of the n messages. Merging
+# them one by one copies the repeated fields gathered so far each time: quadratic (160k repeats
+# of a small message, an 800 KB file, took a minute). So the parts are kept and merged once.
+def _defer_merge(out, merges, name, sub):
+    if name in merges:
+        merges[name].append(sub)
+    elif name in out:
+        merges[name] = [out[name], sub]
+    else:
+        out[name] = sub
+
+
+def _finish_merges(out, merges):
+    for name, parts in merges.items():
+        out[name] = _merge_all(parts)
+
+
+def _merge_all(messages):
+    """Protobuf merge of decoded messages, in order, in time linear in their total size:
+    repeated fields concatenate, nested messages merge, the rest keep the last value."""
+    if len(messages) == 1:
+        return messages[0]
+    values = {}                      # key -> every value it has, in order (keys keep first-seen order)
+    for message in messages:
+        for key, value in message.items():
+            values.setdefault(key, []).append(value)
+    out = {}
+    for key, parts in values.items():
+        last = parts[-1]
+        if len(parts) == 1:
+            out[key] = last
+        elif all(isinstance(p, list) for p in parts):
+            out[key] = [item for p in parts for item in p]
+        elif all(isinstance(p, np.ndarray) for p in parts):
+            out[key] = np.concatenate(parts)
+        elif all(isinstance(p, dict) for p in parts):
+            out[key] = _merge_all(parts)
         else:
-            into[key] = value
+            out[key] = last
+    return out
+
+
+def _merge(into, other):
+    """Protobuf merge of ``other`` into the decoded message ``into``."""
+    merged = _merge_all([into, other])
+    into.clear()
+    into.update(merged)
 
 
 # ---- binary encoding ---------------------------------------------------------------------
@@ -551,15 +587,16 @@ class _Parser:
         if depth > MAX_DEPTH:
             raise self.fail(self.peek(), f"messages nested more than {MAX_DEPTH} deep")
         out = {}
+        pending = ({}, {})   # (array field -> [chunks], message field -> [parts]): joined once at the end
         while True:
             tok = self.peek()
             if tok is None:
                 if close is None:
-                    return out
+                    return _finish_text_message(out, pending)
                 raise self.fail(tok, f"missing {close!r} to close {where}")
             if tok.kind == "punct" and tok.text == close:
                 self.i += 1
-                return out
+                return _finish_text_message(out, pending)
             if tok.kind == "punct" and tok.text == "[":
                 raise self.fail(tok, "extension fields ('[...]') are not supported")
             if tok.kind != "ident":
@@ -569,11 +606,11 @@ class _Parser:
             if field is None and schema is not None and schema.strict:
                 known = ", ".join(sorted(schema.by_name))
                 raise self.fail(tok, f"{where} has no field {tok.text!r} (fields: {known})")
-            self.field(out, field, tok, f"{where}.{tok.text}", depth)
+            self.field(out, pending, field, tok, f"{where}.{tok.text}", depth)
             if not self.accept(","):
                 self.accept(";")
 
-    def field(self, out, field, name_tok, where, depth):
+    def field(self, out, pending, field, name_tok, where, depth):
         colon = self.accept(":")
         tok = self.peek()
         is_block = tok is not None and tok.kind == "punct" and tok.text in "{<"
@@ -591,10 +628,8 @@ class _Parser:
             if field is not None:
                 if field.repeated:
                     out.setdefault(field.name, []).append(sub)
-                elif field.name in out:
-                    _merge(out[field.name], sub)
                 else:
-                    out[field.name] = sub
+                    _defer_merge(out, pending[1], field.name, sub)
             return
         if not colon:
             raise self.fail(tok, f"expected ':' after field name {name_tok.text!r}")
@@ -614,9 +649,7 @@ class _Parser:
         if field is None:
             return
         if field.array:
-            old = out.get(field.name)
-            new = np.asarray(values, _np_kind(field.kind))
-            out[field.name] = new if old is None else np.concatenate([old, new])
+            pending[0].setdefault(field.name, (field.kind, []))[1].extend(values)
         else:
             _store(out, field, values)
 
@@ -692,6 +725,14 @@ class _Parser:
         if not lo <= value <= hi:
             raise self.fail(tok, f"{where}: {value} is out of range for {kind}")
         return value
+
+
+def _finish_text_message(out, pending):
+    arrays, merges = pending
+    for name, (kind, values) in arrays.items():
+        out[name] = np.asarray(values, _np_kind(kind))
+    _finish_merges(out, merges)
+    return out
 
 
 def parse_text(schema, text, source="<text>"):
