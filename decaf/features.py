@@ -307,7 +307,8 @@ def extract(net, images, blobs=None, batch_size=32, oversample=False, flatten=Tr
         PIL images (see the module docstring for labels and relative paths).
     blobs: blob names (default: ``default_blob(net)``). Each comes back as
         float32, (N, D) with ``flatten`` (default) else (N, C, H, W).
-    batch_size: images per forward pass. oversample: the mean over the 10 crops.
+    batch_size: rows per forward pass (images; crops with ``oversample``, whole images per batch).
+        oversample: the mean over the 10 crops.
     out: a ``.npz`` path: work in shards of ``shard_size`` images, resume an
         interrupted run, write the result atomically (see the module docstring).
     progress: show a tqdm bar on stderr. on_error(path, message): per skipped

@@ -16,7 +16,8 @@ def add_parser(sub):
     p.add_argument("--model", default=None, help="pretrained name or a .decaf file (default: efficientnet_lite0)")
     p.add_argument("--top", type=int, default=5, help="how many classes to show per image (default 5)")
     p.add_argument("--oversample", action="store_true", help="average 10 crops (corners + centre, mirrored)")
-    p.add_argument("--batch", type=int, default=10, help="crops per forward pass (default 10)")
+    p.add_argument("--batch", type=int, default=10,
+                   help="crops per forward pass, whole images per batch (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
 

@@ -24,7 +24,9 @@ def add_parser(sub):
                    help="a blob to extract (repeat for several; default: the input of the last "
                         "fully connected layer, e.g. 'pool' for EfficientNet-Lite0)")
     p.add_argument("--model", default=None, help="pretrained name or a .decaf file (default: efficientnet_lite0)")
-    p.add_argument("--batch", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--batch", type=int, default=32,
+                   help="rows per forward pass: images, or crops with --oversample (whole images per batch; "
+                        "default 32)")
     p.add_argument("--shard", type=int, default=256, help="images per resumable shard (default 256)")
     p.add_argument("--oversample", action="store_true", help="average the features of 10 crops per image")
     p.add_argument("--no-flatten", action="store_true", help="keep each blob's shape (N, C, H, W)")
