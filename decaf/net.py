@@ -20,6 +20,7 @@ import numpy as np
 from . import fillers, kernels  # noqa: F401  (layers use fillers)
 from .blob import Blob
 from .errors import ShapeError, SpecError
+from .exclusive import exclusive
 from .layer import create_layer
 
 PHASES = ("train", "test")
@@ -289,18 +290,19 @@ class Net:
         """Run the net; return {name: copy of the blob} for ``outputs``.
 
         ``outputs`` defaults to the net's output blobs; only the layers needed
-        for the requested blobs run.
+        for the requested blobs run. One thread at a time (decaf/exclusive.py).
         """
-        inputs = dict(inputs or {}, **kw)
-        plan = self.plan(outputs)
-        needed = [n for n in self.input_shapes if any(
-            self.blobs[n] in self.bottoms[layer.name] for layer in plan)] if outputs is not None else None
-        if inputs:
-            self.set_inputs(inputs, needed)
-        for layer in plan:
-            layer.forward(self.bottoms[layer.name], self.tops[layer.name])
-        names = self.output_names if outputs is None else outputs
-        return {n: self.blobs[n].data.copy() for n in names}
+        with exclusive(self, "forward"):
+            inputs = dict(inputs or {}, **kw)
+            plan = self.plan(outputs)
+            needed = [n for n in self.input_shapes if any(
+                self.blobs[n] in self.bottoms[layer.name] for layer in plan)] if outputs is not None else None
+            if inputs:
+                self.set_inputs(inputs, needed)
+            for layer in plan:
+                layer.forward(self.bottoms[layer.name], self.tops[layer.name])
+            names = self.output_names if outputs is None else outputs
+            return {n: self.blobs[n].data.copy() for n in names}
 
     def loss(self):
         """The weighted sum of the loss layers' outputs from the last forward."""
@@ -313,29 +315,31 @@ class Net:
         ``diffs`` maps output blob names to gradients of the objective with
         respect to them. Fills every parameter's ``diff`` and, with
         ``force_backward``, the input blobs' diffs. Returns {input: diff copy}.
+        One thread at a time (decaf/exclusive.py).
         """
-        diffs = diffs or {}
-        for name in self.output_names:
-            blob = self.blobs[name]
-            blob.diff[...] = 0
-        for layer in self.order:
-            if layer.loss_weight:
-                self.tops[layer.name][0].diff[...] = layer.loss_weight
-        for name, value in diffs.items():
-            blob = self.blobs[name]
-            value = np.asarray(value)
-            if value.shape != blob.shape:
-                raise ShapeError(f"diff for blob {name!r}: expected shape {blob.shape}, got {value.shape}")
-            blob.diff[...] = value
-        for layer in reversed(self.order):
-            if not self.needs_backward[layer.name]:
-                continue
-            bottoms = self.bottoms[layer.name]
-            propagate = [self._blob_needs_grad.get(id(b), False) for b in bottoms]
-            layer.backward(self.tops[layer.name], propagate, bottoms)
-        if self.force_backward:
-            return {n: self.blobs[n].diff.copy() for n in self.input_shapes}
-        return {}
+        with exclusive(self, "backward"):
+            diffs = diffs or {}
+            for name in self.output_names:
+                blob = self.blobs[name]
+                blob.diff[...] = 0
+            for layer in self.order:
+                if layer.loss_weight:
+                    self.tops[layer.name][0].diff[...] = layer.loss_weight
+            for name, value in diffs.items():
+                blob = self.blobs[name]
+                value = np.asarray(value)
+                if value.shape != blob.shape:
+                    raise ShapeError(f"diff for blob {name!r}: expected shape {blob.shape}, got {value.shape}")
+                blob.diff[...] = value
+            for layer in reversed(self.order):
+                if not self.needs_backward[layer.name]:
+                    continue
+                bottoms = self.bottoms[layer.name]
+                propagate = [self._blob_needs_grad.get(id(b), False) for b in bottoms]
+                layer.backward(self.tops[layer.name], propagate, bottoms)
+            if self.force_backward:
+                return {n: self.blobs[n].diff.copy() for n in self.input_shapes}
+            return {}
 
     # ---- parameters -----------------------------------------------------------
     def param_arrays(self):

@@ -48,7 +48,7 @@ async function loadModel() {
     option.value = layer.blob;
     select.appendChild(option);
   }
-  $("filters-title").textContent = m.filters ? "Filters of " + m.filters + " (the first layer)" : "";
+  $("filters-title").textContent = m.filters ? "Filters of " + m.filters + ", the first layer" : "";
   $("filters").hidden = !m.filters;
 }
 
