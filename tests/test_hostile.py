@@ -316,3 +316,86 @@ def test_repeated_message_decoding_time_is_linear():
         decode(outer, data)
         times[count] = time.process_time() - start
     assert times[160_000] < 8 * times[40_000], times     # linear: ~4x; quadratic: ~16x
+
+
+# ---------------------------------------------------------------------------------------
+# finding 5: one Net from two threads gave wrong results silently
+
+
+def _blocking_net():
+    """A one-layer net whose layer waits on an Event inside forward/backward: the second
+    thread's call is certain to arrive while the first is inside the net."""
+    import threading
+
+    from decaf.layer import LAYERS, Layer, register
+    from decaf.net import Net
+
+    if "_TestBlocking" not in LAYERS:
+        @register
+        class Blocking(Layer):
+            type_name = "_TestBlocking"
+            inside = threading.Event()
+            release = threading.Event()
+
+            def reshape(self, bottom_shapes):
+                return [bottom_shapes[0]]
+
+            def forward(self, bottom, top):
+                type(self).inside.set()
+                assert type(self).release.wait(30), "the test never released the layer"
+                top[0].data[...] = bottom[0].data
+
+            def backward(self, top, propagate_down, bottom):
+                self.forward(top, bottom)
+    layer = LAYERS["_TestBlocking"]
+    layer.inside.clear()
+    layer.release.clear()
+    spec = {"name": "shared", "inputs": {"x": [2]},
+            "layers": [{"name": "wait", "type": "_TestBlocking", "bottom": "x", "top": "y"}]}
+    return Net(spec, force_backward=True), layer
+
+
+@pytest.mark.parametrize("second_call", ["forward", "backward"])
+def test_concurrent_use_of_one_net_is_refused(second_call):
+    import threading
+
+    net, layer = _blocking_net()
+    results = {}
+
+    def first():
+        results["first"] = net.forward({"x": np.ones((1, 2), np.float32)})
+
+    worker = threading.Thread(target=first, name="first-user")
+    worker.start()
+    try:
+        assert layer.inside.wait(30)
+        with pytest.raises(RuntimeError, match=r"net 'shared': .* another thread is running this net.*"
+                                               r"one Net per thread .* lock"):
+            if second_call == "forward":
+                net.forward({"x": np.zeros((1, 2), np.float32)})
+            else:
+                net.backward()
+    finally:
+        layer.release.set()
+        worker.join(30)
+    np.testing.assert_array_equal(results["first"]["y"], [[1.0, 1.0]])   # the first call was unharmed
+    layer.release.set()
+    assert net.forward({"x": np.full((1, 2), 3, np.float32)})["y"].tolist() == [[3.0, 3.0]]   # free again
+
+
+def test_one_thread_may_reenter_and_nets_stay_copyable():
+    import copy
+
+    from decaf.net import Net
+
+    spec = {"name": "tiny", "inputs": {"x": [3]},
+            "layers": [{"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "y", "num_output": 2}]}
+    net = Net(spec)
+    x = np.arange(3, dtype=np.float32)[None]
+    first = net.forward({"x": x})["y"]
+    twin = copy.deepcopy(net)
+    np.testing.assert_array_equal(twin.forward({"x": x})["y"], first)
+    from decaf.exclusive import exclusive
+
+    with exclusive(net, "outer"):
+        np.testing.assert_array_equal(net.forward({"x": x})["y"], first)
