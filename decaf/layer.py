@@ -18,6 +18,7 @@ layer never needs to accumulate into a bottom diff.
 import numpy as np
 
 from .errors import ShapeError, SpecError
+from .param_schema import check_params
 
 REQUIRED = object()
 LAYERS = {}
@@ -93,6 +94,7 @@ class Layer:
                 raise SpecError(f"layer {self.name!r} ({self.type_name}): missing required parameter {key!r}")
             else:
                 self.p[key] = default
+        check_params(self, {key: spec[key] for key in self.PARAMS if key in spec})   # types and ranges
         self.lr_mult = spec.get("lr_mult")
         self.decay_mult = spec.get("decay_mult")
         self.loss_weight = float(spec.get("loss_weight", 1.0 if self.is_loss else 0.0))

@@ -399,3 +399,79 @@ def test_one_thread_may_reenter_and_nets_stay_copyable():
 
     with exclusive(net, "outer"):
         np.testing.assert_array_equal(net.forward({"x": x})["y"], first)
+
+
+# ---------------------------------------------------------------------------------------
+# finding 9 (part): zero geometry, gradcheck --eps 0, hostile spec values
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"kernel_size": 2, "stride": 0}, "stride must be an integer in 1..2147483647 or a pair of them, got 0"),
+    ({"kernel_size": 2, "stride": [1, 0]}, "stride must be .* got \\[1, 0\\]"),
+    ({"kernel_size": 0}, "kernel_size must be .* got 0"),
+    ({"kernel_size": -3}, "kernel_size must be .* got -3"),
+    ({"kernel_size": 2, "pad": -1}, "pad must be an integer in 0..2147483647, a pair or four of them, got -1"),
+    ({"kernel_size": "3"}, "kernel_size must be .* got '3'"),
+], ids=["stride 0", "stride pair", "kernel 0", "kernel negative", "pad negative", "kernel text"])
+def test_pooling_geometry_is_refused_with_the_layer_named(params, message):
+    from decaf.errors import SpecError
+    import decaf.layers  # noqa: F401  (registers the layer types)
+    from decaf.layer import create_layer
+
+    with pytest.raises(SpecError, match=f"layer 'pool1' \\(Pooling\\): {message}"):
+        create_layer(dict(params, name="pool1", type="Pooling", bottom="x", top="y"))
+
+
+def test_pooling_zero_stride_from_a_prototxt_is_a_spec_error(tmp_path):
+    from decaf.errors import SpecError
+    from decaf.net import Net
+
+    spec = {"name": "p", "inputs": {"x": [1, 4, 4]},
+            "layers": [{"name": "pool1", "type": "Pooling", "bottom": "x", "top": "y", "kernel_size": 2,
+                        "stride": 0}]}
+    with pytest.raises(SpecError, match="layer 'pool1'"):
+        Net(spec)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"num_output": 0, "kernel_size": 3}, "num_output must be an integer in 1..2147483647, got 0"),
+    ({"num_output": 4, "kernel_size": 3, "group": 0}, "group must be .* got 0"),
+    ({"num_output": "ten", "kernel_size": 3}, "num_output must be .* got 'ten'"),
+    ({"num_output": 4, "kernel_size": 3, "dilation": 0}, "dilation must be .* got 0"),
+    ({"num_output": 4, "kernel_size": 3, "bias_term": "no"}, "bias_term must be true or false, got 'no'"),
+    ({"num_output": 4, "kernel_size": 3, "weight_filler": 3}, "weight_filler must be an object, got 3"),
+    ({"num_output": 10**12, "kernel_size": 3}, "num_output must be .* got 1000000000000"),
+], ids=["num_output 0", "group 0", "num_output text", "dilation 0", "bias_term text", "filler", "10^12"])
+def test_convolution_parameters_are_checked_by_the_schema(params, message):
+    from decaf.errors import SpecError
+    import decaf.layers  # noqa: F401  (registers the layer types)
+    from decaf.layer import create_layer
+
+    with pytest.raises(SpecError, match=f"layer 'c' \\(Convolution\\): {message}"):
+        create_layer(dict(params, name="c", type="Convolution", bottom="x", top="y"))
+
+
+def test_schema_accepts_what_real_specs_use():
+    import decaf.layers  # noqa: F401  (registers the layer types)
+    from decaf.layer import create_layer
+
+    base = {"bottom": "x", "top": "y"}
+    create_layer(dict(base, name="c", type="Convolution", num_output=np.int64(4), kernel_size=[3, 1],
+                      stride=(2, 2), pad=[0, 1, 0, 1], bias_term=0))
+    create_layer(dict(base, name="p", type="Pooling", pool="ave", global_pooling=True, kernel_size=None))
+    create_layer(dict(base, name="r", type="ReLU", negative_slope=0))          # an int for a float
+    create_layer(dict(base, name="l", type="LRN", local_size=5, alpha=np.float32(1e-4)))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--eps", "0"], "--eps must be a positive finite number, got 0.0"),
+    (["--eps=-1e-3"], "--eps must be a positive finite number"),
+    (["--eps", "nan"], "--eps must be a positive finite number"),
+    (["--rtol=-1"], "--rtol must be a non-negative finite number"),
+])
+def test_gradcheck_refuses_meaningless_steps_in_one_line(capsys, argv, message):
+    from decaf.cli import main
+
+    code = main(["gradcheck", "ReLU", *argv])
+    out, err = capsys.readouterr()
+    assert code != 0 and message in err and len(err.strip().splitlines()) == 1, (code, err)

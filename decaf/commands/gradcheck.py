@@ -9,6 +9,7 @@ Exit code 0 when every array passes, 1 otherwise.
 """
 import inspect
 import json
+import math
 import os
 import re
 import sys
@@ -226,6 +227,12 @@ def run(args):
         raise ValueError("--samples must be at least 1")
     if args.batch < 1:
         raise ValueError("--batch must be at least 1")
+    # (eps 0 divided by zero deep in the check; a negative or non-finite one means nothing)
+    if not (math.isfinite(args.eps) and args.eps > 0):
+        raise ValueError(f"--eps must be a positive finite number, got {args.eps}")
+    for name in ("rtol", "atol"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) >= 0):
+            raise ValueError(f"--{name} must be a non-negative finite number, got {getattr(args, name)}")
     tolerances = {"eps": args.eps, "rtol": args.rtol, "atol": args.atol}
     if is_layer_type(args.target):
         spec, shapes, classes = layer_case(args.target, args.params, args.shape)

@@ -61,9 +61,14 @@ class Pooling(Layer):
             raise SpecError(f"layer {self.name!r}: kernel_size is required unless global_pooling is set")
         self.stride = as_pair(p["stride"], "stride")
         self.pads = as_pads(p["pad"])
+        if min(self.stride) < 1 or min(self.pads) < 0:   # (a stride of 0 divided by zero in reshape)
+            raise SpecError(f"layer {self.name!r}: stride must be >= 1 and pad >= 0, got stride "
+                            f"{list(self.stride)} and pad {list(self.pads)}")
         if not p["global_pooling"]:
             self.kernel = as_pair(p["kernel_size"], "kernel_size")
             kh, kw = self.kernel
+            if kh < 1 or kw < 1:
+                raise SpecError(f"layer {self.name!r}: kernel_size must be >= 1, got {list(self.kernel)}")
             if self.pads[0] >= kh or self.pads[2] >= kh or self.pads[1] >= kw or self.pads[3] >= kw:
                 raise SpecError(f"layer {self.name!r}: pad {self.pads} must be smaller than the kernel {self.kernel}")
 
