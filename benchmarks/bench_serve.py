@@ -19,7 +19,6 @@ requests). Writes JSON. Loopback only; every loop is bounded by time and stops b
 """
 import argparse
 import collections
-import io
 import json
 import os
 import platform

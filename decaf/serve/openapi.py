@@ -18,6 +18,13 @@ IMAGES_BODY = {"required": True, "content": {
         "type": "array", "items": {"type": "string", "format": "binary"},
         "description": "one or several image files (JPEG, PNG, GIF, BMP, WebP, TIFF, PPM)"}}}},
     "image/*": {"schema": {"type": "string", "format": "binary"}}}}
+CLASS = {"type": "object", "properties": {"index": {"type": "integer"}, "name": {"type": "string"},
+                                         "prob": {"type": "number"}}}
+CLASSIFY_RESULT = {"type": "object", "properties": {
+    "model": {"type": "string"}, "timing": TIMING,
+    "results": {"type": "array", "items": {"oneOf": [IMAGE_ERROR, {"type": "object", "properties": {
+        "index": {"type": "integer"}, "filename": {"type": "string"},
+        "top": {"type": "array", "items": CLASS}}}]}}}}
 BLOB = {"name": "blob", "in": "query", "required": False, "schema": {"type": "string"},
         "description": "a blob name (repeat it or separate names by commas); default: the blob a linear "
                        "classifier reads (EfficientNet-Lite0: pool)"}
@@ -47,15 +54,8 @@ def openapi_document(limits):
                 "parameters": [{"name": "top", "in": "query", "schema": {"type": "integer", "default": 5}}, OVERSAMPLE],
                 "requestBody": IMAGES_BODY,
                 "responses": {"200": {"description": "one result per image, in order; a bad image has `error` "
-                                      "instead of `top`", "content": {"application/json": {"schema": {
-                                          "type": "object", "properties": {
-                                              "model": {"type": "string"}, "timing": TIMING,
-                                              "results": {"type": "array", "items": {"oneOf": [IMAGE_ERROR, {
-                                                  "type": "object", "properties": {
-                                                      "index": {"type": "integer"}, "filename": {"type": "string"},
-                                                      "top": {"type": "array", "items": {"type": "object", "properties": {
-                                                          "index": {"type": "integer"}, "name": {"type": "string"},
-                                                          "prob": {"type": "number"}}}}}}]}}}}}}},
+                                      "instead of `top`",
+                                      "content": {"application/json": {"schema": CLASSIFY_RESULT}}},
                               **_errors(400, 413, 415, 503)}}},
             "/v1/features": {"post": {
                 "summary": "Blobs (DeCAF features) of each image",
