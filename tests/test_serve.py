@@ -474,6 +474,27 @@ def test_engine_refuses_a_second_thread():
     engine.run(("prob",), x)                             # the first thread is gone: a new one may take over
 
 
+def test_engine_run_holds_the_net_like_net_forward():
+    """Someone else running the served net (Net.forward in another thread) makes Engine.run refuse."""
+    from decaf.exclusive import exclusive
+    engine = Engine(tiny_net())
+    held, release = threading.Event(), threading.Event()
+
+    def other_user():
+        with exclusive(engine.net, "forward"):
+            held.set()
+            release.wait(10)
+    t = threading.Thread(target=other_user)
+    t.start()
+    try:
+        assert held.wait(10)
+        with pytest.raises(RuntimeError, match="another thread"):
+            engine.run(("prob",), np.zeros((1, 3, 32, 32), np.float32))
+    finally:
+        release.set()
+        t.join()
+
+
 def test_parse_multipart_keeps_files_and_image_fields_only():
     body = (b"--B\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n"
             b"--B\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from ..classify import prob_blob
+from ..exclusive import exclusive
 from ..features import default_blob
 from ..image import decode, prepare
 from ..pipeline import image_input, net_recipe
@@ -90,13 +91,14 @@ class Engine:
         plan = net.plan(list(outputs))
         clock = time.perf_counter
         start = clock()
-        net.set_inputs({self.input_name: x})
         by_group = {}
-        for layer in plan:
-            t0 = clock()
-            layer.forward(net.bottoms[layer.name], net.tops[layer.name])
-            by_group[layer.group] = by_group.get(layer.group, 0.0) + (clock() - t0) * 1e3
-        result = {n: net.blobs[n].data.copy() for n in outputs}
+        with exclusive(net, "forward"):      # what Net.forward holds: anyone else using this net is refused
+            net.set_inputs({self.input_name: x})
+            for layer in plan:
+                t0 = clock()
+                layer.forward(net.bottoms[layer.name], net.tops[layer.name])
+                by_group[layer.group] = by_group.get(layer.group, 0.0) + (clock() - t0) * 1e3
+            result = {n: net.blobs[n].data.copy() for n in outputs}
         return result, {"forward_ms": (clock() - start) * 1e3, "by_group": by_group}
 
     # ---- description -----------------------------------------------------------------------
