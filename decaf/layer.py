@@ -18,7 +18,7 @@ layer never needs to accumulate into a bottom diff.
 import numpy as np
 
 from .errors import ShapeError, SpecError
-from .param_schema import check_params
+from .param_schema import charge_param, check_params
 
 REQUIRED = object()
 LAYERS = {}
@@ -182,6 +182,7 @@ class Layer:
         from .blob import Param
         lr = _pick(self.lr_mult, index, 1.0 if learnable else 0.0)
         decay = _pick(self.decay_mult, index, 1.0 if learnable else 0.0)
+        charge_param(self, pname, shape)      # the net's parameter-bytes budget, before allocating
         param = Param(shape, f"{self.name}.{pname}", lr, decay, learnable)
         self.blobs.append(param)
         return param

@@ -22,6 +22,7 @@ from .blob import Blob
 from .errors import ShapeError, SpecError
 from .exclusive import exclusive
 from .layer import create_layer
+from .param_schema import ParamBudget
 
 PHASES = ("train", "test")
 
@@ -179,9 +180,11 @@ class Net:
                 reader.fused = True
 
     def _setup(self, rng):
+        budget = ParamBudget(self.name)     # total parameter bytes, charged before each allocation
         for name, shape in self.input_shapes.items():
             self.blobs[name].reshape((1,) + shape)
         for layer in self.order:     # parameters need their bottom's shape, so setup walks in order
+            layer.param_budget = budget
             layer.setup([b.shape for b in self.bottoms[layer.name]], rng)
             self._reshape_layer(layer)
         self.batch_size = 1

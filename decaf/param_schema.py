@@ -19,6 +19,7 @@ each layer's ``validate``.
 """
 import math
 import numbers
+import os
 
 from .errors import SpecError
 
@@ -99,3 +100,38 @@ def check_params(layer, given):
 def _short(value, limit=60):
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# ---- how many parameter bytes one net may allocate ------------------------------------------
+# A spec from a file can ask for any shape (num_output 2**31 over a 9216-wide input is 79 TB):
+# Net charges every parameter to one budget per net before allocating it.
+ENV_MAX_PARAM_BYTES = "DECAF_MAX_PARAM_BYTES"
+DEFAULT_MAX_PARAM_BYTES = 16 << 30
+
+
+class ParamBudget:
+    """The parameter bytes one net may still allocate (``DECAF_MAX_PARAM_BYTES``, default 16 GiB)."""
+
+    def __init__(self, net_name, max_bytes=None):
+        if max_bytes is None:
+            text = os.environ.get(ENV_MAX_PARAM_BYTES, "").strip()
+            max_bytes = int(text) if text.isdigit() else DEFAULT_MAX_PARAM_BYTES
+        self.net_name, self.max_bytes, self.spent = net_name, max_bytes, 0
+
+    def charge(self, layer, pname, shape):
+        count = 1
+        for n in shape:
+            count *= int(n)
+        self.spent += 4 * count
+        if self.spent > self.max_bytes:
+            raise SpecError(
+                f"net {self.net_name!r}: layer {layer.name!r} ({layer.type_name}) parameter {pname!r} of "
+                f"shape {tuple(shape)} brings the net's parameters to {self.spent} bytes, over the limit "
+                f"of {self.max_bytes} (raise it with {ENV_MAX_PARAM_BYTES} if the net is real)")
+
+
+def charge_param(layer, pname, shape):
+    """Called by Layer.add_param before it allocates: charge the net's budget, if it set one."""
+    budget = getattr(layer, "param_budget", None)
+    if budget is not None:
+        budget.charge(layer, pname, shape)

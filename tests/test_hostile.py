@@ -475,3 +475,74 @@ def test_gradcheck_refuses_meaningless_steps_in_one_line(capsys, argv, message):
     code = main(["gradcheck", "ReLU", *argv])
     out, err = capsys.readouterr()
     assert code != 0 and message in err and len(err.strip().splitlines()) == 1, (code, err)
+
+
+def tiny_net_file(path, spec_changes=None, metadata_changes=None):
+    """A valid .decaf file of a tiny net, then its metadata changed as a hostile file would."""
+    import json
+
+    from decaf.io.blobfile import read_blobfile, write_blobfile
+    from decaf.io.netfile import save
+    from decaf.net import Net
+
+    spec = {"name": "tiny", "inputs": {"x": [3]},
+            "layers": [{"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "y", "num_output": 2}]}
+    save(Net(spec), path, labels=["a", "b"])
+    arrays, metadata = read_blobfile(path, mmap=False)
+    arrays = {k: np.array(v) for k, v in arrays.items()}
+    net = json.loads(metadata["decaf.net"])
+    for change in spec_changes or []:
+        change(net)
+    metadata["decaf.net"] = json.dumps(net)
+    metadata.update(metadata_changes or {})
+    write_blobfile(path, arrays, metadata)
+    return path
+
+
+def _set_layer(key, value):
+    def change(spec):
+        spec["layers"][0][key] = value
+    return change
+
+
+@pytest.mark.parametrize("spec_changes, metadata_changes, message", [
+    ([_set_layer("num_output", 10**12)], None, "num_output must be an integer in 1..2147483647"),
+    ([_set_layer("num_output", 2**31 - 1)], None, "over the limit of"),
+    ([_set_layer("num_output", "two")], None, "num_output must be .* got 'two'"),
+    ([_set_layer("bias_term", {"x": 1})], None, "bias_term must be true or false"),
+    ([_set_layer("bottom", 7)], None, "bottom must be a blob name or a list of them"),
+    ([_set_layer("lr_mult", "fast")], None, "lr_mult must be a number"),
+    ([lambda s: s.update(inputs={"x": [None]})], None, "input 'x': shape must be a list of positive integers"),
+    ([lambda s: s.update(inputs={"x": [100000, 100000, 1000]})], None, "has more than 2147483648 elements"),
+    ([lambda s: s.update(inputs=3)], None, "inputs must be an object"),
+    ([lambda s: s.update(layers=["ip"])], None, "layer 0 is not an object"),
+    (None, {"decaf.net": "[" * 50_000 + "]" * 50_000}, "decaf.net nests 50000 levels deep"),
+    (None, {"decaf.labels": "[" * 50_000 + "]" * 50_000}, "decaf.labels nests 50000 levels deep"),
+    (None, {"decaf.labels": '["a", 3]'}, "decaf.labels must be a list of strings"),
+    (None, {"decaf.preprocess": "NaN"}, "decaf.preprocess is not valid JSON"),
+], ids=["num_output 1e12", "num_output 2^31", "text", "bool", "bottom", "lr_mult", "shape None",
+        "shape huge", "inputs", "layer text", "deep net", "deep labels", "labels", "NaN"])
+def test_hostile_decaf_metadata_is_one_format_error(tmp_path, spec_changes, metadata_changes, message):
+    import decaf
+
+    path = tiny_net_file(tmp_path / "hostile.decaf", spec_changes, metadata_changes)
+    result, peak = peak_traced_bytes(decaf.load, path)
+    assert isinstance(result, DecafFormatError), repr(result)
+    assert "hostile.decaf" in str(result) and len(str(result).splitlines()) == 1
+    assert __import__("re").search(message, str(result)), str(result)
+    assert peak < 64 * MiB, peak
+
+
+def test_parameter_bytes_of_one_net_are_budgeted(monkeypatch):
+    from decaf.errors import SpecError
+    from decaf.net import Net
+    from decaf.param_schema import ENV_MAX_PARAM_BYTES
+
+    spec = {"name": "wide", "inputs": {"x": [1000]},
+            "layers": [{"name": "a", "type": "InnerProduct", "bottom": "x", "top": "y", "num_output": 300},
+                       {"name": "b", "type": "InnerProduct", "bottom": "y", "top": "z", "num_output": 1000}]}
+    Net(spec, init=False)                                            # 2.4 MB: fine
+    monkeypatch.setenv(ENV_MAX_PARAM_BYTES, str(2 * MiB))           # a budget for both layers together
+    with pytest.raises(SpecError, match=r"net 'wide': layer 'b' \(InnerProduct\) parameter 'weight' .* "
+                                        r"over the limit of 2097152 .*DECAF_MAX_PARAM_BYTES"):
+        Net(spec, init=False)

@@ -22,6 +22,7 @@ import numpy as np
 
 from .blobfile import read_blobfile, write_blobfile
 from .errors import DecafFormatError
+from .validate import check_net_metadata
 
 FORMAT_VERSION = "2"
 READS_VERSIONS = ("1", "2")
@@ -55,6 +56,7 @@ def read_netfile(path):
     if version not in READS_VERSIONS:
         raise DecafFormatError(f"{name}: format version {version!r} is not supported "
                                f"(this decaf reads {', '.join(map(repr, READS_VERSIONS))})")
+    check_net_metadata(name, metadata)          # shapes, types and JSON depth, before anything is built
     try:
         spec = json.loads(metadata["decaf.net"])
         meta = {key: json.loads(metadata.get(f"decaf.{key}", "null")) for key in META_KEYS}
