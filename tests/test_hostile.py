@@ -546,3 +546,49 @@ def test_parameter_bytes_of_one_net_are_budgeted(monkeypatch):
     with pytest.raises(SpecError, match=r"net 'wide': layer 'b' \(InnerProduct\) parameter 'weight' .* "
                                         r"over the limit of 2097152 .*DECAF_MAX_PARAM_BYTES"):
         Net(spec, init=False)
+
+
+# ---------------------------------------------------------------------------------------
+# finding 10: killed writes left hidden temporary files; modes follow the umask
+
+
+def test_the_next_write_removes_temporaries_of_killed_writes(tmp_path):
+    import fcntl
+    import time
+
+    from decaf.io import write_blobfile
+
+    target = tmp_path / "net.decaf"
+    stale = tmp_path / ".net.decaf.abcd1234.tmp"          # as left by a SIGKILLed writer
+    stale.write_bytes(b"x" * 1000)
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    fresh = tmp_path / ".net.decaf.efgh5678.tmp"          # a write that may still be going on
+    fresh.write_bytes(b"y")
+    live = tmp_path / ".net.decaf.live0000.tmp"           # old, but its writer holds the lock
+    live.write_bytes(b"z")
+    os.utime(live, (old, old))
+    other = tmp_path / ".other.decaf.abcd1234.tmp"        # another file's: not ours to touch
+    other.write_bytes(b"w")
+    os.utime(other, (old, old))
+    with open(live, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        write_blobfile(target, {"w": np.ones(2, np.float32)})
+    assert not stale.exists()
+    assert fresh.exists() and live.exists() and other.exists() and target.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".net.decaf.efgh5678.tmp", ".net.decaf.live0000.tmp", ".other.decaf.abcd1234.tmp", "net.decaf"])
+
+
+def test_written_files_follow_the_umask_and_keep_an_existing_mode(tmp_path):
+    from decaf.io import write_blobfile
+
+    previous = os.umask(0o022)
+    try:
+        write_blobfile(tmp_path / "a.decaf", {"w": np.ones(1, np.float32)})
+        assert (tmp_path / "a.decaf").stat().st_mode & 0o777 == 0o644
+        os.chmod(tmp_path / "a.decaf", 0o640)
+        write_blobfile(tmp_path / "a.decaf", {"w": np.zeros(1, np.float32)})
+        assert (tmp_path / "a.decaf").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(previous)

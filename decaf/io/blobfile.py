@@ -26,12 +26,15 @@ problem.  Nothing in here knows about nets: ``decaf.save``/``decaf.load`` put th
 net spec and friends into the metadata.
 """
 
+import fcntl
 import json
 import math
 import mmap as _mmap
 import os
+import re
 import struct
 import tempfile
+import time
 
 import numpy as np
 
@@ -142,16 +145,23 @@ def _code_for(dtype):
     return _CODE_OF.get((dtype.kind, dtype.itemsize))
 
 
+# A temporary file untouched for this long, and not locked by its writer, is a killed write's.
+STALE_TEMP_SECONDS = 60
+
+
 def _write_atomically(name, write):
     directory = os.path.dirname(os.path.abspath(name))
     try:
-        mode = os.stat(name).st_mode & 0o7777
+        mode = os.stat(name).st_mode & 0o7777   # an existing file keeps its mode
     except FileNotFoundError:
-        mode = 0o666 & ~_current_umask()
+        mode = 0o666 & ~_current_umask()        # a new one gets what the umask allows
+    _remove_stale_temps(directory, os.path.basename(name))
     fd, temp_name = tempfile.mkstemp(
         prefix="." + os.path.basename(name) + ".", suffix=".tmp", dir=directory
     )
     try:
+        # Held until the rename: the next writer's cleanup sees a live write and leaves it.
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with os.fdopen(fd, "wb") as stream:
             write(stream)
             stream.flush()
@@ -165,6 +175,33 @@ def _write_atomically(name, write):
             pass
         raise
     _fsync_directory(directory)
+
+
+def _remove_stale_temps(directory, base):
+    """Delete ``.BASE.XXXXXXXX.tmp`` files that a killed write of BASE left behind (SIGKILL, power
+    loss: no ``except`` ran). A writer holds an flock on its temporary file until the rename, so a
+    file nobody holds and nobody has written to for STALE_TEMP_SECONDS belongs to no live writer."""
+    pattern = re.compile(r"\." + re.escape(base) + r"\.[A-Za-z0-9_]{8}\.tmp")
+    try:
+        names = [n for n in os.listdir(directory) if pattern.fullmatch(n)]
+    except OSError:
+        return
+    now = time.time()
+    for temp in names:
+        path = os.path.join(directory, temp)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            if now - os.fstat(fd).st_mtime < STALE_TEMP_SECONDS:
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # raises if a writer still holds it
+            os.unlink(path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def _current_umask():
