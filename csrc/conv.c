@@ -37,26 +37,38 @@ static int next_block(int left, int nb)
     return (left + blocks - 1) / blocks;
 }
 
-/* Scratch floats one thread needs for blocks of nb images: cols (and dcols when backward), plus a
- * (K, nb Ho Wo) block of outputs / output gradients when nb > 1. */
-static ptrdiff_t thread_work(const decaf_conv_geom *g, int nb, int backward)
-{
-    const ptrdiff_t cols = is_pointwise(g) ? 0 : (ptrdiff_t)g->C * g->kh * g->kw * nb * g->Ho * g->Wo;
-    const ptrdiff_t block = nb > 1 ? (ptrdiff_t)g->K * nb * g->Ho * g->Wo : 0;
-    return (backward ? 2 : 1) * cols + block;
-}
+/* A single image is split by bands of output rows from this many output pixels on (see
+ * decaf_conv_forward). */
+enum { WIDE = 1024 };
 
-ptrdiff_t decaf_conv_work_size(const decaf_conv_geom *g, int threads, int backward)
+decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int backward)
 {
-    const ptrdiff_t wsize = (ptrdiff_t)g->K * (g->C / g->G) * g->kh * g->kw;
-    const int nt = threads < 1 ? 1 : threads;
-    if (!backward && decaf_direct_conv_supported(g))
-        return decaf_direct_conv_work_size(g, nt);
-    if (g->B < nt)    /* few images: one image at a time, split over the threads (see below) */
-        return backward ? thread_work(g, 1, 1) : nt * thread_work(g, 1, 0);
-    /* per thread: its scratch; backward adds a dw + db partial sum per thread */
-    const int nb = block_images(g, (g->B + nt - 1) / nt);
-    return nt * (thread_work(g, nb, backward) + (backward ? wsize + g->K : 0));
+    decaf_conv_plan p = {0};
+    const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo;
+    p.threads = threads < 1 ? 1 : threads;
+    p.backward = backward != 0;
+    p.by_image = g->B >= p.threads;
+    p.block = 1;
+    p.direct = !backward && decaf_direct_conv_supported(g);
+    if (p.direct) {
+        decaf_direct_conv_scratch(g, &p);
+        return p;
+    }
+    if (p.by_image)
+        p.block = block_images(g, (g->B + p.threads - 1) / p.threads);
+    else if (!backward)
+        p.split = g->G % p.threads == 0 ? DECAF_SPLIT_GROUPS : hw >= WIDE ? DECAF_SPLIT_ROWS : DECAF_SPLIT_CHANNELS;
+    p.cols = is_pointwise(g) ? 0 : (ptrdiff_t)g->C * g->kh * g->kw * p.block * hw;
+    if (backward && p.by_image)
+        p.partial = (ptrdiff_t)g->K * (g->C / g->G) * g->kh * g->kw + g->K;
+    /* a thread's slot: cols (and dcols when backward), a (K, block Ho Wo) block of outputs / output
+     * gradients when a block has several images, and the partial sums */
+    p.slot = (backward ? 2 : 1) * p.cols + (p.block > 1 ? (ptrdiff_t)g->K * p.block * hw : 0) + p.partial;
+    /* The few-images backward runs one image at a time with its im2col and GEMMs split over the
+     * threads: one shared slot. Every other case gives each thread its own. */
+    p.slots = backward && !p.by_image ? 1 : p.threads;
+    p.work = p.slots * p.slot;
+    return p;
 }
 
 /* The epilogue on `len` values of each channel k0..k1, channel k starting at y + k * stride (and
@@ -111,26 +123,26 @@ static void gather_block(const float *dy, float *block, int K, ptrdiff_t hw, int
         }
 }
 
-void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w, const float *bias,
-                        float *y, float *work, float relu, float *relu_out)
+void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
+                        const float *bias, float *y, float *work, float relu, float *relu_out)
 {
     const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo, plane_in = (ptrdiff_t)g->C * g->H * g->W;
     const int rows = g->C * g->kh * g->kw, Kg = g->K / g->G, Rg = rows / g->G;
-    const int nt = decaf_get_num_threads(), pointwise = is_pointwise(g);
+    const int nt = p->threads, pointwise = is_pointwise(g);
+    const ptrdiff_t tw = p->slot;
 
-    if (decaf_direct_conv_supported(g)) {
-        decaf_direct_conv_forward(g, x, w, bias, y, work, relu, relu_out);
+    if (p->direct) {
+        decaf_direct_conv_forward(g, p, x, w, bias, y, work, relu, relu_out);
         return;
     }
     decaf_blas_single_threaded();
-    if (g->B >= nt) {
-        const int nb = block_images(g, (g->B + nt - 1) / nt);
-        const ptrdiff_t tw = thread_work(g, nb, 0);
+    if (p->by_image) {
+        const int nb = p->block;
         #pragma omp parallel num_threads(nt)
         {
             const int t = decaf_thread_num(), T = decaf_team_size();
             float *cols = work + t * tw;
-            float *block = cols + (pointwise ? 0 : (ptrdiff_t)rows * nb * hw);
+            float *block = cols + p->cols;
             const int b1 = g->B * (t + 1) / T;
             for (int b = g->B * t / T, n; b < b1; b += n) {
                 n = next_block(b1 - b, nb);
@@ -151,7 +163,8 @@ void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w
         }
         return;
     }
-    /* Fewer images than threads: each image is split, in one parallel region, three ways:
+    /* Fewer images than threads: each image is split, in one parallel region, one of three ways
+     * (p->split):
      * - whole groups per thread when the groups divide evenly (AlexNet's conv2, 4, 5);
      * - a wide image (>= WIDE output pixels): a band of output rows oh0..oh1 per thread, whose
      *   im2col is that of the image with the band's windows (pad_top shifted by oh0 * sh) into
@@ -159,9 +172,7 @@ void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w
      * - else (a small image, e.g. 13x13: a band would make narrow GEMMs): one im2col shared by
      *   the threads, then a slice of the output channels per thread.
      * No GEMM is split after the fact; each thread runs the epilogue on what it computed. */
-    enum { WIDE = 1024 };
-    const int by_groups = g->G % nt == 0, by_rows = !by_groups && hw >= WIDE;
-    const ptrdiff_t tw = thread_work(g, 1, 0);
+    const int by_groups = p->split == DECAF_SPLIT_GROUPS, by_rows = p->split == DECAF_SPLIT_ROWS;
     for (int b = 0; b < g->B; ++b) {
         const float *xb = x + b * plane_in;
         float *yb = y + (ptrdiff_t)b * g->K * hw;
@@ -228,21 +239,20 @@ static void channel_sums(const float *dy, int K, ptrdiff_t len, float *sums, int
     }
 }
 
-void decaf_conv_backward(const decaf_conv_geom *g, const float *x, const float *w, const float *dy,
-                         float *dx, float *dw, float *db, float *work)
+void decaf_conv_backward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
+                         const float *dy, float *dx, float *dw, float *db, float *work)
 {
     const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo, plane_in = (ptrdiff_t)g->C * g->H * g->W;
     const ptrdiff_t plane_out = (ptrdiff_t)g->K * hw;
     const int rows = g->C * g->kh * g->kw, Kg = g->K / g->G, Rg = rows / g->G;
-    const ptrdiff_t wsize = (ptrdiff_t)g->K * Rg, acc = wsize + g->K;
-    const int nt = decaf_get_num_threads(), pointwise = is_pointwise(g);
+    const ptrdiff_t wsize = (ptrdiff_t)g->K * Rg, colsz = p->cols;
+    const int nt = p->threads, pointwise = is_pointwise(g);
 
     decaf_blas_single_threaded();
-    if (g->B >= nt) {
+    if (p->by_image) {
         /* work = per thread [cols, dcols, dy block, dw partial, db partial] */
-        const int nb = block_images(g, (g->B + nt - 1) / nt);
-        const ptrdiff_t colsz = pointwise ? 0 : (ptrdiff_t)rows * nb * hw;
-        const ptrdiff_t tw = thread_work(g, nb, 1) + acc;
+        const int nb = p->block;
+        const ptrdiff_t tw = p->slot, acc = p->partial;
         #pragma omp parallel num_threads(nt)
         {
             const int t = decaf_thread_num(), T = decaf_team_size();
@@ -287,7 +297,6 @@ void decaf_conv_backward(const decaf_conv_geom *g, const float *x, const float *
         }
         return;
     }
-    const ptrdiff_t colsz = pointwise ? 0 : (ptrdiff_t)rows * hw;
     float *cols = work, *dcols = work + colsz;
     for (int b = 0; b < g->B; ++b) {   /* fewer images than threads: split every step */
         const float *dyb = dy + b * plane_out;

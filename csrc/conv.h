@@ -8,7 +8,9 @@
  * (direct_conv.c). With B >= threads, each thread takes a contiguous range of images (its own
  * im2col buffer, single-threaded GEMMs, its own dw partial sum, reduced at the end), so the cores
  * never wait on each other inside a layer. With fewer images, each image is split (see
- * decaf_conv_forward). */
+ * decaf_conv_forward). Which of these runs, and the scratch it needs, is decided once, by
+ * decaf_conv_make_plan: the caller sizes `work` from the plan and passes the same plan to the
+ * forward or backward. */
 #ifndef DECAF_CONV_H
 #define DECAF_CONV_H
 
@@ -21,17 +23,42 @@ typedef struct {
     int Ho, Wo;
 } decaf_conv_geom;
 
-/* Floats of scratch space conv_forward / conv_backward need with `threads` threads. */
-ptrdiff_t decaf_conv_work_size(const decaf_conv_geom *g, int threads, int backward);
+/* How the few-images forward splits one image over the threads (see decaf_conv_forward). */
+typedef enum {
+    DECAF_SPLIT_GROUPS = 0,   /* whole groups per thread: the groups divide evenly */
+    DECAF_SPLIT_ROWS = 1,     /* a band of output rows per thread: a wide image */
+    DECAF_SPLIT_CHANNELS = 2  /* one shared im2col, a slice of the output channels per thread */
+} decaf_conv_split;
+
+/* The work partitioning of one convolution call: made once by decaf_conv_make_plan, then used to
+ * size the scratch space and by the forward / backward that runs in it. */
+typedef struct {
+    int threads;              /* the team the work is cut for (>= 1) */
+    int backward;             /* planned for decaf_conv_backward (else decaf_conv_forward) */
+    int direct;               /* forward without im2col (direct_conv.c) */
+    int by_image;             /* B >= threads: each thread a contiguous range of whole images;
+                               * else every image is split over the threads */
+    decaf_conv_split split;   /* how an image is split (forward, !by_image, !direct) */
+    int block;                /* images per GEMM block of a thread (1 unless by_image) */
+    ptrdiff_t cols;           /* floats of one im2col buffer (0 for a pointwise convolution) */
+    ptrdiff_t partial;        /* floats of a thread's dw + db partial sums (backward, by_image) */
+    ptrdiff_t slot;           /* floats of scratch per slot; slot s starts at work + s * slot */
+    int slots;                /* scratch slots: one per thread, or one shared */
+    ptrdiff_t work;           /* floats of scratch in all: the size `work` must have */
+} decaf_conv_plan;
+
+/* The plan for `threads` threads (< 1: one) of the forward, or with `backward` the backward. */
+decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int backward);
 
 /* y overwritten. relu > 0 applies an activation after the bias, min(max(., 0), relu): a ReLU for
  * relu = INFINITY, a ReLU6 for 6 (0: none). In y itself when relu_out is NULL, else into
  * relu_out (shaped like y), y keeping the values before it. */
-void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w, const float *bias,
-                        float *y, float *work, float relu, float *relu_out);
+void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
+                        const float *bias, float *y, float *work, float relu, float *relu_out);
 
-/* dw and db (NULL: no bias) overwritten with sums over the batch; dx (NULL: not wanted) overwritten. */
-void decaf_conv_backward(const decaf_conv_geom *g, const float *x, const float *w, const float *dy,
-                         float *dx, float *dw, float *db, float *work);
+/* dw and db (NULL: no bias) overwritten with sums over the batch; dx (NULL: not wanted) overwritten.
+ * p is a backward plan. */
+void decaf_conv_backward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
+                         const float *dy, float *dx, float *dw, float *db, float *work);
 
 #endif

@@ -81,11 +81,11 @@ static ptrdiff_t packed_input(const decaf_conv_geom *g)
     return (ptrdiff_t)g->C * in_rows(g) * in_cols(g);      /* all groups of one image */
 }
 
-ptrdiff_t decaf_direct_conv_work_size(const decaf_conv_geom *g, int threads)
+void decaf_direct_conv_scratch(const decaf_conv_geom *g, decaf_conv_plan *p)
 {
-    const int nt = threads < 1 ? 1 : threads;
-    /* packed weights, then one packed image per thread (one shared image when B < threads) */
-    return packed_weights(g) + (g->B >= nt ? nt : 1) * packed_input(g) + 16;
+    p->slot = packed_input(g);
+    p->slots = p->by_image ? p->threads : 1;
+    p->work = packed_weights(g) + p->slots * p->slot + 16;   /* + 16: room to align the weights */
 }
 
 #ifdef __AVX512F__
@@ -281,11 +281,11 @@ static void tiles(const decaf_conv_geom *g, const float *xp, const float *wp, co
 }
 #endif
 
-void decaf_direct_conv_forward(const decaf_conv_geom *g, const float *x, const float *w, const float *bias,
-                               float *y, float *work, float relu, float *relu_out)
+void decaf_direct_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
+                               const float *bias, float *y, float *work, float relu, float *relu_out)
 {
 #ifdef __AVX512F__
-    const int nt = decaf_get_num_threads();
+    const int nt = p->threads;
     const int Kg = g->K / g->G, plain = layout(g) == PLAIN;
     const int units = plain ? g->C : g->C / CB;     /* what pack_input splits: channels or blocks */
     const int wtasks = g->G * (Kg / KB);
@@ -294,14 +294,14 @@ void decaf_direct_conv_forward(const decaf_conv_geom *g, const float *x, const f
     /* 64-byte aligned start for the packed weights */
     float *wp = work + ((64 - ((size_t)work & 63)) & 63) / sizeof(float);
     float *xbuf = wp + packed_weights(g);
-    const int r_inplace = relu && !relu_out, per_image = g->B >= nt;   /* as the work size assumed */
+    const int r_inplace = relu && !relu_out, per_image = p->by_image;
     #pragma omp parallel num_threads(nt)
     {
         const int t = decaf_thread_num(), T = decaf_team_size();
         (plain ? pack_weights_plain : pack_weights)(g, w, wp, wtasks * t / T, wtasks * (t + 1) / T);
         if (per_image) {
             #pragma omp barrier
-            float *xp = xbuf + t * packed_input(g);
+            float *xp = xbuf + t * p->slot;
             for (int b = g->B * t / T; b < g->B * (t + 1) / T; ++b) {
                 (plain ? pack_input_plain : pack_input)(g, x + b * plane_in, xp, 0, units);
                 tiles(g, xp, wp, bias, y + b * plane_out, relu_out ? relu_out + b * plane_out : (r_inplace ? y + b * plane_out : NULL),
@@ -319,6 +319,6 @@ void decaf_direct_conv_forward(const decaf_conv_geom *g, const float *x, const f
         }
     }
 #else
-    (void)g, (void)x, (void)w, (void)bias, (void)y, (void)work, (void)relu, (void)relu_out;
+    (void)g, (void)p, (void)x, (void)w, (void)bias, (void)y, (void)work, (void)relu, (void)relu_out;
 #endif
 }

@@ -8,8 +8,11 @@
 #include "conv.h"
 
 int decaf_direct_conv_supported(const decaf_conv_geom *g);
-ptrdiff_t decaf_direct_conv_work_size(const decaf_conv_geom *g, int threads);
-void decaf_direct_conv_forward(const decaf_conv_geom *g, const float *x, const float *w, const float *bias,
-                               float *y, float *work, float relu, float *relu_out);
+/* The scratch of a direct plan (p->threads, p->by_image set): packed weights, then one packed
+ * image per slot (p->slot floats; a slot per thread when by_image, else one shared image). Sets
+ * p->slot, p->slots and p->work. */
+void decaf_direct_conv_scratch(const decaf_conv_geom *g, decaf_conv_plan *p);
+void decaf_direct_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
+                               const float *bias, float *y, float *work, float relu, float *relu_out);
 
 #endif

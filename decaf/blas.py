@@ -1,4 +1,5 @@
-"""The single place decaf gets its matrix multiply (SGEMM) from.
+"""The single place decaf gets its matrix multiply (SGEMM) from, and the one answer to which it is
+(``have_own_blas()``, ``blas_info()``).
 
 decaf loads its own copy of OpenBLAS (the ``scipy-openblas32`` wheel, separate from NumPy's),
 single-threaded, and hands its ``cblas_sgemm`` to the compiled kernels, which call it from inside
@@ -12,6 +13,9 @@ machine's environment sets it to Haswell, the AVX2 kernels, which run CaffeNet's
 speed of the AVX-512 ones) and lets OpenBLAS detect the CPU, unless ``DECAF_OPENBLAS_CORETYPE``
 names a core (e.g. ``Haswell``, ``SkylakeX``). ``DECAF_BLAS=numpy`` skips the loading and uses
 ``numpy.matmul`` everywhere (as do float64 arrays).
+
+Importing this module loads the library (once) and hands it to the compiled kernels; decaf.kernels
+asks ``have_own_blas()`` on its first GEMM-based call, so it works whatever was imported first.
 """
 import ctypes
 import importlib.util
@@ -72,7 +76,8 @@ def _init():
 
 
 def have_own_blas():
-    """True when the compiled kernels have decaf's OpenBLAS to call."""
+    """True when the compiled kernels have decaf's OpenBLAS to call (else they are not used for
+    convolutions and products: decaf.kernels falls back to the reference, gemm to numpy.matmul)."""
     return _lib is not None
 
 

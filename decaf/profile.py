@@ -33,7 +33,6 @@ Counting (per image, from the blob shapes; each layer type counts for itself: ``
   bound on the memory traffic (im2col buffers and re-reads from cache misses are not counted).
   Split layers share their input (no copy): 0 bytes.
 """
-import contextlib
 import csv
 import io
 import json
@@ -246,30 +245,6 @@ def cpu_model():
     return f"{name}, {os.cpu_count()} logical cores"
 
 
-@contextlib.contextmanager
-def _threads(n):
-    """Run with n threads for decaf's kernels and the BLAS (None: leave both as they are)."""
-    from . import kernels
-    if n is None:
-        yield
-        return
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"threads must be >= 1, got {n}")
-    before = kernels.get_num_threads()
-    try:
-        from threadpoolctl import threadpool_limits
-        limit = threadpool_limits(limits=n, user_api="blas")
-    except ImportError:
-        limit = contextlib.nullcontext()
-    kernels.set_num_threads(n)
-    try:
-        with limit:
-            yield
-    finally:
-        kernels.set_num_threads(before)
-
-
 # ---- the measurement ----------------------------------------------------------------------------
 
 def random_inputs(net, batch, seed=0):
@@ -385,7 +360,7 @@ def profile(net, batch=10, iters=10, warmup=2, backward=False, threads=None, pro
     import decaf
     from . import kernels
     from .blas import blas_info
-    from .threads import get_num_threads
+    from .threads import get_num_threads, using_threads
 
     batch, iters, warmup = int(batch), int(iters), int(warmup)
     if batch < 1 or iters < 1 or warmup < 0:
@@ -408,7 +383,7 @@ def profile(net, batch=10, iters=10, warmup=2, backward=False, threads=None, pro
                 notes.append("no layer needs a backward pass (no learnable parameters)")
         passes = _Passes(net, output_diffs)
 
-        with _threads(threads):
+        with using_threads(threads):
             kernel_threads, blas_threads = get_num_threads()
             bar = _progress(warmup + iters, net.name, progress)
             try:

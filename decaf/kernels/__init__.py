@@ -13,10 +13,12 @@ None. Geometry arguments: kernel=(kh, kw), stride=(sh, sw), dilation=(dh, dw),
 pads=(pad_top, pad_left, pad_bottom, pad_right); output sizes are implied by the output arrays
 (or given as out_hw for im2col/col2im). Bad dtypes, shapes or layouts raise ValueError.
 
-Threads: ``set_num_threads(n)`` sets the OpenMP threads of the compiled kernels (default:
-$DECAF_NUM_THREADS, else OpenMP's own default).
+This module owns one runtime decision, the backend. The others it asks of their owners: the
+thread count is decaf.threads's (``decaf.set_num_threads``), and the SGEMM that the convolution
+kernels call is decaf.blas's, asked once, on the first such call.
 """
 import contextlib
+import functools
 import os
 import warnings
 
@@ -74,16 +76,9 @@ def using_backend(name):
 
 
 def set_num_threads(n):
-    """Threads of the compiled kernels' OpenMP loops, in every Python thread; n <= 0 restores
-    OpenMP's default. (The NumPy backend and the BLAS are not affected.)"""
-    n = int(n)
-    if _compiled is not None:
-        _compiled.set_num_threads(n)
-
-
-def get_num_threads():
-    """Threads the compiled kernels use (1 when they are not available)."""
-    return _compiled.get_num_threads() if _compiled is not None else 1
+    """The same as decaf.set_num_threads (decaf.threads owns the thread count), for older callers."""
+    from .. import threads  # decaf.threads imports this package: asked when called, not at import
+    threads.set_num_threads(n)
 
 
 def _init_from_environment():
@@ -95,12 +90,6 @@ def _init_from_environment():
                       "using the slow NumPy reference kernels", RuntimeWarning, stacklevel=3)
         name = "numpy"
     set_backend(name)
-    threads = os.environ.get("DECAF_NUM_THREADS", "").strip()
-    if threads:
-        try:
-            set_num_threads(int(threads))
-        except ValueError:
-            raise ValueError(f"DECAF_NUM_THREADS={threads!r} is not an integer") from None
 
 
 def _for(array):
@@ -108,10 +97,19 @@ def _for(array):
     return reference if array.dtype == _FLOAT64 else _impl
 
 
+@functools.cache
+def _have_own_blas():
+    """decaf.blas's answer, asked once. decaf.blas loads its OpenBLAS into this package's _compiled
+    when it is imported, so it is imported here, on the first GEMM-based kernel call, rather than at
+    this module's import (which it needs done first)."""
+    from .. import blas
+    return blas.have_own_blas()
+
+
 def _for_gemm(array):
     """As _for, for kernels that also need the BLAS decaf loads (decaf.blas): without it, the reference."""
     impl = _for(array)
-    return impl if impl is reference or _compiled.have_sgemm() else reference
+    return impl if impl is reference or _have_own_blas() else reference
 
 
 # ---- the kernels (see reference.py for the math of each) -------------------------------------

@@ -9,8 +9,6 @@ weights). Outputs must not overlap inputs. The C calls release the GIL.
 """
 from operator import index as _index
 
-cimport openmp
-
 
 cdef extern from "threads.h":
     void decaf_set_num_threads(int n) nogil
@@ -29,14 +27,20 @@ cdef extern from "gemm.h":
 cdef extern from "conv.h":
     ctypedef struct decaf_conv_geom:
         int B, C, H, W, K, G, kh, kw, sh, sw, pad_top, pad_left, dh, dw, Ho, Wo
-    Py_ssize_t decaf_conv_work_size(const decaf_conv_geom *g, int threads, int backward) nogil
-    void decaf_conv_forward(const decaf_conv_geom *g, const float *x, const float *w, const float *bias,
-                            float *y, float *work, float relu, float *relu_out) nogil
-    void decaf_conv_backward(const decaf_conv_geom *g, const float *x, const float *w, const float *dy,
-                             float *dx, float *dw, float *db, float *work) nogil
-
-cdef extern from "direct_conv.h":
-    int decaf_direct_conv_supported(const decaf_conv_geom *g) nogil
+    ctypedef enum decaf_conv_split:
+        DECAF_SPLIT_GROUPS, DECAF_SPLIT_ROWS, DECAF_SPLIT_CHANNELS
+    ctypedef struct decaf_conv_plan:
+        int threads, backward, direct, by_image
+        decaf_conv_split split
+        int block
+        Py_ssize_t cols, partial, slot
+        int slots
+        Py_ssize_t work
+    decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int backward) nogil
+    void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
+                            const float *bias, float *y, float *work, float relu, float *relu_out) nogil
+    void decaf_conv_backward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
+                             const float *dy, float *dx, float *dw, float *db, float *work) nogil
 
 cdef extern from "im2col.h":
     void decaf_im2col(const float *x, float *cols, int B, int C, int H, int W, int kh, int kw,
@@ -86,16 +90,6 @@ def set_num_threads(int n):
 def get_num_threads():
     """Threads decaf's own loops use."""
     return decaf_get_num_threads()
-
-
-def omp_set_num_threads(int n):
-    """OpenMP's own setting, for the calling thread only (decaf's loops follow set_num_threads)."""
-    openmp.omp_set_num_threads(n)
-
-
-def omp_get_max_threads():
-    """OpenMP's default team size for the calling thread."""
-    return openmp.omp_get_max_threads()
 
 
 # ---- argument checks -------------------------------------------------------------------------
@@ -311,10 +305,6 @@ def set_sgemm(size_t sgemm, size_t sgemv=0, size_t get_num_threads=0, size_t set
     decaf_set_sgemm(<void *>sgemm, <void *>sgemv, <void *>get_num_threads, <void *>set_num_threads)
 
 
-def have_sgemm():
-    return bool(decaf_have_sgemm())
-
-
 cdef int _gemm_operand(const float[:, :] a, int *trans, int *ld) except -1:
     """BLAS view of a 2-D operand: rows contiguous (no transpose) or columns contiguous (transposed)."""
     cdef Py_ssize_t s0 = a.strides[0] // 4, s1 = a.strides[1] // 4
@@ -333,7 +323,7 @@ def gemm(const float[:, :] a not None, const float[:, :] b not None, float[:, ::
          float alpha=1.0, float beta=0.0):
     """out = alpha a @ b + beta out, split over decaf's threads (a, b may be transposed views)."""
     if not decaf_have_sgemm():
-        raise RuntimeError("gemm: no BLAS loaded (decaf.blas loads one at import)")
+        raise RuntimeError("gemm: no BLAS loaded (importing decaf.blas loads decaf's own)")
     cdef int M = a.shape[0], K = a.shape[1], N = b.shape[1], ta, tb, lda, ldb
     if b.shape[0] != K or out.shape[0] != M or out.shape[1] != N:
         raise ValueError(f"gemm: shapes {(a.shape[0], a.shape[1])} @ {(b.shape[0], b.shape[1])} "
@@ -368,18 +358,28 @@ cdef decaf_conv_geom _conv_geom(tuple x_shape, tuple w_shape, int group, kernel,
     return g
 
 
+_SPLITS = {DECAF_SPLIT_GROUPS: "groups", DECAF_SPLIT_ROWS: "rows", DECAF_SPLIT_CHANNELS: "channels"}
+
+
+def conv_plan(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_hw, bint backward=False,
+              threads=None):
+    """The work partitioning conv_forward (or, backward=True, conv_backward) uses for this geometry
+    with `threads` threads (None: the current count), as a dict of the fields of csrc/conv.h's
+    decaf_conv_plan ("split" named: "groups", "rows" or "channels")."""
+    cdef decaf_conv_geom g = _conv_geom(tuple(x_shape), tuple(w_shape), group, kernel, stride, pads,
+                                        dilation, out_hw)
+    cdef int n = decaf_get_num_threads() if threads is None else _ints((threads,), "threads", 1, 1)[0]
+    cdef decaf_conv_plan p = decaf_conv_make_plan(&g, n, backward)
+    return {"threads": p.threads, "backward": bool(p.backward), "direct": bool(p.direct),
+            "by_image": bool(p.by_image), "split": _SPLITS[p.split], "block": p.block, "cols": p.cols,
+            "partial": p.partial, "slot": p.slot, "slots": p.slots, "work": p.work}
+
+
 def conv_work_size(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_hw, bint backward):
     """Floats of scratch space conv_forward / conv_backward need with the current thread count."""
     cdef decaf_conv_geom g = _conv_geom(tuple(x_shape), tuple(w_shape), group, kernel, stride, pads,
                                         dilation, out_hw)
-    return decaf_conv_work_size(&g, decaf_get_num_threads(), backward)
-
-
-def conv_forward_is_direct(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_hw):
-    """Whether conv_forward runs without im2col for this geometry (csrc/direct_conv.c)."""
-    cdef decaf_conv_geom g = _conv_geom(tuple(x_shape), tuple(w_shape), group, kernel, stride, pads,
-                                        dilation, out_hw)
-    return bool(decaf_direct_conv_supported(&g))
+    return decaf_conv_make_plan(&g, decaf_get_num_threads(), backward).work
 
 
 def conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None, bias,
@@ -391,7 +391,7 @@ def conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1]
     if relu and not relu_max > 0:
         raise ValueError(f"conv_forward: relu_max must be > 0, got {relu_max}")
     if not decaf_have_sgemm():
-        raise RuntimeError("conv_forward: no BLAS loaded")
+        raise RuntimeError("conv_forward: no BLAS loaded (importing decaf.blas loads decaf's own)")
     cdef decaf_conv_geom g = _conv_geom(_shape4(x), _shape4(w), group, kernel, stride, pads, dilation,
                                         (y.shape[2], y.shape[3]))
     _expect_shape("conv_forward", "y", _shape4(y), (g.B, g.K, g.Ho, g.Wo))
@@ -411,13 +411,13 @@ def conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1]
         relu_ptr = &r[0, 0, 0, 0]
         if relu_ptr == &y[0, 0, 0, 0]:
             relu_ptr = NULL      # the same array: in place
-    cdef Py_ssize_t need = decaf_conv_work_size(&g, decaf_get_num_threads(), 0)
-    if work.shape[0] < need:
-        raise ValueError(f"conv_forward: work has {work.shape[0]} floats, needs {need}")
+    cdef decaf_conv_plan plan = decaf_conv_make_plan(&g, decaf_get_num_threads(), 0)
+    if work.shape[0] < plan.work:
+        raise ValueError(f"conv_forward: work has {work.shape[0]} floats, needs {plan.work}")
     if g.B == 0:
         return
     with nogil:
-        decaf_conv_forward(&g, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, &y[0, 0, 0, 0], &work[0],
+        decaf_conv_forward(&g, &plan, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, &y[0, 0, 0, 0], &work[0],
                            relu_max if relu else 0.0, relu_ptr)
 
 
@@ -427,7 +427,7 @@ def conv_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1
                   kernel, stride, pads, dilation, int group):
     """dw, db (None: no bias) = gradients summed over the batch; dx (None: skip) = input gradient."""
     if not decaf_have_sgemm():
-        raise RuntimeError("conv_backward: no BLAS loaded")
+        raise RuntimeError("conv_backward: no BLAS loaded (importing decaf.blas loads decaf's own)")
     cdef decaf_conv_geom g = _conv_geom(_shape4(x), _shape4(w), group, kernel, stride, pads, dilation,
                                         (dy.shape[2], dy.shape[3]))
     _expect_shape("conv_backward", "dy", _shape4(dy), (g.B, g.K, g.Ho, g.Wo))
@@ -440,17 +440,17 @@ def conv_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1
     if db is not None:
         _expect_shape("conv_backward", "db", (db.shape[0],), (g.K,))
         db_ptr = &db[0]
-    cdef Py_ssize_t need = decaf_conv_work_size(&g, decaf_get_num_threads(), 1)
-    if work.shape[0] < need:
-        raise ValueError(f"conv_backward: work has {work.shape[0]} floats, needs {need}")
+    cdef decaf_conv_plan plan = decaf_conv_make_plan(&g, decaf_get_num_threads(), 1)
+    if work.shape[0] < plan.work:
+        raise ValueError(f"conv_backward: work has {work.shape[0]} floats, needs {plan.work}")
     if g.B == 0:
         dw[...] = 0
         if db is not None:
             db[...] = 0
         return
     with nogil:
-        decaf_conv_backward(&g, &x[0, 0, 0, 0], &w[0, 0, 0, 0], &dy[0, 0, 0, 0], dx_ptr, &dw[0, 0, 0, 0],
-                            db_ptr, &work[0])
+        decaf_conv_backward(&g, &plan, &x[0, 0, 0, 0], &w[0, 0, 0, 0], &dy[0, 0, 0, 0], dx_ptr,
+                            &dw[0, 0, 0, 0], db_ptr, &work[0])
 
 
 # ---- whole-array passes ----------------------------------------------------------------------

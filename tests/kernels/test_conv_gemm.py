@@ -15,6 +15,7 @@ import pytest
 import decaf.blas as blas
 import decaf.kernels as kernels
 from decaf.kernels import reference
+from decaf.threads import using_threads
 
 from test_kernels import random_geometry, torch  # noqa: F401  (torch: the fixture)
 
@@ -34,6 +35,11 @@ def _cpu_has_avx512():
 DIRECT = _cpu_has_avx512()
 needs_blas = pytest.mark.skipif(_compiled is None or not blas.have_own_blas(),
                                 reason="compiled kernels or decaf's OpenBLAS not available")
+
+
+def is_direct(*geometry):
+    """Whether conv_forward's plan for this geometry (arguments as conv_work_size's) is the direct one."""
+    return _compiled.conv_plan(*geometry)["direct"]
 
 
 def close(actual, expected):
@@ -76,16 +82,12 @@ def test_conv_thread_count_changes_only_the_summation_order():
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((5, 6, 17, 15)).astype(np.float32), rng.standard_normal((8, 6, 3, 3)).astype(np.float32)
     params, out_hw = ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1)), (17, 15)
-    previous = kernels.get_num_threads()
     ys = []
-    try:
-        for n in (1, 2, 4):
-            kernels.set_num_threads(n)
+    for n in (1, 2, 4):
+        with using_threads(n):
             y = np.empty((5, 8, 17, 15), np.float32)
             _compiled.conv_forward(x, w, None, y, work_for(x, w, 1, params, out_hw, False), *params, 1)
             ys.append(y)
-    finally:
-        kernels.set_num_threads(previous)
     for y in ys[1:]:
         close(y, ys[0])
 
@@ -142,9 +144,7 @@ def test_gemm_matches_numpy_with_transposed_operands(m, k, n, threads):
     rng = np.random.default_rng(m * 1000 + n)
     a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
     expected = a.astype(np.float64) @ b.astype(np.float64)
-    previous = kernels.get_num_threads()
-    kernels.set_num_threads(threads)
-    try:
+    with using_threads(threads):
         for aa in (a, np.asfortranarray(a), a.T.copy().T):
             for bb in (b, np.asfortranarray(b)):
                 out = np.full((m, n), np.nan, np.float32)
@@ -153,8 +153,6 @@ def test_gemm_matches_numpy_with_transposed_operands(m, k, n, threads):
         out = np.ones((m, n), np.float32)
         _compiled.gemm(a, b, out, 2.0, 0.5)
         close(out, 2 * expected + 0.5)
-    finally:
-        kernels.set_num_threads(previous)
 
 
 @needs_blas
@@ -255,25 +253,19 @@ def test_one_large_image_split_by_output_rows(k, stride, pad, group, threads):
     assert Ho * Ho >= 1024
     bias = rng.standard_normal(4 * group).astype(np.float32)
     params = ((k, k), (stride, stride), (pad, pad, pad, pad), (1, 1))
-    previous = kernels.get_num_threads()
-    kernels.set_num_threads(threads)
-    try:
+    with using_threads(threads):
         y, r = np.full((1, 4 * group, Ho, Ho), np.nan, np.float32), np.full((1, 4 * group, Ho, Ho), np.nan, np.float32)
         _compiled.conv_forward(x, w, bias, y, work_for(x, w, group, params, (Ho, Ho), False), *params, group, True, r)
         y_ref, r_ref = np.empty_like(y), np.empty_like(r)
         reference.conv_forward(x, w, bias, y_ref, None, *params, group, True, r_ref)
         close(y, y_ref)
         close(r, r_ref)
-    finally:
-        kernels.set_num_threads(previous)
 
 
 def backward_matches_reference(x, w, dy, with_bias, params, group, out_hw, threads, want_dx=True):
     """conv_backward with `threads` threads == the NumPy reference: dx (unless not wanted), dw and
     (with_bias) db."""
-    previous = kernels.get_num_threads()
-    kernels.set_num_threads(threads)
-    try:
+    with using_threads(threads):
         dx = np.full_like(x, np.nan) if want_dx else None
         dw = np.full_like(w, np.nan)
         db = np.full(w.shape[0], np.nan, np.float32) if with_bias else None
@@ -286,17 +278,13 @@ def backward_matches_reference(x, w, dy, with_bias, params, group, out_hw, threa
         close(dw, dw_ref)
         if with_bias:
             close(db, db_ref)
-    finally:
-        kernels.set_num_threads(previous)
 
 
 def forward_matches_reference(x, w, bias, params, group, out_hw, relu, apart, threads):
     """conv_forward with `threads` threads == the NumPy reference (ReLU in place, or into its
     own array when apart)."""
     shape = (x.shape[0], w.shape[0]) + tuple(out_hw)
-    previous = kernels.get_num_threads()
-    kernels.set_num_threads(threads)
-    try:
+    with using_threads(threads):
         y = np.full(shape, np.nan, np.float32)
         r = np.full_like(y, np.nan) if apart else None
         _compiled.conv_forward(x, w, bias, y, work_for(x, w, group, params, out_hw, False), *params, group, relu, r)
@@ -306,8 +294,6 @@ def forward_matches_reference(x, w, bias, params, group, out_hw, relu, apart, th
         if apart:
             close(r, r_ref)
             assert (r >= 0).all() and (r[y < 0] == 0).all()
-    finally:
-        kernels.set_num_threads(previous)
 
 
 @needs_blas
@@ -331,11 +317,11 @@ def test_direct_convolution_matches_reference(seed, threads):
     bias = rng.standard_normal(K).astype(np.float32) if seed % 3 else None
     relu, apart = seed % 2 == 0, seed % 4 == 0
     params = ((kh, kw), (1, 1), pads, (1, 1))
-    assert _compiled.conv_forward_is_direct(x.shape, w.shape, group, *params, (Ho, Wo)) == DIRECT
-    assert not _compiled.conv_forward_is_direct(x.shape, w.shape, group, (kh, kw), (1, 1), pads, (2, 2), (Ho, Wo))
-    assert not _compiled.conv_forward_is_direct((B, C, 5, 5), (K, C // group, 1, 1), group, (1, 1), (1, 1),
+    assert is_direct(x.shape, w.shape, group, *params, (Ho, Wo)) == DIRECT
+    assert not is_direct(x.shape, w.shape, group, (kh, kw), (1, 1), pads, (2, 2), (Ho, Wo))
+    assert not is_direct((B, C, 5, 5), (K, C // group, 1, 1), group, (1, 1), (1, 1),
                                                 (0, 0, 0, 0), (1, 1), (5, 5))
-    assert not _compiled.conv_forward_is_direct((B, 3, 9, 9), (K, 3, 3, 3), 1, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1),
+    assert not is_direct((B, 3, 9, 9), (K, 3, 3, 3), 1, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1),
                                                 (5, 5))        # 27 multiply-adds per output
     forward_matches_reference(x, w, bias, params, group, (Ho, Wo), relu, apart, threads)
 
@@ -360,12 +346,5 @@ def test_direct_convolution_plain_layout_matches_reference(seed, threads):
     bias = rng.standard_normal(K).astype(np.float32) if seed % 3 else None
     relu, apart = seed % 2 == 0, seed % 4 == 0
     params = ((kh, kw), (sh, sw), pads, (1, 1))
-    assert _compiled.conv_forward_is_direct(x.shape, w.shape, group, *params, (Ho, Wo)) == DIRECT
+    assert is_direct(x.shape, w.shape, group, *params, (Ho, Wo)) == DIRECT
     forward_matches_reference(x, w, bias, params, group, (Ho, Wo), relu, apart, threads)
-
-
-@needs_blas
-def test_importing_decaf_loads_its_blas():
-    # the compiled convolution needs decaf's OpenBLAS from the first call, before any layer exists
-    code = "import decaf, decaf.kernels as k; print(k._compiled.have_sgemm())"
-    assert run_python(code) == "True"

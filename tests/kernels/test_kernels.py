@@ -15,6 +15,7 @@ import pytest
 
 import decaf.kernels as kernels
 from decaf.kernels import reference
+from decaf.threads import get_num_threads, using_threads
 
 try:
     from decaf.kernels import _compiled
@@ -269,12 +270,10 @@ def test_thread_count_does_not_change_results():
     # Large enough (> 32k element operations) for the loops to actually run in parallel.
     rng = np.random.default_rng(0)
     x, w = randn(rng, (4, 8, 33, 31)), randn(rng, (8, 1, 3, 3))
-    previous = kernels.get_num_threads()
     outs = []
-    try:
-        for n in (1, 2, 3):
-            kernels.set_num_threads(n)
-            assert kernels.get_num_threads() == n
+    for n in (1, 2, 3):
+        with using_threads(n):
+            assert get_num_threads()[0] == n
             cols = np.empty((8 * 9, 4 * 33 * 31), F32)
             _compiled.im2col(x, cols, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (33, 31))
             y = np.empty_like(x)
@@ -284,8 +283,6 @@ def test_thread_count_does_not_change_results():
             dw = np.empty_like(w)
             _compiled.depthwise_conv_backward(x, w, y, None, dw, (1, 1), (1, 1, 1, 1), (1, 1))
             outs.append((cols, y, ly, dw))
-    finally:
-        kernels.set_num_threads(previous)
     for other in outs[1:]:
         for a, b in zip(outs[0], other):
             np.testing.assert_array_equal(a, b)
@@ -575,7 +572,7 @@ def run_python(code, **env):
 
 
 def test_environment_variables_set_the_defaults():
-    code = "import decaf.kernels as k; print(k.get_backend(), k.get_num_threads())"
+    code = "import decaf.kernels as k, decaf.threads as t; print(k.get_backend(), t.get_num_threads()[0])"
     out = run_python(code, DECAF_BACKEND="numpy", DECAF_NUM_THREADS="3").stdout.split()
     assert out[0] == "numpy"
     if _compiled is not None:
@@ -618,12 +615,8 @@ def test_im2col_wide_rows_match_reference(H, W, k, pad, dil, threads):
     Ho = (H + 2 * pad - dil * (k - 1) - 1) + 1
     Wo = (W + 2 * pad - dil * (k - 1) - 1) + 1
     params = ((k, k), (1, 1), (pad, pad, pad, pad), (dil, dil), (Ho, Wo))
-    previous = kernels.get_num_threads()
-    kernels.set_num_threads(threads)
-    try:
+    with using_threads(threads):
         (c,), (r,) = both("im2col", [x], [((4 * k * k, 3 * Ho * Wo), F32)], params)
-    finally:
-        kernels.set_num_threads(previous)
     np.testing.assert_array_equal(c, r)
 
 
@@ -640,10 +633,6 @@ def test_depthwise_wide_rows_match_reference(H, W, k, stride, pads, threads):
     Ho = (H + pads[0] + pads[2] - k) // stride + 1
     Wo = (W + pads[1] + pads[3] - k) // stride + 1
     params = ((stride, stride), pads, (1, 1))
-    previous = kernels.get_num_threads()
-    kernels.set_num_threads(threads)
-    try:
+    with using_threads(threads):
         (c,), (r,) = both("depthwise_conv_forward", [x, w], [((2, 5, Ho, Wo), F32)], params)
-    finally:
-        kernels.set_num_threads(previous)
     np.testing.assert_array_equal(c, r)
