@@ -1,5 +1,8 @@
 """Fuzzing the readers: whatever bytes they are given, the only exception out is DecafFormatError.
 
+Readers: the blob file, decaf.load (the net spec and metadata inside a valid blob file), torch
+zip and legacy checkpoints (hand-assembled pickles too), caffemodel and prototxt.
+
 Random bytes, valid files with bits flipped, bytes overwritten or the end cut off, and
 blob-file headers with fields replaced by random JSON.  A reader may accept a mutated
 file (flipping a bit of weight data gives a valid file), but it must not raise anything
@@ -20,7 +23,11 @@ from hypothesis import strategies as st
 from decaf.io import DecafFormatError, read_blobfile, read_torch_checkpoint, write_blobfile
 from decaf.io.torch_reader import LEGACY_MAGIC
 
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Deterministic (derandomize: the same examples every run) and short; SLOW_FUZZ, marked slow and
+# out of the default run (`pytest -m slow`), tries many more.
+FUZZ = settings(max_examples=250, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SLOW_FUZZ = settings(FUZZ, max_examples=5000)
 
 
 def call_reader(reader, path):
@@ -245,3 +252,162 @@ def test_torch_truncated_anywhere_is_refused(work_dir, torch_files, fmt):
     step = max(1, len(data) // 300)
     for end in range(0, len(data), step):
         assert not call_reader(read_torch_checkpoint, write(work_dir, f"cut.{fmt}.pt", data[:end])), end
+
+
+# ---------------------------------------------------------------------------------------
+# torch: hand-assembled pickles with random opcodes between valid pieces
+
+PICKLE_PIECES = [b"(", b"t", b"l", b"d", b"}", b"]", b")", b"N", b"\x88", b"\x89", b"K\x01", b"K\x00",
+                 b"J\xff\xff\xff\x7f", b"\x85", b"\x86", b"\x87", b"R", b"b", b"s", b"u", b"a", b"e", b"0",
+                 b"2", b"q\x01", b"h\x01", b"r\x00\x00\x01\x00", b"j\x00\x00\x01\x00", b"\x8c\x01w",
+                 b"ctorch._utils\n_rebuild_tensor_v2\n", b"ctorch._utils\n_rebuild_tensor\n",
+                 b"ccollections\nOrderedDict\n", b"ctorch\nFloatStorage\n", b"ctorch\nfloat32\n",
+                 b"(\x8c\x07storage\x8c\x00ctorch\nFloatStorage\n\x8c\x010\x8c\x03cpuK\x04tQ", b"Q"]
+
+
+@FUZZ
+@given(pieces=st.lists(st.sampled_from(PICKLE_PIECES), max_size=40))
+def test_torch_assembled_pickles(work_dir, pieces):
+    body = b"\x80\x02" + b"".join(pieces) + b"."
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("archive/data.pkl", body)
+        archive.writestr("archive/data/0", bytes(16))
+    call_reader(read_torch_checkpoint, write(work_dir, "assembled.pt", out.getvalue()))
+    legacy = MAGIC_PICKLES + pickle.dumps({"little_endian": True}, protocol=2) + body + pickle.dumps([], protocol=2)
+    call_reader(read_torch_checkpoint, write(work_dir, "assembled.legacy.pt", legacy))
+
+
+# ---------------------------------------------------------------------------------------
+# decaf.load: the spec and metadata of a valid file replaced by random JSON
+
+
+@pytest.fixture(scope="module")
+def net_file_parts(work_dir):
+    from decaf.io.netfile import save
+    from decaf.net import Net
+
+    spec = {"name": "tiny", "inputs": {"x": [1, 4, 4]},
+            "layers": [{"name": "conv", "type": "Convolution", "bottom": "x", "top": "c", "num_output": 2,
+                        "kernel_size": 3},
+                       {"name": "pool", "type": "Pooling", "bottom": "c", "top": "p", "kernel_size": 2},
+                       {"name": "ip", "type": "InnerProduct", "bottom": "p", "top": "y", "num_output": 3}]}
+    path = work_dir / "tiny.decaf"
+    save(Net(spec), path, labels=["a", "b", "c"])
+    arrays, metadata = read_blobfile(path, mmap=False)
+    return {k: np.array(v) for k, v in arrays.items()}, metadata
+
+
+def load_only_format_errors(path):
+    import decaf
+
+    try:
+        decaf.load(path)
+    except DecafFormatError as exc:
+        assert str(path) in str(exc), f"message does not name the file: {exc}"
+
+
+def _mutate_json(value, data):
+    """Replace one node of a JSON value, chosen by walking down at random, with random JSON."""
+    if isinstance(value, (dict, list)) and value and data.draw(st.booleans()):
+        keys = sorted(value) if isinstance(value, dict) else list(range(len(value)))
+        key = data.draw(st.sampled_from(keys))
+        value[key] = _mutate_json(value[key], data)
+        return value
+    return data.draw(JSON)
+
+
+def _fuzz_net_file(work_dir, net_file_parts, data):
+    arrays, metadata = net_file_parts
+    metadata = dict(metadata)
+    key = data.draw(st.sampled_from(sorted(k for k in metadata if k != "decaf.format_version")))
+    if data.draw(st.booleans()):
+        metadata[key] = json.dumps(_mutate_json(json.loads(metadata[key]), data))
+    else:
+        metadata[key] = data.draw(st.text(max_size=30))
+    path = work_dir / "fuzz.decaf"
+    write_blobfile(path, arrays, metadata)
+    load_only_format_errors(path)
+
+
+@FUZZ
+@given(data=st.data())
+def test_decaf_load_mutated_metadata(work_dir, net_file_parts, data):
+    _fuzz_net_file(work_dir, net_file_parts, data)
+
+
+# ---------------------------------------------------------------------------------------
+# caffemodel and prototxt
+
+
+PROTOTXT = """name: "tiny"
+input: "data" input_dim: 1 input_dim: 1 input_dim: 4 input_dim: 4
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 2 kernel_size: 3 } }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: MAX kernel_size: 2 } }
+"""
+
+
+@pytest.fixture(scope="module")
+def caffe_bytes():
+    from decaf.io.caffe import NET_PARAMETER
+    from decaf.io.protobuf import encode, parse_text
+
+    net = parse_text(NET_PARAMETER, PROTOTXT)
+    net["layer"][0]["blobs"] = [{"shape": {"dim": [2, 1, 3, 3]}, "data": np.arange(18, dtype=np.float32)},
+                                {"shape": {"dim": [2]}, "data": np.zeros(2, np.float32)}]
+    return encode(NET_PARAMETER, net)
+
+
+@FUZZ
+@given(data=st.binary(max_size=1024))
+def test_caffemodel_random_bytes(work_dir, data):
+    from decaf.io.caffe import read_caffemodel
+
+    call_reader(read_caffemodel, write(work_dir, "random.caffemodel", data))
+
+
+@FUZZ
+@given(flips=FLIPS, position=st.integers(0, 2**31), chunk=st.binary(max_size=6), cut=st.integers(0, 2**31))
+def test_caffemodel_mutated(work_dir, caffe_bytes, flips, position, chunk, cut):
+    from decaf.io.caffe import read_caffemodel
+
+    data = overwrite(flip_bits(caffe_bytes, flips), position, chunk)
+    call_reader(read_caffemodel, write(work_dir, "mutated.caffemodel", data[: max(1, cut % (len(data) + 1))]))
+
+
+@FUZZ
+@given(edits=st.lists(st.tuples(st.integers(0, 2**31), st.sampled_from(list('{}:"\' #\n0123456789-.axz_[],<>\\'))),
+                      min_size=1, max_size=6))
+def test_prototxt_mutated(work_dir, edits):
+    from decaf.io.caffe import read_prototxt
+
+    chars = list(PROTOTXT)
+    for position, char in edits:
+        chars[position % len(chars)] = char
+    call_reader(read_prototxt, write(work_dir, "mutated.prototxt", "".join(chars).encode()))
+
+
+# ---------------------------------------------------------------------------------------
+# the long runs (pytest -m slow)
+
+
+@pytest.mark.slow
+@SLOW_FUZZ
+@given(data=st.data())
+def test_slow_decaf_load_mutated_metadata(work_dir, net_file_parts, data):
+    _fuzz_net_file(work_dir, net_file_parts, data)
+
+
+@pytest.mark.slow
+@SLOW_FUZZ
+@given(pieces=st.lists(st.sampled_from(PICKLE_PIECES), max_size=80))
+def test_slow_torch_assembled_pickles(work_dir, pieces):
+    test_torch_assembled_pickles.hypothesis.inner_test(work_dir, pieces)
+
+
+@pytest.mark.slow
+@SLOW_FUZZ
+@given(flips=FLIPS, position=st.integers(0, 2**31), chunk=st.binary(max_size=6), cut=st.integers(0, 2**31))
+def test_slow_caffemodel_mutated(work_dir, caffe_bytes, flips, position, chunk, cut):
+    test_caffemodel_mutated.hypothesis.inner_test(work_dir, caffe_bytes, flips, position, chunk, cut)
