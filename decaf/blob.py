@@ -57,6 +57,13 @@ class Param(Blob):
         self.decay_mult = float(decay_mult)
         self.learnable = learnable
 
+    @property
+    def trained(self):
+        """Whether training changes this parameter: learnable (not a statistic such as BatchNorm's
+        running mean) and not frozen (lr_mult != 0). Solvers update exactly these, and
+        ``Net.set_trained_only`` runs backward only for them."""
+        return self.learnable and self.lr_mult != 0
+
     def set(self, value):
         """Copy ``value`` into the parameter, checking its shape."""
         value = np.asarray(value)

@@ -67,8 +67,7 @@ def check_net(net, inputs, wrt=None, eps=1e-6, rtol=1e-4, atol=1e-6, max_element
     if phase:
         net.set_phase(phase)
     net.astype(np.float64)
-    net.force_backward = True
-    net._find_grad_needs()
+    net.force_backward = True      # (the net recomputes which layers run backward)
     inputs = {k: np.asarray(v, np.float64) for k, v in inputs.items()}
     if wrt is None:
         wrt = [k for k in inputs if "label" not in k]

@@ -13,6 +13,7 @@ Layers run in a topological order (spec order breaks ties). A layer whose top
 equals its bottom runs in place. A blob read by several layers gets an
 automatic Split layer so that gradients from every reader are summed.
 """
+import functools
 import heapq
 
 import numpy as np
@@ -38,7 +39,7 @@ class Net:
         if not isinstance(inputs, dict) or not inputs:
             raise SpecError(f"net {self.name!r}: spec needs 'inputs', a dict of blob name -> per-example shape")
         self.input_shapes = {k: tuple(int(d) for d in v) for k, v in inputs.items()}
-        self.force_backward = force_backward
+        self._force_backward = bool(force_backward)
         layers = [create_layer(s) for s in spec.get("layers", [])]
         names = [layer.name for layer in layers]
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -54,8 +55,17 @@ class Net:
             layer.rng = np.random.default_rng(rng.integers(2**63))
         self._setup(rng if init else None)
         self.params = {p.name: p for layer in self.order for p in layer.blobs}
+        self.trained_only = False
         self._find_grad_needs()
         self._fuse_epilogues()
+
+    @classmethod
+    def from_arrays(cls, spec, arrays, phase="test", seed=0, force_backward=False):
+        """The net of ``spec`` with its parameters copied from ``arrays`` (name -> array): every
+        parameter must be given, with its shape (``load_params``). The fillers do not run."""
+        net = cls(spec, phase=phase, seed=seed, force_backward=force_backward, init=False)
+        net.load_params(arrays)
+        return net
 
     # ---- building -------------------------------------------------------------
     def _wire(self, layers):
@@ -189,11 +199,12 @@ class Net:
             self._reshape_layer(layer)
         self.batch_size = 1
 
-    def _find_grad_needs(self, trained_only=False):
-        """Which layers run backward: those with learnable parameters (with ``trained_only``,
-        only parameters with lr_mult != 0 count) or with a bottom that needs a gradient."""
+    def _find_grad_needs(self):
+        """Which layers run backward: those with a parameter that wants a gradient (every
+        learnable one; with ``trained_only`` only ``Param.trained`` ones) or with a bottom that
+        needs one. Fixes the per-layer calls ``backward_steps`` makes."""
         def wants_grad(p):
-            return p.learnable and (p.lr_mult != 0 or not trained_only)
+            return p.trained if self.trained_only else p.learnable
 
         needs = {id(self.blobs[n]): self.force_backward for n in self.input_shapes}
         self.needs_backward = {}
@@ -204,6 +215,30 @@ class Net:
             for t in self.tops[layer.name]:
                 needs[id(t)] = need or needs.get(id(t), False)
         self._blob_needs_grad = needs
+        self._backward_steps = [
+            (layer, functools.partial(layer.backward, self.tops[layer.name],
+                                      [needs.get(id(b), False) for b in self.bottoms[layer.name]],
+                                      self.bottoms[layer.name]))
+            for layer in reversed(self.order) if self.needs_backward[layer.name]]
+
+    @property
+    def force_backward(self):
+        """Whether backward also fills the input blobs' diffs (gradient checks, saliency)."""
+        return self._force_backward
+
+    @force_backward.setter
+    def force_backward(self, value):
+        self._force_backward = bool(value)
+        self._find_grad_needs()
+
+    def set_trained_only(self, trained_only=True):
+        """With ``trained_only``, backward fills only the diffs of trained parameters
+        (``Param.trained``: learnable, lr_mult != 0) and skips every layer below which nothing
+        is trained (a frozen feature extractor costs no backward). The default (False) fills
+        every learnable parameter's diff, frozen or not, which gradient checks want."""
+        self.trained_only = bool(trained_only)
+        self._find_grad_needs()
+        return self
 
     # ---- running --------------------------------------------------------------
     def set_phase(self, phase):
@@ -312,34 +347,40 @@ class Net:
         return float(sum(layer.loss_weight * float(np.sum(self.tops[layer.name][0].data))
                          for layer in self.order if layer.loss_weight))
 
+    def seed_diffs(self, diffs=None):
+        """The start of ``backward``: zero the output blobs' diffs, put each loss layer's
+        loss_weight into its top's diff, then copy ``diffs`` (blob name -> gradient) in."""
+        for name in self.output_names:
+            blob = self.blobs[name]
+            blob.diff[...] = 0
+        for layer in self.order:
+            if layer.loss_weight:
+                self.tops[layer.name][0].diff[...] = layer.loss_weight
+        for name, value in (diffs or {}).items():
+            blob = self.blobs[name]
+            value = np.asarray(value)
+            if value.shape != blob.shape:
+                raise ShapeError(f"diff for blob {name!r}: expected shape {blob.shape}, got {value.shape}")
+            blob.diff[...] = value
+
+    def backward_steps(self):
+        """[(layer, step)]: the per-layer calls ``backward`` makes after ``seed_diffs``, in
+        order; ``step()`` runs that layer's backward with the net's propagate_down flags
+        (decaf profile times each one)."""
+        return list(self._backward_steps)
+
     def backward(self, diffs=None):
         """Backpropagate from the loss layers (weighted by loss_weight) and ``diffs``.
 
         ``diffs`` maps output blob names to gradients of the objective with
-        respect to them. Fills every parameter's ``diff`` and, with
-        ``force_backward``, the input blobs' diffs. Returns {input: diff copy}.
-        One thread at a time (decaf/exclusive.py).
+        respect to them. Fills every parameter's ``diff`` (only the trained ones after
+        ``set_trained_only()``) and, with ``force_backward``, the input blobs' diffs.
+        Returns {input: diff copy}. One thread at a time (decaf/exclusive.py).
         """
         with exclusive(self, "backward"):
-            diffs = diffs or {}
-            for name in self.output_names:
-                blob = self.blobs[name]
-                blob.diff[...] = 0
-            for layer in self.order:
-                if layer.loss_weight:
-                    self.tops[layer.name][0].diff[...] = layer.loss_weight
-            for name, value in diffs.items():
-                blob = self.blobs[name]
-                value = np.asarray(value)
-                if value.shape != blob.shape:
-                    raise ShapeError(f"diff for blob {name!r}: expected shape {blob.shape}, got {value.shape}")
-                blob.diff[...] = value
-            for layer in reversed(self.order):
-                if not self.needs_backward[layer.name]:
-                    continue
-                bottoms = self.bottoms[layer.name]
-                propagate = [self._blob_needs_grad.get(id(b), False) for b in bottoms]
-                layer.backward(self.tops[layer.name], propagate, bottoms)
+            self.seed_diffs(diffs)
+            for _, step in self._backward_steps:
+                step()
             if self.force_backward:
                 return {n: self.blobs[n].diff.copy() for n in self.input_shapes}
             return {}

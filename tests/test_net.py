@@ -318,3 +318,77 @@ def test_non_finite_inputs_off_the_fast_path_are_refused():
     net64 = Net(spec(ip("a", "data", 2))).astype(np.float64)
     with pytest.raises(ValueError, match="input 'data' contains NaN or inf"):
         net64.forward({"data": np.ascontiguousarray(x.T)})   # float32 into a float64 blob
+
+
+# ---- building from arrays, trained-only backward, backward steps (issue 11) -----------------
+
+def frozen_stack():
+    """data -> a (frozen, lr_mult 0) -> relu -> b (trained) -> loss."""
+    a = dict(ip("a", "data", 5), lr_mult=0)
+    return {"name": "t", "inputs": {"data": [4], "label": []},
+            "layers": [a, {"name": "r", "type": "ReLU", "bottom": "a", "top": "a"}, ip("b", "a", 3),
+                       {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["b", "label"], "top": "loss"}]}
+
+
+def test_from_arrays_copies_every_parameter_and_refuses_missing_or_misshaped_ones():
+    source = Net(spec(ip("a", "data", 3)), seed=3)
+    arrays = source.param_arrays()
+    net = Net.from_arrays(source.spec, arrays, phase="train")
+    assert net.phase == "train"
+    for name, value in arrays.items():
+        np.testing.assert_array_equal(net.params[name].data, value)
+    with pytest.raises(KeyError, match=r"missing \['a.bias'\]"):
+        Net.from_arrays(source.spec, {"a.weight": arrays["a.weight"]})
+    with pytest.raises(ValueError, match=r"a.weight: expected shape \(3, 4\)"):
+        Net.from_arrays(source.spec, dict(arrays, **{"a.weight": np.zeros((4, 3), np.float32)}))
+
+
+def test_param_trained_is_learnable_and_not_frozen():
+    net = Net(frozen_stack())
+    assert net.params["b.weight"].trained and not net.params["a.weight"].trained
+    assert net.params["a.weight"].learnable         # frozen, still learnable
+    net.params["b.weight"].learnable = False
+    assert not net.params["b.weight"].trained
+
+
+def test_trained_only_backward_skips_frozen_layers_and_keeps_trained_gradients(rng):
+    x, y = rng.standard_normal((6, 4)).astype(np.float32), rng.integers(0, 3, 6)
+    full = Net(frozen_stack(), seed=1)
+    full.forward(data=x, label=y)
+    full.backward()
+    assert full.params["a.weight"].has_diff()       # every learnable parameter by default
+    net = Net(frozen_stack(), seed=1).set_trained_only()
+    assert [layer.name for layer, _ in net.backward_steps()] == ["loss", "b"]
+    net.forward(data=x, label=y)
+    net.backward()
+    assert not net.params["a.weight"].has_diff()
+    for name in ("b.weight", "b.bias"):
+        np.testing.assert_array_equal(net.params[name].diff, full.params[name].diff)
+    net.set_trained_only(False)
+    assert [layer.name for layer, _ in net.backward_steps()] == ["loss", "b", "r", "a"]
+
+
+def test_backward_steps_are_what_backward_runs(rng):
+    """Running seed_diffs and then every step by hand gives backward's gradients bit for bit."""
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    g = rng.standard_normal((3, 2)).astype(np.float32)
+    s = spec(ip("a", "data", 5), {"name": "r", "type": "ReLU", "bottom": "a", "top": "a"}, ip("b", "a", 2))
+    whole, by_hand = Net(s, seed=2, force_backward=True), Net(s, seed=2, force_backward=True)
+    whole.forward(data=x)
+    want = whole.backward({"b": g})
+    by_hand.forward(data=x)
+    by_hand.seed_diffs({"b": g})
+    for _, step in by_hand.backward_steps():
+        step()
+    np.testing.assert_array_equal(by_hand.blobs["data"].diff, want["data"])
+    for name, p in whole.params.items():
+        np.testing.assert_array_equal(by_hand.params[name].diff, p.diff)
+    with pytest.raises(ShapeError, match=r"diff for blob 'b': expected shape \(3, 2\)"):
+        by_hand.seed_diffs({"b": g[:2]})
+
+
+def test_setting_force_backward_recomputes_the_plan():
+    net = Net(spec({"name": "r", "type": "ReLU", "bottom": "data", "top": "r"}))
+    assert net.backward_steps() == []               # no parameters, no input gradient wanted
+    net.force_backward = True
+    assert [layer.name for layer, _ in net.backward_steps()] == ["r"]

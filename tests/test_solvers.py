@@ -147,7 +147,7 @@ def test_frozen_and_statistics_untouched(kind):
         solver.step()
     assert frozen.data[0] == 3.0 and stats.data[0] == 4.0
     assert not np.array_equal(w.data, [1.0, 2.0])
-    assert set(solver.state_arrays) == ({"w"} if solver.SLOTS else set())
+    assert set(solver.state_arrays) == ({"w"} if solver.slots() else set())
 
 
 # ---- convex problem: every solver lowers the loss --------------------------------------------
@@ -270,3 +270,14 @@ def test_bad_arguments():
         make_solver("rmsprop", w)
     with pytest.raises(ValueError, match="full-batch"):
         make_solver("lbfgs", w)
+
+
+def test_plain_sgd_keeps_no_velocity_without_changing_the_class():
+    """slots() is per instance: a plain SGD does not overwrite SGD.SLOTS for the others."""
+    plain = SGD([param([1.0], "w", diff=[1.0])], lr=0.1)
+    heavy = SGD([param([1.0], "w", diff=[1.0])], lr=0.1, momentum=0.9)
+    plain.step()
+    heavy.step()
+    assert plain.slots() == () and plain.state_arrays == {"w": {}}
+    assert heavy.slots() == ("velocity",) and SGD.SLOTS == ("velocity",)
+    assert set(heavy.state_arrays["w"]) == {"velocity"}

@@ -33,7 +33,7 @@ def collect_params(params):
 
 class Solver:
     name = None
-    SLOTS = ()      # names of the per-parameter state arrays
+    SLOTS = ()      # names of the per-parameter state arrays (``slots()`` may drop some per instance)
     HYPER = ()      # names of the solver's own hyperparameters (saved with its config)
 
     def __init__(self, params, lr=0.01, weight_decay=0.0, clip_norm=None):
@@ -51,7 +51,11 @@ class Solver:
 
     def trained(self):
         """{name: Param} of the parameters this solver updates (learnable, lr_mult != 0)."""
-        return {n: p for n, p in self.params.items() if p.learnable and p.lr_mult != 0}
+        return {n: p for n, p in self.params.items() if p.trained}
+
+    def slots(self):
+        """The per-parameter state arrays this solver keeps (a subset of ``SLOTS``)."""
+        return self.SLOTS
 
     @property
     def lr(self):
@@ -75,7 +79,7 @@ class Solver:
             if decay:
                 g += decay * p.data
             if name not in self.state_arrays:
-                self.state_arrays[name] = {s: np.zeros_like(p.data) for s in self.SLOTS}
+                self.state_arrays[name] = {s: np.zeros_like(p.data) for s in self.slots()}
             self.update(p, g, lr * p.lr_mult, self.state_arrays[name])
         self.iter += 1
         return lr
@@ -102,14 +106,14 @@ class Solver:
         self.state_arrays = {}
         for key, value in arrays.items():
             slot, _, name = key.partition("/")
-            if slot not in self.SLOTS or name not in self.params:
+            if slot not in self.slots() or name not in self.params:
                 raise ValueError(f"solver state {key!r} does not belong to this {self.name} solver and net")
             p = self.params[name]
             if tuple(value.shape) != p.shape:
                 raise ValueError(f"solver state {key!r}: expected shape {p.shape}, got {tuple(value.shape)}")
             self.state_arrays.setdefault(name, {})[slot] = np.array(value, dtype=p.data.dtype)
         for name, slots in self.state_arrays.items():
-            missing = [s for s in self.SLOTS if s not in slots]
+            missing = [s for s in self.slots() if s not in slots]
             if missing:
                 raise ValueError(f"solver state for {name!r} lacks {missing}")
 

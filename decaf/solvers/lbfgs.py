@@ -23,7 +23,7 @@ class LBFGS:
         self.history = int(history)
         self.max_iter = int(max_iter)
         self.tol = float(tol)
-        self.params = {n: p for n, p in net.params.items() if p.learnable and p.lr_mult != 0}
+        self.params = {n: p for n, p in net.params.items() if p.trained}
         if not self.params:
             raise ValueError("L-BFGS: the net has no trained parameters (all frozen or not learnable)")
         self.iter = 0

@@ -25,8 +25,9 @@ class SGD(Solver):
             raise ValueError("Nesterov SGD needs a momentum > 0")
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
-        if self.momentum == 0:
-            self.SLOTS = ()
+
+    def slots(self):
+        return self.SLOTS if self.momentum else ()     # plain SGD keeps no velocity
 
     def update(self, param, grad, lr, state):
         w, mu = param.data, self.momentum
