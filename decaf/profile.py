@@ -284,12 +284,10 @@ class _Passes:
     def __init__(self, net, output_diffs):
         self.net = net
         self.fwd = [(layer.forward, net.bottoms[layer.name], net.tops[layer.name]) for layer in net.order]
-        # Net.backward's work, layer by layer: the same layers, the same propagate_down flags
-        needs = net._blob_needs_grad     # blob -> does backward reach it (Net.backward's propagate_down)
-        self.bwd_layers = [layer for layer in reversed(net.order) if net.needs_backward[layer.name]]
-        self.bwd = [(layer.backward, net.tops[layer.name],
-                     [needs.get(id(b), False) for b in net.bottoms[layer.name]], net.bottoms[layer.name])
-                    for layer in self.bwd_layers]
+        # Net.backward's own per-layer calls, so the layer times are of exactly what it runs
+        steps = net.backward_steps()
+        self.bwd_layers = [layer for layer, _ in steps]
+        self.bwd = [step for _, step in steps]
         self.output_diffs = output_diffs
         self.fwd_times = [[] for _ in self.fwd]
         self.bwd_times = [[] for _ in self.bwd]
@@ -306,25 +304,13 @@ class _Passes:
             for store, t in zip(self.fwd_times, times):
                 store.append(t)
 
-    def seed_diffs(self):
-        """What Net.backward does before its loop: zero the outputs' diffs, loss_weight on loss tops,
-        then the given output gradients."""
-        net = self.net
-        for name in net.output_names:
-            net.blobs[name].diff[...] = 0
-        for layer in net.order:
-            if layer.loss_weight:
-                net.tops[layer.name][0].diff[...] = layer.loss_weight
-        for name, value in self.output_diffs.items():
-            net.blobs[name].diff[...] = value
-
     def layers_backward(self, keep):
-        self.seed_diffs()       # outside the clock: Net.backward does this before the first layer
+        self.net.seed_diffs(self.output_diffs)   # outside the clock: Net.backward does it before the first layer
         clock = time.perf_counter
         times = []
-        for backward, tops, propagate, bottoms in self.bwd:
+        for step in self.bwd:
             t0 = clock()
-            backward(tops, propagate, bottoms)
+            step()
             times.append(clock() - t0)
         if keep:
             for store, t in zip(self.bwd_times, times):
