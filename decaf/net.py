@@ -13,7 +13,6 @@ Layers run in a topological order (spec order breaks ties). A layer whose top
 equals its bottom runs in place. A blob read by several layers gets an
 automatic Split layer so that gradients from every reader are summed.
 """
-import functools
 import heapq
 
 import numpy as np
@@ -216,9 +215,9 @@ class Net:
                 needs[id(t)] = need or needs.get(id(t), False)
         self._blob_needs_grad = needs
         self._backward_steps = [
-            (layer, functools.partial(layer.backward, self.tops[layer.name],
-                                      [needs.get(id(b), False) for b in self.bottoms[layer.name]],
-                                      self.bottoms[layer.name]))
+            (layer, _BackwardStep(layer, self.tops[layer.name],
+                                  [needs.get(id(b), False) for b in self.bottoms[layer.name]],
+                                  self.bottoms[layer.name]))
             for layer in reversed(self.order) if self.needs_backward[layer.name]]
 
     @property
@@ -422,3 +421,15 @@ class Net:
             t = ", ".join(f"{x.name}{x.shape}" for x in self.tops[layer.name])
             lines.append(f"{layer.name:<14} {layer.type_name:<18} {b} -> {t}")
         return "\n".join(lines)
+
+
+class _BackwardStep:
+    """One layer's backward with its arguments fixed. ``layer.backward`` is looked up at each
+    call, so wrapping a layer's backward (examples/two_layer_net.py prints each one) still works."""
+    __slots__ = ("layer", "args")
+
+    def __init__(self, layer, top, propagate_down, bottom):
+        self.layer, self.args = layer, (top, propagate_down, bottom)
+
+    def __call__(self):
+        self.layer.backward(*self.args)

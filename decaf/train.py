@@ -224,14 +224,9 @@ def finetune_net(pretrained, num_classes, classifier=None, feature_blob=None, hi
 
 
 def skip_frozen_backward(net):
-    """Let backward skip layers below which nothing is trained.
-
-    ``Net`` runs backward through every layer with learnable parameters, even frozen ones
-    (lr_mult 0); with a frozen feature extractor that is most of the work. This asks the net to
-    recompute its plan counting only trained parameters (learnable and lr_mult != 0)."""
-    if hasattr(net, "_find_grad_needs"):
-        net._find_grad_needs(trained_only=True)
-    return net
+    """Let backward skip layers below which nothing is trained (``Net.set_trained_only``):
+    with a frozen feature extractor that is most of the work."""
+    return net.set_trained_only(True)
 
 
 # ---- evaluation ----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ Relu, LeakyRelu            ReLU (negative_slope)                                
 Clip                       ReLU6 for [0, 6], ReLU for [0, inf), else Clip; min/max from   activation
                            attributes (opset < 11) or constant inputs
 Sigmoid, Tanh              Sigmoid, Tanh                                                  activation
+HardSwish                  HardSwish                                                      hardswish
 Gemm                       InnerProduct (transA 0; transB either way; alpha and beta are  linear
                            folded into the weights and bias; C constant, size 1 or N)
 MatMul [+ Add]             InnerProduct for a 2-D input times a constant matrix; a        linear
