@@ -176,6 +176,30 @@ class Layer:
         """Write this layer into the ONNX graph being built (``g``: io/onnx_convert.py's writer)."""
         raise ValueError(f"layer {self.name!r}: decaf type {self.type_name!r} cannot be exported to ONNX")
 
+    @classmethod
+    def to_caffe(cls, p, w):
+        """Write a layer of this type as Caffe layer(s): ``p`` is its spec with every parameter
+        (defaults filled in), ``w`` io/caffe.py's CaffeWriter (``w.add(caffe_type, ...)``).
+        Reading Caffe is an importer registered with ``@caffe_importer`` (decaf/interop.py)."""
+        raise ValueError(f"layer {p.get('name')!r}: decaf type {cls.type_name!r} has no Caffe equivalent")
+
+    # Folding at inference (io/fold.py merges a per-channel affine into the layer before it):
+    # absorbs_channel_affine: the parameters are a weight with the output channels on axis 0 and
+    #   a bias (absent when bias_term is false), so y_c = s_c (W_c x + b_c) + t_c is one such layer
+    # normalises: normalises its input by statistics (BatchNorm), what fold_batchnorm starts from
+    absorbs_channel_affine = False
+    normalises = False
+
+    @classmethod
+    def affine_at_inference(cls, p):
+        """At test time, is a layer with spec ``p`` (defaults filled in) y_c = s_c x_c + t_c along axis 1?"""
+        return False
+
+    @classmethod
+    def inference_affine(cls, p, get):
+        """For such a layer, (s, t) as float64 arrays; ``get(pname)``: its parameter as float64."""
+        raise NotImplementedError(f"decaf type {cls.type_name!r} is not a per-channel affine")
+
     # ---- helpers --------------------------------------------------------------
     def add_param(self, pname, shape, index, learnable=True):
         """Create a parameter blob; its lr/decay multipliers come from the spec lists."""

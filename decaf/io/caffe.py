@@ -13,7 +13,11 @@ the legacy V1 layout of 2014 files (``layers``, enum types); the structure comes
 from the prototxt and the weights are matched to it by layer name, as Caffe's
 ``CopyTrainedLayersFrom`` does.
 
-Mapping (Caffe type -> decaf layer):
+Mapping (Caffe type -> decaf layer).  Each layer module owns its type's mapping: reading is an
+importer registered with ``@caffe_importer(caffe_type)`` (decaf/interop.py), which gets a
+``CaffeReader`` and the Caffe layer; writing is the layer class's ``to_caffe(p, w)`` with a
+``CaffeWriter``.  This module keeps the file format: the message schemas, the V1 <-> V2 type
+names, in-place renaming, phases, inputs and the weight matching.  Today's mappings:
 
 * Convolution (pad/kernel/stride/dilation as one value, [h, w] or *_h/*_w; group;
   bias_term), InnerProduct (transpose), Pooling (MAX/AVE, global_pooling,
@@ -55,6 +59,7 @@ import os
 
 import numpy as np
 
+from ..interop import CAFFE_IMPORTERS
 from .errors import DecafFormatError
 from .protobuf import Field as F
 from .protobuf import Message as M
@@ -318,184 +323,80 @@ def _included(layer, phase):
     return not any(_meets(r, phase) for r in exclude)
 
 
-# ---- geometry helpers -------------------------------------------------------------------------
+# ---- what a layer's importer may ask (decaf/layers/*.py register them with @caffe_importer) -------
 def _fail(source, layer, message):
     return DecafFormatError(f"{source}: layer {layer.name!r} ({layer.type}): {message}")
 
 
-def _hw(source, layer, p, key, key_h, key_w, default):
-    """An int or [h, w] from Caffe's 'key' (one value, or h and w) or 'key_h'/'key_w'."""
-    values = p.get(key)
-    values = [] if values is None else (list(values) if isinstance(values, list) else [values])
-    if key_h in p or key_w in p:
-        if values:
-            raise _fail(source, layer, f"give either {key} or {key_h}/{key_w}, not both")
-        h, w = p.get(key_h, default), p.get(key_w, default)
-        if h is None or w is None:
-            raise _fail(source, layer, f"{key_h} and {key_w} must both be given")
-    elif not values:
-        if default is None:
-            raise _fail(source, layer, f"{key} is required")
-        h = w = default
-    elif len(values) == 1:
-        h = w = values[0]
-    elif len(values) == 2:
-        h, w = values
-    else:
-        raise _fail(source, layer, f"{key} has {len(values)} values: only 2-D layers are supported")
-    return int(h) if h == w else [int(h), int(w)]
+class CaffeReader:
+    """The context a Caffe importer gets for one layer: ``fn(ctx, layer)``.
 
+    ``layer`` is the Caffe layer (V1 or V2 alike): ``name``, ``type`` (the V2 type name),
+    ``bottom``, ``top`` and ``param("convolution_param")`` (that message as a dict, {} if absent).
+    The importer returns the decaf layer as a dict with its "type" and parameters (not name,
+    bottom or top: the converter wires those), and declares the Caffe blobs with ``weights``.
+    Errors are raised as ``raise ctx.fail("...")`` so that they name the file and the layer.
+    """
 
-def _axis_one(source, layer, value, what):
-    if value is not None and value != 1:
-        raise _fail(source, layer, f"{what} {value} is not supported (decaf works on axis 1)")
+    def __init__(self, source, layer):
+        self.source, self.layer = source, layer
+        self.blob_names, self.transposed, self.convert = [], (), None
 
+    def fail(self, message):
+        """A DecafFormatError naming the file, the layer and its type."""
+        return _fail(self.source, self.layer, message)
 
-# ---- layer converters: Caffe layer -> (decaf layer dict, [param names in blob order]) -------------
-def _c_conv(source, layer):
-    p = layer.param("convolution_param")
-    _axis_one(source, layer, p.get("axis"), "axis")
-    if not p.get("num_output"):
-        raise _fail(source, layer, "num_output is missing or 0")
-    d = {"type": "Convolution", "num_output": p["num_output"],
-         "kernel_size": _hw(source, layer, p, "kernel_size", "kernel_h", "kernel_w", None),
-         "stride": _hw(source, layer, p, "stride", "stride_h", "stride_w", 1),
-         "pad": _hw(source, layer, p, "pad", "pad_h", "pad_w", 0),
-         "group": p.get("group", 1) or 1,
-         "dilation": _hw(source, layer, p, "dilation", "dilation_h", "dilation_w", 1)}
-    bias = p.get("bias_term", True)
-    if not bias:
-        d["bias_term"] = False
-    return d, ["weight", "bias"] if bias else ["weight"]
+    def hw(self, p, key, default):
+        """An int or [h, w] from Caffe's ``key`` (one value or two) or its ``*_h``/``*_w`` pair
+        (kernel_size: kernel_h/kernel_w); ``default`` when absent (None: required)."""
+        key_h, key_w = (key.split("_")[0] + suffix for suffix in ("_h", "_w"))
+        values = p.get(key)
+        values = [] if values is None else (list(values) if isinstance(values, list) else [values])
+        if key_h in p or key_w in p:
+            if values:
+                raise self.fail(f"give either {key} or {key_h}/{key_w}, not both")
+            h, w = p.get(key_h, default), p.get(key_w, default)
+            if h is None or w is None:
+                raise self.fail(f"{key_h} and {key_w} must both be given")
+        elif not values:
+            if default is None:
+                raise self.fail(f"{key} is required")
+            h = w = default
+        elif len(values) == 1:
+            h = w = values[0]
+        elif len(values) == 2:
+            h, w = values
+        else:
+            raise self.fail(f"{key} has {len(values)} values: only 2-D layers are supported")
+        return int(h) if h == w else [int(h), int(w)]
 
+    def axis_one(self, value, what="axis"):
+        """Refuse an axis other than 1 (decaf's layers work on the channel axis)."""
+        if value is not None and value != 1:
+            raise self.fail(f"{what} {value} is not supported (decaf works on axis 1)")
 
-def _c_ip(source, layer):
-    p = layer.param("inner_product_param")
-    _axis_one(source, layer, p.get("axis"), "axis")
-    if not p.get("num_output"):
-        raise _fail(source, layer, "num_output is missing or 0")
-    d = {"type": "InnerProduct", "num_output": p["num_output"]}
-    bias = p.get("bias_term", True)
-    if not bias:
-        d["bias_term"] = False
-    return d, ["weight", "bias"] if bias else ["weight"]
+    def positive(self, p, key):
+        """``p[key]``, which must be given and non-zero (num_output)."""
+        if not p.get(key):
+            raise self.fail(f"{key} is missing or 0")
+        return p[key]
 
+    def multipliers(self):
+        """lr_mult/decay_mult for the decaf spec, from the Caffe param specs (V1: blobs_lr,
+        weight_decay); for a layer whose Caffe blobs are its decaf parameters in order."""
+        out = {}
+        if self.layer.lr_mult:
+            out["lr_mult"] = [float(x) for x in self.layer.lr_mult]
+        if self.layer.decay_mult:
+            out["decay_mult"] = [float(x) for x in self.layer.decay_mult]
+        return out
 
-def _c_pool(source, layer):
-    p = layer.param("pooling_param")
-    pool = p.get("pool", "MAX")
-    if pool not in ("MAX", "AVE"):
-        raise _fail(source, layer, f"pool method {pool} is not supported (MAX or AVE)")
-    d = {"type": "Pooling", "pool": pool.lower()}
-    if p.get("global_pooling"):
-        d["global_pooling"] = True
-    else:
-        d["kernel_size"] = _hw(source, layer, p, "kernel_size", "kernel_h", "kernel_w", None)
-        d["stride"] = _hw(source, layer, p, "stride", "stride_h", "stride_w", 1)
-        d["pad"] = _hw(source, layer, p, "pad", "pad_h", "pad_w", 0)
-    d["round_mode"] = "floor" if p.get("round_mode") == "FLOOR" else "ceil"
-    return d, []
-
-
-def _c_lrn(source, layer):
-    p = layer.param("lrn_param")
-    if p.get("norm_region", "ACROSS_CHANNELS") != "ACROSS_CHANNELS":
-        raise _fail(source, layer, "norm_region WITHIN_CHANNEL is not supported")
-    return {"type": "LRN", "local_size": p.get("local_size", 5), "alpha": p.get("alpha", 1.0),
-            "beta": p.get("beta", 0.75), "k": p.get("k", 1.0)}, []
-
-
-def _c_relu(source, layer):
-    slope = layer.param("relu_param").get("negative_slope", 0.0)
-    return ({"type": "ReLU", "negative_slope": slope} if slope else {"type": "ReLU"}), []
-
-
-def _c_softmax(source, layer):
-    _axis_one(source, layer, layer.param("softmax_param").get("axis"), "softmax axis")
-    return {"type": "Softmax"}, []
-
-
-def _c_softmax_loss(source, layer):
-    _axis_one(source, layer, layer.param("softmax_param").get("axis"), "softmax axis")
-    loss = layer.param("loss_param")
-    if loss.get("normalization") == "NONE" or ("normalization" not in loss and loss.get("normalize") is False):
-        raise _fail(source, layer, "loss normalization other than VALID/FULL is not supported")
-    d = {"type": "SoftmaxWithLoss"}
-    if "ignore_label" in loss:
-        d["ignore_label"] = loss["ignore_label"]
-    return d, []
-
-
-def _c_dropout(source, layer):
-    return {"type": "Dropout", "dropout_ratio": layer.param("dropout_param").get("dropout_ratio", 0.5)}, []
-
-
-def _c_concat(source, layer):
-    p = layer.param("concat_param")
-    axis = p["axis"] if "axis" in p else p.get("concat_dim", 1)
-    if axis < 1:
-        raise _fail(source, layer, f"concatenation along axis {axis} is not supported (axis >= 1)")
-    return {"type": "Concat", "axis": axis}, []
-
-
-def _c_eltwise(source, layer):
-    p = layer.param("eltwise_param")
-    d = {"type": "Eltwise", "operation": p.get("operation", "SUM").lower()}
-    if p.get("coeff"):
-        if d["operation"] != "sum":
-            raise _fail(source, layer, "coeff is only allowed with operation SUM")
-        d["coeff"] = [float(c) for c in p["coeff"]]
-    return d, []
-
-
-def _c_flatten(source, layer):
-    p = layer.param("flatten_param")
-    if p.get("axis", 1) != 1 or p.get("end_axis", -1) != -1:
-        raise _fail(source, layer, "only Flatten with axis 1 and end_axis -1 is supported")
-    return {"type": "Flatten"}, []
-
-
-def _c_reshape(source, layer):
-    p = layer.param("reshape_param")
-    if p.get("axis", 0) != 0 or p.get("num_axes", -1) != -1:
-        raise _fail(source, layer, "only Reshape with axis 0 and num_axes -1 is supported")
-    dims = list(p.get("shape", {}).get("dim", []))
-    if not dims or dims[0] not in (0, -1) or (dims[0] == -1 and -1 in dims[1:]):
-        raise _fail(source, layer, f"reshape to {dims}: the first (batch) dimension must be 0 or -1")
-    return {"type": "Reshape", "shape": [int(d) for d in dims[1:]]}, []
-
-
-def _c_batchnorm(source, layer):
-    p = layer.param("batch_norm_param")
-    d = {"type": "BatchNorm", "eps": p.get("eps", 1e-5), "momentum": p.get("moving_average_fraction", 0.999)}
-    if "use_global_stats" in p:
-        d["use_global_stats"] = p["use_global_stats"]
-    return d, ["mean", "var", None]          # None: Caffe's scale factor blob
-
-
-def _c_scale(source, layer):
-    p = layer.param("scale_param")
-    if len(layer.bottom) != 1:
-        raise _fail(source, layer, "Scale with a second bottom (the scale as an input) is not supported")
-    _axis_one(source, layer, p.get("axis"), "axis")
-    if p.get("num_axes", 1) != 1:
-        raise _fail(source, layer, f"num_axes {p['num_axes']} is not supported (1)")
-    bias = bool(p.get("bias_term", False))
-    return {"type": "Scale", "bias_term": bias}, ["weight", "bias"] if bias else ["weight"]
-
-
-def _simple(decaf_type):
-    return lambda source, layer: ({"type": decaf_type}, [])
-
-
-CONVERTERS = {
-    "Convolution": _c_conv, "InnerProduct": _c_ip, "Pooling": _c_pool, "LRN": _c_lrn, "ReLU": _c_relu,
-    "Sigmoid": _simple("Sigmoid"), "TanH": _simple("Tanh"), "Softmax": _c_softmax,
-    "SoftmaxWithLoss": _c_softmax_loss, "EuclideanLoss": _simple("EuclideanLoss"), "Dropout": _c_dropout,
-    "Concat": _c_concat, "Eltwise": _c_eltwise, "Flatten": _c_flatten, "Reshape": _c_reshape,
-    "BatchNorm": _c_batchnorm, "Scale": _c_scale,
-}
-LEARNABLE = ("Convolution", "InnerProduct", "Scale")
+    def weights(self, names, transposed=(), convert=None):
+        """Declare the layer's Caffe blobs: ``names`` gives the decaf parameter for each blob in
+        order (None: a blob decaf drops). ``transposed``: parameters stored as the transpose of
+        decaf's shape. ``convert(arrays, fail)``: maps the blobs' float32 arrays (one per name) to
+        the values decaf keeps, ``fail(message)`` making an error that names the caffemodel."""
+        self.blob_names, self.transposed, self.convert = list(names), tuple(transposed), convert
 
 
 # ---- inputs -------------------------------------------------------------------------------
@@ -554,7 +455,7 @@ def _data_layer_shapes(source, layer):
 
 # ---- the conversion -------------------------------------------------------------------------
 def _to_spec(net, source, phase):
-    """(spec, plan) from a NetParameter; plan lists (decaf layer, Caffe layer, param names, extra)."""
+    """(spec, plan) from a NetParameter; plan lists (decaf layer, Caffe layer, its CaffeReader)."""
     from ..layer import LAYERS
     import decaf.layers  # noqa: F401  (registers the layer types)
 
@@ -613,11 +514,12 @@ def _to_spec(net, source, phase):
                 inputs[top] = shape
                 current[top] = top
             continue
-        if t not in CONVERTERS:
-            supported = sorted(set(CONVERTERS) | set(INPUT_TYPES) | {"Split"} | set(DROPPED_TYPES))
+        if t not in CAFFE_IMPORTERS:
+            supported = sorted(set(CAFFE_IMPORTERS) | set(INPUT_TYPES) | {"Split"} | set(DROPPED_TYPES))
             raise DecafFormatError(f"{source}: layer {layer.name!r} has type {t!r}, which decaf does not "
                                    f"support (supported: {', '.join(supported)})")
-        d, pnames = CONVERTERS[t](source, layer)
+        ctx = CaffeReader(source, layer)
+        d = CAFFE_IMPORTERS[t](ctx, layer)
         bottoms = [_resolve(source, layer, b, current) for b in layer.bottom]
         inplace_ok = LAYERS[d["type"]].inplace_ok
         tops = []
@@ -644,14 +546,10 @@ def _to_spec(net, source, phase):
                  "bottom": bottoms[0] if len(bottoms) == 1 else bottoms,
                  "top": tops[0] if len(tops) == 1 else tops}
         entry.update(d)
-        if t in LEARNABLE and layer.lr_mult:
-            entry["lr_mult"] = [float(x) for x in layer.lr_mult]
-        if t in LEARNABLE and layer.decay_mult:
-            entry["decay_mult"] = [float(x) for x in layer.decay_mult]
-        if layer.loss_weight and entry["type"] in ("SoftmaxWithLoss", "EuclideanLoss"):
+        if layer.loss_weight and LAYERS[entry["type"]].is_loss:
             entry["loss_weight"] = float(layer.loss_weight[0])
         spec_layers.append(entry)
-        plan.append((entry, layer, pnames, bool(layer.param("inner_product_param").get("transpose"))))
+        plan.append((entry, layer, ctx))
     if not inputs:
         raise DecafFormatError(f"{source}: the net has no inputs (no input fields and no Input/Data layer)")
     spec = {"name": net.get("name") or "caffe_net", "inputs": inputs, "layers": spec_layers}
@@ -691,7 +589,8 @@ def _load_weights(spec, plan, model, model_source):
     for layer in _layers(model, model_source):   # the last of a name wins, as in Caffe
         by_name[layer.name] = layer
     raw = {}
-    for entry, layer, pnames, transpose in plan:
+    for entry, layer, ctx in plan:
+        pnames = ctx.blob_names
         if not pnames:
             continue
         src = by_name.get(layer.name)
@@ -701,16 +600,14 @@ def _load_weights(spec, plan, model, model_source):
         if len(src.blobs) != len(pnames):
             raise DecafFormatError(f"{model_source}: layer {layer.name!r} has {len(src.blobs)} blob(s), "
                                    f"expected {len(pnames)} for a {layer.type} layer")
-        arrays = [_blob_array(b, model_source, f"layer {layer.name!r} blob {i}") for i, b in enumerate(src.blobs)]
-        if entry["type"] == "BatchNorm":
-            (mean, _), (var, _), (factor, _) = arrays
-            if factor.size != 1:
-                raise DecafFormatError(f"{model_source}: layer {layer.name!r}: the BatchNorm scale factor blob "
-                                       f"has {factor.size} values, expected 1")
-            scale = 0.0 if factor[0] == 0 else 1.0 / float(factor[0])
-            arrays = [(mean * np.float32(scale), None), (var * np.float32(scale), None)]
-        for pname, (array, _) in zip(pnames, arrays):
-            raw[f"{entry['name']}.{pname}"] = (array, transpose and pname == "weight", layer)
+        arrays = [_blob_array(b, model_source, f"layer {layer.name!r} blob {i}")[0] for i, b in enumerate(src.blobs)]
+        if ctx.convert is not None:
+            def fail(message, layer=layer):
+                return DecafFormatError(f"{model_source}: layer {layer.name!r}: {message}")
+            arrays = ctx.convert(arrays, fail)
+        for pname, array in zip(pnames, arrays):
+            if pname is not None:
+                raw[f"{entry['name']}.{pname}"] = (array, pname in ctx.transposed, layer)
     net = _check_net(spec, model_source)
     out = {}
     for name, param in net.params.items():
@@ -786,146 +683,99 @@ def caffe_to_net(prototxt_path, caffemodel_path=None, phase="test"):
 
 
 # ---- writing --------------------------------------------------------------------------------
-def _pair(value):
-    from ..layer import as_pair
-    return as_pair(value, "value")
+class CaffeWriter:
+    """The context a layer's ``to_caffe(p, w)`` gets to write one decaf layer (``p``: its spec with
+    every parameter, defaults filled in) as one or more Caffe layers (V2 form; V1 is derived).
+
+    ``w.add(caffe_type, blobs, multipliers, **fields)`` appends a Caffe layer named and wired like
+    the decaf layer (``name``/``bottom``/``top`` override that, for a second layer); ``fields``
+    are its ``*_param`` messages as dicts. ``blobs``: the decaf parameter names (``"weight"``) or
+    constant arrays written as the layer's blobs in order; ``multipliers``: those blobs are the
+    layer's parameters in order, so the spec's lr_mult/decay_mult become its ``param`` entries.
+    ``w.hw`` and ``w.symmetric_pads`` write geometry; ``raise w.refuse("...")`` names the layer.
+    """
+
+    def __init__(self, spec_layer):
+        self.spec = spec_layer
+        self.name = spec_layer["name"]
+        self.bottom = _names(spec_layer.get("bottom", []))
+        self.top = _names(spec_layer.get("top", []))
+        self.layers = []       # [(Caffe layer dict, [decaf parameter name or constant array])]
+
+    def refuse(self, message):
+        return ValueError(f"layer {self.name!r}: {message}")
+
+    def add(self, caffe_type, blobs=(), multipliers=False, name=None, bottom=None, top=None, **fields):
+        c = {"name": name or self.name, "bottom": list(self.bottom if bottom is None else bottom),
+             "top": list(self.top if top is None else top), "type": caffe_type}
+        c.update(fields)
+        lr, decay = self.spec.get("lr_mult"), self.spec.get("decay_mult")
+        if multipliers and blobs and (lr is not None or decay is not None):
+            c["param"] = [{"lr_mult": _pick(lr, i, 1.0), "decay_mult": _pick(decay, i, 1.0)}
+                          for i in range(len(blobs))]
+        self.layers.append((c, list(blobs)))
+        return c
+
+    @staticmethod
+    def hw(p, key, value, skip=None, repeated=False):
+        """Set ``p[key]`` (a list when ``repeated``) to an int or [h, w] value, or its ``*_h``/``*_w``
+        pair when h != w (kernel_size: kernel_h/kernel_w); nothing when both equal ``skip``."""
+        from ..layer import as_pair
+        h, w = as_pair(value, key)
+        if h == w:
+            if h != skip:
+                p[key] = [h] if repeated else h
+        else:
+            base = key.split("_")[0]
+            p[f"{base}_h"], p[f"{base}_w"] = h, w
+
+    def symmetric_pads(self, value):
+        """(h, w) pads from decaf's pad value; Caffe pads are symmetric, anything else is refused."""
+        from ..layer import as_pads
+        t, left, b, r = as_pads(value)
+        if t != b or left != r:
+            raise self.refuse(f"Caffe pads are symmetric; pads {(t, left, b, r)} cannot be written")
+        return t, left
 
 
-def _set_hw(p, key, key_h, key_w, value, skip=None, repeated=False):
-    h, w = _pair(value)
-    if h == w:
-        if h != skip:
-            p[key] = [h] if repeated else h
-    else:
-        p[key_h], p[key_w] = h, w
+def _names(value):
+    return [value] if isinstance(value, str) else list(value)
 
 
-def _sym_pads(name, value):
-    from ..layer import as_pads
-    t, left, b, r = as_pads(value)
-    if t != b or left != r:
-        raise ValueError(f"layer {name!r}: Caffe pads are symmetric; pads {(t, left, b, r)} cannot be written")
-    return t, left
+def _pick(values, i, default):
+    if values is None:
+        return default
+    if isinstance(values, (int, float)):
+        return float(values)
+    return float(values[i]) if i < len(values) else default
 
 
-def _caffe_layer(layer, arrays, v1):
-    """(list of Caffe layer dicts (V2 form), list of blob arrays per dict) for one decaf layer."""
+def _caffe_layers(layer, arrays):
+    """(Caffe layer dicts (V2 form), blob arrays for each) for one decaf layer, by its to_caffe."""
     from ..layer import LAYERS
-    import decaf.layers  # noqa: F401
+    import decaf.layers  # noqa: F401  (registers the layer types)
 
     t = layer["type"]
     if t not in LAYERS:
         raise ValueError(f"layer {layer.get('name')!r}: unknown decaf type {t!r}")
-    p = {**{k: v for k, v in LAYERS[t].PARAMS.items()}, **layer}
-    name = layer["name"]
-    bottom = [layer["bottom"]] if isinstance(layer["bottom"], str) else list(layer["bottom"])
-    top = [layer["top"]] if isinstance(layer["top"], str) else list(layer["top"])
-    c = {"name": name, "bottom": bottom, "top": top}
-    pnames = []
+    w = CaffeWriter(layer)
+    LAYERS[t].to_caffe({**LAYERS[t].PARAMS, **layer}, w)
+    if not w.layers:
+        raise ValueError(f"layer {w.name!r}: decaf type {t!r} wrote no Caffe layer")
+    if "loss_weight" in layer:
+        w.layers[0][0]["loss_weight"] = [float(layer["loss_weight"])]
 
-    def get(pname):
-        if arrays is None:
-            return None
-        key = f"{name}.{pname}"
+    def value(blob):
+        if not isinstance(blob, str):
+            return np.asarray(blob, np.float32)
+        key = f"{w.name}.{blob}"
         if key not in arrays:
-            raise KeyError(f"layer {name!r}: no array {key!r} to write")
+            raise KeyError(f"layer {w.name!r}: no array {key!r} to write")
         return np.asarray(arrays[key], np.float32)
 
-    if t == "Convolution":
-        if p.get("pad_mode"):
-            raise ValueError(f"layer {name!r}: Caffe has no SAME padding (pad_mode {p['pad_mode']!r})")
-        cp = {"num_output": int(p["num_output"])}
-        if not p["bias_term"]:
-            cp["bias_term"] = False
-        ph, pw = _sym_pads(name, p["pad"])
-        _set_hw(cp, "pad", "pad_h", "pad_w", [ph, pw], skip=0, repeated=True)
-        _set_hw(cp, "kernel_size", "kernel_h", "kernel_w", p["kernel_size"], repeated=True)
-        if p["group"] != 1:
-            cp["group"] = int(p["group"])
-        _set_hw(cp, "stride", "stride_h", "stride_w", p["stride"], skip=1, repeated=True)
-        dh, dw = _pair(p["dilation"])
-        if (dh, dw) != (1, 1):
-            cp["dilation"] = [dh] if dh == dw else [dh, dw]
-        c.update(type="Convolution", convolution_param=cp)
-        pnames = ["weight", "bias"] if p["bias_term"] else ["weight"]
-    elif t == "InnerProduct":
-        ip = {"num_output": int(p["num_output"])}
-        if not p["bias_term"]:
-            ip["bias_term"] = False
-        c.update(type="InnerProduct", inner_product_param=ip)
-        pnames = ["weight", "bias"] if p["bias_term"] else ["weight"]
-    elif t == "Pooling":
-        pp = {"pool": "MAX" if str(p["pool"]).lower() == "max" else "AVE"}
-        if p["global_pooling"]:
-            pp["global_pooling"] = True
-        else:
-            _set_hw(pp, "kernel_size", "kernel_h", "kernel_w", p["kernel_size"])
-            _set_hw(pp, "stride", "stride_h", "stride_w", p["stride"], skip=1)
-            ph, pw = _sym_pads(name, p["pad"])
-            _set_hw(pp, "pad", "pad_h", "pad_w", [ph, pw], skip=0)
-            if pp["pool"] == "AVE" and (ph or pw) and not p["count_include_pad"]:
-                raise ValueError(f"layer {name!r}: Caffe average pooling always counts the padding")
-        if p["round_mode"] == "floor":
-            pp["round_mode"] = "FLOOR"
-        c.update(type="Pooling", pooling_param=pp)
-    elif t == "LRN":
-        c.update(type="LRN", lrn_param={"local_size": int(p["local_size"]), "alpha": float(p["alpha"]),
-                                         "beta": float(p["beta"]), "k": float(p["k"])})
-    elif t in ("ReLU", "LeakyReLU"):
-        c["type"] = "ReLU"
-        if p["negative_slope"]:
-            c["relu_param"] = {"negative_slope": float(p["negative_slope"])}
-    elif t in ("Sigmoid", "Tanh", "Softmax", "EuclideanLoss"):
-        c["type"] = {"Tanh": "TanH"}.get(t, t)
-    elif t == "SoftmaxWithLoss":
-        c["type"] = "SoftmaxWithLoss"
-        if p["ignore_label"] is not None:
-            c["loss_param"] = {"ignore_label": int(p["ignore_label"])}
-    elif t == "Dropout":
-        c.update(type="Dropout", dropout_param={"dropout_ratio": float(p["dropout_ratio"])})
-    elif t == "Concat":
-        c.update(type="Concat", concat_param={"axis": int(p["axis"])} if not v1 else {"concat_dim": int(p["axis"])})
-    elif t == "Eltwise":
-        ep = {"operation": p["operation"].upper()}
-        if p["coeff"] is not None:
-            ep["coeff"] = [float(x) for x in p["coeff"]]
-        c.update(type="Eltwise", eltwise_param=ep)
-    elif t == "Flatten":
-        if p["axis"] != 1:
-            raise ValueError(f"layer {name!r}: only Flatten(axis=1) can be written")
-        c["type"] = "Flatten"
-    elif t == "Reshape":
-        c.update(type="Reshape", reshape_param={"shape": {"dim": [0] + [int(d) for d in p["shape"]]}})
-    elif t == "BatchNorm":
-        bp = {"eps": float(p["eps"])}
-        if p["use_global_stats"] is not None:
-            bp["use_global_stats"] = bool(p["use_global_stats"])
-        c.update(type="BatchNorm", batch_norm_param=bp)
-        blobs = [get("mean"), get("var"), np.ones(1, np.float32)] if arrays is not None else []
-        out, out_blobs = [c], [blobs]
-        if p["affine"]:
-            out.append({"name": f"{name}_scale", "type": "Scale", "bottom": list(top), "top": list(top),
-                        "scale_param": {"bias_term": True}})
-            out_blobs.append([get("weight"), get("bias")] if arrays is not None else [])
-        return out, out_blobs
-    elif t == "Scale":
-        c.update(type="Scale", scale_param={"bias_term": bool(p["bias_term"])})
-        pnames = ["weight", "bias"] if p["bias_term"] else ["weight"]
-    else:
-        raise ValueError(f"layer {name!r}: decaf type {t!r} has no Caffe equivalent")
-    if pnames:
-        lr, decay = layer.get("lr_mult"), layer.get("decay_mult")
-        if lr is not None or decay is not None:
-            def at(values, i, default):
-                if values is None:
-                    return default
-                if isinstance(values, (int, float)):
-                    return float(values)
-                return float(values[i]) if i < len(values) else default
-            c["param"] = [{"lr_mult": at(lr, i, 1.0), "decay_mult": at(decay, i, 1.0)} for i in range(len(pnames))]
-    if "loss_weight" in layer:
-        c["loss_weight"] = [float(layer["loss_weight"])]
-    return [c], [[get(n) for n in pnames] if arrays is not None else []]
+    msgs = [c for c, _ in w.layers]
+    blobs = [[value(b) for b in names] if arrays is not None else [] for _, names in w.layers]
+    return msgs, blobs
 
 
 def _blob_msg(array, v1):
@@ -947,6 +797,8 @@ def _to_v1(c):
     for k in out:
         if k.endswith("_param") and LAYER_PARAMS[k][1] is None:
             raise ValueError(f"layer {c['name']!r}: {k} has no V1 field")
+    if "concat_param" in out:     # the 2014 field name of Concat's axis
+        out["concat_param"] = {"concat_dim": out["concat_param"]["axis"]}
     if c.get("param"):
         out["blobs_lr"] = [s["lr_mult"] for s in c["param"]]
         out["weight_decay"] = [s["decay_mult"] for s in c["param"]]
@@ -971,7 +823,7 @@ def _net_message(spec, arrays, v1):
         layers.append({"name": name, "type": "Input", "top": list(inputs),
                        "input_param": {"shape": [{"dim": [1] + s} for s in inputs.values()]}})
     for layer in spec["layers"]:
-        msgs, blobs = _caffe_layer(layer, arrays, v1)
+        msgs, blobs = _caffe_layers(layer, arrays)
         for m, b in zip(msgs, blobs):
             if arrays is not None and b:
                 m["blobs"] = [_blob_msg(a, v1) for a in b]

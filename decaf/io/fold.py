@@ -15,6 +15,11 @@ InnerProduct, (2) nothing else reads that blob (no other layer, no in-place
 layer), (3) it does not force batch statistics (``use_global_stats`` false).  A
 Scale is folded along when it is the only reader of the BatchNorm's output.
 
+The layers answer the type questions (decaf/layer.py): ``normalises`` marks what a fold
+starts from (BatchNorm), ``affine_at_inference`` and ``inference_affine`` say whether and how
+a layer is y_c = s_c x_c + t_c at test time (BatchNorm, Scale), and ``absorbs_channel_affine`` marks a layer whose weight has the output channels on
+axis 0 and whose bias is optional (Convolution, InnerProduct).
+
 The conv then writes straight to the *last folded layer's top* (the BatchNorm's,
 or the Scale's) and the BatchNorm/Scale layers disappear, so every blob that
 still exists keeps its name and its values; only the conv's raw output blob,
@@ -27,6 +32,8 @@ for inference: training it no longer normalises with batch statistics.
 import copy
 
 import numpy as np
+
+from ..layer import LAYERS, Layer
 
 __all__ = ["fold_batchnorm"]
 
@@ -41,6 +48,8 @@ def fold_batchnorm(spec, arrays):
     ``spec`` and ``arrays`` are not modified; untouched arrays are shared with the
     input dict (not copied).
     """
+    import decaf.layers  # noqa: F401  (registers the layer types)
+
     spec = copy.deepcopy(spec)
     out = dict(arrays)
     layers = spec["layers"]
@@ -51,8 +60,22 @@ def fold_batchnorm(spec, arrays):
     return spec, out
 
 
+def _cls(layer):
+    return LAYERS.get(layer["type"], Layer)
+
+
+def _params(layer):
+    """The layer's spec with its type's defaults filled in."""
+    return {**_cls(layer).PARAMS, **layer}
+
+
 def _readers(layers, blob):
     return [layer for layer in layers if blob in _names(layer.get("bottom", []))]
+
+
+def _affine(layer, arrays):
+    """(s, t) of a layer that is a per-channel affine at test time."""
+    return _cls(layer).inference_affine(_params(layer), lambda pname: _get(arrays, layer, pname))
 
 
 def _fold_one(layers, arrays):
@@ -62,22 +85,23 @@ def _fold_one(layers, arrays):
             if top not in _names(layer.get("bottom", [])):
                 producers[top] = layer
     for bn in layers:
-        if bn["type"] != "BatchNorm" or bn.get("use_global_stats") is False:
+        if not (_cls(bn).normalises and _cls(bn).affine_at_inference(_params(bn))):
             continue
         bottoms = _names(bn["bottom"])
         if len(bottoms) != 1:
             continue
         conv = producers.get(bottoms[0])
-        if conv is None or conv["type"] not in ("Convolution", "InnerProduct"):
+        if conv is None or not _cls(conv).absorbs_channel_affine:
             continue
         readers = _readers(layers, bottoms[0])
         if _names(conv["top"]) != bottoms or len(readers) != 1 or readers[0] is not bn:
             continue
         bn_top = _names(bn["top"])[0]
-        # the Scale right after, if it is the only reader of the BatchNorm's output
+        # a per-channel affine right after (Caffe's Scale), if it is the only reader of the BatchNorm's output
         scale = None
         readers = _readers(layers, bn_top)
-        if len(readers) == 1 and readers[0]["type"] == "Scale" and _names(readers[0]["top"])[0] != bn_top:
+        if (len(readers) == 1 and not _cls(readers[0]).normalises and _names(readers[0]["top"])[0] != bn_top
+                and _cls(readers[0]).affine_at_inference(_params(readers[0]))):
             scale = readers[0]
         _fold(conv, bn, scale, arrays)
         final = _names(scale["top"])[0] if scale is not None else bn_top
@@ -99,22 +123,14 @@ def _get(arrays, layer, pname):
 def _fold(conv, bn, scale, arrays):
     w = _get(arrays, conv, "weight")
     k = w.shape[0]
-    has_bias = conv.get("bias_term", True)
+    has_bias = _params(conv)["bias_term"]
     b = _get(arrays, conv, "bias") if has_bias else np.zeros(k)
-    mean, var = _get(arrays, bn, "mean"), _get(arrays, bn, "var")
-    eps = float(bn.get("eps", 1e-5))
-    if bn.get("affine", False):
-        gamma, beta = _get(arrays, bn, "weight"), _get(arrays, bn, "bias")
-    else:
-        gamma, beta = np.ones(k), np.zeros(k)
-    if mean.shape != (k,):
-        raise ValueError(f"fold_batchnorm: layer {bn['name']!r} has {mean.shape} statistics for the "
+    s, shift = _affine(bn, arrays)
+    if np.shape(s) != (k,):
+        raise ValueError(f"fold_batchnorm: layer {bn['name']!r} has {np.shape(s)} statistics for the "
                          f"{k} outputs of {conv['name']!r}")
-    s = gamma / np.sqrt(var + eps)
-    shift = beta - s * mean
     if scale is not None:
-        g = _get(arrays, scale, "weight")
-        h = _get(arrays, scale, "bias") if scale.get("bias_term", False) else np.zeros(k)
+        g, h = _affine(scale, arrays)
         s, shift = s * g, shift * g + h
     new_w = w * s.reshape((k,) + (1,) * (w.ndim - 1))
     new_b = s * b + shift

@@ -12,7 +12,7 @@ running in place correct: for ReLU y > 0 exactly when x > 0.
 """
 import numpy as np
 
-from ..interop import onnx_importer
+from ..interop import caffe_importer, onnx_importer
 from ..layer import Epilogue, Layer, per_image, register
 
 
@@ -37,6 +37,12 @@ class ReLU(_Elementwise):
 
     def epilogue(self):
         return Epilogue("clamp", 0.0) if self.p["negative_slope"] == 0 else None
+
+    @classmethod
+    def to_caffe(cls, p, w):
+        """Caffe's ReLU, leaky by relu_param's negative_slope (LeakyReLU too)."""
+        slope = float(p["negative_slope"])
+        w.add("ReLU", **({"relu_param": {"negative_slope": slope}} if slope else {}))
 
     def forward(self, bottom, top):
         if self.fused:
@@ -110,6 +116,10 @@ class Sigmoid(_Elementwise):
     type_name = "Sigmoid"
     ops_per_output = 4
 
+    @classmethod
+    def to_caffe(cls, p, w):
+        w.add("Sigmoid")
+
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
         # 1 / (1 + exp(-x)) written via tanh to avoid overflow for large |x|
@@ -131,6 +141,10 @@ class Sigmoid(_Elementwise):
 class Tanh(_Elementwise):
     type_name = "Tanh"
     ops_per_output = 4
+
+    @classmethod
+    def to_caffe(cls, p, w):
+        w.add("TanH")
 
     def forward(self, bottom, top):
         np.tanh(bottom[0].data, out=top[0].data)
@@ -181,3 +195,20 @@ def _clip_from_onnx(imp, node):
 @onnx_importer("Sigmoid", "Tanh")
 def _sigmoid_tanh_from_onnx(imp, node):
     imp.add(node, node.op_type, [node.input[0]], node.output[0])     # the same names in both
+
+
+# ---- Caffe -> decaf (Clip and ReLU6 have no Caffe layer) ----------------------------------------
+@caffe_importer("ReLU")
+def _relu_from_caffe(ctx, layer):
+    slope = layer.param("relu_param").get("negative_slope", 0.0)
+    return {"type": "ReLU", "negative_slope": slope} if slope else {"type": "ReLU"}
+
+
+@caffe_importer("Sigmoid")
+def _sigmoid_from_caffe(ctx, layer):
+    return {"type": "Sigmoid"}
+
+
+@caffe_importer("TanH")
+def _tanh_from_caffe(ctx, layer):
+    return {"type": "Tanh"}

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import fillers, kernels
 from ..errors import SpecError
-from ..interop import onnx_importer
+from ..interop import caffe_importer, onnx_importer
 from ..layer import REQUIRED, Layer, as_pads, as_pair, pair_text, per_image, register
 
 
@@ -44,6 +44,7 @@ class Convolution(Layer):
     type_name = "Convolution"
     group = "conv"
     roles = frozenset({"classifier"})
+    absorbs_channel_affine = True      # weight (K, ...) and bias (K,): a following BatchNorm folds in
     gradcheck_case = ({"num_output": 3, "kernel_size": 3}, [(2, 3, 7, 7)])
     PARAMS = {"num_output": REQUIRED, "kernel_size": REQUIRED, "stride": 1, "pad": 0, "pad_mode": None,
               "group": 1, "dilation": 1, "bias_term": True,
@@ -116,6 +117,25 @@ class Convolution(Layer):
 
     def ops(self, bottom_shapes, top_shapes):
         return per_image(top_shapes[0]) if self.p["bias_term"] else 0
+
+    @classmethod
+    def to_caffe(cls, p, w):
+        """Caffe's Convolution: symmetric pads only, no SAME padding."""
+        if p["pad_mode"]:
+            raise w.refuse(f"Caffe has no SAME padding (pad_mode {p['pad_mode']!r})")
+        cp = {"num_output": int(p["num_output"])}
+        if not p["bias_term"]:
+            cp["bias_term"] = False
+        w.hw(cp, "pad", w.symmetric_pads(p["pad"]), skip=0, repeated=True)
+        w.hw(cp, "kernel_size", p["kernel_size"], repeated=True)
+        if p["group"] != 1:
+            cp["group"] = int(p["group"])
+        w.hw(cp, "stride", p["stride"], skip=1, repeated=True)
+        dh, dw = as_pair(p["dilation"], "dilation")
+        if (dh, dw) != (1, 1):
+            cp["dilation"] = [dh] if dh == dw else [dh, dw]      # Caffe has no dilation_h/_w
+        w.add("Convolution", ["weight", "bias"] if p["bias_term"] else ["weight"], multipliers=True,
+              convolution_param=cp)
 
     # Set by fuse_epilogue when the activation reading this top is a clamp from 0 (ReLU, ReLU6) that
     # the kernels apply as they write: in place, or into the activation's own top (fused_relu_blob),
@@ -224,3 +244,19 @@ def _conv_from_onnx(imp, node):
     if b is not None:
         params["bias"] = b.reshape(-1)
     imp.add(node, "Convolution", [node.input[0]], node.output[0], params, **kw)
+
+
+# ---- Caffe -> decaf -----------------------------------------------------------------------------
+@caffe_importer("Convolution")
+def _conv_from_caffe(ctx, layer):
+    """convolution_param: pad/kernel/stride/dilation as one value, [h, w] or *_h/*_w; group; bias_term."""
+    p = layer.param("convolution_param")
+    ctx.axis_one(p.get("axis"))
+    d = {"type": "Convolution", "num_output": ctx.positive(p, "num_output"),
+         "kernel_size": ctx.hw(p, "kernel_size", None), "stride": ctx.hw(p, "stride", 1),
+         "pad": ctx.hw(p, "pad", 0), "group": p.get("group", 1) or 1, "dilation": ctx.hw(p, "dilation", 1)}
+    bias = p.get("bias_term", True)
+    if not bias:
+        d["bias_term"] = False
+    ctx.weights(["weight", "bias"] if bias else ["weight"])
+    return {**d, **ctx.multipliers()}

@@ -13,7 +13,7 @@ is the same model written the other way round).
 import numpy as np
 
 from ..errors import SpecError
-from ..interop import onnx_importer
+from ..interop import caffe_importer, onnx_importer
 from ..layer import Layer, per_image, register
 
 
@@ -30,6 +30,10 @@ class Dropout(Layer):
         return per_image(top_shapes[0]) if self.phase == "train" else 0
     PARAMS = {"dropout_ratio": 0.5}
     inplace_ok = True
+
+    @classmethod
+    def to_caffe(cls, p, w):
+        w.add("Dropout", dropout_param={"dropout_ratio": float(p["dropout_ratio"])})
 
     def validate(self):
         if not 0 <= self.p["dropout_ratio"] < 1:
@@ -74,3 +78,9 @@ def _dropout_from_onnx(imp, node):
         if mode is None or bool(mode.reshape(-1)[0]):
             raise imp.fail(f"node {imp.label(node)}: Dropout in training mode is not supported")
     imp.add(node, "Dropout", [node.input[0]], node.output[0], dropout_ratio=ratio)
+
+
+# ---- Caffe -> decaf -----------------------------------------------------------------------------
+@caffe_importer("Dropout")
+def _dropout_from_caffe(ctx, layer):
+    return {"type": "Dropout", "dropout_ratio": layer.param("dropout_param").get("dropout_ratio", 0.5)}

@@ -7,7 +7,7 @@ operation "max":           y = max_i x_i;    dx_i = dy where x_i was the (first)
 import numpy as np
 
 from ..errors import SpecError
-from ..interop import onnx_importer
+from ..interop import caffe_importer, onnx_importer
 from ..layer import Layer, per_image, register
 
 
@@ -22,6 +22,13 @@ class Eltwise(Layer):
 
     def ops(self, bottom_shapes, top_shapes):
         return per_image(top_shapes[0]) * max(len(bottom_shapes) - 1, 1)
+
+    @classmethod
+    def to_caffe(cls, p, w):
+        ep = {"operation": p["operation"].upper()}
+        if p["coeff"] is not None:
+            ep["coeff"] = [float(x) for x in p["coeff"]]
+        w.add("Eltwise", eltwise_param=ep)
 
     def validate(self):
         if self.p["operation"] not in ("sum", "prod", "max"):
@@ -167,3 +174,16 @@ def _tensor_and_constant_from_onnx(imp, node, consts):
         raise imp.fail(f"node {imp.label(node)}: {op} of a constant by a tensor is not supported")
     params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
     imp.add(node, "Scale", [x], node.output[0], params, bias_term=bias is not None)
+
+
+# ---- Caffe -> decaf -----------------------------------------------------------------------------
+@caffe_importer("Eltwise")
+def _eltwise_from_caffe(ctx, layer):
+    """SUM (with coeff), PROD or MAX."""
+    p = layer.param("eltwise_param")
+    d = {"type": "Eltwise", "operation": p.get("operation", "SUM").lower()}
+    if p.get("coeff"):
+        if d["operation"] != "sum":
+            raise ctx.fail("coeff is only allowed with operation SUM")
+        d["coeff"] = [float(c) for c in p["coeff"]]
+    return d

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import fillers
 from ..blas import gemm
-from ..interop import onnx_importer
+from ..interop import caffe_importer, onnx_importer
 from ..layer import REQUIRED, Layer, per_image, register
 
 
@@ -19,6 +19,7 @@ class InnerProduct(Layer):
     type_name = "InnerProduct"
     group = "fc"
     roles = frozenset({"classifier"})
+    absorbs_channel_affine = True      # weight (out, in) and bias (out,): a following BatchNorm folds in
     gradcheck_case = ({"num_output": 4}, [(3, 2, 2, 2)])
 
     def summary(self):
@@ -29,6 +30,14 @@ class InnerProduct(Layer):
 
     def ops(self, bottom_shapes, top_shapes):
         return per_image(top_shapes[0]) if self.p["bias_term"] else 0
+
+    @classmethod
+    def to_caffe(cls, p, w):
+        ip = {"num_output": int(p["num_output"])}
+        if not p["bias_term"]:
+            ip["bias_term"] = False
+        w.add("InnerProduct", ["weight", "bias"] if p["bias_term"] else ["weight"], multipliers=True,
+              inner_product_param=ip)
     PARAMS = {"num_output": REQUIRED, "bias_term": True,
               "weight_filler": {"type": "xavier"}, "bias_filler": {"type": "constant", "value": 0.0}}
 
@@ -121,3 +130,17 @@ def _matmul_from_onnx(imp, node):
             imp.absorb(nxt)
             top = nxt.output[0]
     imp.add(node, "InnerProduct", [node.input[0]], top, params, num_output=int(n), bias_term="bias" in params)
+
+
+# ---- Caffe -> decaf -----------------------------------------------------------------------------
+@caffe_importer("InnerProduct")
+def _ip_from_caffe(ctx, layer):
+    """inner_product_param: num_output, bias_term; transpose: the weight blob is stored (in, out)."""
+    p = layer.param("inner_product_param")
+    ctx.axis_one(p.get("axis"))
+    d = {"type": "InnerProduct", "num_output": ctx.positive(p, "num_output")}
+    bias = p.get("bias_term", True)
+    if not bias:
+        d["bias_term"] = False
+    ctx.weights(["weight", "bias"] if bias else ["weight"], transposed=["weight"] if p.get("transpose") else [])
+    return {**d, **ctx.multipliers()}

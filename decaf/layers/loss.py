@@ -10,6 +10,7 @@ EuclideanLoss, bottoms [a, b] of equal shape:
 """
 import numpy as np
 
+from ..interop import caffe_importer
 from ..layer import Layer, per_image, register
 from .softmax import softmax
 
@@ -26,6 +27,11 @@ class SoftmaxWithLoss(Layer):
     PARAMS = {"ignore_label": None}
     n_bottom = 2
     is_loss = True
+
+    @classmethod
+    def to_caffe(cls, p, w):
+        loss = {} if p["ignore_label"] is None else {"loss_param": {"ignore_label": int(p["ignore_label"])}}
+        w.add("SoftmaxWithLoss", **loss)
 
     def reshape(self, bottom_shapes):
         scores, labels = bottom_shapes
@@ -81,6 +87,10 @@ class EuclideanLoss(Layer):
     n_bottom = 2
     is_loss = True
 
+    @classmethod
+    def to_caffe(cls, p, w):
+        w.add("EuclideanLoss")
+
     def reshape(self, bottom_shapes):
         a, b = bottom_shapes
         if tuple(a) != tuple(b):
@@ -96,3 +106,22 @@ class EuclideanLoss(Layer):
         for i, sign in enumerate((1, -1)):
             if propagate_down[i]:
                 bottom[i].diff[...] = sign * scale * self.delta
+
+
+# ---- Caffe -> decaf -----------------------------------------------------------------------------
+@caffe_importer("SoftmaxWithLoss")
+def _softmax_loss_from_caffe(ctx, layer):
+    """Normalised by the count of valid labels (VALID, or FULL without an ignore_label) only."""
+    ctx.axis_one(layer.param("softmax_param").get("axis"), "softmax axis")
+    loss = layer.param("loss_param")
+    if loss.get("normalization") == "NONE" or ("normalization" not in loss and loss.get("normalize") is False):
+        raise ctx.fail("loss normalization other than VALID/FULL is not supported")
+    d = {"type": "SoftmaxWithLoss"}
+    if "ignore_label" in loss:
+        d["ignore_label"] = loss["ignore_label"]
+    return d
+
+
+@caffe_importer("EuclideanLoss")
+def _euclidean_from_caffe(ctx, layer):
+    return {"type": "EuclideanLoss"}

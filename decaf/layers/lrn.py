@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import kernels
 from ..errors import SpecError
-from ..interop import onnx_importer
+from ..interop import caffe_importer, onnx_importer
 from ..layer import Layer, per_image, register
 
 
@@ -28,6 +28,11 @@ class LRN(Layer):
         # window sum of squares, scale, power, product
         return per_image(top_shapes[0]) * (self.p["local_size"] + 4)
     PARAMS = {"local_size": 5, "alpha": 1.0, "beta": 0.75, "k": 1.0}
+
+    @classmethod
+    def to_caffe(cls, p, w):
+        w.add("LRN", lrn_param={"local_size": int(p["local_size"]), "alpha": float(p["alpha"]),
+                                "beta": float(p["beta"]), "k": float(p["k"])})
 
     def validate(self):
         if int(self.p["local_size"]) < 1:
@@ -68,3 +73,14 @@ def _lrn_from_onnx(imp, node):
         raise imp.fail(f"node {imp.label(node)}: LRN without size")
     imp.add(node, "LRN", [node.input[0]], node.output[0], local_size=int(a["size"]),
             alpha=float(a.get("alpha", 1e-4)), beta=float(a.get("beta", 0.75)), k=float(a.get("bias", 1.0)))
+
+
+# ---- Caffe -> decaf -----------------------------------------------------------------------------
+@caffe_importer("LRN")
+def _lrn_from_caffe(ctx, layer):
+    """ACROSS_CHANNELS only; Caffe's alpha is divided by local_size, as decaf's is."""
+    p = layer.param("lrn_param")
+    if p.get("norm_region", "ACROSS_CHANNELS") != "ACROSS_CHANNELS":
+        raise ctx.fail("norm_region WITHIN_CHANNEL is not supported")
+    return {"type": "LRN", "local_size": p.get("local_size", 5), "alpha": p.get("alpha", 1.0),
+            "beta": p.get("beta", 0.75), "k": p.get("k", 1.0)}

@@ -18,7 +18,7 @@ Scale (parameter bias_term=False): y = x * gamma_c (+ beta_c);
 import numpy as np
 
 from .. import fillers
-from ..interop import onnx_importer
+from ..interop import caffe_importer, onnx_importer
 from ..layer import Layer, per_image, register
 
 
@@ -42,6 +42,30 @@ class BatchNorm(Layer):
         return 2 * per_image(top_shapes[0])
     PARAMS = {"eps": 1e-5, "momentum": 0.9, "use_global_stats": None, "affine": False}
     inplace_ok = False
+    normalises = True
+
+    @classmethod
+    def affine_at_inference(cls, p):
+        return p["use_global_stats"] is not False     # false: batch statistics even at test time
+
+    @classmethod
+    def inference_affine(cls, p, get):
+        """s = gamma / sqrt(var + eps), t = beta - s mean (gamma 1, beta 0 without affine)."""
+        mean, var = get("mean"), get("var")
+        gamma, beta = (get("weight"), get("bias")) if p["affine"] else (1.0, 0.0)
+        s = gamma / np.sqrt(var + float(p["eps"]))
+        return s, beta - s * mean
+
+    @classmethod
+    def to_caffe(cls, p, w):
+        """Caffe's BatchNorm holds (mean, var, scale factor 1) and no affine: a Scale layer follows."""
+        bp = {"eps": float(p["eps"])}
+        if p["use_global_stats"] is not None:
+            bp["use_global_stats"] = bool(p["use_global_stats"])
+        w.add("BatchNorm", ["mean", "var", np.ones(1, np.float32)], batch_norm_param=bp)
+        if p["affine"]:
+            w.add("Scale", ["weight", "bias"], name=f"{p['name']}_scale", bottom=w.top, top=w.top,
+                  scale_param={"bias_term": True})
 
     def setup(self, bottom_shapes, fill_rng):
         c = bottom_shapes[0][1]
@@ -127,6 +151,20 @@ class Scale(Layer):
               "bias_filler": {"type": "constant", "value": 0.0}}
     inplace_ok = False
 
+    @classmethod
+    def affine_at_inference(cls, p):
+        return True
+
+    @classmethod
+    def inference_affine(cls, p, get):
+        g = get("weight")
+        return g, (get("bias") if p["bias_term"] else np.zeros_like(g))
+
+    @classmethod
+    def to_caffe(cls, p, w):
+        w.add("Scale", ["weight", "bias"] if p["bias_term"] else ["weight"], multipliers=True,
+              scale_param={"bias_term": bool(p["bias_term"])})
+
     def setup(self, bottom_shapes, fill_rng):
         c = bottom_shapes[0][1]
         self.gamma = self.add_param("weight", (c,), 0)
@@ -185,3 +223,38 @@ def _batchnorm_from_onnx(imp, node):
               "var": imp.need_const(node, 4, "var").reshape(-1)}
     imp.add(node, "BatchNorm", [node.input[0]], node.output[0], params, eps=float(a.get("epsilon", 1e-5)),
             momentum=float(a.get("momentum", 0.9)), affine=True)
+
+
+# ---- Caffe -> decaf -----------------------------------------------------------------------------
+@caffe_importer("BatchNorm")
+def _batchnorm_from_caffe(ctx, layer):
+    p = layer.param("batch_norm_param")
+    d = {"type": "BatchNorm", "eps": p.get("eps", 1e-5), "momentum": p.get("moving_average_fraction", 0.999)}
+    if "use_global_stats" in p:
+        d["use_global_stats"] = p["use_global_stats"]
+    ctx.weights(["mean", "var", None], convert=_unscale_statistics)
+    return d
+
+
+def _unscale_statistics(arrays, fail):
+    """Caffe's blobs are (sum of means, sum of variances, scale factor): decaf keeps mean and var
+    divided by the factor (a factor 0 gives 0, as in Caffe)."""
+    mean, var, factor = arrays
+    if factor.size != 1:
+        raise fail(f"the BatchNorm scale factor blob has {factor.size} values, expected 1")
+    scale = 0.0 if factor[0] == 0 else 1.0 / float(factor[0])
+    return [mean * np.float32(scale), var * np.float32(scale), None]
+
+
+@caffe_importer("Scale")
+def _scale_from_caffe(ctx, layer):
+    """One bottom (a learned scale), along axis 1 only."""
+    p = layer.param("scale_param")
+    if len(layer.bottom) != 1:
+        raise ctx.fail("Scale with a second bottom (the scale as an input) is not supported")
+    ctx.axis_one(p.get("axis"))
+    if p.get("num_axes", 1) != 1:
+        raise ctx.fail(f"num_axes {p['num_axes']} is not supported (1)")
+    bias = bool(p.get("bias_term", False))
+    ctx.weights(["weight", "bias"] if bias else ["weight"])
+    return {"type": "Scale", "bias_term": bias, **ctx.multipliers()}

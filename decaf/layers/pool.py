@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import kernels
 from ..errors import SpecError
-from ..interop import onnx_importer
+from ..interop import caffe_importer, onnx_importer
 from ..layer import Layer, as_pads, as_pair, pair_text, per_image, register
 from .conv import pads_from_onnx
 
@@ -49,6 +49,23 @@ class Pooling(Layer):
         return per_image(top_shapes[0]) * kh * kw      # one comparison or add per window element
     PARAMS = {"pool": "max", "kernel_size": None, "stride": 1, "pad": 0, "global_pooling": False,
               "round_mode": "ceil", "count_include_pad": True}
+
+    @classmethod
+    def to_caffe(cls, p, w):
+        """Caffe's Pooling: symmetric pads; its average always counts the padding."""
+        pp = {"pool": "MAX" if str(p["pool"]).lower() == "max" else "AVE"}
+        if p["global_pooling"]:
+            pp["global_pooling"] = True
+        else:
+            w.hw(pp, "kernel_size", p["kernel_size"])
+            w.hw(pp, "stride", p["stride"], skip=1)
+            ph, pw = w.symmetric_pads(p["pad"])
+            w.hw(pp, "pad", [ph, pw], skip=0)
+            if pp["pool"] == "AVE" and (ph or pw) and not p["count_include_pad"]:
+                raise w.refuse("Caffe average pooling always counts the padding")
+        if p["round_mode"] == "floor":
+            pp["round_mode"] = "FLOOR"
+        w.add("Pooling", pooling_param=pp)
 
     def validate(self):
         p = self.p
@@ -152,3 +169,22 @@ def _pool_from_onnx(imp, node):
 def _global_pool_from_onnx(imp, node):
     pool = "max" if node.op_type == "GlobalMaxPool" else "ave"
     imp.add(node, "Pooling", [node.input[0]], node.output[0], pool=pool, global_pooling=True)
+
+
+# ---- Caffe -> decaf -----------------------------------------------------------------------------
+@caffe_importer("Pooling")
+def _pool_from_caffe(ctx, layer):
+    """MAX or AVE; global_pooling; round_mode (Caffe's default CEIL)."""
+    p = layer.param("pooling_param")
+    pool = p.get("pool", "MAX")
+    if pool not in ("MAX", "AVE"):
+        raise ctx.fail(f"pool method {pool} is not supported (MAX or AVE)")
+    d = {"type": "Pooling", "pool": pool.lower()}
+    if p.get("global_pooling"):
+        d["global_pooling"] = True
+    else:
+        d["kernel_size"] = ctx.hw(p, "kernel_size", None)
+        d["stride"] = ctx.hw(p, "stride", 1)
+        d["pad"] = ctx.hw(p, "pad", 0)
+    d["round_mode"] = "floor" if p.get("round_mode") == "FLOOR" else "ceil"
+    return d

@@ -10,7 +10,7 @@ Split:            one bottom, several tops sharing its data; dx = sum of the
 import numpy as np
 
 from ..errors import SpecError
-from ..interop import onnx_importer
+from ..interop import caffe_importer, onnx_importer
 from ..layer import REQUIRED, Layer, register
 
 
@@ -18,6 +18,12 @@ from ..layer import REQUIRED, Layer, register
 class Flatten(Layer):
     type_name = "Flatten"
     PARAMS = {"axis": 1}
+
+    @classmethod
+    def to_caffe(cls, p, w):
+        if p["axis"] != 1:
+            raise w.refuse("only Flatten(axis=1) can be written")
+        w.add("Flatten")
 
     def reshape(self, bottom_shapes):
         shape, a = bottom_shapes[0], self.p["axis"]
@@ -39,6 +45,11 @@ class Reshape(Flatten):
     type_name = "Reshape"
     gradcheck_case = ({"shape": [-1]}, [(2, 3, 2, 2)])
     PARAMS = {"shape": REQUIRED}
+
+    @classmethod
+    def to_caffe(cls, p, w):
+        """decaf's shape leaves out the batch axis; Caffe's 0 copies it."""
+        w.add("Reshape", reshape_param={"shape": {"dim": [0] + [int(d) for d in p["shape"]]}})
 
     def validate(self):
         shape = list(self.p["shape"])
@@ -68,6 +79,10 @@ class Reshape(Flatten):
 class Concat(Layer):
     type_name = "Concat"
     PARAMS = {"axis": 1}
+
+    @classmethod
+    def to_caffe(cls, p, w):
+        w.add("Concat", concat_param={"axis": int(p["axis"])})
     n_bottom = (1, None)
 
     def reshape(self, bottom_shapes):
@@ -164,3 +179,34 @@ def _concat_from_onnx(imp, node):
         if imp.const(t) is not None:
             raise imp.fail(f"node {imp.label(node)}: Concat with a constant input is not supported")
     imp.add(node, "Concat", list(node.input), node.output[0], axis=axis)
+
+
+# ---- Caffe -> decaf (Caffe's Split layers are dropped by the converter: the net inserts its own) --
+@caffe_importer("Flatten")
+def _flatten_from_caffe(ctx, layer):
+    p = layer.param("flatten_param")
+    if p.get("axis", 1) != 1 or p.get("end_axis", -1) != -1:
+        raise ctx.fail("only Flatten with axis 1 and end_axis -1 is supported")
+    return {"type": "Flatten"}
+
+
+@caffe_importer("Reshape")
+def _reshape_from_caffe(ctx, layer):
+    """Whole-blob reshapes that keep the batch axis (first dim 0 or -1)."""
+    p = layer.param("reshape_param")
+    if p.get("axis", 0) != 0 or p.get("num_axes", -1) != -1:
+        raise ctx.fail("only Reshape with axis 0 and num_axes -1 is supported")
+    dims = list(p.get("shape", {}).get("dim", []))
+    if not dims or dims[0] not in (0, -1) or (dims[0] == -1 and -1 in dims[1:]):
+        raise ctx.fail(f"reshape to {dims}: the first (batch) dimension must be 0 or -1")
+    return {"type": "Reshape", "shape": [int(d) for d in dims[1:]]}
+
+
+@caffe_importer("Concat")
+def _concat_from_caffe(ctx, layer):
+    """axis, or the 2014 files' concat_dim."""
+    p = layer.param("concat_param")
+    axis = p["axis"] if "axis" in p else p.get("concat_dim", 1)
+    if axis < 1:
+        raise ctx.fail(f"concatenation along axis {axis} is not supported (axis >= 1)")
+    return {"type": "Concat", "axis": axis}

@@ -5,7 +5,7 @@
 """
 import numpy as np
 
-from ..interop import onnx_importer
+from ..interop import caffe_importer, onnx_importer
 from ..layer import Layer, per_image, register
 
 
@@ -26,6 +26,10 @@ class Softmax(Layer):
 
     def ops(self, bottom_shapes, top_shapes):
         return 5 * per_image(top_shapes[0])
+
+    @classmethod
+    def to_caffe(cls, p, w):
+        w.add("Softmax")
 
     def reshape(self, bottom_shapes):
         return [bottom_shapes[0]]
@@ -55,3 +59,10 @@ def _softmax_from_onnx(imp, node):
         raise imp.fail(f"node {imp.label(node)}: Softmax over axis {a.get('axis')} of a {r}-D input is "
                        f"not supported (decaf takes the softmax over the channel axis 1)")
     imp.add(node, "Softmax", [node.input[0]], node.output[0])
+
+
+# ---- Caffe -> decaf -----------------------------------------------------------------------------
+@caffe_importer("Softmax")
+def _softmax_from_caffe(ctx, layer):
+    ctx.axis_one(layer.param("softmax_param").get("axis"), "softmax axis")
+    return {"type": "Softmax"}
