@@ -1,12 +1,20 @@
 """The ``decaf`` command. Each subcommand lives in ``decaf/commands/<name>.py``
-and provides ``add_parser(subparsers)`` (returning its parser) and ``run(args)``."""
+and provides ``add_parser(subparsers)`` (returning its parser) and ``run(args)``; a module
+there is a command, with no edit here."""
 import argparse
 import importlib
 import sys
 
-COMMANDS = ["classify", "extract", "transfer", "tsne", "profile", "train", "convert", "models",
-            "gradcheck", "draw",
-            "serve"]
+import pkgutil
+
+from . import commands as _commands
+
+# the order of `decaf --help`; any other module of decaf/commands follows, alphabetically, so a new
+# command is one new module
+_FIRST = ["classify", "extract", "transfer", "tsne", "profile", "train", "convert", "models",
+          "gradcheck", "draw", "serve"]
+_FOUND = sorted(m.name for m in pkgutil.iter_modules(_commands.__path__) if not m.name.startswith("_"))
+COMMANDS = [c for c in _FIRST if c in _FOUND] + [c for c in _FOUND if c not in _FIRST]
 
 
 def build_parser():
