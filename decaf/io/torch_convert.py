@@ -9,7 +9,7 @@ are ignored; any other key left over, or missing, is an error.
 import numpy as np
 
 from ..models import get_spec
-from ..models.efficientnet import block_names
+from ..models.efficientnet import VARIANTS, block_names
 from .errors import DecafFormatError
 from .torch_reader import read_torch_checkpoint
 
@@ -21,11 +21,12 @@ def _bn(mapping, layer, key):
         mapping[f"{layer}.{ours}"] = f"{key}.{theirs}"
 
 
-def efficientnet_lite0_names():
-    """decaf parameter name -> key in lukemelas-style EfficientNet-Lite0 state dicts."""
+def efficientnet_lite_names(variant="efficientnet_lite0"):
+    """decaf parameter name -> key in lukemelas-style EfficientNet-Lite0/1/2 state dicts."""
+    width, depth, _ = VARIANTS[variant]
     m = {"stem.weight": "_conv_stem.weight"}
     _bn(m, "stem_bn", "_bn0")
-    for i, expand, *_ in block_names():
+    for i, expand, *_ in block_names(width, depth):
         key = f"_blocks.{i}"
         if expand != 1:
             m[f"b{i}_expand.weight"] = f"{key}._expand_conv.weight"
@@ -40,7 +41,11 @@ def efficientnet_lite0_names():
     return m
 
 
-ARCHS = {"efficientnet_lite0": (lambda: get_spec("efficientnet_lite0"), efficientnet_lite0_names)}
+def efficientnet_lite0_names():
+    return efficientnet_lite_names("efficientnet_lite0")
+
+
+ARCHS = {v: (lambda v=v: get_spec(v), lambda v=v: efficientnet_lite_names(v)) for v in VARIANTS}
 IGNORED_SUFFIXES = ("num_batches_tracked",)
 
 
