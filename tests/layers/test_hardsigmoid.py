@@ -6,7 +6,7 @@ import pytest
 import decaf
 from decaf.gradcheck import check_net, layer_net_spec
 from decaf.profile import profile
-from onnx_case import check_export, check_import, one_layer_net, one_node_model
+from layer_checks import check_export, check_import, one_layer_net, one_node_model
 
 
 def reference(x, alpha, beta):

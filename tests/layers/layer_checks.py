@@ -65,3 +65,27 @@ def one_layer_net(layer, shape, seed=0):
     spec = {"name": "one", "inputs": {"x": list(shape[1:])},
             "layers": [dict({"name": "the_layer", "bottom": "x", "top": "y"}, **layer)]}
     return decaf.Net(spec, seed=seed)
+
+
+def profile_entry(net, batch=2):
+    """decaf profile's entry for the net's one layer."""
+    from decaf.profile import profile
+    (entry,) = profile(net, batch=batch, iters=1, warmup=0, progress=False).layers
+    return entry
+
+
+def assert_caffe_refuses(tmp_path, layer, shape):
+    """Writing the one-layer net as Caffe raises the default refusal, naming the layer and its type."""
+    from decaf.io.caffe import write_prototxt
+    spec = {"name": "n", "inputs": {"x": list(shape[1:])},
+            "layers": [dict({"name": "the_layer", "bottom": "x", "top": "y"}, **layer)]}
+    with pytest.raises(ValueError) as info:
+        write_prototxt(tmp_path / "n.prototxt", spec)
+    assert str(info.value) == f"layer 'the_layer': decaf type {layer['type']!r} has no Caffe equivalent"
+
+
+def assert_never_in_place(layer, shape):
+    spec = {"name": "n", "inputs": {"x": list(shape[1:])},
+            "layers": [dict({"name": "the_layer", "bottom": "x", "top": "x"}, **layer)]}
+    with pytest.raises(decaf.SpecError, match="cannot run in place"):
+        decaf.Net(spec)
