@@ -13,6 +13,8 @@ def one_node_model(path, op, x_shape, attrs=None, consts=None, opset=17, y_shape
     consts = consts or {}
     inits = [numpy_helper.from_array(np.asarray(v), name) for name, v in consts.items() if v is not None]
     inputs = ["x"] + [name if consts[name] is not None else "" for name in consts]
+    while inputs[-1] == "":        # trailing optional inputs are left out (ONNX Runtime crashes on them)
+        inputs.pop()
     node = helper.make_node(op, inputs, ["y"], name="the_node", **(attrs or {}))
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape or x_shape)], initializer=inits)
