@@ -136,6 +136,7 @@ BATCH_NORM = M("BatchNormParameter", [
 SCALE = M("ScaleParameter", [
     F(1, "axis", "int32"), F(2, "num_axes", "int32"), F(3, "filler", "message", message=FILLER),
     F(4, "bias_term", "bool"), F(5, "bias_filler", "message", message=FILLER)], strict=True)
+PRELU = M("PReLUParameter", [F(1, "filler", "message", message=FILLER), F(2, "channel_shared", "bool")], strict=True)
 INPUT = M("InputParameter", [F(1, "shape", "message", repeated=True, message=BLOB_SHAPE)], strict=True)
 RESHAPE = M("ReshapeParameter", [
     F(1, "shape", "message", message=BLOB_SHAPE), F(2, "axis", "int32"), F(3, "num_axes", "int32")], strict=True)
@@ -169,7 +170,7 @@ LAYER_PARAMS = {
     "sigmoid_param": (124, 38, SIGMOID), "softmax_param": (125, 39, SOFTMAX), "tanh_param": (127, 37, TANH),
     "window_data_param": (129, 20, WINDOW_DATA), "reshape_param": (133, None, RESHAPE),
     "flatten_param": (135, None, FLATTEN), "batch_norm_param": (139, None, BATCH_NORM),
-    "scale_param": (142, None, SCALE), "input_param": (143, None, INPUT),
+    "scale_param": (142, None, SCALE), "input_param": (143, None, INPUT), "prelu_param": (131, None, PRELU),
 }
 
 LAYER_PARAMETER = M("LayerParameter", [
