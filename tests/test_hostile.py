@@ -665,3 +665,25 @@ def test_a_png_declaring_a_huge_image_is_refused_from_its_header(tmp_path, monke
     monkeypatch.setenv("DECAF_MAX_IMAGE_PIXELS", "lots")
     with pytest.raises(ValueError, match="DECAF_MAX_IMAGE_PIXELS must be a positive number"):
         decode(str(small))
+
+
+# ---------------------------------------------------------------------------------------
+# finding 9 (part): raw tracebacks from the CLI
+
+def test_train_model_args_are_checked_against_the_builder(capsys):
+    from decaf.cli import main
+    assert main(["train", "lenet", "--digits", "--model-args", '{"nope": 1}']) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("decaf train: error: --model-args: lenet takes no argument(s) ['nope']")
+    assert main(["train", "lenet", "--digits", "--model-args", "[1, 2]"]) == 1
+    assert "must be a JSON object" in capsys.readouterr().err
+
+
+def test_os_errors_are_one_line_naming_the_file(tmp_path, capsys):
+    from decaf.cli import main
+    target = tmp_path / "not_a_dir"
+    target.write_text("x")
+    status = main(["train", "lenet", "--digits", "--iters", "1", "--out", str(target)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1
+    assert err[-1] == f"decaf train: error: {target}: File exists"

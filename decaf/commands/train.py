@@ -187,9 +187,15 @@ def resolve_model(args, classes, shape):
             kw["input_size"] = shape[1]
         if args.model_args:
             try:
-                kw.update(json.loads(args.model_args))
+                extra = json.loads(args.model_args)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"--model-args is not valid JSON ({exc})") from None
+            if not isinstance(extra, dict):
+                raise ValueError(f"--model-args must be a JSON object of arguments, got {args.model_args!r}")
+            unknown = sorted(set(extra) - set(names))
+            if unknown:
+                raise ValueError(f"--model-args: {model} takes no argument(s) {unknown}; it takes {sorted(names)}")
+            kw.update(extra)
         return fn(**kw), None, {}
     if args.model_args:
         raise ValueError("--model-args applies to zoo models only")
