@@ -170,9 +170,6 @@ CAFFE_IMAGENET_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
 CAFFE_IMAGENET = Recipe(crop=227, resize_warp=256, resample="bilinear", channels="BGR", scale=1.0,
                         mean=CAFFE_IMAGENET_MEAN_BGR, std=(1.0,))
 
-# The recipe a converted PyTorch checkpoint gets by default, by its --arch.
-ARCH_RECIPES = {"efficientnet_lite0": EFFICIENTNET_LITE0}
-
 
 def caffe_default(crop):
     """Caffe's ImageNet recipe for a net whose input is ``crop`` x ``crop`` (warp to 256, or to

@@ -122,6 +122,9 @@ class DeCAFFeatures(TransformerMixin, BaseEstimator):
         dim = int(np.prod(net.blobs[blob].shape[1:]))
         return np.asarray([f"{blob}{i}" for i in range(dim)], dtype=object)
 
+    def _more_tags(self):                     # scikit-learn < 1.6
+        return {"requires_fit": False, "stateless": True, "X_types": ["string"], "preserves_dtype": []}
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.requires_fit = False            # fit learns nothing

@@ -112,6 +112,7 @@ def recipe_for(net, fmt, args, carried):
 
     from .. import recipe as recipes
     from ..pipeline import image_input
+    from ..pretrained import PRETRAINED
 
     try:
         _, (c, h, w) = image_input(net)
@@ -133,8 +134,8 @@ def recipe_for(net, fmt, args, carried):
         base, origin = carried["preprocess"], f"carried by {os.path.basename(args.src)}"
     elif fmt == "caffe":
         base, origin = recipes.caffe_default(h), "Caffe's ImageNet default"
-    elif fmt == "torch" and args.arch in recipes.ARCH_RECIPES:
-        base, origin = recipes.ARCH_RECIPES[args.arch], f"the {args.arch} default"
+    elif fmt == "torch" and args.arch in PRETRAINED:
+        base, origin = PRETRAINED[args.arch][3], f"the {args.arch} default"
     elif any(v is not None for v in options.values()):
         base, origin = recipes.DEFAULT, "decaf's default"
         if options["size"] is None and h != base.crop:     # keep the default's 256/224 margin
