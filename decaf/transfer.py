@@ -293,9 +293,9 @@ def _train_and_test(Xtr, ytr, Xte, yte, classifier, dropout, copies, rng, cv_see
     return score(metric, yte, out), C
 
 
-def _summary(scores, chosen, metric):
+def _summary(scores, chosen, metric, tested):
     r = {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "scores": [float(a) for a in scores],
-         "C": chosen}
+         "C": chosen, "test_images": tested}
     if metric == "accuracy":
         r["accuracies"] = r["scores"]
     return r
@@ -313,14 +313,14 @@ def _targets(y, metric, classes=None):
 
 def evaluate(X, y, classifier="logreg", per_class=30, splits=5, dropout=False, copies=10, seed=0, grid=C_GRID,
              test_per_class=None, metric="accuracy", on_split=None):
-    """The protocol above for one setting: {"mean", "std", "scores", "C"} (scores in 0..1; for the metric
-    "accuracy" also "accuracies", the same list). on_split(): called after each split."""
+    """The protocol above for one setting: {"mean", "std", "scores", "C", "test_images"} (scores in 0..1, one
+    per split; for the metric "accuracy" also "accuracies", the same list). on_split(): after each split."""
     X = np.asarray(X, np.float32)
     target, classes = _targets(y, metric)
     multilabel = metric in MULTILABEL_METRICS
     if multilabel and test_per_class:
         raise ValueError("a fixed number of test images per class is for single-label data (metric accuracy)")
-    scores, chosen = [], []
+    scores, chosen, tested = [], [], []
     for s in range(splits):
         rng = np.random.default_rng([seed, per_class, s])
         if multilabel:
@@ -332,9 +332,10 @@ def evaluate(X, y, classifier="logreg", per_class=30, splits=5, dropout=False, c
                                    rng, seed * 1000 + s, s, grid, metric)
         scores.append(value)
         chosen.append(C)
+        tested.append(int(len(test)))
         if on_split:
             on_split()
-    return _summary(scores, chosen, metric)
+    return _summary(scores, chosen, metric, tested)
 
 
 def evaluate_shift(source, target, setting="ST", classifier="logreg", per_class=None, target_per_class=3,
@@ -358,7 +359,7 @@ def evaluate_shift(source, target, setting="ST", classifier="logreg", per_class=
         if unseen:
             raise ValueError(f"target classes missing from the source: {unseen[:5]}")
         yt_classes = sorted(set(yt))
-    scores, chosen = [], []
+    scores, chosen, tested = [], [], []
     for s in range(splits):
         rng = np.random.default_rng([seed, per_class or 0, target_per_class, s])
         src = _draw(ys, per_class, rng, classes, multilabel, leave_for_test=False)
@@ -373,9 +374,10 @@ def evaluate_shift(source, target, setting="ST", classifier="logreg", per_class=
                                    seed * 1000 + s, s, grid, metric)
         scores.append(value)
         chosen.append(C)
+        tested.append(int(len(test)))
         if on_split:
             on_split()
-    return _summary(scores, chosen, metric)
+    return _summary(scores, chosen, metric, tested)
 
 
 # ---- many cells -------------------------------------------------------------------------
