@@ -103,13 +103,14 @@ class _Loader:
 
         import numpy as np
 
-        from ..features import RESERVED_KEYS, default_blob, load_features
+        from ..features import RESERVED_KEYS, default_blob, open_features
         from ..pretrained import DEFAULT_MODEL
         from ..transfer import load_feature_set
         from ..transfer_sources import image_feature_file, is_feature_file
 
-        if is_feature_file(source):
-            names = self.args.blob or [k for k in load_features(source) if k not in RESERVED_KEYS]
+        from ..featstore import is_store
+        if is_feature_file(source) or is_store(source):      # .npz, or a feature store (.zarr, URL)
+            names = self.args.blob or [k for k in open_features(source) if k not in RESERVED_KEYS]   # lazy
             files = [(source, names, None)]
         else:
             if not os.path.exists(source):
