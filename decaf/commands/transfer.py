@@ -160,7 +160,7 @@ def _feature_sets(args):
 
 def _name(where, model, blob, X):
     """How a feature set is named in the table: 'feats.npz:pool (1280-d)', 'photos efficientnet_lite1:pool (...)'."""
-    return f"{where}{' ' + model if model else ''}:{blob} ({X.shape[1]}-d)"
+    return f"{where}{' ' + _label(model) if model else ''}:{blob} ({X.shape[1]}-d)"
 
 
 def _previous(args):
