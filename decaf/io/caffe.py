@@ -24,7 +24,8 @@ names, in-place renaming, phases, inputs and the weight matching.  Today's mappi
   round_mode), LRN (ACROSS_CHANNELS), ReLU (negative_slope), Sigmoid, TanH ->
   Tanh, Softmax (axis 1), SoftmaxWithLoss (ignore_label), EuclideanLoss,
   Dropout, Concat, Eltwise (SUM/PROD/MAX, coeff), BatchNorm, Scale (one bottom),
-  Flatten (axis 1), Reshape (batch axis kept).
+  Flatten (axis 1), Reshape (batch axis kept), PReLU (channel_shared),
+  Deconvolution (convolution_param as for Convolution).
 * BatchNorm's three blobs are (sum of means, sum of variances, scale factor): decaf
   gets mean and variance divided by the factor (0 stays 0, as in Caffe).
 * Input, Data, ImageData, MemoryData, DummyData, WindowData layers and the
@@ -40,7 +41,7 @@ names, in-place renaming, phases, inputs and the weight matching.  Today's mappi
   Dropout, Sigmoid, ...); otherwise (BatchNorm, Scale, ...) their top gets a new
   name (the layer's name) and later readers are pointed at it.
 * Anything else is refused by name: ``DecafFormatError("deploy.prototxt: layer
-  'conv1_up' has type 'Deconvolution', which decaf does not support ...")``.
+  'pow1' has type 'Power', which decaf does not support ...")``.
 
 Weights are copied as they are: Caffe and decaf share the layouts (conv
 (K, C/group, kh, kw), inner product (out, in)); legacy 4-D blob shapes such as
