@@ -36,14 +36,40 @@ from . import features
 _NETS = {}
 
 
+# id(bytes) -> (the bytes, kept so that the id stays theirs; the file they were written to)
+_SHIPPED = {}
+
+
+def _model_file(data):
+    """A shipped model's bytes as a file in this worker's temporary folder (written once, atomically).
+
+    Every task of a run gets the same bytes object (the worker holds the broadcast data once)."""
+    if id(data) not in _SHIPPED:
+        import hashlib
+        import tempfile
+        path = os.path.join(tempfile.gettempdir(), f"decaf-model-{hashlib.sha256(data).hexdigest()[:32]}.decaf")
+        if not os.path.exists(path):
+            fd, temp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(temp, path)
+        _SHIPPED.clear()            # one shipped model at a time: let the last one's bytes go
+        _SHIPPED[id(data)] = (data, path)
+    return _SHIPPED[id(data)][1]
+
+
 def _worker_net(model, blobs, fingerprint, threads):
-    """The net for ``model`` in this worker process, built on first use and checked against the client's."""
-    key = (model, tuple(blobs))
+    """The net for ``model`` in this worker process, built on first use and checked against the client's.
+
+    model: a ``.decaf`` path or pretrained name, or the bytes of a ``.decaf`` file (shipped)."""
     if threads is not None:
         from .threads import set_num_threads
         # one Dask thread per worker runs decaf, which uses ``threads`` of its own: together they fill
         # the cores given to this worker without oversubscribing them
         set_num_threads(threads)
+    if isinstance(model, bytes):
+        model = _model_file(model)      # then read (memory mapped) like any .decaf file
+    key = (model, tuple(blobs))
     if key in _NETS and _NETS[key][0] != fingerprint:
         del _NETS[key]            # the file changed since: read it again
     if key not in _NETS:
@@ -75,7 +101,7 @@ def _connect(workers, scheduler, threads_per_worker):
     if scheduler:
         return Client(scheduler, timeout="30s"), None
     # one Dask thread per process: decaf's kernels bring their own threads (threads_per_worker)
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                            env={"DECAF_NUM_THREADS": str(threads_per_worker or 1)})
     return Client(cluster), cluster
 
@@ -91,7 +117,8 @@ def extract_on_cluster(net, images, out, model, blobs=None, batch_size=32, overs
     """``features.extract(net, images, out=out, ...)`` with the shards computed on a Dask cluster.
 
     net: the model, loaded on the client (for the blob checks, the recipe and the fingerprint).
-    model: how a worker loads the same net: a ``.decaf`` path every worker can read, or a pretrained name.
+    model: how a worker loads the same net: a ``.decaf`` path every worker can read, a pretrained name,
+        or the bytes of the ``.decaf`` file, sent once to every worker (workers without a shared file system).
     out: an ``.npz`` path, or a feature store (``.zarr`` folder or URL; see decaf.featstore).
     workers: start a LocalCluster of that many worker processes here; or scheduler: ``tcp://host:port``
         of a running cluster; or client: a ``dask.distributed.Client`` to use (left open).
@@ -117,7 +144,10 @@ def extract_on_cluster(net, images, out, model, blobs=None, batch_size=32, overs
         raise TypeError(f"a cluster reads images from paths; {inline[0]!r} is an in-memory image")
     if threads_per_worker is None and workers and not scheduler and client is None:
         threads_per_worker = default_threads(workers)
-    model = os.path.abspath(model) if os.path.exists(model) else model
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        model = bytes(model)
+    elif os.path.exists(model):
+        model = os.path.abspath(model)
     info = features.run_info(net, blobs, flatten, oversample)
     t0 = time.perf_counter()
     weights = features.net_fingerprint(net)
@@ -132,6 +162,11 @@ def extract_on_cluster(net, images, out, model, blobs=None, batch_size=32, overs
         bar = features._progress_bar(len(items), progress)
         own_client, cluster = (client, None) if client is not None else _connect(workers, scheduler,
                                                                                  threads_per_worker)
+        if progress:
+            import sys
+            n = len(own_client.scheduler_info().get("workers", {}))
+            print(f"dask: {n} workers at {own_client.scheduler.address}, dashboard {own_client.dashboard_link}; "
+                  f"{len(missing)} of {len(shards)} shards to compute", file=sys.stderr)
         futures = []
         try:
             for k in sorted(set(range(len(shards))) - set(missing)):   # resumed: report their skipped images
@@ -139,10 +174,12 @@ def extract_on_cluster(net, images, out, model, blobs=None, batch_size=32, overs
                 if bar:
                     bar.update(len(shards[k]))
             run = uuid.uuid4().hex[:8]
+            # shipped model bytes go to every worker once, not once per task
+            shipped = own_client.scatter(model, broadcast=True, hash=False) if isinstance(model, bytes) else model
             for k in missing:
                 shard = [(os.fspath(it.source), it.relpath, it.label) for it in shards[k]]
                 futures.append(own_client.submit(
-                    _compute_shard, model, weights, threads_per_worker, sink, blobs, batch_size, oversample,
+                    _compute_shard, shipped, weights, threads_per_worker, sink, blobs, batch_size, oversample,
                     flatten, k, shard, retries=retries, pure=False, key=f"decaf-shard-{k:06d}-{run}"))
             from dask.distributed import as_completed
             for n, future in enumerate(as_completed(futures, timeout=timeout), 1):
@@ -191,6 +228,8 @@ def add_arguments(parser):
     group.add_argument("--threads-per-worker", type=int, default=None, metavar="T",
                        help="decaf threads in each worker (default: cores / N with --workers; with "
                             "--scheduler the workers' own DECAF_NUM_THREADS)")
+    group.add_argument("--ship-model", action="store_true",
+                       help="send the --model .decaf file to every worker (workers without a shared file system)")
     group.add_argument("--retries", type=int, default=3, help="tries again for a shard whose task failed (3)")
     group.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                        help="give up when the whole run takes longer (default: no limit)")
@@ -213,6 +252,13 @@ def cluster_extract(args):
         import distributed  # noqa: F401
     except ImportError:
         raise ValueError("--workers and --scheduler need Dask: pip install 'decaf[dist]'") from None
-    return functools.partial(extract_on_cluster, model=args.model or DEFAULT_MODEL, workers=args.workers,
+    model = args.model or DEFAULT_MODEL
+    if args.ship_model:
+        if not os.path.isfile(model):
+            raise ValueError(f"--ship-model sends a .decaf file; {model!r} is not one (convert it with "
+                             "'decaf convert' first)")
+        with open(model, "rb") as f:
+            model = f.read()
+    return functools.partial(extract_on_cluster, model=model, workers=args.workers,
                              scheduler=args.scheduler, threads_per_worker=args.threads_per_worker,
                              retries=args.retries, timeout=args.timeout)

@@ -84,7 +84,7 @@ def slow_list(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   env={"DECAF_NUM_THREADS": "1"}) as cluster:
         with distributed.Client(cluster, timeout=f"{WAIT}s") as client:
             client.wait_for_workers(2, timeout=WAIT)
@@ -104,7 +104,8 @@ def reference(model, folder, tmp_path_factory):
 
 
 def sha256(path):
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def run(cluster, model, images, out, shard=SHARD, **kwargs):
@@ -139,6 +140,17 @@ def wait_idle(client):
         time.sleep(0.05)
 
 
+def test_cli_workers_flag(model, folder, reference, tmp_path, capsys):
+    """First in the file: its LocalCluster starts before the module's."""
+    out = tmp_path / "cli.zarr"
+    code = main(["extract", str(folder), "--model", model, "--blob", "relu2", "--batch", "4", "--shard",
+                 str(SHARD), "-o", str(out), "--workers", "2", "--threads-per-worker", "1", "--quiet", "--ship-model",
+                 "--timeout", str(WAIT)])
+    assert code == 0
+    assert "40 images, relu2 8 (after ReLU); 2 skipped" in capsys.readouterr().out
+    same_features(out, reference)
+
+
 def test_same_output_as_one_process_and_corrupt_images_listed(cluster, model, folder, reference, tmp_path):
     skipped = []
     stats = run(cluster, model, folder, tmp_path / "d.npz", on_error=lambda p, m: skipped.append((p, m)))
@@ -155,6 +167,13 @@ def test_same_output_as_one_process_and_corrupt_images_listed(cluster, model, fo
     stats = run(cluster, model, folder, tmp_path / "d.zarr")
     same_features(tmp_path / "d.zarr", reference)
     assert stats["extracted"] == 40 and stats["skipped"] == 2
+    # the model shipped to the workers as bytes (no shared file system for it): the same again
+    _, client = cluster
+    with open(model, "rb") as f:
+        data = f.read()
+    extract_on_cluster(load(model), folder, out=str(tmp_path / "s.zarr"), model=data, shard_size=SHARD,
+                       batch_size=4, client=client, timeout=WAIT)
+    same_features(tmp_path / "s.zarr", reference)
 
 
 def test_worker_killed_mid_run_still_every_image_once(cluster, model, slow_list, tmp_path):
@@ -231,16 +250,6 @@ def test_two_runs_into_one_output_refuse(cluster, model, folder, tmp_path, capsy
         assert not (tmp_path / "locked.npz.parts").exists()      # the refused runs wrote nothing
     run(cluster, model, folder, out)          # released: the next run goes through
     assert len(load_features(out)["paths"]) == 40
-
-
-def test_cli_workers_flag(model, folder, reference, tmp_path, capsys):
-    out = tmp_path / "cli.zarr"
-    code = main(["extract", str(folder), "--model", model, "--blob", "relu2", "--batch", "4", "--shard",
-                 str(SHARD), "-o", str(out), "--workers", "2", "--threads-per-worker", "1", "--quiet",
-                 "--timeout", str(WAIT)])
-    assert code == 0
-    assert "40 images, relu2 8 (after ReLU); 2 skipped" in capsys.readouterr().out
-    same_features(out, reference)
 
 
 def test_refusals(model, folder, tmp_path, capsys):
