@@ -101,7 +101,12 @@ def evaluate(net, data, top_k=5, batch_size=10, oversample=False, progress=False
     row = {"path", "label", "label_name", "top": [indices], "probs": [probabilities], ...}."""
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
-    paths, names, kind = data if isinstance(data, tuple) else read_labelled(data)
+    if isinstance(data, tuple):
+        paths, names = list(data[0]), [str(n) for n in data[1]]
+        if len(paths) != len(names):
+            raise ValueError(f"evaluate: {len(paths)} images but {len(names)} labels")
+    else:
+        paths, names, _ = read_labelled(data)
     if not paths:
         raise ValueError(f"{data}: no images found")
     blob = prob_blob(net)

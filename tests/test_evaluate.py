@@ -72,6 +72,8 @@ def test_list_file_indices_and_other_column(colour_net, tmp_path):
     result = evaluate(decaf.load(colour_net), tmp_path / "val.txt", top_k=1)
     assert result["scored"] == 3 and result["top1"] == pytest.approx(2 / 3)
     assert result["confusion"]["matrix"] == [[1, 0, 1], [0, 1, 0]]
+    given = evaluate(decaf.load(colour_net), ([tmp_path / "a.png", tmp_path / "dark.png"], ["red", 3]), top_k=1)
+    assert given["top1"] == 1.0 and given["confusion"]["classes"] == [0, 3]
 
 
 def test_class_matching():
