@@ -10,7 +10,7 @@ Erf:                               y = erf(x),  dy/dx = 2 exp(-x^2) / sqrt(pi)
 Both need the bottom in backward (GELU is not monotonic), so neither runs in place. ONNX: Gelu
 (opset 20, attribute approximate) and Erf are read; PyTorch before opset 20 exports the exact GELU
 as Div(x, sqrt 2), Erf, Add 1, Mul x, Mul 0.5, whose Erf is this module's and the arithmetic the
-Eltwise mappings'. decaf writes GELU as that chain (or the tanh form's), which opset 13 has.
+Eltwise mappings'. decaf writes Gelu from opset 20, before it that chain (or the tanh form's).
 """
 import math
 
@@ -73,6 +73,9 @@ class GELU(_Pointwise):
 
     def to_onnx(self, g):
         name, x = self.name, g.inputs[0]
+        if g.opset >= 20:
+            g.node("Gelu", [x], g.outputs, name, approximate=self.p["approximate"])
+            return
 
         def step(op, inputs, tag, out=None):
             out = out or f"{name}:{tag}"

@@ -85,11 +85,16 @@ class LayerNorm(Layer):
             np.multiply(dx, self.inv_std, out=bottom[0].diff)
 
     def to_onnx(self, g):
-        """The arithmetic in opset-13 ops (ReduceMean with an axes attribute, as opsets 13..17 take it):
-        LayerNormalization itself needs opset 17, and decaf writes opset 13."""
+        """LayerNormalization from opset 17 when the axes run to the last; else the arithmetic
+        (ReduceMean takes its axes as an attribute before opset 18, as an input from it)."""
         name, x = self.name, g.inputs[0]
         ndim = len(g.input_shapes[0])
         a, e = self._axes(ndim)
+        if g.opset >= 17 and e == ndim - 1:
+            g.node("LayerNormalization", [x, g.const(f"{name}.weight", g.params["weight"]),
+                                          g.const(f"{name}.bias", g.params["bias"])], g.outputs, name,
+                   axis=a, epsilon=float(self.p["eps"]))
+            return
         axes = list(range(a, e + 1))
         view = tuple(g.params["weight"].shape) + (1,) * (ndim - 1 - e)
 
@@ -97,8 +102,15 @@ class LayerNorm(Layer):
             g.node(op, inputs, [f"{name}:{tag}"], f"{name}_{tag}", **attrs)
             return f"{name}:{tag}"
 
-        centred = step("Sub", [x, step("ReduceMean", [x], "mean", axes=axes, keepdims=1)], "centred")
-        var = step("ReduceMean", [step("Mul", [centred, centred], "squared")], "var", axes=axes, keepdims=1)
+        axes_input = g.const(f"{name}.axes", axes, np.int64) if g.opset >= 18 else None
+
+        def mean(t, tag):
+            if axes_input:
+                return step("ReduceMean", [t, axes_input], tag, keepdims=1)
+            return step("ReduceMean", [t], tag, axes=axes, keepdims=1)
+
+        centred = step("Sub", [x, mean(x, "mean")], "centred")
+        var = mean(step("Mul", [centred, centred], "squared"), "var")
         std = step("Sqrt", [step("Add", [var, g.const(f"{name}.eps", self.p["eps"])], "var_eps")], "std")
         scaled = step("Mul", [step("Div", [centred, std], "xhat"),
                               g.const(f"{name}.weight", g.params["weight"].reshape(view))], "scaled")

@@ -4,7 +4,7 @@
     backward: dy/dx = t + x (1 - t^2) sigmoid(x)          (d sp / dx = sigmoid(x))
 
 Not monotonic, so backward needs the bottom: never in place. ONNX has Mish from opset 18; decaf
-writes Softplus, Tanh and Mul, which opset 13 has.
+writes it from opset 18, and Softplus, Tanh and Mul before.
 """
 import numpy as np
 
@@ -35,6 +35,9 @@ class Mish(Layer):
             np.multiply(top[0].diff, t + x * (1 - t * t) * sig, out=bottom[0].diff)
 
     def to_onnx(self, g):
+        if g.opset >= 18:
+            g.node("Mish", g.inputs, g.outputs, self.name)
+            return
         sp, t = f"{self.name}:softplus", f"{self.name}:tanh"
         g.node("Softplus", g.inputs, [sp], f"{self.name}_softplus")
         g.node("Tanh", [sp], [t], f"{self.name}_tanh")

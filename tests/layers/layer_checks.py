@@ -51,10 +51,10 @@ def check_import(path, x, rtol=1e-5, atol=1e-6):
     return spec
 
 
-def check_export(net, path, feeds, rtol=1e-5, atol=1e-6):
+def check_export(net, path, feeds, rtol=1e-5, atol=1e-6, opset=13):
     """Export the net, run ONNX Runtime on feeds and compare every output with decaf's."""
     from decaf.io.onnx_convert import net_to_onnx
-    net_to_onnx(net, path)
+    net_to_onnx(net, path, opset=opset)
     theirs = run_ort(path, feeds)
     ours = net.forward(dict(feeds))
     for name, value in zip(net.output_names, theirs):

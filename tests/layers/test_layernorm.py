@@ -64,10 +64,16 @@ def test_profile_counts_it_as_a_norm():
     assert entry.group == "norm" and entry.flops == 8 * 3 * 4 * 5 and entry.macs == 0
 
 
+@pytest.mark.parametrize("opset", [13, 17, 18])
 @pytest.mark.parametrize("params,shape,axes", CASES[:3], ids=["channels", "last", "last_two"])
-def test_onnx_export_matches_onnx_runtime(tmp_path, params, shape, axes):
+def test_onnx_export_matches_onnx_runtime(tmp_path, params, shape, axes, opset):
+    onnx = pytest.importorskip("onnx")
     net, x = net_and_input(params, shape, seed=4)
-    check_export(net, tmp_path / "ln.onnx", {"x": x}, rtol=1e-5, atol=1e-5)
+    check_export(net, tmp_path / "ln.onnx", {"x": x}, rtol=1e-5, atol=1e-5, opset=opset)
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "ln.onnx")).graph.node}
+    # LayerNormalization (opset 17) normalises from an axis to the last; over C alone: the arithmetic
+    assert ops == ({"LayerNormalization"} if opset >= 17 and axes[-1] == len(shape) - 1 else
+                   {"ReduceMean", "Sub", "Mul", "Add", "Sqrt", "Div"})
 
 
 @pytest.mark.parametrize("axis,shape,with_bias", [(-1, (2, 5, 6), True), (1, (2, 3, 4, 5), False),

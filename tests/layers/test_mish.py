@@ -43,7 +43,10 @@ def test_never_in_place_and_profile():
 def test_onnx_mish_imports_and_exports(tmp_path):
     path = one_node_model(tmp_path / "m.onnx", "Mish", ["N", 3, 4, 5], opset=18)
     assert [layer["type"] for layer in check_import(path, inputs(2))["layers"]] == ["Mish"]
-    check_export(one_layer_net({"type": "Mish"}, SHAPE), tmp_path / "out.onnx", {"x": inputs(3)})
+    onnx = pytest.importorskip("onnx")
+    for opset, ops in ((13, ["Softplus", "Tanh", "Mul"]), (18, ["Mish"])):
+        check_export(one_layer_net({"type": "Mish"}, SHAPE), tmp_path / "out.onnx", {"x": inputs(3)}, opset=opset)
+        assert [n.op_type for n in onnx.load(str(tmp_path / "out.onnx")).graph.node] == ops
 
 
 def test_caffe_refuses_it(tmp_path):
