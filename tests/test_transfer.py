@@ -322,3 +322,16 @@ def test_cli_multilabel_and_test_per_class(tmp_path, rng, capsys):
                  "--json", "-", "--quiet"]) == 0
     r = json.loads(capsys.readouterr().out)["results"][0]
     assert r["test_per_class"] == 10 and r["test_images"] == [30]
+
+
+def test_multilabel_domain_shift_voc_style(rng):
+    """VOC 2007 style: train on one labelled set (all of it), test on all of another (no target labels)."""
+    from decaf.transfer import evaluate_shift
+    X, labels, _ = multilabel_blobs(rng, n=160)
+    trainval, test = (X[:80], labels[:80]), (X[80:], labels[80:])
+    r = evaluate_shift(trainval, test, "S", per_class=None, target_per_class=0, splits=1, metric="voc11",
+                       grid=(0.1, 1.0, 10.0))
+    assert r["test_images"] == [80] and r["mean"] > 0.9
+    with pytest.raises(ValueError, match="'k9' is not one of the training classes"):
+        evaluate_shift(trainval, (test[0], np.where(test[1] == "k0", "k9", test[1])), "S", target_per_class=0,
+                       splits=1, metric="map")
