@@ -34,7 +34,7 @@ def expand_sources(sources):
         if isinstance(source, (str, os.PathLike)):
             text = os.fspath(source)
             if os.path.isdir(text):
-                items, root = collect_images(text)
+                items, _ = collect_images(text)
                 out += [os.path.join(text, os.path.relpath(it.source, os.path.abspath(text))) for it in items]
                 continue
             if os.path.splitext(text)[1].lower() in LIST_EXTENSIONS and os.path.isfile(text):

@@ -216,5 +216,6 @@ def describe(recipe):
               f"shorter side to {recipe.resize_shorter}" if recipe.resize_shorter is not None else "no resize")
     def values(v):
         return ", ".join(f"{x:g}" for x in v)
+
     return (f"{recipe.channels}, {resize} ({recipe.resample}), centre crop {recipe.crop}, "
             f"x{recipe.scale:g}, minus mean ({values(recipe.mean)}), divided by std ({values(recipe.std)})")
