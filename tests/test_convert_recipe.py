@@ -214,3 +214,17 @@ def test_pth_gets_its_arch_recipe_and_imagenet_names(tmp_path, capsys):
     assert code == 0 and "recipe (the efficientnet_lite0 default)" in out and "ImageNet-1k's" in out
     meta = decaf.load(tmp_path / "l0.decaf").meta
     assert meta["preprocess"] == EFFICIENTNET_LITE0 and meta["labels"][967] == "espresso"
+
+
+def test_with_options_semantics():
+    from decaf.recipe import CAFFE_IMAGENET, EFFICIENTNET_LITE0, caffe_default, with_options
+    rgb = with_options(CAFFE_IMAGENET, channels="rgb")        # the per-channel mean follows its colours
+    assert rgb.channels == "RGB" and rgb.mean == CAFFE_IMAGENET.mean[::-1]
+    assert with_options(EFFICIENTNET_LITE0, crop=300).resize_shorter == 300     # a bigger crop grows the resize
+    assert with_options(EFFICIENTNET_LITE0, resize="warp").resize_warp == 256
+    assert with_options(EFFICIENTNET_LITE0, resize="warp").resize_shorter is None
+    assert caffe_default(299).resize_warp == 299 and caffe_default(227).resize_warp == 256
+    with pytest.raises(ValueError, match="smaller than the crop"):
+        with_options(EFFICIENTNET_LITE0, size=100)
+    with pytest.raises(ValueError, match="resize must be"):
+        with_options(EFFICIENTNET_LITE0, resize="stretch")
