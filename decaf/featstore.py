@@ -254,18 +254,30 @@ def _metadata(group, meta, index):
             "skipped_errors": _as_str(group["skipped/error"]), "root": meta["root"], "info": meta["info"]}
 
 
+def _shard_rows(index, images, shard_size):
+    """For each shard: (its first row in the set, its readable images' positions within the shard)."""
+    bounds = np.searchsorted(index, np.arange(0, images + shard_size, shard_size))
+    return [(int(a), index[a:b] - k * shard_size) for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+
+
 def open_store(out):
     """The store as ``load_features`` gives an ``.npz``, its feature arrays lazy Dask arrays of the
-    readable images' rows (one Dask chunk per shard)."""
+    readable images' rows, one Dask chunk per shard (a shard with none left out)."""
     import dask.array as da
 
     url = store_url(out)
     group, meta = _complete_group(url)
     index = np.asarray(group["index"][:], dtype=np.int64)
+    shards, size = _shard_rows(index, meta["images"], meta["shard_size"]), meta["shard_size"]
     result = {}
     for name in meta["blobs"]:
-        lazy = da.from_zarr(group[f"features/{name}"])
-        result[name] = lazy if len(index) == meta["images"] else lazy[index]
+        whole = da.from_zarr(group[f"features/{name}"])
+        pieces = []
+        for k, (_, rows) in enumerate(shards):
+            piece = whole[k * size:(k + 1) * size]
+            if len(rows):
+                pieces.append(piece if len(rows) == piece.shape[0] else piece[rows])
+        result[name] = da.concatenate(pieces) if pieces else whole[:0]
     result.update(_metadata(group, meta, index))
     return result
 
@@ -280,17 +292,63 @@ def load_store(out):
     return result
 
 
+class StoreShards:
+    """One feature array of a complete store, shard by shard: ``shard(k)`` -> (first row in the set, X)."""
+
+    def __init__(self, out, blob):
+        url = store_url(out)
+        group, meta = _complete_group(url)
+        if blob not in meta["blobs"]:
+            raise KeyError(f"{url} has no feature array {blob!r} (it has {meta['blobs']})")
+        index = np.asarray(group["index"][:], dtype=np.int64)
+        self.array, self.size = group[f"features/{blob}"], meta["shard_size"]
+        self.rows = _shard_rows(index, meta["images"], self.size)
+        self.n_shards = len(self.rows)
+
+    def shard(self, k):
+        first, rows = self.rows[k]
+        X = np.asarray(self.array[k * self.size:(k + 1) * self.size])[rows]
+        return first, X.reshape(len(X), int(np.prod(X.shape[1:])))
+
+
 def iter_chunks(out, blob):
     """(X, labels) for each shard's readable images, in order: the whole set, one shard in memory at a time."""
-    url = store_url(out)
-    group, meta = _complete_group(url)
-    if blob not in meta["blobs"]:
-        raise KeyError(f"{url} has no feature array {blob!r} (it has {meta['blobs']})")
-    index = np.asarray(group["index"][:], dtype=np.int64)
-    labels = _as_str(group["items/label"])
-    array, size = group[f"features/{blob}"], meta["shard_size"]
-    for start in range(0, meta["images"], size):
-        rows = index[(index >= start) & (index < start + size)]
-        if len(rows):
-            X = np.asarray(array[start:start + size])[rows - start]
-            yield X.reshape(len(X), -1), labels[rows]
+    reader = StoreShards(out, blob)
+    labels = _as_str(_open(store_url(out), "r")["items/label"])
+    index = np.asarray(_open(store_url(out), "r")["index"][:], dtype=np.int64)
+    labels = labels[index]
+    for k in range(reader.n_shards):
+        first, X = reader.shard(k)
+        if len(X):
+            yield X, labels[first:first + len(X)]
+
+
+def save_store(out, feats, shard_size=256):
+    """Write ``feats`` (what ``load_features`` returns: blob arrays, paths, labels, skipped, ...) as a
+    complete store: an ``.npz`` converted, or features made elsewhere. Returns ``open_store(out)``."""
+    import hashlib
+
+    from .features import RESERVED_KEYS, Item
+    blobs = [k for k in feats if k not in RESERVED_KEYS]
+    paths = [str(p) for p in feats["paths"]]
+    labels = [str(v) for v in feats.get("labels", [""] * len(paths))]
+    skipped = [str(p) for p in feats.get("skipped", [])]
+    errors = [str(m) for m in feats.get("skipped_errors", [""] * len(skipped))]
+    items = [Item(p, p, label) for p, label in zip(paths, labels)] + [Item(p, p, "") for p in skipped]
+    n_good = len(paths)
+    shapes = {b: tuple(np.asarray(feats[b]).shape[1:]) for b in blobs}
+    digest = hashlib.sha256()
+    for name in blobs:
+        digest.update(name.encode() + np.ascontiguousarray(feats[name], np.float32).tobytes())
+    digest.update("\0".join(paths + labels + skipped).encode())
+    sink = ZarrShards(out, blobs)
+    info = feats.get("info") or {}
+    with sink.lock():
+        sink.prepare("saved-" + digest.hexdigest(), items, feats.get("root", ""), info, shard_size, shapes)
+        for k, start in enumerate(range(0, len(items), shard_size)):
+            stop = min(start + shard_size, len(items))
+            good = np.arange(start, min(stop, n_good)) - start
+            arrays = {b: np.asarray(feats[b][start:min(stop, n_good)], np.float32) for b in blobs}
+            bad = [(i - start, errors[i - n_good]) for i in range(max(start, n_good), stop)]
+            sink.write(k, arrays, good, bad)
+        return sink.finish(items, feats.get("root", ""), info, -(-len(items) // shard_size))

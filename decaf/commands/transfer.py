@@ -75,6 +75,10 @@ def add_parser(sub):
     p.add_argument("--resume", action="store_true", help="keep the finished cells of --json OUT.json")
     p.add_argument("--plot", metavar="OUT.png", help="draw the score against training images per class")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out-of-core", action="store_true",
+                   help="features bigger than memory (a .zarr store from 'decaf extract'): SGD by partial_fit "
+                        "over the shards, C held out on a third of the training images (docs/scale.md)")
+    p.add_argument("--epochs", type=int, default=5, help="--out-of-core: SGD passes over the training rows (5)")
     return p
 
 
@@ -192,6 +196,9 @@ def _write(path, text):
 
 
 def run(args):
+    if args.out_of_core:
+        from ..transfer_scale import run_cli
+        return run_cli(args)
     from ..transfer import METRICS, cell_key, format_table, plan_cells, plot_curves, results_json, run_cell
 
     if args.splits < 1 or args.dropout_copies < 1 or args.batch < 1:
