@@ -187,6 +187,9 @@ def image_feature_file(net, model_name, source, blobs, resize=None, box_scale=1.
     from .pipeline import net_recipe
     from .pretrained import cache_dir
 
+    for name in blobs:
+        if name not in net.blobs:
+            raise KeyError(f"net {net.name!r} has no blob {name!r}; its blobs are {list(net.blobs)}")
     recipe = with_resize(net_recipe(net), resize)
     net.meta = dict(getattr(net, "meta", None) or {}, preprocess=recipe.to_dict())
     entries = read_box_list(source) if has_boxes(source) else None

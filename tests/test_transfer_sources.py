@@ -122,3 +122,10 @@ def test_cli_transfer_on_box_lists_with_cache(tmp_path, mean_net, rng, capsys, m
     assert sorted((tmp_path / "cache" / "transfer").glob("*.npz")) == cached
     assert main(["transfer", str(tmp_path / "nothing"), *common]) == 1
     assert "no such folder, list file or .npz" in capsys.readouterr().err
+
+
+def test_unknown_blob_is_named(tmp_path, mean_net):
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "l.txt").write_text("a.png x 1 1 5 5\n")
+    with pytest.raises(KeyError, match="no blob 'fc7'"):
+        image_feature_file(decaf.load(mean_net), "means", tmp_path / "l.txt", ["fc7"], cache=tmp_path / "c")
