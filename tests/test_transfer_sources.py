@@ -129,3 +129,30 @@ def test_unknown_blob_is_named(tmp_path, mean_net):
     (tmp_path / "l.txt").write_text("a.png x 1 1 5 5\n")
     with pytest.raises(KeyError, match="no blob 'fc7'"):
         image_feature_file(decaf.load(mean_net), "means", tmp_path / "l.txt", ["fc7"], cache=tmp_path / "c")
+
+
+def test_lfw_example_writes_the_folders(tmp_path):
+    """examples/lfw_to_folder.py (docs/transfer.md, Experiment 3): 100 + 100 images, and the pixel baseline."""
+    data = pytest.importorskip("skimage.data")
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "lfw_to_folder.py"
+    spec = importlib.util.spec_from_file_location("lfw_to_folder", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main([str(tmp_path / "lfw")])
+    assert len(list((tmp_path / "lfw" / "face").glob("*.png"))) == 100
+    assert len(list((tmp_path / "lfw" / "nonface").glob("*.png"))) == 100
+    from decaf.transfer import load_feature_set
+    X, y, paths, blob = load_feature_set(tmp_path / "lfw" / "pixels.npz")
+    faces = data.lfw_subset()
+    np.testing.assert_allclose(X, faces.reshape(200, -1), atol=1e-6)
+    assert blob == "pixels" and list(y[[0, 199]]) == ["face", "nonface"] and paths[0] == "face/000.png"
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "lfw" / "face" / "000.png")),
+                                  np.round(faces[0] * 255).astype(np.uint8))
+    module.main([str(tmp_path / "shift"), "--domains"])
+    for domain in ("source", "target"):
+        for label in ("face", "nonface"):
+            assert len(list((tmp_path / "shift" / domain / label).glob("*.png"))) == 50
+    negative = np.asarray(Image.open(tmp_path / "shift" / "target" / "face" / "050.png"), np.float32)
+    assert abs(negative.mean() - (255 - 255 * faces[50].mean())) < 3      # inverted (blur keeps the mean)
