@@ -77,7 +77,9 @@ class Deconvolution(Layer):
 
     def summary(self):
         p = self.p
-        s = f"{pair_text(p['kernel_size'])}, {p['num_output']}, ×{pair_text(p['stride'])}"
+        s = f"{pair_text(p['kernel_size'])}, {p['num_output']}"
+        if as_pair(p["stride"], "stride") != (1, 1):
+            s += f", stride {pair_text(p['stride']) if isinstance(p['stride'], (list, tuple)) else p['stride']}"
         if p["group"] != 1:
             s += f", group {p['group']}"
         return s
