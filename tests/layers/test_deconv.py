@@ -178,7 +178,7 @@ def test_caffe_refuses_output_padding(tmp_path):
 
 def test_summary_names_kernel_outputs_stride_and_groups():
     from decaf.layer import create_layer
-    make = lambda **kw: create_layer(dict({"name": "d", "type": "Deconvolution", "num_output": 4,  # noqa: E731
-                                           "kernel_size": 3}, **kw))
+    make = lambda **kw: create_layer(dict({"name": "d", "type": "Deconvolution", "bottom": "x", "top": "y",  # noqa: E731
+                                           "num_output": 4, "kernel_size": 3}, **kw))
     assert make().summary() == "3×3, 4"
     assert make(stride=[2, 3], group=2).summary() == "3×3, 4, stride 2×3, group 2"
