@@ -25,20 +25,31 @@ Clip                       ReLU6 for [0, 6], ReLU for [0, inf), else Clip; min/m
                            attributes (opset < 11) or constant inputs
 Sigmoid, Tanh              Sigmoid, Tanh                                                  activation
 HardSwish                  HardSwish                                                      hardswish
+HardSigmoid                HardSigmoid (alpha, beta)                                      hardsigmoid
+Swish                      SiLU (alpha); PyTorch's SiLU is Sigmoid then Mul (Eltwise)     silu
+Gelu, Erf                  GELU (approximate none or tanh), Erf                           gelu
+Mish                       Mish                                                           mish
+Elu, Selu                  ELU, SELU                                                      elu
+Softplus, Softsign         Softplus, Softsign                                             softplus
+PRelu                      PReLU (one slope, or one per channel)                          prelu
+LayerNormalization         LayerNorm (axis to the last axis)                              layernorm
+LogSoftmax                 LogSoftmax over axis 1                                         logsoftmax
+ConvTranspose              Deconvolution                                                  deconv
 Gemm                       InnerProduct (transA 0; transB either way; alpha and beta are  linear
                            folded into the weights and bias; C constant, size 1 or N)
 MatMul [+ Add]             InnerProduct for a 2-D input times a constant matrix; a        linear
-                           following Add of a constant vector becomes its bias
+                           following Add of a constant vector becomes its bias; a 4-D
+                           (N, H, W, C) input: Transpose, 1x1 Convolution, Transpose
 Flatten, Reshape,          Flatten (axis 1) or Reshape to the exact per-example shape,    shape
 Squeeze, Unsqueeze         worked out at two batch sizes; the target may be a constant
-                           or a folded shape computation; refused if the batch axis moves
+                           or a folded shape computation; refused if the batch moves
 Concat                     Concat (a non-batch axis; negative counts from the end)        shape
 Add, Sum, Sub, Mul, Div    Eltwise (sum, coeff -1 for Sub, prod for Mul) for tensors of   eltwise
                            one shape; with a per-channel constant: Scale (weight, bias);
                            any other broadcast: Arithmetic
 Pow, Sqrt, Reciprocal,     Arithmetic (pow by a constant exponent, 1 / x, -1 * x)         arith
 Neg
-Transpose                  Transpose (perm keeps the batch axis first)                   transpose
+Transpose                  Transpose (perm keeps the batch axis first)                    transpose
 ReduceMean, ReduceMax,     Reduce over non-batch axes (axes as attribute or input,        reduce
 ReduceSum                  keepdims)
 Slice, Split               Slice (one per Split output); starts/ends/axes/steps or split  slice
@@ -273,7 +284,7 @@ class OnnxImporter:
         layer.update(kw)
         self.layers.append(layer)
         for pname, value in (params or {}).items():
-            self.arrays[f"{name}.{pname}"] = np.ascontiguousarray(value, np.float32)
+            self.arrays[f"{name}.{pname}"] = np.array(value, np.float32, order="C")   # (0-d stays 0-d)
         self._track(node, layer, bottoms)
         return layer
 

@@ -80,7 +80,7 @@ def test_static_batch_constant_reshape_target(tmp_path):
     assert spec["layers"][0]["shape"] == [3, 2, 20]
 
 
-@pytest.mark.parametrize("opset", [11, 13])
+@pytest.mark.parametrize("opset", [11, 13, 21])
 def test_squeeze_unsqueeze_axes_attribute_then_input(tmp_path, opset):
     inits = {"w": RNG.standard_normal((4, 3, 1, 1)).astype(np.float32)}
     if opset >= 13:
@@ -95,7 +95,7 @@ def test_squeeze_unsqueeze_axes_attribute_then_input(tmp_path, opset):
     assert spec["layers"][-1]["shape"] == [4, 1]
 
 
-@pytest.mark.parametrize("opset", [13, 18])
+@pytest.mark.parametrize("opset", [13, 18, 21])
 @pytest.mark.parametrize("op", ["ReduceMean", "ReduceMax", "ReduceSum"])
 def test_reduce_axes_attribute_or_input(tmp_path, opset, op):
     since = 13 if op == "ReduceSum" else 18
@@ -108,7 +108,7 @@ def test_reduce_axes_attribute_or_input(tmp_path, opset, op):
     assert types(spec) == ["Reduce"] and spec["layers"][0]["axes"] == [2, 3]
 
 
-@pytest.mark.parametrize("opset", [11, 13, 18])
+@pytest.mark.parametrize("opset", [11, 13, 18, 21])
 def test_split_and_slice(tmp_path, opset):
     """Split with sizes (attribute before 13, input from it) and a Slice with negative steps, then
     the parts put back together in another order."""
@@ -150,7 +150,7 @@ def test_torch_chunk_chain_and_range_cast(tmp_path):
     assert types(spec) == ["Slice", "Slice", "Scale", "Eltwise"]
 
 
-@pytest.mark.parametrize("opset", [10, 11, 18])
+@pytest.mark.parametrize("opset", [10, 11, 18, 21])
 @pytest.mark.parametrize("mode", ["constant", "reflect", "edge"])
 def test_pad_opsets_and_modes(tmp_path, opset, mode):
     pads = [0, 0, 1, 2, 0, 0, 2, 1]
@@ -187,7 +187,7 @@ def test_f_pad_chain_folds_into_the_conv(tmp_path):
     assert types(spec) == ["Convolution"] and spec["layers"][0]["pad"] == [1, 2, 2, 3]
 
 
-@pytest.mark.parametrize("opset", [11, 13, 18])
+@pytest.mark.parametrize("opset", [11, 13, 18, 21])
 @pytest.mark.parametrize("attrs", [
     {"mode": "nearest"}, {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
     {"mode": "linear"}, {"mode": "linear", "coordinate_transformation_mode": "align_corners"},
