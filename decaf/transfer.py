@@ -16,8 +16,8 @@ Domain shift (``evaluate_shift``), DeCAF's Office experiments (Table 2, after Sa
 a source and a target domain with the same classes. Every split draws ``per_class`` source
 images per class (None: all of them) and ``target_per_class`` (3) labelled target images per
 class; the test set is the rest of the target domain, the same for the three settings of a
-split: **S** trains on the source images only, **T** on the labelled target images only, **ST**
-on both.
+split and for every N (the target draw has its own seed). **S** trains on the source images
+only, **T** on the labelled target images only, **ST** on both.
 
 Metrics: ``accuracy`` is the mean per-class accuracy (the paper's Caltech-101 and Office
 numbers). For multi-label data an image's label is a comma-separated set of classes
@@ -361,12 +361,14 @@ def evaluate_shift(source, target, setting="ST", classifier="logreg", per_class=
         yt_classes = sorted(set(yt))
     scores, chosen, tested = [], [], []
     for s in range(splits):
-        rng = np.random.default_rng([seed, per_class or 0, target_per_class, s])
-        src = _draw(ys, per_class, rng, classes, multilabel, leave_for_test=False)
+        # the target draw has its own generator: the test set and T do not depend on the source's N
+        target_rng = np.random.default_rng([seed, target_per_class, s])
         if target_per_class:
-            tgt = _draw(yt, target_per_class, rng, classes if multilabel else yt_classes, multilabel, True)
+            tgt = _draw(yt, target_per_class, target_rng, classes if multilabel else yt_classes, multilabel, True)
         else:
             tgt = np.zeros(0, np.int64)
+        rng = np.random.default_rng([seed, per_class or 0, target_per_class, s])
+        src = _draw(ys, per_class, rng, classes, multilabel, leave_for_test=False)
         test = np.setdiff1d(np.arange(len(yt)), tgt)
         Xtr = {"S": Xs[src], "T": Xt[tgt], "ST": np.concatenate([Xs[src], Xt[tgt]])}[setting]
         ytr = {"S": ys[src], "T": yt[tgt], "ST": np.concatenate([ys[src], yt[tgt]])}[setting]

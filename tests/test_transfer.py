@@ -227,6 +227,9 @@ def test_domain_shift_settings(rng):
          for s in ("S", "T", "ST")}
     assert all(x["test_images"] == [4 * 12] * 2 for x in r.values())    # 15 - 3 target images of each class
     assert r["T"]["mean"] > 0.9 and r["ST"]["mean"] > 0.9 and r["S"]["mean"] < 0.8
+    # T never sees the source: the same target draws (and test sets) whatever the source's N
+    t_all = evaluate_shift(source, target, "T", per_class=None, target_per_class=3, splits=2, grid=(0.1, 1.0, 10.0))
+    assert t_all["scores"] == r["T"]["scores"]
     same = evaluate_shift(source, source, "S", splits=1)            # no shift: the source classifier is right
     assert same["mean"] > 0.95
     with pytest.raises(ValueError, match="target classes missing from the source"):
