@@ -17,7 +17,8 @@ def one_node_model(path, op, x_shape, attrs=None, consts=None, opset=17, y_shape
         inputs.pop()
     node = helper.make_node(op, inputs, ["y"], name="the_node", **(attrs or {}))
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape or x_shape)], initializer=inits)
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape or x_shape)],
+                              initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     onnx.checker.check_model(model)

@@ -177,8 +177,12 @@ def test_caffe_refuses_output_padding(tmp_path):
 
 
 def test_summary_names_kernel_outputs_stride_and_groups():
+    import decaf.layers  # noqa: F401  (registers the types)
     from decaf.layer import create_layer
-    make = lambda **kw: create_layer(dict({"name": "d", "type": "Deconvolution", "bottom": "x", "top": "y",  # noqa: E731
-                                           "num_output": 4, "kernel_size": 3}, **kw))
+
+    def make(**kw):
+        return create_layer(dict({"name": "d", "type": "Deconvolution", "bottom": "x", "top": "y", "num_output": 4,
+                                  "kernel_size": 3}, **kw))
+
     assert make().summary() == "3×3, 4"
     assert make(stride=[2, 3], group=2).summary() == "3×3, 4, stride 2×3, group 2"
