@@ -112,7 +112,7 @@ def recipe_for(net, fmt, args, carried):
 
     from .. import recipe as recipes
     from ..pipeline import image_input
-    from ..pretrained import PRETRAINED
+    from ..io.torch_convert import arch_recipe
 
     try:
         _, (c, h, w) = image_input(net)
@@ -134,8 +134,8 @@ def recipe_for(net, fmt, args, carried):
         base, origin = carried["preprocess"], f"carried by {os.path.basename(args.src)}"
     elif fmt == "caffe":
         base, origin = recipes.caffe_default(h), "Caffe's ImageNet default"
-    elif fmt == "torch" and args.arch in PRETRAINED:
-        base, origin = PRETRAINED[args.arch][3], f"the {args.arch} default"
+    elif fmt == "torch" and arch_recipe(args.arch) is not None:
+        base, origin = arch_recipe(args.arch), f"the {args.arch.partition(':')[0]} default"
     elif any(v is not None for v in options.values()):
         base, origin = recipes.DEFAULT, "decaf's default"
         if options["size"] is None and h != base.crop:     # keep the default's 256/224 margin
