@@ -77,10 +77,9 @@ class GELU(_Pointwise):
             g.node("Gelu", [x], g.outputs, name, approximate=self.p["approximate"])
             return
 
-        def step(op, inputs, tag, out=None):
-            out = out or f"{name}:{tag}"
-            g.node(op, inputs, [out], f"{name}_{tag}")
-            return out
+        def step(op, inputs, tag):
+            g.node(op, inputs, [f"{name}:{tag}"], f"{name}_{tag}")
+            return f"{name}:{tag}"
 
         def const(tag, value):
             return g.const(f"{name}.{tag}", value)
