@@ -92,12 +92,11 @@ def run_single(net, folder, out, threads, batch, shard):
 
 
 def run_cluster(net, model, folder, out, workers, threads, batch, shard):
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
-    from decaf.distributed import extract_on_cluster
+    from decaf.distributed import extract_on_cluster, local_cluster
     t0 = time.perf_counter()
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           env={"DECAF_NUM_THREADS": str(threads)})
+    cluster = local_cluster(workers, threads)
     client = Client(cluster)
     client.wait_for_workers(workers, timeout=120)
     start = time.perf_counter() - t0

@@ -27,12 +27,14 @@ thread count per process (decaf's convolution blocks its GEMMs by images per thr
 float bits depend on the thread count; docs/scale.md).
 """
 import os
+import threading
 import time
 import uuid
 
 from . import features
 
-# (model, blobs) -> (fingerprint, Net), per worker process: the net is built once, not once per shard
+# (model, blobs, thread) -> (fingerprint, Net), per worker process: the net is built once, not once per
+# shard; a worker with several Dask threads gets one net per thread (a Net runs in one thread at a time)
 _NETS = {}
 
 
@@ -69,7 +71,7 @@ def _worker_net(model, blobs, fingerprint, threads):
         set_num_threads(threads)
     if isinstance(model, bytes):
         model = _model_file(model)      # then read (memory mapped) like any .decaf file
-    key = (model, tuple(blobs))
+    key = (model, tuple(blobs), threading.get_ident())
     if key in _NETS and _NETS[key][0] != fingerprint:
         del _NETS[key]            # the file changed since: read it again
     if key not in _NETS:
@@ -95,14 +97,30 @@ def _compute_shard(model, weights, threads, sink, blobs, batch_size, oversample,
     return {"shard": k, "images": len(items), "errors": errors, "pid": os.getpid(), **extractor.times}
 
 
+def local_cluster(workers, threads_per_worker, **kwargs):
+    """A LocalCluster of ``workers`` processes, one Dask thread each, ``threads_per_worker`` decaf threads.
+
+    Dask's nanny sets OMP_NUM_THREADS=1 (and MKL's, OpenBLAS's) in *this* process's environment before
+    it starts a worker, and leaves them there: every later subprocess of the client (and an OpenMP
+    runtime loaded after) would run on one thread. Here the worker processes get the thread settings in
+    their own environment instead (``env``), and the client's stays as it was."""
+    import dask
+    from dask.distributed import LocalCluster
+    threads = str(threads_per_worker or 1)
+    env = {name: threads for name in ("DECAF_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                      "MKL_NUM_THREADS")}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}):
+        # one Dask thread per process: decaf's kernels bring their own threads
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                            env=env, **kwargs)
+
+
 def _connect(workers, scheduler, threads_per_worker):
     """(client, cluster or None): a client of ``scheduler``, or of a new LocalCluster of ``workers`` processes."""
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
     if scheduler:
         return Client(scheduler, timeout="30s"), None
-    # one Dask thread per process: decaf's kernels bring their own threads (threads_per_worker)
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           env={"DECAF_NUM_THREADS": str(threads_per_worker or 1)})
+    cluster = local_cluster(workers, threads_per_worker)
     return Client(cluster), cluster
 
 

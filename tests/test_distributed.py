@@ -23,7 +23,7 @@ pytest.importorskip("zarr")
 
 from decaf import Net, load, save  # noqa: E402
 from decaf.cli import main  # noqa: E402
-from decaf.distributed import extract_on_cluster  # noqa: E402
+from decaf.distributed import extract_on_cluster, local_cluster  # noqa: E402
 from decaf.features import OutputLocked, extract, load_features, output_lock  # noqa: E402
 from decaf.threads import using_threads  # noqa: E402
 
@@ -39,6 +39,8 @@ TINY = {"name": "tiny", "inputs": {"data": [3, 16, 16]}, "layers": [
 SHARD = 5            # 42 images -> 9 shards
 CORRUPT = ("a/07_broken.jpg", "b/23_truncated.png")   # in different shards
 WAIT = 60            # seconds: the bound of every wait on the cluster
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "DECAF_NUM_THREADS")
+THREADS_BEFORE = {k: os.environ.get(k) for k in THREAD_VARIABLES}
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +86,7 @@ def slow_list(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                  env={"DECAF_NUM_THREADS": "1"}) as cluster:
+    with local_cluster(2, 1) as cluster:
         with distributed.Client(cluster, timeout=f"{WAIT}s") as client:
             client.wait_for_workers(2, timeout=WAIT)
             yield cluster, client
@@ -149,6 +150,8 @@ def test_cli_workers_flag(model, folder, reference, tmp_path, capsys):
     assert code == 0
     assert "40 images, relu2 8 (after ReLU); 2 skipped" in capsys.readouterr().out
     same_features(out, reference)
+    # Dask's nanny would leave OMP_NUM_THREADS=1 in this process's environment: not here
+    assert {k: os.environ.get(k) for k in THREAD_VARIABLES} == THREADS_BEFORE
 
 
 def test_same_output_as_one_process_and_corrupt_images_listed(cluster, model, folder, reference, tmp_path):
