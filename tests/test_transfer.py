@@ -307,6 +307,10 @@ def test_cli_partial_results_and_resume(tmp_path, rng, capsys, monkeypatch):
     calls.clear()
     assert main(args + ["--resume"]) == 0 and calls == []      # nothing left: the file is rewritten as is
     assert json.loads(out.read_text()) == final
+    assert main(args[:3] + ["2", "--splits", "1", "--json", str(out), "--quiet", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert calls == [] and "1 of 1 cells already" in err and "2 other cell(s) there are not part" in err
+    assert [r["per_class"] for r in json.loads(out.read_text())["results"]] == [2]
     assert main(["transfer", str(tmp_path / "a.npz"), "--resume"]) == 1
     assert "--resume needs --json" in capsys.readouterr().err
 

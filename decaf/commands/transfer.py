@@ -224,7 +224,10 @@ def run(args):
     keys = [cell_key(c) for c in cells]
     finished = {k: done[k] for k in keys if k in done}
     if args.resume:
-        print(f"--resume: {len(finished)} of {len(cells)} cells already in {args.json}", file=sys.stderr)
+        other = len(done) - len(finished)
+        print(f"--resume: {len(finished)} of {len(cells)} cells already in {args.json}"
+              + (f"; {other} other cell(s) there are not part of this run and are left out" if other else ""),
+              file=sys.stderr)
     protocol = dict(splits=args.splits, per_class=per_class, seed=args.seed, dropout_copies=args.dropout_copies,
                     metric=args.metric, test_per_class=args.test_per_class)
     if shift:
