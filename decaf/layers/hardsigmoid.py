@@ -5,7 +5,8 @@
     backward: dy/dx = alpha where 0 < alpha x + beta < 1, else 0
 
 0 < y < 1 exactly where the slope is alpha, so backward needs only the top and the layer may run
-in place. ONNX: HardSigmoid both ways (opset 6 on). Caffe has no such layer.
+in place. ONNX: HardSigmoid both ways (opset 6 on); HardSigmoid(1/6, 1/2) then a Mul by its own
+input is read as one HardSwish. Caffe has no such layer.
 """
 import numpy as np
 
@@ -51,8 +52,17 @@ class HardSigmoid(Layer):
 
 @onnx_importer("HardSigmoid")
 def _hardsigmoid_from_onnx(imp, node):
+    """HardSigmoid(1/6, 1/2) read only by a Mul with its own input is HardSwish (as PyTorch writes it
+    before opset 14, and decaf at any opset): one HardSwish layer."""
     a = imp.attrs(node)
     alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
     if not alpha > 0:
         raise imp.fail(f"node {imp.label(node)}: HardSigmoid with alpha {alpha} is not supported (alpha > 0)")
+    mul = imp.sole_consumer(node.output[0])
+    if (mul is not None and mul.op_type == "Mul" and sorted(mul.input) == sorted([node.input[0], node.output[0]])
+            and abs(alpha - 1 / 6) < 1e-7 and beta == 0.5):
+        imp.add(node, "HardSwish", [node.input[0]], mul.output[0])
+        imp.absorb(mul)
+        return
     imp.add(node, "HardSigmoid", [node.input[0]], node.output[0], alpha=alpha, beta=beta)
+

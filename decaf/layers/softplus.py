@@ -4,8 +4,8 @@ Softplus:  y = log(1 + exp(x))          dy/dx = sigmoid(x) = 1 - exp(-y)
 Softsign:  y = x / (1 + |x|)            dy/dx = 1 / (1 + |x|)^2 = (1 - |y|)^2
 
 Both are monotonic, so backward works from the top alone and they may run in place. ONNX:
-Softplus and Softsign both ways (PyTorch writes its Mish before opset 18 as Softplus, Tanh, Mul,
-and its Softsign as x / (1 + |x|)). Caffe has neither.
+Softplus and Softsign both ways; Softplus, Tanh, then a Mul by the input (PyTorch's Mish before
+opset 18) is read as one Mish. (PyTorch writes its Softsign as x / (1 + |x|).) Caffe has neither.
 """
 import numpy as np
 
@@ -58,4 +58,14 @@ class Softsign(_Monotonic):
 
 @onnx_importer("Softplus", "Softsign")
 def _softplus_from_onnx(imp, node):
+    """Softplus read only by a Tanh read only by a Mul with the Softplus's input is Mish (as PyTorch
+    writes it before opset 18): one Mish layer."""
+    if node.op_type == "Softplus":
+        tanh = imp.sole_consumer(node.output[0])
+        mul = imp.sole_consumer(tanh.output[0]) if tanh is not None and tanh.op_type == "Tanh" else None
+        if mul is not None and mul.op_type == "Mul" and sorted(mul.input) == sorted([node.input[0], tanh.output[0]]):
+            imp.add(node, "Mish", [node.input[0]], mul.output[0])
+            imp.absorb(tanh)
+            imp.absorb(mul)
+            return
     imp.add(node, node.op_type, [node.input[0]], node.output[0])      # the same names in both

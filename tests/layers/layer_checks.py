@@ -92,3 +92,19 @@ def assert_never_in_place(layer, shape):
             "layers": [dict({"name": "the_layer", "bottom": "x", "top": "x"}, **layer)]}
     with pytest.raises(decaf.SpecError, match="cannot run in place"):
         decaf.Net(spec)
+
+
+def chain_model(path, nodes, x_shape, opset=13, outputs=("y",)):
+    """Save an ONNX model of ``nodes`` (tuples (op, inputs, output, attrs)) reading "x"; ``outputs``
+    are the graph outputs (of the shape of x)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    made = [helper.make_node(op, list(ins), [out], name=f"n{i}_{op}", **attrs)
+            for i, (op, ins, out, attrs) in enumerate(nodes)]
+    graph = helper.make_graph(made, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, x_shape) for o in outputs])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

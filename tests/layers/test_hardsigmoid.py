@@ -72,3 +72,43 @@ def test_caffe_refuses_it_by_name(tmp_path):
                                                             "top": "y"}]}
     with pytest.raises(ValueError, match="'g': decaf type 'HardSigmoid' has no Caffe equivalent"):
         write_prototxt(tmp_path / "n.prototxt", spec)
+
+
+HARD_SWISH = {"alpha": 1 / 6, "beta": 0.5}
+
+
+@pytest.mark.parametrize("order", ["x_first", "gate_first"])
+def test_onnx_hardsigmoid_times_input_imports_as_hardswish(tmp_path, order):
+    """PyTorch's Hardswish before opset 14 (and decaf's own export): HardSigmoid(1/6, 1/2), Mul by x."""
+    from layer_checks import chain_model
+    mul_in = ["x", "g"] if order == "x_first" else ["g", "x"]
+    path = chain_model(tmp_path / "hs.onnx", [("HardSigmoid", ["x"], "g", HARD_SWISH), ("Mul", mul_in, "y", {})],
+                       ["N", 3, 4, 5])
+    x = away_from_kinks((2, 3, 4, 5), 1 / 6, 0.5, seed=7).astype(np.float32)
+    spec = check_import(path, x)
+    assert [layer["type"] for layer in spec["layers"]] == ["HardSwish"]
+
+
+@pytest.mark.parametrize("case", ["other_alpha", "gate_is_an_output", "times_another_tensor"])
+def test_onnx_hardsigmoid_times_input_stays_apart_otherwise(tmp_path, case):
+    from layer_checks import chain_model, import_net, run_ort
+    attrs, outputs = (dict(HARD_SWISH, alpha=0.2) if case == "other_alpha" else HARD_SWISH), ("y",)
+    nodes = [("HardSigmoid", ["x"], "g", attrs), ("Mul", ["x", "g"], "y", {})]
+    if case == "gate_is_an_output":
+        outputs = ("y", "g")
+    if case == "times_another_tensor":
+        nodes = [("Relu", ["x"], "r", {})] + nodes[:1] + [("Mul", ["r", "g"], "y", {})]
+    path = chain_model(tmp_path / "hs.onnx", nodes, ["N", 3, 4, 5], outputs=outputs)
+    net, spec = import_net(path)
+    assert "HardSigmoid" in [layer["type"] for layer in spec["layers"]]
+    x = away_from_kinks((2, 3, 4, 5), attrs["alpha"], 0.5, seed=8).astype(np.float32)
+    ours = net.forward({"x": x}, outputs=list(outputs))
+    for name, theirs in zip(outputs, run_ort(path, {"x": x})):
+        np.testing.assert_allclose(ours[name], theirs, rtol=1e-6, atol=1e-6)
+
+
+def test_hardswish_exported_by_decaf_imports_back_as_hardswish(tmp_path):
+    from layer_checks import import_net
+    from decaf.io.onnx_convert import net_to_onnx
+    net_to_onnx(one_layer_net({"type": "HardSwish"}, (2, 3, 4, 5)), tmp_path / "hs.onnx")
+    assert [layer["type"] for layer in import_net(tmp_path / "hs.onnx")[1]["layers"]] == ["HardSwish"]

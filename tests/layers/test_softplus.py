@@ -56,3 +56,25 @@ def test_onnx_import_and_export(tmp_path, type_name):
 @pytest.mark.parametrize("type_name", sorted(REFERENCES))
 def test_caffe_refuses_them(tmp_path, type_name):
     assert_caffe_refuses(tmp_path, {"type": type_name}, SHAPE)
+
+
+def test_onnx_softplus_tanh_mul_imports_as_mish(tmp_path):
+    """PyTorch's Mish before opset 18: Softplus, Tanh, Mul by x."""
+    from layer_checks import chain_model
+    path = chain_model(tmp_path / "m.onnx", [("Softplus", ["x"], "s", {}), ("Tanh", ["s"], "t", {}),
+                                             ("Mul", ["t", "x"], "y", {})], ["N", 3, 4, 5])
+    spec = check_import(path, inputs(4))
+    assert [layer["type"] for layer in spec["layers"]] == ["Mish"]
+
+
+def test_onnx_softplus_tanh_with_another_reader_stays_apart(tmp_path):
+    from layer_checks import chain_model, import_net, run_ort
+    path = chain_model(tmp_path / "m.onnx", [("Softplus", ["x"], "s", {}), ("Tanh", ["s"], "t", {}),
+                                             ("Mul", ["t", "x"], "y", {}), ("Relu", ["t"], "z", {})],
+                       ["N", 3, 4, 5], outputs=("y", "z"))
+    net, spec = import_net(path)
+    assert [layer["type"] for layer in spec["layers"]] == ["Softplus", "Tanh", "Eltwise", "ReLU"]
+    x = inputs(5)
+    ours = net.forward({"x": x}, outputs=["y", "z"])
+    for name, theirs in zip(("y", "z"), run_ort(path, {"x": x})):
+        np.testing.assert_allclose(ours[name], theirs, rtol=1e-6, atol=1e-6)

@@ -11,7 +11,7 @@ import pytest
 from layer_checks import import_net, run_ort
 
 pytestmark = pytest.mark.slow
-NAMES = ["deconv", "elu", "gelu", "gelu_tanh", "hardsigmoid", "layernorm2d", "layernorm_last", "logsoftmax", "mish",
+NAMES = ["deconv", "elu", "gelu", "gelu_tanh", "hardsigmoid", "hardswish", "layernorm2d", "layernorm_last", "logsoftmax", "mish",
          "prelu", "prelu_shared", "selu", "silu", "softplus"]
 
 
@@ -39,7 +39,8 @@ def _modules():
         ln.bias.normal_()
     modules = {
         "gelu": (nn.GELU(), None), "gelu_tanh": (nn.GELU(approximate="tanh"), None), "silu": (nn.SiLU(), None),
-        "hardsigmoid": (nn.Hardsigmoid(), {"HardSigmoid"}), "mish": (nn.Mish(), None),
+        "hardsigmoid": (nn.Hardsigmoid(), {"HardSigmoid"}), "hardswish": (nn.Hardswish(), {"HardSwish"}),
+        "mish": (nn.Mish(), {"Mish"}),
         "prelu": (prelu, {"PReLU"}), "prelu_shared": (nn.PReLU(), {"PReLU"}),
         "layernorm_last": (ln, None), "layernorm2d": (LayerNorm2d(3), None),
         "deconv": (deconv, {"Deconvolution"}), "logsoftmax": (nn.LogSoftmax(dim=1), {"LogSoftmax"}),
