@@ -501,7 +501,8 @@ def results_json(results, complete=True, metric="accuracy", **protocol):
 
 def plot_curves(results, out, title=None):
     """The paper's Figure 4: the score against training images per class, one line per row of the table
-    (mean ± std over the splits as error bars); written to ``out`` (PNG, SVG or PDF by its extension)."""
+    (mean ± std over the splits as error bars); written to ``out`` (PNG, SVG or PDF by its extension).
+    Returns what was drawn: {line label: (N values, means in %, stds in %)}."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -515,11 +516,12 @@ def plot_curves(results, out, title=None):
     metric = results[0].get("metric", "accuracy")
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
     sizes = sorted({r["per_class"] for rs in rows.values() for r in rs})
+    drawn = {}
     for (features, clf, setting), rs in rows.items():
         rs = sorted(rs, key=lambda r: r["per_class"])
         label = f"{features}, {clf}" + (f", {setting}" if setting else "")
-        ax.errorbar([r["per_class"] for r in rs], [100 * r["mean"] for r in rs], yerr=[100 * r["std"] for r in rs],
-                    marker="o", capsize=3, label=label)
+        drawn[label] = ([r["per_class"] for r in rs], [100 * r["mean"] for r in rs], [100 * r["std"] for r in rs])
+        ax.errorbar(*drawn[label][:2], yerr=drawn[label][2], marker="o", capsize=3, label=label)
     if len(sizes) > 1 and sizes[-1] / max(sizes[0], 1) >= 8:
         ax.set_xscale("log")
     ax.set_xticks(sizes)
@@ -534,7 +536,7 @@ def plot_curves(results, out, title=None):
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
-    return out
+    return drawn
 
 
 # ---- Oquab et al.: adaptation layers on frozen features -----------------------------------

@@ -342,3 +342,17 @@ def test_multilabel_domain_shift_voc_style(rng):
     with pytest.raises(ValueError, match="'k9' is not one of the training classes"):
         evaluate_shift(trainval, (test[0], np.where(test[1] == "k0", "k9", test[1])), "S", target_per_class=0,
                        splits=1, metric="map")
+
+
+def test_plot_curves_draws_the_table(tmp_path, rng):
+    from decaf.transfer import plot_curves
+    X, y = blobs(rng, classes=3, per_class=10, dim=6)
+    results = run_protocol([("b", X, y)], ["logreg", "svm"], [1, 4], splits=2)
+    drawn = plot_curves(results, tmp_path / "f.svg")
+    assert set(drawn) == {"b, logreg", "b, svm"}
+    for label, (ns, means, stds) in drawn.items():
+        rows = [r for r in results if r["classifier"] == label.split(", ")[1]]
+        assert ns == [1, 4] and means == [100 * r["mean"] for r in rows] and stds == [100 * r["std"] for r in rows]
+    assert (tmp_path / "f.svg").read_text().count("<path") > 10
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_curves([dict(results[0], per_class=None)], tmp_path / "g.png")
