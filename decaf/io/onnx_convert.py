@@ -267,7 +267,9 @@ class OnnxImporter:
 
     # ---- what the graph becomes -----------------------------------------------
     def _layer_name(self, node):
-        base = node.name or (node.output[0] if node.output else node.op_type)
+        return self._unique_name(node.name or (node.output[0] if node.output else node.op_type))
+
+    def _unique_name(self, base):
         name, i = base, 1
         while name in self._layer_names:
             i += 1
@@ -376,8 +378,16 @@ class OnnxImporter:
             except Exception as exc:       # an importer's unforeseen case: still one error naming the node
                 raise self.fail(f"node {self.label(node)} cannot be imported: {type(exc).__name__}: {exc}") from exc
         for o in self._graph.output:
-            if o.name in self._consts:
+            if self.const(o.name) is not None:
                 raise self.fail(f"graph output {o.name!r} is a constant")
+            if self._resolve(o.name) in self._batch_values:
+                raise self.fail(f"graph output {o.name!r} is computed from shapes only (no layer computes it)")
+            source = self._resolve(o.name)
+            if source != o.name:                 # the same tensor as another one (Identity, a no-op)
+                if source not in self._tracked:
+                    raise self.fail(f"graph output {o.name!r} is another name for {source!r}")
+                self.layers.append({"name": self._unique_name(o.name), "type": "Reshape", "bottom": source,
+                                    "top": o.name, "shape": list(self._tracked[source][1:])})
         name = self._graph.name or "onnx_net"
         return {"name": name, "inputs": inputs, "layers": self.layers}, self.arrays
 

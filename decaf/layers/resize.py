@@ -2,8 +2,8 @@
 
 Along each resized axis of size n -> m, an output position i maps to the input coordinate
     half_pixel:          (i + 1/2) / s - 1/2          (s = m / n, or the given scale)
-    pytorch_half_pixel:  the same, 0 when m == 1
-    align_corners:       i (n - 1) / (m - 1)          (0 when m == 1)
+    pytorch_half_pixel:  the same, 0 when n s == 1
+    align_corners:       i (n - 1) / (n s - 1)        (0 when n s == 1; n s = m for given sizes)
     asymmetric:          i / s
 nearest takes the input element there (rounded by ``nearest_mode``: round_prefer_floor,
 round_prefer_ceil, floor, ceil; clamped to [0, n-1]); linear mixes the two neighbours. Both are a
@@ -23,13 +23,14 @@ _NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 def resize_matrix(n, m, scale, mode, coords, nearest_mode):
     """The (m, n) matrix that resamples an axis of size n to m (float64)."""
     i = np.arange(m, dtype=np.float64)
+    w = n * scale                       # the output length before flooring, as ONNX's formulas use it
     if coords == "align_corners":
-        x = i * (n - 1) / (m - 1) if m > 1 else np.zeros(m)
+        x = i * (n - 1) / (w - 1) if w != 1 else np.zeros(m)
     elif coords == "asymmetric":
         x = i / scale
     else:
         x = (i + 0.5) / scale - 0.5
-        if coords == "pytorch_half_pixel" and m == 1:
+        if coords == "pytorch_half_pixel" and w == 1:
             x = np.zeros(m)
     r = np.zeros((m, n))
     if mode == "nearest":

@@ -255,6 +255,8 @@ def _squeeze_from_onnx(imp, node):
         norm = None if axes is None else sorted(x + rank if x < 0 else x for x in axes)
         if norm is not None and any(not 0 <= x < rank for x in norm):
             raise ValueError(f"axes {axes} out of range for rank {rank}")
+        if norm is not None and 0 in norm:
+            raise ValueError(f"{node.op_type} of the batch axis (axes {axes}) is not supported")
         if squeeze:
             keep = [d for i, d in enumerate(shape) if not (d == 1 and (norm is None or i in norm))]
             if norm is not None and any(shape[i] != 1 for i in norm):

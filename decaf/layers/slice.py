@@ -113,9 +113,9 @@ def _add_slice(imp, node, top, shape, windows):
     batch axis may only be taken whole."""
     axes, starts, ends, steps = [], [], [], []
     for a, s, e, st in windows:
-        if a == 0:
-            b = onnx_slice_bounds(1 << 40, s, e, st)
-            if b != (0, 1 << 40, 1):
+        if a == 0:                       # whole, for any batch size (or the graph's static one)
+            n = imp.static_batch or 1 << 40
+            if onnx_slice_bounds(n, s, e, st) != (0, n, 1):
                 raise imp.fail(f"node {imp.label(node)}: slicing the batch axis is not supported")
             continue
         s, e, st = onnx_slice_bounds(shape[a], s, e, st)
