@@ -31,8 +31,21 @@ def axes_arg(inputs, attrs, opset, since, index=1):
     return None if axes is None else [int(a) for a in np.reshape(axes, -1)]
 
 
+def _check_size(shape, what):
+    """Refuse, before allocating, a result larger than MAX_FOLDED_ELEMENTS."""
+    if int(np.prod(shape, dtype=np.float64)) > MAX_FOLDED_ELEMENTS:
+        raise ValueError(f"{what} of shape {tuple(shape)} is too large to evaluate")
+
+
+def _broadcast(*arrays):
+    shape = np.broadcast_shapes(*(np.shape(a) for a in arrays))
+    _check_size(shape, "a broadcast result")
+    return shape
+
+
 def _binary(fn):
     def run(inputs, attrs, opset):
+        _broadcast(inputs[0], inputs[1])
         return [fn(inputs[0], inputs[1])]
     return run
 
@@ -97,8 +110,7 @@ def _constant_of_shape(inputs, attrs, opset):
     shape = [int(d) for d in np.reshape(inputs[0], -1)]
     if any(d < 0 for d in shape):
         raise ValueError(f"ConstantOfShape of a negative shape {shape}")
-    if int(np.prod(shape)) > MAX_FOLDED_ELEMENTS:
-        raise ValueError(f"ConstantOfShape of {shape} is too large to evaluate")
+    _check_size(shape, "ConstantOfShape")
     value = attrs.get("value")
     value = np.zeros(1, np.float32) if value is None else value
     return [np.full(shape, value.reshape(-1)[0], value.dtype)]
@@ -125,8 +137,7 @@ def _reshape(inputs, attrs, opset):
 
 def _expand(inputs, attrs, opset):
     shape = np.broadcast_shapes(inputs[0].shape, tuple(int(d) for d in np.reshape(inputs[1], -1)))
-    if int(np.prod(shape)) > MAX_FOLDED_ELEMENTS:
-        raise ValueError(f"Expand to {shape} is too large to evaluate")
+    _check_size(shape, "Expand")
     return [np.broadcast_to(inputs[0], shape).copy()]
 
 
@@ -135,6 +146,7 @@ def _transpose(inputs, attrs, opset):
 
 
 def _where(inputs, attrs, opset):
+    _broadcast(*inputs[:3])
     return [np.where(inputs[0], inputs[1], inputs[2])]
 
 
@@ -151,6 +163,7 @@ def _reduce(fn):
 
 def _variadic(fn):
     def run(inputs, attrs, opset):
+        _broadcast(*inputs)
         out = inputs[0]
         for x in inputs[1:]:
             out = fn(out, x)
@@ -165,7 +178,9 @@ def _flatten(inputs, attrs, opset):
 
 
 def _tile(inputs, attrs, opset):
-    return [np.tile(inputs[0], [int(r) for r in np.reshape(inputs[1], -1)])]
+    reps = [int(r) for r in np.reshape(inputs[1], -1)]
+    _check_size([inputs[0].size] + reps, "Tile")               # (ONNX gives one repeat per axis)
+    return [np.tile(inputs[0], reps)]
 
 
 FOLDERS = {

@@ -253,6 +253,14 @@ REFUSALS = [
       helper.make_node("Reshape", ["x", "s2"], ["y"], name="rs")], {"i": np.array([1, 0, 2, 3], I64)},
      "'rs' (Reshape): the output's first axis is not the batch"),
     ([helper.make_node("Pow", ["x", "x"], ["y"], name="pw")], {}, "the exponent ('x') must be a constant"),
+    # a few bytes of file must not make the importer allocate gigabytes while folding
+    ([helper.make_node("ConstantOfShape", ["big"], ["z"], name="cos"), helper.make_node("Add", ["x", "z"], ["y"])],
+     {"big": np.array([1 << 20, 1 << 20], I64)}, "'cos' (ConstantOfShape): ConstantOfShape of shape"),
+    ([helper.make_node("Mul", ["col", "row"], ["z"], name="outer"), helper.make_node("Add", ["x", "z"], ["y"])],
+     {"col": np.ones((1 << 13, 1), np.float32), "row": np.ones((1, 1 << 13), np.float32)},
+     "'outer' (Mul): a broadcast result of shape (8192, 8192) is too large"),
+    ([helper.make_node("Tile", ["c", "reps"], ["z"], name="tile"), helper.make_node("Add", ["x", "z"], ["y"])],
+     {"c": np.ones(4, np.float32), "reps": np.array([1 << 40], I64)}, "'tile' (Tile): Tile of shape"),
 ]
 
 
