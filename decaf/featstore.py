@@ -193,7 +193,8 @@ class ZarrShards:
         group = _open(self.url, "r+")
         found = dict(group.attrs).get(KEY, {}).get("fingerprint")
         if found != self.fingerprint:
-            raise RuntimeError(f"{self.url} now belongs to another run (fingerprint {str(found)[:12]}...); "
+            from .features import ShardError
+            raise ShardError(f"{self.url} now belongs to another run (fingerprint {str(found)[:12]}...); "
                                f"shard {k} of run {self.fingerprint[:12]}... not written")
         for name in self.blobs:
             rows = np.zeros((n,) + self.shapes[name], np.float32)
@@ -210,7 +211,8 @@ class ZarrShards:
         markers = _read_markers(self.url, self.fingerprint)
         missing = [k for k in range(n_shards) if k not in markers]
         if missing:
-            raise RuntimeError(f"{self.url}: {len(missing)} shards not committed, e.g. shard {missing[0]} "
+            from .features import ShardError
+            raise ShardError(f"{self.url}: {len(missing)} shards not committed, e.g. shard {missing[0]} "
                                "(do the workers write to the same store as the client?)")
         errors = sorted((int(p), m) for k in range(n_shards) for p, m in markers[k]["errors"])
         bad = np.asarray([p for p, _ in errors], dtype=np.int64)

@@ -256,6 +256,11 @@ class OutputLocked(RuntimeError):
     """Another run (this machine or another one sharing the folder) is writing the same output."""
 
 
+class ShardError(RuntimeError):
+    """A run cannot finish its output: shards missing after the run, a store taken over by another run,
+    workers that see another model file."""
+
+
 def _lock_path(out):
     out = os.path.abspath(os.fspath(out))
     return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.lock")
@@ -605,7 +610,7 @@ class NpzShards:
     def finish(self, items, root, info, n_shards):
         missing = [k for k in range(n_shards) if not self.done(k)]
         if missing:
-            raise RuntimeError(f"{len(missing)} shards missing, e.g. {self.path(missing[0])} (with a cluster: "
+            raise ShardError(f"{len(missing)} shards missing, e.g. {self.path(missing[0])} (with a cluster: "
                                "do the workers see the client's files?)")
         merged = _merge_shards(self.work, n_shards, self.blobs, items, root, info, self.out)
         shutil.rmtree(self.work, ignore_errors=True)

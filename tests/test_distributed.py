@@ -24,7 +24,7 @@ pytest.importorskip("zarr")
 from decaf import Net, load, save  # noqa: E402
 from decaf.cli import main  # noqa: E402
 from decaf.distributed import extract_on_cluster, local_cluster  # noqa: E402
-from decaf.features import OutputLocked, extract, load_features, output_lock  # noqa: E402
+from decaf.features import OutputLocked, ShardError, extract, load_features, output_lock  # noqa: E402
 from decaf.threads import using_threads  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,21 +67,32 @@ def folder(tmp_path_factory):
     return root
 
 
+SLOW_SHARD = 3       # 26 items -> 9 shards
+SLOW_CORRUPT = ["bad.png", "bad2.jpg"]
+
+
 @pytest.fixture(scope="module")
 def slow_list(tmp_path_factory):
-    """16 hard links to one 768 x 768 noise PNG and a corrupt file, as a list file:
-    shards slow enough to kill a worker while it computes one."""
+    """24 hard links to one 768 x 768 noise PNG and two corrupt files in different shards, as a list
+    file: shards slow enough (~0.1 s) to kill a worker while it computes one."""
     root = tmp_path_factory.mktemp("slow")
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 255, (768, 768, 3), dtype=np.uint8)).save(root / "big.png")
     lines = []
-    for i in range(16):
+    for i in range(24):
         os.link(root / "big.png", root / f"big{i:02d}.png")
         lines.append(f"big{i:02d}.png {'even' if i % 2 == 0 else 'odd'}")
     (root / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    lines.insert(9, "bad.png odd")
+    (root / "bad2.jpg").write_bytes(b"")
+    lines.insert(4, "bad.png odd")
+    lines.insert(20, "bad2.jpg even")
     (root / "list.txt").write_text("\n".join(lines) + "\n")
     return root / "list.txt"
+
+
+@pytest.fixture(scope="module")
+def slow_reference(model, slow_list, tmp_path_factory):
+    return single_process(model, slow_list, tmp_path_factory.mktemp("slowref") / "ref.npz", shard=SLOW_SHARD)
 
 
 @pytest.fixture(scope="module")
@@ -179,11 +190,12 @@ def test_same_output_as_one_process_and_corrupt_images_listed(cluster, model, fo
     same_features(tmp_path / "s.zarr", reference)
 
 
-def test_worker_killed_mid_run_still_every_image_once(cluster, model, slow_list, tmp_path):
-    _, client = cluster
+def busy_worker_killer(client):
+    """on_shard(done, total) that SIGKILLs, once, a worker the scheduler says is running a shard; the list
+    it returns holds (pid, done, total, the worker's keys) once it has."""
     killed = []
 
-    def kill_a_busy_worker(done, total):
+    def kill(done, total):
         if killed or done >= total:
             return
         busy = [(addr, keys) for addr, keys in client.processing().items() if keys]
@@ -192,21 +204,27 @@ def test_worker_killed_mid_run_still_every_image_once(cluster, model, slow_list,
             pid = client.run(os.getpid, workers=[addr])[addr]
             os.kill(pid, signal.SIGKILL)
             killed.append((pid, done, total, list(keys)))
+    return kill, killed
 
+
+def test_worker_killed_mid_run_still_every_image_once(cluster, model, slow_list, slow_reference, tmp_path):
+    _, client = cluster
+    kill, killed = busy_worker_killer(client)
     skipped = []
-    stats = run(cluster, model, slow_list, tmp_path / "k.zarr", shard=4, on_shard=kill_a_busy_worker,
+    stats = run(cluster, model, slow_list, tmp_path / "k.zarr", shard=SLOW_SHARD, on_shard=kill,
                 on_error=lambda p, m: skipped.append(p))
     assert killed and killed[0][1] < killed[0][2]        # killed while shards were still to come
     assert any(key.startswith("decaf-shard-") for key in killed[0][3])   # ... one of them on that worker
-    assert stats["computed_shards"] == stats["shards"] == 5
+    assert stats["computed_shards"] == stats["shards"] == 9
     feats = load_features(tmp_path / "k.zarr")
-    assert len(feats["paths"]) == 16 and len(set(feats["paths"])) == 16 and skipped == ["bad.png"]
-    same_features(tmp_path / "k.zarr", single_process(model, slow_list, tmp_path / "k-ref.npz", shard=4))
+    assert len(feats["paths"]) == 24 and len(set(feats["paths"])) == 24 and sorted(skipped) == SLOW_CORRUPT
+    same_features(tmp_path / "k.zarr", slow_reference)
     client.wait_for_workers(2, timeout=WAIT)             # the nanny brings the killed worker back
 
 
-def test_client_killed_then_resumed_computes_only_missing_shards(cluster, model, folder, reference, tmp_path):
-    """A client process SIGKILLs itself after its third shard; the next run computes only the rest."""
+def test_client_killed_then_resumed_with_a_worker_killed(cluster, model, slow_list, slow_reference, tmp_path):
+    """The issue's scenario: a client process SIGKILLs itself after its third shard; the next run computes
+    only the missing shards, a worker is SIGKILLed while it does, and the result equals one process's."""
     cl, client = cluster
     out = tmp_path / "r.zarr"
     script = textwrap.dedent(f"""
@@ -218,26 +236,39 @@ def test_client_killed_then_resumed_computes_only_missing_shards(cluster, model,
             if done == 3:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        extract_on_cluster(load({model!r}), {str(folder)!r}, out={str(out)!r}, model={model!r},
-                           shard_size={SHARD}, batch_size=4, scheduler={cl.scheduler_address!r},
+        extract_on_cluster(load({model!r}), {str(slow_list)!r}, out={str(out)!r}, model={model!r},
+                           shard_size={SLOW_SHARD}, batch_size=4, scheduler={cl.scheduler_address!r},
                            timeout={WAIT}, on_shard=die)
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=WAIT)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     wait_idle(client)                         # shards running when the client died may still land
     done = {name: os.stat(out / "done" / name).st_mtime_ns for name in os.listdir(out / "done")}
-    assert 3 <= len(done) < 9
+    assert 3 <= len(done) <= 6
     with pytest.raises(ValueError, match="not complete"):
         load_features(out)                    # an interrupted store is refused, not half read
     skipped = []
-    stats = run(cluster, model, folder, out, on_error=lambda p, m: skipped.append(p))
+    kill, killed = busy_worker_killer(client)
+    stats = run(cluster, model, slow_list, out, shard=SLOW_SHARD, on_shard=kill,
+                on_error=lambda p, m: skipped.append(p))
+    assert killed and killed[0][1] < killed[0][2]
     assert stats["resumed_shards"] == len(done) and stats["computed_shards"] == 9 - len(done)
     assert {name: os.stat(out / "done" / name).st_mtime_ns for name in done} == done   # not computed again
     markers = {name: json.loads((out / "done" / name).read_text()) for name in os.listdir(out / "done")}
     assert sorted(m["shard"] for m in markers.values()) == list(range(9))
-    assert stats["computed_images"] == 42 - sum(markers[name]["images"] for name in done)
-    assert sorted(skipped) == sorted(CORRUPT)            # skipped images of resumed shards are reported too
-    same_features(out, reference)
+    assert stats["computed_images"] == 26 - sum(markers[name]["images"] for name in done)
+    assert sorted(skipped) == SLOW_CORRUPT          # skipped images of resumed shards are reported too
+    same_features(out, slow_reference)
+    client.wait_for_workers(2, timeout=WAIT)
+
+
+def test_workers_with_another_model_file_fail_loudly(cluster, model, folder, tmp_path):
+    other = tmp_path / "other.decaf"
+    save(Net(TINY, seed=4), other, preprocess={"resize_shorter": 18, "crop": 16})
+    _, client = cluster
+    with pytest.raises(ShardError, match="every worker must see the same model file"):
+        extract_on_cluster(load(model), folder, out=str(tmp_path / "o.zarr"), model=str(other), shard_size=SHARD,
+                           client=client, retries=0, timeout=WAIT)
 
 
 def test_two_runs_into_one_output_refuse(cluster, model, folder, tmp_path, capsys):

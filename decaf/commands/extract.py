@@ -64,14 +64,22 @@ def run(args):
         tqdm.write(f"skipped: {path}: {message}", file=sys.stderr)   # above the progress bar
 
     from ..distributed import cluster_extract, wants_cluster
-    from ..features import OutputLocked
+    from ..features import OutputLocked, ShardError
     run_extract = cluster_extract(args) if wants_cluster(args) else extract   # --workers / --scheduler
+    failures = (ShardError,)
+    if wants_cluster(args):
+        from distributed import KilledWorker      # a shard whose workers all died (allowed-failures)
+        failures += (KilledWorker,)
     try:
         feats = run_extract(net, args.sources, blobs=args.blob, batch_size=args.batch,
                             oversample=args.oversample, flatten=not args.no_flatten, out=args.output,
                             shard_size=args.shard, progress=not args.quiet, on_error=skipped, stats=stats)
     except OutputLocked as exc:
         print(f"decaf extract: error: {exc}", file=sys.stderr)
+        return 1
+    except failures as exc:
+        print(f"decaf extract: error: {type(exc).__name__}: {exc}; the finished shards are kept: run the same "
+              "command again to resume", file=sys.stderr)
         return 1
     if not is_store(args.output):
         feats = load_features(args.output)       # what was written, as a reader sees it
