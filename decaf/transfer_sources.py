@@ -29,7 +29,6 @@ import io
 import json
 import math
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -96,15 +95,13 @@ def box_crop(size, box, scale=1.5):
 
 
 def with_resize(recipe, way):
-    """``recipe`` resizing its way (None: unchanged), "warp" or "shorter", to the same size."""
+    """``recipe`` resizing its way (None: unchanged), "warp" or "shorter", to the same size
+    (``decaf.recipe.with_options``, the one place recipes are changed)."""
     if way is None:
         return recipe
-    if way not in ("warp", "shorter"):
-        raise ValueError(f"resize must be 'warp' or 'shorter', got {way!r}")
-    size = recipe.resize_warp or recipe.resize_shorter or recipe.crop
-    if way == "warp":
-        return replace(recipe, resize_warp=size, resize_shorter=None)
-    return replace(recipe, resize_shorter=size, resize_warp=None)
+    from .recipe import with_options
+    size = recipe.resize_warp or recipe.resize_shorter or recipe.crop     # a recipe without a resize: the crop
+    return with_options(recipe, resize=way, size=size)
 
 
 def has_boxes(path):

@@ -82,6 +82,10 @@ def test_box_features_and_warp_match_numpy(tmp_path, mean_net):
     recipe = decaf.recipe.Recipe.from_dict(RECIPE)
     assert with_resize(recipe, "warp").resize_warp == 16 and with_resize(recipe, "warp").resize_shorter is None
     assert with_resize(with_resize(recipe, "warp"), "shorter") == recipe
+    bare = decaf.recipe.Recipe.from_dict(dict(RECIPE, resize_shorter=None))
+    assert with_resize(bare, "warp").resize_warp == 16                   # no resize in the recipe: warp to the crop
+    with pytest.raises(ValueError, match="warp"):
+        with_resize(recipe, "stretch")
 
 
 def write_scenes(folder, rng, per_class=8):
