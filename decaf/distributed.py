@@ -160,6 +160,8 @@ def extract_on_cluster(net, images, out, model, blobs=None, batch_size=32, overs
     inline = [it.relpath for it in items if not isinstance(it.source, (str, os.PathLike))]
     if inline:
         raise TypeError(f"a cluster reads images from paths; {inline[0]!r} is an in-memory image")
+    if str(items[0].source).startswith("memory://"):
+        raise ValueError(f"{items[0].source}: memory:// images live in one process; workers cannot read them")
     if threads_per_worker is None and workers and not scheduler and client is None:
         threads_per_worker = default_threads(workers)
     if isinstance(model, (bytes, bytearray, memoryview)):

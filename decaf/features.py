@@ -15,6 +15,8 @@ Sources (``collect_images``):
   space; a path with spaces needs a tab). Relative paths are relative to the
   list file; blank lines and lines starting with ``#`` are ignored.
 - an image file: label ``""``.
+- any of these as an fsspec URL (``s3://``, ``gs://``, ``memory://``...; ``decaf.remote``): listed
+  and read through fsspec, the same labels and relative paths (``file://`` is a local path).
 
 Paths in the output are relative to ``root``, the deepest folder holding all
 the images (stored in the file as ``root``).
@@ -84,23 +86,27 @@ def _walk_images(directory):
     return found
 
 
+def parse_list_lines(lines):
+    """(image, label) for each line of a list file: ``PATH`` or ``PATH LABEL`` (split at the last tab if
+    there is one, else at the last space); blank lines and ``#`` comments left out."""
+    for line in lines:
+        line = line.rstrip("\r\n")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if "\t" in line:
+            image, label = line.rsplit("\t", 1)
+        else:
+            parts = line.strip().rsplit(None, 1)
+            image, label = (parts[0], parts[1]) if len(parts) == 2 else (parts[0], "")
+        yield image.strip(), label.strip()
+
+
 def read_list_file(path):
     """(absolute path, label) for each line of a list file."""
     base = os.path.dirname(os.path.abspath(path))
-    found = []
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.rstrip("\r\n")
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            if "\t" in line:
-                image, label = line.rsplit("\t", 1)
-            else:
-                parts = line.strip().rsplit(None, 1)
-                image, label = (parts[0], parts[1]) if len(parts) == 2 else (parts[0], "")
-            image, label = image.strip(), label.strip()
-            found.append((os.path.normpath(os.path.join(base, os.path.expanduser(image))), label))
-    return found
+        return [(os.path.normpath(os.path.join(base, os.path.expanduser(image))), label)
+                for image, label in parse_list_lines(f)]
 
 
 def collect_images(sources):
@@ -110,8 +116,12 @@ def collect_images(sources):
     file is a FileNotFoundError; an image path (by its extension) is kept even
     if it is missing or cannot be decoded: extraction skips and lists it.
     """
+    from . import remote
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
+    sources = [remote.local_path(s) for s in sources]         # file:// URLs are local paths
+    if any(remote.is_url(s) for s in sources):
+        return remote.collect_images(sources)                   # s3://, gs://, memory://... through fsspec
     found, roots = [], []
     for source in sources:
         source = os.path.abspath(os.fspath(source))
@@ -331,7 +341,8 @@ class _Extractor:
             if on_image:
                 on_image(1)
 
-        stream = image_batches([item.source for item in items], self.recipe, self.batch_size,
+        from .remote import open_source
+        stream = image_batches([open_source(item.source) for item in items], self.recipe, self.batch_size,
                                self.oversample, on_error=lambda pos, _, message: bad(pos, items[pos], message),
                                stats=self.times)
         for batch, out in forward_batches(self.net, stream, self.blobs, stats=self.times):
@@ -524,12 +535,14 @@ def _fingerprint(net, items, info, shard_size):
     h.update(json.dumps({"format": SHARD_FORMAT, "info": info, "shard_size": shard_size},
                         sort_keys=True, default=str).encode())
     h.update(net_fingerprint(net).encode())
+    from .remote import is_url
+    from .remote import stamp as url_stamp
     for item in items:
         try:
             st = os.stat(item.source)
             stamp = f"{st.st_size}:{st.st_mtime_ns}"
         except (OSError, TypeError, ValueError):
-            stamp = "-"
+            stamp = url_stamp(item.source) if is_url(item.source) else "-"
         h.update(f"{item.source}\0{item.relpath}\0{item.label}\0{stamp}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 

@@ -291,6 +291,11 @@ def test_refusals(model, folder, tmp_path, capsys):
         extract_on_cluster(load(model), folder, out=str(tmp_path / "x.npz"), model=model)
     with pytest.raises(ValueError, match="memory://"):
         extract_on_cluster(load(model), folder, out="memory://x.zarr", model=model, workers=2)
+    import fsspec
+    fsspec.filesystem("memory").pipe("/cluster-refusal/a.png", (folder / "a" / "00.jpg").read_bytes())
+    with pytest.raises(ValueError, match="memory:// images live in one process"):
+        extract_on_cluster(load(model), "memory:///cluster-refusal", out=str(tmp_path / "m.zarr"), model=model,
+                           workers=2)
     with pytest.raises(SystemExit):
         main(["extract", str(folder), "-o", str(tmp_path / "x.npz"), "--workers", "2", "--scheduler", "tcp://x:1"])
     assert main(["extract", str(folder), "-o", str(tmp_path / "x.npz"), "--workers", "0"]) == 1

@@ -175,3 +175,36 @@ def test_cli_extract_transfer_and_tsne_read_a_store(folder, npz, tmp_path, capsy
     assert "cli.zarr:fc1 (8-d)" in capsys.readouterr().out
     assert main(["tsne", str(out), "-o", str(tmp_path / "t.png"), "--perplexity", "5"]) == 0
     assert (tmp_path / "t.png").stat().st_size > 0
+
+
+def test_images_and_store_at_fsspec_urls(folder, npz):
+    """The folder copied to memory:// (plus a list file there), extracted into a memory:// store."""
+    import fsspec
+    fs = fsspec.filesystem("memory")
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            fs.pipe(f"/src-{id(fs)}/{path.relative_to(folder).as_posix()}", path.read_bytes())
+    base = f"memory:///src-{id(fs)}"
+    fs.pipe(f"/src-{id(fs)}/list.txt", b"cats/00.png kitty\ndogs/12.png\ngone.png lost\n")
+    out = f"memory://out-{id(fs)}/f.zarr"
+    skipped = []
+    extract(tiny_net(), base, blobs=["fc1", "pool1"], batch_size=4, shard_size=6, out=out,
+            on_error=lambda p, m: skipped.append((p, m)))
+    got, want = load_features(out), load_features(npz)
+    for key in ("fc1", "pool1", "paths", "labels", "skipped"):
+        np.testing.assert_array_equal(got[key], want[key])       # the same images, relative paths, labels
+    assert got["root"] == base and sorted(p for p, _ in skipped) == BROKEN
+    stats = {}                                                  # the same job again: nothing to compute
+    extract(tiny_net(), base, blobs=["fc1", "pool1"], batch_size=4, shard_size=6, out=out, stats=stats)
+    assert stats["resumed_shards"] == 4 and stats["computed_images"] == 0
+    fs.pipe(f"/src-{id(fs)}/cats/03.png", (folder / "dogs" / "12.png").read_bytes())   # an image changes
+    extract(tiny_net(), base, blobs=["fc1", "pool1"], batch_size=4, shard_size=6, out=out, stats=stats)
+    assert stats["resumed_shards"] == 0 and stats["computed_images"] == 21
+    assert all(base not in m for _, m in skipped)               # messages name relative paths
+    listed = extract(tiny_net(), f"{base}/list.txt", blobs=["fc1"])
+    assert list(listed["paths"]) == ["cats/00.png", "dogs/12.png"] and list(listed["labels"]) == ["kitty", ""]
+    assert list(listed["skipped"]) == ["gone.png"] and "no such file" in listed["skipped_errors"][0]
+    rows = [list(want["paths"]).index(p) for p in listed["paths"]]
+    np.testing.assert_allclose(listed["fc1"], want["fc1"][rows], rtol=1e-5, atol=1e-6)   # other batches
+    with pytest.raises(FileNotFoundError):
+        extract(tiny_net(), f"{base}/nothing-here")
