@@ -46,7 +46,9 @@ Squeeze, Unsqueeze         worked out at two batch sizes; the target may be a co
 Concat                     Concat (a non-batch axis; negative counts from the end)        shape
 Add, Sum, Sub, Mul, Div    Eltwise (sum, coeff -1 for Sub, prod for Mul) for tensors of   eltwise
                            one shape; with a per-channel constant: Scale (weight, bias);
-                           any other broadcast: Arithmetic
+                           any other broadcast: Arithmetic; Mul(x, x) that starts
+                           PyTorch's LocalResponseNorm chain (Pad, 3-D AveragePool, Pow,
+                           Div): one LRN
 Pow, Sqrt, Reciprocal,     Arithmetic (pow by a constant exponent, 1 / x, -1 * x)         arith
 Neg
 Transpose                  Transpose (perm keeps the batch axis first)                    transpose
@@ -111,8 +113,8 @@ class OnnxImporter:
     ``rank(tensor, node, what)`` (from ONNX shape inference), ``only_first_output(node)``,
     ``opset``. To emit: ``add(node, decaf_type, bottoms, top, params, **spec)`` adds one decaf
     layer; ``same_as(tensor, source)`` makes a tensor another name for ``source``;
-    ``sole_consumer(tensor)`` and ``absorb(node)`` let one layer take over the node after it
-    (MatMul + Add). To refuse: ``raise imp.fail(message)``, with ``label(node)`` naming the node.
+    ``sole_consumer(tensor)``, ``consumers(tensor)``, ``is_graph_output(tensor)`` and ``absorb(node)``
+    let one layer take over the nodes after it (MatMul + Add, PyTorch's LRN chain). To refuse: ``raise imp.fail(message)``, with ``label(node)`` naming the node.
     """
 
     # Shape computations are evaluated at these two batch sizes: a value equal at both is a
@@ -258,6 +260,13 @@ class OnnxImporter:
                 raise self.fail(f"node {self.label(node)}: its output {extra!r} is used; only the first "
                                 f"output is supported")
 
+    def consumers(self, tensor):
+        """The nodes reading ``tensor`` as an explicit input (a list, maybe empty)."""
+        return list(self._consumers.get(tensor, []))
+
+    def is_graph_output(self, tensor):
+        return tensor in self._graph_outputs
+
     def sole_consumer(self, tensor):
         """The one node reading ``tensor``, or None if it has several readers or is a graph output."""
         users = self._consumers.get(tensor, [])
@@ -352,10 +361,26 @@ class OnnxImporter:
         return inputs
 
     # ---- the walk ---------------------------------------------------------------
+    def _fold_constants(self):
+        """Fold, before the walk, every node computing on constants alone (not on shapes), so an
+        importer that looks ahead along the graph (PyTorch's LRN chain) sees their values."""
+        done = set()
+        for node in self._graph.node:
+            if node.domain not in ("", "ai.onnx") or node.op_type in ("Shape", "Size"):
+                continue
+            if node.op_type == "Constant":
+                self._constant(node)
+                done.add(id(node))
+            elif (node.op_type in FOLDERS and all(not t or t in self._consts for t in node.input)
+                  and self._fold(node)):
+                done.add(id(node))
+        return done
+
     def run(self):
         inputs = self._inputs()
+        folded = self._fold_constants()
         for node in self._graph.node:
-            if node.output and node.output[0] in self._absorbed:
+            if id(node) in folded or node.output and node.output[0] in self._absorbed:
                 continue
             if node.domain not in ("", "ai.onnx"):
                 raise self.fail(f"ONNX op '{node.domain}.{node.op_type}' (node {node.name!r}) is not supported "

@@ -127,6 +127,8 @@ def _arithmetic_from_onnx(imp, node):
     if len(node.input) == 1 and op in ("Add", "Sum"):
         imp.same_as(node.output[0], node.input[0])
         return
+    if op == "Mul" and node.input[0] == node.input[1] and _torch_lrn_from_onnx(imp, node):
+        return
     consts = [imp.const(t) for t in node.input]
     if all(c is None for c in consts):
         _tensors_from_onnx(imp, node)
@@ -185,6 +187,66 @@ def _tensor_and_constant_from_onnx(imp, node, consts):
         raise imp.fail(f"node {imp.label(node)}: {op} of a constant by a tensor is not supported")
     params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
     imp.add(node, "Scale", [x], node.output[0], params, bias_term=bias is not None)
+
+
+_LRN_CHAIN_OPS = {"Reshape", "Unsqueeze", "Pad", "AveragePool", "Shape", "Gather", "Equal", "If", "Squeeze",
+                  "Mul", "Add", "Pow", "Div", "Cast", "Concat", "Constant"}
+
+
+def _torch_lrn_from_onnx(imp, node):
+    """PyTorch's nn.LocalResponseNorm, exported as x*x -> Unsqueeze/Reshape to 5-D -> Pad of the
+    channel axis -> AveragePool (size, 1, 1) -> (If) Squeeze/Reshape -> Mul alpha -> Add k -> Pow beta
+    -> Div x by it: one LRN layer (odd sizes, where both windows are centred). True when taken."""
+    x, nodes, seen, div = node.input[0], [], set(), None
+    frontier = [node.output[0]]
+    while frontier:
+        t = frontier.pop()
+        for user in imp.consumers(t):
+            key = id(user)
+            if key in seen:
+                continue
+            if user.op_type not in _LRN_CHAIN_OPS or len(nodes) > 40:
+                return False
+            seen.add(key)
+            nodes.append(user)
+            if user.op_type == "Div" and user.input[0] == x:
+                if div is not None:
+                    return False
+                div = user
+                continue
+            for out in user.output:
+                if imp.is_graph_output(out):
+                    return False
+                frontier.append(out)
+    if div is None:
+        return False
+    by_op = {}
+    for n in nodes:
+        by_op.setdefault(n.op_type, []).append(n)
+    pool, pad = by_op.get("AveragePool", []), by_op.get("Pad", [])
+    if len(pool) != 1 or len(pad) != 1 or imp.rank(x, node, "LRN") != 4:
+        return False
+    a = imp.attrs(pool[0])
+    kernel = list(a.get("kernel_shape", []))
+    if len(kernel) != 3 or kernel[1:] != [1, 1] or any(s != 1 for s in a.get("strides", [1, 1, 1])) \
+            or any(a.get("pads", [0] * 6)):
+        return False
+    size = int(kernel[0])
+    pads = imp.const(pad[0].input[1]) if imp.has_input(pad[0], 1) else None
+    want = [0, 0, size // 2, 0, 0, 0, 0, (size - 1) // 2, 0, 0]
+    if size % 2 == 0 or pads is None or [int(p) for p in pads.reshape(-1)] != want:
+        return False
+    scalars = {}
+    for op in ("Mul", "Add", "Pow"):
+        found = [n for n in by_op.get(op, []) if imp.const(n.input[1]) is not None and imp.const(n.input[1]).size == 1]
+        if len(found) != 1:
+            return False
+        scalars[op] = float(imp.const(found[0].input[1]).reshape(-1)[0])
+    imp.add(node, "LRN", [x], div.output[0], local_size=size, alpha=scalars["Mul"], beta=scalars["Pow"],
+            k=scalars["Add"])
+    for n in nodes:
+        imp.absorb(n)
+    return True
 
 
 # ---- Caffe -> decaf -----------------------------------------------------------------------------

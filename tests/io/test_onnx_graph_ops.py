@@ -271,3 +271,23 @@ def test_refusals_name_node_op_and_reason(tmp_path, nodes, inits, needle):
     with pytest.raises(DecafFormatError) as info:
         onnx_to_net(path)
     assert needle in str(info.value) and "bad.onnx" in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("size, dynamic", [(5, True), (3, False)])
+def test_pytorch_lrn_chain_becomes_one_lrn(tmp_path, size, dynamic):
+    """nn.LocalResponseNorm exports as Mul, Reshape, Pad, 3-D AveragePool, If/Squeeze, Mul, Add, Pow,
+    Div: read as one LRN layer (odd sizes; an even one centres its window differently, refused)."""
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.LocalResponseNorm(size, alpha=0.1, beta=0.75,
+                                                                                      k=2.0)).eval()
+    path = tmp_path / "lrn.onnx"
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.zeros(2, 3, 8, 8), str(path), opset_version=17, dynamo=False,
+                          input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "N"}, "y": {0: "N"}} if dynamic else None)
+    spec = check(tmp_path, onnx.load(str(path)), batches=(2, 3))
+    assert types(spec) == ["Convolution", "LRN"]
+    assert {k: spec["layers"][1][k] for k in ("local_size", "alpha", "beta", "k")} == \
+        {"local_size": size, "alpha": pytest.approx(0.1), "beta": 0.75, "k": 2.0}
