@@ -168,3 +168,29 @@ def test_import_table_in_docs_agrees():
         assert cells[2 + COMBOS.index((opset, dyn))] == status, (name, opset, dyn, status)
         if COMBOS.index((opset, dyn)) == 0 and status == "yes":
             assert cells[1] == ", ".join(kinds), (name, cells[1], kinds)
+
+
+def test_state_dict_through_onnx_as_docs_say(tmp_path, capsys):
+    """docs/import.md's path for an architecture the zoo lacks: state_dict -> its class -> ONNX with a
+    dynamic batch -> decaf convert -> the same logits as PyTorch at another batch size."""
+    from decaf.cli import main
+    model, shape = build("ShuffleNetV2", seed=3)
+    torch.save(model.state_dict(), tmp_path / "weights.pth")
+    fresh, _ = build("ShuffleNetV2", seed=4)                       # other random weights, replaced next
+    fresh.load_state_dict(torch.load(tmp_path / "weights.pth", map_location="cpu", weights_only=True))
+    fresh.eval()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(fresh, torch.zeros((1,) + shape), str(tmp_path / "model.onnx"), dynamo=False,
+                          opset_version=17, input_names=["data"], output_names=["logits"],
+                          dynamic_axes={"data": {0: "N"}, "logits": {0: "N"}})
+    assert main(["convert", str(tmp_path / "model.onnx"), "-o", str(tmp_path / "model.decaf"), "--mean",
+                 "0.485,0.456,0.406", "--std", "0.229,0.224,0.225", "--scale", "0.00392156862745", "--resize",
+                 "shorter", "--size", "256"]) == 0
+    net = decaf.load(str(tmp_path / "model.decaf"))
+    x = np.random.default_rng(5).standard_normal((3,) + shape).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    ours = net.forward(data=x)["logits"]
+    assert np.abs(ours - ref).max() <= RTOL * np.abs(ref).max()
