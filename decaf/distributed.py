@@ -179,14 +179,16 @@ def extract_on_cluster(net, images, out, model, blobs=None, batch_size=32, overs
         sink.prepare(features._fingerprint(net, items, info, shard_size), items, root, info, shard_size,
                      features.blob_shapes(net, blobs, flatten))
         missing = [k for k in range(len(shards)) if not sink.done(k)]
-        bar = features._progress_bar(len(items), progress)
+        t_connect = time.perf_counter()
         own_client, cluster = (client, None) if client is not None else _connect(workers, scheduler,
                                                                                  threads_per_worker)
+        connect_seconds = time.perf_counter() - t_connect
         if progress:
             import sys
             n = len(own_client.scheduler_info().get("workers", {}))
             print(f"dask: {n} workers at {own_client.scheduler.address}, dashboard {own_client.dashboard_link}; "
                   f"{len(missing)} of {len(shards)} shards to compute", file=sys.stderr)
+        bar = features._progress_bar(len(items), progress)      # after the cluster's start: a true rate
         futures = []
         try:
             for k in sorted(set(range(len(shards))) - set(missing)):   # resumed: report their skipped images
@@ -229,7 +231,8 @@ def extract_on_cluster(net, images, out, model, blobs=None, batch_size=32, overs
                       "skipped": int(len(merged["skipped"])), "computed_images": done_images,
                       "computed_shards": len(missing), "resumed_shards": len(shards) - len(missing),
                       "shards": len(shards), "batch_size": batch_size, "seconds": time.perf_counter() - t0,
-                      "worker_pids": sorted(pids), "threads_per_worker": threads_per_worker, **totals})
+                      "worker_pids": sorted(pids), "threads_per_worker": threads_per_worker,
+                      "cluster_start_seconds": connect_seconds, **totals})
     return merged
 
 

@@ -104,6 +104,9 @@ def run(args):
               f"{len(summary['skipped'])} skipped")
         if stats["resumed_shards"]:
             print(f"resumed: {stats['resumed_shards']} of {stats['shards']} shards were already done")
+        if stats.get("cluster_start_seconds"):
+            print(f"dask: {len(stats['worker_pids'])} worker processes computed {stats['computed_shards']} shards; "
+                  f"starting the cluster took {stats['cluster_start_seconds']:.1f} s of the time below")
         if rate:
             print(f"{computed} images in {stats['seconds']:.1f} s: {rate:.1f} images/s at batch {args.batch} "
                   f"(forward {stats['forward_seconds']:.1f} s, decode+resize {stats['preprocess_seconds']:.1f} s)")
