@@ -6,7 +6,8 @@ Along each resized axis of size n -> m, an output position i maps to the input c
     align_corners:       i (n - 1) / (n s - 1)        (0 when n s == 1; n s = m for given sizes)
     asymmetric:          i / s
 nearest takes the input element there (rounded by ``nearest_mode``: round_prefer_floor,
-round_prefer_ceil, floor, ceil; clamped to [0, n-1]); linear mixes the two neighbours. Both are a
+round_prefer_ceil, floor, ceil, or simple: ceil when shrinking and floor when enlarging, what ONNX
+Runtime does for Resize-10 and Upsample; clamped to [0, n-1]); linear mixes the two neighbours. Both are a
 matrix R (m x n) applied along the axis, y = R x, so backward is dx = R^T dy, axis by axis.
 Give ``scales`` (one per non-batch axis; m = floor(n s)) or ``sizes`` (m per non-batch axis).
 """
@@ -17,7 +18,7 @@ from ..interop import onnx_importer
 from ..layer import Layer, per_image, register
 
 _COORDS = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")
-_NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+_NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil", "simple")
 
 
 def resize_matrix(n, m, scale, mode, coords, nearest_mode):
@@ -35,6 +36,8 @@ def resize_matrix(n, m, scale, mode, coords, nearest_mode):
     r = np.zeros((m, n))
     if mode == "nearest":
         frac = x - np.floor(x)
+        if nearest_mode == "simple":
+            nearest_mode = "ceil" if scale < 1 else "floor"
         if nearest_mode == "floor":
             k = np.floor(x)
         elif nearest_mode == "ceil":
@@ -101,6 +104,12 @@ class Resize(Layer):
                     self.matrices.append((axis, r))
         return [tuple(out)]
 
+    def _scales(self, shape):
+        """The scale along each non-batch axis of a bottom of ``shape``."""
+        if self.p["scales"] is not None:
+            return [float(v) for v in self.p["scales"]]
+        return [int(m) / n for m, n in zip(self.p["sizes"], shape[1:])]
+
     @staticmethod
     def _apply(x, axis, r):
         return np.moveaxis(np.tensordot(r, np.moveaxis(x, axis, 0), axes=1), 0, axis)
@@ -124,6 +133,12 @@ class Resize(Layer):
         attrs = {"mode": p["mode"], "coordinate_transformation_mode": p["coordinate_mode"]}
         if p["mode"] == "nearest":
             attrs["nearest_mode"] = p["nearest_mode"]
+            if p["nearest_mode"] == "simple":       # one ONNX mode only when every axis goes one way
+                shrinks = {axis_scale < 1 for axis_scale in self._scales(g.input_shapes[0]) if axis_scale != 1}
+                if len(shrinks) > 1:
+                    raise ValueError(f"layer {name!r}: Resize with nearest_mode simple that shrinks one axis and "
+                                     f"enlarges another cannot be written as one ONNX Resize")
+                attrs["nearest_mode"] = "ceil" if shrinks == {True} else "floor"
         if p["scales"] is not None:
             scales = g.const(f"{name}.scales", [1.0] + [float(s) for s in p["scales"]], np.float32)
             g.node("Resize", [g.inputs[0], "", scales], g.outputs, name, **attrs)
@@ -149,7 +164,7 @@ def _resize_from_onnx(imp, node):
         raise imp.fail(f"node {imp.label(node)}: {node.op_type} mode {mode!r} is not supported (nearest, linear)")
     legacy = node.op_type == "Upsample" or imp.opset < 11
     coords = "asymmetric" if legacy else a.get("coordinate_transformation_mode", "half_pixel")
-    nearest = "floor" if legacy else a.get("nearest_mode", "round_prefer_floor")
+    nearest = "simple" if legacy else a.get("nearest_mode", "round_prefer_floor")
     if coords not in _COORDS or nearest not in _NEAREST:
         raise imp.fail(f"node {imp.label(node)}: coordinate_transformation_mode {coords!r} / nearest_mode "
                        f"{nearest!r} is not supported")

@@ -198,6 +198,18 @@ def test_resize_scales(tmp_path, opset, attrs):
     check(tmp_path, model_of([node], ["N", 2, 3, 4], inits, opset))
 
 
+@pytest.mark.parametrize("op, opset", [("Resize", 10), ("Upsample", 9)])
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize("scales", [[1, 1, 2, 3], [1, 1, 1.5, 2.5], [1, 1, 0.5, 0.7]])
+def test_resize10_and_upsample(tmp_path, op, opset, mode, scales):
+    """Before opset 11: asymmetric coordinates; nearest rounds down when enlarging and up when
+    shrinking (what ONNX Runtime does; Upsample only enlarges)."""
+    if op == "Upsample" and min(scales) < 1:
+        pytest.skip("Upsample only enlarges")
+    node = helper.make_node(op, ["x", "sc"], ["y"], mode=mode)
+    check(tmp_path, model_of([node], ["N", 2, 5, 6], {"sc": np.array(scales, np.float32)}, opset))
+
+
 def test_resize_sizes_from_another_tensors_shape(tmp_path):
     """F.interpolate(x, size=skip.shape[-2:]): the sizes come from Shape nodes and the batch size."""
     inits = {"w": RNG.standard_normal((2, 2, 3, 3)).astype(np.float32), "s0": np.array([0], I64),

@@ -191,7 +191,17 @@ EXPORT_CASES = [c for c in GRAD_CASES] + [
     ("resize_align", {"type": "Resize", "mode": "linear", "sizes": [2, 7, 9], "coordinate_mode": "align_corners"},
      [(2, 2, 4, 5)]),
     ("flatten_axis2", {"type": "Flatten", "axis": 2}, [(2, 3, 4, 5)]),
+    ("resize_simple", {"type": "Resize", "mode": "nearest", "scales": [1, 0.5, 0.7], "coordinate_mode": "asymmetric",
+                       "nearest_mode": "simple"}, [(2, 2, 6, 7)]),
 ]
+
+
+def test_resize_simple_both_ways_is_not_exported(tmp_path):
+    from decaf.io.onnx_convert import net_to_onnx
+    net, _ = run_layer({"type": "Resize", "mode": "nearest", "scales": [1, 0.5, 2], "nearest_mode": "simple"},
+                       x32(2, 2, 6, 6))
+    with pytest.raises(ValueError, match="shrinks one axis and enlarges another"):
+        net_to_onnx(net, tmp_path / "r.onnx")
 
 
 @pytest.mark.parametrize("opset", [13, 18])
