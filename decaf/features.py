@@ -381,6 +381,9 @@ def extract(net, images, blobs=None, batch_size=32, oversample=False, flatten=Tr
         oversample: the mean over the 10 crops.
     out: a ``.npz`` path: work in shards of ``shard_size`` images, resume an
         interrupted run, write the result atomically (see the module docstring).
+        A ``.zarr`` folder or an fsspec URL writes a feature store instead (``decaf.featstore``);
+        the result's feature arrays are then lazy Dask arrays (``open_features``).
+        One run per output: a second one raises OutputLocked.
     progress: show a tqdm bar on stderr. on_error(path, message): per skipped
         image. on_shard(done, total): after each shard is written (with ``out``).
     stats: a dict to fill with counts and timings of this run.

@@ -300,3 +300,51 @@ def test_refusals(model, folder, tmp_path, capsys):
         main(["extract", str(folder), "-o", str(tmp_path / "x.npz"), "--workers", "2", "--scheduler", "tcp://x:1"])
     assert main(["extract", str(folder), "-o", str(tmp_path / "x.npz"), "--workers", "0"]) == 1
     assert "--workers must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_issue_scenario_on_a_few_hundred_mixed_images(cluster, model, tmp_path_factory, tmp_path):
+    """The issue's 'done when' at its size: 300 generated images (sizes 16-400 px; PNG, JPEG, BMP, GIF,
+    WebP, grey and RGBA), 1 % corrupt, on the 2-worker cluster: client SIGKILLed mid-run, resumed while a
+    worker is SIGKILLed; the store equals the single-process run. `pytest -m slow` (10-20 s)."""
+    root = tmp_path_factory.mktemp("mixed")
+    rng = np.random.default_rng(7)
+    formats = [("png", "RGB"), ("jpg", "RGB"), ("bmp", "RGB"), ("gif", "P"), ("webp", "RGB"), ("png", "L"),
+               ("png", "RGBA")]
+    corrupt = []
+    for i in range(300):
+        ext, mode = formats[i % len(formats)]
+        path = root / f"class{i % 5}" / f"{i:03d}.{ext}"
+        path.parent.mkdir(exist_ok=True)
+        if i % 100 == 42:
+            path.write_bytes(rng.integers(0, 255, 64, dtype=np.uint8).tobytes())     # 1 % corrupt
+            corrupt.append(path.relative_to(root).as_posix())
+            continue
+        h, w = (int(v) for v in rng.integers(16, 401, 2))
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).convert(mode).save(path)
+    reference = single_process(model, root, tmp_path / "ref.npz", shard=16)
+    cl, client = cluster
+    out = tmp_path / "mixed.zarr"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from decaf import load
+        from decaf.distributed import extract_on_cluster
+
+        def die(done, total):
+            if done == 6:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        extract_on_cluster(load({model!r}), {str(root)!r}, out={str(out)!r}, model={model!r}, shard_size=16,
+                           batch_size=4, scheduler={cl.scheduler_address!r}, timeout={WAIT}, on_shard=die)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=WAIT)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    wait_idle(client)
+    done = len(os.listdir(out / "done"))
+    kill, killed = busy_worker_killer(client)
+    skipped = []
+    stats = run(cluster, model, root, out, shard=16, on_shard=kill, on_error=lambda p, m: skipped.append(p))
+    assert killed and stats["resumed_shards"] == done and stats["computed_shards"] == 19 - done
+    assert sorted(skipped) == sorted(corrupt) and len(corrupt) == 3
+    same_features(out, reference)
+    client.wait_for_workers(2, timeout=WAIT)
