@@ -108,10 +108,13 @@ def _import_onnx():
 class OnnxImporter:
     """The context an ``@onnx_importer`` function gets (``imp``), reading one ONNX graph.
 
-    For the node at hand: ``attrs(node)``, ``const(tensor)`` (an initializer or Constant, else
-    None), ``need_const(node, index, what)``, ``has_input(node, index)``, ``shape(tensor)`` and
-    ``rank(tensor, node, what)`` (from ONNX shape inference), ``only_first_output(node)``,
-    ``opset``. To emit: ``add(node, decaf_type, bottoms, top, params, **spec)`` adds one decaf
+    For the node at hand: ``attrs(node)``, ``const(tensor)`` (an initializer, Constant or folded
+    value that does not follow the batch, else None), ``need_const(node, index, what)``,
+    ``axes(node, since, index)`` (an attribute before opset ``since``, an input from it),
+    ``has_input(node, index)``, ``shape(tensor)`` and ``rank(tensor, node, what)`` (the batch axis
+    is ``static_batch``, None for a dynamic one), ``only_first_output(node)``, ``opset``. For shape
+    computations that follow the batch size: ``probe_batches``, ``value_at(tensor, batch)`` and
+    ``shape_at(tensor, batch)`` (a computed tensor's shape at that batch size). To emit: ``add(node, decaf_type, bottoms, top, params, **spec)`` adds one decaf
     layer; ``same_as(tensor, source)`` makes a tensor another name for ``source``;
     ``sole_consumer(tensor)``, ``consumers(tensor)``, ``is_graph_output(tensor)`` and ``absorb(node)``
     let one layer take over the nodes after it (MatMul + Add, PyTorch's LRN chain). To refuse: ``raise imp.fail(message)``, with ``label(node)`` naming the node.
