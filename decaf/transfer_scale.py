@@ -164,7 +164,7 @@ def evaluate_out_of_core(path, blob=None, per_class=(30,), splits=5, seed=0, cla
             result = {"features": f"{os.path.basename(os.fspath(path).rstrip('/'))}:{data.blob} ({data.dim}-d)",
                       "classifier": classifier, "per_class": n, "out_of_core": True, "epochs": epochs,
                       "mean": float(np.mean(scores)), "std": float(np.std(scores)), "scores": scores,
-                      "C": [r["C"] for r in runs]}
+                      "C": [r["C"] for r in runs], "test_images": [r["test"] for r in runs]}
             results.append(result)
             if on_result:
                 on_result(result)

@@ -68,10 +68,12 @@ def test_out_of_core_protocol_agrees_with_the_in_memory_one(store):
     hard = blobs(np.random.default_rng(5), spread=5.0)          # overlapping classes: in memory ~0.8
     got = evaluate_out_of_core(_saved(hard, 80), per_class=[20], splits=2, seed=0, classifiers=["logreg", "svm"],
                                epochs=5, Cs=(0.1, 1.0, 10.0))
-    want = evaluate(hard["f"], hard["labels"], per_class=20, splits=2, seed=0, grid=(0.1, 1.0, 10.0))["mean"]
+    reference = evaluate(hard["f"], hard["labels"], per_class=20, splits=2, seed=0, grid=(0.1, 1.0, 10.0))
+    want = reference["mean"]
     assert 0.5 < want < 0.97
     for r in got:
         assert r["per_class"] == 20 and len(r["scores"]) == 2 and len(r["C"]) == 2
+        assert r["test_images"] == reference["test_images"]
         assert abs(r["mean"] - want) < 0.1, (r["classifier"], r["mean"], want)
     easy = blobs(np.random.default_rng(2), spread=0.3)           # well separated: perfect
     assert evaluate_out_of_core(_saved(easy, 80), per_class=[5], splits=1, epochs=3, Cs=[1.0])[0]["mean"] == 1.0
