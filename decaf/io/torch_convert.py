@@ -14,6 +14,7 @@ The number of classes is read from the checkpoint's classifier unless given. The
 be a bare state dict or a dict holding one (``state_dict``, ``model``, ``module.`` prefixes...).
 """
 import ast
+import re
 
 import numpy as np
 
@@ -62,6 +63,11 @@ IGNORED_SUFFIXES = ("num_batches_tracked",)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+# old DenseNet checkpoints: "denselayer1.norm.1.weight" for "denselayer1.norm1.weight"
+_DENSENET_LEGACY = re.compile(r"(denselayer\d+\.(?:norm|relu|conv))\.(?=[12]\.(?:weight|bias|running_mean|running_var|"
+                              r"num_batches_tracked)$)")
+
+
 def known_archs():
     return sorted(set(ARCHS) | set(TORCH_FAMILIES))
 
@@ -106,14 +112,14 @@ def arch_recipe(arch):
     return replace(recipe, resample="bicubic") if name.startswith("efficientnet_b") else recipe
 
 
-def _find_prefix(state, first_key, path):
+def _find_prefix(state, first_key, path, name):
     """The prefix the state dict's keys carry ("" for a bare state dict, "state_dict.", "model.module."...)."""
     if first_key in state:
         return ""
     found = sorted((k[:-len(first_key)] for k in state if k.endswith("." + first_key)), key=len)
     if not found:
-        raise DecafFormatError(f"{path}: no state dict with the key {first_key!r} in it; the file's keys begin "
-                               f"{sorted(state)[:5]}")
+        raise DecafFormatError(f"{path}: not a {name} checkpoint: no key {first_key!r} (alone or after a prefix "
+                               f"such as 'state_dict.'); the file's keys begin {sorted(state)[:5]}")
     return found[0]
 
 
@@ -122,7 +128,7 @@ def _family_names(name, options, state, path):
     probe = build(**{k: v for k, v in options.items() if k != "num_classes"}) if "num_classes" not in options \
         else build(**options)
     first = next(iter(v if isinstance(v, str) else v[0] for v in probe.names.values()))
-    prefix = _find_prefix(state, first, path)
+    prefix = _find_prefix(state, first, path, name)
     if "num_classes" not in options and prefix + classifier + ".weight" in state:
         options = dict(options, num_classes=int(state[prefix + classifier + ".weight"].shape[0]))
         probe = build(**options)
@@ -136,7 +142,7 @@ def torch_to_net(path, arch):
     if name in ARCHS:
         make_spec, make_names = ARCHS[name]
         spec, names = make_spec(), make_names()
-        prefix = _find_prefix(state, next(iter(names.values())), path)
+        prefix = _find_prefix(state, next(iter(names.values())), path, name)
     else:
         try:
             spec, names, prefix = _family_names(name, options, state, path)
@@ -144,6 +150,8 @@ def torch_to_net(path, arch):
             raise ValueError(f"architecture {arch!r}: {exc}") from None
     if prefix:
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if name.startswith("densenet"):
+        state = {_DENSENET_LEGACY.sub(r"\1", k): v for k, v in state.items()}
     keys = {ours: theirs if isinstance(theirs, str) else theirs[0] for ours, theirs in names.items()}
     missing = [v for v in keys.values() if v not in state]
     if missing:
