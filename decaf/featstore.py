@@ -325,6 +325,31 @@ def iter_chunks(out, blob):
             yield X, labels[first:first + len(X)]
 
 
+def export_npy(out, blob, path):
+    """Write one feature array of a complete store to ``path`` as an ``.npy`` file, shard by shard (one
+    shard in memory), and return it opened as a read-only NumPy memmap: the store's chunks are compressed,
+    so a memmap needs this one copy."""
+    reader = StoreShards(out, blob)
+    meta = read_meta(store_url(out))
+    rows = sum(len(r) for _, r in reader.rows)
+    width = int(np.prod(meta["shapes"][blob]))
+    fd, temp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".npy.tmp")
+    os.close(fd)
+    try:
+        target = np.lib.format.open_memmap(temp, mode="w+", dtype=np.float32, shape=(rows, width))
+        for k in range(reader.n_shards):
+            first, X = reader.shard(k)
+            target[first:first + len(X)] = X
+        target.flush()
+        del target
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    return np.load(path, mmap_mode="r")
+
+
 def save_store(out, feats, shard_size=256):
     """Write ``feats`` (what ``load_features`` returns: blob arrays, paths, labels, skipped, ...) as a
     complete store: an ``.npz`` converted, or features made elsewhere. Returns ``open_store(out)``."""

@@ -16,7 +16,7 @@ pytest.importorskip("dask")
 from decaf import Net  # noqa: E402
 from decaf.cli import main  # noqa: E402
 from decaf.features import OutputLocked, extract, load_features, open_features, output_lock  # noqa: E402
-from decaf.featstore import is_store, iter_chunks  # noqa: E402
+from decaf.featstore import export_npy, is_store, iter_chunks  # noqa: E402
 from decaf.transfer import load_feature_set  # noqa: E402
 
 TINY = {"name": "tiny", "inputs": {"data": [3, 16, 16]}, "layers": [
@@ -85,6 +85,9 @@ def test_store_holds_what_the_npz_holds_and_reads_lazily(folder, npz, tmp_path):
     assert type(lazy["fc1"]).__module__.startswith("dask") and type(result["fc1"]).__module__.startswith("dask")
     assert lazy["fc1"].shape == (19, 8) and np.array_equal(lazy["fc1"].compute(), ref["fc1"])
     assert np.array_equal(lazy["pool1"][5:9].compute(), ref["pool1"][5:9])
+    # a NumPy memmap, through one .npy copy made shard by shard
+    mapped = export_npy(out, "pool1", tmp_path / "pool1.npy")
+    assert isinstance(mapped, np.memmap) and np.array_equal(mapped, ref["pool1"])
     # one shard at a time
     chunks = list(iter_chunks(out, "fc1"))
     assert len(chunks) == 4 and all(len(X) <= 6 for X, _ in chunks)
