@@ -51,6 +51,8 @@ Add, Sum, Sub, Mul, Div    Eltwise (sum, coeff -1 for Sub, prod for Mul) for ten
                            Div): one LRN
 Pow, Sqrt, Reciprocal,     Arithmetic (pow by a constant exponent, 1 / x, -1 * x)         arith
 Neg
+Max, Min, Mean             Eltwise max / sum with 1/n for tensors of one shape; else two  eltwise
+                           operands: Arithmetic max, min
 Transpose                  Transpose (perm keeps the batch axis first)                    transpose
 ReduceMean, ReduceMax,     Reduce over non-batch axes (axes as attribute or input,        reduce
 ReduceSum                  keepdims)

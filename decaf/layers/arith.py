@@ -6,6 +6,8 @@ channels-last layer scale, the pieces of a decomposed LayerNorm).
     mul: y = a b     da = dy b        db = dy a
     div: y = a / b   da = dy / b      db = -dy y / b
     pow: y = a ^ b   da = dy b a^(b-1)          (b a constant exponent only)
+    max: y = max(a, b)   da = dy where a >= b    db = dy where a < b    (a ties win)
+    min: y = min(a, b)   da = dy where a <= b    db = dy where a > b
 each gradient summed over the axes its operand was broadcast along.
 
 Two bottoms: both have the batch axis first and the same rank. One bottom: the other operand is
@@ -18,7 +20,9 @@ from ..errors import SpecError
 from ..interop import onnx_importer
 from ..layer import Layer, per_image, register
 
-_ONNX = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "pow": "Pow"}
+_ONNX = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "pow": "Pow", "max": "Max", "min": "Min"}
+_FN = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "pow": np.power,
+       "max": np.maximum, "min": np.minimum}
 
 
 def sum_to(g, shape):
@@ -88,9 +92,7 @@ class Arithmetic(Layer):
 
     def forward(self, bottom, top):
         a, b = self._operands(bottom)
-        op = self.p["operation"]
-        fn = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "pow": np.power}[op]
-        top[0].data[...] = fn(a, b)
+        top[0].data[...] = _FN[self.p["operation"]](a, b)
 
     def backward(self, top, propagate_down, bottom):
         a, b = self._operands(bottom)
@@ -101,6 +103,9 @@ class Arithmetic(Layer):
             da, db = (lambda: dy * b), (lambda: dy * a)
         elif op == "div":
             da, db = (lambda: dy / b), (lambda: -dy * top[0].data / b)
+        elif op in ("max", "min"):
+            first = (a >= b) if op == "max" else (a <= b)     # the first operand wins ties
+            da, db = (lambda: dy * first), (lambda: dy * ~first)
         else:
             da, db = (lambda: dy * b * np.power(a, b - 1)), None
         grads = [(da, a), (db, b)]
@@ -141,7 +146,7 @@ def add_arithmetic(imp, node, op, x, other=None, const=None, const_first=False):
                            or np.broadcast_shapes(sx, const.shape) != sx):
         raise imp.fail(f"node {imp.label(node)}: {node.op_type} with a constant of shape {const.shape} that "
                        f"does not broadcast into {sx[1:]} per example is not supported")
-    learnable = op in ("add", "sub", "mul", "div") and const.size > 1
+    learnable = op in ("add", "sub", "mul", "div") and const.size > 1     # (not exponents, bounds, eps)
     imp.add(node, "Arithmetic", [x], node.output[0], {"operand": const}, operation=op,
             operand_shape=list(const.shape), operand_first=bool(const_first), learnable=learnable)
 

@@ -249,6 +249,33 @@ def _torch_lrn_from_onnx(imp, node):
     return True
 
 
+@onnx_importer("Max", "Min", "Mean")
+def _extremes_from_onnx(imp, node):
+    """Max of tensors of one shape: Eltwise max; Mean: Eltwise sum with coefficients 1/n; two
+    operands otherwise (broadcasting, a constant, Min): Arithmetic max / min / (a + b) / 2."""
+    op, ins = node.op_type, list(node.input)
+    if len(ins) == 1:
+        imp.same_as(node.output[0], ins[0])
+        return
+    consts = [imp.const(t) for t in ins]
+    shapes = [imp.shape(t) for t in ins]
+    same = all(c is None for c in consts) and all(s is not None for s in shapes) and len(set(shapes)) == 1
+    if same and op == "Max":
+        imp.add(node, "Eltwise", ins, node.output[0], operation="max")
+    elif same and op == "Mean":
+        imp.add(node, "Eltwise", ins, node.output[0], operation="sum", coeff=[1.0 / len(ins)] * len(ins))
+    elif len(ins) != 2 or op == "Mean":
+        raise imp.fail(f"node {imp.label(node)}: {op} of {len(ins)} inputs of shapes {shapes} is not supported "
+                       f"(tensors of one shape, or two operands for Max and Min)")
+    elif all(c is None for c in consts):
+        add_arithmetic(imp, node, op.lower(), ins[0], other=ins[1])
+    elif consts[0] is None or consts[1] is None:
+        xi = 0 if consts[0] is None else 1
+        add_arithmetic(imp, node, op.lower(), ins[xi], const=consts[1 - xi], const_first=xi == 1)
+    else:
+        raise imp.fail(f"node {imp.label(node)}: {op} of constants only")
+
+
 # ---- Caffe -> decaf -----------------------------------------------------------------------------
 @caffe_importer("Eltwise")
 def _eltwise_from_caffe(ctx, layer):

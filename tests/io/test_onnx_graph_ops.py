@@ -239,6 +239,18 @@ def test_squeeze_excitation_broadcast_and_layer_scale(tmp_path):
     assert types(spec) == ["Reduce", "Sigmoid", "Arithmetic", "Transpose", "Arithmetic", "Transpose"]
 
 
+def test_max_min_mean(tmp_path):
+    """Max of one shape: Eltwise max; Mean: Eltwise sum 1/n; Min with a broadcast tensor and Max with a
+    constant (a ReLU-like floor): Arithmetic."""
+    inits = {"floor": np.array([[[0.1]], [[-0.2]], [[0.0]]], np.float32)}
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Tanh", ["x"], ["t"]),
+             helper.make_node("Max", ["x", "s", "t"], ["m"]), helper.make_node("Mean", ["x", "s", "m"], ["a"]),
+             helper.make_node("ReduceMean", ["a"], ["r"], axes=[2], keepdims=1),
+             helper.make_node("Min", ["a", "r"], ["mn"]), helper.make_node("Max", ["floor", "mn"], ["y"])]
+    spec = check(tmp_path, model_of(nodes, ["N", 3, 4, 5], inits, 13))
+    assert types(spec)[2:] == ["Eltwise", "Eltwise", "Reduce", "Arithmetic", "Arithmetic"]
+
+
 # ---- refusals: DecafFormatError naming the node, the op and the reason -------------------------
 REFUSALS = [
     ([helper.make_node("Transpose", ["x"], ["y"], name="t")], {}, "'t' (Transpose): Transpose with perm"),

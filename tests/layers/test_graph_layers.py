@@ -100,11 +100,12 @@ def test_resize_forward_against_torch_interpolate(spec, torch_kw):
     np.testing.assert_allclose(y, F.interpolate(t(x), **torch_kw).numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("op", ["add", "sub", "mul", "div"])
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div", "max", "min"])
 def test_arithmetic_two_tensors_broadcast(op):
     a, b = x32(2, 3, 4, 5), x32(2, 3, 1, 1) + 3.0
     _, y = run_layer({"type": "Arithmetic", "operation": op}, a, b)
-    ref = {"add": t(a) + t(b), "sub": t(a) - t(b), "mul": t(a) * t(b), "div": t(a) / t(b)}[op].numpy()
+    ref = {"add": t(a) + t(b), "sub": t(a) - t(b), "mul": t(a) * t(b), "div": t(a) / t(b),
+           "max": torch.maximum(t(a), t(b)), "min": torch.minimum(t(a), t(b))}[op].numpy()
     np.testing.assert_allclose(y, ref, rtol=1e-6, atol=1e-6)
 
 
@@ -160,6 +161,9 @@ GRAD_CASES = [
     ("arith_const_first", {"type": "Arithmetic", "operation": "sub", "operand_shape": [4, 1],
                            "operand_first": True}, [(2, 3, 4, 2)]),
     ("arith_const_mul", {"type": "Arithmetic", "operation": "mul", "operand_shape": [5]}, [(2, 3, 5)]),
+    ("arith_max", {"type": "Arithmetic", "operation": "max"}, [(2, 3, 4), (2, 1, 4)]),
+    ("arith_min_const", {"type": "Arithmetic", "operation": "min", "operand_shape": [3, 1], "operand_first": True},
+     [(2, 3, 4)]),
 ]
 
 
