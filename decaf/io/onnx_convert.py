@@ -58,6 +58,8 @@ ReduceMean, ReduceMax,     Reduce over non-batch axes (axes as attribute or inpu
 ReduceSum                  keepdims)
 Slice, Split               Slice (one per Split output); starts/ends/axes/steps or split  slice
                            as attributes or constant inputs by opset
+Gather                     Slice (+ Reshape for one index) for constant consecutive       slice
+                           indices along a non-batch axis of a computed tensor
 Pad                        Pad (constant, reflect, edge; a zero Pad read only by a Conv   pad
                            becomes the Conv's pads)
 Resize, Upsample           Resize (nearest, linear; scales or sizes; half_pixel,          resize

@@ -178,3 +178,30 @@ def _split_from_onnx(imp, node):
         if top:
             _add_slice(imp, node, top, shape, [(axis, start, start + size, 1)])
         start += size
+
+
+@onnx_importer("Gather")
+def _gather_from_onnx(imp, node):
+    """A computed tensor indexed by a constant along a non-batch axis (``x[:, 2]``, ``x[:, 1:3]`` as a
+    list): a scalar index is a Slice then a Reshape without that axis; consecutive indices one Slice.
+    (Gathers on shapes and constants are evaluated at import, not here.)"""
+    shape = _known_shape(imp, node)
+    axis = int(imp.attrs(node).get("axis", 0))
+    axis = axis + len(shape) if axis < 0 else axis
+    if not 1 <= axis < len(shape):
+        raise imp.fail(f"node {imp.label(node)}: Gather along axis {imp.attrs(node).get('axis', 0)} of a "
+                       f"{len(shape)}-D input (decaf indexes non-batch axes)")
+    idx = imp.need_const(node, 1, "the indices").astype(np.int64)
+    flat = np.where(idx < 0, idx + shape[axis], idx).reshape(-1)
+    if flat.size == 0 or idx.ndim > 1 or flat.min() < 0 or flat.max() >= shape[axis] or \
+            np.any(np.diff(flat) != 1):
+        raise imp.fail(f"node {imp.label(node)}: Gather of indices {idx.tolist()} along an axis of size "
+                       f"{shape[axis]} is not supported (one index, or consecutive ones)")
+    window = [(axis, int(flat[0]), int(flat[-1]) + 1, 1)]
+    if idx.ndim == 1:
+        _add_slice(imp, node, node.output[0], shape, window)
+        return
+    sliced = f"{node.output[0]}:slice"
+    _add_slice(imp, node, sliced, shape, window)
+    rest = [d for i, d in enumerate(shape) if i != axis][1:]
+    imp.add(node, "Reshape", [sliced], node.output[0], shape=rest)

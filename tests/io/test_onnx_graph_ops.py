@@ -239,6 +239,13 @@ def test_squeeze_excitation_broadcast_and_layer_scale(tmp_path):
     assert types(spec) == ["Reduce", "Sigmoid", "Arithmetic", "Transpose", "Arithmetic", "Transpose"]
 
 
+@pytest.mark.parametrize("index, axis", [(np.array(2, I64), 1), (np.array(-1, I64), -1), (np.array([1, 2], I64), 2)])
+def test_gather_on_a_computed_tensor(tmp_path, index, axis):
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Gather", ["r", "i"], ["g"], axis=axis),
+             helper.make_node("Sigmoid", ["g"], ["y"])]
+    check(tmp_path, model_of(nodes, ["N", 3, 4, 5], {"i": index}, 13))
+
+
 def test_max_min_mean(tmp_path):
     """Max of one shape: Eltwise max; Mean: Eltwise sum 1/n; Min with a broadcast tensor and Max with a
     constant (a ReLU-like floor): Arithmetic."""
@@ -277,6 +284,9 @@ REFUSALS = [
       helper.make_node("Reshape", ["x", "s2"], ["y"], name="rs")], {"i": np.array([1, 0, 2, 3], I64)},
      "'rs' (Reshape): the output's first axis is not the batch"),
     ([helper.make_node("Pow", ["x", "x"], ["y"], name="pw")], {}, "the exponent ('x') must be a constant"),
+    ([helper.make_node("Gather", ["x", "i"], ["y"], name="ga", axis=1)], {"i": np.array([0, 2], I64)},
+     "'ga' (Gather): Gather of indices [0, 2]"),
+    ([helper.make_node("Gather", ["x", "i"], ["y"], name="ga")], {"i": np.array(0, I64)}, "along axis 0"),
     # a few bytes of file must not make the importer allocate gigabytes while folding
     ([helper.make_node("ConstantOfShape", ["big"], ["z"], name="cos"), helper.make_node("Add", ["x", "z"], ["y"])],
      {"big": np.array([1 << 20, 1 << 20], I64)}, "'cos' (ConstantOfShape): ConstantOfShape of shape"),

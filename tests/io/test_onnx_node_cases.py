@@ -20,7 +20,7 @@ onnx = pytest.importorskip("onnx")
 MODULES = {"transpose": 2, "reducemean": 6, "reducemax": 6, "reducesum": 8, "slice": 5, "split": 5, "pad": 3,
            "resize": 12, "reshape": 6, "squeeze": 1, "unsqueeze": 6, "concat": 6, "add": 1, "sub": 2, "mul": 2,
            "div": 2, "pow": 2, "sqrt": 2, "reciprocal": 2, "neg": 2, "flatten": 3, "shape": 0, "upsample": 1,
-           "max": 1, "min": 1, "mean": 1}
+           "max": 1, "min": 1, "mean": 1, "gather": 0}
 
 
 @pytest.fixture(scope="module")
