@@ -158,8 +158,9 @@ def main():
             if results:
                 row.update(compare(os.path.join(tmp, "single.zarr"), out))
             results.append(row)
+            start = f", cluster start {row['cluster_start_seconds']:.1f} s" if workers else ""
             print(f"{name:10s} {threads} thread(s)/process: {row['images_per_second']:8.1f} images/s "
-                  f"({row['seconds']:.1f} s{', cluster start %.1f s' % row['cluster_start_seconds'] if workers else ''})"
+                  f"({row['seconds']:.1f} s{start})"
                   + (f"; identical: {row['identical']}, max diff {row['max_abs_diff']:.2g}" if len(results) > 1
                      else ""), file=sys.stderr)
         rate = {r["run"]: r["images_per_second"] for r in results}

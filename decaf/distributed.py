@@ -80,8 +80,9 @@ def _worker_net(model, blobs, fingerprint, threads):
         _NETS[key] = (features.net_fingerprint(net), net)
     found, net = _NETS[key]
     if found != fingerprint:
-        raise features.ShardError(f"worker pid {os.getpid()}: model {model!r} has weights {found[:12]}..., the client's "
-                           f"has {fingerprint[:12]}...; every worker must see the same model file")
+        raise features.ShardError(f"worker pid {os.getpid()}: model {model!r} has weights {found[:12]}..., "
+                                  f"the client's has {fingerprint[:12]}...; every worker must see the same "
+                                  "model file")
     return net
 
 

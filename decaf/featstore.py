@@ -195,7 +195,7 @@ class ZarrShards:
         if found != self.fingerprint:
             from .features import ShardError
             raise ShardError(f"{self.url} now belongs to another run (fingerprint {str(found)[:12]}...); "
-                               f"shard {k} of run {self.fingerprint[:12]}... not written")
+                             f"shard {k} of run {self.fingerprint[:12]}... not written")
         for name in self.blobs:
             rows = np.zeros((n,) + self.shapes[name], np.float32)
             if arrays[name] is not None:
@@ -213,7 +213,7 @@ class ZarrShards:
         if missing:
             from .features import ShardError
             raise ShardError(f"{self.url}: {len(missing)} shards not committed, e.g. shard {missing[0]} "
-                               "(do the workers write to the same store as the client?)")
+                             "(do the workers write to the same store as the client?)")
         errors = sorted((int(p), m) for k in range(n_shards) for p, m in markers[k]["errors"])
         bad = np.asarray([p for p, _ in errors], dtype=np.int64)
         good = np.setdiff1d(np.arange(len(items), dtype=np.int64), bad)

@@ -5,14 +5,14 @@
 
 The protocol of ``decaf.transfer`` (random ``per_class`` training images of each class, the rest or
 ``test_per_class`` of each class for testing, mean per-class accuracy, mean and standard deviation over
-``splits`` draws, the same draws as ``decaf.transfer.evaluate``; features scaled so that the training rows have a mean L2 norm of sqrt(D)) with
-scikit-learn's ``SGDClassifier`` trained by ``partial_fit`` over the shards of a feature store:
-``logreg`` is the log loss, ``svm`` the hinge, the penalty ``alpha = 1 / (C n_train)`` as C is
-LogisticRegression's. What differs from the in-memory protocol, because every fit is passes over the
-store: C is chosen on one stratified third of the training images held out (not k-fold), every C of
-the grid is trained in the same passes (each shard is read once per epoch for all of them), and
-training is ``epochs`` passes of SGD (shards in a new random order, rows shuffled within each).
-Memory: one shard of features plus the labels and the per-class counts (a set smaller than
+``splits`` draws, the same draws as ``decaf.transfer.evaluate``; features scaled so that the training
+rows have a mean L2 norm of sqrt(D)) with scikit-learn's ``SGDClassifier`` trained by ``partial_fit``
+over the shards of a feature store: ``logreg`` is the log loss, ``svm`` the hinge, the penalty ``alpha =
+1 / (C n_train)`` as C is LogisticRegression's. What differs from the in-memory protocol, because every
+fit is passes over the store: C is chosen on one stratified third of the training images held out (not
+k-fold), every C of the grid is trained in the same passes (each shard is read once per epoch for all of
+them), and training is ``epochs`` passes of SGD (shards in a new random order, rows shuffled within
+each). Memory: one shard of features plus the labels and the per-class counts (a set smaller than
 ``cache_bytes``, 1 GiB, is kept in memory after the first pass instead of read again).
 """
 import numpy as np
