@@ -10,12 +10,15 @@ Each function takes the node's input arrays (None for an input left out) and its
 and returns the list of its outputs; ``NotFoldable`` says the node cannot be evaluated here (its
 inputs are computed tensors, or an attribute is of a kind this module does not know).
 """
+import contextvars
+
 import numpy as np
 
 from ..layers.shape import onnx_reshape
 from ..layers.slice import onnx_slice_bounds, slice_args
 
-MAX_FOLDED_ELEMENTS = 1 << 24      # a folded value is a shape, an index list or a small constant
+MAX_FOLDED_ELEMENTS = 1 << 24      # a folded value is a shape, an index list or a small constant...
+_limit = contextvars.ContextVar("limit", default=MAX_FOLDED_ELEMENTS)   # ...or no larger than its inputs
 
 
 class NotFoldable(Exception):
@@ -32,8 +35,9 @@ def axes_arg(inputs, attrs, opset, since, index=1):
 
 
 def _check_size(shape, what):
-    """Refuse, before allocating, a result larger than MAX_FOLDED_ELEMENTS."""
-    if int(np.prod(shape, dtype=np.float64)) > MAX_FOLDED_ELEMENTS:
+    """Refuse, before allocating, a result larger than MAX_FOLDED_ELEMENTS or than the node's inputs
+    together (a weight times a constant folds; a few bytes of file asking for gigabytes do not)."""
+    if int(np.prod(shape, dtype=np.float64)) > _limit.get():
         raise ValueError(f"{what} of shape {tuple(shape)} is too large to evaluate")
 
 
@@ -207,8 +211,13 @@ def fold(op, inputs, attrs, opset):
     fn = FOLDERS.get(op)
     if fn is None:
         raise NotFoldable(f"{op} is not evaluated at import")
-    outs = [np.asarray(o) for o in fn(inputs, attrs, opset)]
+    limit = max(MAX_FOLDED_ELEMENTS, sum(int(np.size(x)) for x in inputs if x is not None))
+    token = _limit.set(limit)
+    try:
+        outs = [np.asarray(o) for o in fn(inputs, attrs, opset)]
+    finally:
+        _limit.reset(token)
     for o in outs:
-        if o.size > MAX_FOLDED_ELEMENTS:
+        if o.size > limit:
             raise ValueError(f"{op} makes a constant of {o.size} elements, too large to evaluate")
     return outs

@@ -325,3 +325,20 @@ def test_pytorch_lrn_chain_becomes_one_lrn(tmp_path, size, dynamic):
     assert types(spec) == ["Convolution", "LRN"]
     assert {k: spec["layers"][1][k] for k in ("local_size", "alpha", "beta", "k")} == \
         {"local_size": size, "alpha": pytest.approx(0.1), "beta": 0.75, "k": 2.0}
+
+
+def test_folding_a_weight_is_not_limited_but_amplification_is(tmp_path, monkeypatch):
+    """The fold limit is MAX_FOLDED_ELEMENTS or the size of the node's inputs, whichever is larger:
+    a weight times a constant folds however large it is, a small input blown up does not."""
+    from decaf.io import onnx_fold
+    monkeypatch.setattr(onnx_fold, "MAX_FOLDED_ELEMENTS", 100)
+    w = RNG.standard_normal((8, 3, 3, 3)).astype(np.float32)           # 216 elements > 100
+    inits = {"w": w, "half": np.array(0.5, np.float32), "n": np.array([101], I64)}
+    nodes = [helper.make_node("Mul", ["w", "half"], ["w2"]), helper.make_node("Conv", ["x", "w2"], ["y"])]
+    spec = check(tmp_path, model_of(nodes, ["N", 3, 5, 5], inits, 13))
+    assert types(spec) == ["Convolution"]
+    nodes = [helper.make_node("ConstantOfShape", ["n"], ["z"], name="big"), helper.make_node("Add", ["x", "z"], ["y"])]
+    path = tmp_path / "bad.onnx"
+    onnx.save(model_of(nodes, ["N", 3, 5, 101], inits, 13), str(path))
+    with pytest.raises(DecafFormatError, match="'big' \\(ConstantOfShape\\): ConstantOfShape of shape"):
+        onnx_to_net(path)
