@@ -79,6 +79,8 @@ def load_net(model, tmp):
         path = os.path.join(tmp, "tiny.decaf")
         decaf.save(decaf.Net(TINY, seed=0), path, preprocess={"resize_shorter": 72, "crop": 64})
         return decaf.load(path), path
+    from decaf.pretrained import DEFAULT_MODEL
+    model = model or DEFAULT_MODEL
     return load_model(model), model
 
 
