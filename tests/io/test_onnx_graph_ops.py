@@ -342,3 +342,19 @@ def test_folding_a_weight_is_not_limited_but_amplification_is(tmp_path, monkeypa
     onnx.save(model_of(nodes, ["N", 3, 5, 101], inits, 13), str(path))
     with pytest.raises(DecafFormatError, match="'big' \\(ConstantOfShape\\): ConstantOfShape of shape"):
         onnx_to_net(path)
+
+
+def test_an_importers_unforeseen_error_is_one_decaf_format_error(tmp_path, monkeypatch):
+    """Never a raw traceback: whatever an importer did not foresee becomes a DecafFormatError naming
+    the file, the node and its op, and what went wrong."""
+    from decaf.interop import ONNX_IMPORTERS
+
+    def broken(imp, node):
+        return 1 / 0
+
+    monkeypatch.setitem(ONNX_IMPORTERS, "Hardmax", broken)
+    path = tmp_path / "bad.onnx"
+    onnx.save(model_of([helper.make_node("Hardmax", ["x"], ["y"], name="hm")], ["N", 3], {}, 13), str(path))
+    with pytest.raises(DecafFormatError) as info:
+        onnx_to_net(path)
+    assert str(info.value) == f"{path}: node 'hm' (Hardmax) cannot be imported: ZeroDivisionError: division by zero"
