@@ -273,7 +273,9 @@ FULL_SIZE = {
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", sorted(FULL_SIZE))
 def test_full_size_converts_exactly(tmp_path, arch):
-    """The real geometry at 224x224 and 1000 classes (no builder options)."""
-    model = tf.randomize(FULL_SIZE[arch]())
+    """The real geometry at 224x224 and 1000 classes (no builder options). BatchNorm statistics are
+    measured (then perturbed): with arbitrary ones, 50+ random layers blow float32 rounding up past
+    the tolerance."""
+    model = tf.calibrate(tf.randomize(FULL_SIZE[arch]()), 224)
     net = _convert(tmp_path, _tame(model, TORCH_FAMILIES[arch][1], 224), arch)
     _check_logits(net, model, 224)

@@ -29,6 +29,23 @@ def randomize(model, seed=0):
     return model.eval()
 
 
+def calibrate(model, size, seed=0):
+    """BatchNorm statistics measured on a random batch (then moved by up to ~25 % at random), so that a
+    deep random net keeps its activations O(1) as a trained one does; eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None           # the cumulative average: here, the one batch's statistics
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(4, 3, size, size, generator=g))
+        for m in norms:
+            m.running_var.mul_(torch.rand(m.running_var.shape, generator=g) * 0.45 + 0.8)
+            m.running_mean.add_(0.1 * m.running_var.sqrt() * torch.randn(m.running_mean.shape, generator=g))
+    return model.eval()
+
+
 def conv_norm_act(cin, cout, k=3, stride=1, groups=1, act=nn.ReLU, eps=1e-5):
     """torchvision's Conv2dNormActivation: keys .0 (conv) and .1 (BatchNorm)."""
     layers = [nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(cout, eps=eps)]
