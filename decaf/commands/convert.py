@@ -28,7 +28,8 @@ def add_parser(sub):
     p.add_argument("src", help="a .pth/.pt, .onnx or .caffemodel file")
     p.add_argument("-o", "--output", required=True, help="the .decaf file to write")
     p.add_argument("--prototxt", help="the Caffe net definition (with a .caffemodel)")
-    p.add_argument("--arch", help="architecture of a PyTorch checkpoint (e.g. efficientnet_lite0)")
+    p.add_argument("--arch", help="architecture of a PyTorch checkpoint (e.g. resnet50, mobilenet_v3_large, "
+                                  "efficientnet_lite0; see docs/torch-import.md)")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm layers into the preceding convolutions")
     p.add_argument("--labels", help="a text file with one class name per line")
     p.add_argument("--preprocess", help="a JSON file with the whole preprocessing recipe (see decaf/recipe.py); "
