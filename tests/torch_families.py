@@ -137,8 +137,9 @@ class VGG(nn.Module):
                 c = v
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-        self.classifier = nn.Sequential(nn.Linear(c * 49, hidden), nn.ReLU(True), nn.Dropout(), nn.Linear(hidden, hidden),
-                                        nn.ReLU(True), nn.Dropout(), nn.Linear(hidden, num_classes))
+        self.classifier = nn.Sequential(nn.Linear(c * 49, hidden), nn.ReLU(True), nn.Dropout(),
+                                        nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(),
+                                        nn.Linear(hidden, num_classes))
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
@@ -170,7 +171,8 @@ class Fire(nn.Module):
 
     def forward(self, x):
         x = self.squeeze_activation(self.squeeze(x))
-        return torch.cat([self.expand1x1_activation(self.expand1x1(x)), self.expand3x3_activation(self.expand3x3(x))], 1)
+        return torch.cat([self.expand1x1_activation(self.expand1x1(x)),
+                          self.expand3x3_activation(self.expand3x3(x))], 1)
 
 
 class SqueezeNet(nn.Module):
@@ -545,7 +547,8 @@ class ConvNeXt(nn.Module):
             layers.append(nn.Sequential(*[CNBlock(dim) for _ in range(n)]))
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(LayerNorm2d(dims[-1], eps=1e-6), nn.Flatten(1), nn.Linear(dims[-1], num_classes))
+        self.classifier = nn.Sequential(LayerNorm2d(dims[-1], eps=1e-6), nn.Flatten(1),
+                                        nn.Linear(dims[-1], num_classes))
 
     def forward(self, x):
         return self.classifier(self.avgpool(self.features(x)))

@@ -10,7 +10,8 @@ pool, ``classifier.0`` LayerNorm, ``classifier.2`` Linear.
 """
 from .torchlayout import Builder
 
-VARIANTS = {"convnext_tiny": ((96, 192, 384, 768), (3, 3, 9, 3)), "convnext_small": ((96, 192, 384, 768), (3, 3, 27, 3)),
+VARIANTS = {"convnext_tiny": ((96, 192, 384, 768), (3, 3, 9, 3)),
+            "convnext_small": ((96, 192, 384, 768), (3, 3, 27, 3)),
             "convnext_base": ((128, 256, 512, 1024), (3, 3, 27, 3))}
 
 

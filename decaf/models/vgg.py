@@ -23,7 +23,7 @@ def _adaptive(b, x, size, out, what):
     return x if k == 1 else b.pool(x, "avgpool", "ave", k, k)
 
 
-def _head(b, x, features, hidden, num_classes, keys, dropout=0.5, dropout_first=False):
+def _head(b, x, hidden, num_classes, keys, dropout=0.5, dropout_first=False):
     """Linear-ReLU-Dropout twice then the last Linear (AlexNet: Dropout before each of the first two)."""
     for i, key in enumerate(keys[:2]):
         if dropout_first:
@@ -51,7 +51,7 @@ def vgg_builder(arch="vgg16", num_classes=1000, input_size=224, width=1.0, hidde
         x = b.act(x, "relu")
         i += 3 if bn else 2
     x = _adaptive(b, x, size, 7, arch)
-    b.logits = _head(b, x, c * 49, hidden, num_classes, ["classifier.0", "classifier.3", "classifier.6"], dropout)
+    b.logits = _head(b, x, hidden, num_classes, ["classifier.0", "classifier.3", "classifier.6"], dropout)
     return b
 
 
@@ -71,7 +71,7 @@ def alexnet_builder(num_classes=1000, input_size=224, width=1.0, hidden=4096, dr
     for _ in range(3):      # (the 3x3/2 pools; the 5x5 and 3x3 convs keep the size)
         size = (size - 3) // 2 + 1
     x = _adaptive(b, x, size, 6, "alexnet")
-    b.logits = _head(b, x, w[4] * 36, hidden, num_classes, ["classifier.1", "classifier.4", "classifier.6"], dropout,
+    b.logits = _head(b, x, hidden, num_classes, ["classifier.1", "classifier.4", "classifier.6"], dropout,
                      dropout_first=True)
     return b
 
