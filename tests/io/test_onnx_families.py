@@ -125,6 +125,28 @@ def test_family_full_matrix(name, opset, dynamic, tmp_path):
         _run(name, opset, dynamic, tmp_path)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_family_exported_at_batch_one_runs_at_any_batch(name, tmp_path):
+    """A static export at batch 1 (the batch size written into Reshape targets) runs at batch 3 and
+    equals PyTorch's logits."""
+    model, shape = build(name)
+    path = tmp_path / "b1.onnx"
+    buf = io.BytesIO()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.zeros((1,) + shape), buf, opset_version=17, dynamo=False,
+                          input_names=["x"], output_names=["y"])
+    path.write_bytes(buf.getvalue())
+    x = np.random.default_rng(2).standard_normal((3,) + shape).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    ours = decaf.Net.from_arrays(*onnx_to_net(path)).forward(x=x)["y"]
+    assert np.abs(ours - ref).max() <= RTOL * np.abs(ref).max()
+    assert np.array_equal(top5(ours), top5(ref))
+
+
 def table(results):
     """The Markdown table of docs/import.md from the results of every combination."""
     head = ["Family", "decaf layer types (opset 13, static)"] + [f"opset {o}, {'dynamic' if d else 'static'} batch" for o, d in COMBOS]
