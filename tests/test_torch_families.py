@@ -77,6 +77,8 @@ CASES = {
                        "stem.0.weight"),
     "convnext_tiny": ("convnext_tiny:dims=(8,16,24,32),depths=(1,1,2,1)",
                       lambda: tf.ConvNeXt((8, 16, 24, 32), (1, 1, 2, 1), CLASSES), 64, "features.0.0.weight"),
+    "googlenet": ("googlenet:width=0.125", lambda: tf.GoogLeNet(CLASSES, 8), 64, "conv1.conv.weight"),
+    "inception_v3": ("inception_v3:width=0.125", lambda: tf.Inception3(CLASSES, 8), 75, "Conv2d_1a_3x3.conv.weight"),
 }
 
 
@@ -155,7 +157,10 @@ TORCHVISION_PARAMS = {
     "densenet121": 7_978_856, "mobilenet_v2": 3_504_872, "mobilenet_v3_large": 5_483_032,
     "mobilenet_v3_small": 2_542_856, "shufflenet_v2_x1_0": 2_278_604, "mnasnet1_0": 4_383_312,
     "efficientnet_b0": 5_288_548, "regnet_x_400mf": 5_495_976, "regnet_y_400mf": 4_344_144,
-    "convnext_tiny": 28_589_128,
+    "convnext_tiny": 28_589_128, "googlenet": 6_624_904,
+    # torchvision's 27,161,264 counts AuxLogits (training only, not built): conv0 768*128 + 2*128,
+    # conv1 128*768*25 + 2*768, fc 768*1000 + 1000
+    "inception_v3": 27_161_264 - (768 * 128 + 2 * 128) - (128 * 768 * 25 + 2 * 768) - (768 * 1000 + 1000),
 }
 
 
@@ -166,7 +171,7 @@ def test_full_size_parameter_count(arch):
     net = Net(spec, init=False)
     learned = sum(p.data.size for p in net.params.values() if p.learnable)
     assert learned == TORCHVISION_PARAMS[arch]
-    assert spec["inputs"]["data"] == [3, 224, 224]
+    assert spec["inputs"]["data"] == [3, 299, 299] if arch == "inception_v3" else [3, 224, 224]
 
 
 def _tiny_resnet():
@@ -255,6 +260,19 @@ def test_imagenet_recipe_labels_and_fine_tuning(tmp_path):
         assert np.isfinite(g).all() and np.abs(g).max() > 0
 
 
+def test_googlenet_transform_input_recipe(tmp_path):
+    """torchvision's pretrained GoogLeNet/Inception-v3 re-normalise their input to (x - 0.5) / 0.5
+    (transform_input): the stored recipe does that; transform_input=False keeps ImageNet's."""
+    model = tf.randomize(tf.GoogLeNet(CLASSES, 8))
+    net = _convert(tmp_path, model, "googlenet:width=0.125")
+    assert net.meta["preprocess"]["mean"] == [0.5] * 3 and net.meta["preprocess"]["std"] == [0.5] * 3
+    net = _convert(tmp_path, model, "googlenet:width=0.125,transform_input=False")
+    assert np.allclose(net.meta["preprocess"]["std"], [0.229, 0.224, 0.225])
+    model = tf.randomize(tf.Inception3(CLASSES, 8))
+    net = _convert(tmp_path, model, "inception_v3:width=0.125")
+    assert (net.meta["preprocess"]["crop"], net.meta["preprocess"]["resize_shorter"]) == (299, 342)
+
+
 FULL_SIZE = {
     "resnet50": lambda: tf.ResNet(tf.Bottleneck, [3, 4, 6, 3]),
     "vgg16_bn": lambda: tf.VGG(_cfg("vgg16", 1), True),
@@ -267,6 +285,8 @@ FULL_SIZE = {
     "efficientnet_b0": lambda: tf.EfficientNet(),
     "regnet_y_400mf": lambda: tf.RegNet(((48, 1, 8), (104, 3, 8), (208, 6, 8), (440, 6, 8)), 0.25),
     "convnext_tiny": lambda: tf.ConvNeXt(),
+    "googlenet": lambda: tf.GoogLeNet(),
+    "inception_v3": lambda: tf.Inception3(),
 }
 
 
@@ -276,6 +296,7 @@ def test_full_size_converts_exactly(tmp_path, arch):
     """The real geometry at 224x224 and 1000 classes (no builder options). BatchNorm statistics are
     measured (then perturbed): with arbitrary ones, 50+ random layers blow float32 rounding up past
     the tolerance."""
-    model = tf.calibrate(tf.randomize(FULL_SIZE[arch]()), 224)
-    net = _convert(tmp_path, _tame(model, TORCH_FAMILIES[arch][1], 224), arch)
-    _check_logits(net, model, 224)
+    model = tf.calibrate(tf.randomize(FULL_SIZE[arch]()), 299 if arch == "inception_v3" else 224)
+    size = 299 if arch == "inception_v3" else 224
+    net = _convert(tmp_path, _tame(model, TORCH_FAMILIES[arch][1], size), arch)
+    _check_logits(net, model, size)

@@ -552,3 +552,186 @@ class ConvNeXt(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.avgpool(self.features(x)))
+
+
+# ---- GoogLeNet / Inception-v3 ---------------------------------------------------------------------
+class BasicConv2d(nn.Module):
+    def __init__(self, cin, cout, k, stride=1, padding=0):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, stride, padding, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=0.001)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)), inplace=True)
+
+
+class Inception(nn.Module):
+    def __init__(self, cin, c1, r3, c3, r5, c5, pp):
+        super().__init__()
+        self.branch1 = BasicConv2d(cin, c1, 1)
+        self.branch2 = nn.Sequential(BasicConv2d(cin, r3, 1), BasicConv2d(r3, c3, 3, padding=1))
+        self.branch3 = nn.Sequential(BasicConv2d(cin, r5, 1), BasicConv2d(r5, c5, 3, padding=1))
+        self.branch4 = nn.Sequential(nn.MaxPool2d(3, 1, 1, ceil_mode=True), BasicConv2d(cin, pp, 1))
+
+    def forward(self, x):
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+class AuxHead(nn.Module):
+    """An auxiliary classifier (training only): its keys are in the state dict, and skipped."""
+    def __init__(self, cin, num_classes):
+        super().__init__()
+        self.conv = BasicConv2d(cin, 8, 1)
+        self.fc = nn.Linear(8, num_classes)
+
+
+class GoogLeNet(nn.Module):
+    CFG = [("3a", 192, 64, 96, 128, 16, 32, 32), ("3b", 256, 128, 128, 192, 32, 96, 64),
+           ("4a", 480, 192, 96, 208, 16, 48, 64), ("4b", 512, 160, 112, 224, 24, 64, 64),
+           ("4c", 512, 128, 128, 256, 24, 64, 64), ("4d", 512, 112, 144, 288, 32, 64, 64),
+           ("4e", 528, 256, 160, 320, 32, 128, 128), ("5a", 832, 256, 160, 320, 32, 128, 128),
+           ("5b", 832, 384, 192, 384, 48, 128, 128)]
+
+    def __init__(self, num_classes=1000, d=1):
+        super().__init__()
+        self.conv1 = BasicConv2d(3, 64 // d, 7, 2, 3)
+        self.maxpool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = BasicConv2d(64 // d, 64 // d, 1)
+        self.conv3 = BasicConv2d(64 // d, 192 // d, 3, padding=1)
+        self.maxpool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        for name, *c in self.CFG:
+            setattr(self, f"inception{name}", Inception(*[v // d for v in c]))
+        self.maxpool3 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.maxpool4 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.aux1, self.aux2 = AuxHead(512 // d, num_classes), AuxHead(528 // d, num_classes)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(0.2)
+        self.fc = nn.Linear(1024 // d, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool2(self.conv3(self.conv2(self.maxpool1(self.conv1(x)))))
+        x = self.maxpool3(self.inception3b(self.inception3a(x)))
+        for name in ("4a", "4b", "4c", "4d", "4e"):
+            x = getattr(self, f"inception{name}")(x)
+        x = self.inception5b(self.inception5a(self.maxpool4(x)))
+        return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
+
+
+class InceptionA(nn.Module):
+    def __init__(self, cin, pf, d):
+        super().__init__()
+        self.branch1x1 = BasicConv2d(cin, 64 // d, 1)
+        self.branch5x5_1, self.branch5x5_2 = BasicConv2d(cin, 48 // d, 1), BasicConv2d(48 // d, 64 // d, 5, padding=2)
+        self.branch3x3dbl_1 = BasicConv2d(cin, 64 // d, 1)
+        self.branch3x3dbl_2 = BasicConv2d(64 // d, 96 // d, 3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96 // d, 96 // d, 3, padding=1)
+        self.branch_pool = BasicConv2d(cin, pf, 1)
+
+    def forward(self, x):
+        return torch.cat([self.branch1x1(x), self.branch5x5_2(self.branch5x5_1(x)),
+                          self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                          self.branch_pool(F.avg_pool2d(x, 3, 1, 1))], 1)
+
+
+class InceptionB(nn.Module):
+    def __init__(self, cin, d):
+        super().__init__()
+        self.branch3x3 = BasicConv2d(cin, 384 // d, 3, 2)
+        self.branch3x3dbl_1 = BasicConv2d(cin, 64 // d, 1)
+        self.branch3x3dbl_2 = BasicConv2d(64 // d, 96 // d, 3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96 // d, 96 // d, 3, 2)
+
+    def forward(self, x):
+        return torch.cat([self.branch3x3(x), self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                          F.max_pool2d(x, 3, 2)], 1)
+
+
+class InceptionC(nn.Module):
+    def __init__(self, cin, c7, d):
+        super().__init__()
+        row, col = dict(k=(1, 7), padding=(0, 3)), dict(k=(7, 1), padding=(3, 0))
+        self.branch1x1 = BasicConv2d(cin, 192 // d, 1)
+        self.branch7x7_1, self.branch7x7_2 = BasicConv2d(cin, c7, 1), BasicConv2d(c7, c7, **row)
+        self.branch7x7_3 = BasicConv2d(c7, 192 // d, **col)
+        self.branch7x7dbl_1, self.branch7x7dbl_2 = BasicConv2d(cin, c7, 1), BasicConv2d(c7, c7, **col)
+        self.branch7x7dbl_3, self.branch7x7dbl_4 = BasicConv2d(c7, c7, **row), BasicConv2d(c7, c7, **col)
+        self.branch7x7dbl_5 = BasicConv2d(c7, 192 // d, **row)
+        self.branch_pool = BasicConv2d(cin, 192 // d, 1)
+
+    def forward(self, x):
+        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+        bd = self.branch7x7dbl_1(x)
+        for i in range(2, 6):
+            bd = getattr(self, f"branch7x7dbl_{i}")(bd)
+        return torch.cat([self.branch1x1(x), b7, bd, self.branch_pool(F.avg_pool2d(x, 3, 1, 1))], 1)
+
+
+class InceptionD(nn.Module):
+    def __init__(self, cin, d):
+        super().__init__()
+        self.branch3x3_1, self.branch3x3_2 = BasicConv2d(cin, 192 // d, 1), BasicConv2d(192 // d, 320 // d, 3, 2)
+        self.branch7x7x3_1 = BasicConv2d(cin, 192 // d, 1)
+        self.branch7x7x3_2 = BasicConv2d(192 // d, 192 // d, (1, 7), padding=(0, 3))
+        self.branch7x7x3_3 = BasicConv2d(192 // d, 192 // d, (7, 1), padding=(3, 0))
+        self.branch7x7x3_4 = BasicConv2d(192 // d, 192 // d, 3, 2)
+
+    def forward(self, x):
+        b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
+        return torch.cat([self.branch3x3_2(self.branch3x3_1(x)), b7, F.max_pool2d(x, 3, 2)], 1)
+
+
+class InceptionE(nn.Module):
+    def __init__(self, cin, d):
+        super().__init__()
+        self.branch1x1 = BasicConv2d(cin, 320 // d, 1)
+        self.branch3x3_1 = BasicConv2d(cin, 384 // d, 1)
+        self.branch3x3_2a = BasicConv2d(384 // d, 384 // d, (1, 3), padding=(0, 1))
+        self.branch3x3_2b = BasicConv2d(384 // d, 384 // d, (3, 1), padding=(1, 0))
+        self.branch3x3dbl_1 = BasicConv2d(cin, 448 // d, 1)
+        self.branch3x3dbl_2 = BasicConv2d(448 // d, 384 // d, 3, padding=1)
+        self.branch3x3dbl_3a = BasicConv2d(384 // d, 384 // d, (1, 3), padding=(0, 1))
+        self.branch3x3dbl_3b = BasicConv2d(384 // d, 384 // d, (3, 1), padding=(1, 0))
+        self.branch_pool = BasicConv2d(cin, 192 // d, 1)
+
+    def forward(self, x):
+        b3 = self.branch3x3_1(x)
+        b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
+        bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        bd = torch.cat([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], 1)
+        return torch.cat([self.branch1x1(x), b3, bd, self.branch_pool(F.avg_pool2d(x, 3, 1, 1))], 1)
+
+
+class Inception3(nn.Module):
+    def __init__(self, num_classes=1000, d=1):
+        super().__init__()
+        self.Conv2d_1a_3x3 = BasicConv2d(3, 32 // d, 3, 2)
+        self.Conv2d_2a_3x3 = BasicConv2d(32 // d, 32 // d, 3)
+        self.Conv2d_2b_3x3 = BasicConv2d(32 // d, 64 // d, 3, padding=1)
+        self.maxpool1 = nn.MaxPool2d(3, 2)
+        self.Conv2d_3b_1x1 = BasicConv2d(64 // d, 80 // d, 1)
+        self.Conv2d_4a_3x3 = BasicConv2d(80 // d, 192 // d, 3)
+        self.maxpool2 = nn.MaxPool2d(3, 2)
+        a_out = lambda pf: (64 + 64 + 96) // d + pf // d           # noqa: E731
+        self.Mixed_5b = InceptionA(192 // d, 32 // d, d)
+        self.Mixed_5c = InceptionA(a_out(32), 64 // d, d)
+        self.Mixed_5d = InceptionA(a_out(64), 64 // d, d)
+        self.Mixed_6a = InceptionB(a_out(64), d)
+        c6 = (384 + 96) // d + a_out(64)
+        self.Mixed_6b = InceptionC(c6, 128 // d, d)
+        self.Mixed_6c = InceptionC(4 * (192 // d), 160 // d, d)
+        self.Mixed_6d = InceptionC(4 * (192 // d), 160 // d, d)
+        self.Mixed_6e = InceptionC(4 * (192 // d), 192 // d, d)
+        self.AuxLogits = AuxHead(4 * (192 // d), num_classes)
+        self.Mixed_7a = InceptionD(4 * (192 // d), d)
+        c7 = (320 + 192) // d + 4 * (192 // d)
+        self.Mixed_7b = InceptionE(c7, d)
+        self.Mixed_7c = InceptionE(320 // d + 4 * (384 // d) + 192 // d, d)
+        self.avgpool, self.dropout = nn.AdaptiveAvgPool2d(1), nn.Dropout(0.5)
+        self.fc = nn.Linear(320 // d + 4 * (384 // d) + 192 // d, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool1(self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x))))
+        x = self.maxpool2(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x)))
+        for name in ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e", "7a", "7b", "7c"):
+            x = getattr(self, f"Mixed_{name}")(x)
+        return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))

@@ -100,7 +100,7 @@ def arch_recipe(arch):
     from ..pretrained import PRETRAINED
     from ..recipe import Recipe
     try:
-        name, _ = parse_arch(arch)
+        name, options = parse_arch(arch)
     except ValueError:
         return None
     if name in PRETRAINED:
@@ -109,7 +109,15 @@ def arch_recipe(arch):
         return None
     recipe = Recipe(crop=224, resize_shorter=256, resample="bilinear", channels="RGB", scale=1 / 255.0,
                     mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    return replace(recipe, resample="bicubic") if name.startswith("efficientnet_b") else recipe
+    if name.startswith("efficientnet_b"):
+        return replace(recipe, resample="bicubic")
+    if name == "inception_v3":
+        recipe = replace(recipe, crop=299, resize_shorter=342)
+    if name in ("googlenet", "inception_v3") and options.get("transform_input", True):
+        # torchvision's transform_input (on with its pretrained weights) maps ImageNet-normalised
+        # pixels to (x - 0.5) / 0.5: the same as normalising that way in the first place
+        recipe = replace(recipe, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    return recipe
 
 
 def _find_prefix(state, first_key, path, name):
@@ -132,7 +140,7 @@ def _family_names(name, options, state, path):
     if "num_classes" not in options and prefix + classifier + ".weight" in state:
         options = dict(options, num_classes=int(state[prefix + classifier + ".weight"].shape[0]))
         probe = build(**options)
-    return probe.spec(), probe.names, prefix
+    return probe.spec(), probe.names, prefix, getattr(probe, "ignored_prefixes", ())
 
 
 def torch_to_net(path, arch):
@@ -141,11 +149,11 @@ def torch_to_net(path, arch):
     state = read_torch_checkpoint(path)
     if name in ARCHS:
         make_spec, make_names = ARCHS[name]
-        spec, names = make_spec(), make_names()
+        spec, names, ignored = make_spec(), make_names(), ()
         prefix = _find_prefix(state, next(iter(names.values())), path, name)
     else:
         try:
-            spec, names, prefix = _family_names(name, options, state, path)
+            spec, names, prefix, ignored = _family_names(name, options, state, path)
         except TypeError as exc:      # an option the builder does not take
             raise ValueError(f"architecture {arch!r}: {exc}") from None
     if prefix:
@@ -158,7 +166,8 @@ def torch_to_net(path, arch):
         raise DecafFormatError(f"{path}: not a {name} checkpoint: missing {len(missing)} key(s), "
                                f"e.g. {missing[:3]}")
     used = set(keys.values())
-    extra = sorted(k for k in state if k not in used and not k.endswith(IGNORED_SUFFIXES))
+    extra = sorted(k for k in state if k not in used and not k.endswith(IGNORED_SUFFIXES)
+                   and not k.startswith(ignored))      # (auxiliary classifiers: training only)
     if extra:
         raise DecafFormatError(f"{path}: unexpected key(s) for {name}: {extra[:5]}"
                                f"{f' and {len(extra) - 5} more' if len(extra) > 5 else ''}")

@@ -1,5 +1,6 @@
 """The model zoo: functions returning net specs (plain data)."""
-from . import convnext, densenet, efficientnet_b, mnasnet, mobilenet, regnet, resnet, shufflenet, squeezenet, vgg
+from . import (convnext, densenet, efficientnet_b, inception, mnasnet, mobilenet, regnet, resnet, shufflenet, squeezenet,
+               vgg)
 from .caffenet import alexnet, caffenet
 from .efficientnet import efficientnet_lite0, efficientnet_lite1, efficientnet_lite2
 from .lenet import lenet
@@ -12,7 +13,7 @@ ZOO = {"caffenet": caffenet, "alexnet": alexnet, "lenet": lenet, "efficientnet_l
 # "torchvision_alexnet" (the zoo's "alexnet" is Caffe's).
 TORCH_FAMILIES = {}
 for _family in (resnet, vgg, mobilenet, squeezenet, densenet, shufflenet, mnasnet, efficientnet_b, regnet,
-                convnext):
+                convnext, inception):
     for _arch, _build in _family.BUILDERS.items():
         TORCH_FAMILIES[_arch] = (_build, _family.CLASSIFIERS[_arch])
     for _name, _make in _family.ZOO.items():
