@@ -38,8 +38,8 @@ ConvTranspose              Deconvolution                                        
 Gemm                       InnerProduct (transA 0; transB either way; alpha and beta are  linear
                            folded into the weights and bias; C constant, size 1 or N)
 MatMul [+ Add]             InnerProduct for a 2-D input times a constant matrix; a        linear
-                           following Add of a constant vector becomes its bias; a 4-D
-                           (N, H, W, C) input: Transpose, 1x1 Convolution, Transpose
+                           following Add of a constant vector becomes its bias; an N-D
+                           (N, ..., C) input: Transpose, 1x1 Convolution, Transpose
 Flatten, Reshape,          Flatten (axis 1) or Reshape to the exact per-example shape,    shape
 Squeeze, Unsqueeze         worked out at two batch sizes; the target may be a constant
                            or a folded shape computation; refused if the batch moves

@@ -112,16 +112,14 @@ def _gemm_from_onnx(imp, node):
 @onnx_importer("MatMul")
 def _matmul_from_onnx(imp, node):
     """A 2-D input times a constant matrix; an Add of a constant vector right after is its bias.
-    A 4-D input (N, H, W, C) (ConvNeXt's channels-last Linear) becomes Transpose, a 1x1
-    Convolution and Transpose back."""
+    An N-D input (N, ..., C) (ConvNeXt's channels-last Linear, a transformer's (N, L, C)) becomes
+    Transpose to channels first, a 1x1 Convolution (with a Reshape to 4-D and back unless it is
+    4-D already) and Transpose back."""
     w = imp.need_const(node, 1, "the second operand (the weight)")
     if w.ndim != 2:
         raise imp.fail(f"node {imp.label(node)}: MatMul by a constant of shape {w.shape}: only 2-D "
                        f"weights are supported")
     rank = imp.rank(node.input[0], node, "MatMul")
-    if rank not in (2, 4):
-        raise imp.fail(f"node {imp.label(node)}: MatMul of a {rank}-D input: only 2-D and 4-D inputs are "
-                       f"supported")
     n = w.shape[1]
     params = {"weight": w.T}
     top = node.output[0]
@@ -135,11 +133,21 @@ def _matmul_from_onnx(imp, node):
     if rank == 2:
         imp.add(node, "InnerProduct", [node.input[0]], top, params, num_output=int(n), bias_term="bias" in params)
         return
+    if rank < 2:
+        raise imp.fail(f"node {imp.label(node)}: MatMul of a {rank}-D input is not supported")
+    inner = list(imp.shape_at(node.input[0], 1)[1:-1])          # the axes between the batch and C
     params["weight"] = params["weight"].reshape(n, -1, 1, 1)
-    imp.add(node, "Transpose", [node.input[0]], f"{top}:channels_first", perm=[0, 3, 1, 2])
-    imp.add(node, "Convolution", [f"{top}:channels_first"], f"{top}:conv", params, num_output=int(n),
-            kernel_size=1, bias_term="bias" in params)
-    imp.add(node, "Transpose", [f"{top}:conv"], top, perm=[0, 2, 3, 1])
+    x = f"{top}:channels_first"
+    imp.add(node, "Transpose", [node.input[0]], x, perm=[0, rank - 1] + list(range(1, rank - 1)))
+    if rank != 4:
+        imp.add(node, "Reshape", [x], f"{top}:4d", shape=[int(w.shape[0]), int(np.prod(inner)), 1])
+        x = f"{top}:4d"
+    y = f"{top}:conv"
+    imp.add(node, "Convolution", [x], y, params, num_output=int(n), kernel_size=1, bias_term="bias" in params)
+    if rank != 4:
+        imp.add(node, "Reshape", [y], f"{top}:nd", shape=[int(n)] + inner)
+        y = f"{top}:nd"
+    imp.add(node, "Transpose", [y], top, perm=[0] + list(range(2, rank)) + [1])
 
 
 # ---- Caffe -> decaf -----------------------------------------------------------------------------

@@ -246,6 +246,18 @@ def test_gather_on_a_computed_tensor(tmp_path, index, axis):
     check(tmp_path, model_of(nodes, ["N", 3, 4, 5], {"i": index}, 13))
 
 
+@pytest.mark.parametrize("in_shape", [["N", 6, 4], ["N", 3, 5, 4], ["N", 2, 3, 2, 4]])
+@pytest.mark.parametrize("bias", [False, True])
+def test_nd_matmul_by_a_constant(tmp_path, in_shape, bias):
+    """MatMul of an (N, ..., C) tensor by a constant (C, D) (+ a bias Add): Linear on the last axis."""
+    inits = {"w": RNG.standard_normal((4, 7)).astype(np.float32), "b": RNG.standard_normal(7).astype(np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m" if bias else "y"])]
+    if bias:
+        nodes.append(helper.make_node("Add", ["m", "b"], ["y"]))
+    spec = check(tmp_path, model_of(nodes, in_shape, inits, 13))
+    assert "Convolution" in types(spec) and "Arithmetic" not in types(spec)
+
+
 def test_max_min_mean(tmp_path):
     """Max of one shape: Eltwise max; Mean: Eltwise sum 1/n; Min with a broadcast tensor and Max with a
     constant (a ReLU-like floor): Arithmetic."""
