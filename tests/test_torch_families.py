@@ -273,6 +273,21 @@ def test_googlenet_transform_input_recipe(tmp_path):
     assert (net.meta["preprocess"]["crop"], net.meta["preprocess"]["resize_shorter"]) == (299, 342)
 
 
+def test_cli_fine_tunes_a_converted_net(tmp_path):
+    """decaf train converted.decaf --replace-classifier fc: the classifier named as torchvision's."""
+    model = _tiny_resnet()
+    _convert(tmp_path, model, TINY)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((8, 3, 32, 32)).astype(np.float32), y=np.arange(8) % 3)
+    out = tmp_path / "out"
+    assert main(["train", str(tmp_path / "model.decaf"), "--data", str(tmp_path / "d.npz"), "--replace-classifier",
+                 "fc", "--iters", "2", "--batch", "4", "--out", str(out)]) == 0
+    tuned = decaf.load(out / "model.decaf")
+    assert tuned.params["fc_new.weight"].data.shape == (3, 8)
+    want = model.state_dict()["layer1.0.conv1.weight"].numpy()        # copied, then frozen
+    assert np.array_equal(tuned.params["layer1_0_conv1.weight"].data, want)
+
+
 FULL_SIZE = {
     "resnet50": lambda: tf.ResNet(tf.Bottleneck, [3, 4, 6, 3]),
     "vgg16_bn": lambda: tf.VGG(_cfg("vgg16", 1), True),
