@@ -56,8 +56,10 @@ def fold_channel_affines(weight, bias, affines, out_weight=None):
         s, t = np.broadcast_to(np.asarray(s, np.float64), (k,)), np.broadcast_to(np.asarray(t, np.float64), (k,))
         scale, shift = scale * s, shift * s + t
     b = np.zeros(k) if bias is None else np.asarray(bias, np.float64)
-    w = np.multiply(weight, scale.astype(weight.dtype).reshape((k,) + (1,) * (weight.ndim - 1)), out=out_weight)
-    return w, scale * b + shift
+    if out_weight is None:
+        out_weight = np.empty_like(weight)
+    np.multiply(weight.reshape(k, -1), scale.astype(weight.dtype)[:, None], out=out_weight.reshape(k, -1))
+    return out_weight, scale * b + shift
 
 
 class Step:
@@ -168,13 +170,17 @@ class Graph:
         aliased = {id(b) for b in self.alias.values()}
         groups = {}                     # id(step) -> _Folded
         removed = set()
-        for i, step in enumerate(steps):
+        readers_of = {}                 # id(blob) -> steps reading it (folding changes no step's bottoms)
+        for step in steps:
+            for b in {id(b) for b in step.bottoms}:
+                readers_of.setdefault(b, []).append(step)
+        for step in steps:
             layer = step.layer
             if not layer.absorbs_channel_affine or len(step.tops) != 1 or step.fused:
                 continue
             while True:
                 top = step.tops[0]
-                readers = [s for s in steps[i + 1:] if id(s) not in removed and any(b is top for b in s.bottoms)]
+                readers = [s for s in readers_of.get(id(top), []) if id(s) not in removed]
                 if len(readers) != 1 or id(top) in aliased or top.name in self.net.output_names:
                     break
                 affine = readers[0]
