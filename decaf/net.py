@@ -421,6 +421,14 @@ class Net:
         (decaf profile times each one)."""
         return list(self._backward_steps)
 
+    def _rerun_as_written(self):
+        """If the last forward ran the optimized graph, run it again as written: backward reads
+        the state every layer keeps from its forward (and the blobs the graph skipped)."""
+        if self._rerun is not None:
+            for step in self._written_steps(self._rerun[0]):
+                step()
+            self._rerun = None
+
     def backward(self, diffs=None):
         """Backpropagate from the loss layers (weighted by loss_weight) and ``diffs``.
 
@@ -430,10 +438,7 @@ class Net:
         Returns {input: diff copy}. One thread at a time (decaf/exclusive.py).
         """
         with exclusive(self, "backward"):
-            if self._rerun is not None:     # the last forward ran optimized: backward needs every layer's state
-                for step in self._written_steps(self._rerun[0]):
-                    step()
-                self._rerun = None
+            self._rerun_as_written()       # after an optimized forward (decaf/optimize.py)
             self.seed_diffs(diffs)
             for _, step in self._backward_steps:
                 step()
