@@ -20,6 +20,10 @@ backward; training and gradient checks run the net as written. The passes ask th
 4. **Dead-layer elimination.** A layer none of whose outputs is read any more, nor an output of
    the net, is dropped (a net as written has none: every unread blob is an output; the passes
    above can leave some).
+5. **Zero-copy concatenation.** A layer whose top is its bottoms side by side (``bottom_slices``:
+   Concat) gets bottoms that are views of its top, so that their producers write into it, when
+   each bottom has one producer and no other reader and the views are contiguous (along the
+   channels: at batch 1). It copies as usual at other batch sizes.
 
 A folded layer's weights are derived from the net's parameters. Every write into a parameter
 goes through ``Param.data`` (``Param.touched`` counts the look-ups), so before each forward the
@@ -79,6 +83,23 @@ class Step:
         return f"Step({self.layer!r}{', fused' if self.fused else ''})"
 
 
+class _ConcatInPlace(Step):
+    """A concatenation whose bottoms are views of its top (``views``, set by ``Graph._place``): their
+    producers wrote into it, nothing is left to copy. Copies as usual when a bottom is not its view
+    (another batch size: the blobs were reallocated)."""
+    __slots__ = ("views",)
+
+    def __init__(self, step):
+        super().__init__(step.layer, step.bottoms, step.tops)
+        self.views = None
+
+    def __call__(self):
+        views, top = self.views, self.tops[0].data
+        root = top if top.base is None else top.base        # (a view's base is the array owning the memory)
+        if views is None or any(b.data is not v or v.base is not root for b, v in zip(self.bottoms, views)):
+            self.layer.forward(self.bottoms, self.tops)
+
+
 class _Folded:
     """A producer with the affines after it folded in: the new layer and what it was made from."""
 
@@ -127,13 +148,14 @@ class Graph:
         steps = self._remove_identities(steps)
         steps = self._fold_affines(steps)
         self._fuse_folded(steps)
-        self.steps = self._remove_dead(steps)
+        self.steps = self._concat_in_place(self._remove_dead(steps))
         written = {id(b) for s in self.steps for b in s.writes}
         written |= {id(net.blobs[n]) for n in net.input_shapes}
         self.missing = {name for name, blob in net.blobs.items()
                         if id(blob) not in written and name not in self.alias}
         for group in self.folded:
             group.refold()
+        self._place()
         self._plans = {}
 
     @staticmethod
@@ -249,6 +271,56 @@ class Graph:
                 self.actions.append(("dead", [step.layer.name], None))
         return kept[::-1]
 
+    def _concat_in_place(self, steps):
+        """Concatenations (``bottom_slices``) whose bottoms can be views of the top: each bottom is
+        written by one producer (not an input, not a Split's shared top), read by nothing but the
+        concatenation (and layers working in place before it), and nothing works in place on the
+        top. Whether the views are contiguous (batch 1 for channels) is decided by ``_place``."""
+        inputs = {id(self.net.blobs[n]) for n in self.net.input_shapes}
+        writers, readers = {}, {}
+        for step in steps:
+            if not step.fused:
+                for b in step.writes:
+                    writers.setdefault(id(b), []).append(step)
+            for b in {id(b): b for b in step.bottoms}:
+                readers.setdefault(b, []).append(step)
+
+        def in_place(step, blob):
+            return any(t is blob for t in step.tops) and any(b is blob for b in step.bottoms)
+
+        def placeable(step, blob):
+            producers = [w for w in writers.get(id(blob), []) if not in_place(w, blob)]
+            return (id(blob) not in inputs and len(producers) == 1 and "split" not in producers[0].layer.roles
+                    and all(r is step or in_place(r, blob) for r in readers[id(blob)]))
+
+        out = []
+        for step in steps:
+            top = step.tops[0] if len(step.tops) == 1 else None
+            if (top is not None and step.layer.bottom_slices() is not None
+                    and len({id(b) for b in step.bottoms}) == len(step.bottoms)
+                    and not any(in_place(w, top) for w in writers.get(id(top), []) + readers.get(id(top), []))
+                    and all(placeable(step, b) for b in step.bottoms)):
+                step = _ConcatInPlace(step)
+                self.actions.append(("concat", [step.layer.name], None))
+            out.append(step)
+        return out
+
+    def _place(self):
+        """Make the bottoms of each in-place concatenation views of its top, where every view is
+        contiguous (the kernels write contiguous arrays); a later concatenation first, since an
+        earlier one's top may be one of its bottoms."""
+        for step in reversed(self.steps):
+            if not isinstance(step, _ConcatInPlace):
+                continue
+            top = step.tops[0].data
+            views = [top[index] for index in step.layer.bottom_slices()]
+            if all(v.flags.c_contiguous and v.shape == b.shape for b, v in zip(step.bottoms, views)):
+                for b, v in zip(step.bottoms, views):
+                    b.data = v
+                step.views = views
+            else:
+                step.views = None
+
     # ---- running --------------------------------------------------------------------------------
     def blob(self, name):
         """The Blob holding blob ``name``'s values after an optimized forward."""
@@ -277,6 +349,7 @@ class Graph:
         """After the net's blobs were resized (a new batch size): resize the folded layers."""
         for group in self.folded:
             self._reshape(group.layer, group.step)
+        self._place()
 
     def refresh(self):
         """Refold the folded layers whose parameters may have been written since their fold."""
@@ -288,7 +361,8 @@ class Graph:
     def summary(self):
         """One line per kind of rewrite, for ``decaf profile`` and ``Net.describe``."""
         words = {"folded": "folded into the layer before", "fused": "fused into the layer before",
-                 "identity": "removed (identity at inference)", "dead": "removed (output not read)"}
+                 "identity": "removed (identity at inference)", "dead": "removed (output not read)",
+                 "concat": "concatenations written in place by their producers (no copy at batch 1)"}
         lines = []
         for kind, text in words.items():
             done = [(names, into) for k, names, into in self.actions if k == kind]

@@ -245,3 +245,71 @@ def test_profile_shows_the_optimized_graph(rng):
     result = decaf.profile(net, batch=2, iters=1, warmup=0, progress=False, backward=True)
     assert len(result.layers) == 7 and not any(n.startswith("graph optimizer") for n in result.notes)
     assert net.optimize and net.phase == "test"
+
+
+def inception_spec(relu_on_concat=False, branch_read_twice=False):
+    """Branches into one Concat (a nested Concat inside): conv + BatchNorm + ReLU (a new blob), conv +
+    ReLU in place, max pool + conv, and two convs concatenated first."""
+    def conv(name, bottom, k, kernel=1, pad=0, bias=True):
+        return {"name": name, "type": "Convolution", "bottom": bottom, "top": name, "num_output": k,
+                "kernel_size": kernel, "pad": pad, "bias_term": bias}
+    layers = [conv("c0", "data", 4, 3, 1), {"name": "r0", "type": "ReLU", "bottom": "c0", "top": "c0"},
+              conv("b1", "c0", 3, bias=False),
+              {"name": "b1_bn", "type": "BatchNorm", "bottom": "b1", "top": "b1_bn", "affine": True},
+              {"name": "b1_relu", "type": "ReLU", "bottom": "b1_bn", "top": "b1_relu"},
+              conv("b2", "c0", 2, 3, 1), {"name": "b2_relu", "type": "ReLU", "bottom": "b2", "top": "b2"},
+              {"name": "b3_pool", "type": "Pooling", "bottom": "c0", "top": "b3_pool", "kernel_size": 3,
+               "stride": 1, "pad": 1},
+              conv("b3", "b3_pool", 2), conv("b4a", "c0", 1), conv("b4b", "c0", 2),
+              {"name": "cat_in", "type": "Concat", "bottom": ["b4a", "b4b"], "top": "cat_in"},
+              {"name": "cat", "type": "Concat", "bottom": ["b1_relu", "b2", "b3", "cat_in"], "top": "cat"},
+              conv("out", "cat", 5)]
+    if relu_on_concat:
+        layers.insert(-1, {"name": "cat_relu", "type": "Sigmoid", "bottom": "cat", "top": "cat"})
+    if branch_read_twice:
+        layers.append(conv("extra", "b2", 1))
+    return {"name": "inception", "inputs": {"data": [3, 6, 6]}, "layers": layers}
+
+
+def test_concat_in_place_at_batch_1(rng):
+    fast, plain = pair(inception_spec(), rng)
+    graph = fast.optimized_graph()
+    assert {(k, names[0]) for k, names, _ in graph.actions if k == "concat"} == {("concat", "cat"), ("concat", "cat_in")}
+
+    def check(n):
+        x = rng.standard_normal((n, 3, 6, 6)).astype(np.float32)
+        for name in ("out", "cat", "cat_in", "b1_relu", "b2", "b3", "b4b", "b1"):
+            want = plain.forward(data=x, outputs=[name])[name]
+            np.testing.assert_allclose(fast.forward(data=x, outputs=[name])[name], want, **TOL, err_msg=name)
+        np.testing.assert_allclose(fast.forward(data=x)["out"], plain.forward(data=x)["out"], **TOL)
+        return all(np.shares_memory(fast.blobs[b].data, fast.blobs["cat"].data)
+                   for b in ("b1_relu", "b2", "b3", "cat_in", "b4a", "b4b"))
+
+    assert check(1)          # the producers write into the concatenation
+    assert not check(3)      # channel slices of 3 images are not contiguous: copies
+    assert check(1)
+    fast.set_phase("train")
+    plain.set_phase("train")
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    dy = rng.standard_normal((1, 5, 6, 6)).astype(np.float32)
+    for net in (fast, plain):
+        net.forward(data=x)
+        net.backward({"out": dy})
+    assert np.shares_memory(fast.blobs["b2"].data, fast.blobs["cat"].data)
+    for name, p in plain.params.items():
+        if p.learnable:
+            np.testing.assert_allclose(fast.params[name].diff, p.diff, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("kw", [{"relu_on_concat": True}, {"branch_read_twice": True}])
+def test_concat_copies_when_a_view_would_be_unsafe(rng, kw):
+    """A layer working in place on the concatenation would change its bottoms too; a bottom read by
+    another layer as well (through a Split, which shares its data) cannot live in the concatenation."""
+    fast, plain = pair(inception_spec(**kw), rng)
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    names = [n for n in plain.blobs if n not in fast.optimized_graph().missing]
+    a, b = fast.forward(data=x, outputs=names), plain.forward(data=x, outputs=names)
+    for name in b:
+        np.testing.assert_allclose(a[name], b[name], **TOL, err_msg=name)
+    concat = {names[0] for k, names, _ in fast.optimized_graph().actions if k == "concat"}
+    assert concat == {"cat_in"}          # the inner one is still safe
