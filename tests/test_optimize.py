@@ -225,7 +225,7 @@ def test_switches(monkeypatch, rng):
 
 
 def test_in_place_dropout_of_caffenet_is_removed():
-    net = Net(get_spec("caffenet"))
+    net = Net(get_spec("caffenet"), init=False)      # (no fillers: the graph is what matters)
     graph = net.optimized_graph()
     assert ("identity", ["drop6"], None) in graph.actions and ("identity", ["drop7"], None) in graph.actions
     assert not any(a[0] == "folded" for a in graph.actions)
@@ -313,3 +313,55 @@ def test_concat_copies_when_a_view_would_be_unsafe(rng, kw):
         np.testing.assert_allclose(a[name], b[name], **TOL, err_msg=name)
     concat = {names[0] for k, names, _ in fast.optimized_graph().actions if k == "concat"}
     assert concat == {"cat_in"}          # the inner one is still safe
+
+
+def test_imported_onnx_graph_optimized_matches_onnx_runtime(tmp_path, rng):
+    """An imported graph (every tensor a new blob, BatchNormalization after each Conv, a branch
+    Concat, a residual Add): the optimized decaf forward against ONNX Runtime."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from decaf.io.onnx_convert import onnx_to_net
+
+    def f32(*shape, scale=1.0):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    inits = {}
+
+    def conv_bn(name, x, cin, cout, k, relu):
+        inits[f"{name}.w"] = f32(cout, cin, k, k, scale=0.5)
+        for part, value in (("g", 1 + 0.2 * f32(cout)), ("b", f32(cout)), ("m", f32(cout)),
+                            ("v", rng.uniform(0.5, 2, cout).astype(np.float32))):
+            inits[f"{name}.{part}"] = value
+        nodes = [helper.make_node("Conv", [x, f"{name}.w"], [f"{name}_c"], pads=[k // 2] * 4),
+                 helper.make_node("BatchNormalization", [f"{name}_c"] + [f"{name}.{p}" for p in "gbmv"],
+                                  [f"{name}_bn"])]
+        if relu:
+            nodes.append(helper.make_node("Relu", [f"{name}_bn"], [f"{name}_r"]))
+        return nodes, nodes[-1].output[0]
+
+    nodes, x = conv_bn("stem", "x", 3, 4, 3, True)
+    a, ya = conv_bn("a", x, 4, 2, 1, True)
+    b, yb = conv_bn("b", x, 4, 2, 3, False)
+    m, ym = conv_bn("m", "cat", 4, 4, 1, False)
+    inits["fc.w"], inits["fc.b"] = f32(5, 4), f32(5)
+    nodes += a + b + [helper.make_node("Concat", [ya, yb], ["cat"], axis=1)] + m + [
+        helper.make_node("Add", [ym, x], ["sum"]), helper.make_node("Relu", ["sum"], ["sum_r"]),
+        helper.make_node("GlobalAveragePool", ["sum_r"], ["gap"]), helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    path = tmp_path / "g.onnx"
+    onnx.save(model, str(path))
+    x = f32(1, 3, 8, 8)
+    theirs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})[0]
+    spec, arrays = onnx_to_net(path)
+    net = Net.from_arrays(spec, arrays)
+    ours = net.forward(x=x)["y"]
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
+    kinds = [k for k, _, _ in net.optimized_graph().actions]
+    assert kinds.count("folded") == 4 and kinds.count("fused") == 2 and kinds.count("concat") == 1
