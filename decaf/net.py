@@ -276,6 +276,12 @@ class Net:
             return steps
         return self._written_steps(outputs)
 
+    def output_blob(self, name):
+        """The Blob holding blob ``name``'s values once the steps of ``forward_steps`` have run (in
+        the optimized graph a removed identity's top is read from its bottom)."""
+        graph = self.optimized_graph()
+        return graph.blob(name) if graph is not None else self.blobs[name]
+
     def _written_steps(self, outputs):
         """The steps of the net as written (no optimization)."""
         return [Step(layer, self.bottoms[layer.name], self.tops[layer.name], layer.fused)

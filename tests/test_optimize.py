@@ -365,3 +365,18 @@ def test_imported_onnx_graph_optimized_matches_onnx_runtime(tmp_path, rng):
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
     kinds = [k for k, _, _ in net.optimized_graph().actions]
     assert kinds.count("folded") == 4 and kinds.count("fused") == 2 and kinds.count("concat") == 1
+
+
+def test_forward_steps_and_output_blob_as_a_server_runs_them(rng):
+    """decaf serve runs the steps itself (to time each): the same values as forward, by blob name."""
+    fast, plain = pair(block_spec(), rng)
+    x = rng.standard_normal((2, 3, 7, 7)).astype(np.float32)
+    for names in (["bn2", "d1"], ["c1", "d1"]):       # the second needs the net as written
+        steps = fast.forward_steps(names)
+        fast.set_inputs({"data": x})
+        for step in steps:
+            step()
+        want = plain.forward(data=x, outputs=names)
+        for name in names:
+            np.testing.assert_allclose(fast.output_blob(name).data, want[name], **TOL, err_msg=name)
+    assert [s.layer.name for s in fast.forward_steps(["bn2"])] == ["c1", "r1", "ip"]
