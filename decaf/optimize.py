@@ -145,6 +145,10 @@ class Graph:
         self.folded = []
         steps = [Step(layer, net.bottoms[layer.name], net.tops[layer.name], fused=layer.fused)
                  for layer in net.order]
+        producer = {id(t): s for s in steps for t in s.tops if not s.fused}
+        for step in steps:          # an activation the net fused into a new blob: its producer writes it
+            if step.fused and step.tops[0] is not step.bottoms[0] and id(step.bottoms[0]) in producer:
+                producer[id(step.bottoms[0])].writes.append(step.tops[0])
         steps = self._remove_identities(steps)
         steps = self._fold_affines(steps)
         self._fuse_folded(steps)

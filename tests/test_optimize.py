@@ -262,7 +262,9 @@ def inception_spec(relu_on_concat=False, branch_read_twice=False):
                "stride": 1, "pad": 1},
               conv("b3", "b3_pool", 2), conv("b4a", "c0", 1), conv("b4b", "c0", 2),
               {"name": "cat_in", "type": "Concat", "bottom": ["b4a", "b4b"], "top": "cat_in"},
-              {"name": "cat", "type": "Concat", "bottom": ["b1_relu", "b2", "b3", "cat_in"], "top": "cat"},
+              conv("b5", "c0", 2), {"name": "b5_relu", "type": "ReLU", "bottom": "b5", "top": "b5_relu"},
+              {"name": "cat", "type": "Concat", "bottom": ["b1_relu", "b2", "b3", "cat_in", "b5_relu"],
+               "top": "cat"},
               conv("out", "cat", 5)]
     if relu_on_concat:
         layers.insert(-1, {"name": "cat_relu", "type": "Sigmoid", "bottom": "cat", "top": "cat"})
@@ -278,12 +280,12 @@ def test_concat_in_place_at_batch_1(rng):
 
     def check(n):
         x = rng.standard_normal((n, 3, 6, 6)).astype(np.float32)
-        for name in ("out", "cat", "cat_in", "b1_relu", "b2", "b3", "b4b", "b1"):
+        for name in ("out", "cat", "cat_in", "b1_relu", "b2", "b3", "b4b", "b1", "b5", "b5_relu"):
             want = plain.forward(data=x, outputs=[name])[name]
             np.testing.assert_allclose(fast.forward(data=x, outputs=[name])[name], want, **TOL, err_msg=name)
         np.testing.assert_allclose(fast.forward(data=x)["out"], plain.forward(data=x)["out"], **TOL)
         return all(np.shares_memory(fast.blobs[b].data, fast.blobs["cat"].data)
-                   for b in ("b1_relu", "b2", "b3", "cat_in", "b4a", "b4b"))
+                   for b in ("b1_relu", "b2", "b3", "cat_in", "b4a", "b4b", "b5_relu"))
 
     assert check(1)          # the producers write into the concatenation
     assert not check(3)      # channel slices of 3 images are not contiguous: copies
