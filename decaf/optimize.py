@@ -135,7 +135,8 @@ class Graph:
     """The optimized forward of ``net`` in the test phase (see the module docstring).
 
     ``steps``: what a full forward runs; ``actions``: what the passes did, as (kind, layer names,
-    into) with kind "folded", "fused", "identity" or "dead"; ``alias``: removed layers' top names
+    into) with kind "folded", "fused", "identity", "dead" or "concat" (written in place);
+    ``alias``: removed layers' top names
     -> the Blob holding their values; ``missing``: blob names the graph no longer computes."""
 
     def __init__(self, net):
