@@ -109,6 +109,10 @@ class _Folded:
     def sources(self):
         return [p for layer in [self.source] + self.affines for p in layer.blobs]
 
+    def _touched(self):
+        """The sources' look-ups so far: counters only grow, so an equal sum means none changed."""
+        return sum(p.touched for p in self.params)
+
     def refold(self):
         """Recompute the folded weight and bias from the sources' current values."""
         params = {p.name[len(self.layer.name) + 1:]: p for p in self.layer.blobs}
@@ -125,10 +129,11 @@ class _Folded:
                 p.astype(src["weight"].dtype)
         _, b = fold_channel_affines(src["weight"], src.get("bias"), affines, out_weight=weight.data)
         params["bias"].data[...] = b
-        self.seen = tuple(p.touched for p in self.sources())
+        self.params = self.sources()
+        self.seen = self._touched()
 
     def stale(self):
-        return tuple(p.touched for p in self.sources()) != self.seen
+        return self._touched() != self.seen
 
 
 class Graph:
