@@ -382,3 +382,24 @@ def test_forward_steps_and_output_blob_as_a_server_runs_them(rng):
         for name in names:
             np.testing.assert_allclose(fast.output_blob(name).data, want[name], **TOL, err_msg=name)
     assert [s.layer.name for s in fast.forward_steps(["bn2"])] == ["c1", "r1", "ip"]
+
+
+def test_training_then_testing_refolds(rng):
+    """A train-phase step moves BatchNorm's running statistics and the weights (SGD by hand); the next
+    test-phase forward folds the new values."""
+    fast, plain = pair(block_spec(), rng)
+    x = rng.standard_normal((4, 3, 7, 7)).astype(np.float32)
+    fast.forward(data=x)                                  # folded once with the first values
+    before = fast.params["bn1.mean"].data.copy()
+    dy = rng.standard_normal((4, 5)).astype(np.float32)
+    for net in (fast, plain):
+        net.set_phase("train")
+        net.forward(data=x)
+        net.backward({"bn2": dy})
+        for p in net.params.values():
+            if p.learnable:
+                p.data -= 0.1 * p.diff
+        net.set_phase("test")
+    np.testing.assert_array_equal(fast.params["bn1.mean"].data, plain.params["bn1.mean"].data)
+    assert not np.allclose(fast.params["bn1.mean"].data, before)      # the statistics moved
+    np.testing.assert_allclose(fast.forward(data=x)["bn2"], plain.forward(data=x)["bn2"], **TOL)
