@@ -49,11 +49,21 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, KeyError, PermissionError) as exc:
-        # decaf's own errors (format, shape, spec) are ValueErrors with a message that says what is wrong
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    except (OSError, ValueError, KeyError) as exc:
+        # decaf's own errors (format, shape, spec) are ValueErrors with a message that says what is wrong;
+        # an OSError (a full disk, a file-size limit, a directory where a file goes) is said in one line too
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else _os_message(exc)
         print(f"decaf {args.command}: error: {msg}", file=sys.stderr)
         return 1
+
+
+def _os_message(exc):
+    """One line for an OSError: its text and the file(s) it names (``str`` of an OSError made by
+    decaf already says which file)."""
+    if not isinstance(exc, OSError) or exc.strerror is None:
+        return exc
+    files = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    return f"{files}: {exc.strerror}" if files else exc.strerror
 
 
 if __name__ == "__main__":

@@ -30,9 +30,12 @@ byte for byte whether or not the run was interrupted (no timestamps inside).
 Unreadable or corrupt images never stop the run: they are listed in
 ``skipped`` / ``skipped_errors`` and passed to ``on_error(path, message)``.
 """
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import socket
 import shutil
 import tempfile
 import time
@@ -246,6 +249,57 @@ def _strings(values):
     return np.asarray(list(values), dtype=str) if len(values) else np.zeros(0, dtype="<U1")
 
 
+# ---- one run per output -------------------------------------------------------------
+
+
+class OutputLocked(RuntimeError):
+    """Another run (this machine or another one sharing the folder) is writing the same output."""
+
+
+def _lock_path(out):
+    out = os.path.abspath(os.fspath(out))
+    return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.lock")
+
+
+@contextlib.contextmanager
+def output_lock(out):
+    """Hold ``.OUT.lock`` next to ``out`` (an flock) for a run; a second run raises OutputLocked.
+
+    The lock dies with its process (a killed run leaves no stale lock, the next one resumes). The
+    file says who holds it; it is removed on release, and a taker checks that the file it locked is
+    still the one at the path, so a release racing a take never gives two holders. flock works
+    across machines on NFS v4 and most cluster file systems; see docs/scale.md for object stores.
+    """
+    path = _lock_path(out)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            finally:
+                os.close(fd)
+            raise OutputLocked(f"{os.fspath(out)} is being written by {holder} (lock {path}); wait for it "
+                               "to finish, or write elsewhere") from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)      # the holder released and removed it between our open and flock: again
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        yield path
+    finally:
+        try:
+            os.unlink(path)
+        finally:
+            os.close(fd)
+
+
 # ---- extraction --------------------------------------------------------------------------
 
 
@@ -325,9 +379,7 @@ def extract(net, images, blobs=None, batch_size=32, oversample=False, flatten=Tr
         raise ValueError("no images found (looked for files ending in "
                          f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
     extractor = _Extractor(net, blobs, batch_size, oversample, flatten)
-    info = {"model": _model_name(net), "net": net.name, "blobs": blobs, "flatten": bool(flatten),
-            "oversample": bool(oversample), "preprocess": extractor.recipe.to_dict(),
-            "relu": {b: _relu_note(net, b) for b in blobs}}
+    info = run_info(net, blobs, flatten, oversample)
     t0 = time.perf_counter()
     shards = [items[i:i + shard_size] for i in range(0, len(items), shard_size)]
     bar = _progress_bar(len(items), progress)
@@ -342,26 +394,23 @@ def extract(net, images, blobs=None, batch_size=32, oversample=False, flatten=Tr
                 done_images += len(shard)
             merged = _merge_in_memory(results, blobs, extractor, net)
         else:
-            work = _work_dir(out)
-            fingerprint = _fingerprint(net, items, info, shard_size)
-            _prepare_work_dir(work, fingerprint, len(items), shard_size)
-            for k, shard in enumerate(shards):
-                path = work / f"shard-{k:06d}.npz"
-                if _valid_shard(path, blobs):
-                    resumed += 1
-                    if bar:
-                        bar.update(len(shard))
-                    _replay_errors(path, items, on_error)
-                    continue
-                arrays, good, errors = extractor.run(shard, on_error, bar.update if bar else None)
-                arrays = _shard_arrays(arrays, good + k * shard_size, errors, k * shard_size, blobs)
-                arrays = _fill_empty(arrays, blobs, extractor, net)
-                _write_npz(path, [_whole(name, a) for name, a in arrays.items()])
-                done_images += len(shard)
-                if on_shard:
-                    on_shard(k + 1, len(shards))
-            merged = _merge_shards(work, len(shards), blobs, items, root, info, out)
-            shutil.rmtree(work, ignore_errors=True)
+            sink = shard_sink(out, blobs)
+            with sink.lock():      # one run per output: a second one refuses
+                sink.prepare(_fingerprint(net, items, info, shard_size), items, root, info, shard_size,
+                             blob_shapes(net, blobs, flatten))
+                for k, shard in enumerate(shards):
+                    if sink.done(k):
+                        resumed += 1
+                        if bar:
+                            bar.update(len(shard))
+                        _report(sink.errors(k), items, on_error)
+                        continue
+                    arrays, good, errors = extractor.run(shard, on_error, bar.update if bar else None)
+                    sink.write(k, arrays, good, errors)
+                    done_images += len(shard)
+                    if on_shard:
+                        on_shard(k + 1, len(shards))
+                merged = sink.finish(items, root, info, len(shards))
     finally:
         if bar:
             bar.close()
@@ -373,6 +422,29 @@ def extract(net, images, blobs=None, batch_size=32, oversample=False, flatten=Tr
                       "resumed_shards": resumed, "shards": len(shards), "batch_size": batch_size,
                       "seconds": time.perf_counter() - t0, **extractor.times})
     return merged
+
+
+def run_info(net, blobs, flatten, oversample):
+    """What an output stores as ``info`` (and what its fingerprint covers)."""
+    return {"model": _model_name(net), "net": net.name, "blobs": list(blobs), "flatten": bool(flatten),
+            "oversample": bool(oversample), "preprocess": net_recipe(net).to_dict(),
+            "relu": {b: _relu_note(net, b) for b in blobs}}
+
+
+def blob_shapes(net, blobs, flatten):
+    """{blob: the shape of one image's features} (what a shard with no readable image stores)."""
+    shapes = {}
+    for name in blobs:
+        shape = tuple(int(d) for d in net.blobs[name].shape[1:])
+        shapes[name] = (int(np.prod(shape)),) if flatten else shape
+    return shapes
+
+
+def _report(errors, items, on_error):
+    """A resumed shard reports its skipped images again, so the listing is complete."""
+    if on_error is not None:
+        for pos, message in errors:
+            on_error(items[pos].relpath, message)
 
 
 def _relu_note(net, blob):
@@ -405,19 +477,16 @@ def _shard_arrays(arrays, good, errors, offset, blobs):
     return out
 
 
-def _fill_empty(arrays, blobs, extractor, net):
+def _fill_empty(arrays, shapes):
     """A shard with no readable image still stores (0, ...) arrays of the right width."""
-    for name in blobs:
+    for name, shape in shapes.items():
         if arrays[f"blob.{name}"] is None:
-            shape = list(net.blobs[name].shape[1:])
-            if extractor.flatten:
-                shape = [int(np.prod(shape))]
-            arrays[f"blob.{name}"] = np.zeros([0] + shape, np.float32)
+            arrays[f"blob.{name}"] = np.zeros((0,) + tuple(shape), np.float32)
     return arrays
 
 
 def _merge_in_memory(results, blobs, extractor, net):
-    results = [_fill_empty(r, blobs, extractor, net) for r in results]
+    results = [_fill_empty(r, blob_shapes(net, blobs, extractor.flatten)) for r in results]
     merged = {name: np.concatenate([r[f"blob.{name}"] for r in results]) for name in blobs}
     merged["index"] = np.concatenate([r["index"] for r in results])
     merged["error_index"] = np.concatenate([r["error_index"] for r in results])
@@ -494,13 +563,61 @@ def _valid_shard(path, blobs):
         return False
 
 
-def _replay_errors(path, items, on_error):
-    """A resumed shard reports its skipped images again, so the listing is complete."""
-    if on_error is None:
-        return
+def _shard_errors(path):
     with np.load(path, allow_pickle=False) as z:
-        for i, message in zip(z["error_index"], z["error_message"]):
-            on_error(items[int(i)].relpath, str(message))
+        return [(int(i), str(m)) for i, m in zip(z["error_index"], z["error_message"])]
+
+
+class NpzShards:
+    """Where the shards of a run into ``OUT.npz`` go: ``OUT.npz.parts/shard-K.npz``, merged at the end.
+
+    The interface of every output (decaf.featstore.ZarrShards is the other): ``lock()`` for the run,
+    ``prepare`` (keep an interrupted run's shards, drop anything else), ``done(k)``, ``errors(k)``,
+    ``write(k, ...)`` (a worker may call it: the object is small and picklable) and ``finish``.
+    """
+
+    def __init__(self, out, blobs):
+        self.out, self.blobs = os.fspath(out), list(blobs)
+        self.work, self.shard_size, self.shapes = _work_dir(out), None, None
+
+    def lock(self):
+        return output_lock(self.out)
+
+    def prepare(self, fingerprint, items, root, info, shard_size, shapes):
+        _prepare_work_dir(self.work, fingerprint, len(items), shard_size)
+        self.shard_size, self.shapes = shard_size, shapes
+
+    def path(self, k):
+        return self.work / f"shard-{k:06d}.npz"
+
+    def done(self, k):
+        return _valid_shard(self.path(k), self.blobs)
+
+    def errors(self, k):
+        return _shard_errors(self.path(k))
+
+    def write(self, k, arrays, good, errors):
+        """Shard k's features: arrays {blob: rows of the good images}, good and errors positions in the shard."""
+        offset = k * self.shard_size
+        arrays = _fill_empty(_shard_arrays(arrays, good + offset, errors, offset, self.blobs), self.shapes)
+        _write_npz(self.path(k), [_whole(name, a) for name, a in arrays.items()])
+
+    def finish(self, items, root, info, n_shards):
+        missing = [k for k in range(n_shards) if not self.done(k)]
+        if missing:
+            raise RuntimeError(f"{len(missing)} shards missing, e.g. {self.path(missing[0])} (with a cluster: "
+                               "do the workers see the client's files?)")
+        merged = _merge_shards(self.work, n_shards, self.blobs, items, root, info, self.out)
+        shutil.rmtree(self.work, ignore_errors=True)
+        return merged
+
+
+def shard_sink(out, blobs):
+    """The shard writer for ``out``: a Zarr store (a ``.zarr`` folder or an fsspec URL) or an ``.npz``."""
+    from . import featstore
+    if featstore.is_store(out):
+        return featstore.ZarrShards(out, blobs)
+    return NpzShards(out, blobs)
 
 
 def _merge_shards(work, n_shards, blobs, items, root, info, out):
@@ -531,7 +648,12 @@ def _merge_shards(work, n_shards, blobs, items, root, info, out):
 
 
 def load_features(path):
-    """An extracted ``.npz`` as a dict of arrays (``info`` decoded from JSON)."""
+    """An extracted ``.npz`` or feature store as a dict of NumPy arrays (``info`` decoded from JSON).
+
+    Everything is read into memory; ``open_features`` reads a store lazily."""
+    from . import featstore
+    if featstore.is_store(path):
+        return featstore.load_store(path)
     with np.load(path, allow_pickle=False) as z:
         result = {k: z[k] for k in z.files}
     if "info" in result:
@@ -539,3 +661,12 @@ def load_features(path):
     if "root" in result:
         result["root"] = str(result["root"])
     return result
+
+
+def open_features(path):
+    """Like ``load_features``, but a feature store's arrays come back as lazy Dask arrays (nothing read
+    until computed; ``decaf.featstore.iter_chunks`` walks one shard at a time). An ``.npz`` is loaded."""
+    from . import featstore
+    if featstore.is_store(path):
+        return featstore.open_store(path)
+    return load_features(path)

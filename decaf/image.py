@@ -27,6 +27,10 @@ ten crops of the original DeCAF and Caffe: the four corners (of the whole resize
 centre, then each of those mirrored left-right. An image smaller than the crop (a recipe without
 resize) has its shorter side scaled up to the crop first.
 """
+import os
+import stat
+import warnings
+
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -56,14 +60,64 @@ def decode(source, mode="RGB"):
         source = Image.fromarray(source)
     if isinstance(source, Image.Image):
         return _canonical(ImageOps.exif_transpose(source), mode)
+    _check_regular_file(source)
     try:
-        with Image.open(source) as img:
+        with warnings.catch_warnings():     # Pillow's bomb warning: decaf's own limit (_check_pixels) decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(source)
+        with img:
+            _check_pixels(source, img)
             img.load()
             return _canonical(ImageOps.exif_transpose(img), mode)
     except FileNotFoundError:
         raise ImageError(f"{source}: no such file") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageError(f"{source}: cannot read image ({exc})") from None
+
+
+ENV_MAX_PIXELS = "DECAF_MAX_IMAGE_PIXELS"
+MAX_PIXELS = 100_000_000     # width x height of one image: 100 MP (a 12000 x 8000 scan) decodes to 300 MB
+
+
+def max_pixels():
+    """The largest image (width x height) ``decode`` reads: ``DECAF_MAX_IMAGE_PIXELS`` or 100 M."""
+    text = os.environ.get(ENV_MAX_PIXELS, "").strip()
+    if not text:
+        return MAX_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{ENV_MAX_PIXELS} must be a positive number of pixels, got {text!r}")
+    return value
+
+
+def _check_pixels(source, img):
+    """A small file can declare a huge image (a 500 KB PNG of 13370 x 13370 decodes to 540 MB):
+    the size comes from the header, so it is checked before any pixel is decoded."""
+    width, height = img.size
+    limit = max_pixels()
+    if width * height > limit:
+        raise ImageError(f"{source}: {width}x{height} is {width * height} pixels, over the limit of {limit} "
+                         f"(set {ENV_MAX_PIXELS} to read larger images)")
+
+
+def _check_regular_file(source):
+    """Only regular files are read as images: a FIFO or a device named like an image would block
+    (or never end) in Pillow's read. File objects are the caller's business."""
+    if not isinstance(source, (str, bytes, os.PathLike)):
+        return
+    try:
+        st = os.stat(source)
+    except FileNotFoundError:
+        raise ImageError(f"{os.fsdecode(source)}: no such file") from None
+    except OSError as exc:
+        raise ImageError(f"{os.fsdecode(source)}: cannot read image ({exc.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError(f"{os.fsdecode(source)}: is a directory, not an image")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(f"{os.fsdecode(source)}: not a regular file (a FIFO, socket or device), not read")
 
 
 def _canonical(img, mode):

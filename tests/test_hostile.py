@@ -592,3 +592,98 @@ def test_written_files_follow_the_umask_and_keep_an_existing_mode(tmp_path):
         assert (tmp_path / "a.decaf").stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(previous)
+
+
+# ---------------------------------------------------------------------------------------
+# finding 7: a FIFO named like an image hung classify/extract forever
+# finding 8 (part): a small PNG declaring a huge image was decoded in full
+
+def _png_header_only(path, width, height):
+    """A valid PNG signature and IHDR declaring width x height, then one tiny IDAT: what a
+    decompression bomb's header looks like (the size is all the reader needs to refuse it)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_named_like_an_image_is_refused_without_reading(tmp_path):
+    from decaf.image import ImageError, decode
+    fifo = tmp_path / "cat.jpg"
+    os.mkfifo(fifo)                       # opening it for reading would block until a writer comes
+    with pytest.raises(ImageError, match="cat.jpg: not a regular file"):
+        decode(str(fifo))
+    with pytest.raises(ImageError, match="is a directory"):
+        decode(str(tmp_path))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_classify_skips_a_fifo_and_keeps_the_good_image(tmp_path, capsys):
+    from PIL import Image
+
+    from decaf import Net, save
+    from decaf.cli import main
+    spec = {"name": "tiny", "inputs": {"data": [3, 8, 8]}, "layers": [
+        {"name": "fc", "type": "InnerProduct", "bottom": "data", "top": "fc", "num_output": 2},
+        {"name": "prob", "type": "Softmax", "bottom": "fc", "top": "prob"}]}
+    from decaf.recipe import Recipe
+    model = tmp_path / "tiny.decaf"
+    save(Net(spec, seed=0), model, labels=["a", "b"], preprocess=Recipe(crop=8, resize_shorter=8))
+    Image.new("RGB", (10, 12), (200, 10, 10)).save(tmp_path / "good.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    status = main(["classify", "--model", str(model), str(tmp_path / "pipe.png"), str(tmp_path / "good.png"),
+                   "--json"])
+    out, err = capsys.readouterr()
+    assert "pipe.png: not a regular file" in err
+    assert "good.png" in out
+    assert status == 0                    # some images classified: the skipped one is reported, not fatal
+
+
+def test_a_png_declaring_a_huge_image_is_refused_from_its_header(tmp_path, monkeypatch):
+    from decaf.image import ImageError, decode
+    bomb = tmp_path / "bomb.png"
+    _png_header_only(bomb, 13370, 13370)
+    assert bomb.stat().st_size < 200
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageError, match=r"13370x13370 is 178756900 pixels, over the limit of 100000000"):
+            decode(str(bomb))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MiB                 # nothing near the 536 MB the pixels would take
+    monkeypatch.setenv("DECAF_MAX_IMAGE_PIXELS", "1000")
+    small = tmp_path / "small.png"
+    _png_header_only(small, 40, 30)       # 1200 pixels: over a limit of 1000
+    with pytest.raises(ImageError, match="1200 pixels, over the limit of 1000"):
+        decode(str(small))
+    monkeypatch.setenv("DECAF_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ValueError, match="DECAF_MAX_IMAGE_PIXELS must be a positive number"):
+        decode(str(small))
+
+
+# ---------------------------------------------------------------------------------------
+# finding 9 (part): raw tracebacks from the CLI
+
+def test_train_model_args_are_checked_against_the_builder(capsys):
+    from decaf.cli import main
+    assert main(["train", "lenet", "--digits", "--model-args", '{"nope": 1}']) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("decaf train: error: --model-args: lenet takes no argument(s) ['nope']")
+    assert main(["train", "lenet", "--digits", "--model-args", "[1, 2]"]) == 1
+    assert "must be a JSON object" in capsys.readouterr().err
+
+
+def test_os_errors_are_one_line_naming_the_file(tmp_path, capsys):
+    from decaf.cli import main
+    target = tmp_path / "not_a_dir"
+    target.write_text("x")
+    status = main(["train", "lenet", "--digits", "--iters", "1", "--out", str(target)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1
+    assert err[-1] == f"decaf train: error: {target}: File exists"

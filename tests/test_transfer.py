@@ -136,3 +136,223 @@ def test_adaptation_layers_learn(rng):
     assert spec["layers"][0]["num_output"] == 2048 and spec["layers"][3]["num_output"] == 5
     with pytest.raises(RuntimeError):
         AdaptationLayers(2).predict_proba(X)
+
+
+# ---- metrics, splits and protocols of issue 15 ---------------------------------------------------
+
+
+def test_average_precision_by_hand():
+    from decaf.transfer import mean_average_precision, voc11_average_precision
+    truth, scores = [1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1]
+    # ranked: hit, miss, hit, miss -> precision 1, 1/2, 2/3, 1/2 at recall 1/2, 1/2, 1, 1
+    # 11-point: recall levels 0..0.5 (6 of them) reach precision 1, levels 0.6..1 (5) reach 2/3
+    assert voc11_average_precision(truth, scores) == pytest.approx((6 * 1 + 5 * 2 / 3) / 11)
+    Y = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]], bool)
+    S = np.array([[0.9, 0.2, 5], [0.8, 0.9, 4], [0.7, 0.1, 3], [0.1, 0.3, 2]])
+    # class 0: precision at each hit 1 and 2/3 -> 5/6; class 1: hits at ranks 1 and 4 -> (1 + 2/4) / 2 = 3/4;
+    # class 2 has no positive and is left out of the mean
+    assert mean_average_precision(Y, S) == pytest.approx((5 / 6 + 3 / 4) / 2)
+    assert mean_average_precision(Y, S, eleven_point=True) == pytest.approx(
+        (voc11_average_precision(Y[:, 0], S[:, 0]) + voc11_average_precision(Y[:, 1], S[:, 1])) / 2)
+    with pytest.raises(ValueError, match="no class has a positive"):
+        mean_average_precision(Y[:, 2:], S[:, 2:])
+
+
+def test_label_matrix():
+    from decaf.transfer import label_matrix
+    Y, classes = label_matrix(["dog,person", "cat", "person, dog ", ""])
+    assert classes == ["cat", "dog", "person"]
+    np.testing.assert_array_equal(Y, [[0, 1, 1], [1, 0, 0], [0, 1, 1], [0, 0, 0]])
+    with pytest.raises(ValueError, match="'bird' is not one of the training classes"):
+        label_matrix(["bird"], classes)
+
+
+def test_test_per_class_split(rng):
+    y = np.array(["a"] * 10 + ["b"] * 12)
+    train, test = per_class_split(y, 3, rng, test_per_class=4)
+    assert not set(train) & set(test) and len(train) == 6 and len(test) == 8
+    assert sorted(np.unique(y[test], return_counts=True)[1]) == [4, 4]
+    with pytest.raises(ValueError, match="'a' has 10 images: 3 for training and 8 for testing need 11"):
+        per_class_split(y, 3, rng, test_per_class=8)
+    X, yb = blobs(rng, classes=3, per_class=20)
+    r = evaluate(X, yb, per_class=5, splits=2, test_per_class=10)
+    assert r["test_images"] == [30, 30] and r["mean"] > 0.9
+
+
+def multilabel_blobs(rng, n=120, classes=4, dim=16, noise=0.3):
+    """Images holding each class with probability 0.35 (at least one); features: the sum of the class codes."""
+    Y = rng.random((n, classes)) < 0.35
+    Y[~Y.any(1), 0] = True
+    codes = rng.normal(size=(classes, dim))
+    X = (Y @ codes + noise * rng.normal(size=(n, dim))).astype(np.float32)
+    labels = np.array([",".join(f"k{j}" for j in np.flatnonzero(row)) for row in Y])
+    return X, labels, Y
+
+
+def test_multilabel_map(rng):
+    from decaf.transfer import label_matrix, multilabel_train
+    X, labels, Y = multilabel_blobs(rng)
+    M, classes = label_matrix(labels)
+    np.testing.assert_array_equal(M, Y)
+    train = multilabel_train(M, 5, np.random.default_rng(0), classes)
+    assert (M[train].sum(0) >= 5).all() and (np.delete(M, train, 0).sum(0) >= 1).all()
+    with pytest.raises(ValueError, match="leaves none to test on"):
+        multilabel_train(M, int(M.sum(0).min()), np.random.default_rng(0), classes)
+    grid = (0.1, 1.0, 10.0)                                       # a short grid keeps the test fast
+    good = evaluate(X, labels, "logreg", per_class=8, splits=1, metric="map", grid=grid)
+    noise = evaluate(rng.normal(size=X.shape).astype(np.float32), labels, "logreg", per_class=8, splits=1,
+                     metric="map", grid=grid)
+    svm11 = evaluate(X, labels, "svm", per_class=8, splits=1, metric="voc11", grid=grid)
+    assert good["mean"] > 0.9 and svm11["mean"] > 0.9 and "accuracies" not in good
+    assert noise["mean"] < 0.7                                   # chance: about the share of positives
+    with pytest.raises(ValueError, match="single-label"):
+        evaluate(X, labels, per_class=5, splits=1, metric="map", test_per_class=3)
+
+
+def shifted_domains(rng, classes=4, per_class=15, dim=12):
+    """A source and a target domain with the same classes: the target's class means are moved (a different
+    random direction per class), so a classifier of the source alone mislabels much of the target."""
+    centres = rng.normal(size=(classes, dim)) * 2
+    moved = centres + rng.normal(size=(classes, dim)) * 3
+    y = np.repeat([f"c{i}" for i in range(classes)], per_class)
+    Xs = np.concatenate([c + 0.5 * rng.normal(size=(per_class, dim)) for c in centres]).astype(np.float32)
+    Xt = np.concatenate([c + 0.5 * rng.normal(size=(per_class, dim)) for c in moved]).astype(np.float32)
+    return (Xs, y), (Xt, y.copy())
+
+
+def test_domain_shift_settings(rng):
+    from decaf.transfer import evaluate_shift
+    source, target = shifted_domains(rng)
+    r = {s: evaluate_shift(source, target, s, per_class=10, target_per_class=3, splits=2, grid=(0.1, 1.0, 10.0))
+         for s in ("S", "T", "ST")}
+    assert all(x["test_images"] == [4 * 12] * 2 for x in r.values())    # 15 - 3 target images of each class
+    assert r["T"]["mean"] > 0.9 and r["ST"]["mean"] > 0.9 and r["S"]["mean"] < 0.8
+    # T never sees the source: the same target draws (and test sets) whatever the source's N
+    t_all = evaluate_shift(source, target, "T", per_class=None, target_per_class=3, splits=2, grid=(0.1, 1.0, 10.0))
+    assert t_all["scores"] == r["T"]["scores"]
+    same = evaluate_shift(source, source, "S", splits=1)            # no shift: the source classifier is right
+    assert same["mean"] > 0.95
+    with pytest.raises(ValueError, match="target classes missing from the source"):
+        evaluate_shift(source, (target[0], np.where(target[1] == "c0", "new", target[1])), "S", splits=1)
+    with pytest.raises(ValueError, match="target_per_class must be >= 1"):
+        evaluate_shift(source, target, "T", target_per_class=0, splits=1)
+
+
+def test_run_protocol_keeps_done_cells(rng):
+    from decaf.transfer import cell_key, plan_cells
+    X, y = blobs(rng, classes=3, per_class=10, dim=6)
+    cells = plan_cells([("b", X, y)], ["logreg"], [2, 3], splits=1)
+    assert [c["per_class"] for c in cells] == [2, 3] and len({cell_key(c) for c in cells}) == 2
+    done = {cell_key(cells[0]): dict(cells[0], mean=-1.0, std=0.0)}   # a sentinel: must come back untouched
+    computed = []
+    results = run_protocol([("b", X, y)], ["logreg"], [2, 3], splits=1, done=done, on_result=computed.append)
+    assert results[0]["mean"] == -1.0 and len(computed) == 1 and computed[0]["per_class"] == 3
+    other = plan_cells([("b", X + 1, y)], ["logreg"], [2], splits=1)[0]   # other data: another key
+    assert cell_key(other) != cell_key(cells[0])
+
+
+def test_cli_domain_shift_table_and_plot(tmp_path, rng, capsys):
+    source, target = shifted_domains(rng)
+    save_features(tmp_path / "amazon.npz", *source)
+    save_features(tmp_path / "webcam.npz", *target)
+    out = tmp_path / "shift.json"
+    code = main(["transfer", "--train-on", str(tmp_path / "amazon.npz"), "--test-on", str(tmp_path / "webcam.npz"),
+                 "--per-class", "5", "all", "--splits", "1", "--classifier", "svm", "--json", str(out),
+                 "--plot", str(tmp_path / "f.png"), "--quiet"])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "| features | classifier | setting | 5 per class | all per class |" in text
+    assert "| amazon.npz → webcam.npz:feat (12-d) | svm | ST |" in text
+    report = json.loads(out.read_text())
+    assert report["complete"] and report["protocol"]["settings"] == ["S", "T", "ST"]
+    assert len(report["results"]) == 3 * 2
+    assert {(r["setting"], r["per_class"]) for r in report["results"]} == {
+        (s, n) for s in ("S", "T", "ST") for n in (5, None)}
+    from PIL import Image
+    assert Image.open(tmp_path / "f.png").size[0] > 300
+    assert main(["transfer", "--train-on", str(tmp_path / "amazon.npz")]) == 1
+    assert "needs both --train-on SRC and --test-on TGT" in capsys.readouterr().err
+    assert main(["transfer", str(tmp_path / "amazon.npz"), "--per-class", "all"]) == 1
+    assert "--per-class all is for a domain shift" in capsys.readouterr().err
+
+
+def test_cli_partial_results_and_resume(tmp_path, rng, capsys, monkeypatch):
+    import decaf.transfer as transfer
+    X, y = blobs(rng, classes=3, per_class=12, dim=8)
+    save_features(tmp_path / "a.npz", X, y)
+    out = tmp_path / "r.json"
+    args = ["transfer", str(tmp_path / "a.npz"), "--per-class", "1", "2", "4", "--splits", "1", "--json", str(out),
+            "--quiet"]
+    real, calls = transfer.run_cell, []
+
+    def killed_after_two(cell, *a, **kw):
+        if len(calls) == 2:
+            raise KeyboardInterrupt           # Ctrl-C during the third cell
+        calls.append(cell["per_class"])
+        return real(cell, *a, **kw)
+
+    monkeypatch.setattr(transfer, "run_cell", killed_after_two)
+    assert main(args) == 130
+    partial = json.loads(out.read_text())           # the two finished cells were written as they finished
+    assert not partial["complete"] and [r["per_class"] for r in partial["results"]] == [1, 2]
+    monkeypatch.setattr(transfer, "run_cell", lambda cell, *a, **kw: calls.append(cell["per_class"]) or
+                        real(cell, *a, **kw))
+    calls.clear()
+    assert main(args + ["--resume"]) == 0
+    assert calls == [4]                               # only the missing cell ran
+    assert "2 of 3 cells already" in capsys.readouterr().err
+    final = json.loads(out.read_text())
+    assert final["complete"] and [r["per_class"] for r in final["results"]] == [1, 2, 4]
+    assert final["results"][:2] == partial["results"]
+    calls.clear()
+    assert main(args + ["--resume"]) == 0 and calls == []      # nothing left: the file is rewritten as is
+    assert json.loads(out.read_text()) == final
+    assert main(args[:3] + ["2", "--splits", "1", "--json", str(out), "--quiet", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert calls == [] and "1 of 1 cells already" in err and "2 other cell(s) there are not part" in err
+    assert [r["per_class"] for r in json.loads(out.read_text())["results"]] == [2]
+    assert main(["transfer", str(tmp_path / "a.npz"), "--resume"]) == 1
+    assert "--resume needs --json" in capsys.readouterr().err
+
+
+def test_cli_multilabel_and_test_per_class(tmp_path, rng, capsys):
+    X, labels, _ = multilabel_blobs(rng)
+    save_features(tmp_path / "voc.npz", X, labels)
+    assert main(["transfer", str(tmp_path / "voc.npz"), "--metric", "voc11", "--per-class", "6", "--splits", "1",
+                 "--json", "-", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["protocol"]["metric"].startswith("mean average precision (PASCAL VOC 2007 11-point")
+    assert report["results"][0]["mean"] > 0.85 and report["results"][0]["metric"] == "voc11"
+    Xb, yb = blobs(rng, classes=3, per_class=14, dim=8)
+    save_features(tmp_path / "b.npz", Xb, yb)
+    assert main(["transfer", str(tmp_path / "b.npz"), "--per-class", "3", "--test-per-class", "10", "--splits", "1",
+                 "--json", "-", "--quiet"]) == 0
+    r = json.loads(capsys.readouterr().out)["results"][0]
+    assert r["test_per_class"] == 10 and r["test_images"] == [30]
+
+
+def test_multilabel_domain_shift_voc_style(rng):
+    """VOC 2007 style: train on one labelled set (all of it), test on all of another (no target labels)."""
+    from decaf.transfer import evaluate_shift
+    X, labels, _ = multilabel_blobs(rng, n=160)
+    trainval, test = (X[:80], labels[:80]), (X[80:], labels[80:])
+    r = evaluate_shift(trainval, test, "S", per_class=None, target_per_class=0, splits=1, metric="voc11",
+                       grid=(0.1, 1.0, 10.0))
+    assert r["test_images"] == [80] and r["mean"] > 0.9
+    with pytest.raises(ValueError, match="'k9' is not one of the training classes"):
+        evaluate_shift(trainval, (test[0], np.where(test[1] == "k0", "k9", test[1])), "S", target_per_class=0,
+                       splits=1, metric="map")
+
+
+def test_plot_curves_draws_the_table(tmp_path, rng):
+    from decaf.transfer import plot_curves
+    X, y = blobs(rng, classes=3, per_class=10, dim=6)
+    results = run_protocol([("b", X, y)], ["logreg", "svm"], [1, 4], splits=2)
+    drawn = plot_curves(results, tmp_path / "f.svg")
+    assert set(drawn) == {"b, logreg", "b, svm"}
+    for label, (ns, means, stds) in drawn.items():
+        rows = [r for r in results if r["classifier"] == label.split(", ")[1]]
+        assert ns == [1, 4] and means == [100 * r["mean"] for r in rows] and stds == [100 * r["std"] for r in rows]
+    assert (tmp_path / "f.svg").read_text().count("<path") > 10
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_curves([dict(results[0], per_class=None)], tmp_path / "g.png")

@@ -79,14 +79,17 @@ def model_spec(model, **kw):
         return ZOO[model](**kw), None
     text = str(model).strip()
     if text.startswith("{"):
-        return json.loads(text), None
+        try:
+            return json.loads(text), None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"the inline JSON spec is not valid JSON: {exc}") from None
     if text.endswith(".decaf"):
         from ..io.netfile import load
         net = load(text)
         return net.spec, net
     if os.path.exists(text):
-        with open(text) as f:
-            return json.load(f), None
+        from ..io.netfile import read_spec_json
+        return read_spec_json(text), None
     raise ValueError(f"{model!r} is not a layer type, a zoo model ({', '.join(sorted(ZOO))}), "
                      "a spec .json file, inline JSON or a .decaf file")
 

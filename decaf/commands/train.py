@@ -174,6 +174,10 @@ def resolve_model(args, classes, shape):
         spec, params, meta, _ = read_netfile(pretrained_path(model))
         return spec, params, meta
     if model in ZOO:
+        from ..pretrained import PRETRAINED
+        if model in PRETRAINED:     # the zoo spec of a pretrained net: its fillers, not its weights
+            print(f"warning: training {model} from random weights; add --pretrained to start from its "
+                  f"ImageNet weights", file=sys.stderr)
         fn = ZOO[model]
         names = inspect.signature(fn).parameters
         kw = {}
@@ -187,21 +191,30 @@ def resolve_model(args, classes, shape):
             kw["input_size"] = shape[1]
         if args.model_args:
             try:
-                kw.update(json.loads(args.model_args))
+                extra = json.loads(args.model_args)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"--model-args is not valid JSON ({exc})") from None
+            if not isinstance(extra, dict):
+                raise ValueError(f"--model-args must be a JSON object of arguments, got {args.model_args!r}")
+            unknown = sorted(set(extra) - set(names))
+            if unknown:
+                raise ValueError(f"--model-args: {model} takes no argument(s) {unknown}; it takes {sorted(names)}")
+            kw.update(extra)
         return fn(**kw), None, {}
     if args.model_args:
         raise ValueError("--model-args applies to zoo models only")
     text = model.strip()
     if text.startswith("{"):
-        return json.loads(text), None, {}
+        try:
+            return json.loads(text), None, {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"the inline JSON spec is not valid JSON: {exc}") from None
     if text.endswith(".decaf"):
         spec, params, meta, _ = read_netfile(text)
         return spec, params, meta
     if os.path.exists(text):
-        with open(text) as f:
-            return json.load(f), None, {}
+        from ..io.netfile import read_spec_json
+        return read_spec_json(text), None, {}
     raise ValueError(f"{model!r} is not a zoo model ({', '.join(sorted(ZOO))}), a spec .json file, "
                      "inline JSON or a .decaf file")
 

@@ -24,7 +24,8 @@ names, in-place renaming, phases, inputs and the weight matching.  Today's mappi
   round_mode), LRN (ACROSS_CHANNELS), ReLU (negative_slope), Sigmoid, TanH ->
   Tanh, Softmax (axis 1), SoftmaxWithLoss (ignore_label), EuclideanLoss,
   Dropout, Concat, Eltwise (SUM/PROD/MAX, coeff), BatchNorm, Scale (one bottom),
-  Flatten (axis 1), Reshape (batch axis kept).
+  Flatten (axis 1), Reshape (batch axis kept), PReLU (channel_shared),
+  Deconvolution (convolution_param as for Convolution).
 * BatchNorm's three blobs are (sum of means, sum of variances, scale factor): decaf
   gets mean and variance divided by the factor (0 stays 0, as in Caffe).
 * Input, Data, ImageData, MemoryData, DummyData, WindowData layers and the
@@ -40,7 +41,7 @@ names, in-place renaming, phases, inputs and the weight matching.  Today's mappi
   Dropout, Sigmoid, ...); otherwise (BatchNorm, Scale, ...) their top gets a new
   name (the layer's name) and later readers are pointed at it.
 * Anything else is refused by name: ``DecafFormatError("deploy.prototxt: layer
-  'conv1_up' has type 'Deconvolution', which decaf does not support ...")``.
+  'pow1' has type 'Power', which decaf does not support ...")``.
 
 Weights are copied as they are: Caffe and decaf share the layouts (conv
 (K, C/group, kh, kw), inner product (out, in)); legacy 4-D blob shapes such as
@@ -136,6 +137,7 @@ BATCH_NORM = M("BatchNormParameter", [
 SCALE = M("ScaleParameter", [
     F(1, "axis", "int32"), F(2, "num_axes", "int32"), F(3, "filler", "message", message=FILLER),
     F(4, "bias_term", "bool"), F(5, "bias_filler", "message", message=FILLER)], strict=True)
+PRELU = M("PReLUParameter", [F(1, "filler", "message", message=FILLER), F(2, "channel_shared", "bool")], strict=True)
 INPUT = M("InputParameter", [F(1, "shape", "message", repeated=True, message=BLOB_SHAPE)], strict=True)
 RESHAPE = M("ReshapeParameter", [
     F(1, "shape", "message", message=BLOB_SHAPE), F(2, "axis", "int32"), F(3, "num_axes", "int32")], strict=True)
@@ -169,7 +171,7 @@ LAYER_PARAMS = {
     "sigmoid_param": (124, 38, SIGMOID), "softmax_param": (125, 39, SOFTMAX), "tanh_param": (127, 37, TANH),
     "window_data_param": (129, 20, WINDOW_DATA), "reshape_param": (133, None, RESHAPE),
     "flatten_param": (135, None, FLATTEN), "batch_norm_param": (139, None, BATCH_NORM),
-    "scale_param": (142, None, SCALE), "input_param": (143, None, INPUT),
+    "scale_param": (142, None, SCALE), "input_param": (143, None, INPUT), "prelu_param": (131, None, PRELU),
 }
 
 LAYER_PARAMETER = M("LayerParameter", [

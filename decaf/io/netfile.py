@@ -96,6 +96,26 @@ def _recipe(value, where):
         raise DecafFormatError(f"{where}: decaf.preprocess is not a valid recipe ({exc})") from None
 
 
+def read_spec_json(path):
+    """A net spec from a ``.json`` file; errors name the file (and the line and column of bad JSON)."""
+    from ..errors import SpecError
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not a text (UTF-8) spec file ({exc.reason} at byte {exc.start})") from None
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: JSON nested too deeply") from None
+    if not isinstance(spec, dict):
+        raise SpecError(f"{path}: a net spec is a JSON object ({{\"inputs\": ..., \"layers\": [...]}}), "
+                        f"got a {type(spec).__name__}")
+    return spec
+
+
 def sha256_of(path, chunk=1 << 20):
     digest = hashlib.sha256()
     with open(path, "rb") as f:

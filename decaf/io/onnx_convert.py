@@ -25,24 +25,54 @@ Clip                       ReLU6 for [0, 6], ReLU for [0, inf), else Clip; min/m
                            attributes (opset < 11) or constant inputs
 Sigmoid, Tanh              Sigmoid, Tanh                                                  activation
 HardSwish                  HardSwish                                                      hardswish
+HardSigmoid                HardSigmoid (alpha, beta)                                      hardsigmoid
+Swish                      SiLU (alpha); PyTorch's SiLU is Sigmoid then Mul (Eltwise)     silu
+Gelu, Erf                  GELU (approximate none or tanh), Erf                           gelu
+Mish                       Mish                                                           mish
+Elu, Selu                  ELU, SELU                                                      elu
+Softplus, Softsign         Softplus, Softsign                                             softplus
+PRelu                      PReLU (one slope, or one per channel)                          prelu
+LayerNormalization         LayerNorm (axis to the last axis)                              layernorm
+LogSoftmax                 LogSoftmax over axis 1                                         logsoftmax
+ConvTranspose              Deconvolution                                                  deconv
 Gemm                       InnerProduct (transA 0; transB either way; alpha and beta are  linear
                            folded into the weights and bias; C constant, size 1 or N)
 MatMul [+ Add]             InnerProduct for a 2-D input times a constant matrix; a        linear
-                           following Add of a constant vector becomes its bias
-Flatten                    Flatten (axis 1)                                               shape
-Reshape                    Reshape with a constant shape whose first entry keeps the      shape
-                           batch
-Concat                     Concat (axis >= 1)                                             shape
+                           following Add of a constant vector becomes its bias; a 4-D
+                           (N, H, W, C) input: Transpose, 1x1 Convolution, Transpose
+Flatten, Reshape,          Flatten (axis 1) or Reshape to the exact per-example shape,    shape
+Squeeze, Unsqueeze         worked out at two batch sizes; the target may be a constant
+                           or a folded shape computation; refused if the batch moves
+Concat                     Concat (a non-batch axis; negative counts from the end)        shape
 Add, Sum, Sub, Mul, Div    Eltwise (sum, coeff -1 for Sub, prod for Mul) for tensors of   eltwise
-                           one shape; with a per-channel constant: Scale (weight, bias)
+                           one shape; with a per-channel constant: Scale (weight, bias);
+                           any other broadcast: Arithmetic
+Pow, Sqrt, Reciprocal,     Arithmetic (pow by a constant exponent, 1 / x, -1 * x)         arith
+Neg
+Transpose                  Transpose (perm keeps the batch axis first)                    transpose
+ReduceMean, ReduceMax,     Reduce over non-batch axes (axes as attribute or input,        reduce
+ReduceSum                  keepdims)
+Slice, Split               Slice (one per Split output); starts/ends/axes/steps or split  slice
+                           as attributes or constant inputs by opset
+Pad                        Pad (constant, reflect, edge; a zero Pad read only by a Conv   pad
+                           becomes the Conv's pads)
+Resize, Upsample           Resize (nearest, linear; scales or sizes; half_pixel,          resize
+                           pytorch_half_pixel, align_corners, asymmetric)
 Dropout                    Dropout (ratio; inference mode only)                           dropout
 BatchNormalization         BatchNorm (affine, eps, momentum; inference mode only)         norm
 Softmax                    Softmax over axis 1                                            softmax
 Constant, Identity         a constant, or the same blob (graph-level, no layer)           (here)
 =========================  =============================================================  ==========
 
-Anything else is refused by name: ``DecafFormatError("model.onnx: ONNX op 'Resize'
-(node 'up1') is not supported by decaf")``.
+Shape computations are evaluated at import (io/onnx_fold.py: Shape, Size, Gather, Unsqueeze,
+Squeeze, Concat, Slice, ConstantOfShape, Cast, Range, Reshape, Expand, Transpose, Where, the
+arithmetic and comparison ops, ... when every input is a constant or a shape). They run at two
+batch sizes (``OnnxImporter.probe_batches``), so a value that follows the batch size
+(``x.size(0)``) is told apart from a constant and a dynamic-batch export imports like a static one.
+
+Anything else is refused by name: ``DecafFormatError("model.onnx: ONNX op 'Hardmax'
+(node 'up1') is not supported by decaf")``; an importer's unforeseen failure is a
+DecafFormatError naming the node and its op too.
 
 ``net_to_onnx(net, path)`` writes a decaf net as an ONNX model (opset 13): every
 layer type above the other way round (Eltwise max as Max, Scale as Mul [+ Add]);
@@ -53,8 +83,10 @@ name, so the graph outputs have decaf's names.
 import numpy as np
 
 from .. import layers as _layers  # noqa: F401  (importing the layer modules fills ONNX_IMPORTERS)
+from ..errors import ShapeError, SpecError
 from ..interop import ONNX_IMPORTERS
 from .errors import DecafFormatError
+from .onnx_fold import FOLDERS, NotFoldable, axes_arg, fold
 
 __all__ = ["onnx_to_net", "net_to_onnx", "OnnxImporter", "OnnxWriter"]
 
@@ -83,6 +115,10 @@ class OnnxImporter:
     (MatMul + Add). To refuse: ``raise imp.fail(message)``, with ``label(node)`` naming the node.
     """
 
+    # Shape computations are evaluated at these two batch sizes: a value equal at both is a
+    # constant, one that differs follows the batch size (``value_at``).
+    probe_batches = (7, 13)
+
     def __init__(self, model, source):
         import onnx
         from onnx import numpy_helper
@@ -98,6 +134,9 @@ class OnnxImporter:
         for init in self._graph.initializer:
             self._consts[init.name] = self._array(init, f"initializer {init.name!r}")
         self._shapes = self._infer_shapes(model)
+        self._batch_values = {}      # tensor -> {probe batch: value} for folded values that follow the batch
+        self._tracked = {}           # tensor -> its shape at batch 1, from the decaf layers made so far
+        self.static_batch = None     # the graph inputs' fixed batch size, if they have one
         self._alias = {}
         self.layers, self.arrays = [], {}
         self._layer_names = set()
@@ -138,12 +177,40 @@ class OnnxImporter:
         return tensor
 
     def const(self, tensor):
-        """The value of a constant tensor (initializer or Constant output), else None."""
-        return self._consts.get(tensor) if tensor else None
+        """The value of a constant tensor (initializer, Constant output or a folded computation on
+        constants and shapes that does not follow the batch size), else None."""
+        return self._consts.get(self._resolve(tensor)) if tensor else None
+
+    def value_at(self, tensor, batch):
+        """The value of a folded tensor when the batch size is ``batch`` (one of ``probe_batches``):
+        a constant, or a shape computation that follows the batch size; None for a computed tensor."""
+        tensor = self._resolve(tensor) if tensor else tensor
+        if tensor in self._consts:
+            return self._consts[tensor]
+        return self._batch_values.get(tensor, {}).get(batch)
 
     def shape(self, tensor):
-        """The inferred shape (a tuple, None for a symbolic axis), or None when unknown."""
+        """The tensor's shape (a tuple; the batch axis is the graph's static batch size or None),
+        or None when unknown: from the decaf layers made so far, else ONNX shape inference."""
+        tensor = self._resolve(tensor)
+        if tensor in self._tracked:
+            return (self.static_batch,) + self._tracked[tensor][1:]
+        if tensor in self._consts:
+            return tuple(self._consts[tensor].shape)
         return self._shapes.get(tensor)
+
+    def shape_at(self, tensor, batch):
+        """The shape of a computed tensor (batch axis first) when the batch size is ``batch``, or None."""
+        tracked = self._tracked.get(self._resolve(tensor))
+        return None if tracked is None else (batch,) + tracked[1:]
+
+    def axes(self, node, since, index=1):
+        """A node's ``axes``: an attribute before opset ``since``, a constant input ``index`` from it on
+        (None when not given)."""
+        if self.opset >= since and self.has_input(node, index):
+            self.need_const(node, index, "the axes")
+        inputs = [self.const(t) for t in node.input]
+        return axes_arg(inputs, self.attrs(node), self.opset, since, index)
 
     def rank(self, tensor, node, what):
         """The number of axes of ``tensor``; refuses the node if it is unknown (``what`` needed it)."""
@@ -176,6 +243,9 @@ class OnnxImporter:
         if not self.has_input(node, index):
             raise self.fail(f"node {self.label(node)}: missing {what}")
         value = self.const(node.input[index])
+        if value is None and self._resolve(node.input[index]) in self._batch_values:
+            raise self.fail(f"node {self.label(node)}: {what} ({node.input[index]!r}) follows the batch size; "
+                            f"decaf needs it to be the same for every batch")
         if value is None:
             raise self.fail(f"node {self.label(node)}: {what} ({node.input[index]!r}) must be a constant "
                             f"(an initializer), decaf has no layer for a computed one")
@@ -197,7 +267,9 @@ class OnnxImporter:
 
     # ---- what the graph becomes -----------------------------------------------
     def _layer_name(self, node):
-        base = node.name or (node.output[0] if node.output else node.op_type)
+        return self._unique_name(node.name or (node.output[0] if node.output else node.op_type))
+
+    def _unique_name(self, base):
         name, i = base, 1
         while name in self._layer_names:
             i += 1
@@ -214,13 +286,33 @@ class OnnxImporter:
         layer.update(kw)
         self.layers.append(layer)
         for pname, value in (params or {}).items():
-            self.arrays[f"{name}.{pname}"] = np.ascontiguousarray(value, np.float32)
+            self.arrays[f"{name}.{pname}"] = np.array(value, np.float32, order="C")   # (0-d stays 0-d)
+        self._track(node, layer, bottoms)
         return layer
+
+    def _track(self, node, layer, bottoms):
+        """Record the top shapes of the layer just added (at batch 1), asking the decaf layer
+        itself; a spec or shape the layer refuses is refused here, naming the node."""
+        from ..layer import create_layer
+        shapes = [self._tracked.get(b) for b in bottoms]
+        if any(s is None for s in shapes):
+            return
+        try:
+            made = create_layer(layer)
+            made.setup(shapes, None)
+            tops = made.reshape(shapes)
+        except (SpecError, ShapeError, ValueError, IndexError) as exc:
+            raise self.fail(f"node {self.label(node)}: {exc}") from exc
+        tops_names = [layer["top"]] if isinstance(layer["top"], str) else layer["top"]
+        for t, shape in zip(tops_names, tops):
+            self._tracked[t] = tuple(int(d) for d in shape)
 
     def same_as(self, tensor, source):
         """Make ``tensor`` another name for ``source`` (a constant stays a constant)."""
         if self.const(source) is not None:
-            self._consts[tensor] = self._consts[source]
+            self._consts[tensor] = self.const(source)
+        elif self._resolve(source) in self._batch_values:
+            self._batch_values[tensor] = self._batch_values[self._resolve(source)]
         else:
             self._alias[tensor] = source
 
@@ -230,7 +322,7 @@ class OnnxImporter:
 
     # ---- inputs -----------------------------------------------------------------
     def _inputs(self):
-        inputs = {}
+        inputs, batches = {}, []
         for vi in self._graph.input:
             if vi.name in self._consts:
                 continue
@@ -243,6 +335,8 @@ class OnnxImporter:
             if not dims:
                 raise self.fail(f"graph input {vi.name!r} is a scalar; decaf inputs have a batch axis")
             shape = []
+            batches.append(int(dims[0].dim_value) if dims[0].HasField("dim_value") and dims[0].dim_value > 0
+                           else None)
             for axis, d in enumerate(dims[1:], start=1):
                 if not d.HasField("dim_value") or d.dim_value < 1:
                     what = d.dim_param or "unknown"
@@ -250,8 +344,11 @@ class OnnxImporter:
                                     f"decaf needs fixed per-example shapes")
                 shape.append(int(d.dim_value))
             inputs[vi.name] = shape
+            self._tracked[vi.name] = (1,) + tuple(shape)
         if not inputs:
             raise self.fail("the graph has no inputs besides its initializers")
+        if len(set(batches)) == 1:
+            self.static_batch = batches[0]
         return inputs
 
     # ---- the walk ---------------------------------------------------------------
@@ -263,14 +360,34 @@ class OnnxImporter:
             if node.domain not in ("", "ai.onnx"):
                 raise self.fail(f"ONNX op '{node.domain}.{node.op_type}' (node {node.name!r}) is not supported "
                                 f"by decaf")
-            handler = _GRAPH_OPS.get(node.op_type) or ONNX_IMPORTERS.get(node.op_type)
+            handler = _GRAPH_OPS.get(node.op_type)
+            if handler is not None:
+                handler(self, node)
+                continue
+            if self._fold(node) or self._pad_into_conv(node):
+                continue
+            handler = ONNX_IMPORTERS.get(node.op_type)
             if handler is None:
                 raise self.fail(f"ONNX op {node.op_type!r} (node {node.name or node.output[0]!r}) is not "
                                 f"supported by decaf")
-            handler(self, node)
+            self._check_data_inputs(node)
+            try:
+                handler(self, node)
+            except DecafFormatError:
+                raise
+            except Exception as exc:       # an importer's unforeseen case: still one error naming the node
+                raise self.fail(f"node {self.label(node)} cannot be imported: {type(exc).__name__}: {exc}") from exc
         for o in self._graph.output:
-            if o.name in self._consts:
+            if self.const(o.name) is not None:
                 raise self.fail(f"graph output {o.name!r} is a constant")
+            if self._resolve(o.name) in self._batch_values:
+                raise self.fail(f"graph output {o.name!r} is computed from shapes only (no layer computes it)")
+            source = self._resolve(o.name)
+            if source != o.name:                 # the same tensor as another one (Identity, a no-op)
+                if source not in self._tracked:
+                    raise self.fail(f"graph output {o.name!r} is another name for {source!r}")
+                self.layers.append({"name": self._unique_name(o.name), "type": "Reshape", "bottom": source,
+                                    "top": o.name, "shape": list(self._tracked[source][1:])})
         name = self._graph.name or "onnx_net"
         return {"name": name, "inputs": inputs, "layers": self.layers}, self.arrays
 
@@ -294,6 +411,85 @@ class OnnxImporter:
 
     def _identity(self, node):
         self.same_as(node.output[0], node.input[0])
+
+    def _fold(self, node):
+        """Evaluate ``node`` now if it computes on constants and shapes only (onnx_fold.py), at each
+        probe batch size; True when done."""
+        op = node.op_type
+        if op not in FOLDERS:
+            return False
+        args = []                       # per input: a function of the batch size
+        for i, t in enumerate(node.input):
+            r = self._resolve(t) if t else t
+            if not t:
+                args.append(lambda b: None)
+            elif r in self._consts:
+                args.append(lambda b, v=self._consts[r]: v)
+            elif r in self._batch_values:
+                args.append(lambda b, v=self._batch_values[r]: v[b])
+            elif op in ("Shape", "Size") and i == 0 and r in self._tracked:
+                # the shape without the data: a zero-stride view costs no memory
+                args.append(lambda b, s=self._tracked[r]: np.broadcast_to(np.float32(0), (b,) + s[1:]))
+            elif op in ("Shape", "Size") and i == 0:
+                raise self.fail(f"node {self.label(node)}: the shape of {t!r} is not known")
+            else:
+                return False
+        attrs = {k: (self._array(v, f"attribute {k!r} of node {self.label(node)}")
+                     if isinstance(v, self._onnx.TensorProto) else v) for k, v in self.attrs(node).items()}
+        results = {}
+        for b in self.probe_batches:
+            try:
+                results[b] = fold(op, [f(b) for f in args], attrs, self.opset)
+            except NotFoldable:
+                return False
+            except (ValueError, IndexError, KeyError, TypeError) as exc:
+                raise self.fail(f"node {self.label(node)}: {exc}") from exc
+        first, second = (results[b] for b in self.probe_batches)
+        for k, out in enumerate(node.output):
+            if not out:
+                continue
+            a, b = first[k], second[k]
+            if a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b):
+                self._consts[out] = a
+            else:
+                self._batch_values[out] = {bb: results[bb][k] for bb in self.probe_batches}
+        return True
+
+    def _pad_into_conv(self, node):
+        """A zero constant Pad of the spatial axes read only by a Conv with explicit pads becomes
+        part of the Conv's pads (the Conv node is rewritten); True when done."""
+        if node.op_type != "Pad" or self.opset < 11:
+            return False
+        conv = self.sole_consumer(node.output[0])
+        if conv is None or conv.op_type != "Conv" or conv.input[0] != node.output[0]:
+            return False
+        a, ca = self.attrs(node), self.attrs(conv)
+        pads = self.const(node.input[1]) if self.has_input(node, 1) else None
+        value = self.const(node.input[2]) if self.has_input(node, 2) else np.zeros(1)
+        axes = self.const(node.input[3]) if self.has_input(node, 3) else None
+        if (a.get("mode", "constant") != "constant" or pads is None or value is None or np.any(value != 0)
+                or axes is not None or ca.get("auto_pad", "NOTSET") not in ("NOTSET", "")):
+            return False
+        pads = [int(p) for p in pads.reshape(-1)]
+        if len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0:
+            return False
+        old = list(ca.get("pads", [0, 0, 0, 0]))
+        new = [old[0] + pads[2], old[1] + pads[3], old[2] + pads[6], old[3] + pads[7]]
+        for att in list(conv.attribute):
+            if att.name == "pads":
+                conv.attribute.remove(att)
+        conv.attribute.append(self._onnx.helper.make_attribute("pads", new))
+        self.same_as(node.output[0], node.input[0])
+        return True
+
+    # ONNX ops whose every input is data: none of them may be a value that follows the batch size
+    _DATA_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Sum", "Max", "Min", "Mean", "Concat", "Where"})
+
+    def _check_data_inputs(self, node):
+        for i, t in enumerate(node.input):
+            if t and (i == 0 or node.op_type in self._DATA_OPS) and self._resolve(t) in self._batch_values:
+                raise self.fail(f"node {self.label(node)}: its input {t!r} is computed from the batch size; "
+                                f"decaf layers take only tensors whose per-example shape is fixed")
 
 
 # ONNX ops that are bookkeeping of the graph rather than a layer
@@ -336,15 +532,16 @@ class OnnxWriter:
 
     For the layer being written: ``inputs`` (the ONNX names of its bottoms' current versions),
     ``outputs`` (the names its tops must get), ``input_shapes`` (its bottoms' shapes, batch axis
-    first) and ``params`` (short name -> array: ``params["weight"]``). To write:
+    first), ``params`` (short name -> array: ``params["weight"]``) and ``opset``. To write:
     ``const(name, value, dtype=float32)`` adds an initializer and returns its name;
     ``node(op, inputs, outputs, name, **attributes)`` adds a node. Intermediate tensors get
     names of the layer's own (``f"{layer.name}:flat"``), which decaf blob names never clash with
     in practice as ':' marks versions here.
     """
 
-    def __init__(self, helper, numpy_helper):
+    def __init__(self, helper, numpy_helper, opset=13):
         self._helper, self._numpy_helper = helper, numpy_helper
+        self.opset = opset           # the opset being written (ops whose attributes became inputs ask)
         self.nodes, self.initializers = [], []
         self.inputs, self.outputs, self.input_shapes, self.params = [], [], [], {}
 
@@ -369,7 +566,7 @@ def net_to_onnx(net, path, opset=13, extra_outputs=()):
     onnx = _import_onnx()
     from onnx import TensorProto, helper, numpy_helper
 
-    g = OnnxWriter(helper, numpy_helper)
+    g = OnnxWriter(helper, numpy_helper, opset)
     inputs = set(net.input_shapes)
     writes = {}
     for layer in net.order:

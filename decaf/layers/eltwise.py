@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import SpecError
 from ..interop import caffe_importer, onnx_importer
 from ..layer import Layer, per_image, register
+from .arith import add_arithmetic
 
 
 @register
@@ -104,7 +105,8 @@ class Eltwise(Layer):
                 acc = res
 
 
-# ---- ONNX -> decaf: the arithmetic ops, to Eltwise (two tensors) or Scale (a tensor and a constant) ----
+# ---- ONNX -> decaf: the arithmetic ops, to Eltwise (two tensors of one shape), Scale (a tensor and a
+# per-channel constant) or Arithmetic (arith.py: any other broadcast) ----
 def _per_channel_from_onnx(imp, x, c):
     """A (C,) vector for constant ``c`` broadcast along axis 1 of tensor ``x``, or None."""
     shape = imp.shape(x)
@@ -132,12 +134,21 @@ def _arithmetic_from_onnx(imp, node):
         _tensor_and_constant_from_onnx(imp, node, consts)
 
 
+_ARITH = {"Add": "add", "Sum": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
+
+
 def _tensors_from_onnx(imp, node):
+    """Tensors of one shape: Eltwise (Div: Arithmetic); shapes that broadcast: arith.py's
+    Arithmetic, two at a time."""
     op = node.op_type
     shapes = [imp.shape(t) for t in node.input]
-    if all(s is not None for s in shapes) and len({tuple(s) for s in shapes}) > 1:
-        raise imp.fail(f"node {imp.label(node)}: {op} with broadcasting between shapes {shapes} "
-                       f"is not supported")
+    same = all(s is not None for s in shapes) and len({tuple(s) for s in shapes}) == 1
+    if (not same and all(s is not None for s in shapes)) or op == "Div":
+        if len(node.input) != 2:
+            raise imp.fail(f"node {imp.label(node)}: {op} with broadcasting between shapes {shapes} "
+                           f"of more than two inputs is not supported")
+        add_arithmetic(imp, node, _ARITH[op], node.input[0], other=node.input[1])
+        return
     if op in ("Add", "Sum"):
         imp.add(node, "Eltwise", list(node.input), node.output[0], operation="sum")
     elif op == "Sub":
@@ -156,9 +167,9 @@ def _tensor_and_constant_from_onnx(imp, node, consts):
     xi = 0 if consts[0] is None else 1
     x, c = node.input[xi], consts[1 - xi]
     v = _per_channel_from_onnx(imp, x, np.asarray(c))
-    if v is None:
-        raise imp.fail(f"node {imp.label(node)}: {op} with a constant of shape {np.shape(c)} is not "
-                       f"supported (only a per-channel constant is)")
+    if v is None or (op == "Div" and xi == 1):
+        add_arithmetic(imp, node, _ARITH[op], x, const=c, const_first=xi == 1)   # any other broadcast
+        return
     ones = np.ones_like(v)
     if op in ("Add", "Sum"):
         weight, bias = ones, v

@@ -111,14 +111,17 @@ def _gemm_from_onnx(imp, node):
 
 @onnx_importer("MatMul")
 def _matmul_from_onnx(imp, node):
-    """A 2-D input times a constant matrix; an Add of a constant vector right after is its bias."""
+    """A 2-D input times a constant matrix; an Add of a constant vector right after is its bias.
+    A 4-D input (N, H, W, C) (ConvNeXt's channels-last Linear) becomes Transpose, a 1x1
+    Convolution and Transpose back."""
     w = imp.need_const(node, 1, "the second operand (the weight)")
     if w.ndim != 2:
         raise imp.fail(f"node {imp.label(node)}: MatMul by a constant of shape {w.shape}: only 2-D "
                        f"weights are supported")
-    if imp.rank(node.input[0], node, "MatMul") != 2:
-        raise imp.fail(f"node {imp.label(node)}: MatMul of a {len(imp.shape(node.input[0]))}-D input: "
-                       f"only 2-D inputs are supported")
+    rank = imp.rank(node.input[0], node, "MatMul")
+    if rank not in (2, 4):
+        raise imp.fail(f"node {imp.label(node)}: MatMul of a {rank}-D input: only 2-D and 4-D inputs are "
+                       f"supported")
     n = w.shape[1]
     params = {"weight": w.T}
     top = node.output[0]
@@ -129,7 +132,14 @@ def _matmul_from_onnx(imp, node):
             params["bias"] = c.reshape(-1)
             imp.absorb(nxt)
             top = nxt.output[0]
-    imp.add(node, "InnerProduct", [node.input[0]], top, params, num_output=int(n), bias_term="bias" in params)
+    if rank == 2:
+        imp.add(node, "InnerProduct", [node.input[0]], top, params, num_output=int(n), bias_term="bias" in params)
+        return
+    params["weight"] = params["weight"].reshape(n, -1, 1, 1)
+    imp.add(node, "Transpose", [node.input[0]], f"{top}:channels_first", perm=[0, 3, 1, 2])
+    imp.add(node, "Convolution", [f"{top}:channels_first"], f"{top}:conv", params, num_output=int(n),
+            kernel_size=1, bias_term="bias" in params)
+    imp.add(node, "Transpose", [f"{top}:conv"], top, perm=[0, 2, 3, 1])
 
 
 # ---- Caffe -> decaf -----------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def _softmax_from_onnx(imp, node):
         axis += r
     trailing_ones = all(d == 1 for d in imp.shape(node.input[0])[2:])
     if axis != 1 or (imp.opset < 13 and r > 2 and not trailing_ones):
-        raise imp.fail(f"node {imp.label(node)}: Softmax over axis {a.get('axis')} of a {r}-D input is "
+        raise imp.fail(f"node {imp.label(node)}: Softmax over axis {axis} of a {r}-D input is "
                        f"not supported (decaf takes the softmax over the channel axis 1)")
     imp.add(node, "Softmax", [node.input[0]], node.output[0])
 

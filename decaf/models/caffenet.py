@@ -7,10 +7,14 @@ the inner-product outputs *before* ReLU, ``relu6``/``relu7`` after it
 """
 
 
+# Caffe's multipliers for (weight, bias): biases learn twice as fast, no decay
+_CAFFE_MULTIPLIERS = {"lr_mult": [1, 2], "decay_mult": [1, 0]}
+
+
 def _conv(name, bottom, k, kernel, stride=1, pad=0, group=1):
     return {"name": name, "type": "Convolution", "bottom": bottom, "top": name, "num_output": k,
             "kernel_size": kernel, "stride": stride, "pad": pad, "group": group,
-            "weight_filler": {"type": "gaussian", "std": 0.01}}
+            "weight_filler": {"type": "gaussian", "std": 0.01}, **_CAFFE_MULTIPLIERS}
 
 
 def _relu(name, bottom):
@@ -29,7 +33,7 @@ def _lrn(name, bottom):
 
 def _fc(name, bottom, n):
     return {"name": name, "type": "InnerProduct", "bottom": bottom, "top": name, "num_output": n,
-            "weight_filler": {"type": "gaussian", "std": 0.005}}
+            "weight_filler": {"type": "gaussian", "std": 0.005}, **_CAFFE_MULTIPLIERS}
 
 
 def _net(name, lrn_first, num_classes, with_loss, input_size):
@@ -53,9 +57,6 @@ def _net(name, lrn_first, num_classes, with_loss, input_size):
                _fc("fc7", "relu6", 4096), _relu("relu7", "fc7"),
                {"name": "drop7", "type": "Dropout", "bottom": "relu7", "top": "relu7", "dropout_ratio": 0.5},
                _fc("fc8", "relu7", num_classes)]
-    for layer in layers:          # Caffe's multipliers: biases learn twice as fast, no decay
-        if layer["type"] in ("Convolution", "InnerProduct"):
-            layer["lr_mult"], layer["decay_mult"] = [1, 2], [1, 0]
     layers[-1]["weight_filler"] = {"type": "gaussian", "std": 0.01}
     inputs = {"data": [3, input_size, input_size]}
     if with_loss:

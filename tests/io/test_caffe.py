@@ -330,8 +330,7 @@ HEAD = 'input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n'
 
 
 @pytest.mark.parametrize("text, needle", [
-    (HEAD + 'layer { name: "up" type: "Deconvolution" bottom: "data" top: "up" '
-            'convolution_param { num_output: 3 kernel_size: 2 } }', "'up' has type 'Deconvolution'"),
+    (HEAD + 'layer { name: "abs" type: "AbsVal" bottom: "data" top: "abs" }', "'abs' has type 'AbsVal'"),
     ('input: "data" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n'
      'layers { name: "b" type: BNLL bottom: "data" top: "b" }', "'b' has type 'BNLL'"),
     (HEAD + 'layer { name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param { pool: STOCHASTIC '

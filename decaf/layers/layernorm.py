@@ -1,0 +1,141 @@
+"""LayerNorm: normalise each example over the axes axis..end_axis (inclusive), then a learned
+affine of the normalised shape.
+
+Parameters: axis (1), end_axis (-1: the last axis; negative values count from the end of the full
+shape, batch included), eps (1e-5), weight_filler (1), bias_filler (0). ONNX's LayerNormalization
+is (axis, -1): (N, L, C) with axis -1 is a transformer's LayerNorm over C. ConvNeXt's LayerNorm2d
+on (N, C, H, W) is (1, 1): over the channels at each position.
+
+    m = mean of x over the normalised axes,  v = mean of (x - m)^2 over them (biased)
+    xhat = (x - m) / sqrt(v + eps);  y = gamma * xhat + beta     (gamma, beta: the normalised shape)
+    backward (means over the normalised axes):
+        dxhat = dy * gamma
+        dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(v + eps)
+        dgamma = sum of dy * xhat, dbeta = sum of dy   (over the batch and the other axes)
+"""
+import numpy as np
+
+from .. import fillers
+from ..errors import SpecError
+from ..interop import onnx_importer
+from ..layer import Layer, per_image, register
+
+
+@register
+class LayerNorm(Layer):
+    type_name = "LayerNorm"
+    group = "norm"
+    unit_params = ("weight",)
+    PARAMS = {"axis": 1, "end_axis": -1, "eps": 1e-5, "weight_filler": {"type": "constant", "value": 1.0},
+              "bias_filler": {"type": "constant", "value": 0.0}}
+    gradcheck_case = ({"axis": 1, "end_axis": 1, "weight_filler": {"type": "gaussian", "std": 1.0},
+                       "bias_filler": {"type": "gaussian", "std": 1.0}}, [(2, 3, 2, 2)])
+
+    def validate(self):
+        if not self.p["eps"] >= 0:
+            raise SpecError(f"layer {self.name!r}: eps must be >= 0, got {self.p['eps']}")
+
+    def _axes(self, ndim):
+        a, e = (v + ndim if v < 0 else v for v in (self.p["axis"], self.p["end_axis"]))
+        if not 1 <= a <= e < ndim:
+            raise self.shape_error(f"axis {self.p['axis']} .. end_axis {self.p['end_axis']} must be axes "
+                                   f"1 .. {ndim - 1} of the {ndim}-D bottom (axis 0 is the batch), in order")
+        return a, e
+
+    def summary(self):
+        return f"axes {self.p['axis']}..{self.p['end_axis']}"
+
+    def setup(self, bottom_shapes, fill_rng):
+        a, e = self._axes(len(bottom_shapes[0]))
+        shape = tuple(bottom_shapes[0][a:e + 1])
+        self.gamma = self.add_param("weight", shape, 0)
+        self.beta = self.add_param("bias", shape, 1)
+        fillers.fill(self.gamma.data, self.p["weight_filler"], fill_rng)
+        fillers.fill(self.beta.data, self.p["bias_filler"], fill_rng)
+
+    def reshape(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        a, e = self._axes(len(shape))
+        if shape[a:e + 1] != self.gamma.shape:
+            raise self.shape_error("normalised shape", self.gamma.shape, shape[a:e + 1])
+        self.norm_axes = tuple(range(a, e + 1))
+        self.other_axes = tuple(i for i in range(len(shape)) if i not in self.norm_axes)
+        self.param_view = self.gamma.shape + (1,) * (len(shape) - 1 - e)    # broadcasts over the rest
+        return [bottom_shapes[0]]
+
+    def ops(self, bottom_shapes, top_shapes):
+        return 8 * per_image(top_shapes[0])       # mean, centre, square, mean, scale, affine (2)
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        centred = x - x.mean(axis=self.norm_axes, keepdims=True)
+        var = np.mean(centred * centred, axis=self.norm_axes, keepdims=True)
+        self.inv_std = 1 / np.sqrt(var + np.asarray(self.p["eps"], x.dtype))
+        self.xhat = centred * self.inv_std
+        np.multiply(self.xhat, self.gamma.data.reshape(self.param_view), out=top[0].data)
+        top[0].data += self.beta.data.reshape(self.param_view)
+
+    def backward(self, top, propagate_down, bottom):
+        dy, xhat, axes = top[0].diff, self.xhat, self.norm_axes
+        self.gamma.diff[...] = np.sum(dy * xhat, axis=self.other_axes).reshape(self.gamma.shape)
+        self.beta.diff[...] = np.sum(dy, axis=self.other_axes).reshape(self.beta.shape)
+        if propagate_down[0]:
+            dxhat = dy * self.gamma.data.reshape(self.param_view)
+            dx = dxhat - dxhat.mean(axis=axes, keepdims=True) - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True)
+            np.multiply(dx, self.inv_std, out=bottom[0].diff)
+
+    def to_onnx(self, g):
+        """LayerNormalization from opset 17 when the axes run to the last; else the arithmetic
+        (ReduceMean takes its axes as an attribute before opset 18, as an input from it)."""
+        name, x = self.name, g.inputs[0]
+        ndim = len(g.input_shapes[0])
+        a, e = self._axes(ndim)
+        if g.opset >= 17 and e == ndim - 1:
+            g.node("LayerNormalization", [x, g.const(f"{name}.weight", g.params["weight"]),
+                                          g.const(f"{name}.bias", g.params["bias"])], g.outputs, name,
+                   axis=a, epsilon=float(self.p["eps"]))
+            return
+        axes = list(range(a, e + 1))
+        view = tuple(g.params["weight"].shape) + (1,) * (ndim - 1 - e)
+
+        def step(op, inputs, tag, **attrs):
+            g.node(op, inputs, [f"{name}:{tag}"], f"{name}_{tag}", **attrs)
+            return f"{name}:{tag}"
+
+        axes_input = g.const(f"{name}.axes", axes, np.int64) if g.opset >= 18 else None
+
+        def mean(t, tag):
+            if axes_input:
+                return step("ReduceMean", [t, axes_input], tag, keepdims=1)
+            return step("ReduceMean", [t], tag, axes=axes, keepdims=1)
+
+        centred = step("Sub", [x, mean(x, "mean")], "centred")
+        var = mean(step("Mul", [centred, centred], "squared"), "var")
+        std = step("Sqrt", [step("Add", [var, g.const(f"{name}.eps", self.p["eps"])], "var_eps")], "std")
+        scaled = step("Mul", [step("Div", [centred, std], "xhat"),
+                              g.const(f"{name}.weight", g.params["weight"].reshape(view))], "scaled")
+        g.node("Add", [scaled, g.const(f"{name}.bias", g.params["bias"].reshape(view))], g.outputs, name)
+
+
+@onnx_importer("LayerNormalization")
+def _layernorm_from_onnx(imp, node):
+    """axis (default -1) to the last axis; Scale a constant, B a constant or absent (zeros)."""
+    a = imp.attrs(node)
+    imp.only_first_output(node)
+    axis = int(a.get("axis", -1))
+    scale = imp.need_const(node, 1, "the scale")
+    bias = imp.need_const(node, 2, "the bias") if imp.has_input(node, 2) else np.zeros_like(scale)
+    shape = imp.shape(node.input[0])
+    if shape is not None:                         # Scale and B may be given broadcastable: widen them
+        if not 1 <= (axis + len(shape) if axis < 0 else axis) < len(shape):
+            raise imp.fail(f"node {imp.label(node)}: axis {axis} of a {len(shape)}-D input: decaf normalises "
+                           f"within an example (axes 1 ..)")
+        target = shape[axis:]
+        if None not in target:
+            try:
+                scale, bias = (np.broadcast_to(v, target) for v in (scale, bias))
+            except ValueError:
+                raise imp.fail(f"node {imp.label(node)}: scale {scale.shape} / bias {bias.shape} do not fit "
+                               f"the normalised shape {tuple(target)}") from None
+    imp.add(node, "LayerNorm", [node.input[0]], node.output[0], {"weight": scale, "bias": bias},
+            axis=axis, end_axis=-1, eps=float(a.get("epsilon", 1e-5)))

@@ -1,0 +1,59 @@
+"""Transpose: permute the non-batch axes (ShuffleNet's channel shuffle, ConvNeXt's channels-last).
+
+    forward:  y = x.transpose(perm)          perm[0] = 0: the batch stays first
+    backward: dx = dy.transpose(argsort(perm))
+"""
+import numpy as np
+
+from ..errors import SpecError
+from ..interop import onnx_importer
+from ..layer import REQUIRED, Layer, register
+
+
+@register
+class Transpose(Layer):
+    type_name = "Transpose"
+    PARAMS = {"perm": REQUIRED}
+    gradcheck_case = ({"perm": [0, 2, 3, 1]}, [(2, 3, 4, 5)])
+
+    def summary(self):
+        return str(list(self.p["perm"]))
+
+    def validate(self):
+        perm = [int(a) for a in self.p["perm"]]
+        if sorted(perm) != list(range(len(perm))) or not perm or perm[0] != 0:
+            raise SpecError(f"layer {self.name!r} (Transpose): perm {self.p['perm']} must be a permutation of "
+                            f"0..{len(perm) - 1} that keeps the batch axis 0 first")
+        self.perm = perm
+
+    def reshape(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        if len(shape) != len(self.perm):
+            raise self.shape_error(f"perm {self.perm} for a {len(shape)}-D bottom", len(self.perm), len(shape))
+        return [tuple(shape[a] for a in self.perm)]
+
+    def forward(self, bottom, top):
+        top[0].data[...] = bottom[0].data.transpose(self.perm)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].diff[...] = top[0].diff.transpose(np.argsort(self.perm))
+
+    def to_onnx(self, g):
+        g.node("Transpose", g.inputs, g.outputs, self.name, perm=[int(a) for a in self.perm])
+
+
+@onnx_importer("Transpose")
+def _transpose_from_onnx(imp, node):
+    """perm defaults to reversing the axes; one that moves the batch axis is refused."""
+    r = imp.rank(node.input[0], node, "Transpose")
+    perm = [int(a) for a in imp.attrs(node).get("perm", list(range(r))[::-1])]
+    if sorted(perm) != list(range(r)):
+        raise imp.fail(f"node {imp.label(node)}: perm {perm} is not a permutation of the {r} axes")
+    if perm[0] != 0:
+        raise imp.fail(f"node {imp.label(node)}: Transpose with perm {perm} moves the batch axis, which "
+                       f"decaf keeps first")
+    if perm == list(range(r)):
+        imp.same_as(node.output[0], node.input[0])
+    else:
+        imp.add(node, "Transpose", [node.input[0]], node.output[0], perm=perm)
