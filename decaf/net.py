@@ -283,8 +283,9 @@ class Net:
         return graph.blob(name) if graph is not None else self.blobs[name]
 
     def _written_steps(self, outputs):
-        """The steps of the net as written (no optimization)."""
-        return [Step(layer, self.bottoms[layer.name], self.tops[layer.name], layer.fused)
+        """The steps of the net as written (no optimization). Every layer's forward is called, a
+        fused activation's too: it knows it is fused and does nothing (wrappers see every layer)."""
+        return [Step(layer, self.bottoms[layer.name], self.tops[layer.name])
                 for layer in self.plan(outputs)]
 
     # ---- running --------------------------------------------------------------
