@@ -3,6 +3,8 @@
 #ifndef DECAF_DIRECT_CONV_H
 #define DECAF_DIRECT_CONV_H
 
+#include "isa.h"   /* first: the names of this header in a per-ISA compile */
+
 #include <stddef.h>
 
 #include "conv.h"

@@ -7,51 +7,15 @@
 
 #include "threads.h"
 
-enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };   /* CBLAS's enum values */
-
-static decaf_cblas_sgemm_fn sgemm_impl = NULL;
-static decaf_cblas_sgemv_fn sgemv_impl = NULL;
-static int (*blas_get_threads)(void) = NULL;
-static void (*blas_set_threads)(int) = NULL;
-
-void decaf_set_sgemm(void *cblas_sgemm, void *cblas_sgemv, void *get_num_threads, void *set_num_threads)
-{
-    sgemm_impl = (decaf_cblas_sgemm_fn)cblas_sgemm;
-    sgemv_impl = (decaf_cblas_sgemv_fn)cblas_sgemv;
-    blas_get_threads = (int (*)(void))get_num_threads;
-    blas_set_threads = (void (*)(int))set_num_threads;
-    decaf_blas_single_threaded();
-}
-
-void decaf_blas_single_threaded(void)
-{
-    if (blas_get_threads && blas_set_threads && blas_get_threads() != 1)
-        blas_set_threads(1);
-}
-
-int decaf_have_sgemm(void)
-{
-    return sgemm_impl != NULL;
-}
-
-void decaf_sgemm_serial(int trans_a, int trans_b, int M, int N, int K, float alpha,
-                        const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
-{
-    if (M <= 0 || N <= 0)
-        return;
-    sgemm_impl(ROW_MAJOR, trans_a ? TRANS : NO_TRANS, trans_b ? TRANS : NO_TRANS, M, N, K,
-               alpha, A, lda, B, ldb, beta, C, ldc);
-}
-
 /* Columns lo..hi of the one-row product C (1, N) = alpha a op(B) + beta C, where a is row 0 of op(A)
  * read with stride inc_a, as SGEMV: C^T = op(B)^T a^T. */
 static void row_times_matrix(int trans_b, int K, float alpha, const float *a, int inc_a,
                              const float *B, int ldb, float beta, float *C, int lo, int hi)
 {
     if (trans_b)   /* B stored (N, K): rows lo..hi of B times a */
-        sgemv_impl(ROW_MAJOR, NO_TRANS, hi - lo, K, alpha, B + (ptrdiff_t)lo * ldb, ldb, a, inc_a, beta, C + lo, 1);
+        decaf_sgemv_serial(0, hi - lo, K, alpha, B + (ptrdiff_t)lo * ldb, ldb, a, inc_a, beta, C + lo, 1);
     else           /* B stored (K, N): columns lo..hi of B, transposed, times a */
-        sgemv_impl(ROW_MAJOR, TRANS, K, hi - lo, alpha, B + lo, ldb, a, inc_a, beta, C + lo, 1);
+        decaf_sgemv_serial(1, K, hi - lo, alpha, B + lo, ldb, a, inc_a, beta, C + lo, 1);
 }
 
 /* Rows lo..hi of the one-column product C (M, 1) = alpha op(A) b + beta C, b column 0 of op(B). */
@@ -59,9 +23,9 @@ static void matrix_times_column(int trans_a, int K, float alpha, const float *A,
                                 int inc_b, float beta, float *C, int ldc, int lo, int hi)
 {
     if (trans_a)   /* A stored (K, M): columns lo..hi, transposed */
-        sgemv_impl(ROW_MAJOR, TRANS, K, hi - lo, alpha, A + lo, lda, b, inc_b, beta, C + (ptrdiff_t)lo * ldc, ldc);
+        decaf_sgemv_serial(1, K, hi - lo, alpha, A + lo, lda, b, inc_b, beta, C + (ptrdiff_t)lo * ldc, ldc);
     else
-        sgemv_impl(ROW_MAJOR, NO_TRANS, hi - lo, K, alpha, A + (ptrdiff_t)lo * lda, lda, b, inc_b, beta,
+        decaf_sgemv_serial(0, hi - lo, K, alpha, A + (ptrdiff_t)lo * lda, lda, b, inc_b, beta,
                    C + (ptrdiff_t)lo * ldc, ldc);
 }
 
@@ -191,7 +155,7 @@ void decaf_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
         }
         return;
     }
-    if (sgemv_impl && (M == 1 || N == 1) && K > 0 && M > 0 && N > 0) {
+    if (decaf_have_sgemv() && (M == 1 || N == 1) && K > 0 && M > 0 && N > 0) {
         /* a matrix-vector product: split the long side over the threads */
         const int total = M == 1 ? N : M;
         const int nt = decaf_threads_for((ptrdiff_t)total * K / 8);
