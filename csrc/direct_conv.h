@@ -1,4 +1,4 @@
-/* Forward convolution without im2col (AVX-512): see direct_conv.c for the layouts and the
+/* Forward convolution without im2col (AVX-512 and AVX2 variants): see direct_conv.c for the layouts and the
  * micro-kernel. decaf_conv_forward uses it where decaf_direct_conv_supported says so. */
 #ifndef DECAF_DIRECT_CONV_H
 #define DECAF_DIRECT_CONV_H
