@@ -10,7 +10,6 @@ import glob
 import os
 import platform
 
-from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.modified import newer_group
@@ -66,5 +65,7 @@ kernels = Extension(
     extra_link_args=["-fopenmp"],
 )
 
-if __name__ == "__main__":   # (setuptools runs this file as __main__; tests import it for the flags)
+if __name__ == "__main__":   # (setuptools runs this file as __main__; tests read it for the flags)
+    from Cython.Build import cythonize   # a build requirement (pyproject.toml), not needed to read the flags
+
     setup(ext_modules=cythonize([kernels], language_level=3), cmdclass={"build_ext": build_isa_ext})
