@@ -13,7 +13,6 @@ The NumPy reference backend has no variants: the choice only matters to the comp
 """
 import os
 import platform
-import warnings
 
 from .kernels import _compiled
 
@@ -122,9 +121,7 @@ def _from_environment():
         name = _checked_name(value)
     except ValueError:
         raise ValueError(f"DECAF_ISA={value!r} is not one of {', '.join(ISAS)} or auto") from None
-    if _compiled is None:
-        warnings.warn(f"DECAF_ISA={value!r} has no effect: the compiled kernels are not available",
-                      RuntimeWarning, stacklevel=2)
+    if _compiled is None:   # nothing to choose: decaf.kernels warns that the NumPy kernels run
         return
     try:
         set_isa(name)
