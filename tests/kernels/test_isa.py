@@ -312,3 +312,36 @@ def test_built_extension_keeps_avx_inside_the_avx_variants():
             checked += 1
             assert not AVX_INSTRUCTION.search(body), f"{name} has AVX instructions"
     assert checked > 50
+
+
+QEMU_CHECK = """
+import numpy as np
+import decaf.blas, decaf.cpu as cpu
+from decaf.kernels import _compiled, reference
+rng = np.random.default_rng(0)
+x, w = rng.standard_normal((2, 32, 9, 9)).astype(np.float32), rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+y, r = np.empty((2, 32, 9, 9), np.float32), np.empty((2, 32, 9, 9), np.float32)
+args = ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
+work = np.empty(_compiled.conv_work_size(x.shape, w.shape, 1, *args, (9, 9), False), np.float32)
+_compiled.conv_forward(x, w, None, y, work, *args, 1, relu=True)
+reference.conv_forward(x, w, None, r, None, *args, 1, relu=True)
+np.testing.assert_allclose(y, r, rtol=1e-5, atol=1e-4)
+print(cpu.get_isa())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="needs qemu-user (apt-get install qemu-user)")
+@pytest.mark.parametrize("model,expected", [("Nehalem", "generic"), ("Haswell", "avx2")])
+def test_dispatch_follows_an_emulated_cpu(model, expected):
+    """Under qemu-user with an older CPU model, CPUID says no AVX (Nehalem) or AVX2 without AVX-512
+    (Haswell): the dispatch picks that variant, and a convolution still matches the reference.
+    (qemu 7.2 executes AVX instructions whatever the model, so this checks the choice, not the
+    absence of AVX in the generic code: the objdump tests above do that.)"""
+    import sysconfig
+    paths = os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    env = dict(os.environ, PYTHONPATH=paths, DECAF_NUM_THREADS="1", DECAF_ISA="")
+    result = subprocess.run(["qemu-x86_64", "-cpu", model, os.path.realpath(sys.executable), "-c", QEMU_CHECK],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == expected
