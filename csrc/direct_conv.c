@@ -55,8 +55,8 @@ static int tile_width(const decaf_conv_geom *g)
 #endif
 
 /* BLOCKED: stride 1 and 16k input channels per group (CaffeNet's conv2-5); PLAIN: any stride and
- * channel count (CaffeNet's conv1: 3 channels, stride 4). Both need 32k output channels per
- * group, no dilation, and a kernel larger than 1x1. */
+ * channel count (CaffeNet's conv1: 3 channels, stride 4). Both need a multiple of KERNEL_K output
+ * channels per group (32 with AVX-512, 16 with AVX2), no dilation, and a kernel larger than 1x1. */
 enum { NONE = 0, BLOCKED = 1, PLAIN = 2 };
 
 static int layout(const decaf_conv_geom *g)

@@ -30,7 +30,7 @@ static void matrix_times_column(int trans_a, int K, float alpha, const float *A,
         decaf_sgemv_serial(1, K, hi - lo, alpha, A + lo, lda, b, inc_b, beta, C + (ptrdiff_t)lo * ldc, ldc);
     else
         decaf_sgemv_serial(0, hi - lo, K, alpha, A + (ptrdiff_t)lo * lda, lda, b, inc_b, beta,
-                   C + (ptrdiff_t)lo * ldc, ldc);
+                           C + (ptrdiff_t)lo * ldc, ldc);
 }
 
 #ifdef SKINNY_SIMD
