@@ -6,7 +6,7 @@ error; `decaf info` says what runs; the generic code has no AVX instruction and 
 Tolerances (float32), as in test_kernels.py: exact where both sides do the same operations in the
 same order (pooling maxima, depthwise sums of multiply-then-add in tap order, copies, ReLU clamps
 of equal values); rtol = atol = 1e-5 (relative to the largest value) where the summation order
-differs (convolutions and products: FMA and blocking vs NumPy's float64-free matmul, LRN).
+differs (convolutions and products: FMA and blocking against NumPy's matmul; LRN).
 A variant the CPU lacks (AVX-512 on an AVX2 machine) is skipped here; the project's AVX-512
 machines run it.
 """
