@@ -14,6 +14,8 @@
 #ifndef DECAF_CONV_H
 #define DECAF_CONV_H
 
+#include "isa.h"   /* first: the names of this header in a per-ISA compile */
+
 #include <stddef.h>
 
 typedef struct {
@@ -33,6 +35,7 @@ typedef enum {
 /* The work partitioning of one convolution call: made once by decaf_conv_make_plan, then used to
  * size the scratch space and by the forward / backward that runs in it. */
 typedef struct {
+    int isa;                  /* the instruction set variant that made it, and runs it (isa.h) */
     int threads;              /* the team the work is cut for (>= 1) */
     int backward;             /* planned for decaf_conv_backward (else decaf_conv_forward) */
     int direct;               /* forward without im2col (direct_conv.c) */

@@ -1,8 +1,10 @@
 #include "depthwise.h"
 
 #include <stddef.h>
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
+#include <stdlib.h>
+#define DW_SIMD 1
 #endif
 
 #include "im2col.h" /* decaf_valid_outputs: the same window geometry as im2col */
@@ -13,7 +15,7 @@
  * ranges for each offset are computed once. */
 
 #ifdef __AVX512F__
-#include <stdlib.h>
+enum { DW_LANES = 16 };
 
 /* The AVX-512 path works on one (b, c) plane at a time, copied into a zero-padded buffer so that
  * every load is a plain one (no masks, no bounds tests), and computes a tile of R output rows x V
@@ -85,6 +87,81 @@ static void dw_plane(const float *buf, int Wp, const float *wc, int kh, int kw, 
             }
         }
 }
+#elif defined(DW_SIMD)
+/* The AVX2 path: the AVX-512 one with vectors of 8 outputs (stride 2: two loads, a shuffle and a
+ * lane permute keep the even columns). Multiply, then add, as there: identical results. */
+enum { DW_LANES = 8, DW_ACC = 8 };
+
+/* The even lanes of the 16 floats at p: p[0], p[2], .., p[14]. */
+static inline __m256 even8(const float *p)
+{
+    const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+    const __m256 s = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));   /* a0 a2 b0 b2 | a4 a6 b4 b6 */
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+static inline __attribute__((always_inline)) void dw_tile(
+    const float *buf, int Wp, const float *wc, int kh, int kw, int sh, int sw, int dil_h, float bias, float relu,
+    float *yp, int Ho, int Wo, int oh0, int v0, const int R, const int V)
+{
+    __m256 acc[DW_ACC];
+    _Pragma("GCC unroll 8") for (int a = 0; a < R * V; ++a) acc[a] = _mm256_setzero_ps();
+    for (int i = 0; i < kh; ++i)
+        for (int j = 0; j < kw; ++j) {
+            const __m256 wv = _mm256_set1_ps(wc[i * kw + j]);
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
+                const float *row = buf + (ptrdiff_t)((oh0 + r) * sh + i * dil_h) * Wp + j;
+                _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v) {
+                    const float *p = row + (ptrdiff_t)(v0 + v) * 8 * sw;
+                    const __m256 xv = sw == 1 ? _mm256_loadu_ps(p) : even8(p);
+                    acc[r * V + v] = _mm256_add_ps(acc[r * V + v], _mm256_mul_ps(xv, wv));
+                }
+            }
+        }
+    const __m256 zero = _mm256_setzero_ps(), hi = _mm256_set1_ps(relu);
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)
+        _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v) {
+            const int ow0 = (v0 + v) * 8;
+            if (oh0 + r >= Ho || ow0 >= Wo)
+                continue;
+            __m256 o = _mm256_add_ps(acc[r * V + v], _mm256_set1_ps(bias));
+            if (relu > 0.0f) {   /* below 0 -> 0, above relu -> relu; a NaN compares false and stays */
+                o = _mm256_blendv_ps(o, zero, _mm256_cmp_ps(o, zero, _CMP_LT_OQ));
+                o = _mm256_blendv_ps(o, hi, _mm256_cmp_ps(o, hi, _CMP_GT_OQ));
+            }
+            float *out = yp + (ptrdiff_t)(oh0 + r) * Wo + ow0;
+            const int n = Wo - ow0 < 8 ? Wo - ow0 : 8;
+            if (n == 8) {
+                _mm256_storeu_ps(out, o);
+            } else {
+                float tmp[8];
+                _mm256_storeu_ps(tmp, o);
+                for (int l = 0; l < n; ++l) out[l] = tmp[l];
+            }
+        }
+}
+
+/* Vectors per tile for a row of Wo outputs: 1, 2, 4 or 8 (with 8, 4, 2 or 1 rows). */
+static int dw_vectors(int Wo)
+{
+    const int need = (Wo + 7) / 8;
+    return need <= 1 ? 1 : need <= 2 ? 2 : need <= 4 ? 4 : 8;
+}
+
+static void dw_plane(const float *buf, int Wp, const float *wc, int kh, int kw, int sh, int sw, int dil_h,
+                     float bias, float relu, float *yp, int Ho, int Wo)
+{
+    const int V = dw_vectors(Wo), R = DW_ACC / V, vectors = (Wo + 7) / 8;
+    for (int oh0 = 0; oh0 < Ho; oh0 += R)
+        for (int v0 = 0; v0 < vectors; v0 += V) {
+            switch (V) {
+            case 1: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, relu, yp, Ho, Wo, oh0, v0, 8, 1); break;
+            case 2: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, relu, yp, Ho, Wo, oh0, v0, 4, 2); break;
+            case 4: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, relu, yp, Ho, Wo, oh0, v0, 2, 4); break;
+            default: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, relu, yp, Ho, Wo, oh0, v0, 1, 8); break;
+            }
+        }
+}
 #endif
 
 void decaf_depthwise_conv_forward(const float *x, const float *w, const float *bias, float *y, int B, int C,
@@ -92,14 +169,14 @@ void decaf_depthwise_conv_forward(const float *x, const float *w, const float *b
                                   int pad_left, int dil_h, int dil_w, float relu)
 {
     const ptrdiff_t planes = (ptrdiff_t)B * C;
-#ifdef __AVX512F__
+#ifdef DW_SIMD
     if (sw <= 2 && dil_w == 1) {   /* MobileNet / EfficientNet's depthwise layers */
-        const int V = dw_vectors(Wo), R = DW_ACC / V;
-        const int rows = (Ho + R - 1) / R * R, cols = (Wo + 16 * V - 1) / (16 * V) * 16 * V;
+        const int V = dw_vectors(Wo), R = DW_ACC / V, L = DW_LANES;
+        const int rows = (Ho + R - 1) / R * R, cols = (Wo + L * V - 1) / (L * V) * L * V;
         /* the padded plane covers every row and column a tile reads, rounded-up tiles included
-         * (stride 2 reads 32 columns per vector) */
+         * (stride 2 reads 2 L columns per vector) */
         const int Hp = (rows - 1) * sh + (kh - 1) * dil_h + 1;
-        const int Wp = (cols - 16) * sw + kw - 1 + 16 * sw;
+        const int Wp = (cols - L) * sw + kw - 1 + L * sw;
         const int nt = decaf_threads_for(planes * Ho * Wo * kh * kw);
         float *bufs = malloc(sizeof(float) * (size_t)Hp * Wp * (size_t)nt);
         if (bufs) {   /* (without memory for the buffers, the scalar loops below run instead) */

@@ -6,6 +6,8 @@
 #ifndef DECAF_DEPTHWISE_H
 #define DECAF_DEPTHWISE_H
 
+#include "isa.h"   /* first: the names of this header in a per-ISA compile */
+
 /* y = the convolution, + bias[c] (NULL: none), then min(max(., 0), relu) if relu > 0 (a fused
  * ReLU or ReLU6). */
 void decaf_depthwise_conv_forward(const float *x, const float *w, const float *bias, float *y, int B, int C,

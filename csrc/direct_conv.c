@@ -1,8 +1,9 @@
 #include "direct_conv.h"
 
 #include <stddef.h>
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
+#define DIRECT_SIMD 1   /* the AVX-512 or the AVX2 micro-kernel below; none in the generic variant */
 #endif
 
 #include "activation.h"
@@ -19,6 +20,11 @@
  * past Wo read zero padding and are dropped. The accumulators are then transposed into y, NCHW,
  * with the bias and the ReLU.
  *
+ * The AVX2 variant (8-wide, 16 registers) computes T <= 6 pixels for 16 output channels: 12
+ * accumulators (2 vectors of 8 channels per pixel), 2 weight vectors and the broadcast; 12
+ * multiply-adds for 8 loads. A row is cut into ceil(Wo / 6) tiles of as equal widths as
+ * possible (27 = 6 + 6 + 5 + 5 + 5, 13 = 5 + 4 + 4), so no pixel is computed for nothing.
+ *
  * Two layouts of the packed input and weights (per call; all groups of one image):
  *   BLOCKED (stride 1, 16k input channels per group; CaffeNet's conv2-5):
  *     xp [C/16][Hp][Wp][16]                 16 channels innermost, so the 16 channels of one
@@ -30,7 +36,15 @@
  * Hp and Wp are the rows and columns every tile's windows reach (in_rows, in_cols). */
 
 enum { TILE = 14, CB = 16, KB = 16, MIN_MACS = 64 };
+/* Output channels of one micro-kernel call: 2 vectors (AVX-512: blocks kb and kb + 1; AVX2: one
+ * block). A group's output channels must be a multiple of it. */
+#ifdef __AVX512F__
+enum { KERNEL_K = 2 * KB };
+#else
+enum { KERNEL_K = KB, TILE8 = 6 };
+#endif
 
+#ifdef __AVX512F__
 static int ceil_to(int v, int m) { return (v + m - 1) / m * m; }
 
 /* 13 when it covers a row with fewer wasted pixels than 14 (a 13-wide row: none instead of 1). */
@@ -38,21 +52,22 @@ static int tile_width(const decaf_conv_geom *g)
 {
     return ceil_to(g->Wo, 13) < ceil_to(g->Wo, TILE) ? 13 : TILE;
 }
+#endif
 
 /* BLOCKED: stride 1 and 16k input channels per group (CaffeNet's conv2-5); PLAIN: any stride and
- * channel count (CaffeNet's conv1: 3 channels, stride 4). Both need 32k output channels per
- * group, no dilation, and a kernel larger than 1x1. */
+ * channel count (CaffeNet's conv1: 3 channels, stride 4). Both need a multiple of KERNEL_K output
+ * channels per group (32 with AVX-512, 16 with AVX2), no dilation, and a kernel larger than 1x1. */
 enum { NONE = 0, BLOCKED = 1, PLAIN = 2 };
 
 static int layout(const decaf_conv_geom *g)
 {
-#ifdef __AVX512F__
+#ifdef DIRECT_SIMD
     const int Cg = g->C / g->G, Kg = g->K / g->G;
     /* The epilogue transposes the accumulators one value at a time, so a layer with few
      * multiply-adds per output is faster as im2col + GEMM (conv.c): EfficientNet-Lite0's 1x1
      * expansions (16-112 per output) ran 4x slower here, its stem (27) 2x. A 1x1 convolution needs
      * no im2col anyway. */
-    if (g->dh != 1 || g->dw != 1 || Kg % (2 * KB) || g->Ho < 1 || g->Wo < 1 || g->kh * g->kw == 1
+    if (g->dh != 1 || g->dw != 1 || Kg % KERNEL_K || g->Ho < 1 || g->Wo < 1 || g->kh * g->kw == 1
         || Cg * g->kh * g->kw < MIN_MACS)
         return NONE;
     return g->sh == 1 && g->sw == 1 && Cg % CB == 0 ? BLOCKED : PLAIN;
@@ -69,7 +84,11 @@ int decaf_direct_conv_supported(const decaf_conv_geom *g)
 
 /* Rows and columns of the packed (zero-padded) input: what every tile's windows reach. */
 static int in_rows(const decaf_conv_geom *g) { return (g->Ho - 1) * g->sh + g->kh; }
+#ifdef __AVX512F__
 static int in_cols(const decaf_conv_geom *g) { return (ceil_to(g->Wo, tile_width(g)) - 1) * g->sw + g->kw; }
+#else   /* AVX2: the tiles end at Wo */
+static int in_cols(const decaf_conv_geom *g) { return (g->Wo - 1) * g->sw + g->kw; }
+#endif
 
 static ptrdiff_t packed_weights(const decaf_conv_geom *g)
 {
@@ -88,7 +107,7 @@ void decaf_direct_conv_scratch(const decaf_conv_geom *g, decaf_conv_plan *p)
     p->work = packed_weights(g) + p->slots * p->slot + 16;   /* + 16: room to align the weights */
 }
 
-#ifdef __AVX512F__
+#ifdef DIRECT_SIMD
 /* wp[gi][kb][cb][i][j][c][k] = w[gi Kg + kb 16 + k][cb 16 + c][i][j], for kb in [kb0, kb1) of all groups. */
 static void pack_weights(const decaf_conv_geom *g, const float *w, float *wp, int task0, int task1)
 {
@@ -128,6 +147,30 @@ static void pack_input(const decaf_conv_geom *g, const float *x, float *xp, int 
     }
 }
 
+/* PLAIN layout. wp[gi][kb][c][i][j][k] = w[gi Kg + kb 16 + k][c][i][j] for the (gi, kb) blocks
+ * task0 .. task1, and xp[c][h][w] = the input at (h - pad_top, w - pad_left), 0 outside, for
+ * channels c0 .. c1 (all groups). */
+static void pack_weights_plain(const decaf_conv_geom *g, const float *w, float *wp, int task0, int task1)
+{
+    const int Cg = g->C / g->G, Kg = g->K / g->G, taps = g->kh * g->kw, kbs = Kg / KB;
+    for (int task = task0; task < task1; ++task) {
+        const int gi = task / kbs, kb = task % kbs;
+        float *dst = wp + (ptrdiff_t)task * Cg * taps * KB;
+        for (int ct = 0; ct < Cg * taps; ++ct)               /* ct = c * taps + tap */
+            for (int k = 0; k < KB; ++k)
+                *dst++ = w[((ptrdiff_t)gi * Kg + kb * KB + k) * Cg * taps + ct];
+    }
+}
+
+static void pack_input_plain(const decaf_conv_geom *g, const float *x, float *xp, int c0, int c1)
+{
+    const int Hp = in_rows(g), Wp = in_cols(g);
+    for (int c = c0; c < c1; ++c)
+        decaf_pad_plane(x + (ptrdiff_t)c * g->H * g->W, g->H, g->W, g->pad_top, g->pad_left,
+                        xp + (ptrdiff_t)c * Hp * Wp, Hp, Wp);
+}
+
+#ifdef __AVX512F__
 /* The epilogue of a tile: acc0[t], acc1[t] hold channels ch0 .. ch0 + 32 of output pixel
  * (oh, ow0 + t). Transposed into y (NCHW) one value at a time, plus the bias; then the activation,
  * in y (r == y) or into r (r NULL: none). Pixels past Wo are dropped. */
@@ -198,29 +241,6 @@ static void tile14(const decaf_conv_geom *g, const float *xp, const float *wp, c
     tile_of(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, 14);
 }
 
-/* PLAIN layout. wp[gi][kb][c][i][j][k] = w[gi Kg + kb 16 + k][c][i][j] for the (gi, kb) blocks
- * task0 .. task1, and xp[c][h][w] = the input at (h - pad_top, w - pad_left), 0 outside, for
- * channels c0 .. c1 (all groups). */
-static void pack_weights_plain(const decaf_conv_geom *g, const float *w, float *wp, int task0, int task1)
-{
-    const int Cg = g->C / g->G, Kg = g->K / g->G, taps = g->kh * g->kw, kbs = Kg / KB;
-    for (int task = task0; task < task1; ++task) {
-        const int gi = task / kbs, kb = task % kbs;
-        float *dst = wp + (ptrdiff_t)task * Cg * taps * KB;
-        for (int ct = 0; ct < Cg * taps; ++ct)               /* ct = c * taps + tap */
-            for (int k = 0; k < KB; ++k)
-                *dst++ = w[((ptrdiff_t)gi * Kg + kb * KB + k) * Cg * taps + ct];
-    }
-}
-
-static void pack_input_plain(const decaf_conv_geom *g, const float *x, float *xp, int c0, int c1)
-{
-    const int Hp = in_rows(g), Wp = in_cols(g);
-    for (int c = c0; c < c1; ++c)
-        decaf_pad_plane(x + (ptrdiff_t)c * g->H * g->W, g->H, g->W, g->pad_top, g->pad_left,
-                        xp + (ptrdiff_t)c * Hp * Wp, Hp, Wp);
-}
-
 /* The PLAIN micro-kernel: as tile_of, with input pixel t of tap (i, j) at column (ow0 + t) sw + j
  * of row oh sh + i of channel c; one input channel per step. */
 static inline __attribute__((always_inline)) void tile_plain_of(
@@ -279,18 +299,143 @@ static void tiles(const decaf_conv_geom *g, const float *xp, const float *wp, co
             kernel(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0);
     }
 }
-#endif
+#else   /* AVX2 + FMA: 8-wide, 16 registers */
+
+/* The epilogue of a tile of T pixels: out[t] holds channels ch0 .. ch0 + 16 of output pixel
+ * (oh, ow0 + t); as the AVX-512 store_tile (bias, then the activation in y or into r). The kernels
+ * store their accumulators into out themselves: passing the vectors' address here made GCC keep
+ * them in memory, a store per multiply-add (3x slower). */
+static void store_tile8(const decaf_conv_geom *g, float (*out)[KB], int T, const float *bias, float *y, float *r,
+                        float relu, int ch0, int oh, int ow0)
+{
+    const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo, at = (ptrdiff_t)oh * g->Wo + ow0;
+    for (int k = 0; k < KB; ++k) {
+        const int ch = ch0 + k;
+        const float b = bias ? bias[ch] : 0.0f;
+        float *yo = y + ch * hw + at, *ro = r ? r + ch * hw + at : yo;
+        for (int t = 0; t < T; ++t) {
+            const float v = out[t][k] + b;
+            yo[t] = v;
+            if (relu) ro[t] = clamp_relu(v, relu);
+        }
+    }
+}
+
+/* BLOCKED: 16 output channels (block kb of group gi) of output row oh, pixels ow0 .. ow0 + T. For
+ * each input channel and tap: the 2 weight vectors of the block, times T broadcast inputs. */
+static inline __attribute__((always_inline)) void tile8_of(
+    const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y, float *r, float relu,
+    int gi, int kb, int oh, int ow0, const int T)
+{
+    const int Cg = g->C / g->G, Kg = g->K / g->G, taps = g->kh * g->kw, cbs = Cg / CB;
+    const int Hp = in_rows(g), Wp = in_cols(g);
+    const float *w0 = wp + ((ptrdiff_t)gi * (Kg / KB) + kb) * cbs * taps * CB * KB;
+    __m256 a0[TILE8], a1[TILE8];   /* the first T are used */
+    _Pragma("GCC unroll 6") for (int t = 0; t < T; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
+    for (int cb = 0; cb < cbs; ++cb) {
+        const float *xb = xp + (ptrdiff_t)(gi * cbs + cb) * Hp * Wp * CB;
+        for (int i = 0; i < g->kh; ++i) {
+            for (int j = 0; j < g->kw; ++j) {
+                const float *xs = xb + ((ptrdiff_t)(oh + i) * Wp + ow0 + j) * CB;   /* pixel t at xs + t CB */
+                const float *ws = w0 + ((ptrdiff_t)cb * taps + i * g->kw + j) * CB * KB;
+                for (int c = 0; c < CB; ++c) {
+                    const __m256 v0 = _mm256_loadu_ps(ws + c * KB), v1 = _mm256_loadu_ps(ws + c * KB + 8);
+                    _Pragma("GCC unroll 6") for (int t = 0; t < T; ++t) {
+                        const __m256 xv = _mm256_broadcast_ss(xs + t * CB + c);
+                        a0[t] = _mm256_fmadd_ps(xv, v0, a0[t]);
+                        a1[t] = _mm256_fmadd_ps(xv, v1, a1[t]);
+                    }
+                }
+            }
+        }
+    }
+    float out[TILE8][KB];
+    _Pragma("GCC unroll 6") for (int t = 0; t < T; ++t) {
+        _mm256_storeu_ps(out[t], a0[t]);
+        _mm256_storeu_ps(out[t] + 8, a1[t]);
+    }
+    store_tile8(g, out, T, bias, y, r, relu, gi * Kg + kb * KB, oh, ow0);
+}
+
+/* PLAIN: as tile8_of, input pixel t of tap (i, j) at column (ow0 + t) sw + j of row oh sh + i. */
+static inline __attribute__((always_inline)) void tile8_plain_of(
+    const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y, float *r, float relu,
+    int gi, int kb, int oh, int ow0, const int T)
+{
+    const int Cg = g->C / g->G, Kg = g->K / g->G, taps = g->kh * g->kw;
+    const int Hp = in_rows(g), Wp = in_cols(g), sw = g->sw;
+    const float *w0 = wp + ((ptrdiff_t)gi * (Kg / KB) + kb) * Cg * taps * KB;
+    __m256 a0[TILE8], a1[TILE8];
+    _Pragma("GCC unroll 6") for (int t = 0; t < T; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
+    for (int c = 0; c < Cg; ++c) {
+        for (int i = 0; i < g->kh; ++i) {
+            const float *row = xp + ((ptrdiff_t)(gi * Cg + c) * Hp + oh * g->sh + i) * Wp + (ptrdiff_t)ow0 * sw;
+            const float *wc = w0 + ((ptrdiff_t)c * taps + i * g->kw) * KB;
+            for (int j = 0; j < g->kw; ++j) {
+                const __m256 v0 = _mm256_loadu_ps(wc + j * KB), v1 = _mm256_loadu_ps(wc + j * KB + 8);
+                _Pragma("GCC unroll 6") for (int t = 0; t < T; ++t) {
+                    const __m256 xv = _mm256_broadcast_ss(row + t * sw + j);
+                    a0[t] = _mm256_fmadd_ps(xv, v0, a0[t]);
+                    a1[t] = _mm256_fmadd_ps(xv, v1, a1[t]);
+                }
+            }
+        }
+    }
+    float out[TILE8][KB];
+    _Pragma("GCC unroll 6") for (int t = 0; t < T; ++t) {
+        _mm256_storeu_ps(out[t], a0[t]);
+        _mm256_storeu_ps(out[t] + 8, a1[t]);
+    }
+    store_tile8(g, out, T, bias, y, r, relu, gi * Kg + kb * KB, oh, ow0);
+}
+
+/* One tile of T (1 .. 6) pixels: a compiled kernel per width, so the accumulators stay in
+ * registers. */
+static void tile8(int plain, const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
+                  float *r, float relu, int gi, int kb, int oh, int ow0, int T)
+{
+#define TILE8_CASE(n)                                                                  \
+    case n:                                                                            \
+        if (plain) tile8_plain_of(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, n);    \
+        else tile8_of(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, n);                \
+        break;
+    switch (T) {
+    TILE8_CASE(1) TILE8_CASE(2) TILE8_CASE(3) TILE8_CASE(4) TILE8_CASE(5) TILE8_CASE(6)
+    default: break;
+    }
+#undef TILE8_CASE
+}
+
+/* All tiles of tasks [task0, task1): task = (gi * Kg / 16 + kb) * Ho + oh, for one image. A row of
+ * Wo pixels is ceil(Wo / 6) tiles, the first Wo % tiles of them one pixel wider. */
+static void tiles(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
+                  float *r, float relu, ptrdiff_t task0, ptrdiff_t task1)
+{
+    const int kbs = g->K / g->G / KB, plain = layout(g) == PLAIN;
+    const int n = (g->Wo + TILE8 - 1) / TILE8, base = g->Wo / n, wider = g->Wo % n;
+    for (ptrdiff_t task = task0; task < task1; ++task) {
+        const int oh = (int)(task % g->Ho), gk = (int)(task / g->Ho);
+        const int gi = gk / kbs, kb = gk % kbs;
+        for (int i = 0, ow0 = 0; i < n; ++i) {
+            const int T = base + (i < wider);
+            tile8(plain, g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, T);
+            ow0 += T;
+        }
+    }
+}
+#endif   /* __AVX512F__ */
+#endif   /* DIRECT_SIMD */
 
 void decaf_direct_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
                                const float *bias, float *y, float *work, float relu, float *relu_out)
 {
-#ifdef __AVX512F__
+#ifdef DIRECT_SIMD
     const int nt = p->threads;
     const int Kg = g->K / g->G, plain = layout(g) == PLAIN;
     const int units = plain ? g->C : g->C / CB;     /* what pack_input splits: channels or blocks */
     const int wtasks = g->G * (Kg / KB);
     const ptrdiff_t plane_in = (ptrdiff_t)g->C * g->H * g->W, plane_out = (ptrdiff_t)g->K * g->Ho * g->Wo;
-    const ptrdiff_t tasks = (ptrdiff_t)g->G * (Kg / (2 * KB)) * g->Ho;
+    const ptrdiff_t tasks = (ptrdiff_t)g->G * (Kg / KERNEL_K) * g->Ho;
     /* 64-byte aligned start for the packed weights */
     float *wp = work + ((64 - ((size_t)work & 63)) & 63) / sizeof(float);
     float *xbuf = wp + packed_weights(g);

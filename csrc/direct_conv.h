@@ -1,7 +1,9 @@
-/* Forward convolution without im2col (AVX-512): see direct_conv.c for the layouts and the
+/* Forward convolution without im2col (AVX-512 and AVX2 variants): see direct_conv.c for the layouts and the
  * micro-kernel. decaf_conv_forward uses it where decaf_direct_conv_supported says so. */
 #ifndef DECAF_DIRECT_CONV_H
 #define DECAF_DIRECT_CONV_H
+
+#include "isa.h"   /* first: the names of this header in a per-ISA compile */
 
 #include <stddef.h>
 

@@ -2,6 +2,8 @@
 #ifndef DECAF_ELEMENTWISE_H
 #define DECAF_ELEMENTWISE_H
 
+#include "isa.h"   /* first: the names of this header in a per-ISA compile */
+
 #include <stddef.h>
 
 /* dst[i] = src[i] for i < n; returns how many of the values are NaN or infinite. */

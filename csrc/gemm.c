@@ -1,47 +1,15 @@
 #include "gemm.h"
 
 #include <stddef.h>
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
+/* The skinny and one-row kernels below are vector code (AVX-512, or AVX2 + FMA). The generic
+ * variant hands those products to the BLAS instead, whose own kernels suit the CPU: scalar dot
+ * products would be several times slower. */
+#define SKINNY_SIMD 1
 #endif
 
 #include "threads.h"
-
-enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };   /* CBLAS's enum values */
-
-static decaf_cblas_sgemm_fn sgemm_impl = NULL;
-static decaf_cblas_sgemv_fn sgemv_impl = NULL;
-static int (*blas_get_threads)(void) = NULL;
-static void (*blas_set_threads)(int) = NULL;
-
-void decaf_set_sgemm(void *cblas_sgemm, void *cblas_sgemv, void *get_num_threads, void *set_num_threads)
-{
-    sgemm_impl = (decaf_cblas_sgemm_fn)cblas_sgemm;
-    sgemv_impl = (decaf_cblas_sgemv_fn)cblas_sgemv;
-    blas_get_threads = (int (*)(void))get_num_threads;
-    blas_set_threads = (void (*)(int))set_num_threads;
-    decaf_blas_single_threaded();
-}
-
-void decaf_blas_single_threaded(void)
-{
-    if (blas_get_threads && blas_set_threads && blas_get_threads() != 1)
-        blas_set_threads(1);
-}
-
-int decaf_have_sgemm(void)
-{
-    return sgemm_impl != NULL;
-}
-
-void decaf_sgemm_serial(int trans_a, int trans_b, int M, int N, int K, float alpha,
-                        const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
-{
-    if (M <= 0 || N <= 0)
-        return;
-    sgemm_impl(ROW_MAJOR, trans_a ? TRANS : NO_TRANS, trans_b ? TRANS : NO_TRANS, M, N, K,
-               alpha, A, lda, B, ldb, beta, C, ldc);
-}
 
 /* Columns lo..hi of the one-row product C (1, N) = alpha a op(B) + beta C, where a is row 0 of op(A)
  * read with stride inc_a, as SGEMV: C^T = op(B)^T a^T. */
@@ -49,9 +17,9 @@ static void row_times_matrix(int trans_b, int K, float alpha, const float *a, in
                              const float *B, int ldb, float beta, float *C, int lo, int hi)
 {
     if (trans_b)   /* B stored (N, K): rows lo..hi of B times a */
-        sgemv_impl(ROW_MAJOR, NO_TRANS, hi - lo, K, alpha, B + (ptrdiff_t)lo * ldb, ldb, a, inc_a, beta, C + lo, 1);
+        decaf_sgemv_serial(0, hi - lo, K, alpha, B + (ptrdiff_t)lo * ldb, ldb, a, inc_a, beta, C + lo, 1);
     else           /* B stored (K, N): columns lo..hi of B, transposed, times a */
-        sgemv_impl(ROW_MAJOR, TRANS, K, hi - lo, alpha, B + lo, ldb, a, inc_a, beta, C + lo, 1);
+        decaf_sgemv_serial(1, K, hi - lo, alpha, B + lo, ldb, a, inc_a, beta, C + lo, 1);
 }
 
 /* Rows lo..hi of the one-column product C (M, 1) = alpha op(A) b + beta C, b column 0 of op(B). */
@@ -59,15 +27,32 @@ static void matrix_times_column(int trans_a, int K, float alpha, const float *A,
                                 int inc_b, float beta, float *C, int ldc, int lo, int hi)
 {
     if (trans_a)   /* A stored (K, M): columns lo..hi, transposed */
-        sgemv_impl(ROW_MAJOR, TRANS, K, hi - lo, alpha, A + lo, lda, b, inc_b, beta, C + (ptrdiff_t)lo * ldc, ldc);
+        decaf_sgemv_serial(1, K, hi - lo, alpha, A + lo, lda, b, inc_b, beta, C + (ptrdiff_t)lo * ldc, ldc);
     else
-        sgemv_impl(ROW_MAJOR, NO_TRANS, hi - lo, K, alpha, A + (ptrdiff_t)lo * lda, lda, b, inc_b, beta,
-                   C + (ptrdiff_t)lo * ldc, ldc);
+        decaf_sgemv_serial(0, hi - lo, K, alpha, A + (ptrdiff_t)lo * lda, lda, b, inc_b, beta,
+                           C + (ptrdiff_t)lo * ldc, ldc);
 }
 
+#ifdef SKINNY_SIMD
 /* Rows of B per tile of the skinny product below, and the most rows of A it takes. */
 /* PREFETCH_AHEAD: floats ahead in each row of B to prefetch (1 KB: ~10 % faster at M = 10 here). */
+/* (AVX2 has 16 vector registers: 4 x 3 accumulators, the 3 rows of B and one of A) */
+#ifdef __AVX512F__
 enum { SKINNY_N = 6, SKINNY_M = 4, SKINNY_MAX_M = 24, PREFETCH_AHEAD = 256 };
+#else
+enum { SKINNY_N = 3, SKINNY_M = 4, SKINNY_MAX_M = 24, PREFETCH_AHEAD = 256 };
+#endif
+
+#if defined(__AVX2__) && !defined(__AVX512F__)
+/* The sum of the 8 lanes. */
+static inline float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
 
 /* C[m, n] = alpha sum_k A[m, k] B[n, k] + beta C[m, n] for n in [lo, hi): A (M, K) with M small
  * (a fully connected layer's minibatch), B (N, K) (its weights). A BLAS packs B before multiplying,
@@ -104,6 +89,29 @@ static void skinny_abt(int M, int K, float alpha, const float *A, int lda, const
                 }
                 for (int i = 0; i < mm; ++i)
                     for (int j = 0; j < nn; ++j) dot[i][j] = _mm512_reduce_add_ps(acc[i][j]);
+            }
+#elif defined(SKINNY_SIMD)
+            {   /* the same with 8 lanes */
+                const float *a_row[SKINNY_M], *b_row[SKINNY_N];
+                __m256 acc[SKINNY_M][SKINNY_N];
+                for (int i = 0; i < SKINNY_M; ++i) a_row[i] = A + (ptrdiff_t)(m0 + (i < mm ? i : mm - 1)) * lda;
+                for (int j = 0; j < SKINNY_N; ++j) b_row[j] = B + (ptrdiff_t)(n0 + (j < nn ? j : nn - 1)) * ldb;
+                for (int i = 0; i < SKINNY_M; ++i)
+                    for (int j = 0; j < SKINNY_N; ++j) acc[i][j] = _mm256_setzero_ps();
+                for (; k + 8 <= K; k += 8) {
+                    __m256 b[SKINNY_N];
+                    for (int j = 0; j < SKINNY_N; ++j) {
+                        if (k % 16 == 0)   /* one prefetch per 64-byte line */
+                            _mm_prefetch((const char *)(b_row[j] + k + PREFETCH_AHEAD), _MM_HINT_T0);
+                        b[j] = _mm256_loadu_ps(b_row[j] + k);
+                    }
+                    for (int i = 0; i < SKINNY_M; ++i) {
+                        const __m256 a = _mm256_loadu_ps(a_row[i] + k);
+                        for (int j = 0; j < SKINNY_N; ++j) acc[i][j] = _mm256_fmadd_ps(a, b[j], acc[i][j]);
+                    }
+                }
+                for (int i = 0; i < mm; ++i)
+                    for (int j = 0; j < nn; ++j) dot[i][j] = hsum8(acc[i][j]);
             }
 #endif
             for (int i = 0; i < mm; ++i)        /* the rest of k (all of it without AVX-512) */
@@ -145,6 +153,18 @@ static void row_abt(int K, float alpha, const float *a, const float *B, int ldb,
             for (int j = 0; j < R; ++j) acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(b_row[j] + k), av, acc[j]);
         }
         for (int j = 0; j < nn; ++j) dot[j] = _mm512_reduce_add_ps(acc[j]);
+#elif defined(SKINNY_SIMD)
+        const float *b_row[R];
+        __m256 acc[R];
+        for (int j = 0; j < R; ++j) {
+            b_row[j] = B + (ptrdiff_t)(n0 + (j < nn ? j : nn - 1)) * ldb;
+            acc[j] = _mm256_setzero_ps();
+        }
+        for (; k + 8 <= K; k += 8) {
+            const __m256 av = _mm256_loadu_ps(a + k);
+            for (int j = 0; j < R; ++j) acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(b_row[j] + k), av, acc[j]);
+        }
+        for (int j = 0; j < nn; ++j) dot[j] = hsum8(acc[j]);
 #endif
         for (int j = 0; j < nn; ++j) {
             const float *b = B + (ptrdiff_t)(n0 + j) * ldb;
@@ -154,6 +174,7 @@ static void row_abt(int K, float alpha, const float *a, const float *B, int ldb,
         }
     }
 }
+#endif   /* SKINNY_SIMD */
 
 /* This thread's share [lo, hi) of [0, total), cut in multiples of `quantum` (the last share ends
  * at total): the calling thread's number and team size choose it. */
@@ -169,6 +190,7 @@ static void thread_share(int total, int quantum, int *lo, int *hi)
 void decaf_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
+#ifdef SKINNY_SIMD
     if (!trans_a && trans_b && M == 1 && N > 1 && K >= 256) {
         const int nt = decaf_threads_for((ptrdiff_t)N * K / 8);
         #pragma omp parallel num_threads(nt)
@@ -191,7 +213,8 @@ void decaf_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
         }
         return;
     }
-    if (sgemv_impl && (M == 1 || N == 1) && K > 0 && M > 0 && N > 0) {
+#endif
+    if (decaf_have_sgemv() && (M == 1 || N == 1) && K > 0 && M > 0 && N > 0) {
         /* a matrix-vector product: split the long side over the threads */
         const int total = M == 1 ? N : M;
         const int nt = decaf_threads_for((ptrdiff_t)total * K / 8);

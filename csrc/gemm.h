@@ -6,6 +6,8 @@
 #ifndef DECAF_GEMM_H
 #define DECAF_GEMM_H
 
+#include "isa.h"   /* first: the names of this header in a per-ISA compile */
+
 typedef void (*decaf_cblas_sgemm_fn)(int order, int trans_a, int trans_b, int M, int N, int K,
                                      float alpha, const float *A, int lda, const float *B, int ldb,
                                      float beta, float *C, int ldc);
@@ -17,6 +19,9 @@ typedef void (*decaf_cblas_sgemv_fn)(int order, int trans, int M, int N, float a
 void decaf_set_sgemm(void *cblas_sgemm, void *cblas_sgemv, void *get_num_threads, void *set_num_threads);
 int decaf_have_sgemm(void);
 
+/* 1 when the BLAS has a cblas_sgemv (decaf_sgemv_serial calls it). */
+int decaf_have_sgemv(void);
+
 /* Put the BLAS back to one thread if something changed it (threadpoolctl, say, finds every OpenBLAS
  * in the process): decaf calls it from its own threads. Call outside parallel regions. */
 void decaf_blas_single_threaded(void);
@@ -25,7 +30,11 @@ void decaf_blas_single_threaded(void);
 void decaf_sgemm_serial(int trans_a, int trans_b, int M, int N, int K, float alpha,
                         const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
-/* The same, split over decaf's threads (by columns of C when it is wide, else by rows). A product
+/* cblas_sgemv, row-major (trans: A^T x), on the calling thread only. */
+void decaf_sgemv_serial(int trans, int M, int N, float alpha, const float *A, int lda, const float *x, int incx,
+                        float beta, float *y, int incy);
+
+/* The same as decaf_sgemm_serial, split over decaf's threads (by columns of C when it is wide, else by rows). A product
  * with one row or one column is a matrix-vector product, memory-bound: it runs as SGEMV. */
 void decaf_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);

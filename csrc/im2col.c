@@ -38,6 +38,13 @@ static inline void copy_row(float *restrict d, const float *restrict src, int Wo
     }
 #endif
     (void)d_end;
+    if (sw == 1) {   /* without AVX-512 (the generic and AVX2 variants): zeros and one memcpy */
+        for (int ow = 0; ow < lo; ++ow) d[ow] = 0.0f;
+        if (hi > lo)
+            memcpy(d + lo, src + lo, sizeof(float) * (size_t)(hi - lo));
+        for (int ow = hi > lo ? hi : lo; ow < Wo; ++ow) d[ow] = 0.0f;
+        return;
+    }
     /* strided rows (an AVX-512 gather was slower than this for CaffeNet's conv1, stride 4) */
     for (int ow = 0; ow < lo; ++ow) d[ow] = 0.0f;
     for (int ow = lo; ow < hi; ++ow) d[ow] = src[(ptrdiff_t)ow * sw];

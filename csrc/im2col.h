@@ -6,6 +6,8 @@
 #ifndef DECAF_IM2COL_H
 #define DECAF_IM2COL_H
 
+#include "isa.h"   /* first: the names of this header in a per-ISA compile */
+
 void decaf_im2col(const float *x, float *cols, int B, int C, int H, int W, int kh, int kw,
                   int sh, int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo);
 

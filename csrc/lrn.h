@@ -7,6 +7,8 @@
 #ifndef DECAF_LRN_H
 #define DECAF_LRN_H
 
+#include "isa.h"   /* first: the names of this header in a per-ISA compile */
+
 void decaf_lrn_forward(const float *x, float *y, float *scale, int B, int C, int HW,
                        int local_size, float alpha, float beta, float k);
 

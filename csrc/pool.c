@@ -2,7 +2,7 @@
 
 #include <math.h>
 #include <stddef.h>
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -101,6 +101,57 @@ static void max_pool_row16(const float *xp, int W, int hs, int he, float *yr, in
             _mm512_mask_storeu_ps(yr + ow0, (__mmask16)((1u << n) - 1), m);
     }
 }
+#elif defined(__AVX2__)
+/* The AVX2 twin of the above: 8 outputs per vector, the lane masks made by integer compares. */
+
+/* 8 floats of a row from column c0, -inf in the lanes outside [0, W); as load_row16: plain loads
+ * where the 8 floats lie inside the array [begin, end), a masked load only at its very ends. */
+static inline __m256 load_row8(const float *row, int c0, int W, const float *begin, const float *end)
+{
+    if (c0 >= 0 && c0 + 8 <= W)
+        return _mm256_loadu_ps(row + c0);
+    const __m256i col = _mm256_add_epi32(_mm256_set1_epi32(c0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i keep = _mm256_and_si256(_mm256_cmpgt_epi32(col, _mm256_set1_epi32(-1)),
+                                          _mm256_cmpgt_epi32(_mm256_set1_epi32(W), col));
+    const __m256 v = row + c0 >= begin && row + c0 + 8 <= end ? _mm256_loadu_ps(row + c0)
+                                                               : _mm256_maskload_ps(row + c0, keep);
+    return _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), v, _mm256_castsi256_ps(keep));
+}
+
+/* The even lanes of a (8 floats) then b: a0 a2 a4 a6 b0 b2 b4 b6. */
+static inline __m256 evens8(__m256 a, __m256 b)
+{
+    const __m256 s = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));   /* a0 a2 b0 b2 | a4 a6 b4 b6 */
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+static void max_pool_row8(const float *xp, int W, int hs, int he, float *yr, int Wo, int kw, int sw,
+                          int pad_left, const float *begin, const float *end)
+{
+    for (int ow0 = 0; ow0 < Wo; ow0 += 8) {
+        const int n = Wo - ow0 < 8 ? Wo - ow0 : 8;
+        __m256 m = _mm256_set1_ps(-INFINITY), nan = _mm256_setzero_ps();
+        for (int h = hs; h < he; ++h) {
+            const float *row = xp + (ptrdiff_t)h * W;
+            for (int j = 0; j < kw; ++j) {
+                const int c0 = ow0 * sw + j - pad_left;     /* input column of lane 0 */
+                const __m256 v = sw == 1 ? load_row8(row, c0, W, begin, end)
+                                         : evens8(load_row8(row, c0, W, begin, end),
+                                                  load_row8(row, c0 + 8, W, begin, end));
+                nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+                m = _mm256_max_ps(m, v);
+            }
+        }
+        m = _mm256_blendv_ps(m, _mm256_set1_ps(NAN), nan);
+        if (n == 8) {
+            _mm256_storeu_ps(yr + ow0, m);
+        } else {
+            float tmp[8];
+            _mm256_storeu_ps(tmp, m);
+            for (int l = 0; l < n; ++l) yr[ow0 + l] = tmp[l];
+        }
+    }
+}
 #endif
 
 void decaf_max_pool_values(const float *x, float *y, int B, int C, int H, int W,
@@ -113,9 +164,14 @@ void decaf_max_pool_values(const float *x, float *y, int B, int C, int H, int W,
         for (int oh = 0; oh < Ho; ++oh) {
             const int hs = imax(oh * sh - pad_top, 0), he = imin(oh * sh - pad_top + kh, H);
             float *yr = y + bc * Ho * Wo + (ptrdiff_t)oh * Wo;
-#ifdef __AVX512F__
+#if defined(__AVX512F__)
             if (sw <= 2) {
                 max_pool_row16(xp, W, hs, he, yr, Wo, kw, sw, pad_left, x, x + planes * H * W);
+                continue;
+            }
+#elif defined(__AVX2__)
+            if (sw <= 2) {
+                max_pool_row8(xp, W, hs, he, yr, Wo, kw, sw, pad_left, x, x + planes * H * W);
                 continue;
             }
 #endif

@@ -5,6 +5,8 @@
 #ifndef DECAF_POOL_H
 #define DECAF_POOL_H
 
+#include "isa.h"   /* first: the names of this header in a per-ISA compile */
+
 /* argmax[b, c, oh, ow] = h*W + w of the window's maximum, the first one in row-major order on
  * ties; only real pixels are candidates. A window with no real pixel gives -inf and argmax -1. */
 void decaf_max_pool_forward(const float *x, float *y, int *argmax, int B, int C, int H, int W,

@@ -90,6 +90,14 @@ def gemm(a, b, out):
     return np.matmul(a, b, out=out)
 
 
+def blas_threads():
+    """The thread count of decaf's own OpenBLAS (1: the kernels call it from each of decaf's
+    threads), or None when it is not loaded."""
+    if _lib is None:
+        return None
+    return int(_lib.scipy_openblas_get_num_threads())
+
+
 def blas_info():
     """A short description of the BLAS decaf's kernels use, for the profiler and benchmarks."""
     if _lib is not None:

@@ -52,10 +52,24 @@ class Param(Blob):
     """A learnable blob with its learning-rate and weight-decay multipliers."""
 
     def __init__(self, shape, name="", lr_mult=1.0, decay_mult=1.0, learnable=True):
+        self.touched = 0
         super().__init__(shape, np.float32, name)
         self.lr_mult = float(lr_mult)
         self.decay_mult = float(decay_mult)
         self.learnable = learnable
+
+    # ``data`` counts its look-ups in ``touched``: every write goes through one (``p.data[...] = v``,
+    # ``p.data -= g``, ``set``), so a copy derived from the parameter (decaf/optimize.py's folded
+    # weights) can tell that it may be stale and recompute itself.
+    @property
+    def data(self):
+        self.touched += 1
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self.touched += 1
+        self._data = value
 
     @property
     def trained(self):

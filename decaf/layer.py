@@ -172,6 +172,17 @@ class Layer:
         activation's top when it is a new blob). Return True when this layer will apply it."""
         return False
 
+    def identity_at_inference(self):
+        """Is this layer y = x at test time (one bottom, one top of the same shape)? The graph
+        optimizer (decaf/optimize.py) then removes it. Train-only layers (Dropout) are."""
+        return "train_only" in self.roles
+
+    def bottom_slices(self):
+        """For a layer whose top is its bottoms side by side (Concat), after ``reshape``: for each
+        bottom, the index of the top that holds it; else None. The graph optimizer then lets the
+        producers write into the top (zero-copy concatenation)."""
+        return None
+
     def to_onnx(self, g):
         """Write this layer into the ONNX graph being built (``g``: io/onnx_convert.py's writer)."""
         raise ValueError(f"layer {self.name!r}: decaf type {self.type_name!r} cannot be exported to ONNX")

@@ -22,14 +22,17 @@ from .blob import Blob
 from .errors import ShapeError, SpecError
 from .exclusive import exclusive
 from .layer import create_layer
+from .optimize import Graph, Step, enabled_by_default
 from .param_schema import ParamBudget
 
 PHASES = ("train", "test")
 
 
 class Net:
-    def __init__(self, spec, phase="test", seed=0, force_backward=False, init=True):
-        """``init=False`` skips the weight fillers (zeros), for nets whose weights are loaded next."""
+    def __init__(self, spec, phase="test", seed=0, force_backward=False, init=True, optimize=None):
+        """``init=False`` skips the weight fillers (zeros), for nets whose weights are loaded next.
+        ``optimize``: run the graph optimizer's forward in the test phase (decaf/optimize.py);
+        None: on unless ``DECAF_OPTIMIZE=0``."""
         import decaf.layers  # noqa: F401  (registers every layer type)
 
         self.spec = spec
@@ -57,12 +60,15 @@ class Net:
         self.trained_only = False
         self._find_grad_needs()
         self._fuse_epilogues()
+        self._graph = None             # the optimized forward, built at the first one that uses it
+        self._rerun = None             # outputs of the last forward if it ran optimized (see backward)
+        self.optimize = enabled_by_default() if optimize is None else optimize
 
     @classmethod
-    def from_arrays(cls, spec, arrays, phase="test", seed=0, force_backward=False):
+    def from_arrays(cls, spec, arrays, phase="test", seed=0, force_backward=False, optimize=None):
         """The net of ``spec`` with its parameters copied from ``arrays`` (name -> array): every
         parameter must be given, with its shape (``load_params``). The fillers do not run."""
-        net = cls(spec, phase=phase, seed=seed, force_backward=force_backward, init=False)
+        net = cls(spec, phase=phase, seed=seed, force_backward=force_backward, init=False, optimize=optimize)
         net.load_params(arrays)
         return net
 
@@ -239,6 +245,49 @@ class Net:
         self._find_grad_needs()
         return self
 
+    # ---- the optimized forward --------------------------------------------------
+    @property
+    def optimize(self):
+        """Whether forward in the test phase runs the optimized graph (decaf/optimize.py)."""
+        return self._optimize
+
+    @optimize.setter
+    def optimize(self, value):
+        self._optimize = bool(value)
+
+    def optimized_graph(self):
+        """The optimized forward (``decaf.optimize.Graph``) when forward uses it now (test phase,
+        ``optimize`` on, no ``force_backward``), else None."""
+        if not (self._optimize and self.phase == "test" and not self._force_backward):
+            return None
+        if self._graph is None:
+            if not Graph.applies_to(self):
+                return None
+            self._graph = Graph(self)
+        return self._graph
+
+    def forward_steps(self, outputs=None):
+        """[Step]: the per-layer calls ``forward`` makes for ``outputs`` (all: None), in order;
+        ``step()`` runs one (``decaf profile`` times each)."""
+        graph = self.optimized_graph()
+        steps = graph.plan(outputs) if graph is not None else None
+        if steps is not None:
+            graph.refresh()
+            return steps
+        return self._written_steps(outputs)
+
+    def output_blob(self, name):
+        """The Blob holding blob ``name``'s values once the steps of ``forward_steps`` have run (in
+        the optimized graph a removed identity's top is read from its bottom)."""
+        graph = self.optimized_graph()
+        return graph.blob(name) if graph is not None else self.blobs[name]
+
+    def _written_steps(self, outputs):
+        """The steps of the net as written (no optimization). Every layer's forward is called, a
+        fused activation's too: it knows it is fused and does nothing (wrappers see every layer)."""
+        return [Step(layer, self.bottoms[layer.name], self.tops[layer.name])
+                for layer in self.plan(outputs)]
+
     # ---- running --------------------------------------------------------------
     def set_phase(self, phase):
         if phase not in PHASES:
@@ -253,6 +302,8 @@ class Net:
             self.blobs[name].reshape((batch_size,) + shape)
         for layer in self.order:
             self._reshape_layer(layer)
+        if self._graph is not None:
+            self._graph.reshape()
         self.batch_size = batch_size
 
     def _reshape_layer(self, layer):
@@ -332,15 +383,24 @@ class Net:
         with exclusive(self, "forward"):
             inputs, outputs = self._forward_args(inputs, outputs)
             inputs = dict(inputs or {}, **kw)
-            plan = self.plan(outputs)
+            graph = self.optimized_graph()
+            plan = graph.plan(outputs) if graph is not None else None
+            optimized = plan is not None
+            if not optimized:
+                plan = self._written_steps(outputs)
             needed = [n for n in self.input_shapes if any(
-                self.blobs[n] in self.bottoms[layer.name] for layer in plan)] if outputs is not None else None
+                self.blobs[n] in step.bottoms for step in plan)] if outputs is not None else None
             if inputs:
                 self.set_inputs(inputs, needed)
-            for layer in plan:
-                layer.forward(self.bottoms[layer.name], self.tops[layer.name])
+            if optimized:
+                graph.refresh()
+            self._rerun = None
+            for step in plan:
+                step()
+            self._rerun = (outputs,) if optimized else None
             names = self.output_names if outputs is None else outputs
-            return {n: self.blobs[n].data.copy() for n in names}
+            blob = graph.blob if optimized else self.blobs.__getitem__
+            return {n: blob(n).data.copy() for n in names}
 
     def loss(self):
         """The weighted sum of the loss layers' outputs from the last forward."""
@@ -369,6 +429,14 @@ class Net:
         (decaf profile times each one)."""
         return list(self._backward_steps)
 
+    def _rerun_as_written(self):
+        """If the last forward ran the optimized graph, run it again as written: backward reads
+        the state every layer keeps from its forward (and the blobs the graph skipped)."""
+        if self._rerun is not None:
+            for step in self._written_steps(self._rerun[0]):
+                step()
+            self._rerun = None
+
     def backward(self, diffs=None):
         """Backpropagate from the loss layers (weighted by loss_weight) and ``diffs``.
 
@@ -378,6 +446,7 @@ class Net:
         Returns {input: diff copy}. One thread at a time (decaf/exclusive.py).
         """
         with exclusive(self, "backward"):
+            self._rerun_as_written()       # after an optimized forward (decaf/optimize.py)
             self.seed_diffs(diffs)
             for _, step in self._backward_steps:
                 step()
@@ -405,6 +474,7 @@ class Net:
 
     def astype(self, dtype):
         """Switch every blob and parameter to ``dtype`` (float64 for gradient checks)."""
+        self._graph = self._rerun = None      # folded layers are rebuilt in the new dtype
         for blob in list(self.blobs.values()) + list(self.params.values()):
             blob.astype(dtype)
         for layer in self.order:

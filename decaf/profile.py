@@ -9,8 +9,9 @@ How the times are taken (docs/profiling.md says how to read them):
 
 * Random inputs of ``batch`` examples (standard normal data; integer labels below the class count
   for the label bottom of a SoftmaxWithLoss) are set once.
-* Each iteration runs one *instrumented* pass -- every layer's ``forward(bottoms, tops)`` in the
-  net's order, each call timed on its own with ``time.perf_counter`` -- and one *whole* pass,
+* Each iteration runs one *instrumented* pass -- the calls ``net.forward`` makes
+  (``net.forward_steps()``: in the test phase the optimized graph's layers, decaf/optimize.py),
+  each timed on its own with ``time.perf_counter`` -- and one *whole* pass,
   ``net.forward()``, timed as a whole. The per-layer calls are exactly the calls ``net.forward``
   makes, so the per-layer times are a decomposition of a pass: their sum must match the whole pass
   (the header shows the difference; the tests hold it within 10 %). The two kinds of pass alternate
@@ -283,22 +284,23 @@ class _Passes:
 
     def __init__(self, net, output_diffs):
         self.net = net
-        self.fwd = [(layer.forward, net.bottoms[layer.name], net.tops[layer.name]) for layer in net.order]
+        self.steps = net.forward_steps()    # Net.forward's own per-layer calls (the optimized graph's)
+        self.graph = net.optimized_graph()
         # Net.backward's own per-layer calls, so the layer times are of exactly what it runs
         steps = net.backward_steps()
         self.bwd_layers = [layer for layer, _ in steps]
         self.bwd = [step for _, step in steps]
         self.output_diffs = output_diffs
-        self.fwd_times = [[] for _ in self.fwd]
+        self.fwd_times = [[] for _ in self.steps]
         self.bwd_times = [[] for _ in self.bwd]
         self.net_fwd, self.net_bwd = [], []
 
     def layers_forward(self, keep):
         clock = time.perf_counter
         times = []
-        for forward, bottoms, tops in self.fwd:
+        for step in self.steps:
             t0 = clock()
-            forward(bottoms, tops)
+            step()
             times.append(clock() - t0)
         if keep:
             for store, t in zip(self.fwd_times, times):
@@ -352,11 +354,12 @@ def profile(net, batch=10, iters=10, warmup=2, backward=False, threads=None, pro
     if batch < 1 or iters < 1 or warmup < 0:
         raise ValueError(f"need batch >= 1, iters >= 1 and warmup >= 0 (got {batch}, {iters}, {warmup})")
     phase = phase or ("train" if backward else "test")
-    old_phase = net.phase
+    old_phase, old_optimize = net.phase, net.optimize
     frozen = {k: p.data.copy() for k, p in net.params.items() if not p.learnable}
     notes = list(notes)
     try:
         net.set_phase(phase)
+        net.optimize = old_optimize and not backward    # a backward needs the forward as written
         inputs = random_inputs(net, batch, seed)
         net.forward(inputs)     # sizes every blob for the batch
         rng = np.random.default_rng(seed + 1)
@@ -385,14 +388,15 @@ def profile(net, batch=10, iters=10, warmup=2, backward=False, threads=None, pro
                 bar.close()
     finally:
         net.set_phase(old_phase)
+        net.optimize = old_optimize
         for k, value in frozen.items():
             net.params[k].data[...] = value
 
     # ---- assemble ----
     bwd_index = {layer.name: i for i, layer in enumerate(passes.bwd_layers)}
     layers, fused = [], []
-    for layer, times in zip(net.order, passes.fwd_times):
-        bottoms, tops = net.bottoms[layer.name], net.tops[layer.name]
+    for step, times in zip(passes.steps, passes.fwd_times):
+        layer, bottoms, tops = step.layer, step.bottoms, step.tops
         bshapes, tshapes = [b.shape for b in bottoms], [t.shape for t in tops]
         macs = layer.macs(bshapes, tshapes)
         flops = 2 * macs + layer.ops(bshapes, tshapes)
@@ -404,7 +408,7 @@ def profile(net, batch=10, iters=10, warmup=2, backward=False, threads=None, pro
             params=int(sum(p.data.size for p in layer.blobs if p.learnable)),
             forward_ms=med, forward_min_ms=lo, forward_max_ms=hi,
             gflops=_gflops(flops * batch, med), intensity=flops * batch / nbytes if nbytes else 0.0, share=0.0)
-        if getattr(layer, "fused", False):   # its forward ran inside the layer before it
+        if step.fused:   # its forward ran inside the layer before it
             entry.gflops = 0.0
             fused.append(layer.name)
         if backward:
@@ -436,6 +440,9 @@ def profile(net, batch=10, iters=10, warmup=2, backward=False, threads=None, pro
 
     fwd = _stats(passes.net_fwd)
     bwd = _stats(passes.net_bwd) if backward else (None, None, None)
+    graph = passes.graph
+    if graph is not None:
+        notes += [f"graph optimizer: {line}" for line in graph.summary()] or ["graph optimizer: nothing to rewrite"]
     if fused:
         notes.append(f"{', '.join(fused)}: applied inside the convolution before each (fused); their forward "
                      "time is counted there")

@@ -34,6 +34,7 @@ import copy
 import numpy as np
 
 from ..layer import LAYERS, Layer
+from ..optimize import fold_channel_affines
 
 __all__ = ["fold_batchnorm"]
 
@@ -124,16 +125,12 @@ def _fold(conv, bn, scale, arrays):
     w = _get(arrays, conv, "weight")
     k = w.shape[0]
     has_bias = _params(conv)["bias_term"]
-    b = _get(arrays, conv, "bias") if has_bias else np.zeros(k)
-    s, shift = _affine(bn, arrays)
-    if np.shape(s) != (k,):
-        raise ValueError(f"fold_batchnorm: layer {bn['name']!r} has {np.shape(s)} statistics for the "
+    b = _get(arrays, conv, "bias") if has_bias else None
+    affines = [_affine(bn, arrays)] + ([_affine(scale, arrays)] if scale is not None else [])
+    if np.shape(affines[0][0]) != (k,):
+        raise ValueError(f"fold_batchnorm: layer {bn['name']!r} has {np.shape(affines[0][0])} statistics for the "
                          f"{k} outputs of {conv['name']!r}")
-    if scale is not None:
-        g, h = _affine(scale, arrays)
-        s, shift = s * g, shift * g + h
-    new_w = w * s.reshape((k,) + (1,) * (w.ndim - 1))
-    new_b = s * b + shift
+    new_w, new_b = fold_channel_affines(w, b, affines)      # the graph optimizer's arithmetic, in float64
     arrays[f"{conv['name']}.weight"] = new_w.astype(np.float32)
     arrays[f"{conv['name']}.bias"] = new_b.astype(np.float32)
     conv["bias_term"] = True

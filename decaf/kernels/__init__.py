@@ -14,8 +14,9 @@ pads=(pad_top, pad_left, pad_bottom, pad_right); output sizes are implied by the
 (or given as out_hw for im2col/col2im). Bad dtypes, shapes or layouts raise ValueError.
 
 This module owns one runtime decision, the backend. The others it asks of their owners: the
-thread count is decaf.threads's (``decaf.set_num_threads``), and the SGEMM that the convolution
-kernels call is decaf.blas's, asked once, on the first such call.
+thread count is decaf.threads's (``decaf.set_num_threads``), the instruction set variant of the
+compiled kernels is decaf.cpu's (``$DECAF_ISA``, imported with this package), and the SGEMM that
+the convolution kernels call is decaf.blas's, asked once, on the first such call.
 """
 import contextlib
 import functools
@@ -41,6 +42,10 @@ except ImportError as error:  # not built, or built for another Python / machine
     _compiled_error = f"{type(error).__name__}: {error}"
 else:
     _compiled_error = None
+
+# The instruction set variant of the compiled kernels (generic / avx2 / avx512) is decaf.cpu's
+# decision, made when it is imported: from CPUID, or $DECAF_ISA.
+from .. import cpu  # noqa: E402,F401
 
 _FLOAT64 = np.dtype(np.float64)
 BACKENDS = ("compiled", "numpy")

@@ -10,6 +10,14 @@ weights). Outputs must not overlap inputs. The C calls release the GIL.
 from operator import index as _index
 
 
+cdef extern from "isa.h":
+    int DECAF_ISA_COUNT
+    const char *decaf_isa_name(int isa) nogil
+    int decaf_isa_supported(int isa) nogil
+    int decaf_isa_best() nogil
+    int decaf_isa_select(int isa) nogil
+    int decaf_isa_current() nogil
+
 cdef extern from "threads.h":
     void decaf_set_num_threads(int n) nogil
     int decaf_get_num_threads() nogil
@@ -30,7 +38,7 @@ cdef extern from "conv.h":
     ctypedef enum decaf_conv_split:
         DECAF_SPLIT_GROUPS, DECAF_SPLIT_ROWS, DECAF_SPLIT_CHANNELS
     ctypedef struct decaf_conv_plan:
-        int threads, backward, direct, by_image
+        int isa, threads, backward, direct, by_image
         decaf_conv_split split
         int block
         Py_ssize_t cols, partial, slot
@@ -90,6 +98,41 @@ def set_num_threads(int n):
 def get_num_threads():
     """Threads decaf's own loops use."""
     return decaf_get_num_threads()
+
+
+# ---- instruction set variant (decaf.cpu decides which; csrc/isa.h) ---------------------------
+
+def isa_variants():
+    """The names of the kernel variants, in order: ("generic", "avx2", "avx512")."""
+    return tuple(decaf_isa_name(i).decode() for i in range(DECAF_ISA_COUNT))
+
+
+def isa_supported(str name):
+    """True when the variant is built into this extension and the CPU runs it."""
+    return bool(decaf_isa_supported(_isa_number(name)))
+
+
+def isa_best():
+    """The best variant this CPU runs (what runs unless isa_select chose another)."""
+    return decaf_isa_name(decaf_isa_best()).decode()
+
+
+def isa_current():
+    """The variant the kernels use now."""
+    return decaf_isa_name(decaf_isa_current()).decode()
+
+
+def isa_select(str name):
+    """Use this variant from now on; ValueError when unknown, RuntimeError when not supported."""
+    if decaf_isa_select(_isa_number(name)) != 0:
+        raise RuntimeError(f"kernel variant {name!r} is not supported here")
+
+
+def _isa_number(str name):
+    names = isa_variants()
+    if name not in names:
+        raise ValueError(f"unknown kernel variant {name!r}; choose one of {names}")
+    return names.index(name)
 
 
 # ---- argument checks -------------------------------------------------------------------------
@@ -370,7 +413,8 @@ def conv_plan(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_h
                                         dilation, out_hw)
     cdef int n = decaf_get_num_threads() if threads is None else _ints((threads,), "threads", 1, 1)[0]
     cdef decaf_conv_plan p = decaf_conv_make_plan(&g, n, backward)
-    return {"threads": p.threads, "backward": bool(p.backward), "direct": bool(p.direct),
+    return {"isa": decaf_isa_name(p.isa).decode(), "threads": p.threads, "backward": bool(p.backward),
+            "direct": bool(p.direct),
             "by_image": bool(p.by_image), "split": _SPLITS[p.split], "block": p.block, "cols": p.cols,
             "partial": p.partial, "slot": p.slot, "slots": p.slots, "work": p.work}
 

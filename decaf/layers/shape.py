@@ -123,6 +123,9 @@ class Concat(Layer):
             yield tuple(index)
             start += size
 
+    def bottom_slices(self):
+        return list(self._slices())
+
     def forward(self, bottom, top):
         for blob, index in zip(bottom, self._slices()):
             top[0].data[index] = blob.data

@@ -89,17 +89,17 @@ class Engine:
             raise RuntimeError("Engine.run called from a second thread: a decaf Net must be driven by one "
                                "thread only (the server's inference thread)")
         net = self.net
-        plan = net.plan(list(outputs))
+        plan = net.forward_steps(list(outputs))     # Net.forward's calls (the optimized graph's)
         clock = time.perf_counter
         start = clock()
         by_group = {}
         with exclusive(net, "forward"):      # what Net.forward holds: anyone else using this net is refused
             net.set_inputs({self.input_name: x})
-            for layer in plan:
+            for step in plan:
                 t0 = clock()
-                layer.forward(net.bottoms[layer.name], net.tops[layer.name])
-                by_group[layer.group] = by_group.get(layer.group, 0.0) + (clock() - t0) * 1e3
-            result = {n: net.blobs[n].data.copy() for n in outputs}
+                step()
+                by_group[step.layer.group] = by_group.get(step.layer.group, 0.0) + (clock() - t0) * 1e3
+            result = {n: net.output_blob(n).data.copy() for n in outputs}
         return result, {"forward_ms": (clock() - start) * 1e3, "by_group": by_group}
 
     # ---- description -----------------------------------------------------------------------

@@ -22,17 +22,10 @@ from test_kernels import random_geometry, torch  # noqa: F401  (torch: the fixtu
 _compiled = kernels._compiled
 
 
-def _cpu_has_avx512():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "avx512f" in f.read().split()
-    except OSError:
-        return False
-
-
-# the direct convolution is compiled only for AVX-512 (-march=native); elsewhere conv_forward falls
-# back to im2col + GEMM, and the tests below still compare its results
-DIRECT = _cpu_has_avx512()
+# the direct convolution exists in the AVX2 and AVX-512 kernel variants (csrc/direct_conv.c); the
+# generic one (DECAF_ISA=generic, or a CPU without AVX2) falls back to im2col + GEMM, and the tests
+# below still compare its results
+DIRECT = _compiled is not None and _compiled.isa_current() in ("avx2", "avx512")
 needs_blas = pytest.mark.skipif(_compiled is None or not blas.have_own_blas(),
                                 reason="compiled kernels or decaf's OpenBLAS not available")
 

@@ -147,13 +147,15 @@ def plan_args(shape):
     return ((B, C, H, W), (K, C // G, kh, kw), G, (kh, kw), (sh, sw), (pad,) * 4, (1, 1), (Ho, Wo))
 
 
-def old_direct_work(shape, threads):
-    """The direct convolution's scratch as direct_conv.c sized it: packed weights, then a packed
-    (zero-padded, tile-rounded) image per thread, or one shared when B < threads; + 16 to align."""
+def old_direct_work(shape, threads, isa="avx512"):
+    """The direct convolution's scratch as direct_conv.c sizes it: packed weights, then a packed
+    (zero-padded, tile-rounded) image per thread, or one shared when B < threads; + 16 to align.
+    The AVX2 kernel's tiles end at Wo: no rounding."""
     B, C, H, W, K, G, kh, kw, sh, sw, pad, Ho, Wo = shape
     ceil_to = lambda v, m: -(-v // m) * m                                            # noqa: E731
     tile = 13 if ceil_to(Wo, 13) < ceil_to(Wo, 14) else 14
-    packed_input = C * ((Ho - 1) * sh + kh) * ((ceil_to(Wo, tile) - 1) * sw + kw)
+    cols = Wo if isa == "avx2" else ceil_to(Wo, tile)
+    packed_input = C * ((Ho - 1) * sh + kh) * ((cols - 1) * sw + kw)
     return K * (C // G) * kh * kw + (threads if B >= threads else 1) * packed_input + 16
 
 
@@ -163,7 +165,8 @@ def test_plan_partitions_as_the_old_work_size_functions(shape, sizes):
     for threads_, (forward, backward) in enumerate(sizes, start=1):
         fwd = _compiled.conv_plan(*plan_args(shape), backward=False, threads=threads_)
         bwd = _compiled.conv_plan(*plan_args(shape), backward=True, threads=threads_)
-        assert fwd["work"] == (old_direct_work(shape, threads_) if fwd["direct"] else forward), (shape, threads_)
+        assert fwd["work"] == (old_direct_work(shape, threads_, fwd["isa"]) if fwd["direct"] else forward), \
+            (shape, threads_)
         assert bwd["work"] == backward and not bwd["direct"], (shape, threads_)
         for plan in (fwd, bwd):
             assert plan["threads"] == threads_ and plan["by_image"] == (shape[0] >= threads_)

@@ -1,0 +1,383 @@
+"""The graph optimizer: the forward a test-phase net runs, rewritten once at its first forward.
+
+Every net gets it (zoo, converted, imported), unless ``Net(..., optimize=False)`` or
+``DECAF_OPTIMIZE=0``. It runs only in the test phase and only when the net does not force
+backward; training and gradient checks run the net as written. The passes ask the layers
+(decaf/layer.py), never their type names:
+
+1. **Identity elimination.** A layer that is y = x at inference (``identity_at_inference``:
+   Dropout) is dropped; its readers read its bottom, and its top's name resolves to the bottom.
+2. **Affine folding.** A layer that is a per-channel affine at inference (``affine_at_inference``
+   and ``inference_affine``: BatchNorm, Scale) whose bottom is read only by it and written by a
+   layer that ``absorbs_channel_affine`` (Convolution, InnerProduct) is folded into that layer:
+   for s, t the affine's scale and shift, W'_k = s_k W_k and b'_k = s_k b_k + t_k, repeatedly
+   (conv -> BatchNorm -> Scale is one conv). The folded layer is a new instance of the producer's
+   type with those weights, writing the last affine's top; the net's own layers and parameters
+   are left as they are (saving, ``param_arrays`` and training see the net as written).
+3. **Activation fusion.** The folded layer is offered the activation that reads its top first
+   (``epilogue`` / ``fuse_epilogue``, as ``Net`` does for the layers as written): conv -> BN ->
+   ReLU becomes one convolution whose kernel applies the ReLU as it writes.
+4. **Dead-layer elimination.** A layer none of whose outputs is read any more, nor an output of
+   the net, is dropped (a net as written has none: every unread blob is an output; the passes
+   above can leave some).
+5. **Zero-copy concatenation.** A layer whose top is its bottoms side by side (``bottom_slices``:
+   Concat) gets bottoms that are views of its top, so that their producers write into it, when
+   each bottom has one producer and no other reader and the views are contiguous (along the
+   channels: at batch 1). It copies as usual at other batch sizes.
+
+A folded layer's weights are derived from the net's parameters. Every write into a parameter
+goes through ``Param.data`` (``Param.touched`` counts the look-ups), so before each forward the
+folded layers whose sources were looked up since they were folded recompute their weights
+(``load_params``, a solver step, ``p.data[...] = ...``; not a write through an array reference
+kept from before the fold).
+
+Blob names stay valid: ``forward(outputs=[name])`` for a blob the optimized graph no longer
+computes (a convolution's output before its folded BatchNorm) runs the net as written for that
+call. ``backward`` after an optimized forward (test phase) first reruns that forward as written,
+so that every layer has the state its backward reads.
+"""
+import os
+
+import numpy as np
+
+from .layer import create_layer
+
+__all__ = ["Graph", "Step", "enabled_by_default", "fold_channel_affines"]
+
+
+def enabled_by_default():
+    """The default of ``Net(optimize=None)``: on, unless ``DECAF_OPTIMIZE`` is 0, false, no or off."""
+    return os.environ.get("DECAF_OPTIMIZE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def fold_channel_affines(weight, bias, affines, out_weight=None):
+    """(W', b') for a layer y_k = W_k x + b_k followed by per-channel affines y -> s y + t, applied in
+    order: W'_k = S_k W_k, b'_k = S_k b_k + T_k (S, T the composition, in float64). ``bias`` None is
+    0. W' is computed in W's dtype (one rounding), into ``out_weight`` when given."""
+    k = weight.shape[0]
+    scale, shift = np.ones(k), np.zeros(k)
+    for s, t in affines:
+        s, t = np.broadcast_to(np.asarray(s, np.float64), (k,)), np.broadcast_to(np.asarray(t, np.float64), (k,))
+        scale, shift = scale * s, shift * s + t
+    b = np.zeros(k) if bias is None else np.asarray(bias, np.float64)
+    if out_weight is None:
+        out_weight = np.empty_like(weight)
+    np.multiply(weight.reshape(k, -1), scale.astype(weight.dtype)[:, None], out=out_weight.reshape(k, -1))
+    return out_weight, scale * b + shift
+
+
+class Step:
+    """One layer's forward with its blobs fixed. ``fused``: the layer before applies it (nothing to
+    run); ``writes``: the blobs it fills (its tops and a fused activation's)."""
+    __slots__ = ("layer", "bottoms", "tops", "writes", "fused")
+
+    def __init__(self, layer, bottoms, tops, fused=False):
+        self.layer, self.bottoms, self.tops, self.fused = layer, list(bottoms), list(tops), fused
+        self.writes = list(tops)
+
+    def __call__(self):
+        if not self.fused:
+            self.layer.forward(self.bottoms, self.tops)
+
+    def __repr__(self):
+        return f"Step({self.layer!r}{', fused' if self.fused else ''})"
+
+
+class _ConcatInPlace(Step):
+    """A concatenation whose bottoms are views of its top (``views``, set by ``Graph._place``): their
+    producers wrote into it, nothing is left to copy. Copies as usual when a bottom is not its view
+    (another batch size: the blobs were reallocated)."""
+    __slots__ = ("views",)
+
+    def __init__(self, step):
+        super().__init__(step.layer, step.bottoms, step.tops)
+        self.views = None
+
+    def __call__(self):
+        views, top = self.views, self.tops[0].data
+        root = top if top.base is None else top.base        # (a view's base is the array owning the memory)
+        if views is None or any(b.data is not v or v.base is not root for b, v in zip(self.bottoms, views)):
+            self.layer.forward(self.bottoms, self.tops)
+
+
+class _Folded:
+    """A producer with the affines after it folded in: the new layer and what it was made from."""
+
+    def __init__(self, source, step):
+        self.source, self.step, self.affines, self.layer, self.seen = source, step, [], None, None
+
+    def sources(self):
+        return [p for layer in [self.source] + self.affines for p in layer.blobs]
+
+    def _touched(self):
+        """The sources' look-ups so far: counters only grow, so an equal sum means none changed."""
+        return sum(p.touched for p in self.params)
+
+    def refold(self):
+        """Recompute the folded weight and bias from the sources' current values."""
+        params = {p.name[len(self.layer.name) + 1:]: p for p in self.layer.blobs}
+        src = {p.name[len(self.source.name) + 1:]: p.data for p in self.source.blobs}
+
+        def getter(layer):
+            values = {p.name[len(layer.name) + 1:]: p.data for p in layer.blobs}
+            return lambda pname: np.asarray(values[pname], np.float64)
+
+        affines = [type(a).inference_affine(a.p, getter(a)) for a in self.affines]
+        weight = params["weight"]
+        if weight.data.dtype != src["weight"].dtype:
+            for p in self.layer.blobs:
+                p.astype(src["weight"].dtype)
+        _, b = fold_channel_affines(src["weight"], src.get("bias"), affines, out_weight=weight.data)
+        params["bias"].data[...] = b
+        self.params = self.sources()
+        self.seen = self._touched()
+
+    def stale(self):
+        return self._touched() != self.seen
+
+
+class Graph:
+    """The optimized forward of ``net`` in the test phase (see the module docstring).
+
+    ``steps``: what a full forward runs; ``actions``: what the passes did, as (kind, layer names,
+    into) with kind "folded", "fused", "identity", "dead" or "concat" (written in place);
+    ``alias``: removed layers' top names
+    -> the Blob holding their values; ``missing``: blob names the graph no longer computes."""
+
+    def __init__(self, net):
+        self.net = net
+        self.actions = []
+        self.alias = {}
+        self.folded = []
+        steps = [Step(layer, net.bottoms[layer.name], net.tops[layer.name], fused=layer.fused)
+                 for layer in net.order]
+        producer = {id(t): s for s in steps for t in s.tops if not s.fused}
+        for step in steps:          # an activation the net fused into a new blob: its producer writes it
+            if step.fused and step.tops[0] is not step.bottoms[0] and id(step.bottoms[0]) in producer:
+                producer[id(step.bottoms[0])].writes.append(step.tops[0])
+        steps = self._remove_identities(steps)
+        steps = self._fold_affines(steps)
+        self._fuse_folded(steps)
+        self.steps = self._concat_in_place(self._remove_dead(steps))
+        written = {id(b) for s in self.steps for b in s.writes}
+        written |= {id(net.blobs[n]) for n in net.input_shapes}
+        self.missing = {name for name, blob in net.blobs.items()
+                        if id(blob) not in written and name not in self.alias}
+        for group in self.folded:
+            group.refold()
+        self._place()
+        self._plans = {}
+
+    @staticmethod
+    def applies_to(net):
+        """False for a net with a layer working in place on an input blob (rerunning a forward as
+        written, for backward or for a blob the graph does not compute, would apply it twice)."""
+        inputs = {id(net.blobs[n]) for n in net.input_shapes}
+        return not any(id(t) in inputs for layer in net.order for t in net.tops[layer.name])
+
+    # ---- passes -------------------------------------------------------------------------------
+    def _remove_identities(self, steps):
+        kept = []
+        rewire = {}                     # id(removed top) -> the blob to read instead
+        for step in steps:
+            step.bottoms = [rewire.get(id(b), b) for b in step.bottoms]
+            layer = step.layer
+            if (len(step.bottoms) == 1 and len(step.tops) == 1 and layer.identity_at_inference()
+                    and step.tops[0].shape == step.bottoms[0].shape):
+                top, bottom = step.tops[0], step.bottoms[0]
+                written_in_place = any(top in s.tops and top in s.bottoms for s in steps if s is not step)
+                if top is bottom or not written_in_place:
+                    if top is not bottom:
+                        rewire[id(top)] = bottom
+                        self.alias[top.name] = bottom
+                        for name, blob in list(self.alias.items()):    # an alias of an alias
+                            if blob is top:
+                                self.alias[name] = bottom
+                    self.actions.append(("identity", [layer.name], None))
+                    continue
+            kept.append(step)
+        return kept
+
+    def _fold_affines(self, steps):
+        aliased = {id(b) for b in self.alias.values()}
+        groups = {}                     # id(step) -> _Folded
+        removed = set()
+        readers_of = {}                 # id(blob) -> steps reading it (folding changes no step's bottoms)
+        for step in steps:
+            for b in {id(b) for b in step.bottoms}:
+                readers_of.setdefault(b, []).append(step)
+        for step in steps:
+            layer = step.layer
+            if not layer.absorbs_channel_affine or len(step.tops) != 1 or step.fused:
+                continue
+            while True:
+                top = step.tops[0]
+                readers = [s for s in readers_of.get(id(top), []) if id(s) not in removed]
+                if len(readers) != 1 or id(top) in aliased or top.name in self.net.output_names:
+                    break
+                affine = readers[0]
+                a = affine.layer
+                if (len(affine.bottoms) != 1 or len(affine.tops) != 1 or affine.tops[0] is top
+                        or not type(a).affine_at_inference(a.p) or affine.tops[0].shape != top.shape):
+                    break
+                group = groups.get(id(step))
+                if group is None:
+                    group = groups[id(step)] = _Folded(layer, step)
+                    self.folded.append(group)
+                group.affines.append(a)
+                step.tops = step.writes = [affine.tops[0]]
+                removed.add(id(affine))
+        for group in self.folded:
+            group.layer = self._derive(group)
+            group.step.layer = group.layer
+            self.actions.append(("folded", [a.name for a in group.affines], group.source.name))
+        return [s for s in steps if id(s) not in removed]
+
+    def _derive(self, group):
+        """A new layer of the producer's type, with a bias, writing the last affine's top."""
+        source, step = group.source, group.step
+        spec = dict(source.p, name=source.name, type=source.type_name, bottom=list(source.bottom_names),
+                    top=[step.tops[0].name], bias_term=True)
+        layer = create_layer(spec)
+        layer.setup([b.shape for b in step.bottoms], None)      # zeros: refold fills them
+        layer.phase, layer.rng = "test", source.rng
+        self._reshape(layer, step)
+        return layer
+
+    @staticmethod
+    def _reshape(layer, step):
+        shapes = layer.reshape([b.shape for b in step.bottoms])
+        if [tuple(s) for s in shapes] != [t.shape for t in step.tops]:
+            raise AssertionError(f"folded layer {layer.name!r}: output {shapes} != {[t.shape for t in step.tops]}")
+
+    def _fuse_folded(self, steps):
+        """Offer each folded layer the activation that reads its top first (as Net does)."""
+        position = {id(s): i for i, s in enumerate(steps)}
+        for group in self.folded:
+            step = group.step
+            top = step.tops[0]
+            reader = next((s for s in steps[position[id(step)] + 1:] if any(b is top for b in s.bottoms)), None)
+            if reader is None or reader.fused or len(reader.tops) != 1:
+                continue
+            epilogue = reader.layer.epilogue()
+            if epilogue is None:
+                continue
+            act_top = reader.tops[0]
+            in_place = act_top is top
+            if group.layer.fuse_epilogue(epilogue, in_place, None if in_place else act_top):
+                reader.fused = True
+                if not in_place:
+                    step.writes = step.writes + [act_top]
+                self.actions.append(("fused", [reader.layer.name], group.source.name))
+
+    def _remove_dead(self, steps):
+        wanted = {id(self.blob(n)) for n in self.net.output_names}
+        kept = []
+        for step in reversed(steps):
+            if any(id(b) in wanted for b in step.writes):
+                kept.append(step)
+                wanted.update(id(b) for b in step.bottoms)
+            else:
+                self.actions.append(("dead", [step.layer.name], None))
+        return kept[::-1]
+
+    def _concat_in_place(self, steps):
+        """Concatenations (``bottom_slices``) whose bottoms can be views of the top: each bottom is
+        written by one producer (not an input, not a Split's shared top), read by nothing but the
+        concatenation (and layers working in place before it), and nothing works in place on the
+        top. Whether the views are contiguous (batch 1 for channels) is decided by ``_place``."""
+        inputs = {id(self.net.blobs[n]) for n in self.net.input_shapes}
+        writers, readers = {}, {}
+        for step in steps:
+            if not step.fused:
+                for b in step.writes:
+                    writers.setdefault(id(b), []).append(step)
+            for b in {id(b): b for b in step.bottoms}:
+                readers.setdefault(b, []).append(step)
+
+        def in_place(step, blob):
+            return any(t is blob for t in step.tops) and any(b is blob for b in step.bottoms)
+
+        def placeable(step, blob):
+            producers = [w for w in writers.get(id(blob), []) if not in_place(w, blob)]
+            return (id(blob) not in inputs and len(producers) == 1 and "split" not in producers[0].layer.roles
+                    and all(r is step or in_place(r, blob) for r in readers[id(blob)]))
+
+        out = []
+        for step in steps:
+            top = step.tops[0] if len(step.tops) == 1 else None
+            if (top is not None and step.layer.bottom_slices() is not None
+                    and len({id(b) for b in step.bottoms}) == len(step.bottoms)
+                    and not any(in_place(w, top) for w in writers.get(id(top), []) + readers.get(id(top), []))
+                    and all(placeable(step, b) for b in step.bottoms)):
+                step = _ConcatInPlace(step)
+                self.actions.append(("concat", [step.layer.name], None))
+            out.append(step)
+        return out
+
+    def _place(self):
+        """Make the bottoms of each in-place concatenation views of its top, where every view is
+        contiguous (the kernels write contiguous arrays); a later concatenation first, since an
+        earlier one's top may be one of its bottoms."""
+        for step in reversed(self.steps):
+            if not isinstance(step, _ConcatInPlace):
+                continue
+            top = step.tops[0].data
+            views = [top[index] for index in step.layer.bottom_slices()]
+            if all(v.flags.c_contiguous and v.shape == b.shape for b, v in zip(step.bottoms, views)):
+                for b, v in zip(step.bottoms, views):
+                    b.data = v
+                step.views = views
+            else:
+                step.views = None
+
+    # ---- running --------------------------------------------------------------------------------
+    def blob(self, name):
+        """The Blob holding blob ``name``'s values after an optimized forward."""
+        return self.alias.get(name) or self.net.blobs[name]
+
+    def plan(self, outputs=None):
+        """The steps computing ``outputs`` (all when None), or None when one of them is a blob the
+        graph does not compute (the caller then runs the net as written)."""
+        key = None if outputs is None else tuple(outputs)
+        if key not in self._plans:
+            if outputs is None:
+                self._plans[key] = list(self.steps)
+            elif any(n in self.missing for n in outputs):
+                self._plans[key] = None
+            else:
+                wanted = {id(self.blob(n)) for n in outputs}
+                chosen = []
+                for step in reversed(self.steps):
+                    if any(id(b) in wanted for b in step.writes):
+                        chosen.append(step)
+                        wanted.update(id(b) for b in step.bottoms)
+                self._plans[key] = chosen[::-1]
+        return self._plans[key]
+
+    def reshape(self):
+        """After the net's blobs were resized (a new batch size): resize the folded layers."""
+        for group in self.folded:
+            self._reshape(group.layer, group.step)
+        self._place()
+
+    def refresh(self):
+        """Refold the folded layers whose parameters may have been written since their fold."""
+        for group in self.folded:
+            if group.stale():
+                group.refold()
+
+    # ---- what happened ----------------------------------------------------------------------------
+    def summary(self):
+        """One line per kind of rewrite, for ``decaf profile`` and ``Net.describe``."""
+        words = {"folded": "folded into the layer before", "fused": "fused into the layer before",
+                 "identity": "removed (identity at inference)", "dead": "removed (output not read)",
+                 "concat": "concatenations written in place by their producers (no copy at batch 1)"}
+        lines = []
+        for kind, text in words.items():
+            done = [(names, into) for k, names, into in self.actions if k == kind]
+            if done:
+                items = [f"{'+'.join(names)} -> {into}" if into else "+".join(names) for names, into in done]
+                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+                lines.append(f"{len(done)} {text}: {shown}")
+        return lines
