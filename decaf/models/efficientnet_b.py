@@ -1,4 +1,4 @@
-"""EfficientNet-B0..B3 (Tan & Le 2019), torchvision's layout (SiLU, squeeze-excitation).
+"""EfficientNet-B0..B4 (Tan & Le 2019), torchvision's layout (SiLU, squeeze-excitation).
 
 ``features.0``: 3x3/2 conv + BN + SiLU (keys .0, .1); stages ``features.1..7`` of MBConv blocks
 ``features.S.i.block``: [expand 1x1 + BN + SiLU (block.0)], depthwise kxk/s + BN + SiLU,
@@ -17,7 +17,7 @@ from .torchlayout import Builder, make_divisible
 STAGES = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
           (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1)]
 VARIANTS = {"efficientnet_b0": (1.0, 1.0, 0.2), "efficientnet_b1": (1.0, 1.1, 0.2),
-            "efficientnet_b2": (1.1, 1.2, 0.3), "efficientnet_b3": (1.2, 1.4, 0.3)}
+            "efficientnet_b2": (1.1, 1.2, 0.3), "efficientnet_b3": (1.2, 1.4, 0.3), "efficientnet_b4": (1.4, 1.8, 0.4)}
 
 
 def efficientnet_b_builder(arch="efficientnet_b0", num_classes=1000, input_size=224, width=None, depth=None,
