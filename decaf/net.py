@@ -372,7 +372,13 @@ class Net:
                 if kernels.copy_count_nonfinite(array.reshape(-1), data.reshape(-1)):
                     raise ValueError(f"input {name!r} contains NaN or inf")
             else:
-                data[...] = array
+                with np.errstate(over="ignore"):      # an overflow is refused just below, by name
+                    data[...] = array
+                # finite float64 (or int) values can still be beyond float32's range: inf after the cast
+                if data.dtype != array.dtype and np.issubdtype(data.dtype, np.floating) \
+                        and not np.all(np.isfinite(data)):
+                    raise ValueError(f"input {name!r} has values beyond the range of {data.dtype} "
+                                     f"(largest magnitude {float(np.max(np.abs(array))):.3g})")
 
     def forward(self, inputs=None, outputs=None, **kw):
         """Run the net; return {name: copy of the blob} for ``outputs``.

@@ -392,3 +392,14 @@ def test_setting_force_backward_recomputes_the_plan():
     assert net.backward_steps() == []               # no parameters, no input gradient wanted
     net.force_backward = True
     assert [layer.name for layer, _ in net.backward_steps()] == ["r"]
+
+
+def test_float64_inputs_beyond_float32_range_are_refused():
+    """Finite float64 values too large for float32 would become inf in the float32 blob."""
+    spec = {"name": "t", "inputs": {"data": [3]}, "layers": [
+        {"name": "fc", "type": "InnerProduct", "bottom": "data", "top": "fc", "num_output": 2}]}
+    net = Net(spec)
+    with pytest.raises(ValueError, match=r"input 'data' has values beyond the range of float32 \(largest magnitude 1e\+39\)"):
+        net.forward(data=np.array([[1e39, 0.0, 0.0]]))
+    out = net.forward(data=np.array([[3e38, 0.0, -1.0]]))     # large but representable: accepted
+    assert np.all(np.isfinite(net.blobs["data"].data)) and out["fc"].shape == (1, 2)
