@@ -295,6 +295,22 @@ def test_cli_fine_tunes_a_converted_net(tmp_path):
     assert np.array_equal(tuned.params["layer1_0_conv1.weight"].data, want)
 
 
+@pytest.mark.parametrize("case", ["shufflenet_v2_x1_0", "convnext_tiny", "mobilenet_v3_small", "googlenet"])
+def test_converted_net_exports_to_onnx(tmp_path, case):
+    """A converted net written out by decaf export runs in ONNX Runtime and gives PyTorch's logits."""
+    ort = pytest.importorskip("onnxruntime")
+    arch, make, size, _ = CASES[case]
+    model = _tame(tf.randomize(make()), TORCH_FAMILIES[arch.partition(":")[0]][1], size)
+    _convert(tmp_path, model, f"{arch},input_size={size}")
+    assert main(["export", str(tmp_path / "model.decaf"), "-o", str(tmp_path / "m.onnx")]) == 0
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    x = np.random.default_rng(2).standard_normal((2, 3, size, size)).astype(np.float32)
+    with torch.no_grad():
+        want = torch.softmax(model(torch.from_numpy(x)), 1).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: x})[0].reshape(want.shape)
+    assert np.abs(got - want).max() <= 1e-4
+
+
 FULL_SIZE = {
     "resnet50": lambda: tf.ResNet(tf.Bottleneck, [3, 4, 6, 3]),
     "vgg16_bn": lambda: tf.VGG(_cfg("vgg16", 1), True),
