@@ -223,8 +223,9 @@ def test_bad_checkpoints_are_refused_by_name(tmp_path, capsys):
         torch_to_net(str(pth), "mobilenet_v2")
     with pytest.raises(ValueError, match="unknown architecture 'resnet17'.*resnet18"):
         torch_to_net(str(pth), "resnet17")
-    with pytest.raises(ValueError, match="architecture options"):
-        torch_to_net(str(pth), "resnet18:widths=(4,")
+    for bad in ("widths=(4,", "a=1), g(", "8", "**{}", "x=open('f')"):
+        with pytest.raises(ValueError, match="architecture options"):
+            torch_to_net(str(pth), f"resnet18:{bad}")
     with pytest.raises(ValueError, match="unexpected keyword argument 'colour'"):
         torch_to_net(str(pth), "resnet18:colour=2")
     # the CLI: one line, nonzero exit

@@ -82,7 +82,7 @@ def parse_arch(arch):
         return name, {}
     try:
         call = ast.parse(f"f({text})", mode="eval").body
-        if call.args:
+        if not isinstance(call, ast.Call) or call.args or any(k.arg is None for k in call.keywords):
             raise ValueError("options must be key=value")
         options = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
     except (SyntaxError, ValueError) as exc:
