@@ -14,6 +14,7 @@ The NumPy reference backend has no variants: the choice only matters to the comp
 import os
 import platform
 
+from .errors import ConfigError, ConfigRuntimeError
 from .kernels import _compiled
 
 ISAS = ("generic", "avx2", "avx512")
@@ -120,13 +121,13 @@ def _from_environment():
     try:
         name = _checked_name(value)
     except ValueError:
-        raise ValueError(f"DECAF_ISA={value!r} is not one of {', '.join(ISAS)} or auto") from None
+        raise ConfigError(f"DECAF_ISA={value!r} is not one of {', '.join(ISAS)} or auto") from None
     if _compiled is None:   # nothing to choose: decaf.kernels warns that the NumPy kernels run
         return
     try:
         set_isa(name)
     except RuntimeError as error:
-        raise RuntimeError(f"DECAF_ISA={value!r}: {error}") from None
+        raise ConfigRuntimeError(f"DECAF_ISA={value!r}: {error}") from None
 
 
 _from_environment()

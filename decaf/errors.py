@@ -7,3 +7,12 @@ class SpecError(ValueError):
 
 class ShapeError(ValueError):
     """A blob has the wrong shape for the layer that consumes it."""
+
+
+class ConfigError(ValueError):
+    """An environment variable that configures decaf (DECAF_ISA, DECAF_NUM_THREADS, DECAF_BACKEND)
+    has a value decaf cannot use; raised when decaf is imported."""
+
+
+class ConfigRuntimeError(RuntimeError):
+    """A configuration this machine cannot run (DECAF_ISA naming an instruction set the CPU lacks)."""

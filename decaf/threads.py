@@ -12,6 +12,7 @@ calling it from their own threads, so only NumPy's BLAS follows the setting.
 import contextlib
 import os
 
+from .errors import ConfigError
 from .kernels import _compiled
 
 
@@ -81,9 +82,9 @@ def _from_environment():
     try:
         n = int(value)
     except ValueError:
-        raise ValueError(f"DECAF_NUM_THREADS={value!r} is not an integer") from None
+        raise ConfigError(f"DECAF_NUM_THREADS={value!r} is not an integer") from None
     if n < 1:
-        raise ValueError(f"DECAF_NUM_THREADS={value!r}: the thread count must be >= 1")
+        raise ConfigError(f"DECAF_NUM_THREADS={value!r}: the thread count must be >= 1")
     set_num_threads(n)
 
 

@@ -33,6 +33,7 @@ import numpy as np
 # OMP_WAIT_POLICY / GOMP_SPINCOUNT win. See docs/performance.md.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
+from ..errors import ConfigError
 from . import reference
 
 try:
@@ -89,7 +90,7 @@ def set_num_threads(n):
 def _init_from_environment():
     name = os.environ.get("DECAF_BACKEND", "compiled").strip().lower() or "compiled"
     if name not in BACKENDS:
-        raise ValueError(f"DECAF_BACKEND={name!r} is not one of {BACKENDS}")
+        raise ConfigError(f"DECAF_BACKEND={name!r} is not one of {BACKENDS}")
     if name == "compiled" and _compiled is None:
         warnings.warn(f"decaf: compiled kernels unavailable ({_compiled_error}); "
                       "using the slow NumPy reference kernels", RuntimeWarning, stacklevel=3)

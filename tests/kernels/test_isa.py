@@ -345,3 +345,25 @@ def test_dispatch_follows_an_emulated_cpu(model, expected):
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == expected
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"DECAF_ISA": "bogus"}, "decaf: error: DECAF_ISA='bogus' is not one of generic, avx2, avx512 or auto"),
+    ({"DECAF_NUM_THREADS": "x"}, "decaf: error: DECAF_NUM_THREADS='x' is not an integer"),
+    ({"DECAF_BACKEND": "x"}, "decaf: error: DECAF_BACKEND='x' is not one of ('compiled', 'numpy')")])
+def test_bad_configuration_is_one_line_from_the_command(env, message):
+    """The variables are read when decaf is imported, before the CLI's own error handling: the
+    command still says what is wrong in one line and exits 2 (Python callers get the ConfigError)."""
+    import shutil
+    import subprocess
+    import sys
+    exe = shutil.which("decaf", path=os.path.dirname(sys.executable))
+    if exe is None:
+        pytest.skip("the decaf command is not installed beside this Python")
+    done = subprocess.run([exe, "info"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
+    assert done.returncode == 2
+    assert done.stderr.strip() == message
+    done = subprocess.run([sys.executable, "-c", "import decaf"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
+    assert done.returncode == 1 and "decaf.errors.ConfigError" in done.stderr
