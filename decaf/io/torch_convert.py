@@ -131,15 +131,22 @@ def _find_prefix(state, first_key, path, name):
     return found[0]
 
 
-def _family_names(name, options, state, path):
-    build, classifier = TORCH_FAMILIES[name]
-    probe = build(**{k: v for k, v in options.items() if k != "num_classes"}) if "num_classes" not in options \
-        else build(**options)
+def _build(name, arch, options):
+    try:
+        return TORCH_FAMILIES[name][0](**options)
+    except (TypeError, IndexError, ZeroDivisionError) as exc:       # an option the builder does not take
+        raise ValueError(f"architecture {arch!r}: {exc}") from None
+
+
+def _family_names(name, arch, options, state, path):
+    """(spec, names, the state dict's key prefix, key prefixes to skip) for a torchvision family; the
+    number of classes, unless given, is the classifier's in the checkpoint."""
+    probe = _build(name, arch, options)
     first = next(iter(v if isinstance(v, str) else v[0] for v in probe.names.values()))
     prefix = _find_prefix(state, first, path, name)
-    if "num_classes" not in options and prefix + classifier + ".weight" in state:
-        options = dict(options, num_classes=int(state[prefix + classifier + ".weight"].shape[0]))
-        probe = build(**options)
+    classifier = prefix + TORCH_FAMILIES[name][1] + ".weight"
+    if "num_classes" not in options and classifier in state:
+        probe = _build(name, arch, dict(options, num_classes=int(state[classifier].shape[0])))
     return probe.spec(), probe.names, prefix, getattr(probe, "ignored_prefixes", ())
 
 
@@ -152,10 +159,7 @@ def torch_to_net(path, arch):
         spec, names, ignored = make_spec(), make_names(), ()
         prefix = _find_prefix(state, next(iter(names.values())), path, name)
     else:
-        try:
-            spec, names, prefix, ignored = _family_names(name, options, state, path)
-        except TypeError as exc:      # an option the builder does not take
-            raise ValueError(f"architecture {arch!r}: {exc}") from None
+        spec, names, prefix, ignored = _family_names(name, arch, options, state, path)
     if prefix:
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if name.startswith("densenet"):
