@@ -687,3 +687,29 @@ def test_os_errors_are_one_line_naming_the_file(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1
     assert err[-1] == f"decaf train: error: {target}: File exists"
+
+
+# ---------------------------------------------------------------------------------------
+# finding 1: ONNX Constant nodes with external data read any local file into the weights
+
+def test_onnx_constant_with_external_data_is_refused_and_reads_nothing(tmp_path, monkeypatch):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from decaf.io.onnx_convert import onnx_to_net
+    secret = tmp_path / "secrets.txt"
+    secret.write_bytes(b"API_KEY=hunter2!" * 4)             # 64 bytes: 16 floats' worth
+    tensor = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1, 16])
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "secrets.txt"), ("offset", "0"), ("length", "64")):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    nodes = [helper.make_node("Constant", [], ["w"], value=tensor),
+             helper.make_node("Add", ["x", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])])
+    path = tmp_path / "model.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
+    monkeypatch.chdir(tmp_path)                             # where onnx would look for secrets.txt
+    with pytest.raises(DecafFormatError, match=r"refers to external data \(location=secrets.txt"):
+        onnx_to_net(path)

@@ -162,6 +162,12 @@ class OnnxImporter:
         return DecafFormatError(f"{self.source}: {message}")
 
     def _array(self, tensor, what):
+        # external data (a path, offset and length in the tensor) would be read relative to the
+        # current directory: a downloaded model could copy any local file into its weights. Every
+        # tensor (initializers, Constant values, tensor attributes) comes through here, and none may.
+        if tensor.data_location == 1 or len(tensor.external_data):
+            raise self.fail(f"{what} refers to external data ({', '.join(e.key + '=' + e.value for e in tensor.external_data)[:200] or 'no location'}): "
+                            "decaf reads only tensors stored inside the .onnx file")
         try:
             return self._numpy_helper.to_array(tensor)
         except Exception as exc:    # a malformed tensor: onnx raises many kinds
