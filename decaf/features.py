@@ -218,35 +218,28 @@ def _write_npz(path, members):
     whose concatenation along axis 0 has ``shape``; a big array is written
     piece by piece, never held whole.
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-                for name, dtype, shape, chunks in members:
-                    info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                    info.external_attr = 0o644 << 16
-                    dtype = np.dtype(dtype)
-                    with zf.open(info, "w", force_zip64=True) as f:
-                        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-                                  "shape": tuple(shape)}
-                        np.lib.format.write_array_header_1_0(f, header)
-                        rows = 0
-                        for chunk in chunks:
-                            chunk = np.ascontiguousarray(chunk, dtype=dtype)
-                            rows += chunk.shape[0] if chunk.ndim else 1
-                            f.write(chunk.tobytes())
-                        want = shape[0] if len(shape) else 1
-                        if rows != want:
-                            raise AssertionError(f"{name}: wrote {rows} rows, header says {want}")
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    from .io.blobfile import _write_atomically    # the mode follows the umask (or the old file's)
+
+    def write(raw):
+        with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, dtype, shape, chunks in members:
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = 0o644 << 16
+                dtype = np.dtype(dtype)
+                with zf.open(info, "w", force_zip64=True) as f:
+                    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                              "shape": tuple(shape)}
+                    np.lib.format.write_array_header_1_0(f, header)
+                    rows = 0
+                    for chunk in chunks:
+                        chunk = np.ascontiguousarray(chunk, dtype=dtype)
+                        rows += chunk.shape[0] if chunk.ndim else 1
+                        f.write(chunk.tobytes())
+                    want = shape[0] if len(shape) else 1
+                    if rows != want:
+                        raise AssertionError(f"{name}: wrote {rows} rows, header says {want}")
+
+    _write_atomically(os.fspath(path), write)
 
 
 def _whole(name, array):
@@ -599,6 +592,12 @@ class NpzShards:
 
     def __init__(self, out, blobs):
         self.out, self.blobs = os.fspath(out), list(blobs)
+        # said now, not after every image has gone through the net
+        if os.path.isdir(self.out):
+            raise IsADirectoryError(f"{self.out}: is a directory; name a .npz file (or a .zarr store) as output")
+        parent = os.path.dirname(os.path.abspath(self.out))
+        if not os.path.isdir(parent):
+            raise FileNotFoundError(f"{self.out}: the folder {parent} does not exist")
         self.work, self.shard_size, self.shapes = _work_dir(out), None, None
 
     def lock(self):

@@ -713,3 +713,50 @@ def test_onnx_constant_with_external_data_is_refused_and_reads_nothing(tmp_path,
     monkeypatch.chdir(tmp_path)                             # where onnx would look for secrets.txt
     with pytest.raises(DecafFormatError, match=r"refers to external data \(location=secrets.txt"):
         onnx_to_net(path)
+
+
+# ---------------------------------------------------------------------------------------
+# finding 10 (extract): outputs were 0600 whatever the umask; finding 9: -o DIR failed after the work
+
+def _tiny_extract_setup(tmp_path):
+    from PIL import Image
+
+    from decaf import Net, save
+    from decaf.recipe import Recipe
+    spec = {"name": "tiny", "inputs": {"data": [3, 8, 8]}, "layers": [
+        {"name": "fc", "type": "InnerProduct", "bottom": "data", "top": "fc", "num_output": 2}]}
+    model = tmp_path / "tiny.decaf"
+    save(Net(spec, seed=0), model, preprocess=Recipe(crop=8, resize_shorter=8))
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        Image.new("RGB", (9, 8), (40 * i, 0, 0)).save(src / f"{i}.png")
+    return model, src
+
+
+def test_extract_output_follows_the_umask_and_keeps_an_existing_mode(tmp_path):
+    from decaf.cli import main
+    model, src = _tiny_extract_setup(tmp_path)
+    out = tmp_path / "f.npz"
+    old = os.umask(0o027)
+    try:
+        assert main(["extract", str(src), "--model", str(model), "--blob", "fc", "-o", str(out), "--quiet"]) == 0
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o640
+    out.chmod(0o604)
+    assert main(["extract", str(src), "--model", str(model), "--blob", "fc", "-o", str(out), "--quiet"]) == 0
+    assert out.stat().st_mode & 0o777 == 0o604
+
+
+def test_extract_into_an_existing_folder_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    from decaf import features
+    from decaf.cli import main
+    model, src = _tiny_extract_setup(tmp_path)
+    (tmp_path / "outdir").mkdir()
+    ran = []
+    monkeypatch.setattr(features._Extractor, "run", lambda self, *a, **k: ran.append(1))
+    assert main(["extract", str(src), "--model", str(model), "--blob", "fc", "-o", str(tmp_path / "outdir"),
+                 "--quiet"]) == 1
+    assert "outdir: is a directory; name a .npz file (or a .zarr store) as output" in capsys.readouterr().err
+    assert ran == []                            # no image went through the net
