@@ -71,45 +71,29 @@ decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int 
     return p;
 }
 
-/* The epilogue on `len` values of each channel k0..k1, channel k starting at y + k * stride (and
- * r + k * stride): see bias_relu. */
-static void bias_relu_part(float *y, float *r, const float *bias, int k0, int k1, ptrdiff_t stride,
-                           ptrdiff_t len, float relu)
+/* The epilogue (activation.h) on `len` values of each channel k0..k1 of the output tensor y,
+ * channel k's starting at y + at + k * stride: y += bias[k] (if any), the residual added, the
+ * activation applied (in y or into ep->out). */
+static void epilogue_part(const decaf_epilogue *ep, float *y, ptrdiff_t at, const float *bias, int k0, int k1,
+                          ptrdiff_t stride, ptrdiff_t len)
 {
-    for (int k = k0; k < k1; ++k) {
-        float *p = y + k * stride, *q = r ? r + k * stride : p;
-        const float b = bias ? bias[k] : 0.0f;
-        if (relu)
-            for (ptrdiff_t i = 0; i < len; ++i) { const float v = p[i] + b; p[i] = v; q[i] = clamp_relu(v, relu); }
-        else if (bias)
-            for (ptrdiff_t i = 0; i < len; ++i) p[i] += b;
-    }
+    for (int k = k0; k < k1; ++k)
+        decaf_epilogue_at(ep, y, at + k * stride, len, bias ? bias[k] : 0.0f);
 }
 
-/* The epilogue after the GEMM, for channels k0..k1 of one image: y[k, :] += bias[k] (if any); then
- * with relu > 0, min(max(., 0), relu) (a ReLU, or a ReLU6 for relu = 6) either in place (r NULL)
- * or into r (y keeps the values before it). Written v < 0 ? 0 : (v > relu ? relu : v), so that a
- * NaN stays NaN (as in NumPy): divergence shows. */
-static void bias_relu(float *y, float *r, const float *bias, int k0, int k1, ptrdiff_t hw, float relu)
+/* The same for a block of n images laid out (K, n hw), those from image b on: y[b + i] (K, hw) =
+ * block[:, i hw : (i + 1) hw], then the epilogue. */
+static void scatter_block(const decaf_epilogue *ep, const float *block, float *y, int b, const float *bias, int K,
+                          ptrdiff_t hw, int n)
 {
-    bias_relu_part(y, r, bias, k0, k1, hw, hw, relu);
-}
-
-/* The same epilogue for a block of n images laid out (K, n hw): y[i] (K, hw) = block[:, i hw :
- * (i + 1) hw] + bias, and the ReLU in place or into r[i]. */
-static void scatter_block(const float *block, float *y, float *r, const float *bias, int K, ptrdiff_t hw,
-                          int n, float relu)
-{
-    for (int i = 0; i < n; ++i)
+    for (int i = 0; i < n; ++i) {
         for (int k = 0; k < K; ++k) {
             const float *s = block + (ptrdiff_t)k * n * hw + i * hw;
-            float *d = y + ((ptrdiff_t)i * K + k) * hw, *q = r ? r + ((ptrdiff_t)i * K + k) * hw : d;
-            const float b = bias ? bias[k] : 0.0f;
-            if (relu)
-                for (ptrdiff_t p = 0; p < hw; ++p) { const float v = s[p] + b; d[p] = v; q[p] = clamp_relu(v, relu); }
-            else
-                for (ptrdiff_t p = 0; p < hw; ++p) d[p] = s[p] + b;
+            float *d = y + ((ptrdiff_t)(b + i) * K + k) * hw;
+            for (ptrdiff_t p = 0; p < hw; ++p) d[p] = s[p];
         }
+        epilogue_part(ep, y, (ptrdiff_t)(b + i) * K * hw, bias, 0, K, hw, hw);
+    }
 }
 
 /* The inverse layout change: block (K, n hw) from dy[b .. b + n) (each (K, hw)). */
@@ -124,7 +108,7 @@ static void gather_block(const float *dy, float *block, int K, ptrdiff_t hw, int
 }
 
 void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
-                        const float *bias, float *y, float *work, float relu, float *relu_out)
+                        const float *bias, float *y, float *work, const decaf_epilogue *ep)
 {
     const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo, plane_in = (ptrdiff_t)g->C * g->H * g->W;
     const int rows = g->C * g->kh * g->kw, Kg = g->K / g->G, Rg = rows / g->G;
@@ -132,7 +116,7 @@ void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, cons
     const ptrdiff_t tw = p->slot;
 
     if (p->direct) {
-        decaf_direct_conv_forward(g, p, x, w, bias, y, work, relu, relu_out);
+        decaf_direct_conv_forward(g, p, x, w, bias, y, work, ep);
         return;
     }
     decaf_blas_single_threaded();
@@ -154,11 +138,10 @@ void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, cons
                 for (int gi = 0; gi < g->G; ++gi)
                     decaf_sgemm_serial(0, 0, Kg, ld, Rg, 1.0f, w + (ptrdiff_t)gi * Kg * Rg, Rg,
                                        src + (ptrdiff_t)gi * Rg * ld, ld, 0.0f, out + (ptrdiff_t)gi * Kg * ld, ld);
-                float *r = relu_out ? relu_out + (ptrdiff_t)b * g->K * hw : NULL;
                 if (n == 1)
-                    bias_relu(out, r, bias, 0, g->K, hw, relu);
+                    epilogue_part(ep, y, (ptrdiff_t)b * g->K * hw, bias, 0, g->K, hw, hw);
                 else
-                    scatter_block(block, y + (ptrdiff_t)b * g->K * hw, r, bias, g->K, hw, n, relu);
+                    scatter_block(ep, block, y, b, bias, g->K, hw, n);
             }
         }
         return;
@@ -176,7 +159,7 @@ void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, cons
     for (int b = 0; b < g->B; ++b) {
         const float *xb = x + b * plane_in;
         float *yb = y + (ptrdiff_t)b * g->K * hw;
-        float *rb = relu_out ? relu_out + (ptrdiff_t)b * g->K * hw : NULL;
+        const ptrdiff_t at = (ptrdiff_t)b * g->K * hw;   /* image b in y */
         #pragma omp parallel num_threads(nt)
         {
             const int t = decaf_thread_num(), T = decaf_team_size();
@@ -191,7 +174,7 @@ void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, cons
                                             g->Ho, g->Wo);
                     decaf_sgemm_serial(0, 0, Kg, (int)hw, Rg, 1.0f, w + (ptrdiff_t)gi * Kg * Rg, Rg, src, (int)hw,
                                        0.0f, yb + (ptrdiff_t)gi * Kg * hw, (int)hw);
-                    bias_relu(yb, rb, bias, gi * Kg, (gi + 1) * Kg, hw, relu);
+                    epilogue_part(ep, y, at, bias, gi * Kg, (gi + 1) * Kg, hw, hw);
                 }
             } else if (by_rows) {
                 const int oh0 = g->Ho * t / T, oh1 = g->Ho * (t + 1) / T;
@@ -206,8 +189,7 @@ void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, cons
                         decaf_sgemm_serial(0, 0, Kg, n, Rg, 1.0f, w + (ptrdiff_t)gi * Kg * Rg, Rg,
                                            src + (ptrdiff_t)gi * Rg * ld, ld, 0.0f,
                                            yb + (ptrdiff_t)gi * Kg * hw + (ptrdiff_t)oh0 * g->Wo, (int)hw);
-                    bias_relu_part(yb + (ptrdiff_t)oh0 * g->Wo, rb ? rb + (ptrdiff_t)oh0 * g->Wo : NULL, bias,
-                                   0, g->K, hw, n, relu);
+                    epilogue_part(ep, y, at + (ptrdiff_t)oh0 * g->Wo, bias, 0, g->K, hw, n);
                 }
             } else {
                 const float *src = pointwise ? xb : work;     /* the shared cols: thread 0's buffer */
@@ -222,7 +204,7 @@ void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, cons
                                        src + (ptrdiff_t)gi * Rg * hw, (int)hw, 0.0f,
                                        yb + ((ptrdiff_t)gi * Kg + m0) * hw, (int)hw);
                 for (int gi = 0; gi < g->G; ++gi)
-                    bias_relu(yb, rb, bias, gi * Kg + m0, gi * Kg + m1, hw, relu);
+                    epilogue_part(ep, y, at, bias, gi * Kg + m0, gi * Kg + m1, hw, hw);
             }
         }
     }

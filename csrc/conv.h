@@ -18,6 +18,8 @@
 
 #include <stddef.h>
 
+#include "activation.h"   /* decaf_epilogue */
+
 typedef struct {
     int B, C, H, W;          /* input */
     int K, G;                /* output channels, groups */
@@ -53,11 +55,11 @@ typedef struct {
 /* The plan for `threads` threads (< 1: one) of the forward, or with `backward` the backward. */
 decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int backward);
 
-/* y overwritten. relu > 0 applies an activation after the bias, min(max(., 0), relu): a ReLU for
- * relu = INFINITY, a ReLU6 for 6 (0: none). In y itself when relu_out is NULL, else into
- * relu_out (shaped like y), y keeping the values before it. */
+/* y overwritten with the convolution plus the bias, then the epilogue ep (NULL: none; see
+ * activation.h): a residual added, an activation in y or into ep->out. ep->residual must not be
+ * y (the GEMMs write y before the epilogue reads the residual). */
 void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
-                        const float *bias, float *y, float *work, float relu, float *relu_out);
+                        const float *bias, float *y, float *work, const decaf_epilogue *ep);
 
 /* dw and db (NULL: no bias) overwritten with sums over the batch; dx (NULL: not wanted) overwritten.
  * p is a backward plan. */

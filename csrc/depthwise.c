@@ -28,7 +28,7 @@ enum { DW_ACC = 8 };
 
 /* Output rows oh0 .. oh0 + R (those below Ho stored), vectors v0 .. v0 + V of 16 columns. */
 static inline __attribute__((always_inline)) void dw_tile(
-    const float *buf, int Wp, const float *wc, int kh, int kw, int sh, int sw, int dil_h, float bias, float relu,
+    const float *buf, int Wp, const float *wc, int kh, int kw, int sh, int sw, int dil_h, float bias,
     float *yp, int Ho, int Wo, int oh0, int v0, const int R, const int V)
 {
     const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -52,11 +52,7 @@ static inline __attribute__((always_inline)) void dw_tile(
             const int ow0 = (v0 + v) * 16;
             if (ow0 >= Wo)
                 break;
-            __m512 o = _mm512_add_ps(acc[r * V + v], _mm512_set1_ps(bias));
-            if (relu > 0.0f) {   /* min(max(o, 0), relu), keeping NaN: below 0 -> 0, above relu -> relu */
-                o = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(o, _mm512_setzero_ps(), _CMP_LT_OQ), o, _mm512_setzero_ps());
-                o = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(o, _mm512_set1_ps(relu), _CMP_GT_OQ), o, _mm512_set1_ps(relu));
-            }
+            const __m512 o = _mm512_add_ps(acc[r * V + v], _mm512_set1_ps(bias));
             float *out = yp + (ptrdiff_t)(oh0 + r) * Wo + ow0;
             const int n = Wo - ow0 < 16 ? Wo - ow0 : 16;
             if (n == 16)
@@ -74,16 +70,16 @@ static int dw_vectors(int Wo)
 }
 
 static void dw_plane(const float *buf, int Wp, const float *wc, int kh, int kw, int sh, int sw, int dil_h,
-                     float bias, float relu, float *yp, int Ho, int Wo)
+                     float bias, float *yp, int Ho, int Wo)
 {
     const int V = dw_vectors(Wo), R = DW_ACC / V, vectors = (Wo + 15) / 16;
     for (int oh0 = 0; oh0 < Ho; oh0 += R)
         for (int v0 = 0; v0 < vectors; v0 += V) {
             switch (V) {
-            case 1: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, relu, yp, Ho, Wo, oh0, v0, 8, 1); break;
-            case 2: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, relu, yp, Ho, Wo, oh0, v0, 4, 2); break;
-            case 4: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, relu, yp, Ho, Wo, oh0, v0, 2, 4); break;
-            default: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, relu, yp, Ho, Wo, oh0, v0, 1, 8); break;
+            case 1: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, yp, Ho, Wo, oh0, v0, 8, 1); break;
+            case 2: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, yp, Ho, Wo, oh0, v0, 4, 2); break;
+            case 4: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, yp, Ho, Wo, oh0, v0, 2, 4); break;
+            default: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, yp, Ho, Wo, oh0, v0, 1, 8); break;
             }
         }
 }
@@ -101,7 +97,7 @@ static inline __m256 even8(const float *p)
 }
 
 static inline __attribute__((always_inline)) void dw_tile(
-    const float *buf, int Wp, const float *wc, int kh, int kw, int sh, int sw, int dil_h, float bias, float relu,
+    const float *buf, int Wp, const float *wc, int kh, int kw, int sh, int sw, int dil_h, float bias,
     float *yp, int Ho, int Wo, int oh0, int v0, const int R, const int V)
 {
     __m256 acc[DW_ACC];
@@ -118,17 +114,12 @@ static inline __attribute__((always_inline)) void dw_tile(
                 }
             }
         }
-    const __m256 zero = _mm256_setzero_ps(), hi = _mm256_set1_ps(relu);
     _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)
         _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v) {
             const int ow0 = (v0 + v) * 8;
             if (oh0 + r >= Ho || ow0 >= Wo)
                 continue;
-            __m256 o = _mm256_add_ps(acc[r * V + v], _mm256_set1_ps(bias));
-            if (relu > 0.0f) {   /* below 0 -> 0, above relu -> relu; a NaN compares false and stays */
-                o = _mm256_blendv_ps(o, zero, _mm256_cmp_ps(o, zero, _CMP_LT_OQ));
-                o = _mm256_blendv_ps(o, hi, _mm256_cmp_ps(o, hi, _CMP_GT_OQ));
-            }
+            const __m256 o = _mm256_add_ps(acc[r * V + v], _mm256_set1_ps(bias));
             float *out = yp + (ptrdiff_t)(oh0 + r) * Wo + ow0;
             const int n = Wo - ow0 < 8 ? Wo - ow0 : 8;
             if (n == 8) {
@@ -149,16 +140,16 @@ static int dw_vectors(int Wo)
 }
 
 static void dw_plane(const float *buf, int Wp, const float *wc, int kh, int kw, int sh, int sw, int dil_h,
-                     float bias, float relu, float *yp, int Ho, int Wo)
+                     float bias, float *yp, int Ho, int Wo)
 {
     const int V = dw_vectors(Wo), R = DW_ACC / V, vectors = (Wo + 7) / 8;
     for (int oh0 = 0; oh0 < Ho; oh0 += R)
         for (int v0 = 0; v0 < vectors; v0 += V) {
             switch (V) {
-            case 1: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, relu, yp, Ho, Wo, oh0, v0, 8, 1); break;
-            case 2: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, relu, yp, Ho, Wo, oh0, v0, 4, 2); break;
-            case 4: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, relu, yp, Ho, Wo, oh0, v0, 2, 4); break;
-            default: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, relu, yp, Ho, Wo, oh0, v0, 1, 8); break;
+            case 1: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, yp, Ho, Wo, oh0, v0, 8, 1); break;
+            case 2: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, yp, Ho, Wo, oh0, v0, 4, 2); break;
+            case 4: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, yp, Ho, Wo, oh0, v0, 2, 4); break;
+            default: dw_tile(buf, Wp, wc, kh, kw, sh, sw, dil_h, bias, yp, Ho, Wo, oh0, v0, 1, 8); break;
             }
         }
 }
@@ -166,7 +157,7 @@ static void dw_plane(const float *buf, int Wp, const float *wc, int kh, int kw, 
 
 void decaf_depthwise_conv_forward(const float *x, const float *w, const float *bias, float *y, int B, int C,
                                   int H, int W, int kh, int kw, int Ho, int Wo, int sh, int sw, int pad_top,
-                                  int pad_left, int dil_h, int dil_w, float relu)
+                                  int pad_left, int dil_h, int dil_w, const decaf_epilogue *ep)
 {
     const ptrdiff_t planes = (ptrdiff_t)B * C;
 #ifdef DW_SIMD
@@ -187,7 +178,8 @@ void decaf_depthwise_conv_forward(const float *x, const float *w, const float *b
                 for (ptrdiff_t bc = 0; bc < planes; ++bc) {
                     decaf_pad_plane(x + bc * H * W, H, W, pad_top, pad_left, buf, Hp, Wp);
                     dw_plane(buf, Wp, w + (bc % C) * kh * kw, kh, kw, sh, sw, dil_h, bias ? bias[bc % C] : 0.0f,
-                             relu, y + bc * Ho * Wo, Ho, Wo);
+                             y + bc * Ho * Wo, Ho, Wo);
+                    decaf_epilogue_at(ep, y, bc * Ho * Wo, (ptrdiff_t)Ho * Wo, 0.0f);   /* (the bias is in) */
                 }
             }
             free(bufs);
@@ -218,11 +210,8 @@ void decaf_depthwise_conv_forward(const float *x, const float *w, const float *b
                 }
             }
         }
-        const float b = bias ? bias[bc % C] : 0.0f;
-        for (int p = 0; p < Ho * Wo; ++p) {
-            const float v = yp[p] + b;
-            yp[p] = relu > 0.0f ? (v < 0.0f ? 0.0f : (v > relu ? relu : v)) : v;
-        }
+        for (int p = 0; p < Ho * Wo; ++p) yp[p] += bias ? bias[bc % C] : 0.0f;
+        decaf_epilogue_at(ep, y, bc * Ho * Wo, (ptrdiff_t)Ho * Wo, 0.0f);
     }
 }
 

@@ -8,11 +8,13 @@
 
 #include "isa.h"   /* first: the names of this header in a per-ISA compile */
 
-/* y = the convolution, + bias[c] (NULL: none), then min(max(., 0), relu) if relu > 0 (a fused
- * ReLU or ReLU6). */
+#include "activation.h"   /* decaf_epilogue */
+
+/* y = the convolution, + bias[c] (NULL: none), then the epilogue ep (NULL: none; activation.h).
+ * ep->residual must not be y (a plane is written before its epilogue reads the residual). */
 void decaf_depthwise_conv_forward(const float *x, const float *w, const float *bias, float *y, int B, int C,
                                   int H, int W, int kh, int kw, int Ho, int Wo, int sh, int sw, int pad_top,
-                                  int pad_left, int dil_h, int dil_w, float relu);
+                                  int pad_left, int dil_h, int dil_w, const decaf_epilogue *ep);
 
 /* dx (zeroed, then filled) and dw (overwritten with the gradient summed over the batch);
  * either may be NULL to skip it. */

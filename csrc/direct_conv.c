@@ -18,7 +18,7 @@
  * multiply-adds for T + 2 loads, so the FMA units, not the loads, set the pace. A row of Wo
  * pixels takes ceil(Wo / T) tiles, T being whichever of 13 and 14 wastes fewer pixels; the pixels
  * past Wo read zero padding and are dropped. The accumulators are then transposed into y, NCHW,
- * with the bias and the ReLU.
+ * and the epilogue (bias, residual, activation: activation.h) runs on each finished output row.
  *
  * The AVX2 variant (8-wide, 16 registers) computes T <= 6 pixels for 16 output channels: 12
  * accumulators (2 vectors of 8 channels per pixel), 2 weight vectors and the broadcast; 12
@@ -170,12 +170,22 @@ static void pack_input_plain(const decaf_conv_geom *g, const float *x, float *xp
                         xp + (ptrdiff_t)c * Hp * Wp, Hp, Wp);
 }
 
+/* The epilogue of output row oh of channels ch0 .. ch0 + nch of the image at offset `at` of y (the
+ * whole output tensor), once its tiles are stored: bias, residual, activation. */
+static void row_epilogue(const decaf_conv_geom *g, const decaf_epilogue *ep, const float *bias, float *y,
+                         ptrdiff_t at, int ch0, int nch, int oh)
+{
+    const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo;
+    for (int ch = ch0; ch < ch0 + nch; ++ch)
+        decaf_epilogue_at(ep, y, at + ch * hw + (ptrdiff_t)oh * g->Wo, g->Wo, bias ? bias[ch] : 0.0f);
+}
+
 #ifdef __AVX512F__
-/* The epilogue of a tile: acc0[t], acc1[t] hold channels ch0 .. ch0 + 32 of output pixel
- * (oh, ow0 + t). Transposed into y (NCHW) one value at a time, plus the bias; then the activation,
- * in y (r == y) or into r (r NULL: none). Pixels past Wo are dropped. */
-static void store_tile(const decaf_conv_geom *g, const __m512 *acc0, const __m512 *acc1, int T, const float *bias,
-                       float *y, float *r, float relu, int ch0, int oh, int ow0)
+/* The store of a tile: acc0[t], acc1[t] hold channels ch0 .. ch0 + 32 of output pixel (oh, ow0 + t).
+ * Transposed into y (NCHW, one image) one value at a time; pixels past Wo are dropped. The bias and
+ * the rest of the epilogue follow once the row is done (see tiles). */
+static void store_tile(const decaf_conv_geom *g, const __m512 *acc0, const __m512 *acc1, int T, float *y, int ch0,
+                       int oh, int ow0)
 {
     float out[TILE][2 * KB];
     for (int t = 0; t < T; ++t) {
@@ -185,22 +195,15 @@ static void store_tile(const decaf_conv_geom *g, const __m512 *acc0, const __m51
     const int n = g->Wo - ow0 < T ? g->Wo - ow0 : T;
     const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo, at = (ptrdiff_t)oh * g->Wo + ow0;
     for (int k = 0; k < 2 * KB; ++k) {
-        const int ch = ch0 + k;
-        const float b = bias ? bias[ch] : 0.0f;
-        float *yo = y + ch * hw + at, *ro = r ? r + ch * hw + at : yo;
-        for (int t = 0; t < n; ++t) {
-            const float v = out[t][k] + b;
-            yo[t] = v;
-            if (relu) ro[t] = clamp_relu(v, relu);
-        }
+        float *yo = y + (ch0 + k) * hw + at;
+        for (int t = 0; t < n; ++t) yo[t] = out[t][k];
     }
 }
 
 /* 32 output channels (blocks kb, kb + 1 of group gi) of output row oh, pixels ow0 .. ow0 + TILE,
- * into y (and r): the transpose of the accumulators, plus bias, then the ReLU. */
+ * into y: the transpose of the accumulators. */
 static inline __attribute__((always_inline)) void tile_of(
-    const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y, float *r, float relu,
-    int gi, int kb, int oh, int ow0, const int T)
+    const decaf_conv_geom *g, const float *xp, const float *wp, float *y, int gi, int kb, int oh, int ow0, const int T)
 {
     const int Cg = g->C / g->G, Kg = g->K / g->G, taps = g->kh * g->kw, cbs = Cg / CB;
     const int Hp = in_rows(g), Wp = in_cols(g);
@@ -225,27 +228,26 @@ static inline __attribute__((always_inline)) void tile_of(
             }
         }
     }
-    store_tile(g, a0, a1, T, bias, y, r, relu, gi * Kg + kb * KB, oh, ow0);
+    store_tile(g, a0, a1, T, y, gi * Kg + kb * KB, oh, ow0);
 }
 
 /* The micro-kernel for tiles of 13 and 14 pixels: 13 fits CaffeNet's 13x13 layers exactly. */
-static void tile13(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
-                   float *r, float relu, int gi, int kb, int oh, int ow0)
+static void tile13(const decaf_conv_geom *g, const float *xp, const float *wp, float *y, int gi, int kb,
+                   int oh, int ow0)
 {
-    tile_of(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, 13);
+    tile_of(g, xp, wp, y, gi, kb, oh, ow0, 13);
 }
 
-static void tile14(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
-                   float *r, float relu, int gi, int kb, int oh, int ow0)
+static void tile14(const decaf_conv_geom *g, const float *xp, const float *wp, float *y, int gi, int kb,
+                   int oh, int ow0)
 {
-    tile_of(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, 14);
+    tile_of(g, xp, wp, y, gi, kb, oh, ow0, 14);
 }
 
 /* The PLAIN micro-kernel: as tile_of, with input pixel t of tap (i, j) at column (ow0 + t) sw + j
  * of row oh sh + i of channel c; one input channel per step. */
 static inline __attribute__((always_inline)) void tile_plain_of(
-    const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y, float *r, float relu,
-    int gi, int kb, int oh, int ow0, const int T)
+    const decaf_conv_geom *g, const float *xp, const float *wp, float *y, int gi, int kb, int oh, int ow0, const int T)
 {
     const int Cg = g->C / g->G, Kg = g->K / g->G, taps = g->kh * g->kw;
     const int Hp = in_rows(g), Wp = in_cols(g), sw = g->sw;
@@ -268,64 +270,58 @@ static inline __attribute__((always_inline)) void tile_plain_of(
         }
     }
     (void)w1;
-    store_tile(g, a0, a1, T, bias, y, r, relu, gi * Kg + kb * KB, oh, ow0);
+    store_tile(g, a0, a1, T, y, gi * Kg + kb * KB, oh, ow0);
 }
 
-static void tile13_plain(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
-                         float *r, float relu, int gi, int kb, int oh, int ow0)
+static void tile13_plain(const decaf_conv_geom *g, const float *xp, const float *wp, float *y, int gi, int kb,
+                         int oh, int ow0)
 {
-    tile_plain_of(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, 13);
+    tile_plain_of(g, xp, wp, y, gi, kb, oh, ow0, 13);
 }
 
-static void tile14_plain(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
-                         float *r, float relu, int gi, int kb, int oh, int ow0)
+static void tile14_plain(const decaf_conv_geom *g, const float *xp, const float *wp, float *y, int gi, int kb,
+                         int oh, int ow0)
 {
-    tile_plain_of(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, 14);
+    tile_plain_of(g, xp, wp, y, gi, kb, oh, ow0, 14);
 }
 
-/* All tiles of tasks [task0, task1): task = (gi * Kg / 32 + pair) * Ho + oh, for one image. */
+/* All tiles of tasks [task0, task1): task = (gi * Kg / 32 + pair) * Ho + oh, for the image at
+ * offset `at` of y; each row's epilogue once its tiles are stored. */
 static void tiles(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
-                  float *r, float relu, ptrdiff_t task0, ptrdiff_t task1)
+                  ptrdiff_t at, const decaf_epilogue *ep, ptrdiff_t task0, ptrdiff_t task1)
 {
     const int pairs = g->K / g->G / (2 * KB);
     for (ptrdiff_t task = task0; task < task1; ++task) {
         const int oh = (int)(task % g->Ho), gp = (int)(task / g->Ho);
         const int gi = gp / pairs, kb = 2 * (gp % pairs);
         const int T = tile_width(g);
-        void (*kernel)(const decaf_conv_geom *, const float *, const float *, const float *, float *, float *,
-                       float, int, int, int, int) = layout(g) == PLAIN ? (T == 13 ? tile13_plain : tile14_plain)
+        void (*kernel)(const decaf_conv_geom *, const float *, const float *, float *, int, int, int, int)
+            = layout(g) == PLAIN ? (T == 13 ? tile13_plain : tile14_plain)
                                                                      : (T == 13 ? tile13 : tile14);
         for (int ow0 = 0; ow0 < g->Wo; ow0 += T)
-            kernel(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0);
+            kernel(g, xp, wp, y + at, gi, kb, oh, ow0);
+        row_epilogue(g, ep, bias, y, at, gi * (g->K / g->G) + kb * KB, 2 * KB, oh);
     }
 }
 #else   /* AVX2 + FMA: 8-wide, 16 registers */
 
-/* The epilogue of a tile of T pixels: out[t] holds channels ch0 .. ch0 + 16 of output pixel
- * (oh, ow0 + t); as the AVX-512 store_tile (bias, then the activation in y or into r). The kernels
+/* The store of a tile of T pixels: out[t] holds channels ch0 .. ch0 + 16 of output pixel
+ * (oh, ow0 + t); as the AVX-512 store_tile (the epilogue follows per row). The kernels
  * store their accumulators into out themselves: passing the vectors' address here made GCC keep
  * them in memory, a store per multiply-add (3x slower). */
-static void store_tile8(const decaf_conv_geom *g, float (*out)[KB], int T, const float *bias, float *y, float *r,
-                        float relu, int ch0, int oh, int ow0)
+static void store_tile8(const decaf_conv_geom *g, float (*out)[KB], int T, float *y, int ch0, int oh, int ow0)
 {
     const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo, at = (ptrdiff_t)oh * g->Wo + ow0;
     for (int k = 0; k < KB; ++k) {
-        const int ch = ch0 + k;
-        const float b = bias ? bias[ch] : 0.0f;
-        float *yo = y + ch * hw + at, *ro = r ? r + ch * hw + at : yo;
-        for (int t = 0; t < T; ++t) {
-            const float v = out[t][k] + b;
-            yo[t] = v;
-            if (relu) ro[t] = clamp_relu(v, relu);
-        }
+        float *yo = y + (ch0 + k) * hw + at;
+        for (int t = 0; t < T; ++t) yo[t] = out[t][k];
     }
 }
 
 /* BLOCKED: 16 output channels (block kb of group gi) of output row oh, pixels ow0 .. ow0 + T. For
  * each input channel and tap: the 2 weight vectors of the block, times T broadcast inputs. */
 static inline __attribute__((always_inline)) void tile8_of(
-    const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y, float *r, float relu,
-    int gi, int kb, int oh, int ow0, const int T)
+    const decaf_conv_geom *g, const float *xp, const float *wp, float *y, int gi, int kb, int oh, int ow0, const int T)
 {
     const int Cg = g->C / g->G, Kg = g->K / g->G, taps = g->kh * g->kw, cbs = Cg / CB;
     const int Hp = in_rows(g), Wp = in_cols(g);
@@ -354,13 +350,12 @@ static inline __attribute__((always_inline)) void tile8_of(
         _mm256_storeu_ps(out[t], a0[t]);
         _mm256_storeu_ps(out[t] + 8, a1[t]);
     }
-    store_tile8(g, out, T, bias, y, r, relu, gi * Kg + kb * KB, oh, ow0);
+    store_tile8(g, out, T, y, gi * Kg + kb * KB, oh, ow0);
 }
 
 /* PLAIN: as tile8_of, input pixel t of tap (i, j) at column (ow0 + t) sw + j of row oh sh + i. */
 static inline __attribute__((always_inline)) void tile8_plain_of(
-    const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y, float *r, float relu,
-    int gi, int kb, int oh, int ow0, const int T)
+    const decaf_conv_geom *g, const float *xp, const float *wp, float *y, int gi, int kb, int oh, int ow0, const int T)
 {
     const int Cg = g->C / g->G, Kg = g->K / g->G, taps = g->kh * g->kw;
     const int Hp = in_rows(g), Wp = in_cols(g), sw = g->sw;
@@ -386,18 +381,18 @@ static inline __attribute__((always_inline)) void tile8_plain_of(
         _mm256_storeu_ps(out[t], a0[t]);
         _mm256_storeu_ps(out[t] + 8, a1[t]);
     }
-    store_tile8(g, out, T, bias, y, r, relu, gi * Kg + kb * KB, oh, ow0);
+    store_tile8(g, out, T, y, gi * Kg + kb * KB, oh, ow0);
 }
 
 /* One tile of T (1 .. 6) pixels: a compiled kernel per width, so the accumulators stay in
  * registers. */
-static void tile8(int plain, const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
-                  float *r, float relu, int gi, int kb, int oh, int ow0, int T)
+static void tile8(int plain, const decaf_conv_geom *g, const float *xp, const float *wp, float *y, int gi, int kb,
+                  int oh, int ow0, int T)
 {
 #define TILE8_CASE(n)                                                                  \
     case n:                                                                            \
-        if (plain) tile8_plain_of(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, n);    \
-        else tile8_of(g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, n);                \
+        if (plain) tile8_plain_of(g, xp, wp, y, gi, kb, oh, ow0, n);                   \
+        else tile8_of(g, xp, wp, y, gi, kb, oh, ow0, n);                               \
         break;
     switch (T) {
     TILE8_CASE(1) TILE8_CASE(2) TILE8_CASE(3) TILE8_CASE(4) TILE8_CASE(5) TILE8_CASE(6)
@@ -409,7 +404,7 @@ static void tile8(int plain, const decaf_conv_geom *g, const float *xp, const fl
 /* All tiles of tasks [task0, task1): task = (gi * Kg / 16 + kb) * Ho + oh, for one image. A row of
  * Wo pixels is ceil(Wo / 6) tiles, the first Wo % tiles of them one pixel wider. */
 static void tiles(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
-                  float *r, float relu, ptrdiff_t task0, ptrdiff_t task1)
+                  ptrdiff_t at, const decaf_epilogue *ep, ptrdiff_t task0, ptrdiff_t task1)
 {
     const int kbs = g->K / g->G / KB, plain = layout(g) == PLAIN;
     const int n = (g->Wo + TILE8 - 1) / TILE8, base = g->Wo / n, wider = g->Wo % n;
@@ -418,16 +413,17 @@ static void tiles(const decaf_conv_geom *g, const float *xp, const float *wp, co
         const int gi = gk / kbs, kb = gk % kbs;
         for (int i = 0, ow0 = 0; i < n; ++i) {
             const int T = base + (i < wider);
-            tile8(plain, g, xp, wp, bias, y, r, relu, gi, kb, oh, ow0, T);
+            tile8(plain, g, xp, wp, y + at, gi, kb, oh, ow0, T);
             ow0 += T;
         }
+        row_epilogue(g, ep, bias, y, at, gi * (g->K / g->G) + kb * KB, KB, oh);
     }
 }
 #endif   /* __AVX512F__ */
 #endif   /* DIRECT_SIMD */
 
 void decaf_direct_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
-                               const float *bias, float *y, float *work, float relu, float *relu_out)
+                               const float *bias, float *y, float *work, const decaf_epilogue *ep)
 {
 #ifdef DIRECT_SIMD
     const int nt = p->threads;
@@ -439,7 +435,7 @@ void decaf_direct_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *
     /* 64-byte aligned start for the packed weights */
     float *wp = work + ((64 - ((size_t)work & 63)) & 63) / sizeof(float);
     float *xbuf = wp + packed_weights(g);
-    const int r_inplace = relu && !relu_out, per_image = p->by_image;
+    const int per_image = p->by_image;
     #pragma omp parallel num_threads(nt)
     {
         const int t = decaf_thread_num(), T = decaf_team_size();
@@ -449,21 +445,18 @@ void decaf_direct_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *
             float *xp = xbuf + t * p->slot;
             for (int b = g->B * t / T; b < g->B * (t + 1) / T; ++b) {
                 (plain ? pack_input_plain : pack_input)(g, x + b * plane_in, xp, 0, units);
-                tiles(g, xp, wp, bias, y + b * plane_out, relu_out ? relu_out + b * plane_out : (r_inplace ? y + b * plane_out : NULL),
-                      relu, 0, tasks);
+                tiles(g, xp, wp, bias, y, b * plane_out, ep, 0, tasks);
             }
         } else {
             for (int b = 0; b < g->B; ++b) {
                 (plain ? pack_input_plain : pack_input)(g, x + b * plane_in, xbuf, units * t / T, units * (t + 1) / T);
                 #pragma omp barrier
-                tiles(g, xbuf, wp, bias, y + b * plane_out,
-                      relu_out ? relu_out + b * plane_out : (r_inplace ? y + b * plane_out : NULL),
-                      relu, tasks * t / T, tasks * (t + 1) / T);
+                tiles(g, xbuf, wp, bias, y, b * plane_out, ep, tasks * t / T, tasks * (t + 1) / T);
                 #pragma omp barrier
             }
         }
     }
 #else
-    (void)g, (void)p, (void)x, (void)w, (void)bias, (void)y, (void)work, (void)relu, (void)relu_out;
+    (void)g, (void)p, (void)x, (void)w, (void)bias, (void)y, (void)work, (void)ep;
 #endif
 }

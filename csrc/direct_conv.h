@@ -15,6 +15,6 @@ int decaf_direct_conv_supported(const decaf_conv_geom *g);
  * p->slot, p->slots and p->work. */
 void decaf_direct_conv_scratch(const decaf_conv_geom *g, decaf_conv_plan *p);
 void decaf_direct_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
-                               const float *bias, float *y, float *work, float relu, float *relu_out);
+                               const float *bias, float *y, float *work, const decaf_epilogue *ep);
 
 #endif

@@ -23,9 +23,9 @@
     R(decaf_conv_plan, decaf_conv_make_plan, (const decaf_conv_geom *g, int threads, int backward),     \
       (g, threads, backward))                                                                           \
     V(decaf_conv_forward, (const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x,          \
-                           const float *w, const float *bias, float *y, float *work, float relu,        \
-                           float *relu_out),                                                            \
-      (g, p, x, w, bias, y, work, relu, relu_out))                                                      \
+                           const float *w, const float *bias, float *y, float *work,                    \
+                           const decaf_epilogue *ep),                                                   \
+      (g, p, x, w, bias, y, work, ep))                                                                  \
     V(decaf_conv_backward, (const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x,         \
                             const float *w, const float *dy, float *dx, float *dw, float *db,           \
                             float *work),                                                               \
@@ -70,8 +70,8 @@
     V(decaf_depthwise_conv_forward, (const float *x, const float *w, const float *bias, float *y,       \
                                      int B, int C, int H, int W, int kh, int kw, int Ho, int Wo,        \
                                      int sh, int sw, int pad_top, int pad_left, int dil_h, int dil_w,   \
-                                     float relu),                                                       \
-      (x, w, bias, y, B, C, H, W, kh, kw, Ho, Wo, sh, sw, pad_top, pad_left, dil_h, dil_w, relu))       \
+                                     const decaf_epilogue *ep),                                         \
+      (x, w, bias, y, B, C, H, W, kh, kw, Ho, Wo, sh, sw, pad_top, pad_left, dil_h, dil_w, ep))         \
     V(decaf_depthwise_conv_backward, (const float *x, const float *w, const float *dy, float *dx,       \
                                       float *dw, int B, int C, int H, int W, int kh, int kw, int Ho,    \
                                       int Wo, int sh, int sw, int pad_top, int pad_left, int dil_h,     \
@@ -206,9 +206,9 @@ decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int 
 }
 
 void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
-                        const float *bias, float *y, float *work, float relu, float *relu_out)
+                        const float *bias, float *y, float *work, const decaf_epilogue *ep)
 {
-    of_plan(p)->decaf_conv_forward(g, p, x, w, bias, y, work, relu, relu_out);
+    of_plan(p)->decaf_conv_forward(g, p, x, w, bias, y, work, ep);
 }
 
 void decaf_conv_backward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,

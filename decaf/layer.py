@@ -172,6 +172,18 @@ class Layer:
         activation's top when it is a new blob). Return True when this layer will apply it."""
         return False
 
+    def sums_bottoms(self):
+        """Is the top bottom 0 + bottom 1, two bottoms of the top's shape, at inference (Eltwise sum,
+        Arithmetic add)? The graph optimizer then lets the producer of one add the other as it
+        writes (``fuse_residual``)."""
+        return False
+
+    def fuse_residual(self, blob):
+        """Asked by the graph optimizer, on its own copy of this layer (``copy.copy``: the same
+        parameters): add ``blob`` (shaped like the top, already computed) to the output before the
+        activation fused later, if any. Return True when this layer will."""
+        return False
+
     def identity_at_inference(self):
         """Is this layer y = x at test time (one bottom, one top of the same shape)? The graph
         optimizer (decaf/optimize.py) then removes it. Train-only layers (Dropout) are."""
@@ -231,14 +243,23 @@ class Layer:
 
 
 class Epilogue:
-    """An activation applied while the producer writes its output: y = min(max(x, lo), hi) for
-    kind "clamp" (ReLU: lo 0, hi inf; ReLU6: lo 0, hi 6); further kinds name themselves."""
+    """An activation applied while the producer writes its output (csrc/activation.h): kind "clamp"
+    y = min(max(x, lo), hi) (ReLU: lo 0, hi inf; ReLU6: lo 0, hi 6; Clip), "leaky" (slope alpha),
+    "hardswish", "silu" (x sigmoid(alpha x)) or "sigmoid". ``act``: the tuple the kernels take."""
 
-    def __init__(self, kind, lo=0.0, hi=float("inf")):
-        self.kind, self.lo, self.hi = kind, float(lo), float(hi)
+    KINDS = ("clamp", "leaky", "hardswish", "silu", "sigmoid")
+
+    def __init__(self, kind, lo=0.0, hi=float("inf"), alpha=0.0):
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown epilogue kind {kind!r}; choose one of {self.KINDS}")
+        self.kind, self.lo, self.hi, self.alpha = kind, float(lo), float(hi), float(alpha)
+
+    @property
+    def act(self):
+        return (self.kind, self.lo, self.hi, self.alpha)
 
     def __repr__(self):
-        return f"Epilogue({self.kind!r}, lo={self.lo}, hi={self.hi})"
+        return f"Epilogue({self.kind!r}, lo={self.lo}, hi={self.hi}, alpha={self.alpha})"
 
 
 def pair_text(value):

@@ -245,10 +245,11 @@ def test_which_activations_are_fused():
              conv("c4", "c3", 4), {"name": "k4", "type": "Clip", "bottom": "c4", "top": "k4", "min": 0.0, "max": 2.5},
              inputs={"data": [3, 5, 5]})
     net = Net(s)
-    assert not net.layers["c"].fused_relu and not net.layers["r"].fused      # depthwise, not in place
+    assert net.layers["c"].fused_relu and net.layers["r"].fused              # depthwise, not in place
+    assert net.layers["c"].fused_relu_blob is net.blobs["r"]
     assert net.layers["d"].fused_relu and net.layers["d6"].fused and net.layers["d"].fused_relu_max == 6.0
-    assert not net.layers["c2"].fused_relu and not net.layers["r2"].fused    # slope != 0
-    assert not net.layers["c3"].fused_relu and not net.layers["k3"].fused    # clip from 1
+    assert net.layers["c2"].fused_act == ("leaky", 0.0, float("inf"), 0.1) and net.layers["r2"].fused
+    assert net.layers["c3"].fused_act == ("clamp", 1.0, 6.0, 0.0) and net.layers["k3"].fused   # clip from 1
     assert net.layers["c4"].fused_relu and net.layers["k4"].fused and net.layers["c4"].fused_relu_max == 2.5
     assert net.layers["c4"].fused_relu_blob is net.blobs["k4"]
 

@@ -165,10 +165,12 @@ def lrn_backward(x, y, scale, dy, dx, local_size, alpha, beta):
     _for(x).lrn_backward(x, y, scale, dy, dx, local_size, alpha, beta)
 
 
-def depthwise_conv_forward(x, w, y, stride, pads, dilation, bias=None, relu=0.0):
+def depthwise_conv_forward(x, w, y, stride, pads, dilation, bias=None, relu=0.0, act=None, residual=None,
+                           relu_out=None):
     """y[b, c] = x[b, c] cross-correlated with w[c, 0] (w is (C, 1, kh, kw)), + bias[c] if given,
-    then min(max(., 0), relu) if relu > 0."""
-    _for(x).depthwise_conv_forward(x, w, y, stride, pads, dilation, bias, relu)
+    + residual; then min(max(., 0), relu) if relu > 0, or the activation act (see conv_forward),
+    in y or into relu_out."""
+    _for(x).depthwise_conv_forward(x, w, y, stride, pads, dilation, bias, relu, act, residual, relu_out)
 
 
 def depthwise_conv_backward(x, w, dy, dx, dw, stride, pads, dilation):
@@ -189,12 +191,15 @@ def conv_work_size(x, w, group, kernel, stride, pads, dilation, out_hw, backward
 
 
 def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu=False, relu_out=None,
-                 relu_max=float("inf")):
-    """y = convolution of x (B, C, H, W) with w (K, C/group, kh, kw) + bias (K or None); with
-    relu, then min(max(., 0), relu_max) (a ReLU, or a ReLU6 with relu_max = 6) in y, or into
-    relu_out (y keeps the values before it). Direct, or im2col + GEMMs (csrc/conv.c)."""
+                 relu_max=float("inf"), act=None, residual=None):
+    """y = convolution of x (B, C, H, W) with w (K, C/group, kh, kw) + bias (K or None), +
+    residual (an array shaped like y, not y itself: a fused residual add); then with relu,
+    min(max(., 0), relu_max) (a ReLU, or a ReLU6 with relu_max = 6), or the activation
+    act = (kind, lo, hi, alpha): kind "clamp" (min(max(., lo), hi)), "leaky" (slope alpha),
+    "hardswish", "silu" (x sigmoid(alpha x)) or "sigmoid" -- in y, or into relu_out (y keeps the
+    values before it). Direct, or im2col + GEMMs (csrc/conv.c, csrc/activation.h)."""
     _for_gemm(x).conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu, relu_out,
-                              relu_max)
+                              relu_max, act, residual)
 
 
 def conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, group):

@@ -32,6 +32,13 @@ cdef extern from "gemm.h":
     void decaf_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                      const float *B, int ldb, float beta, float *C, int ldc) nogil
 
+cdef extern from "activation.h":
+    ctypedef struct decaf_epilogue:
+        int act
+        float lo, hi, alpha
+        const float *residual
+        float *out
+
 cdef extern from "conv.h":
     ctypedef struct decaf_conv_geom:
         int B, C, H, W, K, G, kh, kw, sh, sw, pad_top, pad_left, dh, dw, Ho, Wo
@@ -46,7 +53,7 @@ cdef extern from "conv.h":
         Py_ssize_t work
     decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int backward) nogil
     void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
-                            const float *bias, float *y, float *work, float relu, float *relu_out) nogil
+                            const float *bias, float *y, float *work, const decaf_epilogue *ep) nogil
     void decaf_conv_backward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
                              const float *dy, float *dx, float *dw, float *db, float *work) nogil
 
@@ -81,7 +88,8 @@ cdef extern from "depthwise.h":
     void decaf_depthwise_conv_forward(const float *x, const float *w, const float *bias, float *y,
                                       int B, int C, int H, int W,
                                       int kh, int kw, int Ho, int Wo, int sh, int sw,
-                                      int pad_top, int pad_left, int dil_h, int dil_w, float relu) nogil
+                                      int pad_top, int pad_left, int dil_h, int dil_w,
+                                      const decaf_epilogue *ep) nogil
     void decaf_depthwise_conv_backward(const float *x, const float *w, const float *dy, float *dx,
                                        float *dw, int B, int C, int H, int W, int kh, int kw,
                                        int Ho, int Wo, int sh, int sw, int pad_top, int pad_left,
@@ -293,10 +301,53 @@ def lrn_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1]
                            &dx[0, 0, 0, 0], B, C, HW, n, alpha, beta)
 
 
+# ---- the epilogue of the convolutions (csrc/activation.h) ------------------------------------
+
+# activation kinds, by the numbers of csrc/activation.h's DECAF_ACT_*
+ACTIVATIONS = {"none": 0, "clamp": 1, "leaky": 2, "hardswish": 3, "silu": 4, "sigmoid": 5}
+
+
+cdef int _epilogue(str func, decaf_epilogue *e, act, bint relu, float relu_max, relu_out, residual,
+                   float[:, :, :, ::1] y) except -1:
+    """Fill e from the Python arguments (see conv_forward); y is the output it must fit."""
+    cdef float[:, :, :, ::1] r
+    cdef const float[:, :, :, ::1] res
+    e.act, e.lo, e.hi, e.alpha, e.residual, e.out = 0, 0.0, 0.0, 0.0, NULL, NULL
+    if relu:
+        if act is not None:
+            raise ValueError(f"{func}: relu and act both given")
+        if not relu_max > 0:
+            raise ValueError(f"{func}: relu_max must be > 0, got {relu_max}")
+        act = ("clamp", 0.0, relu_max, 0.0)
+    if act is not None:
+        kind, lo, hi, alpha = act
+        if kind not in ACTIVATIONS:
+            raise ValueError(f"{func}: unknown activation {kind!r}; choose one of {sorted(ACTIVATIONS)}")
+        e.act, e.lo, e.hi, e.alpha = ACTIVATIONS[kind], lo, hi, alpha
+        if kind == "clamp" and not e.lo <= e.hi:
+            raise ValueError(f"{func}: clamp bounds {lo} > {hi}")
+    if relu_out is not None:
+        if e.act == 0:
+            raise ValueError(f"{func}: relu_out without relu (or act)")
+        r = relu_out
+        _expect_shape(func, "relu_out", _shape4(r), _shape4(y))
+        e.out = &r[0, 0, 0, 0]
+        if e.out == &y[0, 0, 0, 0]:
+            e.out = NULL         # the same array: in place
+    if residual is not None:
+        res = residual
+        _expect_shape(func, "residual", _shape4(res), _shape4(y))
+        e.residual = &res[0, 0, 0, 0]
+        if e.residual == &y[0, 0, 0, 0]:
+            raise ValueError(f"{func}: the residual must not be y itself")
+    return 0
+
+
 # ---- depthwise convolution -------------------------------------------------------------------
 
 def depthwise_conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None,
-                           float[:, :, :, ::1] y not None, stride, pads, dilation, bias=None, float relu=0.0):
+                           float[:, :, :, ::1] y not None, stride, pads, dilation, bias=None, float relu=0.0,
+                           act=None, residual=None, relu_out=None):
     cdef int sh, sw, pt, pl, dh, dw
     sh, sw = _ints(stride, "stride", 2, 1)
     pt, pl, _, _ = _ints(pads, "pads", 4, 0)
@@ -311,9 +362,11 @@ def depthwise_conv_forward(const float[:, :, :, ::1] x not None, const float[:, 
         b = bias
         _expect_shape("depthwise_conv_forward", "bias", (b.shape[0],), (C,))
         bias_ptr = &b[0]
+    cdef decaf_epilogue e
+    _epilogue("depthwise_conv_forward", &e, act, relu > 0, relu, relu_out, residual, y)
     with nogil:
         decaf_depthwise_conv_forward(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, &y[0, 0, 0, 0], B, C, H, W,
-                                     kh, kw, Ho, Wo, sh, sw, pt, pl, dh, dw, relu)
+                                     kh, kw, Ho, Wo, sh, sw, pt, pl, dh, dw, &e)
 
 
 def depthwise_conv_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None,
@@ -429,11 +482,10 @@ def conv_work_size(x_shape, w_shape, int group, kernel, stride, pads, dilation, 
 def conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None, bias,
                  float[:, :, :, ::1] y not None, float[::1] work not None,
                  kernel, stride, pads, dilation, int group, bint relu=False, relu_out=None,
-                 float relu_max=float("inf")):
-    """y = conv(x, w) + bias (direct, or im2col + SGEMM per image and group); with relu, then
-    min(max(., 0), relu_max) in y, or into relu_out (y keeping the values before it)."""
-    if relu and not relu_max > 0:
-        raise ValueError(f"conv_forward: relu_max must be > 0, got {relu_max}")
+                 float relu_max=float("inf"), act=None, residual=None):
+    """y = conv(x, w) + bias (direct, or im2col + SGEMM per image and group), + residual (an array
+    like y, not y); then with relu min(max(., 0), relu_max), or the activation act = (kind, lo, hi,
+    alpha) (kind one of ACTIVATIONS), in y or into relu_out (y keeping the values before it)."""
     if not decaf_have_sgemm():
         raise RuntimeError("conv_forward: no BLAS loaded (importing decaf.blas loads decaf's own)")
     cdef decaf_conv_geom g = _conv_geom(_shape4(x), _shape4(w), group, kernel, stride, pads, dilation,
@@ -445,24 +497,15 @@ def conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1]
         b = bias
         _expect_shape("conv_forward", "bias", (b.shape[0],), (g.K,))
         bias_ptr = &b[0]
-    cdef float[:, :, :, ::1] r
-    cdef float *relu_ptr = NULL
-    if relu_out is not None:
-        if not relu:
-            raise ValueError("conv_forward: relu_out without relu")
-        r = relu_out
-        _expect_shape("conv_forward", "relu_out", _shape4(r), _shape4(y))
-        relu_ptr = &r[0, 0, 0, 0]
-        if relu_ptr == &y[0, 0, 0, 0]:
-            relu_ptr = NULL      # the same array: in place
+    cdef decaf_epilogue e
+    _epilogue("conv_forward", &e, act, relu, relu_max, relu_out, residual, y)
     cdef decaf_conv_plan plan = decaf_conv_make_plan(&g, decaf_get_num_threads(), 0)
     if work.shape[0] < plan.work:
         raise ValueError(f"conv_forward: work has {work.shape[0]} floats, needs {plan.work}")
     if g.B == 0:
         return
     with nogil:
-        decaf_conv_forward(&g, &plan, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, &y[0, 0, 0, 0], &work[0],
-                           relu_max if relu else 0.0, relu_ptr)
+        decaf_conv_forward(&g, &plan, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, &y[0, 0, 0, 0], &work[0], &e)
 
 
 def conv_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None,

@@ -266,11 +266,58 @@ def lrn_backward(x, y, scale, dy, dx, local_size, alpha, beta):
     dx[...] = dy * scale ** -beta - (2 * alpha * beta / n) * x * received
 
 
+# ---- the epilogue of the convolutions ----------------------------------------------------------
+
+ACTIVATIONS = ("none", "clamp", "leaky", "hardswish", "silu", "sigmoid")
+
+
+def activation(v, act):
+    """act = (kind, lo, hi, alpha) applied to v (csrc/activation.h's table), a new array."""
+    kind, lo, hi, alpha = act
+    if kind not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {kind!r}; choose one of {sorted(ACTIVATIONS)}")
+    one = np.asarray(1, v.dtype)
+    if kind == "clamp":
+        return np.minimum(np.maximum(v, np.asarray(lo, v.dtype)), np.asarray(hi, v.dtype))
+    if kind == "leaky":
+        return v * np.where(v < 0, np.asarray(alpha, v.dtype), one)
+    if kind == "hardswish":
+        return np.clip(v + 3, 0, 6).astype(v.dtype) * v / np.asarray(6, v.dtype)
+    if kind in ("silu", "sigmoid"):
+        z = v * np.asarray(alpha, v.dtype) if kind == "silu" else v
+        s = (np.tanh(z * np.asarray(0.5, v.dtype)) + one) * np.asarray(0.5, v.dtype)
+        return v * s if kind == "silu" else s
+    return v.copy()
+
+
+def _finish(func, out, y, act, relu, relu_max, relu_out, residual):
+    """Write the epilogue's results: y = out (+ residual), the activation in y or relu_out."""
+    if relu:
+        if act is not None:
+            raise ValueError(f"{func}: relu and act both given")
+        act = ("clamp", 0.0, relu_max, 0.0)
+    if relu_out is not None and act is None:
+        raise ValueError(f"{func}: relu_out without relu (or act)")
+    if residual is not None:
+        if residual is y:
+            raise ValueError(f"{func}: the residual must not be y itself")
+        out = out + residual
+    if act is None:
+        y[...] = out
+    elif relu_out is not None and relu_out is not y:
+        y[...] = out
+        relu_out[...] = activation(np.asarray(out, y.dtype), act)
+    else:
+        y[...] = activation(np.asarray(out, y.dtype), act)
+
+
 # ---- depthwise convolution -------------------------------------------------------------------
 
-def depthwise_conv_forward(x, w, y, stride, pads, dilation, bias=None, relu=0.0):
+def depthwise_conv_forward(x, w, y, stride, pads, dilation, bias=None, relu=0.0, act=None, residual=None,
+                           relu_out=None):
     """y[b, c] = x[b, c] cross-correlated with w[c, 0] (w is (C, 1, kh, kw)), + bias[c] if given,
-    then min(max(., 0), relu) if relu > 0 (a fused ReLU or ReLU6)."""
+    + residual; then min(max(., 0), relu) if relu > 0 (a fused ReLU or ReLU6), or the activation
+    act, in y or into relu_out (as conv_forward)."""
     stride, pads = _ints(stride, "stride", 2, 1), _ints(pads, "pads", 4, 0)
     dilation = _ints(dilation, "dilation", 2, 1)
     B, C, H, W = x.shape
@@ -284,7 +331,7 @@ def depthwise_conv_forward(x, w, y, stride, pads, dilation, bias=None, relu=0.0)
             out += w[:, 0, i, j, None, None] * canvas[(Ellipsis,) + _taps(i, j, Ho, Wo, stride, dilation)]
     if bias is not None:
         out += bias.reshape(1, C, 1, 1)
-    y[...] = np.clip(out, 0, relu) if relu > 0 else out
+    _finish("depthwise_conv_forward", out, y, act, relu > 0, relu, relu_out, residual)
 
 
 def depthwise_conv_backward(x, w, dy, dx, dw, stride, pads, dilation):
@@ -328,21 +375,15 @@ def _conv_columns(x, w, group, kernel, stride, pads, dilation, out_hw):
 
 
 def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu=False, relu_out=None,
-                 relu_max=np.inf):
-    """y[b] = w_g @ im2col(x[b])_g + bias per group g; with relu, min(max(., 0), relu_max) in y or
-    into relu_out."""
+                 relu_max=np.inf, act=None, residual=None):
+    """y[b] = w_g @ im2col(x[b])_g + bias per group g, + residual; with relu, min(max(., 0),
+    relu_max), or the activation act = (kind, lo, hi, alpha), in y or into relu_out."""
     B, K, Ho, Wo = y.shape
     cols, wg = _conv_columns(x, w, group, kernel, stride, pads, dilation, (Ho, Wo))
     out = (wg @ cols).reshape(K, B, Ho, Wo).transpose(1, 0, 2, 3)     # (g, K/g, B HoWo) -> (B, K, Ho, Wo)
     if bias is not None:
         out = out + bias.reshape(1, K, 1, 1)
-    if relu_out is not None and not relu:
-        raise ValueError("conv_forward: relu_out without relu")
-    if relu_out is not None:
-        y[...] = out
-        np.clip(out, 0, relu_max, out=relu_out)
-    else:
-        y[...] = np.clip(out, 0, relu_max) if relu else out
+    _finish("conv_forward", out, y, act, relu, relu_max, relu_out, residual)
 
 
 def conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, group):

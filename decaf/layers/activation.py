@@ -36,7 +36,8 @@ class ReLU(_Elementwise):
     roles = frozenset({"rectifier"})
 
     def epilogue(self):
-        return Epilogue("clamp", 0.0) if self.p["negative_slope"] == 0 else None
+        a = self.p["negative_slope"]
+        return Epilogue("clamp", 0.0) if a == 0 else Epilogue("leaky", alpha=a)
 
     @classmethod
     def to_caffe(cls, p, w):
@@ -83,7 +84,7 @@ class Clip(_Elementwise):
 
     def epilogue(self):
         lo, hi = self.p["min"], self.p["max"]
-        return Epilogue("clamp", 0.0, hi) if lo == 0 and hi > 0 else None
+        return Epilogue("clamp", lo, hi) if lo <= hi else None
 
     def forward(self, bottom, top):
         if self.fused:
@@ -120,7 +121,12 @@ class Sigmoid(_Elementwise):
     def to_caffe(cls, p, w):
         w.add("Sigmoid")
 
+    def epilogue(self):
+        return Epilogue("sigmoid")
+
     def forward(self, bottom, top):
+        if self.fused:
+            return
         x, y = bottom[0].data, top[0].data
         # 1 / (1 + exp(-x)) written via tanh to avoid overflow for large |x|
         np.multiply(x, 0.5, out=y)

@@ -85,6 +85,10 @@ class Arithmetic(Layer):
             raise self.shape_error("the constant operand would enlarge the bottom", x, out)
         return [out]
 
+    def sums_bottoms(self):
+        """Two tensor bottoms added (the optimizer also checks that both have the top's shape)."""
+        return self.p["operation"] == "add" and self.operand is None
+
     def _operands(self, bottom):
         a = bottom[0].data
         b = bottom[1].data if self.operand is None else self.operand.data.astype(a.dtype, copy=False)

@@ -24,7 +24,7 @@ import numpy as np
 from .. import fillers, kernels
 from ..errors import SpecError
 from ..interop import caffe_importer, onnx_importer
-from ..layer import REQUIRED, Layer, as_pads, as_pair, pair_text, per_image, register
+from ..layer import REQUIRED, Epilogue, Layer, as_pads, as_pair, pair_text, per_image, register
 
 
 def same_pads(size, kernel, stride, dilation, upper=True):
@@ -137,18 +137,30 @@ class Convolution(Layer):
         w.add("Convolution", ["weight", "bias"] if p["bias_term"] else ["weight"], multipliers=True,
               convolution_param=cp)
 
-    # Set by fuse_epilogue when the activation reading this top is a clamp from 0 (ReLU, ReLU6) that
-    # the kernels apply as they write: in place, or into the activation's own top (fused_relu_blob),
-    # this top keeping the values before it
+    # Set by fuse_epilogue when the activation reading this top is one the kernels apply as they write
+    # (csrc/activation.h: ReLU, ReLU6, Clip, LeakyReLU, HardSwish, SiLU, Sigmoid): in place, or into the
+    # activation's own top (fused_relu_blob), this top keeping the values before it. fused_relu says
+    # whether one is (the name is older than the other kinds); fused_act is its (kind, lo, hi, alpha).
     fused_relu = False
     fused_relu_max = float("inf")
     fused_relu_blob = None
+    fused_act = None
+    # Set by fuse_residual on the graph optimizer's copy: a blob added before the activation
+    fused_residual = None
 
     def fuse_epilogue(self, epilogue, in_place, out_blob):
-        """The kernels apply min(max(y, 0), hi); the depthwise kernel only in place."""
-        if epilogue.kind != "clamp" or epilogue.lo != 0 or not (in_place or not self.depthwise):
+        """The kernels apply every Epilogue kind, in place or into out_blob."""
+        if epilogue.kind not in Epilogue.KINDS:
             return False
-        self.fused_relu, self.fused_relu_max, self.fused_relu_blob = True, epilogue.hi, out_blob
+        self.fused_relu, self.fused_relu_blob, self.fused_act = True, out_blob, epilogue.act
+        self.fused_relu_max = epilogue.hi
+        return True
+
+    def fuse_residual(self, blob):
+        """Add blob before the activation; not after one was fused (that would add after it)."""
+        if self.fused_relu:
+            return False
+        self.fused_residual = blob
         return True
 
     def _work(self, x, backward):
@@ -162,14 +174,16 @@ class Convolution(Layer):
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
         bias = None if self.bias is None else self.bias.data
+        act = (self.fused_act or ("clamp", 0.0, self.fused_relu_max, 0.0)) if self.fused_relu else None
+        act_out = None if self.fused_relu_blob is None or act is None else self.fused_relu_blob.data
+        residual = None if self.fused_residual is None else self.fused_residual.data
         if self.depthwise:
             kernels.depthwise_conv_forward(x, self.weight.data, y, self.stride, self.pads, self.dilation, bias,
-                                           self.fused_relu_max if self.fused_relu else 0.0)
+                                           act=act, residual=residual, relu_out=act_out)
         else:
-            relu_out = None if self.fused_relu_blob is None else self.fused_relu_blob.data
             kernels.conv_forward(x, self.weight.data, bias, y, self._work(x, False), self.kernel, self.stride,
-                                 self.pads, self.dilation, self.p["group"], self.fused_relu, relu_out,
-                                 self.fused_relu_max)
+                                 self.pads, self.dilation, self.p["group"], act=act, relu_out=act_out,
+                                 residual=residual)
 
     def backward(self, top, propagate_down, bottom):
         x, dy = bottom[0].data, top[0].diff

@@ -45,6 +45,10 @@ class Eltwise(Layer):
                                        bottom_shapes[0], shape)
         return [bottom_shapes[0]]
 
+    def sums_bottoms(self):
+        return (self.p["operation"] == "sum" and len(self.bottom_names) == 2
+                and all(c == 1 for c in self._coeff()))
+
     def _coeff(self):
         return self.p["coeff"] or [1.0] * len(self.bottom_names)
 

@@ -10,7 +10,7 @@ beta 1/2) times x, which opset 13 has and which is the same function.
 import numpy as np
 
 from ..interop import onnx_importer
-from ..layer import Layer, per_image, register
+from ..layer import Epilogue, Layer, per_image, register
 
 
 @register
@@ -24,7 +24,12 @@ class HardSwish(Layer):
     def ops(self, bottom_shapes, top_shapes):
         return 4 * per_image(top_shapes[0])           # add, clamp (2), multiply; the 1/6 folded in
 
+    def epilogue(self):
+        return Epilogue("hardswish")     # into this top: the producer's keeps x, which backward reads
+
     def forward(self, bottom, top):
+        if self.fused:
+            return
         x, y = bottom[0].data, top[0].data
         np.add(x, 3, out=y)
         np.clip(y, 0, 6, out=y)

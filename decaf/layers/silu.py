@@ -11,7 +11,7 @@ Sigmoid and Mul (and a Mul by alpha first when alpha != 1), which every opset ha
 import numpy as np
 
 from ..interop import onnx_importer
-from ..layer import Layer, per_image, register
+from ..layer import Epilogue, Layer, per_image, register
 
 
 def sigmoid(x):
@@ -31,7 +31,12 @@ class SiLU(Layer):
     def ops(self, bottom_shapes, top_shapes):
         return 6 * per_image(top_shapes[0])            # the sigmoid (about 4), the scaling, the product
 
+    def epilogue(self):
+        return Epilogue("silu", alpha=self.p["alpha"])   # into this top: the producer's keeps x
+
     def forward(self, bottom, top):
+        if self.fused:
+            return
         x = bottom[0].data
         np.multiply(x, sigmoid(x * np.asarray(self.p["alpha"], x.dtype)), out=top[0].data)
 
