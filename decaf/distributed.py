@@ -75,7 +75,7 @@ def _worker_net(model, blobs, fingerprint, threads):
     if key in _NETS and _NETS[key][0] != fingerprint:
         del _NETS[key]            # the file changed since: read it again
     if key not in _NETS:
-        from .pretrained import load_model
+        from .io import load_model
         net = load_model(model)
         _NETS[key] = (features.net_fingerprint(net), net)
     found, net = _NETS[key]

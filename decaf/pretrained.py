@@ -131,8 +131,7 @@ def load_pretrained(name=DEFAULT_MODEL):
 
 
 def load_model(model=None):
-    """A net from a pretrained name, a ``.decaf`` path, or the default."""
-    model = model or DEFAULT_MODEL
-    if str(model).endswith(".decaf") or os.path.sep in str(model):
-        return load(model)
-    return load_pretrained(model)
+    """A net from a MODEL argument: ``decaf.io.load_model``, the one entry point (kept here for
+    callers of the older name)."""
+    from .io.models import load_model as load_any
+    return load_any(model)

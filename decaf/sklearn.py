@@ -35,7 +35,7 @@ def _load(model):
     from .net import Net
     if isinstance(model, Net):
         return model
-    from .pretrained import load_model
+    from .io import load_model
     key = model
     if model is not None and os.path.isfile(os.fspath(model)):
         stat = os.stat(model)

@@ -211,7 +211,7 @@ def test_cli_decaf_file_and_json_to_stdout(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["no_such_net"], "neither a zoo model"),
+    (["no_such_net"], "is not a pretrained network (efficientnet_lite0, efficientnet_lite1, efficientnet_lite2), a zoo spec"),
     (["missing.decaf"], "no such file"),
     (["lenet", "--batch", "0"], "--batch must be at least 1"),
     (["lenet", "--iters", "0"], "--iters must be at least 1"),

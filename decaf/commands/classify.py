@@ -45,7 +45,7 @@ def run(args):
     import os
 
     from ..classify import classify, expand_sources
-    from ..pretrained import load_model
+    from ..io import load_model
 
     if args.top < 1:
         raise ValueError("--top must be at least 1")

@@ -52,37 +52,10 @@ def add_parser(sub):
 
 
 def convert(src, arch=None, prototxt=None):
-    """(spec, arrays, format name, carried metadata) from a source file, by its extension.
-
-    carried: {"labels", "preprocess"} the file itself holds (ONNX metadata written by decaf export,
-    a Caffe synset_words.txt), None where it holds none."""
-    ext = os.path.splitext(src)[1].lower()
-    if not os.path.exists(src):
-        raise FileNotFoundError(f"{src}: no such file")
-    carried = {"labels": None, "preprocess": None}
-    if ext in (".pth", ".pt", ".ckpt", ".bin"):
-        if not arch:
-            from ..io.torch_convert import ARCHS
-            raise ValueError(f"a PyTorch checkpoint holds no architecture: pass --arch (one of {sorted(ARCHS)})")
-        from ..io.torch_convert import torch_to_net
-        spec, arrays = torch_to_net(src, arch)
-        return spec, arrays, "torch", carried
-    if ext == ".onnx":
-        from ..io.onnx_convert import onnx_to_net
-        from ..io.onnx_meta import read_onnx_metadata
-        spec, arrays = onnx_to_net(src)
-        return spec, arrays, "onnx", read_onnx_metadata(src)
-    if ext in (".caffemodel", ".prototxt"):
-        from ..io.caffe import caffe_to_net
-        if ext == ".prototxt":
-            spec, arrays, labels = caffe_to_net(src, None)
-        else:
-            if not prototxt:
-                raise ValueError("a .caffemodel needs its net definition: pass --prototxt deploy.prototxt")
-            spec, arrays, labels = caffe_to_net(prototxt, src)
-        carried["labels"] = labels
-        return spec, arrays, "caffe", carried
-    raise ValueError(f"{src}: unknown source format {ext!r} (expected .pth/.pt, .onnx or .caffemodel)")
+    """(spec, arrays, format name, carried metadata) from a source file: decaf.io.read_foreign,
+    the one extension table."""
+    from ..io import read_foreign
+    return read_foreign(src, arch=arch, prototxt=prototxt)
 
 
 def _numbers(text, option):

@@ -39,7 +39,7 @@ def run(args):
     import os
 
     from ..evaluate import evaluate, plot_confusion
-    from ..pretrained import load_model
+    from ..io import load_model
 
     if args.top < 1 or args.batch < 1:
         raise ValueError("--top and --batch must be at least 1")

@@ -41,7 +41,7 @@ def export_onnx(net, path, extra_outputs=(), opset=13):
 
 
 def run(args):
-    from ..pretrained import load_model
+    from ..io import load_model
 
     net = load_model(args.model)
     model = export_onnx(net, args.output, extra_outputs=args.output_blob, opset=args.opset)

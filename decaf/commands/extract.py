@@ -47,7 +47,7 @@ def run(args):
     import os
 
     from ..features import extract, load_features
-    from ..pretrained import load_model
+    from ..io import load_model
 
     if args.batch < 1 or args.shard < 1:
         raise ValueError("--batch and --shard must be at least 1")

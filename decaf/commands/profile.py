@@ -42,20 +42,15 @@ def add_parser(sub):
 
 
 def load_model(model, seed=0):
-    """(Net, notes) for a MODEL argument: a zoo name (random weights) or a .decaf file."""
-    import os
-
+    """(Net, notes) for a MODEL argument (decaf.io.load_model with zoo specs allowed)."""
+    from ..io import load_model as load_any
     from ..models import ZOO
-    from ..net import Net
-    if model in ZOO:
-        return Net(ZOO[model](), seed=seed), [f"zoo spec {model!r} with random weights (seed {seed}); "
-                                              "timing does not depend on the weights' values"]
-    if str(model).endswith(".decaf"):
-        from ..io.netfile import load
-        if not os.path.exists(model):
-            raise FileNotFoundError(f"no such file: {model!r}")
-        return load(model), [f"weights from {model}"]
-    raise ValueError(f"MODEL {model!r} is neither a zoo model ({', '.join(sorted(ZOO))}) nor a .decaf file")
+    from ..pretrained import PRETRAINED
+    net = load_any(model, zoo=True, seed=seed)
+    if model in ZOO and model not in PRETRAINED:
+        return net, [f"zoo spec {model!r} with random weights (seed {seed}); "
+                     "timing does not depend on the weights' values"]
+    return net, [f"weights from {model}"]
 
 
 def run(args):

@@ -97,8 +97,8 @@ class _Loader:
 
     def net(self, model):
         if model not in self.nets:
-            from ..pretrained import DEFAULT_MODEL, load_model
-            self.nets[model] = load_model(model or DEFAULT_MODEL)
+            from ..io import load_model
+            self.nets[model] = load_model(model)
         return self.nets[model]
 
     def sets(self, source):

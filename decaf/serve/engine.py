@@ -23,12 +23,8 @@ from ..pipeline import image_input, net_recipe
 
 def load_net(model=None):
     """A net from a pretrained name, a ``.decaf`` path, or the pretrained default (None)."""
-    from ..pretrained import DEFAULT_MODEL
-    try:
-        from ..io import load_model     # the one entry point for models, once it exists
-    except ImportError:
-        from ..pretrained import load_model
-    return load_model(model or DEFAULT_MODEL)
+    from ..io import load_model         # the one entry point for models
+    return load_model(model)
 
 
 class Engine:
