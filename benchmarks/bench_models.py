@@ -118,6 +118,17 @@ def cpu_identity():
             "family": fields.get("cpu family"), "model": fields.get("model"), "stepping": fields.get("stepping")}
 
 
+def openmp_runtimes():
+    """The OpenMP runtimes loaded in this process (paths from /proc/self/maps)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f
+                     if any(n in line.rsplit("/", 1)[-1] for n in ("libgomp", "libiomp", "libomp"))}
+    except OSError:
+        return []
+    return sorted(p for p in paths if p.startswith("/"))
+
+
 def versions():
     import importlib.metadata as md
     out = {"python": platform.python_version()}
@@ -557,10 +568,13 @@ def main(argv=None):
         apply_isa(args.isa)
     sys.path.insert(0, ROOT)
     sys.path.insert(1, TESTS)
-    import torch
-
+    # decaf first: its extension then runs on the system's libgomp. Imported after torch, it would
+    # bind to the libgomp torch's wheel bundles (same soname), on which decaf's 2-thread forward of a
+    # small net was measured 10x slower here (see benchmarks/README.md).
     import decaf
     from decaf.commands.info import collect
+
+    import torch
 
     decaf.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
@@ -580,6 +594,7 @@ def main(argv=None):
                       "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA"),
                       "aten_capability": torch.backends.cpu.get_cpu_capability()},
         "onnxruntime_isa": "chosen by CPUID (no cap)",
+        "openmp_runtimes": openmp_runtimes(),
         "versions": versions(),
         "settings": {"threads": args.threads, "batches": args.batches, "rounds": args.rounds, "gap_s": args.gap,
                      "quick": args.quick, "frameworks": args.frameworks, "interleaved": True,
