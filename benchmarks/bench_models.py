@@ -86,6 +86,7 @@ FAMILIES = {
 DECAF_NETS = ("caffenet", "efficientnet_lite0")      # start from decaf's own net (zoo / pretrained)
 SUITE = tuple(FAMILIES) + DECAF_NETS
 QUICK_MODELS = ("resnet18", "mobilenet_v2")
+CHECK_TOL = 1e-3     # decaf vs ONNX Runtime, relative to the largest output; beyond it a model's figures don't count
 
 
 # ---- the environment: ISA caps before torch/decaf are imported ----------------------------------------
@@ -311,7 +312,8 @@ def build_model(name, args, workdir):
         got = _decaf_runner(net)(x)()
         got = next(iter(got.values())).reshape(want.shape)
         scale = float(np.abs(want).max()) or 1.0
-        m.check = {"decaf_vs_onnxruntime_max_rel_diff": float(np.abs(got - want).max() / scale),
+        diff = float(np.abs(got - want).max() / scale)
+        m.check = {"decaf_vs_onnxruntime_max_rel_diff": diff, "ok": diff <= CHECK_TOL,
                    "same_top1": bool((got.argmax(1) == want.argmax(1)).all())}
         if name == "caffenet":
             with torch.inference_mode():
@@ -383,7 +385,9 @@ def geomean(values):
 
 def summarize(models, batches):
     """{b: {peer: {geomean, models, min: [model, ratio]}}} over the models with both figures, plus
-    the same for the best peer of each model."""
+    the same for the best peer of each model. A model whose decaf output disagreed with ONNX Runtime's
+    (check not ok) is left out of the means."""
+    models = {n: r for n, r in models.items() if r.get("check", {}).get("ok", True)}
     out = {}
     for b in batches:
         key = f"b{b}"
@@ -416,6 +420,7 @@ def print_table(models, summary, batches, frameworks):
             line += f"{ratios['best_peer']:>8.2f}" if "best_peer" in ratios else f"{'-':>8}"
             diff = r.get("check", {}).get("decaf_vs_onnxruntime_max_rel_diff")
             line += f"  {diff:.1e}" if diff is not None else "  -"
+            line += "" if r.get("check", {}).get("ok", True) else "  MISMATCH: not in the means"
             print(line)
         g = summary.get(key, {})
         line = f"{'geometric mean':<20}" + " " * 10 * len(frameworks)
@@ -536,6 +541,8 @@ def parse_args(argv=None):
     ap.add_argument("--gap", type=float, default=0.02, help="seconds of sleep between two timed runs")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--list", action="store_true", help="print the suite's model names and exit")
+    ap.add_argument("--check", action="store_true",
+                    help="build each model and compare decaf with ONNX Runtime, without timing")
     args = ap.parse_args(argv)
     if args.list:
         print("\n".join(SUITE))
@@ -555,6 +562,8 @@ def parse_args(argv=None):
     bad = [f for f in args.frameworks if f not in FRAMEWORKS]
     if bad or "decaf" not in args.frameworks:
         ap.error(f"--frameworks: a subset of {','.join(FRAMEWORKS)} including decaf (got {args.frameworks})")
+    if args.check:                                    # no timing: decaf and ONNX Runtime only
+        args.frameworks = ["decaf", "onnxruntime"]
     args.rounds = args.rounds or (1 if args.quick else 5)
     args.train_batch = args.train_batch or (4 if args.quick else 64)
     if args.rounds < 1 or args.threads < 1 or args.train_batch < 1:
@@ -620,8 +629,14 @@ def main(argv=None):
             r.update(input=list(m.input), source=m.source, check=m.check, build_s=round(time.perf_counter() - t0, 1))
             if m.errors:
                 r["errors"] = dict(m.errors)
+            if not m.check.get("ok", True):
+                print(f"WARNING {name}: decaf's output differs from ONNX Runtime's by {m.check} (relative); "
+                      "its figures are left out of the geometric means", file=sys.stderr, flush=True)
+            if args.check:
+                print(f"{name}: built in {r['build_s']} s, input {m.input}, decaf vs ONNX Runtime: {m.check}",
+                      flush=True)
             r["img_per_s"], r["ratios"], r["warmup_s"] = {}, {}, {}
-            for b in args.batches:
+            for b in ([] if args.check else args.batches):
                 key = f"b{b}"
                 best, warm, errors = time_model(m, b, args)
                 if errors:
@@ -641,7 +656,8 @@ def main(argv=None):
 
     frameworks = [fw for fw in FRAMEWORKS if fw in args.frameworks]
     result["geomean"] = summarize(result["models"], args.batches)
-    print_table(result["models"], result["geomean"], args.batches, frameworks)
+    if not args.check:
+        print_table(result["models"], result["geomean"], args.batches, frameworks)
     if args.train:
         result["train"] = dict(run_training(args), batch=args.train_batch)
     if args.json:
