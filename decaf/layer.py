@@ -181,7 +181,8 @@ class Layer:
     def fuse_residual(self, blob):
         """Asked by the graph optimizer, on its own copy of this layer (``copy.copy``: the same
         parameters): add ``blob`` (shaped like the top, already computed) to the output before the
-        activation fused later, if any. Return True when this layer will."""
+        activation fused later, if any. Return True when this layer will; its step then gets
+        ``blob`` as one more bottom (for the optimizer's bookkeeping), which forward ignores."""
         return False
 
     def identity_at_inference(self):

@@ -14,13 +14,21 @@ backward; training and gradient checks run the net as written. The passes ask th
    (conv -> BatchNorm -> Scale is one conv). The folded layer is a new instance of the producer's
    type with those weights, writing the last affine's top; the net's own layers and parameters
    are left as they are (saving, ``param_arrays`` and training see the net as written).
-3. **Activation fusion.** The folded layer is offered the activation that reads its top first
-   (``epilogue`` / ``fuse_epilogue``, as ``Net`` does for the layers as written): conv -> BN ->
-   ReLU becomes one convolution whose kernel applies the ReLU as it writes.
-4. **Dead-layer elimination.** A layer none of whose outputs is read any more, nor an output of
+3. **Residual-add fusion.** A layer that adds its two bottoms of its top's shape (``sums_bottoms``:
+   Eltwise sum, Arithmetic add) one of whose bottoms is written by a layer that can add a tensor
+   as it writes (``fuse_residual``: Convolution) and read by nothing else, the other bottom being
+   complete before that layer runs, is done by that layer: it writes the sum into the add's top
+   (ResNet's conv -> BN -> add -> ReLU is one convolution with its epilogue). The layer is the
+   folded one, or a shallow copy (``copy.copy``: the same parameters) of the net's own, so the net
+   as written, which training runs, keeps its add.
+4. **Activation fusion.** The folded and residual-fused layers are offered the activation that
+   reads their top first (``epilogue`` / ``fuse_epilogue``, as ``Net`` does for the layers as
+   written): conv -> BN -> ReLU becomes one convolution whose kernel applies the ReLU as it
+   writes; so does conv -> BN -> add -> ReLU, or SiLU / HardSwish / LeakyReLU / sigmoid gates.
+5. **Dead-layer elimination.** A layer none of whose outputs is read any more, nor an output of
    the net, is dropped (a net as written has none: every unread blob is an output; the passes
    above can leave some).
-5. **Zero-copy concatenation.** A layer whose top is its bottoms side by side (``bottom_slices``:
+6. **Zero-copy concatenation.** A layer whose top is its bottoms side by side (``bottom_slices``:
    Concat) gets bottoms that are views of its top, so that their producers write into it, when
    each bottom has one producer and no other reader and the views are contiguous (along the
    channels: at batch 1). It copies as usual at other batch sizes.
@@ -36,6 +44,7 @@ computes (a convolution's output before its folded BatchNorm) runs the net as wr
 call. ``backward`` after an optimized forward (test phase) first reruns that forward as written,
 so that every layer has the state its backward reads.
 """
+import copy
 import os
 
 import numpy as np
@@ -140,7 +149,7 @@ class Graph:
     """The optimized forward of ``net`` in the test phase (see the module docstring).
 
     ``steps``: what a full forward runs; ``actions``: what the passes did, as (kind, layer names,
-    into) with kind "folded", "fused", "identity", "dead" or "concat" (written in place);
+    into) with kind "folded", "residual", "fused", "identity", "dead" or "concat" (written in place);
     ``alias``: removed layers' top names
     -> the Blob holding their values; ``missing``: blob names the graph no longer computes."""
 
@@ -149,6 +158,7 @@ class Graph:
         self.actions = []
         self.alias = {}
         self.folded = []
+        self.copies = []            # (layer, step): shallow copies of the net's layers the passes changed
         steps = [Step(layer, net.bottoms[layer.name], net.tops[layer.name], fused=layer.fused)
                  for layer in net.order]
         producer = {id(t): s for s in steps for t in s.tops if not s.fused}
@@ -157,6 +167,7 @@ class Graph:
                 producer[id(step.bottoms[0])].writes.append(step.tops[0])
         steps = self._remove_identities(steps)
         steps = self._fold_affines(steps)
+        steps = self._fuse_residuals(steps)
         self._fuse_folded(steps)
         self.steps = self._concat_in_place(self._remove_dead(steps))
         written = {id(b) for s in self.steps for b in s.writes}
@@ -250,11 +261,59 @@ class Graph:
         if [tuple(s) for s in shapes] != [t.shape for t in step.tops]:
             raise AssertionError(f"folded layer {layer.name!r}: output {shapes} != {[t.shape for t in step.tops]}")
 
+    def _fuse_residuals(self, steps):
+        """Adds of two tensors done by the producer of one of them (see the module docstring)."""
+        aliased = {id(b) for b in self.alias.values()}
+        inputs = {id(self.net.blobs[n]) for n in self.net.input_shapes}
+        own = {id(g.step): g.layer for g in self.folded}       # steps already running a layer of ours
+        removed = set()
+        for i, add in enumerate(steps):
+            if not add.layer.sums_bottoms() or len(add.bottoms) != 2 or len(add.tops) != 1 or add.fused:
+                continue
+            top = add.tops[0]
+            if any(b is top or b.shape != top.shape for b in add.bottoms) or add.bottoms[0] is add.bottoms[1]:
+                continue
+            position = {id(s): j for j, s in enumerate(steps)}
+
+            def writers(blob):
+                return [s for s in steps if id(s) not in removed and not s.fused and any(b is blob for b in s.writes)]
+
+            def readers(blob):
+                return [s for s in steps if id(s) not in removed and any(b is blob for b in s.bottoms)]
+
+            candidates = []                 # (producer, its output, the other operand), the later producer first
+            for mine, other in (add.bottoms, add.bottoms[::-1]):
+                w = writers(mine)
+                if len(w) == 1 and w[0].tops == [mine] and w[0].writes == [mine] and position[id(w[0])] < i:
+                    candidates.append((position[id(w[0])], w[0], mine, other))
+            for _, producer, mine, other in sorted(candidates, key=lambda c: -c[0]):
+                if (readers(mine) != [add] or id(mine) in aliased or id(mine) in inputs
+                        or mine.name in self.net.output_names
+                        or not all(position[id(w)] < position[id(producer)] for w in writers(other))):
+                    continue
+                layer = own.get(id(producer))
+                if layer is None:
+                    layer = copy.copy(producer.layer)
+                if not layer.fuse_residual(other):
+                    continue
+                if id(producer) not in own:
+                    own[id(producer)] = layer
+                    self.copies.append((layer, producer))
+                producer.layer = layer
+                producer.tops = producer.writes = [top]
+                producer.bottoms = producer.bottoms + [other]    # read too: kept, computed before it
+                removed.add(id(add))
+                self.actions.append(("residual", [add.layer.name], layer.name))
+                break
+        return [s for s in steps if id(s) not in removed]
+
     def _fuse_folded(self, steps):
-        """Offer each folded layer the activation that reads its top first (as Net does)."""
+        """Offer each folded or residual-fused layer the activation that reads its top first (as Net
+        does)."""
         position = {id(s): i for i, s in enumerate(steps)}
-        for group in self.folded:
-            step = group.step
+        changed = [(g.layer, g.step, g.source.name) for g in self.folded]
+        changed += [(layer, step, layer.name) for layer, step in self.copies]
+        for layer, step, source_name in changed:
             top = step.tops[0]
             reader = next((s for s in steps[position[id(step)] + 1:] if any(b is top for b in s.bottoms)), None)
             if reader is None or reader.fused or len(reader.tops) != 1:
@@ -264,11 +323,11 @@ class Graph:
                 continue
             act_top = reader.tops[0]
             in_place = act_top is top
-            if group.layer.fuse_epilogue(epilogue, in_place, None if in_place else act_top):
+            if layer.fuse_epilogue(epilogue, in_place, None if in_place else act_top):
                 reader.fused = True
                 if not in_place:
                     step.writes = step.writes + [act_top]
-                self.actions.append(("fused", [reader.layer.name], group.source.name))
+                self.actions.append(("fused", [reader.layer.name], source_name))
 
     def _remove_dead(self, steps):
         wanted = {id(self.blob(n)) for n in self.net.output_names}
@@ -359,6 +418,8 @@ class Graph:
         """After the net's blobs were resized (a new batch size): resize the folded layers."""
         for group in self.folded:
             self._reshape(group.layer, group.step)
+        for layer, step in self.copies:
+            self._reshape(layer, step)
         self._place()
 
     def refresh(self):
@@ -370,7 +431,9 @@ class Graph:
     # ---- what happened ----------------------------------------------------------------------------
     def summary(self):
         """One line per kind of rewrite, for ``decaf profile`` and ``Net.describe``."""
-        words = {"folded": "folded into the layer before", "fused": "fused into the layer before",
+        words = {"folded": "folded into the layer before",
+                 "residual": "adds done by the convolution before (residual fused)",
+                 "fused": "fused into the layer before",
                  "identity": "removed (identity at inference)", "dead": "removed (output not read)",
                  "concat": "concatenations written in place by their producers (no copy at batch 1)"}
         lines = []
