@@ -178,6 +178,11 @@ class Layer:
         writes (``fuse_residual``)."""
         return False
 
+    def multiplies_bottoms(self):
+        """Is the top bottom 0 times bottom 1, two bottoms of the top's shape (Eltwise prod,
+        Arithmetic mul)? The graph optimizer then reads x times sigmoid(x) as one SiLU."""
+        return False
+
     def fuse_residual(self, blob):
         """Asked by the graph optimizer, on its own copy of this layer (``copy.copy``: the same
         parameters): add ``blob`` (shaped like the top, already computed) to the output before the

@@ -21,14 +21,18 @@ backward; training and gradient checks run the net as written. The passes ask th
    (ResNet's conv -> BN -> add -> ReLU is one convolution with its epilogue). The layer is the
    folded one, or a shallow copy (``copy.copy``: the same parameters) of the net's own, so the net
    as written, which training runs, keeps its add.
-4. **Activation fusion.** The folded and residual-fused layers are offered the activation that
+4. **SiLU fusion.** x times sigmoid(x) (a layer that ``multiplies_bottoms``, one bottom written by
+   a layer whose ``epilogue`` is a sigmoid, both reading the same x directly or through a Split),
+   as PyTorch exports SiLU, is applied by the producer of x as one SiLU epilogue into the
+   product's top, when nothing else reads x.
+5. **Activation fusion.** The folded and residual-fused layers are offered the activation that
    reads their top first (``epilogue`` / ``fuse_epilogue``, as ``Net`` does for the layers as
    written): conv -> BN -> ReLU becomes one convolution whose kernel applies the ReLU as it
    writes; so does conv -> BN -> add -> ReLU, or SiLU / HardSwish / LeakyReLU / sigmoid gates.
-5. **Dead-layer elimination.** A layer none of whose outputs is read any more, nor an output of
+6. **Dead-layer elimination.** A layer none of whose outputs is read any more, nor an output of
    the net, is dropped (a net as written has none: every unread blob is an output; the passes
    above can leave some).
-6. **Zero-copy concatenation.** A layer whose top is its bottoms side by side (``bottom_slices``:
+7. **Zero-copy concatenation.** A layer whose top is its bottoms side by side (``bottom_slices``:
    Concat) gets bottoms that are views of its top, so that their producers write into it, when
    each bottom has one producer and no other reader and the views are contiguous (along the
    channels: at batch 1). It copies as usual at other batch sizes.
@@ -149,7 +153,8 @@ class Graph:
     """The optimized forward of ``net`` in the test phase (see the module docstring).
 
     ``steps``: what a full forward runs; ``actions``: what the passes did, as (kind, layer names,
-    into) with kind "folded", "residual", "fused", "identity", "dead" or "concat" (written in place);
+    into) with kind "folded", "residual", "silu", "fused", "identity", "dead" or "concat" (written in
+    place);
     ``alias``: removed layers' top names
     -> the Blob holding their values; ``missing``: blob names the graph no longer computes."""
 
@@ -168,6 +173,7 @@ class Graph:
         steps = self._remove_identities(steps)
         steps = self._fold_affines(steps)
         steps = self._fuse_residuals(steps)
+        steps = self._fuse_silus(steps)
         self._fuse_folded(steps)
         self.steps = self._concat_in_place(self._remove_dead(steps))
         written = {id(b) for s in self.steps for b in s.writes}
@@ -291,12 +297,11 @@ class Graph:
                         or mine.name in self.net.output_names
                         or not all(position[id(w)] < position[id(producer)] for w in writers(other))):
                     continue
-                layer = own.get(id(producer))
-                if layer is None:
-                    layer = copy.copy(producer.layer)
+                fresh = id(producer) not in own
+                layer = own[id(producer)] if not fresh else copy.copy(producer.layer)
                 if not layer.fuse_residual(other):
                     continue
-                if id(producer) not in own:
+                if fresh:
                     own[id(producer)] = layer
                     self.copies.append((layer, producer))
                 producer.layer = layer
@@ -307,6 +312,76 @@ class Graph:
                 break
         return [s for s in steps if id(s) not in removed]
 
+    def _own_layer(self, step):
+        """The layer of ``step`` the passes may change: the folded one, or a new shallow copy of the
+        net's (recorded in ``copies``; the step runs it from now on)."""
+        for group in self.folded:
+            if group.step is step:
+                return group.layer
+        for layer, s in self.copies:
+            if s is step:
+                return layer
+        layer = copy.copy(step.layer)
+        self.copies.append((layer, step))
+        step.layer = layer
+        return layer
+
+    def _fuse_silus(self, steps):
+        """x * sigmoid(x) done by the producer of x (see the module docstring)."""
+        from .layer import Epilogue
+        removed, gated = set(), set()
+        for mul in steps:
+            if not mul.layer.multiplies_bottoms() or len(mul.bottoms) != 2 or len(mul.tops) != 1 or mul.fused:
+                continue
+            top = mul.tops[0]
+            if any(b is top or b.shape != top.shape for b in mul.bottoms):
+                continue
+            live = [s for s in steps if id(s) not in removed]
+            for u, gate in (mul.bottoms, mul.bottoms[::-1]):
+                sig = [s for s in live if not s.fused and any(b is gate for b in s.writes)]
+                if len(sig) != 1 or sig[0].tops != [gate] or len(sig[0].bottoms) != 1:
+                    continue
+                sig = sig[0]
+                ep = sig.layer.epilogue()
+                if ep is None or ep.kind != "sigmoid" or [s for s in live if gate in s.bottoms] != [mul]:
+                    continue
+                x = self._same_source(live, u, sig.bottoms[0])
+                if x is None:
+                    continue
+                source, splits = x
+                writers = [s for s in live if not s.fused and any(b is source for b in s.writes)]
+                if len(writers) != 1 or writers[0].tops != [source] or id(writers[0]) in gated:
+                    continue
+                producer = writers[0]
+                blobs = {id(source)} | {id(t) for s in splits for t in s.tops}
+                readers = [s for s in live if any(id(b) in blobs for b in s.bottoms)]
+                if source.name in self.net.output_names or any(s not in splits + [sig, mul] for s in readers):
+                    continue
+                layer = self._own_layer(producer)
+                if not layer.fuse_epilogue(Epilogue("silu", alpha=1.0), False, top):
+                    continue
+                producer.writes = producer.writes + [top]
+                removed.update({id(sig), id(mul)})
+                gated.add(id(producer))
+                self.actions.append(("silu", [sig.layer.name, mul.layer.name], layer.name))
+                break
+        self._gated = gated
+        return [s for s in steps if id(s) not in removed]
+
+    @staticmethod
+    def _same_source(steps, a, b):
+        """(x, the Split steps between) when blobs a and b hold the same x: equal, or tops of
+        Splits (layers with the "split" role, whose tops share their bottom's data) of x."""
+        def root(blob):
+            for s in steps:
+                if "split" in s.layer.roles and any(t is blob for t in s.tops) and len(s.bottoms) == 1:
+                    return s.bottoms[0], s
+            return blob, None
+        (ra, sa), (rb, sb) = root(a), root(b)
+        if ra is not rb:
+            return None
+        return ra, [s for s in {id(s): s for s in (sa, sb) if s is not None}.values()]
+
     def _fuse_folded(self, steps):
         """Offer each folded or residual-fused layer the activation that reads its top first (as Net
         does)."""
@@ -314,6 +389,8 @@ class Graph:
         changed = [(g.layer, g.step, g.source.name) for g in self.folded]
         changed += [(layer, step, layer.name) for layer, step in self.copies]
         for layer, step, source_name in changed:
+            if id(step) in self._gated:          # (its epilogue is the SiLU already)
+                continue
             top = step.tops[0]
             reader = next((s for s in steps[position[id(step)] + 1:] if any(b is top for b in s.bottoms)), None)
             if reader is None or reader.fused or len(reader.tops) != 1:
@@ -433,6 +510,7 @@ class Graph:
         """One line per kind of rewrite, for ``decaf profile`` and ``Net.describe``."""
         words = {"folded": "folded into the layer before",
                  "residual": "adds done by the convolution before (residual fused)",
+                 "silu": "sigmoid gates times their input done by the convolution before (SiLU)",
                  "fused": "fused into the layer before",
                  "identity": "removed (identity at inference)", "dead": "removed (output not read)",
                  "concat": "concatenations written in place by their producers (no copy at batch 1)"}

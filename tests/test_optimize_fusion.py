@@ -187,8 +187,9 @@ def imported(name):
 @pytest.mark.parametrize("family,expect", [
     ("ResNet-18", {"residual": 8, "fused_types": {"ReLU"}}),
     ("MobileNetV3-Large", {"residual": 2, "fused_types": {"HardSwish", "ReLU"}}),
-    # (PyTorch's SiLU arrives as Sigmoid times its input here: the squeeze-excitation gates fuse)
-    ("EfficientNet-B0", {"residual": 2, "fused_types": {"Sigmoid"}}),
+    # PyTorch's SiLU arrives as Sigmoid times its input: one SiLU epilogue per convolution
+    ("EfficientNet-B0", {"residual": 2, "silu": 16, "fused_types": {"Sigmoid"}}),
+    ("RegNetY", {"residual": 5, "fused_types": {"ReLU", "Sigmoid"}}),
 ])
 def test_imported_families_equal_the_written_net_and_pytorch(family, expect):
     import torch
@@ -206,5 +207,25 @@ def test_imported_families_equal_the_written_net_and_pytorch(family, expect):
     fused_types = {fast.layers[n].type_name for k, n, _ in acts if k == "fused"}    # by the optimizer
     fused_types |= {layer.type_name for layer in fast.order if layer.fused}          # by Net, as written
     assert expect["fused_types"] <= fused_types, fused_types
-    if "residual" in expect:
-        assert sum(k == "residual" for k, _, _ in acts) == expect["residual"]
+    for kind in ("residual", "silu"):
+        assert sum(k == kind for k, _, _ in acts) == expect.get(kind, 0), kind
+
+
+@pytest.mark.parametrize("mul", ["Eltwise", "Arithmetic"])
+@pytest.mark.parametrize("also_read", [False, True], ids=["gate", "x-read-elsewhere"])
+def test_sigmoid_times_its_input_is_one_silu(mul, also_read):
+    """conv -> BN -> (x * sigmoid(x)) as PyTorch exports SiLU; not fused when x has another reader."""
+    prod = ({"name": "m", "type": "Eltwise", "bottom": ["b", "s"], "top": "m", "operation": "prod"} if mul == "Eltwise"
+            else {"name": "m", "type": "Arithmetic", "bottom": ["s", "b"], "top": "m", "operation": "mul"})
+    layers = [conv("c", "data", 8, bias=False), bn("b", "c"),
+              {"name": "s", "type": "Sigmoid", "bottom": "b", "top": "s"}, prod, conv("p", "m", 4, k=1)]
+    if also_read:
+        layers.append({"name": "other", "type": "Pooling", "bottom": "b", "top": "other", "pool": "max",
+                       "kernel_size": 2, "stride": 2})
+    fast, plain = pair({"name": "silu", "inputs": {"data": [3, 6, 6]}, "layers": layers})
+    x = np.random.default_rng(6).standard_normal((2, 3, 6, 6)).astype(np.float32) * 2
+    outs = ["p", "m"] + (["other"] if also_read else [])
+    a, b = fast.forward(data=x, outputs=outs), plain.forward(data=x, outputs=outs)
+    assert (("silu", "s", "c") in kinds(fast)) == (not also_read)
+    for name in a:
+        close(a[name], b[name], name)

@@ -89,6 +89,9 @@ class Arithmetic(Layer):
         """Two tensor bottoms added (the optimizer also checks that both have the top's shape)."""
         return self.p["operation"] == "add" and self.operand is None
 
+    def multiplies_bottoms(self):
+        return self.p["operation"] == "mul" and self.operand is None
+
     def _operands(self, bottom):
         a = bottom[0].data
         b = bottom[1].data if self.operand is None else self.operand.data.astype(a.dtype, copy=False)

@@ -49,6 +49,9 @@ class Eltwise(Layer):
         return (self.p["operation"] == "sum" and len(self.bottom_names) == 2
                 and all(c == 1 for c in self._coeff()))
 
+    def multiplies_bottoms(self):
+        return self.p["operation"] == "prod" and len(self.bottom_names) == 2
+
     def _coeff(self):
         return self.p["coeff"] or [1.0] * len(self.bottom_names)
 

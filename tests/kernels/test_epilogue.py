@@ -111,6 +111,8 @@ def test_every_epilogue_equals_numpy(isa, case, with_residual):
     plan = _compiled.conv_plan(x.shape, w.shape, group, *params, conv.shape[2:])
     if case[-1] == "direct":
         assert plan["direct"] == (isa != "generic")          # the case covers the path it names
+    if case[-1] == "pointwise":
+        assert plan["cols"] == 0 and not plan["direct"]      # 1x1: a GEMM straight on x, no im2col
     for act in ACTS:
         y, a = run(case[-1], x, w, bias, params, group, conv.shape, act, residual, into=True)
         close(y, pre)                                          # y keeps the value before the activation
