@@ -604,6 +604,9 @@ def net_to_onnx(net, path, opset=13, extra_outputs=()):
     onnx = _import_onnx()
     from onnx import TensorProto, helper, numpy_helper
 
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not 1 <= opset <= newest:
+        raise ValueError(f"opset {opset!r} is not one this onnx package knows (1 to {newest})")
     g = OnnxWriter(helper, numpy_helper, opset)
     inputs = set(net.input_shapes)
     writes = {}
@@ -650,6 +653,10 @@ def net_to_onnx(net, path, opset=13, extra_outputs=()):
     graph = helper.make_graph(g.nodes, net.name, graph_inputs, graph_outputs, initializer=g.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="decaf")
     model.ir_version = 8
-    onnx.checker.check_model(model)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:    # e.g. an op written with inputs an older opset lacks
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"net {net.name!r} cannot be written at opset {opset}: {first}") from None
     onnx.save(model, str(path))
     return model

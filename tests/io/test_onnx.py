@@ -272,3 +272,14 @@ def test_export_refuses_loss_layers(tmp_path):
     assert any(layer.type_name == "SoftmaxWithLoss" for layer in net.order)
     with pytest.raises(ValueError, match="cannot be exported"):
         net_to_onnx(net, tmp_path / "lenet.onnx")
+
+
+def test_export_refuses_an_opset_it_cannot_write_by_name(tmp_path):
+    layer = {"name": "relu6", "type": "ReLU6", "bottom": ["data"], "top": ["out"]}
+    net = decaf.Net({"name": "clip", "inputs": {"data": [3, 4, 4]}, "layers": [layer]}, seed=0)
+    with pytest.raises(ValueError, match=r"net 'clip' cannot be written at opset 9: .*Clip"):
+        net_to_onnx(net, tmp_path / "old.onnx", opset=9)
+    newest = onnx.defs.onnx_opset_version()
+    with pytest.raises(ValueError, match=f"opset {newest + 1} is not one this onnx package knows"):
+        net_to_onnx(net, tmp_path / "new.onnx", opset=newest + 1)
+    assert not (tmp_path / "old.onnx").exists() and not (tmp_path / "new.onnx").exists()
