@@ -674,6 +674,11 @@ def load_features(path):
     from . import featstore
     if featstore.is_store(path):
         return featstore.load_store(path)
+    from .io.errors import DecafFormatError
+    if not zipfile.is_zipfile(path):   # np.load would return an .npy's array or talk about pickles
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        raise DecafFormatError(f"{path}: not a feature file (an .npz written by decaf extract, or a store)")
     with np.load(path, allow_pickle=False) as z:
         result = {k: z[k] for k in z.files}
     if "info" in result:

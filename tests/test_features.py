@@ -275,3 +275,18 @@ def test_pretrained_features_on_photos(tmp_path, monkeypatch):
     assert list(feats["paths"]) == ["chelsea.png", "coffee.png"]
     assert feats["pool"].shape == (2, 1280) and feats["pool"].min() >= 0     # mean of ReLU6 outputs
     assert feats["fc"][1].argmax() == 967                                     # espresso
+
+
+def test_load_features_refuses_a_non_npz_by_name(tmp_path):
+    from decaf.io.errors import DecafFormatError
+    npy = tmp_path / "array.npz"
+    with open(npy, "wb") as f:          # an .npy under an .npz name: np.load would return a bare array
+        np.save(f, np.zeros(3))
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip file")
+    for bad in (npy, junk):
+        with pytest.raises(DecafFormatError, match=f"{bad}: not a feature file"):
+            load_features(bad)
+    with pytest.raises(FileNotFoundError, match="absent.npz: no such file"):
+        load_features(tmp_path / "absent.npz")
+    assert main(["transfer", str(junk)]) == 1
