@@ -69,9 +69,21 @@ def load_feature_set(path, blob=None):
 
     ``blob`` defaults to the file's only feature array (an error if it has several).
     """
-    from .features import RESERVED_KEYS, load_features
+    from .features import load_features
 
     feats = load_features(path)
+    blob = choose_blob(path, feats, blob)
+    X = np.asarray(feats[blob], np.float32).reshape(len(feats[blob]), -1)
+    if "labels" not in feats:
+        raise ValueError(f"{path} has no labels")
+    return X, np.asarray(feats["labels"]).astype(str), np.asarray(feats.get("paths", [])).astype(str), blob
+
+
+def choose_blob(path, feats, blob=None):
+    """The feature array of ``feats`` (a loaded or opened feature file at ``path``) to use: ``blob``,
+    or the only one there is; an error naming the file and its arrays otherwise."""
+    from .features import RESERVED_KEYS
+
     names = [k for k in feats if k not in RESERVED_KEYS]
     if blob is None:
         if len(names) != 1:
@@ -79,10 +91,7 @@ def load_feature_set(path, blob=None):
         blob = names[0]
     if blob not in names:
         raise KeyError(f"{path} has no feature array {blob!r} (it has {names})")
-    X = np.asarray(feats[blob], np.float32).reshape(len(feats[blob]), -1)
-    if "labels" not in feats:
-        raise ValueError(f"{path} has no labels")
-    return X, np.asarray(feats["labels"]).astype(str), np.asarray(feats.get("paths", [])).astype(str), blob
+    return blob
 
 
 def fingerprint(X, y):

@@ -17,7 +17,7 @@ each). Memory: one shard of features plus the labels and the per-class counts (a
 """
 import numpy as np
 
-from .transfer import C_GRID, per_class_split
+from .transfer import C_GRID, choose_blob, per_class_split
 
 LOSSES = {"logreg": "log_loss", "svm": "hinge"}
 
@@ -26,16 +26,10 @@ class ChunkedFeatures:
     """One feature array of an output as (first row, rows) chunks: a store shard by shard, an .npz sliced."""
 
     def __init__(self, path, blob=None, rows_per_chunk=4096, cache_bytes=1 << 30):
-        from .features import RESERVED_KEYS, open_features
+        from .features import open_features
         from .featstore import StoreShards, is_store
         feats = open_features(path)        # a store: lazy, only its names, labels and paths are read
-        names = [k for k in feats if k not in RESERVED_KEYS]
-        if blob is None:
-            if len(names) != 1:
-                raise ValueError(f"{path} holds several feature arrays {names}: choose one with --blob")
-            blob = names[0]
-        if blob not in names:
-            raise KeyError(f"{path} has no feature array {blob!r} (it has {names})")
+        blob = choose_blob(path, feats, blob)
         self.blob, self.labels = blob, np.asarray(feats["labels"]).astype(str)
         self.n, self.dim = len(self.labels), int(np.prod(feats[blob].shape[1:]))
         if is_store(path):
