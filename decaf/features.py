@@ -136,15 +136,19 @@ def collect_images(sources):
             found.append((source, ""))     # a missing image file is skipped and listed, like a broken one
         else:
             raise FileNotFoundError(f"{source}: no such file or directory")
-    seen, unique = set(), []
-    for path, label in found:
-        if path not in seen:
-            seen.add(path)
-            unique.append((path, label))
+    unique = first_of_each_path(found)
     dirs = [os.path.dirname(p) for p, _ in unique] + roots
     root = os.path.commonpath(dirs) if dirs else os.getcwd()
     items = [Item(p, Path(os.path.relpath(p, root)).as_posix(), label) for p, label in unique]
     return items, root
+
+
+def first_of_each_path(found):
+    """``found``'s (path, label) pairs without repeated paths, in order; a path's first label wins."""
+    unique = {}
+    for path, label in found:
+        unique.setdefault(path, label)
+    return list(unique.items())
 
 
 def _as_items(images):

@@ -75,7 +75,7 @@ def collect_images(sources):
     """URL sources (one protocol) -> (items, root URL), as ``decaf.features.collect_images`` for paths."""
     import fsspec
 
-    from .features import LIST_EXTENSIONS, Item, parse_list_lines
+    from .features import LIST_EXTENSIONS, Item, first_of_each_path, parse_list_lines
     if not all(is_url(s) for s in sources):
         raise ValueError(f"give either URLs or local paths as sources, not both: {list(map(str, sources))}")
     fs, _ = fsspec.core.url_to_fs(sources[0])
@@ -111,11 +111,7 @@ def collect_images(sources):
             found.append((path, ""))     # a missing image is skipped and listed, like a broken one
         else:
             raise FileNotFoundError(f"{source}: no such file or directory")
-    seen, unique = set(), []
-    for path, label in found:
-        if path not in seen:
-            seen.add(path)
-            unique.append((path, label))
+    unique = first_of_each_path(found)
     dirs = [posixpath.dirname(p) for p, _ in unique] + roots
     root = posixpath.commonpath(dirs) if dirs else ""
     items = [Item(fs.unstrip_protocol(p), posixpath.relpath(p, root) if root else p, label) for p, label in unique]
