@@ -11,6 +11,7 @@
  *     HARDSWISH  v min(max(v + 3, 0), 6) / 6  MobileNetV3
  *     SILU       v sigmoid(alpha v)           EfficientNet, RegNetY (alpha 1)
  *     SIGMOID    1 / (1 + exp(-v))
+ *     HARDSIGMOID  min(max(alpha v + lo, 0), hi)   lo the offset (beta), hi 1: MobileNetV3's gates
  * A NaN stays NaN in every one (the clamps are written as selects that compare false on NaN).
  *
  * One function, decaf_epilogue_run, applies it to a contiguous run of one output channel; every
@@ -33,13 +34,14 @@ enum {
     DECAF_ACT_HARDSWISH = 3,
     DECAF_ACT_SILU = 4,
     DECAF_ACT_SIGMOID = 5,
-    DECAF_ACT_COUNT = 6
+    DECAF_ACT_HARDSIGMOID = 6,
+    DECAF_ACT_COUNT = 7
 };
 
 typedef struct {
     int act;                 /* DECAF_ACT_* */
-    float lo, hi;            /* CLAMP's bounds */
-    float alpha;             /* LEAKY's slope, SILU's scale */
+    float lo, hi;            /* CLAMP's bounds; HARDSIGMOID's offset and upper bound */
+    float alpha;             /* LEAKY's slope, SILU's and HARDSIGMOID's scale */
     const float *residual;   /* shaped like y: added before the activation (NULL: none) */
     float *out;              /* shaped like y: the activation's output (NULL: in y itself) */
 } decaf_epilogue;
@@ -130,6 +132,14 @@ static inline void decaf_act_sigmoid(float *d, const float *y, ptrdiff_t n)
     }
 }
 
+static inline void decaf_act_hardsigmoid(float *d, const float *y, ptrdiff_t n, float alpha, float beta, float hi)
+{
+    for (ptrdiff_t i = 0; i < n; ++i) {
+        const float t = y[i] * alpha + beta, a = t < 0.0f ? 0.0f : t;
+        d[i] = a > hi ? hi : a;
+    }
+}
+
 #pragma GCC pop_options
 
 /* y[0 .. n) of one output channel, just written without the bias: y = y + bias (+ residual[i]);
@@ -152,6 +162,7 @@ static inline void decaf_epilogue_run(const decaf_epilogue *e, float *y, const f
     case DECAF_ACT_HARDSWISH: decaf_act_hardswish(d, y, n); break;
     case DECAF_ACT_SILU: decaf_act_silu(d, y, n, e->alpha); break;
     case DECAF_ACT_SIGMOID: decaf_act_sigmoid(d, y, n); break;
+    case DECAF_ACT_HARDSIGMOID: decaf_act_hardsigmoid(d, y, n, e->alpha, e->lo, e->hi); break;
     default: break;   /* NONE: y as it is */
     }
 }

@@ -1,5 +1,5 @@
 """Epilogue fusion in the graph optimizer (decaf/optimize.py): activations (ReLU, LeakyReLU, Clip,
-HardSwish, SiLU, sigmoid gates) and residual adds done by the convolution before them. Each
+HardSwish, SiLU, sigmoid and hard-sigmoid gates) and residual adds done by the convolution before them. Each
 optimized net equals the same net run as written (optimize=False) and a NumPy reference where
 one is written here; the net as written keeps its layers, so backward and training are as before.
 
@@ -152,7 +152,8 @@ def activation_spec(kind, params, depthwise=False):
 
 @pytest.mark.parametrize("depthwise", [False, True], ids=["conv", "depthwise"])
 @pytest.mark.parametrize("kind,params", [("HardSwish", {}), ("SiLU", {}), ("SiLU", {"alpha": 1.702}),
-                                         ("ReLU", {"negative_slope": 0.2}), ("Sigmoid", {})])
+                                         ("ReLU", {"negative_slope": 0.2}), ("Sigmoid", {}),
+                                         ("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5})])
 def test_activations_fuse_into_folded_convolutions(kind, params, depthwise):
     fast, plain = pair(activation_spec(kind, params, depthwise))
     x = np.random.default_rng(4).standard_normal((2, 8, 7, 7)).astype(np.float32) * 3
@@ -186,7 +187,7 @@ def imported(name):
 
 @pytest.mark.parametrize("family,expect", [
     ("ResNet-18", {"residual": 8, "fused_types": {"ReLU"}}),
-    ("MobileNetV3-Large", {"residual": 2, "fused_types": {"HardSwish", "ReLU"}}),
+    ("MobileNetV3-Large", {"residual": 2, "fused_types": {"HardSwish", "ReLU", "HardSigmoid"}}),
     # PyTorch's SiLU arrives as Sigmoid times its input: one SiLU epilogue per convolution
     ("EfficientNet-B0", {"residual": 2, "silu": 16, "fused_types": {"Sigmoid"}}),
     ("RegNetY", {"residual": 5, "fused_types": {"ReLU", "Sigmoid"}}),

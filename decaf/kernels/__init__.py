@@ -196,7 +196,8 @@ def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, rel
     residual (an array shaped like y, not y itself: a fused residual add); then with relu,
     min(max(., 0), relu_max) (a ReLU, or a ReLU6 with relu_max = 6), or the activation
     act = (kind, lo, hi, alpha): kind "clamp" (min(max(., lo), hi)), "leaky" (slope alpha),
-    "hardswish", "silu" (x sigmoid(alpha x)) or "sigmoid" -- in y, or into relu_out (y keeps the
+    "hardswish", "silu" (x sigmoid(alpha x)), "sigmoid" or "hardsigmoid" (min(max(alpha x + lo, 0),
+    hi)) -- in y, or into relu_out (y keeps the
     values before it). Direct, or im2col + GEMMs (csrc/conv.c, csrc/activation.h)."""
     _for_gemm(x).conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu, relu_out,
                               relu_max, act, residual)

@@ -268,7 +268,7 @@ def lrn_backward(x, y, scale, dy, dx, local_size, alpha, beta):
 
 # ---- the epilogue of the convolutions ----------------------------------------------------------
 
-ACTIVATIONS = ("none", "clamp", "leaky", "hardswish", "silu", "sigmoid")
+ACTIVATIONS = ("none", "clamp", "leaky", "hardswish", "silu", "sigmoid", "hardsigmoid")
 
 
 def activation(v, act):
@@ -281,6 +281,9 @@ def activation(v, act):
         return np.minimum(np.maximum(v, np.asarray(lo, v.dtype)), np.asarray(hi, v.dtype))
     if kind == "leaky":
         return v * np.where(v < 0, np.asarray(alpha, v.dtype), one)
+    if kind == "hardsigmoid":
+        return np.minimum(np.maximum(v * np.asarray(alpha, v.dtype) + np.asarray(lo, v.dtype), 0),
+                          np.asarray(hi, v.dtype))
     if kind == "hardswish":
         return np.clip(v + 3, 0, 6).astype(v.dtype) * v / np.asarray(6, v.dtype)
     if kind in ("silu", "sigmoid"):

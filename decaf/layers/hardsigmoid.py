@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import SpecError
 from ..interop import onnx_importer
-from ..layer import Layer, per_image, register
+from ..layer import Epilogue, Layer, per_image, register
 
 
 @register
@@ -33,7 +33,12 @@ class HardSigmoid(Layer):
     def ops(self, bottom_shapes, top_shapes):
         return 4 * per_image(top_shapes[0])           # multiply, add, clamp (2)
 
+    def epilogue(self):
+        return Epilogue("hardsigmoid", lo=self.p["beta"], hi=1.0, alpha=self.p["alpha"])
+
     def forward(self, bottom, top):
+        if self.fused:
+            return
         x, y = bottom[0].data, top[0].data
         np.multiply(x, self.p["alpha"], out=y)
         y += self.p["beta"]

@@ -7,7 +7,8 @@ out here from their definitions (float64, rounded to float32).
 Tolerances: the convolution's own sums differ in order from NumPy's (rtol = atol = 1e-5 of the
 largest value, as test_isa.py); the activations are then applied to the kernel's own
 pre-activation output, which the test reads back (relu_out mode), with rtol 2e-6 / atol 2e-7:
-the clamps and the leaky slope are exact; HardSwish rounds v + 3 in float32 (near v = -3 an
+the clamps and the leaky slope are exact; HardSigmoid rounds alpha v (or fuses it into one
+multiply-add); HardSwish rounds v + 3 in float32 (near v = -3 an
 absolute error up to ulp(3) |v| / 12, about 1.2e-7); SiLU and sigmoid use a polynomial
 exponential within 2 ulp (measured 1.7 ulp over [-87, 88]) plus an add and a division.
 """
@@ -23,7 +24,8 @@ F32 = np.float32
 
 ACTS = [("clamp", 0.0, float("inf"), 0.0), ("clamp", 0.0, 6.0, 0.0), ("clamp", -0.5, 0.75, 0.0),
         ("leaky", 0.0, 0.0, 0.1), ("hardswish", 0.0, 0.0, 0.0), ("silu", 0.0, 0.0, 1.0),
-        ("silu", 0.0, 0.0, 1.702), ("sigmoid", 0.0, 0.0, 0.0)]
+        ("silu", 0.0, 0.0, 1.702), ("sigmoid", 0.0, 0.0, 0.0), ("hardsigmoid", 0.5, 1.0, 0.2),
+        ("hardsigmoid", 0.5, 1.0, 1 / 6)]
 
 
 def numpy_act(v, act):
@@ -43,6 +45,8 @@ def _numpy_act(v, kind, lo, hi, alpha):
         return v * np.clip(v + 3, 0, 6) / 6
     if kind == "silu":
         return v / (1 + np.exp(-alpha * v))
+    if kind == "hardsigmoid":
+        return np.clip(alpha * v + lo, 0, hi)
     return 1 / (1 + np.exp(-v))
 
 
