@@ -8,7 +8,7 @@ plus the input. Here the channels-last Linears are 1x1 convolutions (the same we
 and the LayerNorms normalise axis 1 of (N, C, H, W), so no permute is needed. Head: global average
 pool, ``classifier.0`` LayerNorm, ``classifier.2`` Linear.
 """
-from .torchlayout import Builder
+from .torchlayout import Builder, zoo_spec
 
 VARIANTS = {"convnext_tiny": ((96, 192, 384, 768), (3, 3, 9, 3)),
             "convnext_small": ((96, 192, 384, 768), (3, 3, 27, 3)),
@@ -37,13 +37,6 @@ def convnext_builder(arch="convnext_tiny", num_classes=1000, input_size=224, dim
     return b
 
 
-def _zoo(arch):
-    def make(num_classes=1000, input_size=224, with_loss=False, **kw):
-        return convnext_builder(arch, num_classes, input_size, **kw).spec(with_loss)
-    make.__name__ = arch
-    return make
-
-
 BUILDERS = {arch: (lambda arch=arch, **kw: convnext_builder(arch, **kw)) for arch in VARIANTS}
-ZOO = {arch: _zoo(arch) for arch in VARIANTS}
+ZOO = {arch: zoo_spec(arch, BUILDERS[arch]) for arch in VARIANTS}
 CLASSIFIERS = {arch: "classifier.2" for arch in VARIANTS}

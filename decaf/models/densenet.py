@@ -6,7 +6,7 @@ growth) ``norm2`` ReLU ``conv2`` 3x3 (growth), each layer reading the concatenat
 input and every earlier layer's output; between blocks ``transitionB``: ``norm`` ReLU ``conv`` 1x1
 (half the channels) and a 2x2/2 average pool; ``norm5``, ReLU, global average pool, ``classifier``.
 """
-from .torchlayout import Builder
+from .torchlayout import Builder, zoo_spec
 
 CONFIGS = {"densenet121": (32, (6, 12, 24, 16), 64), "densenet161": (48, (6, 12, 36, 24), 96),
            "densenet169": (32, (6, 12, 32, 32), 64), "densenet201": (32, (6, 12, 48, 32), 64)}
@@ -40,13 +40,6 @@ def densenet_builder(arch="densenet121", num_classes=1000, input_size=224, growt
     return b
 
 
-def _zoo(arch):
-    def make(num_classes=1000, input_size=224, with_loss=False, **kw):
-        return densenet_builder(arch, num_classes, input_size, **kw).spec(with_loss)
-    make.__name__ = arch
-    return make
-
-
 BUILDERS = {arch: (lambda arch=arch, **kw: densenet_builder(arch, **kw)) for arch in CONFIGS}
-ZOO = {arch: _zoo(arch) for arch in CONFIGS}
+ZOO = {arch: zoo_spec(arch, BUILDERS[arch]) for arch in CONFIGS}
 CLASSIFIERS = {arch: "classifier" for arch in CONFIGS}

@@ -11,7 +11,7 @@ repeats by ``depth`` (rounded up).
 """
 import math
 
-from .torchlayout import Builder, make_divisible
+from .torchlayout import Builder, make_divisible, zoo_spec
 
 # (expand, kernel, stride, in, out, repeats)
 STAGES = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
@@ -46,13 +46,6 @@ def efficientnet_b_builder(arch="efficientnet_b0", num_classes=1000, input_size=
     return b
 
 
-def _zoo(arch):
-    def make(num_classes=1000, input_size=224, with_loss=False, **kw):
-        return efficientnet_b_builder(arch, num_classes, input_size, **kw).spec(with_loss)
-    make.__name__ = arch
-    return make
-
-
 BUILDERS = {arch: (lambda arch=arch, **kw: efficientnet_b_builder(arch, **kw)) for arch in VARIANTS}
-ZOO = {arch: _zoo(arch) for arch in VARIANTS}
+ZOO = {arch: zoo_spec(arch, BUILDERS[arch]) for arch in VARIANTS}
 CLASSIFIERS = {arch: "classifier.1" for arch in VARIANTS}

@@ -12,7 +12,7 @@ torchvision's pretrained weights expect ``transform_input``: that is ImageNet's 
 undone and (x - 0.5) / 0.5 applied, so decaf stores the recipe mean 0.5, std 0.5 instead
 (``transform_input=False``: ImageNet's mean and std).
 """
-from .torchlayout import Builder
+from .torchlayout import Builder, zoo_spec
 
 GOOGLENET = {"inception3a": (64, 96, 128, 16, 32, 32), "inception3b": (128, 128, 192, 32, 96, 64),
              "inception4a": (192, 96, 208, 16, 48, 64), "inception4b": (160, 112, 224, 24, 64, 64),
@@ -132,14 +132,7 @@ def inception_v3_builder(num_classes=1000, input_size=299, width=1.0, dropout=0.
     return b
 
 
-def _zoo(arch, build, size):
-    def make(num_classes=1000, input_size=size, with_loss=False, **kw):
-        return build(num_classes=num_classes, input_size=input_size, **kw).spec(with_loss)
-    make.__name__ = arch
-    return make
-
-
 BUILDERS = {"googlenet": googlenet_builder, "inception_v3": inception_v3_builder}
-ZOO = {"googlenet": _zoo("googlenet", googlenet_builder, 224), "inception_v3": _zoo("inception_v3",
-                                                                                   inception_v3_builder, 299)}
+ZOO = {"googlenet": zoo_spec("googlenet", googlenet_builder, 224),
+       "inception_v3": zoo_spec("inception_v3", inception_v3_builder, 299)}
 CLASSIFIERS = {"googlenet": "fc", "inception_v3": "fc"}

@@ -7,7 +7,7 @@ stacks ``layers.8`` .. ``layers.13`` of inverted residuals ``layers.S.i.layers``
 BatchNorm momentum differs from PyTorch's default, eps does not (1e-5). Depths d = [32, 16, 24,
 40, 80, 96, 192, 320] * alpha, rounded to multiples of 8 (not below 90 %).
 """
-from .torchlayout import Builder
+from .torchlayout import Builder, zoo_spec
 
 DEPTHS = [32, 16, 24, 40, 80, 96, 192, 320]
 # (kernel, stride, expansion, repeats) of the stacks layers.8 .. layers.13
@@ -43,13 +43,6 @@ def mnasnet_builder(arch="mnasnet1_0", num_classes=1000, input_size=224, alpha=N
     return b
 
 
-def _zoo(arch):
-    def make(num_classes=1000, input_size=224, with_loss=False, **kw):
-        return mnasnet_builder(arch, num_classes, input_size, **kw).spec(with_loss)
-    make.__name__ = arch
-    return make
-
-
 BUILDERS = {arch: (lambda arch=arch, **kw: mnasnet_builder(arch, **kw)) for arch in ALPHAS}
-ZOO = {arch: _zoo(arch) for arch in ALPHAS}
+ZOO = {arch: zoo_spec(arch, BUILDERS[arch]) for arch in ALPHAS}
 CLASSIFIERS = {arch: "classifier.1" for arch in ALPHAS}

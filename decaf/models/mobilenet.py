@@ -10,7 +10,7 @@ V3: stem 3x3/2 + BN + Hardswish; blocks ``features.i.block``: [expand 1x1 (block
 activation), each a conv + BN (eps 1e-3) numbered in order; ReLU or Hardswish per block; last
 1x1 conv to 6x channels + Hardswish; pool; ``classifier`` Linear (0) Hardswish Dropout Linear (3).
 """
-from .torchlayout import Builder, make_divisible
+from .torchlayout import Builder, make_divisible, zoo_spec
 
 V2_SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
                (6, 320, 1, 1)]      # expand t, out c, repeats n, stride s
@@ -81,15 +81,8 @@ def mobilenet_v3_builder(arch="mobilenet_v3_large", num_classes=1000, input_size
     return b
 
 
-def _zoo(arch, build):
-    def make(num_classes=1000, input_size=224, with_loss=False, **kw):
-        return build(num_classes=num_classes, input_size=input_size, **kw).spec(with_loss)
-    make.__name__ = arch
-    return make
-
-
 BUILDERS = {"mobilenet_v2": mobilenet_v2_builder}
 BUILDERS.update({arch: (lambda arch=arch, **kw: mobilenet_v3_builder(arch, **kw)) for arch in V3})
-ZOO = {arch: _zoo(arch, build) for arch, build in BUILDERS.items()}
+ZOO = {arch: zoo_spec(arch, build) for arch, build in BUILDERS.items()}
 CLASSIFIERS = {"mobilenet_v2": "classifier.1", "mobilenet_v3_large": "classifier.3",
                "mobilenet_v3_small": "classifier.3"}

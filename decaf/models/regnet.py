@@ -10,7 +10,7 @@ group width), as in the paper and torchvision.
 """
 import math
 
-from .torchlayout import Builder, make_divisible
+from .torchlayout import Builder, make_divisible, zoo_spec
 
 # arch -> (depth, w_0, w_a, w_m, group width, squeeze-excitation ratio)
 PARAMS = {"regnet_x_400mf": (22, 24, 24.48, 2.54, 16, None), "regnet_x_800mf": (16, 56, 35.73, 2.28, 16, None),
@@ -64,13 +64,6 @@ def regnet_builder(arch="regnet_y_400mf", num_classes=1000, input_size=224, stag
     return b
 
 
-def _zoo(arch):
-    def make(num_classes=1000, input_size=224, with_loss=False, **kw):
-        return regnet_builder(arch, num_classes, input_size, **kw).spec(with_loss)
-    make.__name__ = arch
-    return make
-
-
 BUILDERS = {arch: (lambda arch=arch, **kw: regnet_builder(arch, **kw)) for arch in PARAMS}
-ZOO = {arch: _zoo(arch) for arch in PARAMS}
+ZOO = {arch: zoo_spec(arch, BUILDERS[arch]) for arch in PARAMS}
 CLASSIFIERS = {arch: "fc" for arch in PARAMS}

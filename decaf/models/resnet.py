@@ -10,7 +10,7 @@ width = planes * width_per_group / 64 * groups (ResNeXt-50 32x4d: groups 32, wid
 Wide ResNet-50-2: width_per_group 128). The identity is ``downsample`` (0: 1x1/s conv, 1: BN)
 when the stride or the channel count changes.
 """
-from .torchlayout import Builder
+from .torchlayout import Builder, zoo_spec
 
 DEPTHS = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet34": ("basic", (3, 4, 6, 3)),
           "resnet50": ("bottleneck", (3, 4, 6, 3)), "resnet101": ("bottleneck", (3, 4, 23, 3)),
@@ -57,14 +57,6 @@ def resnet_builder(arch="resnet50", num_classes=1000, input_size=224, widths=(64
     return b
 
 
-def _zoo(arch):
-    def make(num_classes=1000, input_size=224, with_loss=False, **kw):
-        return resnet_builder(arch, num_classes, input_size, **kw).spec(with_loss)
-    make.__name__ = arch
-    make.__doc__ = f"torchvision's {arch} (see decaf.models.resnet)."
-    return make
-
-
-ZOO = {arch: _zoo(arch) for arch in VARIANTS}
 BUILDERS = {arch: (lambda arch=arch, **kw: resnet_builder(arch, **kw)) for arch in VARIANTS}
+ZOO = {arch: zoo_spec(arch, BUILDERS[arch]) for arch in VARIANTS}
 CLASSIFIERS = {arch: "fc" for arch in VARIANTS}

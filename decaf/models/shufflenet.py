@@ -8,7 +8,7 @@ concatenated; with stride 1: the input's channels are split in halves, the first
 second through ``branch2``. Then a channel shuffle with 2 groups: (N, 2, C/2, H, W) transposed to
 (N, C/2, 2, H, W), back to (N, C, H, W).
 """
-from .torchlayout import Builder
+from .torchlayout import Builder, zoo_spec
 
 VARIANTS = {"shufflenet_v2_x0_5": [24, 48, 96, 192, 1024], "shufflenet_v2_x1_0": [24, 116, 232, 464, 1024],
             "shufflenet_v2_x1_5": [24, 176, 352, 704, 1024], "shufflenet_v2_x2_0": [24, 244, 488, 976, 2048]}
@@ -59,13 +59,6 @@ def _shuffle(b, x, name, c, size):
                   "shape": [c, size, size]})
 
 
-def _zoo(arch):
-    def make(num_classes=1000, input_size=224, with_loss=False, **kw):
-        return shufflenet_v2_builder(arch, num_classes, input_size, **kw).spec(with_loss)
-    make.__name__ = arch
-    return make
-
-
 BUILDERS = {arch: (lambda arch=arch, **kw: shufflenet_v2_builder(arch, **kw)) for arch in VARIANTS}
-ZOO = {arch: _zoo(arch) for arch in VARIANTS}
+ZOO = {arch: zoo_spec(arch, BUILDERS[arch]) for arch in VARIANTS}
 CLASSIFIERS = {arch: "fc" for arch in VARIANTS}

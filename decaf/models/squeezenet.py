@@ -5,7 +5,7 @@
 ``expand3x3`` 3x3 (pad 1), each + ReLU, concatenated. ``classifier``: Dropout(0.5), a 1x1 conv
 ``classifier.1`` to the classes (the classifier layer), ReLU, global average pool.
 """
-from .torchlayout import Builder
+from .torchlayout import Builder, zoo_spec
 
 # index in features -> "M" (max pool) or a Fire's (squeeze, expand1x1, expand3x3)
 FIRES = {"squeezenet1_0": [("conv", 96, 7), "M", (16, 64, 64), (16, 64, 64), (32, 128, 128), "M", (32, 128, 128),
@@ -37,13 +37,6 @@ def squeezenet_builder(arch="squeezenet1_0", num_classes=1000, input_size=224, w
     return b
 
 
-def _zoo(arch):
-    def make(num_classes=1000, input_size=224, with_loss=False, **kw):
-        return squeezenet_builder(arch, num_classes, input_size, **kw).spec(with_loss)
-    make.__name__ = arch
-    return make
-
-
 BUILDERS = {arch: (lambda arch=arch, **kw: squeezenet_builder(arch, **kw)) for arch in FIRES}
-ZOO = {arch: _zoo(arch) for arch in FIRES}
+ZOO = {arch: zoo_spec(arch, BUILDERS[arch]) for arch in FIRES}
 CLASSIFIERS = {arch: "classifier.1" for arch in FIRES}

@@ -27,6 +27,15 @@ def make_divisible(v, divisor=8, min_value=None):
     return new_v + divisor if new_v < 0.9 * v else new_v
 
 
+def zoo_spec(name, build, input_size=224):
+    """The zoo entry ``name``: (num_classes, input_size, with_loss, **builder options) -> a spec from ``build``."""
+    def make(num_classes=1000, input_size=input_size, with_loss=False, **kw):
+        return build(num_classes=num_classes, input_size=input_size, **kw).spec(with_loss)
+    make.__name__ = name
+    make.__doc__ = f"torchvision's {name} (see {build.__module__})."
+    return make
+
+
 def adaptive_size(size, out, what):
     """kernel (= stride) of the average pooling equal to AdaptiveAvgPool2d(out) on a size x size map."""
     if size % out:

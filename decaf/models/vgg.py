@@ -8,7 +8,7 @@ AdaptiveAvgPool2d(6), ``classifier`` Dropout Linear(9216, 4096) ReLU Dropout Lin
 Linear(4096, classes) (indices 1, 4, 6). Pools round down (PyTorch's default). The adaptive
 pool is an average pooling when the feature map is a multiple of its output (7x7 at 224: nothing).
 """
-from .torchlayout import Builder, adaptive_size
+from .torchlayout import Builder, adaptive_size, zoo_spec
 
 CFGS = {"vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
         "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -76,16 +76,8 @@ def alexnet_builder(num_classes=1000, input_size=224, width=1.0, hidden=4096, dr
     return b
 
 
-def _zoo(name, build):
-    def make(num_classes=1000, input_size=224, with_loss=False, **kw):
-        return build(num_classes=num_classes, input_size=input_size, **kw).spec(with_loss)
-    make.__name__ = name
-    make.__doc__ = f"torchvision's {name} (see decaf.models.vgg)."
-    return make
-
-
 BUILDERS = {arch: (lambda arch=arch, **kw: vgg_builder(arch, **kw)) for arch in VGG_ARCHS}
 BUILDERS["alexnet"] = alexnet_builder
-ZOO = {arch: _zoo(arch, BUILDERS[arch]) for arch in VGG_ARCHS}
-ZOO["torchvision_alexnet"] = _zoo("torchvision_alexnet", alexnet_builder)
+ZOO = {arch: zoo_spec(arch, BUILDERS[arch]) for arch in VGG_ARCHS}
+ZOO["torchvision_alexnet"] = zoo_spec("torchvision_alexnet", alexnet_builder)
 CLASSIFIERS = {arch: "classifier.6" for arch in BUILDERS}
