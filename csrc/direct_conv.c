@@ -296,8 +296,7 @@ static void tiles(const decaf_conv_geom *g, const float *xp, const float *wp, co
         const int gi = gp / pairs, kb = 2 * (gp % pairs);
         const int T = tile_width(g);
         void (*kernel)(const decaf_conv_geom *, const float *, const float *, float *, int, int, int, int)
-            = layout(g) == PLAIN ? (T == 13 ? tile13_plain : tile14_plain)
-                                                                     : (T == 13 ? tile13 : tile14);
+            = layout(g) == PLAIN ? (T == 13 ? tile13_plain : tile14_plain) : (T == 13 ? tile13 : tile14);
         for (int ow0 = 0; ow0 < g->Wo; ow0 += T)
             kernel(g, xp, wp, y + at, gi, kb, oh, ow0);
         row_epilogue(g, ep, bias, y, at, gi * (g->K / g->G) + kb * KB, 2 * KB, oh);
