@@ -230,3 +230,34 @@ def test_sigmoid_times_its_input_is_one_silu(mul, also_read):
     assert (("silu", "s", "c") in kinds(fast)) == (not also_read)
     for name in a:
         close(a[name], b[name], name)
+
+
+@pytest.mark.parametrize("kind,params", [("HardSwish", {}), ("SiLU", {}), ("ReLU", {"negative_slope": 0.1}),
+                                         ("Sigmoid", {}), ("HardSigmoid", {"alpha": 0.2, "beta": 0.5})])
+def test_backward_through_an_activation_net_fused_equals_unfused(kind, params):
+    """Net fuses these for the net as written (train phase too): the gradients equal those of the
+    same net with the activation run as its own layer."""
+    def build():
+        s = {"name": "t", "inputs": {"data": [4, 6, 6], "target": [3]}, "layers": [
+            conv("c", "data", 8), {"name": "a", "type": kind, "bottom": "c", "top": "a", **params},
+            conv("d", "a", 8, group=8), {"name": "a2", "type": kind, "bottom": "d", "top": "a2", **params},
+            {"name": "fc", "type": "InnerProduct", "bottom": "a2", "top": "fc", "num_output": 3},
+            {"name": "loss", "type": "EuclideanLoss", "bottom": ["fc", "target"], "top": "loss"}]}
+        net = Net(s, seed=7)
+        randomize(net, np.random.default_rng(7))
+        return net
+    fused, plain = build(), build()
+    for name in ("c", "d"):
+        layer = plain.layers[name]
+        layer.fused_relu, layer.fused_relu_blob, layer.fused_act = False, None, None
+    plain.layers["a"].fused = plain.layers["a2"].fused = False
+    assert fused.layers["a"].fused and fused.layers["a2"].fused       # the depthwise one too, into its own top
+    rng = np.random.default_rng(8)
+    feed = {"data": rng.standard_normal((2, 4, 6, 6)).astype(np.float32) * 2,
+            "target": rng.standard_normal((2, 3)).astype(np.float32)}
+    for net in (fused, plain):
+        net.set_phase("train")
+        net.forward(**feed)
+        net.backward()
+    for name, p in plain.params.items():   # (the kernel's sigmoid and NumPy's differ in the last bits)
+        close(fused.params[name].diff, p.diff, name)
