@@ -356,3 +356,14 @@ def test_plot_curves_draws_the_table(tmp_path, rng):
     assert (tmp_path / "f.svg").read_text().count("<path") > 10
     with pytest.raises(ValueError, match="nothing to plot"):
         plot_curves([dict(results[0], per_class=None)], tmp_path / "g.png")
+
+
+def test_cli_refuses_an_output_in_a_missing_folder_before_running(tmp_path, capsys, monkeypatch):
+    import decaf.commands.transfer as command
+    monkeypatch.setattr(command, "_feature_sets", lambda args: pytest.fail("features read before the check"))
+    for flag, name in (("--json", "r.json"), ("--plot", "c.png")):
+        out = tmp_path / "missing" / name
+        assert main(["transfer", str(tmp_path / "f.npz"), flag, str(out), "--quiet"]) == 1
+        assert f"{flag} {out}: the folder {out.parent} does not exist" in capsys.readouterr().err
+    assert main(["transfer", str(tmp_path / "f.npz"), "--out-of-core", "--json", str(out.parent / "r.json")]) == 1
+    assert "does not exist" in capsys.readouterr().err

@@ -195,7 +195,16 @@ def _write(path, text):
     _write_atomically(path, lambda stream: stream.write(text.encode() + b"\n"))
 
 
+def _check_output_folders(args):
+    """--json / --plot into a missing folder: said before the run, not after it (and not as a temporary name)."""
+    import os
+    for flag, out in (("--json", args.json), ("--plot", args.plot)):
+        if out and out != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+            raise ValueError(f"{flag} {out}: the folder {os.path.dirname(os.path.abspath(out))} does not exist")
+
+
 def run(args):
+    _check_output_folders(args)
     if args.out_of_core:
         from ..transfer_scale import run_cli
         return run_cli(args)
