@@ -367,3 +367,11 @@ def test_cli_refuses_an_output_in_a_missing_folder_before_running(tmp_path, caps
         assert f"{flag} {out}: the folder {out.parent} does not exist" in capsys.readouterr().err
     assert main(["transfer", str(tmp_path / "f.npz"), "--out-of-core", "--json", str(out.parent / "r.json")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "x"])
+def test_cli_per_class_value_refused_in_words(value, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["transfer", "f.npz", "--per-class", value])
+    assert info.value.code == 2
+    assert f"--per-class: give a whole number of at least 1, or 'all'; got '{value}'" in capsys.readouterr().err

@@ -22,11 +22,15 @@ The protocol in full: docs/transfer.md."""
 
 
 def per_class_value(text):
+    import argparse
     if text == "all":
         return None
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise ValueError
+        raise argparse.ArgumentTypeError(f"give a whole number of at least 1, or 'all'; got {text!r}")
     return value
 
 
