@@ -34,8 +34,9 @@ def read_foreign(src, arch=None, prototxt=None):
     carried = {"labels": None, "preprocess": None}
     if fmt == "torch":
         if not arch:
-            from .torch_convert import ARCHS
-            raise ValueError(f"a PyTorch checkpoint holds no architecture: pass --arch (one of {sorted(ARCHS)})")
+            from .torch_convert import known_archs
+            raise ValueError(f"{src}: a PyTorch checkpoint holds no architecture: pass --arch "
+                             f"(one of {known_archs()})")
         from .torch_convert import torch_to_net
         spec, arrays = torch_to_net(src, arch)
         return spec, arrays, fmt, carried
