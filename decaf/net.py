@@ -41,6 +41,9 @@ class Net:
         if not isinstance(inputs, dict) or not inputs:
             raise SpecError(f"net {self.name!r}: spec needs 'inputs', a dict of blob name -> per-example shape")
         self.input_shapes = {k: tuple(int(d) for d in v) for k, v in inputs.items()}
+        for k, shape in self.input_shapes.items():
+            if min(shape, default=1) < 1:
+                raise SpecError(f"net {self.name!r}: input {k!r} has shape {list(shape)}; every size must be >= 1")
         self._force_backward = bool(force_backward)
         layers = [create_layer(s) for s in spec.get("layers", [])]
         names = [layer.name for layer in layers]

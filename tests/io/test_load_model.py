@@ -73,3 +73,15 @@ def test_commands_say_the_same_thing_about_a_folder(tmp_path, capsys):
                  ["profile", str(tmp_path)]):
         assert main(argv) == 1
         assert f"{tmp_path}: is a directory, not a model file" in capsys.readouterr().err
+
+
+def test_a_checkpoint_without_arch_lists_every_arch_and_bad_sizes_are_named(tmp_path):
+    from decaf.errors import SpecError
+    ckpt = tmp_path / "w.pth"
+    ckpt.write_bytes(b"not read: the architecture is asked for first")
+    with pytest.raises(ValueError, match=r"w.pth: a PyTorch checkpoint holds no architecture") as info:
+        read_foreign(ckpt)
+    assert "'resnet50'" in str(info.value) and "'efficientnet_lite0'" in str(info.value)
+    bad = dict(SPEC, inputs={"data": [3, -5, -5]})
+    with pytest.raises(SpecError, match=r"net 'tiny': input 'data' has shape \[3, -5, -5\]; every size must be >= 1"):
+        Net(bad)
