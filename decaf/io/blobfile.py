@@ -151,6 +151,8 @@ STALE_TEMP_SECONDS = 60
 
 def _write_atomically(name, write):
     directory = os.path.dirname(os.path.abspath(name))
+    if not os.path.isdir(directory):      # else mkstemp's error would name the temporary file
+        raise FileNotFoundError(f"{name}: the folder {directory} does not exist")
     try:
         mode = os.stat(name).st_mode & 0o7777   # an existing file keeps its mode
     except FileNotFoundError:

@@ -464,3 +464,12 @@ def test_huge_dims_with_zero_elements_are_a_format_error(tmp_path):
     path = raw_file(tmp_path / "z.decaf", {"e": entry("F32", [0, 2**62, 2**62], 0, 0)})
     with pytest.raises(DecafFormatError, match="cannot build an array"):
         read_blobfile(path)
+
+
+def test_writing_into_a_missing_folder_names_the_file_not_a_temporary(tmp_path):
+    from decaf.io.blobfile import _write_atomically
+    target = tmp_path / "missing" / "net.decaf"
+    with pytest.raises(FileNotFoundError) as info:
+        _write_atomically(str(target), lambda stream: stream.write(b"x"))
+    assert str(info.value) == f"{target}: the folder {target.parent} does not exist"
+    assert not target.parent.exists()
