@@ -272,6 +272,10 @@ def cluster_extract(args):
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     if args.threads_per_worker is not None and args.threads_per_worker < 1:
         raise ValueError(f"--threads-per-worker must be at least 1, got {args.threads_per_worker}")
+    if args.retries < 0:
+        raise ValueError(f"--retries must be 0 or more, got {args.retries}")
+    if args.timeout is not None and not args.timeout > 0:     # (Dask read -1 as the text '1-1.0')
+        raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     try:
         import distributed  # noqa: F401
     except ImportError:

@@ -300,6 +300,10 @@ def test_refusals(model, folder, tmp_path, capsys):
         main(["extract", str(folder), "-o", str(tmp_path / "x.npz"), "--workers", "2", "--scheduler", "tcp://x:1"])
     assert main(["extract", str(folder), "-o", str(tmp_path / "x.npz"), "--workers", "0"]) == 1
     assert "--workers must be at least 1" in capsys.readouterr().err
+    for flags, message in ((["--retries", "-1"], "--retries must be 0 or more, got -1"),
+                           (["--timeout", "-1"], "--timeout must be a positive number of seconds, got -1.0")):
+        assert main(["extract", str(folder), "-o", str(tmp_path / "x.npz"), "--workers", "1", *flags]) == 1
+        assert message in capsys.readouterr().err
 
 
 @pytest.mark.slow
