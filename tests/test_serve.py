@@ -549,3 +549,10 @@ def test_decaf_serve_command_on_loopback(tmp_path):
 def test_decaf_serve_help_mentions_loopback():
     out = subprocess.run([sys.executable, "-m", "decaf", "serve", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "127.0.0.1" in out.stdout and "--max-upload-mb" in out.stdout
+
+
+@pytest.mark.parametrize("port", ["-1", "70000"])
+def test_a_port_out_of_range_is_one_line(port, capsys):
+    from decaf.cli import main
+    assert main(["serve", "no-model-needed.decaf", "--port", port]) == 1
+    assert f"decaf serve: error: --port must be 0 to 65535, got {port}" in capsys.readouterr().err

@@ -54,6 +54,8 @@ def is_loopback(host):
 
 
 def run(args):
+    if not 0 <= args.port <= 65535:       # (socket.bind raises OverflowError, not an OSError)
+        raise ValueError(f"--port must be 0 to 65535, got {args.port}")
     try:
         import uvicorn
         from ..serve import Engine, Limits, create_app
