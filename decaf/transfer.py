@@ -320,12 +320,23 @@ def _targets(y, metric, classes=None):
     return y, sorted(set(y))
 
 
+def _check_features(X, target, what="features"):
+    """One finite feature row per label, or a ValueError saying which is wrong."""
+    if X.ndim != 2 or len(X) != len(target):
+        raise ValueError(f"{what}: {len(X)} rows of shape {X.shape[1:]} for {len(target)} labels "
+                         f"(one (D,) row per label expected)")
+    bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+    if len(bad):
+        raise ValueError(f"{what}: {len(bad)} row(s) hold NaN or inf, e.g. row {int(bad[0])}")
+
+
 def evaluate(X, y, classifier="logreg", per_class=30, splits=5, dropout=False, copies=10, seed=0, grid=C_GRID,
              test_per_class=None, metric="accuracy", on_split=None):
     """The protocol above for one setting: {"mean", "std", "scores", "C", "test_images"} (scores in 0..1, one
     per split; for the metric "accuracy" also "accuracies", the same list). on_split(): after each split."""
     X = np.asarray(X, np.float32)
     target, classes = _targets(y, metric)
+    _check_features(X, target)
     multilabel = metric in MULTILABEL_METRICS
     if multilabel and test_per_class:
         raise ValueError("a fixed number of test images per class is for single-label data (metric accuracy)")
@@ -363,6 +374,8 @@ def evaluate_shift(source, target, setting="ST", classifier="logreg", per_class=
     multilabel = metric in MULTILABEL_METRICS
     ys, classes = _targets(source[1], metric)
     yt, _ = _targets(target[1], metric, classes if multilabel else None)
+    _check_features(Xs, ys, "source features")
+    _check_features(Xt, yt, "target features")
     if not multilabel:
         unseen = sorted(set(yt) - set(ys))
         if unseen:

@@ -375,3 +375,15 @@ def test_cli_per_class_value_refused_in_words(value, capsys):
         main(["transfer", "f.npz", "--per-class", value])
     assert info.value.code == 2
     assert f"--per-class: give a whole number of at least 1, or 'all'; got '{value}'" in capsys.readouterr().err
+
+
+def test_features_and_labels_that_do_not_match_are_refused():
+    X, y = np.zeros((20, 3), np.float32), np.repeat(["a", "b"], 10)
+    with pytest.raises(ValueError, match=r"features: 20 rows of shape \(3,\) for 10 labels"):
+        evaluate(X, y[::2], per_class=3, splits=1)
+    X[7, 1] = np.nan
+    with pytest.raises(ValueError, match="features: 1 row\\(s\\) hold NaN or inf, e.g. row 7"):
+        evaluate(X, y, per_class=3, splits=1)
+    from decaf.transfer import evaluate_shift
+    with pytest.raises(ValueError, match="target features: 1 row"):
+        evaluate_shift((np.zeros((20, 3)), y), (X, y), splits=1)
