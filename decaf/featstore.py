@@ -342,6 +342,8 @@ def export_npy(out, blob, path):
             target[first:first + len(X)] = X
         target.flush()
         del target
+        from .io.blobfile import _current_umask
+        os.chmod(temp, 0o666 & ~_current_umask())       # mkstemp's 0600 would outlive the rename
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -88,6 +88,8 @@ def test_store_holds_what_the_npz_holds_and_reads_lazily(folder, npz, tmp_path):
     # a NumPy memmap, through one .npy copy made shard by shard
     mapped = export_npy(out, "pool1", tmp_path / "pool1.npy")
     assert isinstance(mapped, np.memmap) and np.array_equal(mapped, ref["pool1"])
+    from decaf.io.blobfile import _current_umask
+    assert (tmp_path / "pool1.npy").stat().st_mode & 0o777 == 0o666 & ~_current_umask()   # not mkstemp's 0600
     # one shard at a time
     chunks = list(iter_chunks(out, "fc1"))
     assert len(chunks) == 4 and all(len(X) <= 6 for X, _ in chunks)
