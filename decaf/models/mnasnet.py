@@ -7,7 +7,7 @@ stacks ``layers.8`` .. ``layers.13`` of inverted residuals ``layers.S.i.layers``
 BatchNorm momentum differs from PyTorch's default, eps does not (1e-5). Depths d = [32, 16, 24,
 40, 80, 96, 192, 320] * alpha, rounded to multiples of 8 (not below 90 %).
 """
-from .torchlayout import Builder, zoo_spec
+from .torchlayout import Builder, make_divisible, zoo_spec
 
 DEPTHS = [32, 16, 24, 40, 80, 96, 192, 320]
 # (kernel, stride, expansion, repeats) of the stacks layers.8 .. layers.13
@@ -15,14 +15,9 @@ STACKS = [(3, 2, 3, 3), (5, 2, 3, 3), (5, 2, 6, 3), (3, 1, 6, 2), (5, 2, 6, 4), 
 ALPHAS = {"mnasnet0_5": 0.5, "mnasnet0_75": 0.75, "mnasnet1_0": 1.0, "mnasnet1_3": 1.3}
 
 
-def round_to_multiple_of(val, divisor=8, round_up_bias=0.9):
-    new_val = max(divisor, int(val + divisor / 2) // divisor * divisor)
-    return new_val if new_val >= round_up_bias * val else new_val + divisor
-
-
 def mnasnet_builder(arch="mnasnet1_0", num_classes=1000, input_size=224, alpha=None, dropout=0.2, last=1280):
     alpha = ALPHAS[arch] if alpha is None else alpha
-    d = [round_to_multiple_of(v * alpha) for v in DEPTHS]
+    d = [make_divisible(v * alpha) for v in DEPTHS]
     b = Builder(arch, input_size)
     x = b.conv_bn("data", "layers.0", "layers.1", d[0], 3, 2)
     x = b.conv_bn(x, "layers.3", "layers.4", d[0], 3, group=d[0])

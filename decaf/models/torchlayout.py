@@ -20,11 +20,15 @@ def layer_name(key):
     return key.replace(".", "_").replace("-", "_")
 
 
-def make_divisible(v, divisor=8, min_value=None):
-    """torchvision's channel rounding: to the nearest multiple of divisor, never below 90 % of v."""
-    min_value = divisor if min_value is None else min_value
-    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
-    return new_v + divisor if new_v < 0.9 * v else new_v
+def make_divisible(channels, step=8, floor=None):
+    """Channel counts as the MobileNet-family checkpoints have them: ``channels`` rounded half up to a
+    multiple of ``step`` (at least ``floor``, default ``step``); when rounding down loses more than
+    10 % of the channels, one more step is added."""
+    floor = step if floor is None else floor
+    rounded = max(floor, (int(channels + step / 2) // step) * step)
+    if rounded < 0.9 * channels:
+        rounded += step
+    return rounded
 
 
 def zoo_spec(name, build, input_size=224):
