@@ -39,6 +39,26 @@ def conv_out_size(size, kernel, stride, pad_before, pad_after, dilation):
     return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def grouped_channels(layer, bottom_shapes):
+    """(input channels, num_output) of a convolution-like layer, its input channels checked
+    against its group."""
+    c, g = bottom_shapes[0][1], layer.p["group"]
+    if c % g:
+        raise layer.shape_error(f"input channels {c} not divisible by group {g}")
+    return c, layer.p["num_output"]
+
+
+def add_filters(layer, weight_shape, fill_rng):
+    """The learnable weight (``weight_shape``) and, with bias_term, the bias (num_output) of a
+    convolution-like layer, filled by its fillers."""
+    layer.weight = layer.add_param("weight", weight_shape, 0)
+    fillers.fill(layer.weight.data, layer.p["weight_filler"], fill_rng)
+    layer.bias = None
+    if layer.p["bias_term"]:
+        layer.bias = layer.add_param("bias", (layer.p["num_output"],), 1)
+        fillers.fill(layer.bias.data, layer.p["bias_filler"], fill_rng)
+
+
 @register
 class Convolution(Layer):
     type_name = "Convolution"
@@ -64,15 +84,8 @@ class Convolution(Layer):
             raise SpecError(f"layer {self.name!r}: num_output {p['num_output']} not divisible by group {p['group']}")
 
     def setup(self, bottom_shapes, fill_rng):
-        c, k, g = bottom_shapes[0][1], self.p["num_output"], self.p["group"]
-        if c % g:
-            raise self.shape_error(f"input channels {c} not divisible by group {g}")
-        self.weight = self.add_param("weight", (k, c // g) + self.kernel, 0)
-        fillers.fill(self.weight.data, self.p["weight_filler"], fill_rng)
-        self.bias = None
-        if self.p["bias_term"]:
-            self.bias = self.add_param("bias", (k,), 1)
-            fillers.fill(self.bias.data, self.p["bias_filler"], fill_rng)
+        c, k = grouped_channels(self, bottom_shapes)
+        add_filters(self, (k, c // self.p["group"]) + self.kernel, fill_rng)
 
     def reshape(self, bottom_shapes):
         shape = bottom_shapes[0]

@@ -16,10 +16,11 @@ b (K,), y (N, K, Ho, Wo), Ho = sh (H - 1) + dh (kh - 1) + 1 + output_padding_h -
 """
 import numpy as np
 
-from .. import fillers, kernels
+from .. import kernels
 from ..errors import SpecError
 from ..interop import caffe_importer, onnx_importer
 from ..layer import REQUIRED, Layer, as_pads, as_pair, pair_text, per_image, register
+from .conv import add_filters, grouped_channels
 
 
 @register
@@ -50,15 +51,8 @@ class Deconvolution(Layer):
             raise SpecError(f"{what}: num_output {p['num_output']} not divisible by group {p['group']}")
 
     def setup(self, bottom_shapes, fill_rng):
-        c, k, g = bottom_shapes[0][1], self.p["num_output"], self.p["group"]
-        if c % g:
-            raise self.shape_error(f"input channels {c} not divisible by group {g}")
-        self.weight = self.add_param("weight", (c, k // g) + self.kernel, 0)
-        fillers.fill(self.weight.data, self.p["weight_filler"], fill_rng)
-        self.bias = None
-        if self.p["bias_term"]:
-            self.bias = self.add_param("bias", (k,), 1)
-            fillers.fill(self.bias.data, self.p["bias_filler"], fill_rng)
+        c, k = grouped_channels(self, bottom_shapes)
+        add_filters(self, (c, k // self.p["group"]) + self.kernel, fill_rng)
 
     def reshape(self, bottom_shapes):
         shape = bottom_shapes[0]
