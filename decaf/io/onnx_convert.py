@@ -9,8 +9,11 @@ inputs that are not initializers become net inputs with the per-example shape
 This module only walks the file. What each operator means is said by the layer module
 of the decaf type it becomes, registered with ``@onnx_importer("Op")`` (decaf/interop.py's
 ``ONNX_IMPORTERS``) and handed an ``OnnxImporter``; writing a layer out is its
-``Layer.to_onnx(g)``, handed an ``OnnxWriter``. Operators (ONNX -> decaf, and the module
-that maps them; tests/io/test_onnx_registry.py checks this table against the registry):
+``Layer.to_onnx(g)``, handed an ``OnnxWriter``. ``supported_ops()`` lists every operator
+the registry holds, with its module and a description: the table's row, or for an operator
+added since, the first line of its importer's docstring (so a new layer module documents its own
+operators and needs no edit here). The operators this release reads (ONNX -> decaf, and the
+module that maps them; tests/io/test_onnx_registry.py checks that no row is stale):
 
 =========================  =============================================================  ==========
 Conv                       Convolution: 2-D, pads (asymmetric too), strides, dilations,   conv
@@ -94,7 +97,7 @@ from ..interop import ONNX_IMPORTERS
 from .errors import DecafFormatError
 from .onnx_fold import FOLDERS, NotFoldable, axes_arg, fold
 
-__all__ = ["onnx_to_net", "net_to_onnx", "OnnxImporter", "OnnxWriter"]
+__all__ = ["onnx_to_net", "net_to_onnx", "OnnxImporter", "OnnxWriter", "supported_ops"]
 
 
 def _import_onnx():
@@ -533,6 +536,36 @@ class OnnxImporter:
 # ONNX ops that are bookkeeping of the graph rather than a layer
 _GRAPH_OPS = {"Constant": OnnxImporter._constant, "Identity": OnnxImporter._identity}
 GRAPH_OPS = frozenset(_GRAPH_OPS)
+
+
+def _table_rows():
+    """{op: (module, description)} from the operator table of this module's docstring: an entry is
+    a row naming its module and the rows after it that don't (their ops and text continue it)."""
+    import re
+    lines = __doc__.split("\n")
+    edges = [i for i, line in enumerate(lines) if re.fullmatch(r"=+( +=+)+", line)]
+    columns = [m.start() for m in re.finditer("=+", lines[edges[0]])]
+    entries = []                                   # [module, [ops], [text pieces]]
+    for row in lines[edges[0] + 1:edges[1]]:
+        if row[columns[2]:].strip():
+            entries.append([row[columns[2]:].strip(), [], []])
+        entries[-1][1] += re.findall(r"\b[A-Z][A-Za-z]+\b", re.sub(r"\[.*?\]", "", row[:columns[1]]))
+        entries[-1][2].append(row[columns[1]:columns[2]].strip())
+    return {op: (module, " ".join(t for t in text if t)) for module, ops, text in entries for op in ops}
+
+
+def supported_ops():
+    """{ONNX op: (decaf module, description)} for every operator decaf reads: the registry
+    (``ONNX_IMPORTERS``, filled by the layer modules) and the graph-level ops handled here."""
+    rows = _table_rows()
+    out = {}
+    for op, importer in sorted(ONNX_IMPORTERS.items()):
+        module = importer.__module__.rsplit(".", 1)[-1]
+        doc = (importer.__doc__ or "").strip().split("\n")[0]
+        out[op] = (module, rows.get(op, (module, doc))[1] or doc)
+    for op in sorted(GRAPH_OPS):
+        out[op] = ("(here)", rows.get(op, ("(here)", ""))[1])
+    return out
 
 
 def onnx_to_net(path):
