@@ -136,19 +136,7 @@ class Convolution(Layer):
         """Caffe's Convolution: symmetric pads only, no SAME padding."""
         if p["pad_mode"]:
             raise w.refuse(f"Caffe has no SAME padding (pad_mode {p['pad_mode']!r})")
-        cp = {"num_output": int(p["num_output"])}
-        if not p["bias_term"]:
-            cp["bias_term"] = False
-        w.hw(cp, "pad", w.symmetric_pads(p["pad"]), skip=0, repeated=True)
-        w.hw(cp, "kernel_size", p["kernel_size"], repeated=True)
-        if p["group"] != 1:
-            cp["group"] = int(p["group"])
-        w.hw(cp, "stride", p["stride"], skip=1, repeated=True)
-        dh, dw = as_pair(p["dilation"], "dilation")
-        if (dh, dw) != (1, 1):
-            cp["dilation"] = [dh] if dh == dw else [dh, dw]      # Caffe has no dilation_h/_w
-        w.add("Convolution", ["weight", "bias"] if p["bias_term"] else ["weight"], multipliers=True,
-              convolution_param=cp)
+        write_convolution_param(p, w, "Convolution")
 
     # Set by fuse_epilogue when the activation reading this top is one the kernels apply as they write
     # (csrc/activation.h: ReLU, ReLU6, Clip, LeakyReLU, HardSwish, SiLU, Sigmoid): in place, or into the
@@ -274,12 +262,30 @@ def _conv_from_onnx(imp, node):
 
 
 # ---- Caffe -> decaf -----------------------------------------------------------------------------
-@caffe_importer("Convolution")
-def _conv_from_caffe(ctx, layer):
-    """convolution_param: pad/kernel/stride/dilation as one value, [h, w] or *_h/*_w; group; bias_term."""
+def write_convolution_param(p, w, caffe_type):
+    """A Caffe layer of ``caffe_type`` (Convolution, Deconvolution) with its convolution_param from
+    the decaf spec ``p``: symmetric pads only."""
+    cp = {"num_output": int(p["num_output"])}
+    if not p["bias_term"]:
+        cp["bias_term"] = False
+    w.hw(cp, "pad", w.symmetric_pads(p["pad"]), skip=0, repeated=True)
+    w.hw(cp, "kernel_size", p["kernel_size"], repeated=True)
+    if p["group"] != 1:
+        cp["group"] = int(p["group"])
+    w.hw(cp, "stride", p["stride"], skip=1, repeated=True)
+    dh, dw = as_pair(p["dilation"], "dilation")
+    if (dh, dw) != (1, 1):
+        cp["dilation"] = [dh] if dh == dw else [dh, dw]      # Caffe has no dilation_h/_w
+    w.add(caffe_type, ["weight", "bias"] if p["bias_term"] else ["weight"], multipliers=True,
+          convolution_param=cp)
+
+
+def read_convolution_param(ctx, layer, decaf_type):
+    """A decaf layer of ``decaf_type`` from a Caffe layer's convolution_param: pad/kernel/stride/
+    dilation as one value, [h, w] or *_h/*_w; group; bias_term."""
     p = layer.param("convolution_param")
     ctx.axis_one(p.get("axis"))
-    d = {"type": "Convolution", "num_output": ctx.positive(p, "num_output"),
+    d = {"type": decaf_type, "num_output": ctx.positive(p, "num_output"),
          "kernel_size": ctx.hw(p, "kernel_size", None), "stride": ctx.hw(p, "stride", 1),
          "pad": ctx.hw(p, "pad", 0), "group": p.get("group", 1) or 1, "dilation": ctx.hw(p, "dilation", 1)}
     bias = p.get("bias_term", True)
@@ -287,3 +293,9 @@ def _conv_from_caffe(ctx, layer):
         d["bias_term"] = False
     ctx.weights(["weight", "bias"] if bias else ["weight"])
     return {**d, **ctx.multipliers()}
+
+
+@caffe_importer("Convolution")
+def _conv_from_caffe(ctx, layer):
+    """convolution_param, as read_convolution_param says."""
+    return read_convolution_param(ctx, layer, "Convolution")

@@ -20,7 +20,7 @@ from .. import kernels
 from ..errors import SpecError
 from ..interop import caffe_importer, onnx_importer
 from ..layer import REQUIRED, Layer, as_pads, as_pair, pair_text, per_image, register
-from .conv import add_filters, grouped_channels
+from .conv import add_filters, grouped_channels, read_convolution_param, write_convolution_param
 
 
 @register
@@ -129,19 +129,7 @@ class Deconvolution(Layer):
         """Caffe's Deconvolution (convolution_param): symmetric pads, no output_padding."""
         if tuple(as_pair(p["output_padding"], "output_padding")) != (0, 0):
             raise w.refuse(f"Caffe's Deconvolution has no output_padding ({p['output_padding']})")
-        cp = {"num_output": int(p["num_output"])}
-        if not p["bias_term"]:
-            cp["bias_term"] = False
-        w.hw(cp, "pad", w.symmetric_pads(p["pad"]), skip=0, repeated=True)
-        w.hw(cp, "kernel_size", p["kernel_size"], repeated=True)
-        if p["group"] != 1:
-            cp["group"] = int(p["group"])
-        w.hw(cp, "stride", p["stride"], skip=1, repeated=True)
-        dh, dw = as_pair(p["dilation"], "dilation")
-        if (dh, dw) != (1, 1):
-            cp["dilation"] = [dh] if dh == dw else [dh, dw]
-        w.add("Deconvolution", ["weight", "bias"] if p["bias_term"] else ["weight"], multipliers=True,
-              convolution_param=cp)
+        write_convolution_param(p, w, "Deconvolution")
 
 
 # ---- ONNX -> decaf ------------------------------------------------------------------------------
@@ -203,13 +191,5 @@ def _pads_for_output(size, wanted, kernel, stride, dilation, output_padding, low
 # ---- Caffe -> decaf -----------------------------------------------------------------------------
 @caffe_importer("Deconvolution")
 def _deconv_from_caffe(ctx, layer):
-    p = layer.param("convolution_param")
-    ctx.axis_one(p.get("axis"))
-    d = {"type": "Deconvolution", "num_output": ctx.positive(p, "num_output"),
-         "kernel_size": ctx.hw(p, "kernel_size", None), "stride": ctx.hw(p, "stride", 1),
-         "pad": ctx.hw(p, "pad", 0), "group": p.get("group", 1) or 1, "dilation": ctx.hw(p, "dilation", 1)}
-    bias = p.get("bias_term", True)
-    if not bias:
-        d["bias_term"] = False
-    ctx.weights(["weight", "bias"] if bias else ["weight"])
-    return {**d, **ctx.multipliers()}
+    """convolution_param, as conv.read_convolution_param says."""
+    return read_convolution_param(ctx, layer, "Deconvolution")
