@@ -52,6 +52,8 @@ decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int 
     p.direct = !backward && decaf_direct_conv_supported(g);
     if (p.direct) {
         decaf_direct_conv_scratch(g, &p);
+        p.pack = DECAF_PACK_DIRECT;
+        p.packed = decaf_direct_conv_packed_size(g);
         return p;
     }
     if (p.by_image)
@@ -107,8 +109,14 @@ static void gather_block(const float *dy, float *block, int K, ptrdiff_t hw, int
         }
 }
 
+void decaf_conv_pack(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *w, float *packed)
+{
+    if (p->pack == DECAF_PACK_DIRECT)
+        decaf_direct_conv_pack(g, p, w, packed);
+}
+
 void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
-                        const float *bias, float *y, float *work, const decaf_epilogue *ep)
+                        const float *packed, const float *bias, float *y, float *work, const decaf_epilogue *ep)
 {
     const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo, plane_in = (ptrdiff_t)g->C * g->H * g->W;
     const int rows = g->C * g->kh * g->kw, Kg = g->K / g->G, Rg = rows / g->G;
@@ -116,7 +124,7 @@ void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, cons
     const ptrdiff_t tw = p->slot;
 
     if (p->direct) {
-        decaf_direct_conv_forward(g, p, x, w, bias, y, work, ep);
+        decaf_direct_conv_forward(g, p, x, w, packed, bias, y, work, ep);
         return;
     }
     decaf_blas_single_threaded();

@@ -50,7 +50,15 @@ typedef struct {
     ptrdiff_t slot;           /* floats of scratch per slot; slot s starts at work + s * slot */
     int slots;                /* scratch slots: one per thread, or one shared */
     ptrdiff_t work;           /* floats of scratch in all: the size `work` must have */
+    int pack;                 /* the weights' prepacked form this plan reads (DECAF_PACK_*) */
+    ptrdiff_t packed;         /* its floats (0 with DECAF_PACK_NONE) */
 } decaf_conv_plan;
+
+/* What decaf_conv_pack writes for a plan: nothing (im2col + GEMM reads w as it is), or the direct
+ * kernel's blocked weights (direct_conv.c). A caller that runs the same weights many times packs
+ * them once and hands them to every forward, which then skips that copy (at batch 1 it was up to
+ * a third of a layer's time: ResNet-18's 512-channel layers read 9.4 MB of weights per call). */
+enum { DECAF_PACK_NONE = 0, DECAF_PACK_DIRECT = 1 };
 
 /* The plan for `threads` threads (< 1: one) of the forward, or with `backward` the backward. */
 decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int backward);
@@ -59,7 +67,10 @@ decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int 
  * activation.h): a residual added, an activation in y or into ep->out. ep->residual must not be
  * y (the GEMMs write y before the epilogue reads the residual). */
 void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
-                        const float *bias, float *y, float *work, const decaf_epilogue *ep);
+                        const float *packed, const float *bias, float *y, float *work, const decaf_epilogue *ep);
+/* packed (p->packed floats) = w in the form p->pack says, for decaf_conv_forward's `packed`
+ * argument (NULL there: the forward packs w into its scratch itself). Nothing for DECAF_PACK_NONE. */
+void decaf_conv_pack(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *w, float *packed);
 
 /* dw and db (NULL: no bias) overwritten with sums over the batch; dx (NULL: not wanted) overwritten.
  * p is a backward plan. */

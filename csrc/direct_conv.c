@@ -70,7 +70,11 @@ static int layout(const decaf_conv_geom *g)
     if (g->dh != 1 || g->dw != 1 || Kg % KERNEL_K || g->Ho < 1 || g->Wo < 1 || g->kh * g->kw == 1
         || Cg * g->kh * g->kw < MIN_MACS)
         return NONE;
+#ifdef __AVX512F__
     return g->sh == 1 && g->sw == 1 && Cg % CB == 0 ? BLOCKED : PLAIN;
+#else   /* the AVX2 tiles read a pixel's window wherever it starts: any stride */
+    return Cg % CB == 0 ? BLOCKED : PLAIN;
+#endif
 #else
     (void)g;
     return NONE;
@@ -302,6 +306,11 @@ static void tiles(const decaf_conv_geom *g, const float *xp, const float *wp, co
         row_epilogue(g, ep, bias, y, at, gi * (g->K / g->G) + kb * KB, 2 * KB, oh);
     }
 }
+
+static ptrdiff_t task_count(const decaf_conv_geom *g)   /* task = (gi Kg / 32 + kb / 2) Ho + oh */
+{
+    return (ptrdiff_t)g->G * (g->K / g->G / KERNEL_K) * g->Ho;
+}
 #else   /* AVX2 + FMA: 8-wide, 16 registers */
 
 /* The store of a tile of T pixels: out[t] holds channels ch0 .. ch0 + 16 of output pixel
@@ -317,26 +326,34 @@ static void store_tile8(const decaf_conv_geom *g, float (*out)[KB], int T, float
     }
 }
 
-/* BLOCKED: 16 output channels (block kb of group gi) of output row oh, pixels ow0 .. ow0 + T. For
- * each input channel and tap: the 2 weight vectors of the block, times T broadcast inputs. */
+/* BLOCKED: 16 output channels (block kb of group gi) of output pixels p0 .. p0 + T of the image,
+ * counted row after row (p = oh Wo + ow): a tile may go on into the next row, so that small
+ * outputs (7x7: 49 = 4 x 6 + 5 x 5) are not cut into narrow tiles per row (7 = 4 + 3). Pixel t's
+ * window starts at base[t] of each packed channel block; tap (i, j) adds (i Wp + j) 16. For each
+ * input channel and tap: the 2 weight vectors of the block, times T broadcast inputs. */
 static inline __attribute__((always_inline)) void tile8_of(
-    const decaf_conv_geom *g, const float *xp, const float *wp, float *y, int gi, int kb, int oh, int ow0, const int T)
+    const decaf_conv_geom *g, const float *xp, const float *wp, float *y, int gi, int kb, int p0, const int T)
 {
     const int Cg = g->C / g->G, Kg = g->K / g->G, taps = g->kh * g->kw, cbs = Cg / CB;
     const int Hp = in_rows(g), Wp = in_cols(g);
     const float *w0 = wp + ((ptrdiff_t)gi * (Kg / KB) + kb) * cbs * taps * CB * KB;
+    ptrdiff_t base[TILE8];
+    _Pragma("GCC unroll 6") for (int t = 0; t < T; ++t) {
+        const int oh = (p0 + t) / g->Wo, ow = (p0 + t) % g->Wo;
+        base[t] = ((ptrdiff_t)oh * g->sh * Wp + (ptrdiff_t)ow * g->sw) * CB;
+    }
     __m256 a0[TILE8], a1[TILE8];   /* the first T are used */
     _Pragma("GCC unroll 6") for (int t = 0; t < T; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
     for (int cb = 0; cb < cbs; ++cb) {
         const float *xb = xp + (ptrdiff_t)(gi * cbs + cb) * Hp * Wp * CB;
         for (int i = 0; i < g->kh; ++i) {
             for (int j = 0; j < g->kw; ++j) {
-                const float *xs = xb + ((ptrdiff_t)(oh + i) * Wp + ow0 + j) * CB;   /* pixel t at xs + t CB */
+                const float *xs = xb + ((ptrdiff_t)i * Wp + j) * CB;   /* pixel t at xs + base[t] */
                 const float *ws = w0 + ((ptrdiff_t)cb * taps + i * g->kw + j) * CB * KB;
                 for (int c = 0; c < CB; ++c) {
                     const __m256 v0 = _mm256_loadu_ps(ws + c * KB), v1 = _mm256_loadu_ps(ws + c * KB + 8);
                     _Pragma("GCC unroll 6") for (int t = 0; t < T; ++t) {
-                        const __m256 xv = _mm256_broadcast_ss(xs + t * CB + c);
+                        const __m256 xv = _mm256_broadcast_ss(xs + base[t] + c);
                         a0[t] = _mm256_fmadd_ps(xv, v0, a0[t]);
                         a1[t] = _mm256_fmadd_ps(xv, v1, a1[t]);
                     }
@@ -349,7 +366,7 @@ static inline __attribute__((always_inline)) void tile8_of(
         _mm256_storeu_ps(out[t], a0[t]);
         _mm256_storeu_ps(out[t] + 8, a1[t]);
     }
-    store_tile8(g, out, T, y, gi * Kg + kb * KB, oh, ow0);
+    store_tile8(g, out, T, y, gi * Kg + kb * KB, 0, p0);   /* (pixel p0 of row 0 is pixel p0) */
 }
 
 /* PLAIN: as tile8_of, input pixel t of tap (i, j) at column (ow0 + t) sw + j of row oh sh + i. */
@@ -385,14 +402,10 @@ static inline __attribute__((always_inline)) void tile8_plain_of(
 
 /* One tile of T (1 .. 6) pixels: a compiled kernel per width, so the accumulators stay in
  * registers. */
-static void tile8(int plain, const decaf_conv_geom *g, const float *xp, const float *wp, float *y, int gi, int kb,
-                  int oh, int ow0, int T)
+static void tile8_plain(const decaf_conv_geom *g, const float *xp, const float *wp, float *y, int gi, int kb,
+                        int oh, int ow0, int T)
 {
-#define TILE8_CASE(n)                                                                  \
-    case n:                                                                            \
-        if (plain) tile8_plain_of(g, xp, wp, y, gi, kb, oh, ow0, n);                   \
-        else tile8_of(g, xp, wp, y, gi, kb, oh, ow0, n);                               \
-        break;
+#define TILE8_CASE(n) case n: tile8_plain_of(g, xp, wp, y, gi, kb, oh, ow0, n); break;
     switch (T) {
     TILE8_CASE(1) TILE8_CASE(2) TILE8_CASE(3) TILE8_CASE(4) TILE8_CASE(5) TILE8_CASE(6)
     default: break;
@@ -400,29 +413,106 @@ static void tile8(int plain, const decaf_conv_geom *g, const float *xp, const fl
 #undef TILE8_CASE
 }
 
-/* All tiles of tasks [task0, task1): task = (gi * Kg / 16 + kb) * Ho + oh, for one image. A row of
- * Wo pixels is ceil(Wo / 6) tiles, the first Wo % tiles of them one pixel wider. */
+static void tile8_blocked(const decaf_conv_geom *g, const float *xp, const float *wp, float *y, int gi, int kb,
+                          int p0, int T)
+{
+#define TILE8_CASE(n) case n: tile8_of(g, xp, wp, y, gi, kb, p0, n); break;
+    switch (T) {
+    TILE8_CASE(1) TILE8_CASE(2) TILE8_CASE(3) TILE8_CASE(4) TILE8_CASE(5) TILE8_CASE(6)
+    default: break;
+    }
+#undef TILE8_CASE
+}
+
+/* BLOCKED tasks: a chunk of up to CHUNK8 tiles of one 16-channel block. The Ho Wo pixels are
+ * ceil(Ho Wo / 6) tiles, the first (Ho Wo) % tiles of them one pixel wider; chunk c covers tiles
+ * c CHUNK8 .. (c + 1) CHUNK8. The tasks of one block are consecutive, so a thread's run of tasks
+ * reads the block's weights from its cache. */
+enum { CHUNK8 = 4 };
+
+static void tile_split(const decaf_conv_geom *g, int *n, int *base, int *wider, int *chunks)
+{
+    const int P = g->Ho * g->Wo;
+    *n = (P + TILE8 - 1) / TILE8;
+    *base = P / *n;
+    *wider = P % *n;
+    *chunks = (*n + CHUNK8 - 1) / CHUNK8;
+}
+
+static ptrdiff_t task_count(const decaf_conv_geom *g)
+{
+    int n, base, wider, chunks;
+    if (layout(g) == PLAIN)
+        return (ptrdiff_t)g->G * (g->K / g->G / KERNEL_K) * g->Ho;
+    tile_split(g, &n, &base, &wider, &chunks);
+    return (ptrdiff_t)g->G * (g->K / g->G / KB) * chunks;
+}
+
+/* All tiles of tasks [task0, task1) of one image (at: its offset in y). PLAIN: task = (gi Kg / 16 +
+ * kb) Ho + oh, a row of Wo pixels in ceil(Wo / 6) tiles, the first Wo % tiles of them one pixel
+ * wider. BLOCKED: task = (gi Kg / 16 + kb) chunks + chunk (see tile_split). The epilogue runs on
+ * each task's pixels once they are stored. */
 static void tiles(const decaf_conv_geom *g, const float *xp, const float *wp, const float *bias, float *y,
                   ptrdiff_t at, const decaf_epilogue *ep, ptrdiff_t task0, ptrdiff_t task1)
 {
-    const int kbs = g->K / g->G / KB, plain = layout(g) == PLAIN;
-    const int n = (g->Wo + TILE8 - 1) / TILE8, base = g->Wo / n, wider = g->Wo % n;
-    for (ptrdiff_t task = task0; task < task1; ++task) {
-        const int oh = (int)(task % g->Ho), gk = (int)(task / g->Ho);
-        const int gi = gk / kbs, kb = gk % kbs;
-        for (int i = 0, ow0 = 0; i < n; ++i) {
-            const int T = base + (i < wider);
-            tile8(plain, g, xp, wp, y + at, gi, kb, oh, ow0, T);
-            ow0 += T;
+    const int kbs = g->K / g->G / KB;
+    const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo;
+    if (layout(g) == PLAIN) {
+        const int n = (g->Wo + TILE8 - 1) / TILE8, base = g->Wo / n, wider = g->Wo % n;
+        for (ptrdiff_t task = task0; task < task1; ++task) {
+            const int oh = (int)(task % g->Ho), gk = (int)(task / g->Ho);
+            const int gi = gk / kbs, kb = gk % kbs;
+            for (int i = 0, ow0 = 0; i < n; ++i) {
+                const int T = base + (i < wider);
+                tile8_plain(g, xp, wp, y + at, gi, kb, oh, ow0, T);
+                ow0 += T;
+            }
+            row_epilogue(g, ep, bias, y, at, gi * (g->K / g->G) + kb * KB, KB, oh);
         }
-        row_epilogue(g, ep, bias, y, at, gi * (g->K / g->G) + kb * KB, KB, oh);
+        return;
+    }
+    int n, base, wider, chunks;
+    tile_split(g, &n, &base, &wider, &chunks);
+    for (ptrdiff_t task = task0; task < task1; ++task) {
+        const int chunk = (int)(task % chunks), gk = (int)(task / chunks);
+        const int gi = gk / kbs, kb = gk % kbs, ch0 = gi * (g->K / g->G) + kb * KB;
+        const int i0 = chunk * CHUNK8, i1 = i0 + CHUNK8 < n ? i0 + CHUNK8 : n;
+        const int p0 = i0 * base + (i0 < wider ? i0 : wider);   /* the first pixel of tile i0 */
+        int p = p0;
+        for (int i = i0; i < i1; ++i) {
+            const int T = base + (i < wider);
+            tile8_blocked(g, xp, wp, y + at, gi, kb, p, T);
+            p += T;
+        }
+        for (int ch = ch0; ch < ch0 + KB; ++ch)
+            decaf_epilogue_at(ep, y, at + ch * hw + p0, p - p0, bias ? bias[ch] : 0.0f);
     }
 }
 #endif   /* __AVX512F__ */
 #endif   /* DIRECT_SIMD */
 
+ptrdiff_t decaf_direct_conv_packed_size(const decaf_conv_geom *g)
+{
+    return packed_weights(g);
+}
+
+void decaf_direct_conv_pack(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *w, float *wp)
+{
+#ifdef DIRECT_SIMD
+    const int wtasks = g->G * (g->K / g->G / KB), plain = layout(g) == PLAIN;
+    #pragma omp parallel num_threads(p->threads)
+    {
+        const int t = decaf_thread_num(), T = decaf_team_size();
+        (plain ? pack_weights_plain : pack_weights)(g, w, wp, wtasks * t / T, wtasks * (t + 1) / T);
+    }
+#else
+    (void)g, (void)p, (void)w, (void)wp;
+#endif
+}
+
 void decaf_direct_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
-                               const float *bias, float *y, float *work, const decaf_epilogue *ep)
+                               const float *packed, const float *bias, float *y, float *work,
+                               const decaf_epilogue *ep)
 {
 #ifdef DIRECT_SIMD
     const int nt = p->threads;
@@ -430,15 +520,18 @@ void decaf_direct_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *
     const int units = plain ? g->C : g->C / CB;     /* what pack_input splits: channels or blocks */
     const int wtasks = g->G * (Kg / KB);
     const ptrdiff_t plane_in = (ptrdiff_t)g->C * g->H * g->W, plane_out = (ptrdiff_t)g->K * g->Ho * g->Wo;
-    const ptrdiff_t tasks = (ptrdiff_t)g->G * (Kg / KERNEL_K) * g->Ho;
-    /* 64-byte aligned start for the packed weights */
-    float *wp = work + ((64 - ((size_t)work & 63)) & 63) / sizeof(float);
-    float *xbuf = wp + packed_weights(g);
+    const ptrdiff_t tasks = task_count(g);
+    /* 64-byte aligned start for the packed weights (unless prepacked: then the scratch keeps room
+     * for them unused, so that one plan serves both calls) */
+    float *wbuf = work + ((64 - ((size_t)work & 63)) & 63) / sizeof(float);
+    float *xbuf = wbuf + packed_weights(g);
+    const float *wp = packed ? packed : wbuf;
     const int per_image = p->by_image;
     #pragma omp parallel num_threads(nt)
     {
         const int t = decaf_thread_num(), T = decaf_team_size();
-        (plain ? pack_weights_plain : pack_weights)(g, w, wp, wtasks * t / T, wtasks * (t + 1) / T);
+        if (!packed)
+            (plain ? pack_weights_plain : pack_weights)(g, w, wbuf, wtasks * t / T, wtasks * (t + 1) / T);
         if (per_image) {
             #pragma omp barrier
             float *xp = xbuf + t * p->slot;
@@ -456,6 +549,6 @@ void decaf_direct_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *
         }
     }
 #else
-    (void)g, (void)p, (void)x, (void)w, (void)bias, (void)y, (void)work, (void)ep;
+    (void)g, (void)p, (void)x, (void)w, (void)packed, (void)bias, (void)y, (void)work, (void)ep;
 #endif
 }

@@ -14,7 +14,12 @@ int decaf_direct_conv_supported(const decaf_conv_geom *g);
  * image per slot (p->slot floats; a slot per thread when by_image, else one shared image). Sets
  * p->slot, p->slots and p->work. */
 void decaf_direct_conv_scratch(const decaf_conv_geom *g, decaf_conv_plan *p);
+/* packed: the weights as decaf_direct_conv_pack wrote them, or NULL (packed into work first). */
 void decaf_direct_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
-                               const float *bias, float *y, float *work, const decaf_epilogue *ep);
+                               const float *packed, const float *bias, float *y, float *work,
+                               const decaf_epilogue *ep);
+/* Floats of the packed weights, and the packing itself, with p->threads threads. */
+ptrdiff_t decaf_direct_conv_packed_size(const decaf_conv_geom *g);
+void decaf_direct_conv_pack(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *w, float *wp);
 
 #endif

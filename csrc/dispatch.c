@@ -23,9 +23,12 @@
     R(decaf_conv_plan, decaf_conv_make_plan, (const decaf_conv_geom *g, int threads, int backward),     \
       (g, threads, backward))                                                                           \
     V(decaf_conv_forward, (const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x,          \
-                           const float *w, const float *bias, float *y, float *work,                    \
-                           const decaf_epilogue *ep),                                                   \
-      (g, p, x, w, bias, y, work, ep))                                                                  \
+                           const float *w, const float *packed, const float *bias, float *y,            \
+                           float *work, const decaf_epilogue *ep),                                      \
+      (g, p, x, w, packed, bias, y, work, ep))                                                          \
+    V(decaf_conv_pack, (const decaf_conv_geom *g, const decaf_conv_plan *p, const float *w,             \
+                        float *packed),                                                                 \
+      (g, p, w, packed))                                                                                \
     V(decaf_conv_backward, (const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x,         \
                             const float *w, const float *dy, float *dx, float *dw, float *db,           \
                             float *work),                                                               \
@@ -206,9 +209,14 @@ decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int 
 }
 
 void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
-                        const float *bias, float *y, float *work, const decaf_epilogue *ep)
+                        const float *packed, const float *bias, float *y, float *work, const decaf_epilogue *ep)
 {
-    of_plan(p)->decaf_conv_forward(g, p, x, w, bias, y, work, ep);
+    of_plan(p)->decaf_conv_forward(g, p, x, w, packed, bias, y, work, ep);
+}
+
+void decaf_conv_pack(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *w, float *packed)
+{
+    of_plan(p)->decaf_conv_pack(g, p, w, packed);
 }
 
 void decaf_conv_backward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,

@@ -43,10 +43,13 @@ int decaf_isa_current(void);
 #define decaf_conv_make_plan DECAF_ISA_NAME(decaf_conv_make_plan)
 #define decaf_conv_forward DECAF_ISA_NAME(decaf_conv_forward)
 #define decaf_conv_backward DECAF_ISA_NAME(decaf_conv_backward)
+#define decaf_conv_pack DECAF_ISA_NAME(decaf_conv_pack)
 /* direct_conv.c */
 #define decaf_direct_conv_supported DECAF_ISA_NAME(decaf_direct_conv_supported)
 #define decaf_direct_conv_scratch DECAF_ISA_NAME(decaf_direct_conv_scratch)
 #define decaf_direct_conv_forward DECAF_ISA_NAME(decaf_direct_conv_forward)
+#define decaf_direct_conv_packed_size DECAF_ISA_NAME(decaf_direct_conv_packed_size)
+#define decaf_direct_conv_pack DECAF_ISA_NAME(decaf_direct_conv_pack)
 /* im2col.c */
 #define decaf_im2col DECAF_ISA_NAME(decaf_im2col)
 #define decaf_col2im DECAF_ISA_NAME(decaf_col2im)

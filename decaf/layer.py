@@ -126,6 +126,13 @@ class Layer:
     def backward(self, top, propagate_down, bottom):
         raise NotImplementedError
 
+    def infer(self, bottom, top):
+        """The forward the graph optimizer's steps run (decaf/optimize.py: test phase, no backward
+        forced, parameters written only through ``Param.data``): the same values as ``forward``,
+        but the layer may reuse what it derived from its parameters on an earlier call while their
+        ``touched`` counts say nobody looked at them (Convolution: its packed weights)."""
+        self.forward(bottom, top)
+
     # ---- what the rest of decaf asks a layer ----------------------------------
     # Code outside decaf/layers/ never branches on a type name: it asks the layer through these.
     group = "other"        # decaf profile's Figure 3 group: conv, fc, pool, neuron, LRN, norm or other

@@ -81,16 +81,21 @@ def fold_channel_affines(weight, bias, affines, out_weight=None):
 
 class Step:
     """One layer's forward with its blobs fixed. ``fused``: the layer before applies it (nothing to
-    run); ``writes``: the blobs it fills (its tops and a fused activation's)."""
-    __slots__ = ("layer", "bottoms", "tops", "writes", "fused")
+    run); ``writes``: the blobs it fills (its tops and a fused activation's); ``optimized``: a step
+    of the optimized graph, which calls ``Layer.infer`` (the net as written calls ``forward``)."""
+    __slots__ = ("layer", "bottoms", "tops", "writes", "fused", "optimized")
 
     def __init__(self, layer, bottoms, tops, fused=False):
         self.layer, self.bottoms, self.tops, self.fused = layer, list(bottoms), list(tops), fused
         self.writes = list(tops)
+        self.optimized = False
 
     def __call__(self):
         if not self.fused:
-            self.layer.forward(self.bottoms, self.tops)
+            if self.optimized:
+                self.layer.infer(self.bottoms, self.tops)
+            else:
+                self.layer.forward(self.bottoms, self.tops)
 
     def __repr__(self):
         return f"Step({self.layer!r}{', fused' if self.fused else ''})"
@@ -176,6 +181,8 @@ class Graph:
         steps = self._fuse_silus(steps)
         self._fuse_folded(steps)
         self.steps = self._concat_in_place(self._remove_dead(steps))
+        for step in self.steps:
+            step.optimized = True
         written = {id(b) for s in self.steps for b in s.writes}
         written |= {id(net.blobs[n]) for n in net.input_shapes}
         self.missing = {name for name, blob in net.blobs.items()

@@ -404,3 +404,36 @@ def test_training_then_testing_refolds(rng):
     np.testing.assert_array_equal(fast.params["bn1.mean"].data, plain.params["bn1.mean"].data)
     assert not np.allclose(fast.params["bn1.mean"].data, before)      # the statistics moved
     np.testing.assert_allclose(fast.forward(data=x)["bn2"], plain.forward(data=x)["bn2"], **TOL)
+
+
+def test_packed_convolution_weights_follow_writes_and_thread_counts(rng):
+    """The optimized graph's convolutions keep their weights packed for the direct kernel between
+    forwards (Convolution.infer); a write through Param.data (in place, a new array, load_params)
+    or another thread count makes them repack: the outputs always equal the net as written."""
+    spec = {"name": "packed", "inputs": {"data": [16, 9, 9]}, "layers": [
+        {"name": "c1", "type": "Convolution", "bottom": "data", "top": "c1", "num_output": 32,
+         "kernel_size": 3, "pad": 1},
+        {"name": "r1", "type": "ReLU", "bottom": "c1", "top": "c1"},
+        {"name": "c2", "type": "Convolution", "bottom": "c1", "top": "c2", "num_output": 32,
+         "kernel_size": 3, "stride": 2}]}
+    fast, plain = pair(spec, rng)
+    x = rng.standard_normal((1, 16, 9, 9)).astype(np.float32)
+
+    def same():
+        np.testing.assert_allclose(fast.forward(data=x)["c2"], plain.forward(data=x)["c2"], **TOL)
+
+    same()
+    same()                                                 # the kept packing
+    for net in (fast, plain):
+        net.params["c1.weight"].data[:, :, 1, 1] += 1.0    # in place, through Param.data
+    same()
+    for net in (fast, plain):
+        net.params["c2.weight"].data = -net.params["c2.weight"].data      # a new array
+    same()
+    new = {k: v * 0.5 for k, v in fast.param_arrays().items()}
+    for net in (fast, plain):
+        net.load_params(new)
+    same()
+    for threads in (1, 2):
+        with decaf.threads.using_threads(threads):
+            same()

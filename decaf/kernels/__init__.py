@@ -190,17 +190,30 @@ def conv_work_size(x, w, group, kernel, stride, pads, dilation, out_hw, backward
                                        backward)
 
 
+def conv_packing(x, w, group, kernel, stride, pads, dilation, out_hw):
+    """(kind, floats) of the prepacked weights conv_forward reads for this geometry, thread count and
+    instruction set: kind 0 when its plan packs nothing (and always with the numpy backend)."""
+    return _for_gemm(x).conv_packing(x.shape, w.shape, group, kernel, stride, pads, dilation, out_hw)
+
+
+def conv_pack(x, w, packed, group, kernel, stride, pads, dilation, out_hw):
+    """Fill packed (a flat float array of conv_packing's size) with w in the form it names."""
+    _for_gemm(x).conv_pack(x.shape, w, packed, group, kernel, stride, pads, dilation, out_hw)
+
+
 def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu=False, relu_out=None,
-                 relu_max=float("inf"), act=None, residual=None):
+                 relu_max=float("inf"), act=None, residual=None, packed=None):
     """y = convolution of x (B, C, H, W) with w (K, C/group, kh, kw) + bias (K or None), +
     residual (an array shaped like y, not y itself: a fused residual add); then with relu,
     min(max(., 0), relu_max) (a ReLU, or a ReLU6 with relu_max = 6), or the activation
     act = (kind, lo, hi, alpha): kind "clamp" (min(max(., lo), hi)), "leaky" (slope alpha),
     "hardswish", "silu" (x sigmoid(alpha x)), "sigmoid" or "hardsigmoid" (min(max(alpha x + lo, 0),
     hi)) -- in y, or into relu_out (y keeps the
-    values before it). Direct, or im2col + GEMMs (csrc/conv.c, csrc/activation.h)."""
+    values before it). Direct, or im2col + GEMMs (csrc/conv.c, csrc/activation.h). packed: None, or
+    (kind, array) from conv_packing and conv_pack for these weights (read instead of w's own layout;
+    the caller keeps it in step with w)."""
     _for_gemm(x).conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu, relu_out,
-                              relu_max, act, residual)
+                              relu_max, act, residual, packed)
 
 
 def conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, group):

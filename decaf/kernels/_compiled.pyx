@@ -51,9 +51,13 @@ cdef extern from "conv.h":
         Py_ssize_t cols, partial, slot
         int slots
         Py_ssize_t work
+        int pack
+        Py_ssize_t packed
     decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int backward) nogil
     void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
-                            const float *bias, float *y, float *work, const decaf_epilogue *ep) nogil
+                            const float *packed, const float *bias, float *y, float *work,
+                            const decaf_epilogue *ep) nogil
+    void decaf_conv_pack(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *w, float *packed) nogil
     void decaf_conv_backward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
                              const float *dy, float *dx, float *dw, float *db, float *work) nogil
 
@@ -479,13 +483,39 @@ def conv_work_size(x_shape, w_shape, int group, kernel, stride, pads, dilation, 
     return decaf_conv_make_plan(&g, decaf_get_num_threads(), backward).work
 
 
+def conv_packing(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_hw):
+    """(kind, floats) of the prepacked weights conv_forward's plan for this geometry reads with the
+    current thread count and instruction set: kind 0 (none: nothing to pack) or a positive number
+    naming the form (it changes with the plan); conv_pack writes it."""
+    cdef decaf_conv_geom g = _conv_geom(tuple(x_shape), tuple(w_shape), group, kernel, stride, pads,
+                                        dilation, out_hw)
+    cdef decaf_conv_plan p = decaf_conv_make_plan(&g, decaf_get_num_threads(), 0)
+    return (p.isa * 16 + p.pack if p.pack else 0), p.packed
+
+
+def conv_pack(x_shape, const float[:, :, :, ::1] w not None, float[::1] packed not None, int group, kernel,
+              stride, pads, dilation, out_hw):
+    """packed = w in the form conv_packing names (its size), for conv_forward(..., packed=)."""
+    cdef decaf_conv_geom g = _conv_geom(tuple(x_shape), _shape4(w), group, kernel, stride, pads, dilation,
+                                        out_hw)
+    cdef decaf_conv_plan p = decaf_conv_make_plan(&g, decaf_get_num_threads(), 0)
+    if p.pack == 0:
+        raise ValueError("conv_pack: this convolution's plan reads its weights unpacked")
+    if packed.shape[0] != p.packed:
+        raise ValueError(f"conv_pack: packed has {packed.shape[0]} floats, the plan's form {p.packed}")
+    with nogil:
+        decaf_conv_pack(&g, &p, &w[0, 0, 0, 0], &packed[0])
+
+
 def conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None, bias,
                  float[:, :, :, ::1] y not None, float[::1] work not None,
                  kernel, stride, pads, dilation, int group, bint relu=False, relu_out=None,
-                 float relu_max=float("inf"), act=None, residual=None):
+                 float relu_max=float("inf"), act=None, residual=None, packed=None):
     """y = conv(x, w) + bias (direct, or im2col + SGEMM per image and group), + residual (an array
     like y, not y); then with relu min(max(., 0), relu_max), or the activation act = (kind, lo, hi,
-    alpha) (kind one of ACTIVATIONS), in y or into relu_out (y keeping the values before it)."""
+    alpha) (kind one of ACTIVATIONS), in y or into relu_out (y keeping the values before it).
+    packed: None, or (kind, array) from conv_packing / conv_pack for w: the forward reads the
+    weights from it instead of packing w again (a kind other than the plan's is refused)."""
     if not decaf_have_sgemm():
         raise RuntimeError("conv_forward: no BLAS loaded (importing decaf.blas loads decaf's own)")
     cdef decaf_conv_geom g = _conv_geom(_shape4(x), _shape4(w), group, kernel, stride, pads, dilation,
@@ -502,10 +532,19 @@ def conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1]
     cdef decaf_conv_plan plan = decaf_conv_make_plan(&g, decaf_get_num_threads(), 0)
     if work.shape[0] < plan.work:
         raise ValueError(f"conv_forward: work has {work.shape[0]} floats, needs {plan.work}")
+    cdef const float[::1] pk
+    cdef const float *packed_ptr = NULL
+    if packed is not None:
+        kind, pk = packed
+        if not plan.pack or kind != plan.isa * 16 + plan.pack or pk.shape[0] != plan.packed:
+            raise ValueError(f"conv_forward: packed weights of form {kind} ({pk.shape[0]} floats) do not fit "
+                             f"this plan (form {plan.isa * 16 + plan.pack if plan.pack else 0}, {plan.packed})")
+        packed_ptr = &pk[0]
     if g.B == 0:
         return
     with nogil:
-        decaf_conv_forward(&g, &plan, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, &y[0, 0, 0, 0], &work[0], &e)
+        decaf_conv_forward(&g, &plan, &x[0, 0, 0, 0], &w[0, 0, 0, 0], packed_ptr, bias_ptr, &y[0, 0, 0, 0],
+                           &work[0], &e)
 
 
 def conv_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None,

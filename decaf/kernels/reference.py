@@ -377,8 +377,17 @@ def _conv_columns(x, w, group, kernel, stride, pads, dilation, out_hw):
     return cols.reshape(group, -1, cols.shape[1]), w.reshape(group, K // group, -1)
 
 
+def conv_packing(x_shape, w_shape, group, kernel, stride, pads, dilation, out_hw):
+    """The reference reads w as it is: nothing to pack."""
+    return 0, 0
+
+
+def conv_pack(x_shape, w, packed, group, kernel, stride, pads, dilation, out_hw):
+    raise ValueError("conv_pack: the numpy reference reads its weights unpacked")
+
+
 def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu=False, relu_out=None,
-                 relu_max=np.inf, act=None, residual=None):
+                 relu_max=np.inf, act=None, residual=None, packed=None):
     """y[b] = w_g @ im2col(x[b])_g + bias per group g, + residual; with relu, min(max(., 0),
     relu_max), or the activation act = (kind, lo, hi, alpha), in y or into relu_out."""
     B, K, Ho, Wo = y.shape

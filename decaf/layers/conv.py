@@ -172,19 +172,45 @@ class Convolution(Layer):
             self.work = np.empty(max(size, 1), x.dtype)
         return self.work
 
-    def forward(self, bottom, top):
+    # (kind, array, the weight's touched count after the call that packed it, the weight array):
+    # the weights in the form the direct kernel reads, kept by infer() between calls
+    _packed = None
+
+    def _packed_weights(self, x, w, touched_before):
+        """(kind, array) for conv_forward's packed=: the kept packing while nothing but this layer
+        looked at the weight since it was made and the plan wants the same form, else a new one."""
+        geometry = (self.p["group"], self.kernel, self.stride, self.pads, self.dilation, self.out_hw)
+        kind, size = kernels.conv_packing(x, w, *geometry)
+        if not kind:
+            return None
+        kept = self._packed
+        if kept is None or kept[0] != kind or kept[2] != touched_before or kept[3] is not w:
+            array = kept[1] if kept is not None and kept[1].size == size else np.empty(size, np.float32)
+            kernels.conv_pack(x, w, array, *geometry)
+            kept = (kind, array)
+        self._packed = (kind, kept[1], self.weight.touched, w)
+        return kind, kept[1]
+
+    def forward(self, bottom, top, reuse_packed=False):
         x, y = bottom[0].data, top[0].data
+        touched = self.weight.touched
+        w = self.weight.data
         bias = None if self.bias is None else self.bias.data
         act = (self.fused_act or ("clamp", 0.0, self.fused_relu_max, 0.0)) if self.fused_relu else None
         act_out = None if self.fused_relu_blob is None or act is None else self.fused_relu_blob.data
         residual = None if self.fused_residual is None else self.fused_residual.data
         if self.depthwise:
-            kernels.depthwise_conv_forward(x, self.weight.data, y, self.stride, self.pads, self.dilation, bias,
+            kernels.depthwise_conv_forward(x, w, y, self.stride, self.pads, self.dilation, bias,
                                            act=act, residual=residual, relu_out=act_out)
         else:
-            kernels.conv_forward(x, self.weight.data, bias, y, self._work(x, False), self.kernel, self.stride,
+            packed = self._packed_weights(x, w, touched) if reuse_packed else None
+            kernels.conv_forward(x, w, bias, y, self._work(x, False), self.kernel, self.stride,
                                  self.pads, self.dilation, self.p["group"], act=act, relu_out=act_out,
-                                 residual=residual)
+                                 residual=residual, packed=packed)
+
+    def infer(self, bottom, top):
+        """forward, with the weights packed once for the direct kernel and reused (Layer.infer)."""
+        self.forward(bottom, top, reuse_packed=True)
 
     def backward(self, top, propagate_down, bottom):
         x, dy = bottom[0].data, top[0].diff

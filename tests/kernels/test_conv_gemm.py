@@ -341,3 +341,59 @@ def test_direct_convolution_plain_layout_matches_reference(seed, threads):
     params = ((kh, kw), (sh, sw), pads, (1, 1))
     assert is_direct(x.shape, w.shape, group, *params, (Ho, Wo)) == DIRECT
     forward_matches_reference(x, w, bias, params, group, (Ho, Wo), relu, apart, threads)
+
+
+@needs_blas
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("seed", range(8))
+def test_direct_convolution_strided_and_small_outputs_match_reference(seed, threads):
+    # 16k input channels at strides 1-3 and outputs from 1x1 to 9x13: tiles that run on into the next
+    # output row (the AVX2 kernel counts pixels row after row), ResNet's stride-2 3x3 convolutions
+    rng = np.random.default_rng(300 + seed)
+    C, K = 16 * int(rng.integers(1, 4)), 32 * int(rng.integers(1, 3))
+    s = int(rng.integers(1, 4))
+    kh = kw = int(rng.choice([2, 3, 5]))
+    pads = tuple(int(v) for v in rng.integers(0, 2, 4))
+    B, H, W = int(rng.integers(1, 4)), int(rng.integers(kh, 2 + 9 * s)), int(rng.integers(kw, 2 + 13 * s))
+    Ho, Wo = (H + pads[0] + pads[2] - kh) // s + 1, (W + pads[1] + pads[3] - kw) // s + 1
+    x = rng.standard_normal((B, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, C, kh, kw)).astype(np.float32)
+    bias = rng.standard_normal(K).astype(np.float32) if seed % 2 else None
+    params = ((kh, kw), (s, s), pads, (1, 1))
+    assert is_direct(x.shape, w.shape, 1, *params, (Ho, Wo)) == DIRECT
+    relu = seed % 3 == 0
+    forward_matches_reference(x, w, bias, params, 1, (Ho, Wo), relu, relu and seed % 2 == 0, threads)
+
+
+@needs_blas
+@pytest.mark.parametrize("threads", [1, 2])
+def test_prepacked_weights_give_the_same_output_and_a_stale_form_is_refused(threads):
+    # conv_pack once, then conv_forward(packed=...) reads them instead of packing w again: the same
+    # bits as the unpacked call (the kernel is the same), for the direct plan; a plan that packs
+    # nothing reports kind 0
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 64, 7, 7)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    geometry = (1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (7, 7))
+    with using_threads(threads):
+        kind, size = kernels.conv_packing(x, w, *geometry)
+        work = np.empty(max(kernels.conv_work_size(x, w, *geometry[:5], geometry[5]), 1), np.float32)
+        y0 = np.empty((1, 64, 7, 7), np.float32)
+        kernels.conv_forward(x, w, None, y0, work, *geometry[1:5], 1)
+        if not DIRECT:
+            assert kind == 0
+            return
+        assert kind > 0 and size == w.size
+        packed = np.empty(size, np.float32)
+        kernels.conv_pack(x, w, packed, *geometry)
+        y1 = np.full_like(y0, np.nan)
+        kernels.conv_forward(x, w, None, y1, work, *geometry[1:5], 1, packed=(kind, packed))
+        assert np.array_equal(y0, y1)
+        with pytest.raises(ValueError, match="do not fit"):
+            kernels.conv_forward(x, w, None, y1, work, *geometry[1:5], 1, packed=(kind + 1, packed))
+        with pytest.raises(ValueError, match="do not fit"):
+            kernels.conv_forward(x, w, None, y1, work, *geometry[1:5], 1, packed=(kind, packed[:-1]))
+        one_by_one = (1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (7, 7))
+        assert kernels.conv_packing(x, w[:, :, :1, :1], *one_by_one) == (0, 0)
+        with pytest.raises(ValueError, match="unpacked"):
+            kernels.conv_pack(x, w[:, :, :1, :1].copy(), packed, *one_by_one)

@@ -294,7 +294,8 @@ def test_generic_objects_have_no_avx(tmp_path):
 def test_built_extension_keeps_avx_inside_the_avx_variants():
     """In the extension itself: the Cython wrapper, the dispatch and every function of the generic
     variant (names ending in _generic, their OpenMP bodies included) have no AVX instruction; the
-    AVX2 direct convolution's micro-kernels (tile8, only in that variant) are ymm multiply-adds."""
+    AVX2 direct convolution's micro-kernels (tile8_blocked and tile8_plain, only in that variant)
+    are ymm multiply-adds."""
     code = objdump(_compiled.__file__)
     functions = {}
     for body in re.split(r"\n(?=[0-9a-f]+ <)", code):
@@ -302,9 +303,11 @@ def test_built_extension_keeps_avx_inside_the_avx_variants():
         if name:
             functions[name.group(1)] = body.split("\n", 1)[-1]
     if "avx2" in _compiled.isa_variants():
-        assert "tile8" in functions, "no symbol for the AVX2 micro-kernels (a stripped build?)"
-        assert len(re.findall(r"vfmadd\d+ps\s+\S*%ymm", functions["tile8"])) >= 100
-        assert "zmm" not in functions["tile8"]
+        for kernel in ("tile8_blocked", "tile8_plain"):
+            assert kernel in functions, f"no symbol {kernel} for the AVX2 micro-kernels (a stripped build?)"
+            # one unrolled body per tile width T = 1..6, 2 T multiply-adds each: 42 at least
+            assert len(re.findall(r"vfmadd\d+ps\s+\S*%ymm", functions[kernel])) >= 42
+            assert "zmm" not in functions[kernel]
     checked = 0
     for name, body in functions.items():
         if name.startswith("__pyx_") or "_generic" in name or name.startswith("decaf_isa_") \
