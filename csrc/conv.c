@@ -41,9 +41,10 @@ static int next_block(int left, int nb)
  * decaf_conv_forward). */
 enum { WIDE = 1024 };
 
-decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int backward)
+decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int mode)
 {
     decaf_conv_plan p = {0};
+    const int backward = mode == DECAF_PLAN_BACKWARD;
     const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo;
     p.threads = threads < 1 ? 1 : threads;
     p.backward = backward != 0;

@@ -60,8 +60,13 @@ typedef struct {
  * a third of a layer's time: ResNet-18's 512-channel layers read 9.4 MB of weights per call). */
 enum { DECAF_PACK_NONE = 0, DECAF_PACK_DIRECT = 1 };
 
-/* The plan for `threads` threads (< 1: one) of the forward, or with `backward` the backward. */
-decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int backward);
+/* What a plan is for: the forward (packing the weights itself where its kernel wants them packed),
+ * the backward, or the forward of a caller that hands it the weights prepacked (decaf_conv_pack),
+ * which may choose kernels whose packing only pays when done once (Winograd's transform). */
+enum { DECAF_PLAN_FORWARD = 0, DECAF_PLAN_BACKWARD = 1, DECAF_PLAN_PREPACKED = 2 };
+
+/* The plan for `threads` threads (< 1: one) for `mode` (DECAF_PLAN_*). */
+decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int mode);
 
 /* y overwritten with the convolution plus the bias, then the epilogue ep (NULL: none; see
  * activation.h): a residual added, an activation in y or into ep->out. ep->residual must not be

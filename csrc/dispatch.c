@@ -20,8 +20,8 @@
  * arguments); R for those that return a value, V for void ones. The convolution's three are
  * written out below (a plan keeps its variant), the others forward to the variant in use. */
 #define CONV_ENTRY_POINTS(R, V)                                                                         \
-    R(decaf_conv_plan, decaf_conv_make_plan, (const decaf_conv_geom *g, int threads, int backward),     \
-      (g, threads, backward))                                                                           \
+    R(decaf_conv_plan, decaf_conv_make_plan, (const decaf_conv_geom *g, int threads, int mode),         \
+      (g, threads, mode))                                                                           \
     V(decaf_conv_forward, (const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x,          \
                            const float *w, const float *packed, const float *bias, float *y,            \
                            float *work, const decaf_epilogue *ep),                                      \
@@ -200,10 +200,10 @@ static const kernel_table *of_plan(const decaf_conv_plan *p)
     return p->isa >= 0 && p->isa < DECAF_ISA_COUNT && tables[p->isa] ? tables[p->isa] : tables[DECAF_ISA_GENERIC];
 }
 
-decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int backward)
+decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int mode)
 {
     const int isa = decaf_isa_current();
-    decaf_conv_plan p = tables[isa]->decaf_conv_make_plan(g, threads, backward);
+    decaf_conv_plan p = tables[isa]->decaf_conv_make_plan(g, threads, mode);
     p.isa = isa;
     return p;
 }

@@ -406,7 +406,7 @@ def test_training_then_testing_refolds(rng):
     np.testing.assert_allclose(fast.forward(data=x)["bn2"], plain.forward(data=x)["bn2"], **TOL)
 
 
-def test_packed_convolution_weights_follow_writes_and_thread_counts(rng):
+def test_packed_convolution_weights_follow_writes_and_thread_counts(rng, monkeypatch):
     """The optimized graph's convolutions keep their weights packed for the direct kernel between
     forwards (Convolution.infer); a write through Param.data (in place, a new array, load_params)
     or another thread count makes them repack: the outputs always equal the net as written."""
@@ -418,12 +418,20 @@ def test_packed_convolution_weights_follow_writes_and_thread_counts(rng):
          "kernel_size": 3, "stride": 2}]}
     fast, plain = pair(spec, rng)
     x = rng.standard_normal((1, 16, 9, 9)).astype(np.float32)
+    packs = []
+    real_pack = decaf.kernels.conv_pack
+    monkeypatch.setattr(decaf.kernels, "conv_pack", lambda *a: packs.append(1) or real_pack(*a))
 
     def same():
         np.testing.assert_allclose(fast.forward(data=x)["c2"], plain.forward(data=x)["c2"], **TOL)
 
     same()
-    same()                                                 # the kept packing
+    direct = decaf.kernels.conv_packing(x, np.empty((32, 16, 3, 3), np.float32), 1, (3, 3), (1, 1),
+                                        (1, 1, 1, 1), (1, 1), (9, 9))[0] > 0
+    assert len(packs) == (2 if direct else 0)            # each convolution packed once (direct kernels only)
+    same()
+    same()
+    assert len(packs) == (2 if direct else 0)            # and kept while their weights are not looked at
     for net in (fast, plain):
         net.params["c1.weight"].data[:, :, 1, 1] += 1.0    # in place, through Param.data
     same()

@@ -183,11 +183,12 @@ def copy_count_nonfinite(src, dst):
     return _for(src).copy_count_nonfinite(src, dst)
 
 
-def conv_work_size(x, w, group, kernel, stride, pads, dilation, out_hw, backward=False):
+def conv_work_size(x, w, group, kernel, stride, pads, dilation, out_hw, backward=False, prepacked=False):
     """Floats of scratch space (a float array of at least this size, `work`) that conv_forward or
-    (backward=True) conv_backward need with the current thread count; x and w are arrays."""
+    (backward=True) conv_backward need with the current thread count; x and w are arrays.
+    prepacked: for a conv_forward given packed= weights (its plan may differ)."""
     return _for_gemm(x).conv_work_size(x.shape, w.shape, group, kernel, stride, pads, dilation, out_hw,
-                                       backward)
+                                       backward, prepacked)
 
 
 def conv_packing(x, w, group, kernel, stride, pads, dilation, out_hw):

@@ -53,7 +53,8 @@ cdef extern from "conv.h":
         Py_ssize_t work
         int pack
         Py_ssize_t packed
-    decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int backward) nogil
+    enum: DECAF_PLAN_FORWARD, DECAF_PLAN_BACKWARD, DECAF_PLAN_PREPACKED
+    decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int mode) nogil
     void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
                             const float *packed, const float *bias, float *y, float *work,
                             const decaf_epilogue *ep) nogil
@@ -461,26 +462,36 @@ cdef decaf_conv_geom _conv_geom(tuple x_shape, tuple w_shape, int group, kernel,
 _SPLITS = {DECAF_SPLIT_GROUPS: "groups", DECAF_SPLIT_ROWS: "rows", DECAF_SPLIT_CHANNELS: "channels"}
 
 
+cdef int _plan_mode(bint backward, bint prepacked) except -1:
+    if backward and prepacked:
+        raise ValueError("conv: a backward plan reads the weights unpacked (prepacked=True is for forwards)")
+    return DECAF_PLAN_BACKWARD if backward else DECAF_PLAN_PREPACKED if prepacked else DECAF_PLAN_FORWARD
+
+
 def conv_plan(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_hw, bint backward=False,
-              threads=None):
-    """The work partitioning conv_forward (or, backward=True, conv_backward) uses for this geometry
-    with `threads` threads (None: the current count), as a dict of the fields of csrc/conv.h's
-    decaf_conv_plan ("split" named: "groups", "rows" or "channels")."""
+              threads=None, bint prepacked=False):
+    """The work partitioning conv_forward (or, backward=True, conv_backward; prepacked=True: a
+    forward given packed weights) uses for this geometry with `threads` threads (None: the current
+    count), as a dict of the fields of csrc/conv.h's decaf_conv_plan ("split" named: "groups",
+    "rows" or "channels")."""
     cdef decaf_conv_geom g = _conv_geom(tuple(x_shape), tuple(w_shape), group, kernel, stride, pads,
                                         dilation, out_hw)
     cdef int n = decaf_get_num_threads() if threads is None else _ints((threads,), "threads", 1, 1)[0]
-    cdef decaf_conv_plan p = decaf_conv_make_plan(&g, n, backward)
+    cdef decaf_conv_plan p = decaf_conv_make_plan(&g, n, _plan_mode(backward, prepacked))
     return {"isa": decaf_isa_name(p.isa).decode(), "threads": p.threads, "backward": bool(p.backward),
             "direct": bool(p.direct),
             "by_image": bool(p.by_image), "split": _SPLITS[p.split], "block": p.block, "cols": p.cols,
-            "partial": p.partial, "slot": p.slot, "slots": p.slots, "work": p.work}
+            "partial": p.partial, "slot": p.slot, "slots": p.slots, "work": p.work,
+            "pack": p.pack, "packed": p.packed}
 
 
-def conv_work_size(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_hw, bint backward):
-    """Floats of scratch space conv_forward / conv_backward need with the current thread count."""
+def conv_work_size(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_hw, bint backward,
+                   bint prepacked=False):
+    """Floats of scratch space conv_forward / conv_backward need with the current thread count
+    (prepacked: a forward given packed weights)."""
     cdef decaf_conv_geom g = _conv_geom(tuple(x_shape), tuple(w_shape), group, kernel, stride, pads,
                                         dilation, out_hw)
-    return decaf_conv_make_plan(&g, decaf_get_num_threads(), backward).work
+    return decaf_conv_make_plan(&g, decaf_get_num_threads(), _plan_mode(backward, prepacked)).work
 
 
 def conv_packing(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_hw):
@@ -489,7 +500,7 @@ def conv_packing(x_shape, w_shape, int group, kernel, stride, pads, dilation, ou
     naming the form (it changes with the plan); conv_pack writes it."""
     cdef decaf_conv_geom g = _conv_geom(tuple(x_shape), tuple(w_shape), group, kernel, stride, pads,
                                         dilation, out_hw)
-    cdef decaf_conv_plan p = decaf_conv_make_plan(&g, decaf_get_num_threads(), 0)
+    cdef decaf_conv_plan p = decaf_conv_make_plan(&g, decaf_get_num_threads(), DECAF_PLAN_PREPACKED)
     return (p.isa * 16 + p.pack if p.pack else 0), p.packed
 
 
@@ -498,7 +509,7 @@ def conv_pack(x_shape, const float[:, :, :, ::1] w not None, float[::1] packed n
     """packed = w in the form conv_packing names (its size), for conv_forward(..., packed=)."""
     cdef decaf_conv_geom g = _conv_geom(tuple(x_shape), _shape4(w), group, kernel, stride, pads, dilation,
                                         out_hw)
-    cdef decaf_conv_plan p = decaf_conv_make_plan(&g, decaf_get_num_threads(), 0)
+    cdef decaf_conv_plan p = decaf_conv_make_plan(&g, decaf_get_num_threads(), DECAF_PLAN_PREPACKED)
     if p.pack == 0:
         raise ValueError("conv_pack: this convolution's plan reads its weights unpacked")
     if packed.shape[0] != p.packed:
@@ -529,7 +540,8 @@ def conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1]
         bias_ptr = &b[0]
     cdef decaf_epilogue e
     _epilogue("conv_forward", &e, act, relu, relu_max, relu_out, residual, y)
-    cdef decaf_conv_plan plan = decaf_conv_make_plan(&g, decaf_get_num_threads(), 0)
+    cdef decaf_conv_plan plan = decaf_conv_make_plan(&g, decaf_get_num_threads(),
+                                                     DECAF_PLAN_FORWARD if packed is None else DECAF_PLAN_PREPACKED)
     if work.shape[0] < plan.work:
         raise ValueError(f"conv_forward: work has {work.shape[0]} floats, needs {plan.work}")
     cdef const float[::1] pk
@@ -566,7 +578,7 @@ def conv_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1
     if db is not None:
         _expect_shape("conv_backward", "db", (db.shape[0],), (g.K,))
         db_ptr = &db[0]
-    cdef decaf_conv_plan plan = decaf_conv_make_plan(&g, decaf_get_num_threads(), 1)
+    cdef decaf_conv_plan plan = decaf_conv_make_plan(&g, decaf_get_num_threads(), DECAF_PLAN_BACKWARD)
     if work.shape[0] < plan.work:
         raise ValueError(f"conv_backward: work has {work.shape[0]} floats, needs {plan.work}")
     if g.B == 0:

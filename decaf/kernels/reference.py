@@ -363,7 +363,7 @@ def depthwise_conv_backward(x, w, dy, dx, dw, stride, pads, dilation):
 
 # ---- convolution as im2col + matrix products -------------------------------------------------
 
-def conv_work_size(x_shape, w_shape, group, kernel, stride, pads, dilation, out_hw, backward):
+def conv_work_size(x_shape, w_shape, group, kernel, stride, pads, dilation, out_hw, backward, prepacked=False):
     """The reference allocates its own columns: it needs no scratch space."""
     return 0
 

@@ -164,10 +164,10 @@ class Convolution(Layer):
         self.fused_residual = blob
         return True
 
-    def _work(self, x, backward):
+    def _work(self, x, w, backward, prepacked=False):
         """The reused scratch buffer for the fused kernels, grown if the thread count grew."""
-        size = kernels.conv_work_size(x, self.weight.data, self.p["group"], self.kernel, self.stride,
-                                      self.pads, self.dilation, self.out_hw, backward)
+        size = kernels.conv_work_size(x, w, self.p["group"], self.kernel, self.stride,
+                                      self.pads, self.dilation, self.out_hw, backward, prepacked)
         if self.work is None or self.work.size < size or self.work.dtype != x.dtype:
             self.work = np.empty(max(size, 1), x.dtype)
         return self.work
@@ -204,9 +204,9 @@ class Convolution(Layer):
                                            act=act, residual=residual, relu_out=act_out)
         else:
             packed = self._packed_weights(x, w, touched) if reuse_packed else None
-            kernels.conv_forward(x, w, bias, y, self._work(x, False), self.kernel, self.stride,
-                                 self.pads, self.dilation, self.p["group"], act=act, relu_out=act_out,
-                                 residual=residual, packed=packed)
+            work = self._work(x, w, False, packed is not None)
+            kernels.conv_forward(x, w, bias, y, work, self.kernel, self.stride, self.pads, self.dilation,
+                                 self.p["group"], act=act, relu_out=act_out, residual=residual, packed=packed)
 
     def infer(self, bottom, top):
         """forward, with the weights packed once for the direct kernel and reused (Layer.infer)."""
@@ -223,7 +223,8 @@ class Convolution(Layer):
                                             self.stride, self.pads, self.dilation)
             return
         db = None if self.bias is None else self.bias.diff
-        kernels.conv_backward(x, self.weight.data, dy, dx, self.weight.diff, db, self._work(x, True),
+        w = self.weight.data
+        kernels.conv_backward(x, w, dy, dx, self.weight.diff, db, self._work(x, w, True),
                               self.kernel, self.stride, self.pads, self.dilation, g)
 
     def to_onnx(self, g):
