@@ -58,7 +58,7 @@ class ReLU(_Elementwise):
         if propagate_down[0]:
             y, a = top[0].data, self.p["negative_slope"]
             # y > 0 iff x > 0 (for a >= 0), so the top suffices even in place
-            slope = (y > 0).astype(y.dtype) if a == 0 else np.where(y > 0, 1.0, a).astype(y.dtype)
+            slope = (y > 0) if a == 0 else np.where(y > 0, 1.0, a).astype(y.dtype)   # (a bool mask: no float copy)
             np.multiply(top[0].diff, slope, out=bottom[0].diff)
 
     def to_onnx(self, g):
