@@ -68,14 +68,33 @@ static ptrdiff_t tile_count(const decaf_conv_geom *g)
     return (ptrdiff_t)g->B * tiles_h(g) * tiles_w(g);
 }
 
+#include <stdlib.h>   /* TUNING ONLY: getenv, removed after the benchmark */
+
+static long tune(const char *name, long dflt)
+{
+    const char *v = getenv(name);
+    return v ? atol(v) : dflt;
+}
+
 /* Tiles per block: a position's slices of V (C, n) and M (K, n) about 128 KB together, so that a
  * GEMM's operands besides U stay in L2; at least 32 and at most 256 tiles, a multiple of LANES. */
 static ptrdiff_t block_tiles(const decaf_conv_geom *g)
 {
-    ptrdiff_t n = 32768 / ((ptrdiff_t)g->C + g->K) / LANES * LANES;
-    n = n < 32 ? 32 : n > 256 ? 256 : n;
+    ptrdiff_t n = tune("WINO_BUDGET", 32768) / ((ptrdiff_t)g->C + g->K) / LANES * LANES;
+    const ptrdiff_t lo = tune("WINO_MIN", 32), hi = tune("WINO_MAX", 256);
+    n = n < lo ? lo : n > hi ? hi : n;
     const ptrdiff_t tiles = tile_count(g);
     return tiles < n ? tiles : n;
+}
+
+/* 1 when each thread takes its own range of tiles (all 36 GEMMs of its blocks on its own, no
+ * barrier, but every thread reads all of U), 0 when the threads share each block (the 36 GEMMs
+ * split between them, each reading its positions of U only; a barrier after each phase). */
+static int by_tiles(const decaf_conv_geom *g, int threads)
+{
+    const long mode = tune("WINO_MODE", -1);
+    if (mode >= 0) return threads > 1 && mode == 1;
+    return threads > 1 && tile_count(g) >= (ptrdiff_t)threads * block_tiles(g);
 }
 
 ptrdiff_t decaf_winograd_packed_size(const decaf_conv_geom *g)
@@ -83,10 +102,16 @@ ptrdiff_t decaf_winograd_packed_size(const decaf_conv_geom *g)
     return (ptrdiff_t)POS * g->K * g->C;
 }
 
+/* floats of one block's V and M */
+static ptrdiff_t block_floats(const decaf_conv_geom *g)
+{
+    return (ptrdiff_t)POS * ((ptrdiff_t)g->C + g->K) * block_tiles(g);
+}
+
 ptrdiff_t decaf_winograd_work_size(const decaf_conv_geom *g, int threads)
 {
-    (void)threads;   /* the threads share one block's V and M */
-    return (ptrdiff_t)POS * ((ptrdiff_t)g->C + g->K) * block_tiles(g);
+    const int nt = threads < 1 ? 1 : threads;
+    return (by_tiles(g, nt) ? nt : 1) * block_floats(g);
 }
 
 /* ---- the weight transform: U[xi][k][c] = (G w[k, c] G^T)[xi] ----------------------------------- */
@@ -123,50 +148,64 @@ void decaf_winograd_pack(const decaf_conv_geom *g, const float *w, float *u)
 
 /* ---- the input transform: V[xi][c][t] = (B^T d B)[xi] ------------------------------------------ */
 
-/* o[i os + l] = (B^T d)_i for d_r = d[r is + l], l < LANES (one 1-D transform per lane). */
-static inline void bt_lanes(float *restrict o, ptrdiff_t os, const float *restrict d, ptrdiff_t is)
+/* The 1-D input transform of `count` vectors side by side: vector l has the values d_r = d[r is +
+ * l dl] (r < 6) and gets o[i ol + l ll] = (B^T d)_i. Inlined with constant strides, the loop over l
+ * is a vector loop (strided loads where dl > 1). */
+static inline void bt_1d(float *restrict o, ptrdiff_t os, ptrdiff_t ol, const float *restrict d, ptrdiff_t is,
+                         ptrdiff_t dl, int count)
 {
-    for (int l = 0; l < LANES; ++l) {
-        const float d0 = d[l], d1 = d[is + l], d2 = d[2 * is + l], d3 = d[3 * is + l], d4 = d[4 * is + l],
-                    d5 = d[5 * is + l];
-        o[l] = 4.0f * d0 - 5.0f * d2 + d4;
-        o[os + l] = -4.0f * (d1 + d2) + (d3 + d4);
-        o[2 * os + l] = 4.0f * (d1 - d2) + (d4 - d3);
-        o[3 * os + l] = 2.0f * (d3 - d1) + (d4 - d2);
-        o[4 * os + l] = 2.0f * (d1 - d3) + (d4 - d2);
-        o[5 * os + l] = 4.0f * d1 - 5.0f * d3 + d5;
+    for (int l = 0; l < count; ++l) {
+        const float *p = d + l * dl;
+        const float d0 = p[0], d1 = p[is], d2 = p[2 * is], d3 = p[3 * is], d4 = p[4 * is], d5 = p[5 * is];
+        float *q = o + l * ol;
+        q[0] = 4.0f * d0 - 5.0f * d2 + d4;
+        q[os] = -4.0f * (d1 + d2) + (d3 + d4);
+        q[2 * os] = 4.0f * (d1 - d2) + (d4 - d3);
+        q[3 * os] = 2.0f * (d3 - d1) + (d4 - d2);
+        q[4 * os] = 2.0f * (d1 - d3) + (d4 - d2);
+        q[5 * os] = 4.0f * d1 - 5.0f * d3 + d5;
     }
 }
 
-/* d[r][s][l] = x[y0 + r][x0 + 4 l + s] of the plane (H, W), zero outside it and for lanes l >= n:
- * the 6x6 inputs of n tiles side by side, the first one's top left corner at (y0, x0). */
-static void gather_inputs(const float *plane, int H, int W, int y0, int x0, int n, float d[ALPHA][ALPHA][LANES])
+/* the input columns of LANES tiles side by side (tile l's 6 start at column 4 l) */
+enum { SPAN = 4 * LANES + 2 };
+
+/* rows[r][c] = x[y0 + r][x0 + c] of the plane (H, W), zero outside it. */
+static void load_rows(const float *plane, int H, int W, int y0, int x0, float rows[ALPHA][SPAN])
 {
-    const int inside = y0 >= 0 && y0 + ALPHA <= H && x0 >= 0 && x0 + 4 * (n - 1) + ALPHA <= W;
+    const int c0 = x0 < 0 ? (-x0 < SPAN ? -x0 : SPAN) : 0;   /* columns c0 .. c1 are inside */
+    int c1 = W - x0 < SPAN ? W - x0 : SPAN;
+    c1 = c1 < c0 ? c0 : c1;
     for (int r = 0; r < ALPHA; ++r) {
+        float *d = rows[r];
         const int yy = y0 + r;
-        const float *row = plane + (ptrdiff_t)yy * W;
-        for (int s = 0; s < ALPHA; ++s)
-            for (int l = 0; l < LANES; ++l) {
-                const int xx = x0 + 4 * l + s;
-                d[r][s][l] = l < n && (inside || (yy >= 0 && yy < H && xx >= 0 && xx < W)) ? row[xx] : 0.0f;
-            }
+        if (yy < 0 || yy >= H) {
+            for (int c = 0; c < SPAN; ++c) d[c] = 0.0f;
+            continue;
+        }
+        const float *src = plane + (ptrdiff_t)yy * W;
+        for (int c = 0; c < c0; ++c) d[c] = 0.0f;
+        for (int c = c0; c < c1; ++c) d[c] = src[x0 + c];
+        for (int c = c1; c < SPAN; ++c) d[c] = 0.0f;
     }
 }
 
-/* V[xi][c][tl .. tl + n) for n <= LANES tiles of one tile row: image plane (channel c of one
- * image), inputs from (y0, x0); V's rows are ld floats apart, its positions pos apart. */
+/* V[xi][c][l] (v[xi pos + l]) for the n <= LANES tiles of one tile row whose inputs start at
+ * (y0, x0) of the image plane (channel c of one image). */
 static void transform_inputs(const float *plane, int H, int W, int y0, int x0, int n, float *v, ptrdiff_t pos)
 {
-    float d[ALPHA][ALPHA][LANES], t[ALPHA][ALPHA][LANES], o[ALPHA][ALPHA][LANES];
-    gather_inputs(plane, H, W, y0, x0, n, d);
-    for (int s = 0; s < ALPHA; ++s)   /* t = B^T d: down each column s */
-        bt_lanes(&t[0][s][0], ALPHA * LANES, &d[0][s][0], ALPHA * LANES);
-    for (int i = 0; i < ALPHA; ++i)   /* o = t B: along each row i */
-        bt_lanes(&o[i][0][0], LANES, &t[i][0][0], LANES);
-    for (int i = 0; i < ALPHA; ++i)
-        for (int j = 0; j < ALPHA; ++j)
-            for (int l = 0; l < n; ++l) v[(i * ALPHA + j) * pos + l] = o[i][j][l];
+    float rows[ALPHA][SPAN], t[ALPHA][SPAN], o[ALPHA][ALPHA][LANES];
+    load_rows(plane, H, W, y0, x0, rows);
+    bt_1d(&t[0][0], SPAN, 1, &rows[0][0], SPAN, 1, SPAN);   /* t = B^T rows, down every column */
+    for (int i = 0; i < ALPHA; ++i)                          /* o[i][.][l] = t[i][4 l ..] B */
+        bt_1d(&o[i][0][0], LANES, 1, &t[i][0], 1, 4, LANES);
+    if (n == LANES) {
+        for (int q = 0; q < POS; ++q)
+            for (int l = 0; l < LANES; ++l) v[q * pos + l] = o[q / ALPHA][q % ALPHA][l];
+    } else {
+        for (int q = 0; q < POS; ++q)
+            for (int l = 0; l < n; ++l) v[q * pos + l] = o[q / ALPHA][q % ALPHA][l];
+    }
 }
 
 /* A run of tiles: tiles tj .. tj + n of tile row ti of image b, the first being tile tl of its
@@ -205,38 +244,43 @@ static void input_channel(const decaf_conv_geom *g, const float *x, int c, ptrdi
 
 /* ---- the output transform: y tile = A^T M A --------------------------------------------------- */
 
-/* o[i os + l] = (A^T m)_i for m_r = m[r is + l], l < LANES. */
-static inline void at_lanes(float *restrict o, ptrdiff_t os, const float *restrict m, ptrdiff_t is)
+/* The 1-D output transform of `count` vectors: vector l has m_r = m[r is + l ml] (r < 6) and gets
+ * o[i os + l ol] = (A^T m)_i (i < 4). */
+static inline void at_1d(float *restrict o, ptrdiff_t os, ptrdiff_t ol, const float *restrict m, ptrdiff_t is,
+                         ptrdiff_t ml, int count)
 {
-    for (int l = 0; l < LANES; ++l) {
-        const float m0 = m[l], m1 = m[is + l], m2 = m[2 * is + l], m3 = m[3 * is + l], m4 = m[4 * is + l],
-                    m5 = m[5 * is + l];
+    for (int l = 0; l < count; ++l) {
+        const float *p = m + l * ml;
+        const float m0 = p[0], m1 = p[is], m2 = p[2 * is], m3 = p[3 * is], m4 = p[4 * is], m5 = p[5 * is];
         const float a = m1 + m2, b = m1 - m2, c = m3 + m4, d = m3 - m4;
-        o[l] = m0 + a + c;
-        o[os + l] = b + 2.0f * d;
-        o[2 * os + l] = a + 4.0f * c;
-        o[3 * os + l] = b + 8.0f * d + m5;
+        float *q = o + l * ol;
+        q[0] = m0 + a + c;
+        q[os] = b + 2.0f * d;
+        q[2 * os] = a + 4.0f * c;
+        q[3 * os] = b + 8.0f * d + m5;
     }
 }
 
-/* Output tiles from M[xi][tl .. tl + n) (positions pos apart) into the plane (Ho, Wo) of y, the
- * first tile's top left output at (y0, x0), the next ones 4 columns further each. */
+/* Output tiles from M[xi][0 .. n) (m_[xi pos + l]) into the plane (Ho, Wo) of y: tile l's top left
+ * output at (y0, x0 + 4 l), clipped to the plane. */
 static void transform_outputs(const float *m_, ptrdiff_t pos, int n, float *plane, int Ho, int Wo, int y0, int x0)
 {
-    float m[ALPHA][ALPHA][LANES], t[4][ALPHA][LANES], o[4][4][LANES];
-    for (int i = 0; i < ALPHA; ++i)
-        for (int j = 0; j < ALPHA; ++j)
-            for (int l = 0; l < LANES; ++l) m[i][j][l] = l < n ? m_[(i * ALPHA + j) * pos + l] : 0.0f;
-    for (int j = 0; j < ALPHA; ++j)   /* t = A^T m: down each column j */
-        at_lanes(&t[0][j][0], ALPHA * LANES, &m[0][j][0], ALPHA * LANES);
-    for (int i = 0; i < 4; ++i)       /* o = t A: along each row i */
-        at_lanes(&o[i][0][0], LANES, &t[i][0][0], LANES);
-    const int rows = Ho - y0 < 4 ? Ho - y0 : 4;
+    float m[ALPHA][ALPHA][LANES], t[4][ALPHA][LANES], o[4][4 * LANES];
+    if (n == LANES) {
+        for (int q = 0; q < POS; ++q)
+            for (int l = 0; l < LANES; ++l) m[q / ALPHA][q % ALPHA][l] = m_[q * pos + l];
+    } else {
+        for (int q = 0; q < POS; ++q)
+            for (int l = 0; l < LANES; ++l) m[q / ALPHA][q % ALPHA][l] = l < n ? m_[q * pos + l] : 0.0f;
+    }
+    /* t = A^T m: down each column, all (j, l) of a row side by side */
+    at_1d(&t[0][0][0], ALPHA * LANES, 1, &m[0][0][0], ALPHA * LANES, 1, ALPHA * LANES);
+    for (int i = 0; i < 4; ++i)   /* o[i][4 l + j] = (t[i][.][l] A)_j: the output rows of the tiles */
+        at_1d(&o[i][0], 1, 4, &t[i][0][0], LANES, 1, LANES);
+    const int rows = Ho - y0 < 4 ? Ho - y0 : 4, cols = Wo - x0 < 4 * n ? Wo - x0 : 4 * n;
     for (int i = 0; i < rows; ++i) {
-        float *row = plane + (ptrdiff_t)(y0 + i) * Wo;
-        for (int l = 0; l < n; ++l)
-            for (int j = 0; j < 4; ++j)
-                if (x0 + 4 * l + j < Wo) row[x0 + 4 * l + j] = o[i][j][l];
+        float *row = plane + (ptrdiff_t)(y0 + i) * Wo + x0;
+        for (int c = 0; c < cols; ++c) row[c] = o[i][c];
     }
 }
 
@@ -262,29 +306,66 @@ static void output_channel(const decaf_conv_geom *g, const float *M, int k, ptrd
 
 /* ---- the forward -------------------------------------------------------------------------------- */
 
+/* The tiles t0 .. t1 in blocks of at most nb tiles, all on the calling thread. */
+static void tiles_serial(const decaf_conv_geom *g, const float *x, const float *u, const float *bias, float *y,
+                         float *V, float *M, ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t nb, const decaf_epilogue *ep)
+{
+    const int C = g->C, K = g->K;
+    const ptrdiff_t blocks = (t1 - t0 + nb - 1) / nb;
+    for (ptrdiff_t bi = 0; bi < blocks; ++bi) {
+        const ptrdiff_t b0 = t0 + (t1 - t0) * bi / blocks, b1 = t0 + (t1 - t0) * (bi + 1) / blocks, n = b1 - b0;
+        for (int c = 0; c < C; ++c)
+            input_channel(g, x, c, b0, b1, V);
+        for (int q = 0; q < POS; ++q)
+            decaf_sgemm_serial(0, 0, K, (int)n, C, 1.0f, u + (ptrdiff_t)q * K * C, C, V + q * C * n, (int)n, 0.0f,
+                               M + q * K * n, (int)n);
+        for (int k = 0; k < K; ++k)
+            output_channel(g, M, k, b0, b1, bias, y, ep);
+    }
+}
+
+/* All tiles in blocks shared by the team: each phase split over the threads (the team's barrier
+ * after each). */
+static void tiles_shared(const decaf_conv_geom *g, const float *x, const float *u, const float *bias, float *y,
+                         float *V, float *M, ptrdiff_t nb, const decaf_epilogue *ep)
+{
+    const int C = g->C, K = g->K;
+    const ptrdiff_t tiles = tile_count(g), blocks = (tiles + nb - 1) / nb;
+    for (ptrdiff_t bi = 0; bi < blocks; ++bi) {
+        /* blocks of even sizes (<= nb) */
+        const ptrdiff_t t0 = tiles * bi / blocks, t1 = tiles * (bi + 1) / blocks, n = t1 - t0;
+        #pragma omp for schedule(static)
+        for (int c = 0; c < C; ++c)
+            input_channel(g, x, c, t0, t1, V);
+        #pragma omp for schedule(static)
+        for (int q = 0; q < POS; ++q)
+            decaf_sgemm_serial(0, 0, K, (int)n, C, 1.0f, u + (ptrdiff_t)q * K * C, C, V + q * C * n, (int)n, 0.0f,
+                               M + q * K * n, (int)n);
+        #pragma omp for schedule(static)
+        for (int k = 0; k < K; ++k)
+            output_channel(g, M, k, t0, t1, bias, y, ep);
+    }
+}
+
 void decaf_winograd_forward(const decaf_conv_geom *g, int threads, const float *x, const float *u,
                             const float *bias, float *y, float *work, const decaf_epilogue *ep)
 {
-    const int nt = threads < 1 ? 1 : threads, C = g->C, K = g->K;
-    const ptrdiff_t tiles = tile_count(g), nb_max = block_tiles(g);
-    const ptrdiff_t blocks = (tiles + nb_max - 1) / nb_max;
-    float *V = work, *M = work + (ptrdiff_t)POS * C * nb_max;
+    const int nt = threads < 1 ? 1 : threads, own = by_tiles(g, nt);
+    const ptrdiff_t tiles = tile_count(g), nb = block_tiles(g), slot = block_floats(g);
+    const ptrdiff_t v_size = (ptrdiff_t)POS * g->C * nb;   /* a slot: V, then M */
     decaf_blas_single_threaded();
+    if (nt == 1) {
+        tiles_serial(g, x, u, bias, y, work, work + v_size, 0, tiles, nb, ep);
+        return;
+    }
     #pragma omp parallel num_threads(nt)
     {
-        for (ptrdiff_t bi = 0; bi < blocks; ++bi) {
-            /* blocks of even sizes (<= nb_max) */
-            const ptrdiff_t t0 = tiles * bi / blocks, t1 = tiles * (bi + 1) / blocks, nb = t1 - t0;
-            #pragma omp for schedule(static)
-            for (int c = 0; c < C; ++c)
-                input_channel(g, x, c, t0, t1, V);
-            #pragma omp for schedule(static)
-            for (int q = 0; q < POS; ++q)
-                decaf_sgemm_serial(0, 0, K, (int)nb, C, 1.0f, u + (ptrdiff_t)q * K * C, C, V + q * C * nb, (int)nb,
-                                   0.0f, M + q * K * nb, (int)nb);
-            #pragma omp for schedule(static)
-            for (int k = 0; k < K; ++k)
-                output_channel(g, M, k, t0, t1, bias, y, ep);
+        if (own) {   /* a contiguous range of tiles per thread, in its own slot */
+            const int t = decaf_thread_num(), T = decaf_team_size();
+            float *V = work + t * slot;
+            tiles_serial(g, x, u, bias, y, V, V + v_size, tiles * t / T, tiles * (t + 1) / T, nb, ep);
+        } else {
+            tiles_shared(g, x, u, bias, y, work, work + v_size, nb, ep);
         }
     }
 }
