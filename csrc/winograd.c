@@ -1,6 +1,7 @@
 #include "winograd.h"
 
 #include <stddef.h>
+#include <string.h>
 
 #include "activation.h"
 #include "gemm.h"
@@ -167,8 +168,24 @@ static inline void bt_1d(float *restrict o, ptrdiff_t os, ptrdiff_t ol, const fl
     }
 }
 
-/* the input columns of LANES tiles side by side (tile l's 6 start at column 4 l) */
-enum { SPAN = 4 * LANES + 2 };
+/* the input columns of LANES tiles side by side (tile l's 6 start at column 4 l; 2 more are read,
+ * see transform_inputs) */
+enum { SPAN = 4 * LANES + 4 };
+
+/* d[s][l] = a[4 l + s] for s < 4, l < LANES: 4 LANES values into their 4 phases (GCC vectorises
+ * this as a deinterleave: loads and permutes, no value-by-value gather). */
+static inline void deinterleave4(const float *restrict a, float d[4][LANES])
+{
+    for (int l = 0; l < LANES; ++l)
+        for (int s = 0; s < 4; ++s) d[s][l] = a[4 * l + s];
+}
+
+/* a[4 l + s] = d[s][l]: the inverse */
+static inline void interleave4(const float d[4][LANES], float *restrict a)
+{
+    for (int l = 0; l < LANES; ++l)
+        for (int s = 0; s < 4; ++s) a[4 * l + s] = d[s][l];
+}
 
 /* rows[r][c] = x[y0 + r][x0 + c] of the plane (H, W), zero outside it. */
 static void load_rows(const float *plane, int H, int W, int y0, int x0, float rows[ALPHA][SPAN])
@@ -183,9 +200,9 @@ static void load_rows(const float *plane, int H, int W, int y0, int x0, float ro
             for (int c = 0; c < SPAN; ++c) d[c] = 0.0f;
             continue;
         }
-        const float *src = plane + (ptrdiff_t)yy * W;
+        const float *src = plane + (ptrdiff_t)yy * W + (x0 + c0);   /* column c0 */
         for (int c = 0; c < c0; ++c) d[c] = 0.0f;
-        for (int c = c0; c < c1; ++c) d[c] = src[x0 + c];
+        for (ptrdiff_t c = 0; c < c1 - c0; ++c) d[c0 + c] = src[c];   /* (a ptrdiff_t index: a copy, not a gather) */
         for (int c = c1; c < SPAN; ++c) d[c] = 0.0f;
     }
 }
@@ -194,17 +211,24 @@ static void load_rows(const float *plane, int H, int W, int y0, int x0, float ro
  * (y0, x0) of the image plane (channel c of one image). */
 static void transform_inputs(const float *plane, int H, int W, int y0, int x0, int n, float *v, ptrdiff_t pos)
 {
-    float rows[ALPHA][SPAN], t[ALPHA][SPAN], o[ALPHA][ALPHA][LANES];
+    float rows[ALPHA][SPAN], d[ALPHA][ALPHA][LANES], t[ALPHA][ALPHA][LANES], o[ALPHA][ALPHA][LANES], ph[4][LANES];
     load_rows(plane, H, W, y0, x0, rows);
-    bt_1d(&t[0][0], SPAN, 1, &rows[0][0], SPAN, 1, SPAN);   /* t = B^T rows, down every column */
-    for (int i = 0; i < ALPHA; ++i)                          /* o[i][.][l] = t[i][4 l ..] B */
-        bt_1d(&o[i][0][0], LANES, 1, &t[i][0], 1, 4, LANES);
+    for (int r = 0; r < ALPHA; ++r) {   /* d[r][s][l] = rows[r][4 l + s]: columns 0-3 and 4-5 of each tile */
+        deinterleave4(rows[r], &d[r][0]);
+        deinterleave4(rows[r] + 4, ph);
+        for (int l = 0; l < LANES; ++l) d[r][4][l] = ph[0][l], d[r][5][l] = ph[1][l];
+    }
+    for (int r = 0; r < ALPHA; ++r)   /* t[r] = d[r] B: along each row */
+        bt_1d(&t[r][0][0], LANES, 1, &d[r][0][0], LANES, 1, LANES);
+    /* o = B^T t: down each column, all (j, l) of a row side by side */
+    bt_1d(&o[0][0][0], ALPHA * LANES, 1, &t[0][0][0], ALPHA * LANES, 1, ALPHA * LANES);
+    const float *of = &o[0][0][0];   /* o[xi / 6][xi % 6][l] = of[xi LANES + l] */
     if (n == LANES) {
         for (int q = 0; q < POS; ++q)
-            for (int l = 0; l < LANES; ++l) v[q * pos + l] = o[q / ALPHA][q % ALPHA][l];
+            for (int l = 0; l < LANES; ++l) v[q * pos + l] = of[q * LANES + l];
     } else {
         for (int q = 0; q < POS; ++q)
-            for (int l = 0; l < n; ++l) v[q * pos + l] = o[q / ALPHA][q % ALPHA][l];
+            for (int l = 0; l < n; ++l) v[q * pos + l] = of[q * LANES + l];
     }
 }
 
@@ -265,18 +289,22 @@ static inline void at_1d(float *restrict o, ptrdiff_t os, ptrdiff_t ol, const fl
  * output at (y0, x0 + 4 l), clipped to the plane. */
 static void transform_outputs(const float *m_, ptrdiff_t pos, int n, float *plane, int Ho, int Wo, int y0, int x0)
 {
-    float m[ALPHA][ALPHA][LANES], t[4][ALPHA][LANES], o[4][4 * LANES];
+    float m[ALPHA][ALPHA][LANES], t[4][ALPHA][LANES], q4[4][LANES], o[4][4 * LANES];
+    float *mf = &m[0][0][0];   /* m[xi / 6][xi % 6][l] = mf[xi LANES + l] */
     if (n == LANES) {
         for (int q = 0; q < POS; ++q)
-            for (int l = 0; l < LANES; ++l) m[q / ALPHA][q % ALPHA][l] = m_[q * pos + l];
+            for (int l = 0; l < LANES; ++l) mf[q * LANES + l] = m_[q * pos + l];
     } else {
+        memset(m, 0, sizeof m);   /* (the lanes past n: computed, never stored) */
         for (int q = 0; q < POS; ++q)
-            for (int l = 0; l < LANES; ++l) m[q / ALPHA][q % ALPHA][l] = l < n ? m_[q * pos + l] : 0.0f;
+            for (int l = 0; l < n; ++l) mf[q * LANES + l] = m_[q * pos + l];
     }
     /* t = A^T m: down each column, all (j, l) of a row side by side */
     at_1d(&t[0][0][0], ALPHA * LANES, 1, &m[0][0][0], ALPHA * LANES, 1, ALPHA * LANES);
-    for (int i = 0; i < 4; ++i)   /* o[i][4 l + j] = (t[i][.][l] A)_j: the output rows of the tiles */
-        at_1d(&o[i][0], 1, 4, &t[i][0][0], LANES, 1, LANES);
+    for (int i = 0; i < 4; ++i) {   /* o[i][4 l + j] = (t[i][.][l] A)_j: the output rows of the tiles */
+        at_1d(&q4[0][0], LANES, 1, &t[i][0][0], LANES, 1, LANES);
+        interleave4(q4, o[i]);
+    }
     const int rows = Ho - y0 < 4 ? Ho - y0 : 4, cols = Wo - x0 < 4 * n ? Wo - x0 : 4 * n;
     for (int i = 0; i < rows; ++i) {
         float *row = plane + (ptrdiff_t)(y0 + i) * Wo + x0;
