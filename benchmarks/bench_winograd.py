@@ -7,7 +7,8 @@ im2col + GEMM) on the 3x3 stride-1 layers of ResNet-18/50, VGG-16 and DenseNet-1
 Per layer and batch, both run once as a warm-up, then in turns (conv, Winograd, conv, ...), each
 keeping its best: a drift of a shared machine moves both alike. At least `rounds` turns, more (up
 to 50) while they fit in `budget` seconds. The weight
-transform (winograd_pack) is done once, outside the timing, as a net does at load. Prints ms per
+transform (winograd_pack) is done once, outside the timing, as a net does at load; both get
+scratch space allocated beforehand. Prints ms per
 forward, the speedup (conv / Winograd), Winograd's error relative to the largest output (vs the
 conv path, which is itself ~1e-6), and the CPU. Run it alone on the machine (flock
 /tmp/decaf-bench.lock python ...).
@@ -72,13 +73,14 @@ def layer_case(np, k, B, C, HW, K):
     geom = (x.shape, w.shape, 1, (3, 3), (1, 1), PADS, (1, 1), (HW, HW))
     work = np.empty(max(k.conv_work_size(*geom, False), 1), np.float32)
     u = k.winograd_pack(w)
+    wino_work = np.empty(max(k.winograd_work_size(x.shape, w.shape, PADS), 1), np.float32)
     relu = ("clamp", 0.0, float("inf"), 0.0)
 
     def conv():
         k.conv_forward(x, w, bias, y_conv, work, (3, 3), (1, 1), PADS, (1, 1), 1, act=relu)
 
     def wino():
-        k.winograd_forward(x, u, w.shape, bias, y_wino, PADS, act=relu)
+        k.winograd_forward(x, u, w.shape, bias, y_wino, PADS, act=relu, work=wino_work)
 
     path = "direct" if k.conv_plan(*geom)["direct"] else "im2col"
     return conv, wino, y_conv, y_wino, path

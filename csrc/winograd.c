@@ -206,24 +206,30 @@ static void load_rows(const float *plane, int H, int W, int y0, int x0, float ro
 static void transform_inputs(const float *plane, int H, int W, int y0, int x0, int n, float *v, ptrdiff_t pos)
 {
     float rows[ALPHA][SPAN], d[ALPHA][ALPHA][LANES], t[ALPHA][ALPHA][LANES], o[ALPHA][ALPHA][LANES], ph[4][LANES];
-    load_rows(plane, H, W, y0, x0, rows);
-    for (int r = 0; r < ALPHA; ++r) {   /* d[r][s][l] = rows[r][4 l + s]: columns 0-3 and 4-5 of each tile */
-        deinterleave4(rows[r], &d[r][0]);
-        deinterleave4(rows[r] + 4, ph);
+    const float *src[ALPHA];   /* the SPAN input columns of each row: in x itself, or copied with zeros */
+    if (y0 >= 0 && y0 + ALPHA <= H && x0 >= 0 && x0 + SPAN <= W) {
+        for (int r = 0; r < ALPHA; ++r) src[r] = plane + (ptrdiff_t)(y0 + r) * W + x0;
+    } else {
+        load_rows(plane, H, W, y0, x0, rows);
+        for (int r = 0; r < ALPHA; ++r) src[r] = rows[r];
+    }
+    for (int r = 0; r < ALPHA; ++r) {   /* d[r][s][l] = src[r][4 l + s]: columns 0-3 and 4-5 of each tile */
+        deinterleave4(src[r], &d[r][0]);
+        deinterleave4(src[r] + 4, ph);
         for (int l = 0; l < LANES; ++l) d[r][4][l] = ph[0][l], d[r][5][l] = ph[1][l];
     }
     for (int r = 0; r < ALPHA; ++r)   /* t[r] = d[r] B: along each row */
         bt_1d(&t[r][0][0], LANES, 1, &d[r][0][0], LANES, 1, LANES);
-    /* o = B^T t: down each column, all (j, l) of a row side by side */
+    if (n == LANES) {   /* V[i 6 + j] = (B^T t)[i][j]: down each column j, into V itself */
+        for (int j = 0; j < ALPHA; ++j)
+            bt_1d(v + j * pos, ALPHA * pos, 1, &t[0][j][0], ALPHA * LANES, 1, LANES);
+        return;
+    }
+    /* o = B^T t: down each column, all (j, l) of a row side by side; then its first n lanes */
     bt_1d(&o[0][0][0], ALPHA * LANES, 1, &t[0][0][0], ALPHA * LANES, 1, ALPHA * LANES);
     const float *of = &o[0][0][0];   /* o[xi / 6][xi % 6][l] = of[xi LANES + l] */
-    if (n == LANES) {
-        for (int q = 0; q < POS; ++q)
-            for (int l = 0; l < LANES; ++l) v[q * pos + l] = of[q * LANES + l];
-    } else {
-        for (int q = 0; q < POS; ++q)
-            for (int l = 0; l < n; ++l) v[q * pos + l] = of[q * LANES + l];
-    }
+    for (int q = 0; q < POS; ++q)
+        for (int l = 0; l < n; ++l) v[q * pos + l] = of[q * LANES + l];
 }
 
 /* A run of tiles: tiles tj .. tj + n of tile row ti of image b, the first being tile tl of its
@@ -284,25 +290,24 @@ static inline void at_1d(float *restrict o, ptrdiff_t os, ptrdiff_t ol, const fl
 static void transform_outputs(const float *m_, ptrdiff_t pos, int n, float *plane, int Ho, int Wo, int y0, int x0)
 {
     float m[ALPHA][ALPHA][LANES], t[4][ALPHA][LANES], q4[4][LANES], o[4][4 * LANES];
-    float *mf = &m[0][0][0];   /* m[xi / 6][xi % 6][l] = mf[xi LANES + l] */
-    if (n == LANES) {
-        for (int q = 0; q < POS; ++q)
-            for (int l = 0; l < LANES; ++l) mf[q * LANES + l] = m_[q * pos + l];
-    } else {
-        memset(m, 0, sizeof m);   /* (the lanes past n: computed, never stored) */
+    if (n == LANES) {   /* t = A^T M: down each column j, from M itself */
+        for (int j = 0; j < ALPHA; ++j)
+            at_1d(&t[0][j][0], ALPHA * LANES, 1, m_ + j * pos, ALPHA * pos, 1, LANES);
+    } else {            /* the same from a copy of the n lanes (the others zero: computed, never stored) */
+        float *mf = &m[0][0][0];   /* m[xi / 6][xi % 6][l] = mf[xi LANES + l] */
+        memset(m, 0, sizeof m);
         for (int q = 0; q < POS; ++q)
             for (int l = 0; l < n; ++l) mf[q * LANES + l] = m_[q * pos + l];
-    }
-    /* t = A^T m: down each column, all (j, l) of a row side by side */
-    at_1d(&t[0][0][0], ALPHA * LANES, 1, &m[0][0][0], ALPHA * LANES, 1, ALPHA * LANES);
-    for (int i = 0; i < 4; ++i) {   /* o[i][4 l + j] = (t[i][.][l] A)_j: the output rows of the tiles */
-        at_1d(&q4[0][0], LANES, 1, &t[i][0][0], LANES, 1, LANES);
-        interleave4(q4, o[i]);
+        at_1d(&t[0][0][0], ALPHA * LANES, 1, &m[0][0][0], ALPHA * LANES, 1, ALPHA * LANES);
     }
     const int rows = Ho - y0 < 4 ? Ho - y0 : 4, cols = Wo - x0 < 4 * n ? Wo - x0 : 4 * n;
-    for (int i = 0; i < rows; ++i) {
+    const int whole = rows == 4 && cols == 4 * LANES;   /* LANES whole tiles: straight into y */
+    for (int i = 0; i < rows; ++i) {   /* output row i of the tiles: [4 l + j] = (t[i][.][l] A)_j */
+        at_1d(&q4[0][0], LANES, 1, &t[i][0][0], LANES, 1, LANES);
         float *row = plane + (ptrdiff_t)(y0 + i) * Wo + x0;
-        for (int c = 0; c < cols; ++c) row[c] = o[i][c];
+        interleave4(q4, whole ? row : o[i]);
+        if (!whole)
+            for (int c = 0; c < cols; ++c) row[c] = o[i][c];
     }
 }
 

@@ -108,6 +108,17 @@ def test_relu_and_residual(threads):
     np.testing.assert_allclose(both, np.maximum(expected + residual, 0), rtol=0, atol=REL_TOL * scale)
 
 
+def test_given_work():
+    """Scratch space given by the caller (garbage in it) gives the same result as allocated."""
+    rng = np.random.default_rng(5)
+    x, w, bias = case(rng, 2, 9, 17, 15, 11)
+    u = _compiled.winograd_pack(w)
+    work = np.full(_compiled.winograd_work_size(x.shape, w.shape, (1, 1, 1, 1)), np.nan, np.float32)
+    y = np.empty((2, 11, 17, 15), np.float32)
+    _compiled.winograd_forward(x, u, w.shape, bias, y, (1, 1, 1, 1), work=work)
+    np.testing.assert_array_equal(y, run(x, w, bias, (1, 1, 1, 1)))
+
+
 def test_threads_agree_exactly():
     """The work split changes who computes a value, not how: 1 and 2 threads give the same bits."""
     rng = np.random.default_rng(3)
@@ -160,6 +171,8 @@ def test_bad_shapes_raise():
         fwd(x, u, w.shape, bias, y, pads, residual=np.zeros((1, 5, 6, 5), np.float32))
     with pytest.raises(ValueError, match="residual must not be y"):
         fwd(x, u, w.shape, bias, y, pads, residual=y)
+    with pytest.raises(ValueError, match="work has 10 floats"):
+        fwd(x, u, w.shape, bias, y, pads, work=np.empty(10, np.float32))
     with pytest.raises(ValueError, match="pads must be 4 ints"):
         fwd(x, u, w.shape, bias, y, (1, 1))
     with pytest.raises(ValueError, match="smaller than the 3x3 kernel"):

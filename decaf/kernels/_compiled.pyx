@@ -600,11 +600,19 @@ def winograd_pack(const float[:, :, :, ::1] w not None):
     return u
 
 
+def winograd_work_size(x_shape, w_shape, pads, threads=None):
+    """Floats of scratch winograd_forward needs with `threads` threads (None: the current count)."""
+    cdef decaf_conv_geom g = _winograd_checked("winograd_work_size", x_shape, w_shape, pads)
+    cdef int n = decaf_get_num_threads() if threads is None else _ints((threads,), "threads", 1, 1)[0]
+    return decaf_winograd_work_size(&g, n) if g.B > 0 else 0
+
+
 def winograd_forward(const float[:, :, :, ::1] x not None, const float[::1] u not None, w_shape, bias,
-                     float[:, :, :, ::1] y not None, pads, act=None, residual=None):
+                     float[:, :, :, ::1] y not None, pads, act=None, residual=None, float[::1] work=None):
     """y = conv(x, w) + bias (None: none) by Winograd F(4x4, 3x3), from u = winograd_pack(w) and
     w's shape (K, C, 3, 3); stride 1, pads (top, left, bottom, right). Then + residual (an array
-    like y, not y) and the activation act = (kind, lo, hi, alpha) (kind one of ACTIVATIONS), in y."""
+    like y, not y) and the activation act = (kind, lo, hi, alpha) (kind one of ACTIVATIONS), in y.
+    work: scratch of winograd_work_size floats (None: allocated for the call)."""
     if not decaf_have_sgemm():
         raise RuntimeError("winograd_forward: no BLAS loaded (importing decaf.blas loads decaf's own)")
     cdef decaf_conv_geom g = _winograd_checked("winograd_forward", _shape4(x), w_shape, pads)
@@ -622,9 +630,13 @@ def winograd_forward(const float[:, :, :, ::1] x not None, const float[::1] u no
     _epilogue("winograd_forward", &e, act, False, float("inf"), None, residual, y)
     if g.B == 0:
         return
-    import numpy as np
     cdef int threads = decaf_get_num_threads()
-    cdef float[::1] work = np.empty(max(decaf_winograd_work_size(&g, threads), 1), np.float32)
+    cdef Py_ssize_t need = decaf_winograd_work_size(&g, threads)
+    if work is None:
+        import numpy as np
+        work = np.empty(max(need, 1), np.float32)
+    elif work.shape[0] < need:
+        raise ValueError(f"winograd_forward: work has {work.shape[0]} floats, needs {need}")
     with nogil:
         decaf_winograd_forward(&g, threads, &x[0, 0, 0, 0], &u[0], bias_ptr, &y[0, 0, 0, 0], &work[0], &e)
 
