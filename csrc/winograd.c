@@ -109,6 +109,26 @@ ptrdiff_t decaf_winograd_work_size(const decaf_conv_geom *g, int threads)
     return (by_tiles(g, nt) ? nt : 1) * block_floats(g);
 }
 
+/* A run of tiles: tiles tj .. tj + n of tile row ti of image b, the first being tile tl of its
+ * block. */
+typedef struct {
+    int b, ti, tj, n;
+    ptrdiff_t tl;
+} tile_run;
+
+/* The run that starts at tile t of the block t0 .. t1: up to the end of the tile row or block. */
+static tile_run run_at(const decaf_conv_geom *g, ptrdiff_t t0, ptrdiff_t t, ptrdiff_t t1)
+{
+    const int tw = tiles_w(g), th = tiles_h(g);
+    tile_run r;
+    r.b = (int)(t / ((ptrdiff_t)th * tw));   /* t = (b th + ti) tw + tj */
+    r.ti = (int)(t / tw % th);
+    r.tj = (int)(t % tw);
+    r.n = (int)(t1 - t < tw - r.tj ? t1 - t : tw - r.tj);
+    r.tl = t - t0;
+    return r;
+}
+
 /* ---- the weight transform: U[xi][k][c] = (G w[k, c] G^T)[xi] ----------------------------------- */
 
 /* o = G f for a 3-vector f (in double: U is rounded once, to float, at the end). */
@@ -162,10 +182,6 @@ static inline void bt_1d(float *restrict o, ptrdiff_t os, ptrdiff_t ol, const fl
     }
 }
 
-/* the input columns of LANES tiles side by side (tile l's 6 start at column 4 l; 2 more are read,
- * see transform_inputs) */
-enum { SPAN = 4 * LANES + 4 };
-
 /* d[s][l] = a[4 l + s] for s < 4, l < LANES: 4 LANES values into their 4 phases (GCC vectorises
  * this as a deinterleave: loads and permutes, no value-by-value gather). */
 static inline void deinterleave4(const float *restrict a, float d[4][LANES])
@@ -181,88 +197,99 @@ static inline void interleave4(const float d[4][LANES], float *restrict a)
         for (int s = 0; s < 4; ++s) a[4 * l + s] = d[s][l];
 }
 
-/* rows[r][c] = x[y0 + r][x0 + c] of the plane (H, W), zero outside it. */
-static void load_rows(const float *plane, int H, int W, int y0, int x0, float rows[ALPHA][SPAN])
+/* dst[r ld + c] = x[y0 + r][x0 + c] of the plane (H, W) for r < 6, c < len; zero outside it. */
+static void copy_span(const float *plane, int H, int W, int y0, int x0, int len, float *dst, int ld)
 {
-    const int c0 = x0 < 0 ? (-x0 < SPAN ? -x0 : SPAN) : 0;   /* columns c0 .. c1 are inside */
-    int c1 = W - x0 < SPAN ? W - x0 : SPAN;
+    const int c0 = x0 < 0 ? (-x0 < len ? -x0 : len) : 0;   /* columns c0 .. c1 are inside */
+    int c1 = W - x0 < len ? W - x0 : len;
     c1 = c1 < c0 ? c0 : c1;
     for (int r = 0; r < ALPHA; ++r) {
-        float *d = rows[r];
+        float *d = dst + (ptrdiff_t)r * ld;
         const int yy = y0 + r;
         if (yy < 0 || yy >= H) {
-            for (int c = 0; c < SPAN; ++c) d[c] = 0.0f;
+            for (int c = 0; c < len; ++c) d[c] = 0.0f;
             continue;
         }
         const float *src = plane + (ptrdiff_t)yy * W + (x0 + c0);   /* column c0 */
         for (int c = 0; c < c0; ++c) d[c] = 0.0f;
         for (ptrdiff_t c = 0; c < c1 - c0; ++c) d[c0 + c] = src[c];   /* (a ptrdiff_t index: a copy, not a gather) */
-        for (int c = c1; c < SPAN; ++c) d[c] = 0.0f;
+        for (int c = c1; c < len; ++c) d[c] = 0.0f;
     }
 }
 
-/* V[xi][c][l] (v[xi pos + l]) for the n <= LANES tiles of one tile row whose inputs start at
- * (y0, x0) of the image plane (channel c of one image). */
-static void transform_inputs(const float *plane, int H, int W, int y0, int x0, int n, float *v, ptrdiff_t pos)
+/* V[xi][c][t - t0 + l] for the n <= LANES consecutive tiles t .. t + n of the block that starts
+ * at tile t0 (nb tiles): one tile per lane, from any tile rows and images.
+ *
+ * Lane l's 6x6 inputs, row r, are read as columns 0-3 at src0[r][4 l ..] and 4-5 at src4[r][4 l ..]:
+ * for LANES tiles of one tile row inside the image both are x's own rows (src4 = src0 + 4, the
+ * tiles overlapping by 2 columns); otherwise a0 and a4 get copies, run by run, with zeros outside
+ * the image. Deinterleaving them puts each column of the tiles in one vector of LANES. */
+static void transform_inputs(const decaf_conv_geom *g, const float *x, int c, ptrdiff_t t0, ptrdiff_t t, int n,
+                             float *V, ptrdiff_t nb)
 {
-    float rows[ALPHA][SPAN], d[ALPHA][ALPHA][LANES], t[ALPHA][ALPHA][LANES], o[ALPHA][ALPHA][LANES], ph[4][LANES];
-    const float *src[ALPHA];   /* the SPAN input columns of each row: in x itself, or copied with zeros */
-    if (y0 >= 0 && y0 + ALPHA <= H && x0 >= 0 && x0 + SPAN <= W) {
-        for (int r = 0; r < ALPHA; ++r) src[r] = plane + (ptrdiff_t)(y0 + r) * W + x0;
+    float a0[ALPHA][4 * LANES], a4[ALPHA][4 * LANES], ph[4][LANES];
+    float d[ALPHA][ALPHA][LANES], tr[ALPHA][ALPHA][LANES], o[ALPHA][ALPHA][LANES];
+    const float *src0[ALPHA], *src4[ALPHA];
+    const ptrdiff_t plane = (ptrdiff_t)g->H * g->W, pos = (ptrdiff_t)g->C * nb;
+    float *v = V + c * nb + (t - t0);
+    const tile_run first = run_at(g, t, t, t + n);
+    const int y0 = 4 * first.ti - g->pad_top, x0 = 4 * first.tj - g->pad_left;
+    if (first.n == LANES && y0 >= 0 && y0 + ALPHA <= g->H && x0 >= 0 && x0 + 4 * LANES + 4 <= g->W) {
+        const float *xc = x + ((ptrdiff_t)first.b * g->C + c) * plane;
+        for (int r = 0; r < ALPHA; ++r) src0[r] = xc + (ptrdiff_t)(y0 + r) * g->W + x0, src4[r] = src0[r] + 4;
     } else {
-        load_rows(plane, H, W, y0, x0, rows);
-        for (int r = 0; r < ALPHA; ++r) src[r] = rows[r];
+        if (n < LANES) {   /* (the lanes past n: computed, never stored) */
+            memset(a0, 0, sizeof a0);
+            memset(a4, 0, sizeof a4);
+        }
+        for (ptrdiff_t u = t, step; u < t + n; u += step) {
+            const tile_run r = run_at(g, t, u, t + n);
+            const float *xc = x + ((ptrdiff_t)r.b * g->C + c) * plane;
+            const int yy = 4 * r.ti - g->pad_top, xx = 4 * r.tj - g->pad_left;
+            copy_span(xc, g->H, g->W, yy, xx, 4 * r.n, &a0[0][4 * r.tl], 4 * LANES);
+            copy_span(xc, g->H, g->W, yy, xx + 4, 4 * r.n, &a4[0][4 * r.tl], 4 * LANES);
+            step = r.n;
+        }
+        for (int r = 0; r < ALPHA; ++r) src0[r] = a0[r], src4[r] = a4[r];
     }
-    for (int r = 0; r < ALPHA; ++r) {   /* d[r][s][l] = src[r][4 l + s]: columns 0-3 and 4-5 of each tile */
-        deinterleave4(src[r], &d[r][0]);
-        deinterleave4(src[r] + 4, ph);
+    for (int r = 0; r < ALPHA; ++r) {   /* d[r][s][l] = column s of row r of tile l */
+        deinterleave4(src0[r], &d[r][0]);
+        deinterleave4(src4[r], ph);
         for (int l = 0; l < LANES; ++l) d[r][4][l] = ph[0][l], d[r][5][l] = ph[1][l];
     }
-    for (int r = 0; r < ALPHA; ++r)   /* t[r] = d[r] B: along each row */
-        bt_1d(&t[r][0][0], LANES, 1, &d[r][0][0], LANES, 1, LANES);
-    if (n == LANES) {   /* V[i 6 + j] = (B^T t)[i][j]: down each column j, into V itself */
+    for (int r = 0; r < ALPHA; ++r)   /* tr[r] = d[r] B: along each row */
+        bt_1d(&tr[r][0][0], LANES, 1, &d[r][0][0], LANES, 1, LANES);
+    if (n == LANES) {   /* V[i 6 + j] = (B^T tr)[i][j]: down each column j, into V itself */
         for (int j = 0; j < ALPHA; ++j)
-            bt_1d(v + j * pos, ALPHA * pos, 1, &t[0][j][0], ALPHA * LANES, 1, LANES);
+            bt_1d(v + j * pos, ALPHA * pos, 1, &tr[0][j][0], ALPHA * LANES, 1, LANES);
         return;
     }
-    /* o = B^T t: down each column, all (j, l) of a row side by side; then its first n lanes */
-    bt_1d(&o[0][0][0], ALPHA * LANES, 1, &t[0][0][0], ALPHA * LANES, 1, ALPHA * LANES);
+    /* o = B^T tr: down each column, all (j, l) of a row side by side; then its first n lanes */
+    bt_1d(&o[0][0][0], ALPHA * LANES, 1, &tr[0][0][0], ALPHA * LANES, 1, ALPHA * LANES);
     const float *of = &o[0][0][0];   /* o[xi / 6][xi % 6][l] = of[xi LANES + l] */
     for (int q = 0; q < POS; ++q)
         for (int l = 0; l < n; ++l) v[q * pos + l] = of[q * LANES + l];
 }
 
-/* A run of tiles: tiles tj .. tj + n of tile row ti of image b, the first being tile tl of its
- * block. */
-typedef struct {
-    int b, ti, tj, n;
-    ptrdiff_t tl;
-} tile_run;
-
-/* The run that starts at tile t of the block t0 .. t1: up to the end of the tile row or block. */
-static tile_run run_at(const decaf_conv_geom *g, ptrdiff_t t0, ptrdiff_t t, ptrdiff_t t1)
+/* The number of tiles of the group that starts at tile t (< t1, the end of the block): LANES, or
+ * fewer at the end of the block; and when a tile row has LANES tiles or more, at most the rest of
+ * the row (so that most groups are one row's tiles, transformed in place in x and y, and only
+ * those at the image's edges are copied). Narrower images fill the lanes from several rows. */
+static int group_size(const decaf_conv_geom *g, ptrdiff_t t, ptrdiff_t t1)
 {
-    const int tw = tiles_w(g), th = tiles_h(g);
-    tile_run r;
-    r.b = (int)(t / ((ptrdiff_t)th * tw));   /* t = (b th + ti) tw + tj */
-    r.ti = (int)(t / tw % th);
-    r.tj = (int)(t % tw);
-    r.n = (int)(t1 - t < tw - r.tj ? t1 - t : tw - r.tj);
-    r.tl = t - t0;
-    return r;
+    ptrdiff_t n = t1 - t < LANES ? t1 - t : LANES;
+    const int tw = tiles_w(g);
+    if (tw >= LANES && tw - t % tw < n)
+        n = tw - t % tw;
+    return (int)n;
 }
 
-/* Input channel c of the block's tiles t0 .. t1 into V (POS, C, n). */
+/* Input channel c of the block's tiles t0 .. t1 into V (POS, C, t1 - t0), a group at a time. */
 static void input_channel(const decaf_conv_geom *g, const float *x, int c, ptrdiff_t t0, ptrdiff_t t1, float *V)
 {
-    const ptrdiff_t nb = t1 - t0, pos = (ptrdiff_t)g->C * nb, plane = (ptrdiff_t)g->H * g->W;
-    for (ptrdiff_t t = t0, step; t < t1; t += step) {
-        const tile_run r = run_at(g, t0, t, t1);
-        const float *xc = x + ((ptrdiff_t)r.b * g->C + c) * plane;
-        for (int l = 0; l < r.n; l += LANES)
-            transform_inputs(xc, g->H, g->W, 4 * r.ti - g->pad_top, 4 * (r.tj + l) - g->pad_left,
-                             r.n - l < LANES ? r.n - l : LANES, V + c * nb + r.tl + l, pos);
-        step = r.n;
+    for (ptrdiff_t t = t0, n; t < t1; t += n) {
+        n = group_size(g, t, t1);
+        transform_inputs(g, x, c, t0, t, (int)n, V, t1 - t0);
     }
 }
 
@@ -285,49 +312,56 @@ static inline void at_1d(float *restrict o, ptrdiff_t os, ptrdiff_t ol, const fl
     }
 }
 
-/* Output tiles from M[xi][0 .. n) (m_[xi pos + l]) into the plane (Ho, Wo) of y: tile l's top left
- * output at (y0, x0 + 4 l), clipped to the plane. */
-static void transform_outputs(const float *m_, ptrdiff_t pos, int n, float *plane, int Ho, int Wo, int y0, int x0)
+/* Output channel k of the n <= LANES consecutive tiles t .. t + n of the block that starts at
+ * tile t0 (nb tiles), from M (POS, K, nb), into y; then the bias (bk) and the epilogue on the
+ * row pieces written. LANES tiles of one tile row inside the image are interleaved straight into
+ * y's rows; otherwise through o, copied run by run. */
+static void transform_outputs(const decaf_conv_geom *g, const float *M, int k, ptrdiff_t t0, ptrdiff_t t, int n,
+                              ptrdiff_t nb, float *y, float bk, const decaf_epilogue *ep)
 {
-    float m[ALPHA][ALPHA][LANES], t[4][ALPHA][LANES], q4[4][LANES], o[4][4 * LANES];
-    if (n == LANES) {   /* t = A^T M: down each column j, from M itself */
+    float m[ALPHA][ALPHA][LANES], tr[4][ALPHA][LANES], q4[4][LANES], o[4][4 * LANES];
+    const ptrdiff_t pos = (ptrdiff_t)g->K * nb, plane = (ptrdiff_t)g->Ho * g->Wo;
+    const float *m_ = M + k * nb + (t - t0);
+    if (n == LANES) {   /* tr = A^T M: down each column j, from M itself */
         for (int j = 0; j < ALPHA; ++j)
-            at_1d(&t[0][j][0], ALPHA * LANES, 1, m_ + j * pos, ALPHA * pos, 1, LANES);
+            at_1d(&tr[0][j][0], ALPHA * LANES, 1, m_ + j * pos, ALPHA * pos, 1, LANES);
     } else {            /* the same from a copy of the n lanes (the others zero: computed, never stored) */
         float *mf = &m[0][0][0];   /* m[xi / 6][xi % 6][l] = mf[xi LANES + l] */
         memset(m, 0, sizeof m);
         for (int q = 0; q < POS; ++q)
             for (int l = 0; l < n; ++l) mf[q * LANES + l] = m_[q * pos + l];
-        at_1d(&t[0][0][0], ALPHA * LANES, 1, &m[0][0][0], ALPHA * LANES, 1, ALPHA * LANES);
+        at_1d(&tr[0][0][0], ALPHA * LANES, 1, &m[0][0][0], ALPHA * LANES, 1, ALPHA * LANES);
     }
-    const int rows = Ho - y0 < 4 ? Ho - y0 : 4, cols = Wo - x0 < 4 * n ? Wo - x0 : 4 * n;
-    const int whole = rows == 4 && cols == 4 * LANES;   /* LANES whole tiles: straight into y */
-    for (int i = 0; i < rows; ++i) {   /* output row i of the tiles: [4 l + j] = (t[i][.][l] A)_j */
-        at_1d(&q4[0][0], LANES, 1, &t[i][0][0], LANES, 1, LANES);
-        float *row = plane + (ptrdiff_t)(y0 + i) * Wo + x0;
-        interleave4(q4, whole ? row : o[i]);
-        if (!whole)
-            for (int c = 0; c < cols; ++c) row[c] = o[i][c];
+    const tile_run first = run_at(g, t, t, t + n);
+    const int whole = first.n == LANES && 4 * first.ti + 4 <= g->Ho && 4 * first.tj + 4 * LANES <= g->Wo;
+    float *y0 = y + ((ptrdiff_t)first.b * g->K + k) * plane + (ptrdiff_t)4 * first.ti * g->Wo + 4 * first.tj;
+    for (int i = 0; i < 4; ++i) {   /* output row i of the tiles: [4 l + j] = (tr[i][.][l] A)_j */
+        at_1d(&q4[0][0], LANES, 1, &tr[i][0][0], LANES, 1, LANES);
+        interleave4(q4, whole ? y0 + (ptrdiff_t)i * g->Wo : o[i]);
+    }
+    for (ptrdiff_t u = t, step; u < t + n; u += step) {   /* each run: copy (unless whole), epilogue */
+        const tile_run r = run_at(g, t, u, t + n);
+        const int oy = 4 * r.ti, ox = 4 * r.tj;
+        const int rows = g->Ho - oy < 4 ? g->Ho - oy : 4, cols = g->Wo - ox < 4 * r.n ? g->Wo - ox : 4 * r.n;
+        const ptrdiff_t at = ((ptrdiff_t)r.b * g->K + k) * plane + (ptrdiff_t)oy * g->Wo + ox;
+        for (int i = 0; i < rows; ++i) {
+            if (!whole)
+                for (int c = 0; c < cols; ++c) y[at + (ptrdiff_t)i * g->Wo + c] = o[i][4 * r.tl + c];
+            decaf_epilogue_at(ep, y, at + (ptrdiff_t)i * g->Wo, cols, bk);
+        }
+        step = r.n;
     }
 }
 
-/* Output channel k of the block's tiles t0 .. t1 from M (POS, K, n) into y, then the bias and
- * the epilogue on each row piece written. */
+/* Output channel k of the block's tiles t0 .. t1 from M (POS, K, t1 - t0) into y, a group at a
+ * time. */
 static void output_channel(const decaf_conv_geom *g, const float *M, int k, ptrdiff_t t0, ptrdiff_t t1,
                            const float *bias, float *y, const decaf_epilogue *ep)
 {
-    const ptrdiff_t nb = t1 - t0, pos = (ptrdiff_t)g->K * nb, plane = (ptrdiff_t)g->Ho * g->Wo;
     const float bk = bias ? bias[k] : 0.0f;
-    for (ptrdiff_t t = t0, step; t < t1; t += step) {
-        const tile_run r = run_at(g, t0, t, t1);
-        const ptrdiff_t at = ((ptrdiff_t)r.b * g->K + k) * plane;   /* plane (b, k) of y */
-        for (int l = 0; l < r.n; l += LANES)
-            transform_outputs(M + k * nb + r.tl + l, pos, r.n - l < LANES ? r.n - l : LANES, y + at, g->Ho,
-                              g->Wo, 4 * r.ti, 4 * (r.tj + l));
-        const int x0 = 4 * r.tj, x1 = 4 * (r.tj + r.n) < g->Wo ? 4 * (r.tj + r.n) : g->Wo;
-        for (int oy = 4 * r.ti; oy < 4 * r.ti + 4 && oy < g->Ho; ++oy)
-            decaf_epilogue_at(ep, y, at + (ptrdiff_t)oy * g->Wo + x0, x1 - x0, bk);
-        step = r.n;
+    for (ptrdiff_t t = t0, n; t < t1; t += n) {
+        n = group_size(g, t, t1);
+        transform_outputs(g, M, k, t0, t, (int)n, t1 - t0, y, bk, ep);
     }
 }
 
