@@ -433,9 +433,39 @@ void decaf_winograd_forward(const decaf_conv_geom *g, int threads, const float *
 
 /* ---- when to use it ----------------------------------------------------------------------------- */
 
+/* Winograd pays when the GEMMs, 2.25x fewer multiply-adds than the direct convolution, outweigh the
+ * transforms, which cost per input and output value: C K / (C + K), the GEMMs' multiply-adds per
+ * transformed value (per tile and position), must be large enough. And the GEMMs need enough
+ * tiles: U is 4x the weights (36 instead of 9 values per filter), read once per block, so with a
+ * handful of tiles they are bound by reading U.
+ *
+ * Measured with benchmarks/bench_winograd.py on an AMD EPYC Zen 3 (family 25, model 1; AVX2
+ * variant, 2 threads, a machine shared with other jobs: two runs, speedup = conv_forward's time
+ * (the direct AVX2 kernel for all of these) / Winograd's, ReLU epilogue, pads 1):
+ *     layer (C -> K at HxW)   C K/(C+K)  batch 1: tiles  speedup     batch 16: tiles  speedup
+ *     64 -> 64 at 56x56          32            196   1.17-1.65           3136   1.07-1.42
+ *     128 -> 128 at 28x28        64             49   1.31-1.83            784   1.60-1.72
+ *     256 -> 256 at 14x14       128             16   1.19-1.45            256   1.38-1.82
+ *     512 -> 512 at 7x7         256              4   0.45-0.79             64   2.19-2.27
+ *     64 -> 64 at 224x224        32           3136   1.54-2.27          50176   1.13-1.22
+ *     128 -> 128 at 112x112      64            784   1.60-1.71          12544   1.59-1.78
+ *     256 -> 256 at 56x56       128            196   1.81-2.04           3136   1.50-1.87
+ *     512 -> 512 at 28x28       256             49   1.76-1.93            784   1.81-1.99
+ *     512 -> 512 at 14x14       256             16   1.45-1.50            256   1.83-1.96
+ *     128 -> 32 at 56x56         25.6          196   0.95-1.14           3136   1.04-1.19
+ *     128 -> 32 at 28x28         25.6           49   0.96-0.97            784   1.05-1.06
+ *     128 -> 32 at 14x14         25.6           16   0.82-0.87            256   0.53-0.58
+ *     128 -> 32 at 7x7           25.6            4   0.73-0.80             64   0.49-0.60
+ * With 1 thread (batch 16): 64 -> 64 at 56x56 1.36-1.51, 256 -> 256 at 14x14 1.53-1.61, 512 -> 512
+ * at 7x7 1.84-2.49, 128 -> 32 at 14x14 0.51-0.61; at batch 1, 512 -> 512 at 7x7 0.81-0.89: the
+ * same rule, so the thread count does not enter it. Hence: C K / (C + K) >= 32 and at least 16
+ * tiles. (Only measured on Zen 3 with AVX2: the AVX-512 direct kernel is faster, and may move the
+ * line; rerun the benchmark there.) */
 int decaf_winograd_preferred(const decaf_conv_geom *g, int threads)
 {
     (void)threads;
-    (void)g;
-    return 0;   /* not measured yet */
+    if (!decaf_winograd_supported(g))
+        return 0;
+    const double per_value = (double)g->C * g->K / ((double)g->C + g->K);
+    return per_value >= 32.0 && tile_count(g) >= 16;
 }

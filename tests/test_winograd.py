@@ -146,7 +146,13 @@ def test_supported_and_preferred():
     assert not _compiled.winograd_supported((1, 8, 10, 10), (4, 4, 3, 3), (1, 1, 1, 1))     # 2 groups
     assert not _compiled.winograd_supported((0, 8, 10, 10), (4, 8, 3, 3), (1, 1, 1, 1))     # no image
     assert not _compiled.winograd_preferred((1, 8, 10, 10), (4, 4, 3, 3), (1, 1, 1, 1), 2)  # unsupported
-    assert _compiled.winograd_preferred((1, 8, 10, 10), (4, 8, 3, 3), (1, 1, 1, 1), 2) in (True, False)
+    # the rule of csrc/winograd.c (C K / (C + K) >= 32, >= 16 tiles), measured on Zen 3
+    assert _compiled.winograd_preferred((1, 64, 56, 56), (64, 64, 3, 3), (1, 1, 1, 1), 2)
+    assert _compiled.winograd_preferred((1, 256, 14, 14), (256, 256, 3, 3), (1, 1, 1, 1), 2)   # 16 tiles
+    assert not _compiled.winograd_preferred((1, 512, 7, 7), (512, 512, 3, 3), (1, 1, 1, 1), 2)  # 4 tiles
+    assert _compiled.winograd_preferred((16, 512, 7, 7), (512, 512, 3, 3), (1, 1, 1, 1), 2)
+    assert not _compiled.winograd_preferred((16, 128, 28, 28), (32, 128, 3, 3), (1, 1, 1, 1), 2)  # K = 32
+    assert not _compiled.winograd_preferred((1, 3, 224, 224), (64, 3, 3, 3), (1, 1, 1, 1), 2)     # C = 3
 
 
 def test_bad_shapes_raise():
