@@ -97,10 +97,10 @@ ptrdiff_t decaf_winograd_packed_size(const decaf_conv_geom *g)
     return (ptrdiff_t)POS * g->K * g->C;
 }
 
-/* floats of one block's V and M */
+/* floats of one block's V and M, and LANES more after M (see transform_outputs) */
 static ptrdiff_t block_floats(const decaf_conv_geom *g)
 {
-    return (ptrdiff_t)POS * ((ptrdiff_t)g->C + g->K) * block_tiles(g);
+    return (ptrdiff_t)POS * ((ptrdiff_t)g->C + g->K) * block_tiles(g) + LANES;
 }
 
 ptrdiff_t decaf_winograd_work_size(const decaf_conv_geom *g, int threads)
@@ -238,10 +238,8 @@ static void transform_inputs(const decaf_conv_geom *g, const float *x, int c, pt
         const float *xc = x + ((ptrdiff_t)first.b * g->C + c) * plane;
         for (int r = 0; r < ALPHA; ++r) src0[r] = xc + (ptrdiff_t)(y0 + r) * g->W + x0, src4[r] = src0[r] + 4;
     } else {
-        if (n < LANES) {   /* (the lanes past n: computed, never stored) */
-            memset(a0, 0, sizeof a0);
-            memset(a4, 0, sizeof a4);
-        }
+        for (int r = 0; r < ALPHA; ++r)   /* the lanes past n: zeros (computed, never stored) */
+            for (int c = 4 * n; c < 4 * LANES; ++c) a0[r][c] = 0.0f, a4[r][c] = 0.0f;
         for (ptrdiff_t u = t, step; u < t + n; u += step) {
             const tile_run r = run_at(g, t, u, t + n);
             const float *xc = x + ((ptrdiff_t)r.b * g->C + c) * plane;
@@ -259,16 +257,17 @@ static void transform_inputs(const decaf_conv_geom *g, const float *x, int c, pt
     }
     for (int r = 0; r < ALPHA; ++r)   /* tr[r] = d[r] B: along each row */
         bt_1d(&tr[r][0][0], LANES, 1, &d[r][0][0], LANES, 1, LANES);
-    if (n == LANES) {   /* V[i 6 + j] = (B^T tr)[i][j]: down each column j, into V itself */
-        for (int j = 0; j < ALPHA; ++j)
-            bt_1d(v + j * pos, ALPHA * pos, 1, &tr[0][j][0], ALPHA * LANES, 1, LANES);
-        return;
-    }
-    /* o = B^T tr: down each column, all (j, l) of a row side by side; then its first n lanes */
+    /* o = B^T tr: down each column, all (j, l) of a row side by side; then its first n lanes into V
+     * (a whole row as one fixed-size copy: a vector store; written as a loop, GCC made it 8-byte moves,
+     * and the transform writing V itself, with a run-time stride, stayed scalar) */
     bt_1d(&o[0][0][0], ALPHA * LANES, 1, &tr[0][0][0], ALPHA * LANES, 1, ALPHA * LANES);
     const float *of = &o[0][0][0];   /* o[xi / 6][xi % 6][l] = of[xi LANES + l] */
-    for (int q = 0; q < POS; ++q)
-        for (int l = 0; l < n; ++l) v[q * pos + l] = of[q * LANES + l];
+    if (n == LANES) {
+        for (int q = 0; q < POS; ++q) memcpy(v + q * pos, of + q * LANES, sizeof(float) * LANES);
+    } else {
+        for (int q = 0; q < POS; ++q)
+            for (int l = 0; l < n; ++l) v[q * pos + l] = of[q * LANES + l];
+    }
 }
 
 /* The number of tiles of the group that starts at tile t (< t1, the end of the block): LANES, or
@@ -319,19 +318,14 @@ static inline void at_1d(float *restrict o, ptrdiff_t os, ptrdiff_t ol, const fl
 static void transform_outputs(const decaf_conv_geom *g, const float *M, int k, ptrdiff_t t0, ptrdiff_t t, int n,
                               ptrdiff_t nb, float *y, float bk, const decaf_epilogue *ep)
 {
-    float m[ALPHA][ALPHA][LANES], tr[4][ALPHA][LANES], q4[4][LANES], o[4][4 * LANES];
+    float tr[4][ALPHA][LANES], q4[4][LANES], o[4][4 * LANES];
     const ptrdiff_t pos = (ptrdiff_t)g->K * nb, plane = (ptrdiff_t)g->Ho * g->Wo;
     const float *m_ = M + k * nb + (t - t0);
-    if (n == LANES) {   /* tr = A^T M: down each column j, from M itself */
-        for (int j = 0; j < ALPHA; ++j)
-            at_1d(&tr[0][j][0], ALPHA * LANES, 1, m_ + j * pos, ALPHA * pos, 1, LANES);
-    } else {            /* the same from a copy of the n lanes (the others zero: computed, never stored) */
-        float *mf = &m[0][0][0];   /* m[xi / 6][xi % 6][l] = mf[xi LANES + l] */
-        memset(m, 0, sizeof m);
-        for (int q = 0; q < POS; ++q)
-            for (int l = 0; l < n; ++l) mf[q * LANES + l] = m_[q * pos + l];
-        at_1d(&tr[0][0][0], ALPHA * LANES, 1, &m[0][0][0], ALPHA * LANES, 1, ALPHA * LANES);
-    }
+    /* tr = A^T M: down each column j, from M itself. With n < LANES the lanes past n read M's next
+     * values (other tiles, or the next row; the LANES floats after M are zeros: see
+     * decaf_winograd_forward): computed, never stored. */
+    for (int j = 0; j < ALPHA; ++j)
+        at_1d(&tr[0][j][0], ALPHA * LANES, 1, m_ + j * pos, ALPHA * pos, 1, LANES);
     const tile_run first = run_at(g, t, t, t + n);
     const int whole = first.n == LANES && 4 * first.ti + 4 <= g->Ho && 4 * first.tj + 4 * LANES <= g->Wo;
     float *y0 = y + ((ptrdiff_t)first.b * g->K + k) * plane + (ptrdiff_t)4 * first.ti * g->Wo + 4 * first.tj;
@@ -414,6 +408,9 @@ void decaf_winograd_forward(const decaf_conv_geom *g, int threads, const float *
     const int nt = threads < 1 ? 1 : threads, own = by_tiles(g, nt);
     const ptrdiff_t tiles = tile_count(g), nb = block_tiles(g), slot = block_floats(g);
     const ptrdiff_t v_size = (ptrdiff_t)POS * g->C * nb;   /* a slot: V, then M */
+    const ptrdiff_t slots = own ? nt : 1;
+    for (ptrdiff_t i = 0; i < slots; ++i)   /* the floats after each slot's M: zeros */
+        for (int l = 0; l < LANES; ++l) work[(i + 1) * slot - LANES + l] = 0.0f;
     decaf_blas_single_threaded();
     if (nt == 1) {
         tiles_serial(g, x, u, bias, y, work, work + v_size, 0, tiles, nb, ep);
