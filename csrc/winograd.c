@@ -197,7 +197,9 @@ static inline void interleave4(const float d[4][LANES], float *restrict a)
         for (int s = 0; s < 4; ++s) a[4 * l + s] = d[s][l];
 }
 
-/* dst[r ld + c] = x[y0 + r][x0 + c] of the plane (H, W) for r < 6, c < len; zero outside it. */
+/* dst[r ld + c] = x[y0 + r][x0 + c] of the plane (H, W) for r < 6, c < len; zero outside it.
+ * (Its loops stay loops: GCC would call memset and memcpy for a few dozen floats each.) */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
 static void copy_span(const float *plane, int H, int W, int y0, int x0, int len, float *dst, int ld)
 {
     const int c0 = x0 < 0 ? (-x0 < len ? -x0 : len) : 0;   /* columns c0 .. c1 are inside */
@@ -215,6 +217,14 @@ static void copy_span(const float *plane, int H, int W, int y0, int x0, int len,
         for (ptrdiff_t c = 0; c < c1 - c0; ++c) d[c0 + c] = src[c];   /* (a ptrdiff_t index: a copy, not a gather) */
         for (int c = c1; c < len; ++c) d[c] = 0.0f;
     }
+}
+
+/* a[r][c] = 0 for c >= from. */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+static void zero_columns(float a[ALPHA][4 * LANES], int from)
+{
+    for (int r = 0; r < ALPHA; ++r)
+        for (int c = from; c < 4 * LANES; ++c) a[r][c] = 0.0f;
 }
 
 /* V[xi][c][t - t0 + l] for the n <= LANES consecutive tiles t .. t + n of the block that starts
@@ -238,8 +248,8 @@ static void transform_inputs(const decaf_conv_geom *g, const float *x, int c, pt
         const float *xc = x + ((ptrdiff_t)first.b * g->C + c) * plane;
         for (int r = 0; r < ALPHA; ++r) src0[r] = xc + (ptrdiff_t)(y0 + r) * g->W + x0, src4[r] = src0[r] + 4;
     } else {
-        for (int r = 0; r < ALPHA; ++r)   /* the lanes past n: zeros (computed, never stored) */
-            for (int c = 4 * n; c < 4 * LANES; ++c) a0[r][c] = 0.0f, a4[r][c] = 0.0f;
+        zero_columns(a0, 4 * n);   /* the lanes past n: zeros (computed, never stored) */
+        zero_columns(a4, 4 * n);
         for (ptrdiff_t u = t, step; u < t + n; u += step) {
             const tile_run r = run_at(g, t, u, t + n);
             const float *xc = x + ((ptrdiff_t)r.b * g->C + c) * plane;
