@@ -108,6 +108,24 @@ def test_relu_and_residual(threads):
     np.testing.assert_allclose(both, np.maximum(expected + residual, 0), rtol=0, atol=REL_TOL * scale)
 
 
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_each_kernel_variant(isa):
+    """winograd.c is compiled once per instruction set (csrc/isa.h): each variant this CPU runs."""
+    if not _compiled.isa_supported(isa):
+        pytest.skip(f"the {isa} variant does not run here")
+    rng = np.random.default_rng(11)
+    x, w, bias = case(rng, 3, 17, 30, 13, 20)
+    before = _compiled.isa_current()
+    _compiled.isa_select(isa)
+    try:
+        with decaf.threads.using_threads(2):
+            y = run(x, w, bias, (1, 2, 0, 1), act=("clamp", 0.0, 6.0, 0.0))
+    finally:
+        _compiled.isa_select(before)
+    expected = np.clip(reference(x, w, bias, (1, 2, 0, 1)), 0, 6)
+    np.testing.assert_allclose(y, expected, rtol=0, atol=REL_TOL * np.abs(expected).max())
+
+
 def test_given_work():
     """Scratch space given by the caller (garbage in it) gives the same result as allocated."""
     rng = np.random.default_rng(5)
