@@ -447,26 +447,27 @@ void decaf_winograd_forward(const decaf_conv_geom *g, int threads, const float *
  * handful of tiles they are bound by reading U.
  *
  * Measured with benchmarks/bench_winograd.py on an AMD EPYC Zen 3 (family 25, model 1; AVX2
- * variant, 2 threads, a machine shared with other jobs: two runs, speedup = conv_forward's time
- * (the direct AVX2 kernel for all of these) / Winograd's, ReLU epilogue, pads 1):
+ * variant; a machine shared with other jobs, so two runs each: benchmarks/results_winograd_2026-12-07.json).
+ * Speedup = conv_forward's time (the direct AVX2 kernel for all of these) / Winograd's, with a ReLU
+ * epilogue, pads 1, 2 threads:
  *     layer (C -> K at HxW)   C K/(C+K)  batch 1: tiles  speedup     batch 16: tiles  speedup
- *     64 -> 64 at 56x56          32            196   1.17-1.65           3136   1.07-1.42
- *     128 -> 128 at 28x28        64             49   1.31-1.83            784   1.60-1.72
- *     256 -> 256 at 14x14       128             16   1.19-1.45            256   1.38-1.82
- *     512 -> 512 at 7x7         256              4   0.45-0.79             64   2.19-2.27
- *     64 -> 64 at 224x224        32           3136   1.54-2.27          50176   1.13-1.22
- *     128 -> 128 at 112x112      64            784   1.60-1.71          12544   1.59-1.78
- *     256 -> 256 at 56x56       128            196   1.81-2.04           3136   1.50-1.87
- *     512 -> 512 at 28x28       256             49   1.76-1.93            784   1.81-1.99
- *     512 -> 512 at 14x14       256             16   1.45-1.50            256   1.83-1.96
- *     128 -> 32 at 56x56         25.6          196   0.95-1.14           3136   1.04-1.19
- *     128 -> 32 at 28x28         25.6           49   0.96-0.97            784   1.05-1.06
- *     128 -> 32 at 14x14         25.6           16   0.82-0.87            256   0.53-0.58
- *     128 -> 32 at 7x7           25.6            4   0.73-0.80             64   0.49-0.60
- * With 1 thread (batch 16): 64 -> 64 at 56x56 1.36-1.51, 256 -> 256 at 14x14 1.53-1.61, 512 -> 512
- * at 7x7 1.84-2.49, 128 -> 32 at 14x14 0.51-0.61; at batch 1, 512 -> 512 at 7x7 0.81-0.89: the
- * same rule, so the thread count does not enter it. Hence: C K / (C + K) >= 32 and at least 16
- * tiles. (Only measured on Zen 3 with AVX2: the AVX-512 direct kernel is faster, and may move the
+ *     64 -> 64 at 56x56          32            196   1.19-1.47           3136   1.19-1.34
+ *     128 -> 128 at 28x28        64             49   1.23-1.67            784   1.36-1.91
+ *     256 -> 256 at 14x14       128             16   1.11-1.30            256   1.71-1.78
+ *     512 -> 512 at 7x7         256              4   0.83-0.88             64   2.29-2.48
+ *     64 -> 64 at 224x224        32           3136   1.38-1.45          50176   1.10-1.35
+ *     128 -> 128 at 112x112      64            784   1.49-1.93          12544   1.83-1.87
+ *     256 -> 256 at 56x56       128            196   2.02-2.11           3136   1.68-1.82
+ *     512 -> 512 at 28x28       256             49   1.97-2.20            784   2.16-2.25
+ *     512 -> 512 at 14x14       256             16   1.63-1.72            256   1.84-2.05
+ *     128 -> 32 at 56x56         25.6          196   1.12-1.17           3136   0.99-1.06
+ *     128 -> 32 at 28x28         25.6           49   1.09-1.19            784   1.04-1.18
+ *     128 -> 32 at 14x14         25.6           16   0.85-0.86            256   0.62-0.66
+ *     128 -> 32 at 7x7           25.6            4   0.59-0.64             64   0.63-0.77
+ * With 1 thread the same picture (ResNet's layers 1.26-2.24 except 512 -> 512 at 7x7, batch 1:
+ * 0.81; DenseNet's 0.54-1.21), so the thread count does not enter the rule: C K / (C + K) >= 32
+ * and at least 16 tiles. It leaves out DenseNet's 128 -> 32 layers, a tie at 56x56 and 28x28 and a
+ * loss below. (Only measured on Zen 3 with AVX2: the AVX-512 direct kernel is faster, and may move the
  * line; rerun the benchmark there.) */
 int decaf_winograd_preferred(const decaf_conv_geom *g, int threads)
 {
