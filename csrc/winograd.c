@@ -34,8 +34,8 @@
  * U = G g G^T (36 values per filter) and V = B^T d B (36 per input tile): for each of the 36
  * positions xi of the 6x6, one matrix product
  *     M[xi] (K, tiles) = U[xi] (K, C) . V[xi] (C, tiles)
- * which is where the time goes: 36 (4 + 2)^2 / (16 * 9) = 2.25x fewer multiply-adds than the
- * direct convolution, since every product stands for 4x4 outputs instead of 1.
+ * which is where the time goes: 36 multiply-adds per tile of 16 outputs and per (k, c), where the
+ * direct convolution does 16 * 9 = 144, 4x as many.
  *
  * The tiles: output tile (ti, tj) of an image covers outputs rows 4 ti .. 4 ti + 3, columns 4 tj ..
  * 4 tj + 3 (clipped to Ho, Wo), and reads inputs rows 4 ti - pad_top .. + 5, columns 4 tj -
@@ -44,12 +44,19 @@
  * ceil(Wo / 4) tiles per column and per row of an image.
  *
  * The forward runs through the tiles in blocks of at most block_tiles() tiles, each block in three
- * phases split over the threads (in one parallel region; a barrier ends each phase):
- *   1. input transform, by input channels:    V[xi][c][t]  (t the tile's index in the block)
- *   2. 36 GEMMs, by positions:                 M[xi] = U[xi] V[xi]   (decaf_sgemm_serial)
- *   3. output transform, by output channels:  y, then the bias and epilogue on the rows written.
- * The transforms run on LANES tiles at once (consecutive tiles of one tile row of an image), with
- * the tiles innermost, so that the loops of the transform are vector operations across tiles. */
+ * phases:
+ *   1. input transform, channel by channel:    V[xi][c][t]  (t the tile's index in the block)
+ *   2. 36 GEMMs, position by position:          M[xi] = U[xi] V[xi]   (decaf_sgemm_serial)
+ *   3. output transform, channel by channel:   y, then the bias and epilogue on the rows written.
+ * With enough tiles each thread takes a contiguous range of them and runs its blocks alone, in its
+ * own scratch (by_tiles); with few, the threads share each block, the phases split by input
+ * channels, positions and output channels, with a barrier after each (tiles_shared).
+ *
+ * The transforms take a group of LANES consecutive tiles at once, with the tiles innermost, so that
+ * their loops are vector operations across tiles. A group is a piece of one tile row when the rows
+ * hold LANES tiles or more, and then, away from the image's edges, it is read from x's rows and
+ * written into y's rows in place; narrower images fill a group from several tile rows, through
+ * small buffers (group_size, transform_inputs, transform_outputs). */
 
 enum { ALPHA = 6, POS = ALPHA * ALPHA, LANES = 8 };
 
@@ -164,8 +171,8 @@ void decaf_winograd_pack(const decaf_conv_geom *g, const float *w, float *u)
 /* ---- the input transform: V[xi][c][t] = (B^T d B)[xi] ------------------------------------------ */
 
 /* The 1-D input transform of `count` vectors side by side: vector l has the values d_r = d[r is +
- * l dl] (r < 6) and gets o[i ol + l ll] = (B^T d)_i. Inlined with constant strides, the loop over l
- * is a vector loop (strided loads where dl > 1). */
+ * l dl] (r < 6) and gets o[i os + l ol] = (B^T d)_i. Inlined with constant strides (dl = ol = 1),
+ * the loop over l is a vector loop. */
 static inline void bt_1d(float *restrict o, ptrdiff_t os, ptrdiff_t ol, const float *restrict d, ptrdiff_t is,
                          ptrdiff_t dl, int count)
 {
@@ -440,7 +447,7 @@ void decaf_winograd_forward(const decaf_conv_geom *g, int threads, const float *
 
 /* ---- when to use it ----------------------------------------------------------------------------- */
 
-/* Winograd pays when the GEMMs, 2.25x fewer multiply-adds than the direct convolution, outweigh the
+/* Winograd pays when the GEMMs, 4x fewer multiply-adds than the direct convolution, outweigh the
  * transforms, which cost per input and output value: C K / (C + K), the GEMMs' multiply-adds per
  * transformed value (per tile and position), must be large enough. And the GEMMs need enough
  * tiles: U is 4x the weights (36 instead of 9 values per filter), read once per block, so with a

@@ -592,6 +592,8 @@ def winograd_pack(const float[:, :, :, ::1] w not None):
     matrices (K, C), one per position of the 6x6 tile) for winograd_forward."""
     import numpy as np
     shape = _shape4(w)
+    if shape[2:] != (3, 3):
+        raise ValueError(f"winograd_pack: a {shape[2]}x{shape[3]} kernel; Winograd F(4x4, 3x3) needs 3x3")
     cdef decaf_conv_geom g = _winograd_checked("winograd_pack", (1, shape[1], 3, 3), shape, (1, 1, 1, 1))
     u = np.empty(decaf_winograd_packed_size(&g), np.float32)
     cdef float[::1] uv = u
