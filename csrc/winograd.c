@@ -138,33 +138,51 @@ static tile_run run_at(const decaf_conv_geom *g, ptrdiff_t t0, ptrdiff_t t, ptrd
 
 /* ---- the weight transform: U[xi][k][c] = (G w[k, c] G^T)[xi] ----------------------------------- */
 
-/* o = G f for a 3-vector f (in double: U is rounded once, to float, at the end). */
+/* o = G f for a 3-vector f (in double: U is rounded once, to float, at the end; multiplied by
+ * 1/6 and 1/24 rounded to double, 1e-16 relative, rather than divided: 4x faster). */
 static void g_times(const double f[3], double o[ALPHA])
 {
-    o[0] = f[0] / 4.0;
-    o[1] = -(f[0] + f[1] + f[2]) / 6.0;
-    o[2] = -(f[0] - f[1] + f[2]) / 6.0;
-    o[3] = (f[0] + 2.0 * f[1] + 4.0 * f[2]) / 24.0;
-    o[4] = (f[0] - 2.0 * f[1] + 4.0 * f[2]) / 24.0;
+    const double sixth = 1.0 / 6.0, f24th = 1.0 / 24.0;
+    o[0] = f[0] * 0.25;
+    o[1] = -(f[0] + f[1] + f[2]) * sixth;
+    o[2] = -(f[0] - f[1] + f[2]) * sixth;
+    o[3] = (f[0] + 2.0 * f[1] + 4.0 * f[2]) * f24th;
+    o[4] = (f[0] - 2.0 * f[1] + 4.0 * f[2]) * f24th;
     o[5] = f[2];
 }
+
+/* out[xi] = (G f G^T)[xi] for one 3x3 filter f (row-major). */
+static void filter_transform(const float *f, double out[POS])
+{
+    double cols[ALPHA][3], col[3], row[3], o[ALPHA];
+    for (int s = 0; s < 3; ++s) {   /* cols[.][s] = G f[:, s] */
+        col[0] = f[s], col[1] = f[3 + s], col[2] = f[6 + s];
+        g_times(col, o);
+        for (int a = 0; a < ALPHA; ++a) cols[a][s] = o[a];
+    }
+    for (int a = 0; a < ALPHA; ++a) {   /* row a of G f G^T */
+        row[0] = cols[a][0], row[1] = cols[a][1], row[2] = cols[a][2];
+        g_times(row, out + a * ALPHA);
+    }
+}
+
+/* filters per chunk of decaf_winograd_pack: each chunk's 36 values per filter are written as 36
+ * contiguous runs (one per position), not 36 scattered floats per filter (512 x 512 weights: U's
+ * positions are 1 MB apart; per filter that cost a TLB miss per value, 84 ms in all) */
+enum { PACK_CHUNK = 256 };
 
 void decaf_winograd_pack(const decaf_conv_geom *g, const float *w, float *u)
 {
     const ptrdiff_t kc = (ptrdiff_t)g->K * g->C;   /* filter i = k C + c; U[xi] is (K, C), row-major */
-    for (ptrdiff_t i = 0; i < kc; ++i) {
-        const float *f = w + i * 9;
-        double cols[ALPHA][3], col[3], row[3], out[ALPHA];
-        for (int s = 0; s < 3; ++s) {   /* cols[.][s] = G f[:, s] */
-            col[0] = f[s], col[1] = f[3 + s], col[2] = f[6 + s];
-            g_times(col, out);
-            for (int a = 0; a < ALPHA; ++a) cols[a][s] = out[a];
-        }
-        for (int a = 0; a < ALPHA; ++a) {   /* row a of G f G^T */
-            row[0] = cols[a][0], row[1] = cols[a][1], row[2] = cols[a][2];
-            g_times(row, out);
-            for (int b = 0; b < ALPHA; ++b) u[(ptrdiff_t)(a * ALPHA + b) * kc + i] = (float)out[b];
-        }
+    const ptrdiff_t chunks = (kc + PACK_CHUNK - 1) / PACK_CHUNK;
+    #pragma omp parallel for num_threads(decaf_threads_for(kc * 100)) schedule(static)
+    for (ptrdiff_t ci = 0; ci < chunks; ++ci) {
+        const ptrdiff_t i0 = ci * PACK_CHUNK, n = kc - i0 < PACK_CHUNK ? kc - i0 : PACK_CHUNK;
+        double out[PACK_CHUNK][POS];
+        for (ptrdiff_t l = 0; l < n; ++l)
+            filter_transform(w + (i0 + l) * 9, out[l]);
+        for (int q = 0; q < POS; ++q)
+            for (ptrdiff_t l = 0; l < n; ++l) u[q * kc + i0 + l] = (float)out[l][q];
     }
 }
 
