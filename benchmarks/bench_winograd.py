@@ -7,8 +7,9 @@ im2col + GEMM) on the 3x3 stride-1 layers of ResNet-18/50, VGG-16 and DenseNet-1
 Per layer and batch, both run once as a warm-up, then in turns (conv, Winograd, conv, ...), each
 keeping its best: a drift of a shared machine moves both alike. At least `rounds` turns, more (up
 to 50) while they fit in `budget` seconds. The weight
-transform (winograd_pack) is done once, outside the timing, as a net does at load; both get
-scratch space allocated beforehand. Prints ms per
+transform (winograd_pack) is done once, outside the timing, as a net does at load, and so is the
+conv path's weight packing where this decaf has one (conv_pack; path "+pk"); both get scratch space
+allocated beforehand. Prints ms per
 forward, the speedup (conv / Winograd), Winograd's error relative to the largest output (vs the
 conv path, which is itself ~1e-6), and the CPU. Run it alone on the machine (flock
 /tmp/decaf-bench.lock python ...).
@@ -71,18 +72,26 @@ def layer_case(np, k, B, C, HW, K):
     y_conv = np.empty((B, K, HW, HW), np.float32)
     y_wino = np.empty_like(y_conv)
     geom = (x.shape, w.shape, 1, (3, 3), (1, 1), PADS, (1, 1), (HW, HW))
-    work = np.empty(max(k.conv_work_size(*geom, False), 1), np.float32)
+    packed = None   # the conv path's weights packed beforehand too, where this decaf can (conv_pack)
+    if hasattr(k, "conv_packing"):
+        kind, size = k.conv_packing(*geom)
+        if kind:
+            packed = (kind, np.empty(size, np.float32))
+            k.conv_pack(x.shape, w, packed[1], *geom[2:])
+    extra = {"prepacked": True} if packed else {}
+    work = np.empty(max(k.conv_work_size(*geom, False, **extra), 1), np.float32)
+    conv_extra = {"packed": packed} if packed else {}
     u = k.winograd_pack(w)
     wino_work = np.empty(max(k.winograd_work_size(x.shape, w.shape, PADS), 1), np.float32)
     relu = ("clamp", 0.0, float("inf"), 0.0)
 
     def conv():
-        k.conv_forward(x, w, bias, y_conv, work, (3, 3), (1, 1), PADS, (1, 1), 1, act=relu)
+        k.conv_forward(x, w, bias, y_conv, work, (3, 3), (1, 1), PADS, (1, 1), 1, act=relu, **conv_extra)
 
     def wino():
         k.winograd_forward(x, u, w.shape, bias, y_wino, PADS, act=relu, work=wino_work)
 
-    path = "direct" if k.conv_plan(*geom)["direct"] else "im2col"
+    path = ("direct" if k.conv_plan(*geom)["direct"] else "im2col") + ("+pk" if packed else "")
     return conv, wino, y_conv, y_wino, path
 
 
@@ -104,7 +113,7 @@ def main():
 
     decaf.set_num_threads(args.threads)
     print(f"CPU: {cpu_name()}; decaf kernels {k.isa_current()}, {args.threads} threads, best of >= {args.rounds} turns")
-    print(f"{'net':9} {'C':>4} {'HxW':>7} {'K':>4} {'B':>3} {'path':>6} {'conv ms':>9} {'wino ms':>9} "
+    print(f"{'net':9} {'C':>4} {'HxW':>7} {'K':>4} {'B':>3} {'path':>9} {'conv ms':>9} {'wino ms':>9} "
           f"{'speedup':>8} {'wino err':>9}")
     results = []
     for net, C, HW, K in LAYERS:
@@ -117,7 +126,7 @@ def main():
             results.append({"net": net, "C": C, "HW": HW, "K": K, "B": B, "path": path,
                             "conv_ms": 1e3 * t_conv, "wino_ms": 1e3 * t_wino, "speedup": t_conv / t_wino,
                             "error": err})
-            print(f"{net:9} {C:4} {HW:>3}x{HW:<3} {K:4} {B:3} {path:>6} {1e3 * t_conv:9.2f} {1e3 * t_wino:9.2f} "
+            print(f"{net:9} {C:4} {HW:>3}x{HW:<3} {K:4} {B:3} {path:>9} {1e3 * t_conv:9.2f} {1e3 * t_wino:9.2f} "
                   f"{t_conv / t_wino:7.2f}x {err:9.1e}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
