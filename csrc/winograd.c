@@ -492,8 +492,11 @@ void decaf_winograd_forward(const decaf_conv_geom *g, int threads, const float *
  * With 1 thread the same picture (ResNet's layers 1.26-2.24 except 512 -> 512 at 7x7, batch 1:
  * 0.81; DenseNet's 0.54-1.21), so the thread count does not enter the rule: C K / (C + K) >= 32
  * and at least 16 tiles. It leaves out DenseNet's 128 -> 32 layers, a tie at 56x56 and 28x28 and a
- * loss below. (Only measured on Zen 3 with AVX2: the AVX-512 direct kernel is faster, and may move the
- * line; rerun the benchmark there.) */
+ * loss below. Against main's later direct kernel with prepacked weights (f6a15d8, one run per batch
+ * size) the same picture: 1.02-2.35x on the layers the rule picks (the least 256 -> 256 at 14x14,
+ * batch 1, 16 tiles), 0.58 for 512 -> 512 at 7x7, batch 1; DenseNet's 0.73-1.17. (Only measured on
+ * Zen 3 with AVX2: the AVX-512 direct kernel is faster, and may move the line; rerun the benchmark
+ * there.) */
 int decaf_winograd_preferred(const decaf_conv_geom *g, int threads)
 {
     (void)threads;
