@@ -13,6 +13,7 @@
 #include "isa.h"
 #include "lrn.h"
 #include "pool.h"
+#include "winograd.h"
 
 #include <stddef.h>
 
@@ -80,7 +81,15 @@
                                       int Wo, int sh, int sw, int pad_top, int pad_left, int dil_h,     \
                                       int dil_w),                                                       \
       (x, w, dy, dx, dw, B, C, H, W, kh, kw, Ho, Wo, sh, sw, pad_top, pad_left, dil_h, dil_w))          \
-    R(ptrdiff_t, decaf_copy_count_nonfinite, (const float *src, float *dst, ptrdiff_t n), (src, dst, n))
+    R(ptrdiff_t, decaf_copy_count_nonfinite, (const float *src, float *dst, ptrdiff_t n), (src, dst, n))  \
+    R(int, decaf_winograd_supported, (const decaf_conv_geom *g), (g))                                   \
+    R(ptrdiff_t, decaf_winograd_packed_size, (const decaf_conv_geom *g), (g))                           \
+    V(decaf_winograd_pack, (const decaf_conv_geom *g, const float *w, float *u), (g, w, u))             \
+    R(ptrdiff_t, decaf_winograd_work_size, (const decaf_conv_geom *g, int threads), (g, threads))       \
+    V(decaf_winograd_forward, (const decaf_conv_geom *g, int threads, const float *x, const float *u,   \
+                               const float *bias, float *y, float *work, const decaf_epilogue *ep),     \
+      (g, threads, x, u, bias, y, work, ep))                                                            \
+    R(int, decaf_winograd_preferred, (const decaf_conv_geom *g, int threads), (g, threads))
 
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)

@@ -73,6 +73,13 @@ int decaf_isa_current(void);
 #define decaf_depthwise_conv_backward DECAF_ISA_NAME(decaf_depthwise_conv_backward)
 /* elementwise.c */
 #define decaf_copy_count_nonfinite DECAF_ISA_NAME(decaf_copy_count_nonfinite)
+/* winograd.c */
+#define decaf_winograd_supported DECAF_ISA_NAME(decaf_winograd_supported)
+#define decaf_winograd_packed_size DECAF_ISA_NAME(decaf_winograd_packed_size)
+#define decaf_winograd_pack DECAF_ISA_NAME(decaf_winograd_pack)
+#define decaf_winograd_work_size DECAF_ISA_NAME(decaf_winograd_work_size)
+#define decaf_winograd_forward DECAF_ISA_NAME(decaf_winograd_forward)
+#define decaf_winograd_preferred DECAF_ISA_NAME(decaf_winograd_preferred)
 #endif
 
 #endif

@@ -62,6 +62,15 @@ cdef extern from "conv.h":
     void decaf_conv_backward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
                              const float *dy, float *dx, float *dw, float *db, float *work) nogil
 
+cdef extern from "winograd.h":
+    int decaf_winograd_supported(const decaf_conv_geom *g) nogil
+    Py_ssize_t decaf_winograd_packed_size(const decaf_conv_geom *g) nogil
+    void decaf_winograd_pack(const decaf_conv_geom *g, const float *w, float *u) nogil
+    Py_ssize_t decaf_winograd_work_size(const decaf_conv_geom *g, int threads) nogil
+    void decaf_winograd_forward(const decaf_conv_geom *g, int threads, const float *x, const float *u,
+                                const float *bias, float *y, float *work, const decaf_epilogue *ep) nogil
+    int decaf_winograd_preferred(const decaf_conv_geom *g, int threads) nogil
+
 cdef extern from "im2col.h":
     void decaf_im2col(const float *x, float *cols, int B, int C, int H, int W, int kh, int kw,
                       int sh, int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo) nogil
@@ -589,6 +598,108 @@ def conv_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1
     with nogil:
         decaf_conv_backward(&g, &plan, &x[0, 0, 0, 0], &w[0, 0, 0, 0], &dy[0, 0, 0, 0], dx_ptr,
                             &dw[0, 0, 0, 0], db_ptr, &work[0])
+
+
+# ---- Winograd F(4x4, 3x3) (csrc/winograd.c) ---------------------------------------------------
+
+cdef decaf_conv_geom _winograd_geom(str func, x_shape, w_shape, pads) except *:
+    """The geometry of a stride-1, undilated convolution of x (B, C, H, W) by w (K, Cw, kh, kw) with
+    pads (top, left, bottom, right); ValueError for malformed shapes or an empty output."""
+    cdef decaf_conv_geom g
+    x4 = _ints(x_shape, f"{func}: x_shape", 4, 0)
+    w4 = _ints(w_shape, f"{func}: w_shape", 4, 1)
+    pt, pl, pb, pr = _ints(pads, f"{func}: pads", 4, 0)
+    g.B, g.C, g.H, g.W = x4
+    g.K, g.kh, g.kw = w4[0], w4[2], w4[3]
+    g.G, g.sh, g.sw, g.dh, g.dw, g.pad_top, g.pad_left = 1, 1, 1, 1, 1, pt, pl
+    g.Ho, g.Wo = g.H + pt + pb - g.kh + 1, g.W + pl + pr - g.kw + 1
+    if g.Ho < 1 or g.Wo < 1:
+        raise ValueError(f"{func}: input {g.H}x{g.W} with pads {tuple(pads)} is smaller than the "
+                         f"{g.kh}x{g.kw} kernel")
+    if w4[1] != g.C:
+        g.G = 0                  # grouped (or mismatched): not a convolution Winograd runs
+    return g
+
+
+def winograd_supported(x_shape, w_shape, pads):
+    """Whether winograd_forward runs this convolution: a 3x3 kernel, one group (w_shape[1] equal to
+    the input channels), stride 1, no dilation; any padding and size."""
+    cdef decaf_conv_geom g = _winograd_geom("winograd_supported", x_shape, w_shape, pads)
+    return g.G == 1 and g.B >= 1 and bool(decaf_winograd_supported(&g))
+
+
+cdef decaf_conv_geom _winograd_checked(str func, x_shape, w_shape, pads) except *:
+    cdef decaf_conv_geom g = _winograd_geom(func, x_shape, w_shape, pads)
+    if g.G != 1:
+        raise ValueError(f"{func}: w has shape {tuple(w_shape)}, expected ({g.K}, {g.C}, 3, 3) "
+                         f"(one group: its second dimension the input channels)")
+    if g.kh != 3 or g.kw != 3:
+        raise ValueError(f"{func}: a {g.kh}x{g.kw} kernel; Winograd F(4x4, 3x3) needs 3x3")
+    return g
+
+
+def winograd_pack(const float[:, :, :, ::1] w not None):
+    """The Winograd transform U of the weights w (K, C, 3, 3): a float32 array of 36 K C floats (36
+    matrices (K, C), one per position of the 6x6 tile) for winograd_forward."""
+    import numpy as np
+    shape = _shape4(w)
+    if shape[2:] != (3, 3):
+        raise ValueError(f"winograd_pack: a {shape[2]}x{shape[3]} kernel; Winograd F(4x4, 3x3) needs 3x3")
+    cdef decaf_conv_geom g = _winograd_checked("winograd_pack", (1, shape[1], 3, 3), shape, (1, 1, 1, 1))
+    u = np.empty(decaf_winograd_packed_size(&g), np.float32)
+    cdef float[::1] uv = u
+    with nogil:
+        decaf_winograd_pack(&g, &w[0, 0, 0, 0], &uv[0])
+    return u
+
+
+def winograd_work_size(x_shape, w_shape, pads, threads=None):
+    """Floats of scratch winograd_forward needs with `threads` threads (None: the current count)."""
+    cdef decaf_conv_geom g = _winograd_checked("winograd_work_size", x_shape, w_shape, pads)
+    cdef int n = decaf_get_num_threads() if threads is None else _ints((threads,), "threads", 1, 1)[0]
+    return decaf_winograd_work_size(&g, n) if g.B > 0 else 0
+
+
+def winograd_forward(const float[:, :, :, ::1] x not None, const float[::1] u not None, w_shape, bias,
+                     float[:, :, :, ::1] y not None, pads, act=None, residual=None, float[::1] work=None):
+    """y = conv(x, w) + bias (None: none) by Winograd F(4x4, 3x3), from u = winograd_pack(w) and
+    w's shape (K, C, 3, 3); stride 1, pads (top, left, bottom, right). Then + residual (an array
+    like y, not y) and the activation act = (kind, lo, hi, alpha) (kind one of ACTIVATIONS), in y.
+    work: scratch of winograd_work_size floats (None: allocated for the call)."""
+    if not decaf_have_sgemm():
+        raise RuntimeError("winograd_forward: no BLAS loaded (importing decaf.blas loads decaf's own)")
+    cdef decaf_conv_geom g = _winograd_checked("winograd_forward", _shape4(x), w_shape, pads)
+    _expect_shape("winograd_forward", "y", _shape4(y), (g.B, g.K, g.Ho, g.Wo))
+    if u.shape[0] != decaf_winograd_packed_size(&g):
+        raise ValueError(f"winograd_forward: u has {u.shape[0]} floats, expected "
+                         f"{decaf_winograd_packed_size(&g)} (winograd_pack of a {tuple(w_shape)} w)")
+    cdef const float[::1] b
+    cdef const float *bias_ptr = NULL
+    if bias is not None:
+        b = bias
+        _expect_shape("winograd_forward", "bias", (b.shape[0],), (g.K,))
+        bias_ptr = &b[0]
+    cdef decaf_epilogue e
+    _epilogue("winograd_forward", &e, act, False, float("inf"), None, residual, y)
+    if g.B == 0:
+        return
+    cdef int threads = decaf_get_num_threads()
+    cdef Py_ssize_t need = decaf_winograd_work_size(&g, threads)
+    if work is None:
+        import numpy as np
+        work = np.empty(max(need, 1), np.float32)
+    elif work.shape[0] < need:
+        raise ValueError(f"winograd_forward: work has {work.shape[0]} floats, needs {need}")
+    with nogil:
+        decaf_winograd_forward(&g, threads, &x[0, 0, 0, 0], &u[0], bias_ptr, &y[0, 0, 0, 0], &work[0], &e)
+
+
+def winograd_preferred(x_shape, w_shape, pads, threads):
+    """Whether Winograd is expected to be faster than conv_forward for this convolution with
+    `threads` threads (False where it is not supported)."""
+    cdef decaf_conv_geom g = _winograd_geom("winograd_preferred", x_shape, w_shape, pads)
+    cdef int n = _ints((threads,), "winograd_preferred: threads", 1, 1)[0]
+    return g.G == 1 and g.B >= 1 and bool(decaf_winograd_supported(&g)) and bool(decaf_winograd_preferred(&g, n))
 
 
 # ---- whole-array passes ----------------------------------------------------------------------
