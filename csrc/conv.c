@@ -5,6 +5,7 @@
 #include "gemm.h"
 #include "im2col.h"
 #include "threads.h"
+#include "winograd.h"
 
 /* A thread groups its images into blocks of about this many output pixels, so that each GEMM is
  * wide (the BLAS packs the weights once per call: wide calls pay that once for many images). */
@@ -50,6 +51,17 @@ decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int 
     p.backward = backward != 0;
     p.by_image = g->B >= p.threads;
     p.block = 1;
+    /* Winograd where it measured faster (winograd.c's decaf_winograd_preferred), for callers that
+     * pack the weights once; else direct where it applies; else im2col + GEMM. */
+    p.winograd = mode == DECAF_PLAN_PREPACKED && decaf_winograd_supported(g)
+                 && decaf_winograd_preferred(g, p.threads);
+    if (p.winograd) {
+        p.pack = DECAF_PACK_WINOGRAD;
+        p.packed = decaf_winograd_packed_size(g);
+        p.slot = p.work = decaf_winograd_work_size(g, p.threads);
+        p.slots = 1;
+        return p;
+    }
     p.direct = !backward && decaf_direct_conv_supported(g);
     if (p.direct) {
         decaf_direct_conv_scratch(g, &p);
@@ -114,6 +126,8 @@ void decaf_conv_pack(const decaf_conv_geom *g, const decaf_conv_plan *p, const f
 {
     if (p->pack == DECAF_PACK_DIRECT)
         decaf_direct_conv_pack(g, p, w, packed);
+    else if (p->pack == DECAF_PACK_WINOGRAD)
+        decaf_winograd_pack(g, w, packed);
 }
 
 void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
@@ -124,6 +138,10 @@ void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, cons
     const int nt = p->threads, pointwise = is_pointwise(g);
     const ptrdiff_t tw = p->slot;
 
+    if (p->winograd) {   /* (a prepacked plan: packed is never NULL, the wrapper sees to it) */
+        decaf_winograd_forward(g, p->threads, x, packed, bias, y, work, ep);
+        return;
+    }
     if (p->direct) {
         decaf_direct_conv_forward(g, p, x, w, packed, bias, y, work, ep);
         return;

@@ -397,3 +397,42 @@ def test_prepacked_weights_give_the_same_output_and_a_stale_form_is_refused(thre
         assert kernels.conv_packing(x, w[:, :, :1, :1], *one_by_one) == (0, 0)
         with pytest.raises(ValueError, match="unpacked"):
             kernels.conv_pack(x, w[:, :, :1, :1].copy(), packed, *one_by_one)
+
+
+@needs_blas
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", range(4))
+def test_prepacked_plan_takes_winograd_where_preferred_and_matches_reference(case, threads):
+    # a forward given prepacked weights may run Winograd F(4x4, 3x3) (csrc/winograd.c) where it measured
+    # faster: 3x3 stride 1, C K / (C + K) >= 32, >= 16 tiles. Against the float64-checked reference at
+    # Winograd's tolerance (tests/test_winograd.py measures ~1e-5 of the largest output), with bias,
+    # residual and the activation into its own array; a plan without prepacked weights never takes it.
+    rng = np.random.default_rng(500 + case)
+    C, K, H = [(64, 64, 20), (96, 64, 13), (64, 32, 20), (64, 64, 5)][case]
+    B = 1 + case % 2
+    x = rng.standard_normal((B, C, H, H)).astype(np.float32)
+    w = (rng.standard_normal((K, C, 3, 3)) * (2.0 / (9 * C)) ** 0.5).astype(np.float32)
+    bias = rng.standard_normal(K).astype(np.float32)
+    residual = rng.standard_normal((B, K, H, H)).astype(np.float32)
+    geometry = (1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (H, H))
+    with using_threads(threads):
+        plan = _compiled.conv_plan(x.shape, w.shape, *geometry, prepacked=True)
+        wanted = case < 2 and _compiled.isa_current() != "generic"
+        if _compiled.isa_current() != "generic":
+            assert plan["winograd"] == wanted, plan      # case 2: C K / (C + K) < 32; case 3: 4 tiles
+        assert not _compiled.conv_plan(x.shape, w.shape, *geometry)["winograd"]
+        kind, size = kernels.conv_packing(x, w, *geometry)
+        if not kind:
+            return
+        packed = np.empty(size, np.float32)
+        kernels.conv_pack(x, w, packed, *geometry)
+        work = np.empty(max(kernels.conv_work_size(x, w, *geometry[:5], geometry[5], False, True), 1), np.float32)
+        y, out = np.full((B, K, H, H), np.nan, np.float32), np.full((B, K, H, H), np.nan, np.float32)
+        kernels.conv_forward(x, w, bias, y, work, *geometry[1:5], 1, act=("clamp", 0.0, np.inf, 0.0),
+                             relu_out=out, residual=residual, packed=(kind, packed))
+        want = np.empty_like(y)
+        reference.conv_forward(x.astype(np.float64), w.astype(np.float64), bias.astype(np.float64), want, None,
+                               *geometry[1:5], 1, residual=residual.astype(np.float64))
+        scale = np.abs(want).max()
+        assert np.abs(y - want).max() <= 5e-5 * scale
+        assert np.abs(out - np.maximum(want, 0)).max() <= 5e-5 * scale
