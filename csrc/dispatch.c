@@ -5,6 +5,7 @@
  * AVX-512, also asks the OS (XGETBV) whether it saves the ymm / zmm registers. Compiled once, for
  * the x86-64 baseline, like the Cython wrapper that calls it. setup.py says which variants it
  * built with DECAF_BUILT_AVX2 / DECAF_BUILT_AVX512 (x86-64 only; elsewhere only the generic one). */
+#include "channel_affine.h"
 #include "conv.h"
 #include "depthwise.h"
 #include "elementwise.h"
@@ -77,7 +78,10 @@
                                       int Wo, int sh, int sw, int pad_top, int pad_left, int dil_h,     \
                                       int dil_w),                                                       \
       (x, w, dy, dx, dw, B, C, H, W, kh, kw, Ho, Wo, sh, sw, pad_top, pad_left, dil_h, dil_w))          \
-    R(ptrdiff_t, decaf_copy_count_nonfinite, (const float *src, float *dst, ptrdiff_t n), (src, dst, n))
+    R(ptrdiff_t, decaf_copy_count_nonfinite, (const float *src, float *dst, ptrdiff_t n), (src, dst, n))\
+    V(decaf_channel_affine, (const float *x, const float *scale, const float *shift, float *y,          \
+                             ptrdiff_t B, ptrdiff_t C, ptrdiff_t HW, const decaf_epilogue *ep),         \
+      (x, scale, shift, y, B, C, HW, ep))
 
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)

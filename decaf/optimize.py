@@ -13,7 +13,9 @@ backward; training and gradient checks run the net as written. The passes ask th
    for s, t the affine's scale and shift, W'_k = s_k W_k and b'_k = s_k b_k + t_k, repeatedly
    (conv -> BatchNorm -> Scale is one conv). The folded layer is a new instance of the producer's
    type with those weights, writing the last affine's top; the net's own layers and parameters
-   are left as they are (saving, ``param_arrays`` and training see the net as written).
+   are left as they are (saving, ``param_arrays`` and training see the net as written). An
+   activation the net had fused into a folded affine (BatchNorm -> ReLU) runs by itself again, as
+   a copy, until pass 5 fuses it into the folded layer.
 3. **Residual-add fusion.** A layer that adds its two bottoms of its top's shape (``sums_bottoms``:
    Eltwise sum, Arithmetic add) one of whose bottoms is written by a layer that can add a tensor
    as it writes (``fuse_residual``: Convolution) and read by nothing else, the other bottom being
@@ -244,11 +246,23 @@ class Graph:
                 group.affines.append(a)
                 step.tops = step.writes = [affine.tops[0]]
                 removed.add(id(affine))
+                for reader in readers_of.get(id(affine.tops[0]), []):
+                    if reader.fused:        # an activation the affine applied: it runs again (see _unfuse)
+                        self._unfuse(reader)
         for group in self.folded:
             group.layer = self._derive(group)
             group.step.layer = group.layer
             self.actions.append(("folded", [a.name for a in group.affines], group.source.name))
         return [s for s in steps if id(s) not in removed]
+
+    def _unfuse(self, step):
+        """Run ``step`` (an activation the net fused into a layer that is folded away) by itself
+        again, as a shallow copy whose ``fused`` is off; activation fusion may then fuse it into the
+        folded layer."""
+        layer = copy.copy(step.layer)
+        layer.fused = False
+        self.copies.append((layer, step))
+        step.layer, step.fused = layer, False
 
     def _derive(self, group):
         """A new layer of the producer's type, with a bias, writing the last affine's top."""

@@ -183,6 +183,19 @@ def copy_count_nonfinite(src, dst):
     return _for(src).copy_count_nonfinite(src, dst)
 
 
+def channel_affine(x, scale, shift, y, act=None, act_out=None):
+    """y = x * scale[c] + shift[c] for x (B, C, H, W) and scale, shift (C,) (y may be x: in place);
+    then the activation act = (kind, lo, hi, alpha) (see conv_forward) in y, or into act_out (y
+    keeping the values before it). BatchNorm at inference and Scale (csrc/channel_affine.c)."""
+    _for(x).channel_affine(x, scale, shift, y, act, act_out)
+
+
+def batchnorm_scale_shift(mean, var, weight, bias, eps, scale, shift):
+    """BatchNorm's statistics as channel_affine's scale and shift (C,): scale = weight / sqrt(var +
+    eps), shift = bias - scale mean (weight None: 1, bias None: 0)."""
+    _for(scale).batchnorm_scale_shift(mean, var, weight, bias, eps, scale, shift)
+
+
 def conv_work_size(x, w, group, kernel, stride, pads, dilation, out_hw, backward=False):
     """Floats of scratch space (a float array of at least this size, `work`) that conv_forward or
     (backward=True) conv_backward need with the current thread count; x and w are arrays."""
