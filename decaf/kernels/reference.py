@@ -414,12 +414,12 @@ def copy_count_nonfinite(src, dst):
 def channel_affine(x, scale, shift, y, act=None, act_out=None):
     """y = x * scale[c] + shift[c] over (B, C, H, W) (y may be x); then the activation act in y,
     or into act_out (y keeping the values before it)."""
-    C = x.shape[1] if x.ndim == 4 else -1
+    if getattr(x, "ndim", None) != 4:
+        raise ValueError(f"channel_affine: x must be 4-D (B, C, H, W), got shape {np.shape(x)}")
     outputs = {"act_out": act_out} if act_out is not None else {}
+    C = x.shape[1]
     _check("channel_affine", {"y": x.shape, "scale": (C,), "shift": (C,), "act_out": x.shape},
            x=x, scale=scale, shift=shift, y=y, **outputs)
-    if x.ndim != 4:
-        raise ValueError(f"channel_affine: x must be 4-D (B, C, H, W), got shape {x.shape}")
     if act_out is not None and act is None:
         raise ValueError("channel_affine: act_out without act")
     out = x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
