@@ -313,6 +313,15 @@ def test_densenet_like_optimized_equals_as_written(rng):
     assert folded == {("stem_bn",): "stem", ("d1b_bn",): "d1a", ("d2b_bn",): "d2a"}
     fused = {names[0]: into for kind, names, into in graph.actions if kind == "fused"}
     assert fused == {"stem_relu": "stem", "d1b_relu": "d1a", "d2b_relu": "d2a"}   # moved from the folded BatchNorms
+    # every ReLU writes a new blob, which its producer now fills alone: the values before it are not kept
+    direct = {names[0]: into for kind, names, into in graph.actions if kind == "direct"}
+    assert direct == {"stem_relu": "stem", "d1a_relu": "d1a_bn", "d1b_relu": "d1a", "d2a_relu": "d2a_bn",
+                      "d2b_relu": "d2a", "t_relu": "t_bn"}
+    assert {"d1a_bn", "d2a_bn", "t_bn"} <= graph.missing
+    x = rng.standard_normal((1, 3, 12, 12)).astype(np.float32)
+    for name in ("d1a_bn", "t_bn", "d2b_bn", "t_relu"):     # blobs the graph no longer computes, and one it does
+        np.testing.assert_allclose(fast.forward(data=x, outputs=[name])[name],
+                                   plain.forward(data=x, outputs=[name])[name], rtol=1e-5, atol=1e-5, err_msg=name)
 
 
 def test_densenet_like_gradients_through_fused_batchnorms(rng):
