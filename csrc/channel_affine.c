@@ -2,13 +2,14 @@
 
 #include "threads.h"
 
-/* Element operations per value, for the thread threshold: an exponential (SILU, SIGMOID) costs
- * about as much as a dozen multiply-adds. */
-static ptrdiff_t cost_per_value(const decaf_epilogue *ep)
+/* The work decaf_threads_for weighs: a pass without an exponential is bound by memory, and a
+ * second thread pays only on large tensors (a quarter of an operation per value, as
+ * elementwise.c's copy); an exponential (SILU, SIGMOID) costs about a dozen operations. */
+static ptrdiff_t work_of(ptrdiff_t values, const decaf_epilogue *ep)
 {
-    if (!ep)
-        return 1;
-    return ep->act == DECAF_ACT_SILU || ep->act == DECAF_ACT_SIGMOID ? 8 : 2;
+    if (ep && (ep->act == DECAF_ACT_SILU || ep->act == DECAF_ACT_SIGMOID))
+        return values * 8;
+    return values / 4;
 }
 
 /* y[i] = x[i] * s + t over one run, x and y apart or the same array (two loops, so that neither
@@ -82,7 +83,7 @@ void decaf_channel_affine(const float *x, const float *scale, const float *shift
         return;
     if (ep && ep->act == DECAF_ACT_NONE && !ep->residual)
         ep = NULL;
-    const int threads = decaf_threads_for(B * C * HW * cost_per_value(ep));
+    const int threads = decaf_threads_for(work_of(B * C * HW, ep));
     if (threads <= 1) {
         affine_part(x, scale, shift, y, B, C, HW, ep, 0, 1);
         return;
