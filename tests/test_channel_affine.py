@@ -359,6 +359,10 @@ def test_densenet_like_gradients_through_fused_batchnorms(rng):
 
 
 def test_steady_state_forward_allocates_nothing(rng):
+    """With the compiled kernels (the NumPy reference ones allocate their temporaries)."""
+    from decaf import kernels
+    if kernels.get_backend() != "compiled":
+        pytest.skip("the reference kernels allocate")
     net = Net(densenet_spec())
     randomize(net, rng)
     x = rng.standard_normal((4, 3, 12, 12)).astype(np.float32)
