@@ -33,6 +33,9 @@
       (g, p, x, w, dy, dx, dw, db, work))
 
 #define ENTRY_POINTS(R, V)                                                                              \
+    V(decaf_channel_affine, (const float *x, const float *scale, const float *shift, float *y,          \
+                             ptrdiff_t B, ptrdiff_t C, ptrdiff_t HW, const decaf_epilogue *ep),         \
+      (x, scale, shift, y, B, C, HW, ep))                                                               \
     V(decaf_im2col, (const float *x, float *cols, int B, int C, int H, int W, int kh, int kw, int sh,   \
                      int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo),                \
       (x, cols, B, C, H, W, kh, kw, sh, sw, pad_top, pad_left, dh, dw, Ho, Wo))                         \
@@ -78,10 +81,7 @@
                                       int Wo, int sh, int sw, int pad_top, int pad_left, int dil_h,     \
                                       int dil_w),                                                       \
       (x, w, dy, dx, dw, B, C, H, W, kh, kw, Ho, Wo, sh, sw, pad_top, pad_left, dil_h, dil_w))          \
-    R(ptrdiff_t, decaf_copy_count_nonfinite, (const float *src, float *dst, ptrdiff_t n), (src, dst, n))\
-    V(decaf_channel_affine, (const float *x, const float *scale, const float *shift, float *y,          \
-                             ptrdiff_t B, ptrdiff_t C, ptrdiff_t HW, const decaf_epilogue *ep),         \
-      (x, scale, shift, y, B, C, HW, ep))
+    R(ptrdiff_t, decaf_copy_count_nonfinite, (const float *src, float *dst, ptrdiff_t n), (src, dst, n))
 
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)

@@ -39,6 +39,8 @@ int decaf_isa_current(void);
 #define DECAF_ISA_CAT(a, b) DECAF_ISA_CAT2(a, b)
 #define DECAF_ISA_NAME(name) DECAF_ISA_CAT(name, DECAF_ISA_SUFFIX)
 
+/* channel_affine.c */
+#define decaf_channel_affine DECAF_ISA_NAME(decaf_channel_affine)
 /* conv.c */
 #define decaf_conv_make_plan DECAF_ISA_NAME(decaf_conv_make_plan)
 #define decaf_conv_forward DECAF_ISA_NAME(decaf_conv_forward)
@@ -70,8 +72,6 @@ int decaf_isa_current(void);
 #define decaf_depthwise_conv_backward DECAF_ISA_NAME(decaf_depthwise_conv_backward)
 /* elementwise.c */
 #define decaf_copy_count_nonfinite DECAF_ISA_NAME(decaf_copy_count_nonfinite)
-/* channel_affine.c */
-#define decaf_channel_affine DECAF_ISA_NAME(decaf_channel_affine)
 #endif
 
 #endif
