@@ -1,8 +1,8 @@
 /* Runtime CPU dispatch: the kernels exist once per instruction set, in one extension.
  *
  * setup.py compiles the kernel sources (its ISA_KERNEL_SOURCES: conv.c, direct_conv.c, im2col.c,
- * gemm.c, pool.c, lrn.c, depthwise.c, elementwise.c) several times, once per variant, each time
- * with other flags and with DECAF_ISA_SUFFIX set:
+ * gemm.c, pool.c, lrn.c, depthwise.c, elementwise.c, channel_affine.c) several times, once per
+ * variant, each time with other flags and with DECAF_ISA_SUFFIX set:
  *     generic  the x86-64 baseline (SSE2), no flag           names end in _generic
  *     avx2     -mavx2 -mfma                                  names end in _avx2
  *     avx512   -mavx512f -mavx512bw -mavx512vl -mavx512dq    names end in _avx512
@@ -39,6 +39,8 @@ int decaf_isa_current(void);
 #define DECAF_ISA_CAT(a, b) DECAF_ISA_CAT2(a, b)
 #define DECAF_ISA_NAME(name) DECAF_ISA_CAT(name, DECAF_ISA_SUFFIX)
 
+/* channel_affine.c */
+#define decaf_channel_affine DECAF_ISA_NAME(decaf_channel_affine)
 /* conv.c */
 #define decaf_conv_make_plan DECAF_ISA_NAME(decaf_conv_make_plan)
 #define decaf_conv_forward DECAF_ISA_NAME(decaf_conv_forward)

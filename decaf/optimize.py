@@ -13,7 +13,9 @@ backward; training and gradient checks run the net as written. The passes ask th
    for s, t the affine's scale and shift, W'_k = s_k W_k and b'_k = s_k b_k + t_k, repeatedly
    (conv -> BatchNorm -> Scale is one conv). The folded layer is a new instance of the producer's
    type with those weights, writing the last affine's top; the net's own layers and parameters
-   are left as they are (saving, ``param_arrays`` and training see the net as written).
+   are left as they are (saving, ``param_arrays`` and training see the net as written). An
+   activation the net had fused into a folded affine (BatchNorm -> ReLU) runs by itself again, as
+   a copy, until pass 5 fuses it into the folded layer.
 3. **Residual-add fusion.** A layer that adds its two bottoms of its top's shape (``sums_bottoms``:
    Eltwise sum, Arithmetic add) one of whose bottoms is written by a layer that can add a tensor
    as it writes (``fuse_residual``: Convolution) and read by nothing else, the other bottom being
@@ -29,10 +31,15 @@ backward; training and gradient checks run the net as written. The passes ask th
    reads their top first (``epilogue`` / ``fuse_epilogue``, as ``Net`` does for the layers as
    written): conv -> BN -> ReLU becomes one convolution whose kernel applies the ReLU as it
    writes; so does conv -> BN -> add -> ReLU, or SiLU / HardSwish / LeakyReLU / sigmoid gates.
-6. **Dead-layer elimination.** A layer none of whose outputs is read any more, nor an output of
+6. **Activation outputs only.** A layer that applies the activation after it into the
+   activation's own top (every tensor of an imported graph is a new blob: Conv -> Relu,
+   BatchNorm -> Relu), its own top read by nothing else nor an output of the net, writes only the
+   activation's top (a shallow copy, fused in place into that top): one array written instead of
+   two. Its own top is then a blob the graph no longer computes.
+7. **Dead-layer elimination.** A layer none of whose outputs is read any more, nor an output of
    the net, is dropped (a net as written has none: every unread blob is an output; the passes
    above can leave some).
-7. **Zero-copy concatenation.** A layer whose top is its bottoms side by side (``bottom_slices``:
+8. **Zero-copy concatenation.** A layer whose top is its bottoms side by side (``bottom_slices``:
    Concat) gets bottoms that are views of its top, so that their producers write into it, when
    each bottom has one producer and no other reader and the views are contiguous (along the
    channels: at batch 1). It copies as usual at other batch sizes.
@@ -158,8 +165,8 @@ class Graph:
     """The optimized forward of ``net`` in the test phase (see the module docstring).
 
     ``steps``: what a full forward runs; ``actions``: what the passes did, as (kind, layer names,
-    into) with kind "folded", "residual", "silu", "fused", "identity", "dead" or "concat" (written in
-    place);
+    into) with kind "folded", "residual", "silu", "fused", "direct" (an activation's output only),
+    "identity", "dead" or "concat" (written in place);
     ``alias``: removed layers' top names
     -> the Blob holding their values; ``missing``: blob names the graph no longer computes."""
 
@@ -180,6 +187,7 @@ class Graph:
         steps = self._fuse_residuals(steps)
         steps = self._fuse_silus(steps)
         self._fuse_folded(steps)
+        self._write_activations_only(steps)
         self.steps = self._concat_in_place(self._remove_dead(steps))
         for step in self.steps:
             step.optimized = True
@@ -251,11 +259,23 @@ class Graph:
                 group.affines.append(a)
                 step.tops = step.writes = [affine.tops[0]]
                 removed.add(id(affine))
+                for reader in readers_of.get(id(affine.tops[0]), []):
+                    if reader.fused:        # an activation the affine applied: it runs again (see _unfuse)
+                        self._unfuse(reader)
         for group in self.folded:
             group.layer = self._derive(group)
             group.step.layer = group.layer
             self.actions.append(("folded", [a.name for a in group.affines], group.source.name))
         return [s for s in steps if id(s) not in removed]
+
+    def _unfuse(self, step):
+        """Run ``step`` (an activation the net fused into a layer that is folded away) by itself
+        again, as a shallow copy whose ``fused`` is off; activation fusion may then fuse it into the
+        folded layer."""
+        layer = copy.copy(step.layer)
+        layer.fused = False
+        self.copies.append((layer, step))
+        step.layer, step.fused = layer, False
 
     def _derive(self, group):
         """A new layer of the producer's type, with a bias, writing the last affine's top."""
@@ -413,6 +433,27 @@ class Graph:
                     step.writes = step.writes + [act_top]
                 self.actions.append(("fused", [reader.layer.name], source_name))
 
+    def _write_activations_only(self, steps):
+        """A layer applying the activation after it into that activation's own top (an imported
+        graph's Conv -> Relu, BatchNorm -> Relu), its own top read by nothing else, writes only the
+        activation's top: one array written instead of two (see the module docstring)."""
+        aliased = {id(b) for b in self.alias.values()}
+        inputs = {id(self.net.blobs[n]) for n in self.net.input_shapes}
+        for act in steps:
+            if not act.fused or len(act.bottoms) != 1 or len(act.tops) != 1 or act.tops[0] is act.bottoms[0]:
+                continue
+            top, out = act.bottoms[0], act.tops[0]
+            producers = [s for s in steps if not s.fused and len(s.tops) == 1 and s.tops[0] is top]
+            if (len(producers) != 1 or producers[0].writes != [top, out] or id(producers[0]) in self._gated
+                    or top.name in self.net.output_names or id(top) in aliased or id(top) in inputs
+                    or any(b is top for s in steps if s is not act for b in s.bottoms)):
+                continue
+            producer = producers[0]
+            layer = self._own_layer(producer)
+            if layer.fuse_epilogue(act.layer.epilogue(), True, None):
+                producer.tops = producer.writes = [out]
+                self.actions.append(("direct", [act.layer.name], layer.name))
+
     def _remove_dead(self, steps):
         wanted = {id(self.blob(n)) for n in self.net.output_names}
         kept = []
@@ -519,6 +560,8 @@ class Graph:
                  "residual": "adds done by the convolution before (residual fused)",
                  "silu": "sigmoid gates times their input done by the convolution before (SiLU)",
                  "fused": "fused into the layer before",
+                 "direct": "written by the layer before straight into their own top (the values before "
+                           "them not kept)",
                  "identity": "removed (identity at inference)", "dead": "removed (output not read)",
                  "concat": "concatenations written in place by their producers (no copy at batch 1)"}
         lines = []

@@ -178,6 +178,19 @@ def depthwise_conv_backward(x, w, dy, dx, dw, stride, pads, dilation):
     _for(x).depthwise_conv_backward(x, w, dy, dx, dw, stride, pads, dilation)
 
 
+def channel_affine(x, scale, shift, y, act=None, act_out=None):
+    """y = x * scale[c] + shift[c] for x (B, C, H, W) and scale, shift (C,) (y may be x: in place);
+    then the activation act = (kind, lo, hi, alpha) (see conv_forward) in y, or into act_out (y
+    keeping the values before it). BatchNorm at inference and Scale (csrc/channel_affine.c)."""
+    _for(x).channel_affine(x, scale, shift, y, act, act_out)
+
+
+def batchnorm_scale_shift(mean, var, weight, bias, eps, scale, shift):
+    """BatchNorm's statistics as channel_affine's scale and shift (C,): scale = weight / sqrt(var +
+    eps), shift = bias - scale mean (weight None: 1, bias None: 0)."""
+    _for(scale).batchnorm_scale_shift(mean, var, weight, bias, eps, scale, shift)
+
+
 def copy_count_nonfinite(src, dst):
     """dst[...] = src for flat arrays of one float dtype; returns how many values are NaN or inf."""
     return _for(src).copy_count_nonfinite(src, dst)

@@ -7,6 +7,7 @@ argmax), number of dimensions and C-contiguity, raising ValueError; the shape ch
 sure the C code never reads or writes outside the arrays. Inputs may be read-only (memory-mapped
 weights). Outputs must not overlap inputs. The C calls release the GIL.
 """
+from libc.math cimport sqrtf
 from operator import index as _index
 
 
@@ -97,6 +98,10 @@ cdef extern from "lrn.h":
                            int local_size, float alpha, float beta, float k) nogil
     void decaf_lrn_backward(const float *x, const float *y, const float *scale, const float *dy,
                             float *dx, int B, int C, int HW, int local_size, float alpha, float beta) nogil
+
+cdef extern from "channel_affine.h":
+    void decaf_channel_affine(const float *x, const float *scale, const float *shift, float *y, Py_ssize_t B,
+                              Py_ssize_t C, Py_ssize_t HW, const decaf_epilogue *ep) nogil
 
 cdef extern from "depthwise.h":
     void decaf_depthwise_conv_forward(const float *x, const float *w, const float *bias, float *y,
@@ -714,3 +719,82 @@ def copy_count_nonfinite(const float[::1] src not None, float[::1] dst not None)
     with nogil:
         bad = decaf_copy_count_nonfinite(&src[0], &dst[0], src.shape[0])
     return bad
+
+
+# ---- per-channel affine (BatchNorm at inference, Scale) ----------------------------------------
+
+cdef bint _overlap(const float[:, :, :, ::1] a, const float[:, :, :, ::1] b):
+    """Do two equally shaped arrays share memory without being the same elements?"""
+    cdef Py_ssize_t n = a.shape[0] * a.shape[1] * a.shape[2] * a.shape[3]
+    if n == 0:
+        return False
+    cdef const float *pa = &a[0, 0, 0, 0]
+    cdef const float *pb = &b[0, 0, 0, 0]
+    return pa != pb and pa < pb + n and pb < pa + n
+
+
+def channel_affine(const float[:, :, :, ::1] x not None, const float[::1] scale not None,
+                   const float[::1] shift not None, float[:, :, :, ::1] y not None, act=None, act_out=None):
+    """y = x * scale[c] + shift[c] over (B, C, H, W) (y may be x); then the activation act =
+    (kind, lo, hi, alpha) (see conv_forward) in y, or into act_out (y keeping the values before it)."""
+    shape = _shape4(x)
+    cdef Py_ssize_t B = x.shape[0], C = x.shape[1], HW = x.shape[2] * x.shape[3]
+    _expect_shape("channel_affine", "y", _shape4(y), shape)
+    _expect_shape("channel_affine", "scale", (scale.shape[0],), (C,))
+    _expect_shape("channel_affine", "shift", (shift.shape[0],), (C,))
+    if act_out is not None and act is None:
+        raise ValueError("channel_affine: act_out without act")
+    if _overlap(x, y):
+        raise ValueError("channel_affine: y overlaps x without being x")
+    cdef float[:, :, :, ::1] out
+    if act_out is not None:
+        out = act_out
+        _expect_shape("channel_affine", "act_out", _shape4(out), shape)
+        if _overlap(out, y) or _overlap(out, x):
+            raise ValueError("channel_affine: act_out overlaps x or y without being it")
+    cdef decaf_epilogue e
+    _epilogue("channel_affine", &e, act, False, 0.0, act_out, None, y)
+    if B * C * HW == 0:
+        return
+    with nogil:
+        decaf_channel_affine(&x[0, 0, 0, 0], &scale[0], &shift[0], &y[0, 0, 0, 0], B, C, HW, &e)
+
+
+def batchnorm_scale_shift(const float[::1] mean not None, const float[::1] var not None, weight, bias,
+                          double eps, float[::1] scale not None, float[::1] shift not None):
+    """scale = weight / sqrt(var + eps), shift = bias - scale mean (weight None: 1, bias None: 0),
+    per channel (float32; simple loops over pointers, which the compiler vectorises)."""
+    cdef Py_ssize_t c, C = mean.shape[0]
+    cdef const float[::1] w
+    cdef const float[::1] b
+    for name, a in (("var", var), ("scale", scale), ("shift", shift)):
+        _expect_shape("batchnorm_scale_shift", name, (a.shape[0],), (C,))
+    if weight is not None:
+        w = weight
+        _expect_shape("batchnorm_scale_shift", "weight", (w.shape[0],), (C,))
+    if bias is not None:
+        b = bias
+        _expect_shape("batchnorm_scale_shift", "bias", (b.shape[0],), (C,))
+    if C == 0:
+        return
+    cdef float e = eps
+    cdef float *s = &scale[0]
+    cdef float *t = &shift[0]
+    cdef const float *m = &mean[0]
+    cdef const float *v = &var[0]
+    cdef const float *wp = &w[0] if weight is not None else NULL
+    cdef const float *bp = &b[0] if bias is not None else NULL
+    with nogil:
+        for c in range(C):
+            s[c] = sqrtf(v[c] + e)
+        if wp:
+            for c in range(C):
+                s[c] = wp[c] / s[c]
+        else:
+            for c in range(C):
+                s[c] = 1.0 / s[c]
+        for c in range(C):
+            t[c] = -(s[c] * m[c])
+        if bp:
+            for c in range(C):
+                t[c] = bp[c] + t[c]

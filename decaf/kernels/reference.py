@@ -21,7 +21,8 @@ __all__ = [
     "max_pool_forward", "max_pool_values", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",
     "lrn_forward", "lrn_backward",
     "depthwise_conv_forward", "depthwise_conv_backward",
-    "conv_work_size", "conv_forward", "conv_backward", "copy_count_nonfinite",
+    "conv_work_size", "conv_forward", "conv_backward", "copy_count_nonfinite", "channel_affine",
+    "batchnorm_scale_shift",
 ]
 
 
@@ -415,3 +416,34 @@ def copy_count_nonfinite(src, dst):
     """dst[...] = src; returns the number of NaN or infinite values."""
     dst[...] = src
     return int(np.count_nonzero(~np.isfinite(src)))
+
+
+# ---- per-channel affine (BatchNorm at inference, Scale) ----------------------------------------
+
+def channel_affine(x, scale, shift, y, act=None, act_out=None):
+    """y = x * scale[c] + shift[c] over (B, C, H, W) (y may be x); then the activation act in y,
+    or into act_out (y keeping the values before it)."""
+    if getattr(x, "ndim", None) != 4:
+        raise ValueError(f"channel_affine: x must be 4-D (B, C, H, W), got shape {np.shape(x)}")
+    outputs = {"act_out": act_out} if act_out is not None else {}
+    C = x.shape[1]
+    _check("channel_affine", {"y": x.shape, "scale": (C,), "shift": (C,), "act_out": x.shape},
+           x=x, scale=scale, shift=shift, y=y, **outputs)
+    if act_out is not None and act is None:
+        raise ValueError("channel_affine: act_out without act")
+    out = x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+    y[...] = out
+    if act is not None:
+        (y if act_out is None else act_out)[...] = activation(out, act)
+
+
+def batchnorm_scale_shift(mean, var, weight, bias, eps, scale, shift):
+    """scale = weight / sqrt(var + eps), shift = bias - scale mean (weight None: 1, bias None: 0):
+    BatchNorm at inference as channel_affine's scale and shift."""
+    C = mean.shape[0] if mean.ndim == 1 else -1
+    given = {k: a for k, a in (("weight", weight), ("bias", bias)) if a is not None}
+    _check("batchnorm_scale_shift", {k: (C,) for k in ("var", "weight", "bias", "scale", "shift")},
+           mean=mean, var=var, scale=scale, shift=shift, **given)
+    s = (1 if weight is None else weight) / np.sqrt(var + np.asarray(eps, var.dtype))
+    scale[...] = s
+    shift[...] = (0 if bias is None else bias) - s * mean

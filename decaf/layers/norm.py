@@ -14,10 +14,16 @@ BatchNorm (parameters eps=1e-5, momentum=0.9, use_global_stats, affine):
 
 Scale (parameter bias_term=False): y = x * gamma_c (+ beta_c);
     dx = dy * gamma_c;  dgamma_c = sum(dy * x);  dbeta_c = sum(dy)
+
+Both write y = x s_c + t_c in one pass (csrc/channel_affine.c; BatchNorm with global statistics
+as s = gamma / sqrt(var + eps), t = beta - s mu), applying the activation that reads their top
+when the net or the graph optimizer fuses it (``fuse_epilogue``: BN -> ReLU is one pass).
 """
+import math
+
 import numpy as np
 
-from .. import fillers
+from .. import fillers, kernels
 from ..interop import caffe_importer, onnx_importer
 from ..layer import Layer, per_image, register
 
@@ -31,8 +37,35 @@ def _reduce_axes(ndim):
     return (0,) + tuple(range(2, ndim))
 
 
+def _nchw(a):
+    """A view of a (B, C, ...) array as (B, C, rest, 1), the kernel's 4-D layout; never a copy (an
+    output written through a copy would be lost: a non-contiguous array raises)."""
+    if a.ndim == 4:
+        return a
+    v = a.view()
+    v.shape = a.shape[:2] + (math.prod(a.shape[2:]), 1)
+    return v
+
+
+class _ChannelAffine(Layer):
+    """What BatchNorm and Scale share: top = act(x s_c + t_c) in one pass, act the activation that
+    reads the top when it was fused (``fuse_epilogue``), in place or into its own top."""
+    fused_act = None         # its (kind, lo, hi, alpha) (decaf.layer.Epilogue.act)
+    fused_act_blob = None    # its top when that is a new blob (this top then keeps the values before it)
+
+    def fuse_epilogue(self, epilogue, in_place, out_blob):
+        """Every Epilogue kind (csrc/activation.h), in place or into out_blob."""
+        self.fused_act, self.fused_act_blob = epilogue.act, out_blob
+        return True
+
+    def _write(self, x, scale, shift, top):
+        act_out = None if self.fused_act_blob is None else _nchw(self.fused_act_blob.data)
+        kernels.channel_affine(_nchw(np.ascontiguousarray(x)), scale, shift, _nchw(top[0].data),
+                               act=self.fused_act, act_out=act_out)
+
+
 @register
-class BatchNorm(Layer):
+class BatchNorm(_ChannelAffine):
     type_name = "BatchNorm"
     group = "norm"
     unit_params = ("weight",)
@@ -86,31 +119,57 @@ class BatchNorm(Layer):
         g = self.p["use_global_stats"]
         return self.phase == "test" if g is None else bool(g)
 
+    xhat = inv_std = None       # kept by a forward with batch statistics, for backward
+    _st = None                  # the (2, C) buffer of s and t
+
+    def _scale_shift(self, dtype):
+        """s = gamma / sqrt(var + eps) and t = beta - s mean of the global statistics, in ``dtype``,
+        into a buffer kept from one forward to the next."""
+        c = self.mean.shape[0]
+        if self._st is None or self._st.dtype != dtype or self._st.shape[1] != c:
+            self._st = np.empty((2, c), dtype)
+        s, t = self._st
+
+        def value(param):
+            return np.asarray(param.data, dtype)
+        gamma, beta = (value(self.gamma), value(self.beta)) if self.p["affine"] else (None, None)
+        kernels.batchnorm_scale_shift(value(self.mean), value(self.var), gamma, beta, float(self.p["eps"]), s, t)
+        return s, t
+
+    def _statistics(self, x):
+        """1 / sqrt(var + eps) and xhat of x with the global statistics."""
+        inv_std = 1.0 / np.sqrt(self.var.data + self.p["eps"]).astype(x.dtype)
+        return inv_std, (x - _per_channel(self.mean.data, x.ndim)) * _per_channel(inv_std, x.ndim)
+
     def forward(self, bottom, top):
         x = bottom[0].data
+        if self._global():            # y = x s + t: one pass; backward recomputes xhat from x
+            self.xhat = self.inv_std = None
+            self._write(x, *self._scale_shift(x.dtype), top)
+            return
         axes = _reduce_axes(x.ndim)
-        if self._global():
-            mu, var = self.mean.data, self.var.data
-        else:
-            mu, var = x.mean(axis=axes), x.var(axis=axes)
-            m = x.size // x.shape[1]
-            mom = self.p["momentum"]
-            self.mean.data[...] = mom * self.mean.data + (1 - mom) * mu
-            self.var.data[...] = mom * self.var.data + (1 - mom) * var * m / max(m - 1, 1)
+        mu, var = x.mean(axis=axes), x.var(axis=axes)
+        m = x.size // x.shape[1]
+        mom = self.p["momentum"]
+        self.mean.data[...] = mom * self.mean.data + (1 - mom) * mu
+        self.var.data[...] = mom * self.var.data + (1 - mom) * var * m / max(m - 1, 1)
         self.inv_std = 1.0 / np.sqrt(var + self.p["eps"]).astype(x.dtype)
         self.xhat = (x - _per_channel(mu, x.ndim)) * _per_channel(self.inv_std, x.ndim)
-        y = top[0].data
+        c = x.shape[1]
         if self.p["affine"]:
-            np.multiply(self.xhat, _per_channel(self.gamma.data, x.ndim), out=y)
-            y += _per_channel(self.beta.data, x.ndim)
+            gamma, beta = np.asarray(self.gamma.data, x.dtype), np.asarray(self.beta.data, x.dtype)
         else:
-            y[...] = self.xhat
+            gamma, beta = np.ones(c, x.dtype), np.zeros(c, x.dtype)
+        self._write(self.xhat, gamma, beta, top)
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff
         axes, nd = _reduce_axes(dy.ndim), dy.ndim
+        inv_std, xhat = self.inv_std, self.xhat
+        if xhat is None:
+            inv_std, xhat = self._statistics(bottom[0].data)
         if self.p["affine"]:
-            self.gamma.diff[...] = np.sum(dy * self.xhat, axis=axes)
+            self.gamma.diff[...] = np.sum(dy * xhat, axis=axes)
             self.beta.diff[...] = np.sum(dy, axis=axes)
             dxhat = dy * _per_channel(self.gamma.data, nd)
         else:
@@ -121,8 +180,8 @@ class BatchNorm(Layer):
             dx = dxhat
         else:
             dx = (dxhat - dxhat.mean(axis=axes, keepdims=True)
-                  - self.xhat * (dxhat * self.xhat).mean(axis=axes, keepdims=True))
-        np.multiply(dx, _per_channel(self.inv_std, nd), out=bottom[0].diff)
+                  - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True))
+        np.multiply(dx, _per_channel(inv_std, nd), out=bottom[0].diff)
 
     def to_onnx(self, g):
         """BatchNormalization in inference mode (scale 1 and bias 0 when not affine)."""
@@ -139,7 +198,7 @@ class BatchNorm(Layer):
 
 
 @register
-class Scale(Layer):
+class Scale(_ChannelAffine):
     type_name = "Scale"
     group = "norm"
     unit_params = ("weight",)
@@ -179,11 +238,17 @@ class Scale(Layer):
             raise self.shape_error("channel count", self.gamma.shape[0], bottom_shapes[0])
         return [bottom_shapes[0]]
 
+    _zeros = None            # the shift without a bias term
+
     def forward(self, bottom, top):
         x = bottom[0].data
-        np.multiply(x, _per_channel(self.gamma.data, x.ndim), out=top[0].data)
         if self.beta is not None:
-            top[0].data += _per_channel(self.beta.data, x.ndim)
+            shift = np.asarray(self.beta.data, x.dtype)
+        else:
+            if self._zeros is None or self._zeros.dtype != x.dtype or len(self._zeros) != x.shape[1]:
+                self._zeros = np.zeros(x.shape[1], x.dtype)
+            shift = self._zeros
+        self._write(x, np.asarray(self.gamma.data, x.dtype), shift, top)
 
     def backward(self, top, propagate_down, bottom):
         dy, x = top[0].diff, bottom[0].data

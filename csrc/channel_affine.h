@@ -1,0 +1,22 @@
+/* A per-channel affine map with the activation epilogue: BatchNorm at inference, Scale, and Mul /
+ * Add by per-channel constants, each one pass over the tensor.
+ *
+ * x, y (B, C, HW) contiguous, scale and shift (C):
+ *     y[b, c, i] = x[b, c, i] * scale[c] + shift[c]
+ * then the epilogue ep (activation.h; NULL: none): its activation in y, or into ep->out (y keeping
+ * the values before it); ep->residual, when given, is added before the activation. */
+#ifndef DECAF_CHANNEL_AFFINE_H
+#define DECAF_CHANNEL_AFFINE_H
+
+#include "isa.h"   /* first: the names of this header in a per-ISA compile */
+
+#include <stddef.h>
+
+#include "activation.h"   /* decaf_epilogue */
+
+/* y may be x (in place); ep->out may be x or y, else it overlaps neither. Parallel over the
+ * (image, channel) planes with decaf's threads when the tensor is large enough (threads.h). */
+void decaf_channel_affine(const float *x, const float *scale, const float *shift, float *y, ptrdiff_t B,
+                          ptrdiff_t C, ptrdiff_t HW, const decaf_epilogue *ep);
+
+#endif
