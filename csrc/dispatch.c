@@ -9,6 +9,7 @@
 #include "depthwise.h"
 #include "elementwise.h"
 #include "gemm.h"
+#include "grouped_conv.h"
 #include "im2col.h"
 #include "isa.h"
 #include "lrn.h"
@@ -80,7 +81,13 @@
                                       int Wo, int sh, int sw, int pad_top, int pad_left, int dil_h,     \
                                       int dil_w),                                                       \
       (x, w, dy, dx, dw, B, C, H, W, kh, kw, Ho, Wo, sh, sw, pad_top, pad_left, dil_h, dil_w))          \
-    R(ptrdiff_t, decaf_copy_count_nonfinite, (const float *src, float *dst, ptrdiff_t n), (src, dst, n))
+    R(ptrdiff_t, decaf_copy_count_nonfinite, (const float *src, float *dst, ptrdiff_t n), (src, dst, n)) \
+    R(int, decaf_grouped_conv_supported, (const decaf_conv_geom *g), (g))                                \
+    R(ptrdiff_t, decaf_grouped_conv_work_size, (const decaf_conv_geom *g, int threads), (g, threads))    \
+    V(decaf_grouped_conv_forward, (const decaf_conv_geom *g, int threads, const float *x, const float *w, \
+                                   const float *bias, float *y, float *work, const decaf_epilogue *ep),  \
+      (g, threads, x, w, bias, y, work, ep))                                                            \
+    R(int, decaf_grouped_conv_preferred, (const decaf_conv_geom *g, int threads), (g, threads))
 
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)

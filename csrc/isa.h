@@ -73,6 +73,11 @@ int decaf_isa_current(void);
 #define decaf_depthwise_conv_backward DECAF_ISA_NAME(decaf_depthwise_conv_backward)
 /* elementwise.c */
 #define decaf_copy_count_nonfinite DECAF_ISA_NAME(decaf_copy_count_nonfinite)
+/* grouped_conv.c */
+#define decaf_grouped_conv_supported DECAF_ISA_NAME(decaf_grouped_conv_supported)
+#define decaf_grouped_conv_work_size DECAF_ISA_NAME(decaf_grouped_conv_work_size)
+#define decaf_grouped_conv_forward DECAF_ISA_NAME(decaf_grouped_conv_forward)
+#define decaf_grouped_conv_preferred DECAF_ISA_NAME(decaf_grouped_conv_preferred)
 #endif
 
 #endif

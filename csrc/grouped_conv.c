@@ -1,0 +1,310 @@
+#include "grouped_conv.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define GC_SIMD 1
+#endif
+
+#include "activation.h"
+#include "im2col.h"   /* decaf_valid_outputs */
+#include "threads.h"
+
+/* How it works (AVX2 + FMA; the AVX-512 variant compiles the same code, 8 lanes, see below).
+ *
+ * One task is (image b, group g, band of output rows). It first copies the Cg input planes of its
+ * group, the rows its band reads, into the thread's buffer, zero-padded (as depthwise.c does), so
+ * that every load of the inner loop is a plain unaligned load with no bounds test. With a column
+ * stride sw > 1 each padded row is stored split into sw phases, phase q holding padded columns
+ * q, q + sw, q + 2 sw, ..: the outputs ow .. ow + 7 of tap j read padded columns (ow + l) sw + j,
+ * which are phase j % sw, columns ow + l + j / sw: 8 consecutive floats again (no shuffles in the
+ * inner loop; the split is paid once per input element, not once per load).
+ *
+ * Buffer layout of one task, rows of Wq floats:
+ *     buf[c][q][r][m] = padded input (row oh_lo sh + r, column m sw + q) of channel c of the group
+ *                       (c < Cg, q < phases = min(sw, kw), r < Hq, m < Wq)
+ * so tap t = (c, i, j) of the output vector at (oh, ow0) reads 8 floats at
+ *     buf + off[t] + (oh - oh_lo) sh Wq + ow0,   off[t] = c chan + (j % sw) Hq Wq + i Wq + j / sw
+ * (off[] is computed once per call, in the head of `work`).
+ *
+ * The outputs of a band are enumerated as "positions": vectors of 8 consecutive outputs of a row,
+ * nv = ceil(Wo / 8) per row, row-major; the last vector of a row is partial when 8 does not divide
+ * Wo (its extra lanes read padding and are not stored). A register tile is R output channels x V
+ * positions: R V accumulators (12), initialised with the bias; per tap, V vector loads, R weight
+ * broadcasts straight from w (K, Cg, kh, kw), R V FMAs. The positions loop runs outside the
+ * output-channel blocks so the few buffer rows a tile reads stay in L1 for all Kg channels. A last
+ * tile short of positions or channels repeats the last one (recomputes it and stores the same
+ * values again) rather than needing more compiled tile shapes. */
+
+#ifdef GC_SIMD
+enum { GC_LANES = 8, GC_ACC = 12, GC_MAXR = 4, GC_MAXV = 8 };
+
+typedef struct {
+    int Cg, Kg;          /* input and output channels per group */
+    int T;               /* taps per output: Cg kh kw */
+    int phases;          /* column phases stored: min(sw, kw) (tap j reads phase j % sw) */
+    int nv;              /* positions (vectors of 8 outputs) per output row: ceil(Wo / 8) */
+    int Wq;              /* floats per buffer row */
+    int band_rows;       /* output rows per task (the last band may have fewer) */
+    int bands;           /* tasks per (image, group) */
+    int Hq;              /* buffer rows: the padded input rows a full band reads */
+    int R, V;            /* the register tile */
+    ptrdiff_t chan;      /* floats per channel in the buffer: phases Hq Wq */
+    ptrdiff_t buf;       /* floats of one thread's buffer (a multiple of 16) */
+    ptrdiff_t head;      /* floats before the first buffer: off[T] as ints (a multiple of 16) */
+} gc_layout;
+
+static ptrdiff_t round16(ptrdiff_t n)
+{
+    return (n + 15) / 16 * 16;
+}
+
+/* Output channels per tile: the one of 4, 3, 2 that wastes fewest repeated channels on Kg
+ * (larger first on a tie); 1 only for Kg = 1. V fills 12 accumulators (8 for R = 1: with one
+ * weight per tap the loads, not the FMAs, limit it). */
+static void gc_tile_shape(int Kg, int *R, int *V)
+{
+    int best = Kg == 1 ? 1 : 4;
+    if (Kg > 1)
+        for (int r = 3; r >= 2; --r)
+            if ((Kg + r - 1) / r * r < (Kg + best - 1) / best * best)
+                best = r;
+    *R = best;
+    *V = best == 1 ? 8 : GC_ACC / best;
+}
+
+static gc_layout gc_make_layout(const decaf_conv_geom *g, int threads)
+{
+    gc_layout L;
+    if (threads < 1)
+        threads = 1;
+    L.Cg = g->C / g->G;
+    L.Kg = g->K / g->G;
+    L.T = L.Cg * g->kh * g->kw;
+    L.phases = g->sw < g->kw ? g->sw : g->kw;
+    L.nv = (g->Wo + GC_LANES - 1) / GC_LANES;
+    /* the last position of a row starts at column (nv - 1) 8 and its lanes reach 7 further, plus
+     * (kw - 1) / sw for the last tap */
+    L.Wq = L.nv * GC_LANES + (g->kw - 1) / g->sw;
+    /* Bands: one per (image, group) when those tasks are many or split evenly over the threads;
+     * else the fewest bands that make them so (13 groups on 2 threads: 2 bands each, 26 tasks). */
+    const ptrdiff_t bg = (ptrdiff_t)g->B * g->G;
+    int bands = 1;
+    if (threads > 1)
+        while (bands < g->Ho && (bg * bands) % threads != 0 && bg * bands < 16 * threads) ++bands;
+    L.band_rows = (g->Ho + bands - 1) / bands;
+    if (L.band_rows < 1)
+        L.band_rows = 1;
+    L.bands = (g->Ho + L.band_rows - 1) / L.band_rows;
+    L.Hq = (L.band_rows - 1) * g->sh + g->kh;
+    gc_tile_shape(L.Kg, &L.R, &L.V);
+    L.chan = (ptrdiff_t)L.phases * L.Hq * L.Wq;
+    L.buf = round16(L.Cg * L.chan);
+    L.head = round16(L.T);   /* (an int per tap, stored in the floats: both are 4 bytes) */
+    return L;
+}
+
+/* The buffer of a task (see the top of the file): rows oh_lo sh - pad_top + r of the input, r < rows. */
+static void gc_fill(const gc_layout *L, const decaf_conv_geom *g, const float *xg, int oh_lo, int oh_hi,
+                    float *buf)
+{
+    const int rows = (oh_hi - oh_lo - 1) * g->sh + g->kh, r0 = oh_lo * g->sh - g->pad_top;
+    const int W = g->W, sw = g->sw, Wq = L->Wq;
+    for (int q = 0; q < L->phases; ++q) {
+        /* buffer column m holds input column m sw + q - pad_left: inside the image for m in [lo, hi) */
+        int lo, hi;
+        decaf_valid_outputs(q - g->pad_left, sw, W, Wq, &lo, &hi);
+        for (int c = 0; c < L->Cg; ++c) {
+            const float *xc = xg + (ptrdiff_t)c * g->H * W;
+            float *d = buf + c * L->chan + (ptrdiff_t)q * L->Hq * Wq;
+            for (int r = 0; r < rows; ++r) {
+                float *dr = d + (ptrdiff_t)r * Wq;
+                const int ih = r0 + r;
+                if (ih < 0 || ih >= g->H) {
+                    memset(dr, 0, sizeof(float) * (size_t)Wq);
+                    continue;
+                }
+                const float *xr = xc + (ptrdiff_t)ih * W + q - g->pad_left;   /* xr[m sw]: column m */
+                for (int m = 0; m < lo; ++m) dr[m] = 0.0f;
+                if (sw == 1)
+                    memcpy(dr + lo, xr + lo, sizeof(float) * (size_t)(hi - lo));
+                else
+                    for (int m = lo; m < hi; ++m) dr[m] = xr[(ptrdiff_t)m * sw];
+                for (int m = hi; m < Wq; ++m) dr[m] = 0.0f;
+            }
+        }
+    }
+}
+
+/* lanes_mask + 8 - n: the first n lanes set. */
+static const int32_t lanes_mask[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+
+/* Every tile of a band: output rows [oh_lo, oh_hi) of the group's Kg channels. wg: the group's
+ * weights (Kg rows of T), bg: its bias (NULL: none), yg: its first output plane of image b. */
+static inline __attribute__((always_inline)) void gc_band(
+    const gc_layout *L, const decaf_conv_geom *g, const float *buf, const int *off, const float *wg,
+    const float *bg, float *yg, int oh_lo, int oh_hi, const int R, const int V)
+{
+    const int P = (oh_hi - oh_lo) * L->nv, T = L->T, Kg = L->Kg, Wo = g->Wo, nv = L->nv;
+    const ptrdiff_t plane = (ptrdiff_t)g->Ho * Wo, row_step = (ptrdiff_t)g->sh * L->Wq;
+    for (int p0 = 0; p0 < P; p0 += V) {
+        ptrdiff_t in[GC_MAXV], at[GC_MAXV];
+        __m256i mask[GC_MAXV];
+        int full[GC_MAXV];
+        _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v) {
+            const int p = p0 + v < P ? p0 + v : P - 1;   /* past the end: the last one again */
+            const int row = p / nv, ow0 = (p % nv) * GC_LANES, n = Wo - ow0 < GC_LANES ? Wo - ow0 : GC_LANES;
+            in[v] = row * row_step + ow0;                  /* buffer offset of tap (0, 0, 0) */
+            at[v] = (ptrdiff_t)(oh_lo + row) * Wo + ow0;   /* output offset in a plane */
+            full[v] = n == GC_LANES;
+            mask[v] = _mm256_loadu_si256((const __m256i *)(lanes_mask + GC_LANES - n));
+        }
+        for (int k0 = 0; k0 < Kg; k0 += R) {
+            const float *wr[GC_MAXR];
+            float *yr[GC_MAXR];
+            __m256 acc[GC_ACC];
+            _Pragma("GCC unroll 4") for (int r = 0; r < R; ++r) {
+                const int k = k0 + r < Kg ? k0 + r : Kg - 1;   /* past Kg: the last channel again */
+                wr[r] = wg + (ptrdiff_t)k * T;
+                yr[r] = yg + k * plane;
+                const __m256 b = _mm256_set1_ps(bg ? bg[k] : 0.0f);
+                _Pragma("GCC unroll 12") for (int v = 0; v < V; ++v) acc[r * V + v] = b;
+            }
+            for (int t = 0; t < T; ++t) {
+                const float *x = buf + off[t];
+                __m256 xv[GC_MAXV];
+                _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v) xv[v] = _mm256_loadu_ps(x + in[v]);
+                _Pragma("GCC unroll 4") for (int r = 0; r < R; ++r) {
+                    const __m256 wv = _mm256_broadcast_ss(wr[r] + t);
+                    _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v)
+                        acc[r * V + v] = _mm256_fmadd_ps(xv[v], wv, acc[r * V + v]);
+                }
+            }
+            _Pragma("GCC unroll 4") for (int r = 0; r < R; ++r)
+                _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v) {
+                    if (full[v])
+                        _mm256_storeu_ps(yr[r] + at[v], acc[r * V + v]);
+                    else
+                        _mm256_maskstore_ps(yr[r] + at[v], mask[v], acc[r * V + v]);
+                }
+        }
+    }
+}
+
+static void gc_task(const gc_layout *L, const decaf_conv_geom *g, const float *x, const float *w,
+                    const float *bias, float *y, float *buf, const int *off, const decaf_epilogue *ep,
+                    ptrdiff_t task)
+{
+    /* task = (b G + group) bands + band */
+    const int band = (int)(task % L->bands), group = (int)(task / L->bands % g->G);
+    const int b = (int)(task / L->bands / g->G);
+    const int oh_lo = band * L->band_rows, oh_hi = oh_lo + L->band_rows < g->Ho ? oh_lo + L->band_rows : g->Ho;
+    const ptrdiff_t plane = (ptrdiff_t)g->Ho * g->Wo;
+    const ptrdiff_t first = (ptrdiff_t)b * g->K + (ptrdiff_t)group * L->Kg;   /* its first output channel */
+    gc_fill(L, g, x + ((ptrdiff_t)b * g->C + (ptrdiff_t)group * L->Cg) * g->H * g->W, oh_lo, oh_hi, buf);
+    const float *wg = w + (ptrdiff_t)group * L->Kg * L->T;
+    const float *bg = bias ? bias + (ptrdiff_t)group * L->Kg : NULL;
+    float *yg = y + first * plane;
+    switch (L->R) {
+    case 4: gc_band(L, g, buf, off, wg, bg, yg, oh_lo, oh_hi, 4, 3); break;
+    case 3: gc_band(L, g, buf, off, wg, bg, yg, oh_lo, oh_hi, 3, 4); break;
+    case 2: gc_band(L, g, buf, off, wg, bg, yg, oh_lo, oh_hi, 2, 6); break;
+    default: gc_band(L, g, buf, off, wg, bg, yg, oh_lo, oh_hi, 1, 8); break;
+    }
+    if (ep)   /* (the bias is in) */
+        for (int k = 0; k < L->Kg; ++k)
+            decaf_epilogue_at(ep, y, (first + k) * plane + (ptrdiff_t)oh_lo * g->Wo,
+                              (ptrdiff_t)(oh_hi - oh_lo) * g->Wo, 0.0f);
+}
+#endif
+
+int decaf_grouped_conv_supported(const decaf_conv_geom *g)
+{
+#ifdef GC_SIMD
+    return g->G > 1 && g->C % g->G == 0 && g->K % g->G == 0 && !(g->C == g->G && g->K == g->G)
+           && g->dh == 1 && g->dw == 1 && g->kh >= 1 && g->kw >= 1 && g->sh >= 1 && g->sw >= 1
+           && g->Ho >= 1 && g->Wo >= 1;
+#else
+    (void)g;
+    return 0;
+#endif
+}
+
+ptrdiff_t decaf_grouped_conv_work_size(const decaf_conv_geom *g, int threads)
+{
+#ifdef GC_SIMD
+    const gc_layout L = gc_make_layout(g, threads);
+    return L.head + (ptrdiff_t)(threads < 1 ? 1 : threads) * L.buf;
+#else
+    (void)g, (void)threads;
+    return 0;
+#endif
+}
+
+void decaf_grouped_conv_forward(const decaf_conv_geom *g, int threads, const float *x, const float *w,
+                                const float *bias, float *y, float *work, const decaf_epilogue *ep)
+{
+    const int Cg = g->C / g->G;
+    const ptrdiff_t macs = (ptrdiff_t)g->B * g->K * g->Ho * g->Wo * Cg * g->kh * g->kw;
+#ifdef GC_SIMD
+    if (threads < 1)
+        threads = 1;
+    const gc_layout L = gc_make_layout(g, threads);
+    int *off = (int *)work;   /* the head of work: int and float are both 4 bytes */
+    for (int c = 0; c < Cg; ++c)
+        for (int i = 0; i < g->kh; ++i)
+            for (int j = 0; j < g->kw; ++j)
+                off[(c * g->kh + i) * g->kw + j] = (int)(c * L.chan + (ptrdiff_t)(j % g->sw) * L.Hq * L.Wq
+                                                         + (ptrdiff_t)i * L.Wq + j / g->sw);
+    const ptrdiff_t tasks = (ptrdiff_t)g->B * g->G * L.bands;
+    int nt = macs < 32768 ? 1 : threads;   /* (as decaf_threads_for: waking the team costs more) */
+    if (nt > tasks)
+        nt = (int)(tasks < 1 ? 1 : tasks);
+    #pragma omp parallel num_threads(nt)
+    {
+        float *buf = work + L.head + (ptrdiff_t)decaf_thread_num() * L.buf;
+        #pragma omp for schedule(static)
+        for (ptrdiff_t task = 0; task < tasks; ++task)
+            gc_task(&L, g, x, w, bias, y, buf, off, ep, task);
+    }
+#else
+    /* Without AVX2 (decaf_grouped_conv_supported says 0, so conv.c runs im2col + GEMM instead):
+     * the same sum, plainly, so that a call is still right. One (image, output channel) plane per
+     * iteration. */
+    (void)work;
+    const int Kg = g->K / g->G;
+    const int nt = macs < 32768 ? 1 : (threads < 1 ? 1 : threads);
+    #pragma omp parallel for schedule(static) num_threads(nt)
+    for (ptrdiff_t bk = 0; bk < (ptrdiff_t)g->B * g->K; ++bk) {
+        const int b = (int)(bk / g->K), k = (int)(bk % g->K), group = k / Kg;
+        float *yp = y + bk * g->Ho * g->Wo;
+        for (int p = 0; p < g->Ho * g->Wo; ++p) yp[p] = bias ? bias[k] : 0.0f;
+        for (int c = 0; c < Cg; ++c) {
+            const float *xc = x + ((ptrdiff_t)b * g->C + (ptrdiff_t)group * Cg + c) * g->H * g->W;
+            for (int i = 0; i < g->kh; ++i) {
+                int oh_lo, oh_hi;
+                decaf_valid_outputs(i - g->pad_top, g->sh, g->H, g->Ho, &oh_lo, &oh_hi);
+                for (int j = 0; j < g->kw; ++j) {
+                    int ow_lo, ow_hi;
+                    decaf_valid_outputs(j - g->pad_left, g->sw, g->W, g->Wo, &ow_lo, &ow_hi);
+                    const float wv = w[(((ptrdiff_t)k * Cg + c) * g->kh + i) * g->kw + j];
+                    for (int oh = oh_lo; oh < oh_hi; ++oh) {
+                        const float *row = xc + (ptrdiff_t)(oh * g->sh + i - g->pad_top) * g->W + j - g->pad_left;
+                        float *out = yp + (ptrdiff_t)oh * g->Wo;
+                        for (int ow = ow_lo; ow < ow_hi; ++ow) out[ow] += wv * row[(ptrdiff_t)ow * g->sw];
+                    }
+                }
+            }
+        }
+        decaf_epilogue_at(ep, y, bk * g->Ho * g->Wo, (ptrdiff_t)g->Ho * g->Wo, 0.0f);
+    }
+#endif
+}
+
+int decaf_grouped_conv_preferred(const decaf_conv_geom *g, int threads)
+{
+    (void)threads;
+    return decaf_grouped_conv_supported(g);   /* (refined from benchmarks/bench_grouped.py) */
+}
