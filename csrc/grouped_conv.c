@@ -12,7 +12,8 @@
 #include "im2col.h"   /* decaf_valid_outputs */
 #include "threads.h"
 
-/* How it works (AVX2 + FMA; the AVX-512 variant compiles the same code, 8 lanes, see below).
+/* How it works (AVX2 + FMA). The AVX-512 variant (built with -mavx2 -mfma too) compiles this same
+ * 8-lane code: no 16-lane transcription yet, as no machine here runs AVX-512 to test one.
  *
  * One task is (image b, group g, band of output rows). It first copies the Cg input planes of its
  * group, the rows its band reads, into the thread's buffer, zero-padded (as depthwise.c does), so
@@ -27,13 +28,15 @@
  *                       (c < Cg, q < phases = min(sw, kw), r < Hq, m < Wq)
  * so tap t = (c, i, j) of the output vector at (oh, ow0) reads 8 floats at
  *     buf + off[t] + (oh - oh_lo) sh Wq + ow0,   off[t] = c chan + (j % sw) Hq Wq + i Wq + j / sw
- * (off[] is computed once per call, in the head of `work`).
+ * (off[] is computed once per call, in the head of `work`; stride 2 splits a row with shuffles,
+ * 16 columns at a time, other strides gather it column by column).
  *
  * The outputs of a band are enumerated as "positions": vectors of 8 consecutive outputs of a row,
  * nv = ceil(Wo / 8) per row, row-major; the last vector of a row is partial when 8 does not divide
  * Wo (its extra lanes read padding and are not stored). A register tile is R output channels x V
  * positions: R V accumulators (12), initialised with the bias; per tap, V vector loads, R weight
- * broadcasts straight from w (K, Cg, kh, kw), R V FMAs. The positions loop runs outside the
+ * broadcasts, R V FMAs. The weights are packed once per call (gc_pack: the R of a block side by
+ * side per tap) so one pointer walks them; the inputs' V pointers plus off[t] address the loads. The positions loop runs outside the
  * output-channel blocks so the few buffer rows a tile reads stay in L1 for all Kg channels. A last
  * tile short of positions or channels repeats the last one (recomputes it and stores the same
  * values again) rather than needing more compiled tile shapes. */
@@ -51,9 +54,11 @@ typedef struct {
     int bands;           /* tasks per (image, group) */
     int Hq;              /* buffer rows: the padded input rows a full band reads */
     int R, V;            /* the register tile */
+    int nkb;             /* output-channel blocks per group: ceil(Kg / R) */
     ptrdiff_t chan;      /* floats per channel in the buffer: phases Hq Wq */
     ptrdiff_t buf;       /* floats of one thread's buffer (a multiple of 16) */
-    ptrdiff_t head;      /* floats before the first buffer: off[T] as ints (a multiple of 16) */
+    ptrdiff_t offs;      /* floats (ints) of off[T], rounded to 16 */
+    ptrdiff_t packed;    /* floats of the packed weights, rounded to 16 */
 } gc_layout;
 
 static ptrdiff_t round16(ptrdiff_t n)
@@ -86,8 +91,11 @@ static gc_layout gc_make_layout(const decaf_conv_geom *g, int threads)
     L.phases = g->sw < g->kw ? g->sw : g->kw;
     L.nv = (g->Wo + GC_LANES - 1) / GC_LANES;
     /* the last position of a row starts at column (nv - 1) 8 and its lanes reach 7 further, plus
-     * (kw - 1) / sw for the last tap */
+     * (kw - 1) / sw for the last tap; stride 2 rounds it to whole vectors (gc_fill's split writes
+     * 8 columns at a time) */
     L.Wq = L.nv * GC_LANES + (g->kw - 1) / g->sw;
+    if (g->sw == 2)
+        L.Wq = (L.Wq + GC_LANES - 1) / GC_LANES * GC_LANES;
     /* Bands: one per (image, group) when those tasks are many or split evenly over the threads;
      * else the fewest bands that make them so (13 groups on 2 threads: 2 bands each, 26 tasks). */
     const ptrdiff_t bg = (ptrdiff_t)g->B * g->G;
@@ -100,9 +108,12 @@ static gc_layout gc_make_layout(const decaf_conv_geom *g, int threads)
     L.bands = (g->Ho + L.band_rows - 1) / L.band_rows;
     L.Hq = (L.band_rows - 1) * g->sh + g->kh;
     gc_tile_shape(L.Kg, &L.R, &L.V);
+    L.nkb = (L.Kg + L.R - 1) / L.R;
     L.chan = (ptrdiff_t)L.phases * L.Hq * L.Wq;
-    L.buf = round16(L.Cg * L.chan);
-    L.head = round16(L.T);   /* (an int per tap, stored in the floats: both are 4 bytes) */
+    /* the planes, then (stride 2) one padded input row, 2 Wq floats, for gc_fill to split */
+    L.buf = round16(L.Cg * L.chan) + (g->sw == 2 ? round16(2 * (ptrdiff_t)L.Wq) : 0);
+    L.offs = round16(L.T);   /* (an int per tap, stored in the floats: both are 4 bytes) */
+    L.packed = round16((ptrdiff_t)g->G * L.nkb * L.T * L.R);
     return L;
 }
 
@@ -112,13 +123,49 @@ static void gc_fill(const gc_layout *L, const decaf_conv_geom *g, const float *x
 {
     const int rows = (oh_hi - oh_lo - 1) * g->sh + g->kh, r0 = oh_lo * g->sh - g->pad_top;
     const int W = g->W, sw = g->sw, Wq = L->Wq;
+    const ptrdiff_t phase = (ptrdiff_t)L->Hq * Wq;
+    if (sw == 2) {
+        /* Each row padded whole into tmp (2 Wq floats: padded columns 0 .. 2 Wq - 1), then split:
+         * 16 columns -> 8 even ones (phase 0) and 8 odd ones (phase 1). */
+        float *tmp = buf + round16(L->Cg * L->chan);
+        const int lo = g->pad_left < 2 * Wq ? g->pad_left : 2 * Wq, n = W < 2 * Wq - lo ? W : 2 * Wq - lo;
+        for (int c = 0; c < L->Cg; ++c) {
+            const float *xc = xg + (ptrdiff_t)c * g->H * W;
+            float *d = buf + c * L->chan;
+            for (int r = 0; r < rows; ++r) {
+                float *d0 = d + (ptrdiff_t)r * Wq, *d1 = d0 + phase;
+                const int ih = r0 + r;
+                if (ih < 0 || ih >= g->H) {
+                    memset(d0, 0, sizeof(float) * (size_t)Wq);
+                    if (L->phases > 1)
+                        memset(d1, 0, sizeof(float) * (size_t)Wq);
+                    continue;
+                }
+                memset(tmp, 0, sizeof(float) * (size_t)lo);
+                memcpy(tmp + lo, xc + (ptrdiff_t)ih * W, sizeof(float) * (size_t)n);
+                memset(tmp + lo + n, 0, sizeof(float) * (size_t)(2 * Wq - lo - n));
+                for (int m = 0; m < Wq; m += GC_LANES) {
+                    const __m256 a = _mm256_loadu_ps(tmp + 2 * m), b = _mm256_loadu_ps(tmp + 2 * m + 8);
+                    /* per 128-bit lane: a0 a2 b0 b2 | a4 a6 b4 b6; then the 64-bit pairs reordered */
+                    const __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+                    const __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+                    _mm256_storeu_ps(d0 + m, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev),
+                                                                                     _MM_SHUFFLE(3, 1, 2, 0))));
+                    if (L->phases > 1)
+                        _mm256_storeu_ps(d1 + m, _mm256_castpd_ps(_mm256_permute4x64_pd(
+                                                     _mm256_castps_pd(od), _MM_SHUFFLE(3, 1, 2, 0))));
+                }
+            }
+        }
+        return;
+    }
     for (int q = 0; q < L->phases; ++q) {
         /* buffer column m holds input column m sw + q - pad_left: inside the image for m in [lo, hi) */
         int lo, hi;
         decaf_valid_outputs(q - g->pad_left, sw, W, Wq, &lo, &hi);
         for (int c = 0; c < L->Cg; ++c) {
             const float *xc = xg + (ptrdiff_t)c * g->H * W;
-            float *d = buf + c * L->chan + (ptrdiff_t)q * L->Hq * Wq;
+            float *d = buf + c * L->chan + q * phase;
             for (int r = 0; r < rows; ++r) {
                 float *dr = d + (ptrdiff_t)r * Wq;
                 const int ih = r0 + r;
@@ -126,58 +173,71 @@ static void gc_fill(const gc_layout *L, const decaf_conv_geom *g, const float *x
                     memset(dr, 0, sizeof(float) * (size_t)Wq);
                     continue;
                 }
-                const float *xr = xc + (ptrdiff_t)ih * W + q - g->pad_left;   /* xr[m sw]: column m */
+                const float *xr = xc + (ptrdiff_t)ih * W;   /* xr[m sw + q - pad_left]: column m */
                 for (int m = 0; m < lo; ++m) dr[m] = 0.0f;
                 if (sw == 1)
-                    memcpy(dr + lo, xr + lo, sizeof(float) * (size_t)(hi - lo));
+                    memcpy(dr + lo, xr + lo + q - g->pad_left, sizeof(float) * (size_t)(hi - lo));
                 else
-                    for (int m = lo; m < hi; ++m) dr[m] = xr[(ptrdiff_t)m * sw];
+                    for (int m = lo; m < hi; ++m) dr[m] = xr[(ptrdiff_t)m * sw + q - g->pad_left];
                 for (int m = hi; m < Wq; ++m) dr[m] = 0.0f;
             }
         }
     }
 }
 
+/* The weights of output-channel block kb of group gi, tap-major: R floats per tap,
+ *     wp[t R + r] = w[gi Kg + min(kb R + r, Kg - 1)][t]   (t = (c kh + i) kw + j)
+ * (a block past Kg repeats the last channel), so the tile broadcasts them from one pointer. */
+static void gc_pack(const gc_layout *L, const float *w, float *wp, int gi, int kb)
+{
+    for (int r = 0; r < L->R; ++r) {
+        const int k = kb * L->R + r < L->Kg ? kb * L->R + r : L->Kg - 1;
+        const float *wk = w + ((ptrdiff_t)gi * L->Kg + k) * L->T;
+        for (int t = 0; t < L->T; ++t) wp[(ptrdiff_t)t * L->R + r] = wk[t];
+    }
+}
+
 /* lanes_mask + 8 - n: the first n lanes set. */
 static const int32_t lanes_mask[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
-/* Every tile of a band: output rows [oh_lo, oh_hi) of the group's Kg channels. wg: the group's
- * weights (Kg rows of T), bg: its bias (NULL: none), yg: its first output plane of image b. */
+/* Every tile of a band: output rows [oh_lo, oh_hi) of the group's Kg channels. wpg: the group's
+ * packed weights (nkb blocks of T R), bg: its bias (NULL: none), yg: its first output plane of
+ * image b. */
 static inline __attribute__((always_inline)) void gc_band(
-    const gc_layout *L, const decaf_conv_geom *g, const float *buf, const int *off, const float *wg,
+    const gc_layout *L, const decaf_conv_geom *g, const float *buf, const int *off, const float *wpg,
     const float *bg, float *yg, int oh_lo, int oh_hi, const int R, const int V)
 {
     const int P = (oh_hi - oh_lo) * L->nv, T = L->T, Kg = L->Kg, Wo = g->Wo, nv = L->nv;
     const ptrdiff_t plane = (ptrdiff_t)g->Ho * Wo, row_step = (ptrdiff_t)g->sh * L->Wq;
     for (int p0 = 0; p0 < P; p0 += V) {
-        ptrdiff_t in[GC_MAXV], at[GC_MAXV];
+        const float *xb[GC_MAXV];
+        ptrdiff_t at[GC_MAXV];
         __m256i mask[GC_MAXV];
         int full[GC_MAXV];
         _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v) {
             const int p = p0 + v < P ? p0 + v : P - 1;   /* past the end: the last one again */
             const int row = p / nv, ow0 = (p % nv) * GC_LANES, n = Wo - ow0 < GC_LANES ? Wo - ow0 : GC_LANES;
-            in[v] = row * row_step + ow0;                  /* buffer offset of tap (0, 0, 0) */
+            xb[v] = buf + row * row_step + ow0;            /* where tap (0, 0, 0) reads */
             at[v] = (ptrdiff_t)(oh_lo + row) * Wo + ow0;   /* output offset in a plane */
             full[v] = n == GC_LANES;
             mask[v] = _mm256_loadu_si256((const __m256i *)(lanes_mask + GC_LANES - n));
         }
-        for (int k0 = 0; k0 < Kg; k0 += R) {
-            const float *wr[GC_MAXR];
+        for (int kb = 0; kb < L->nkb; ++kb) {
+            const float *wp = wpg + (ptrdiff_t)kb * T * R;
             float *yr[GC_MAXR];
             __m256 acc[GC_ACC];
             _Pragma("GCC unroll 4") for (int r = 0; r < R; ++r) {
-                const int k = k0 + r < Kg ? k0 + r : Kg - 1;   /* past Kg: the last channel again */
-                wr[r] = wg + (ptrdiff_t)k * T;
+                const int k = kb * R + r < Kg ? kb * R + r : Kg - 1;   /* past Kg: the last channel again */
                 yr[r] = yg + k * plane;
                 const __m256 b = _mm256_set1_ps(bg ? bg[k] : 0.0f);
                 _Pragma("GCC unroll 12") for (int v = 0; v < V; ++v) acc[r * V + v] = b;
             }
-            for (int t = 0; t < T; ++t) {
-                const float *x = buf + off[t];
+            for (int t = 0; t < T; ++t, wp += R) {
+                const int o = off[t];
                 __m256 xv[GC_MAXV];
-                _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v) xv[v] = _mm256_loadu_ps(x + in[v]);
+                _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v) xv[v] = _mm256_loadu_ps(xb[v] + o);
                 _Pragma("GCC unroll 4") for (int r = 0; r < R; ++r) {
-                    const __m256 wv = _mm256_broadcast_ss(wr[r] + t);
+                    const __m256 wv = _mm256_broadcast_ss(wp + r);
                     _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v)
                         acc[r * V + v] = _mm256_fmadd_ps(xv[v], wv, acc[r * V + v]);
                 }
@@ -193,7 +253,7 @@ static inline __attribute__((always_inline)) void gc_band(
     }
 }
 
-static void gc_task(const gc_layout *L, const decaf_conv_geom *g, const float *x, const float *w,
+static void gc_task(const gc_layout *L, const decaf_conv_geom *g, const float *x, const float *wp,
                     const float *bias, float *y, float *buf, const int *off, const decaf_epilogue *ep,
                     ptrdiff_t task)
 {
@@ -204,14 +264,14 @@ static void gc_task(const gc_layout *L, const decaf_conv_geom *g, const float *x
     const ptrdiff_t plane = (ptrdiff_t)g->Ho * g->Wo;
     const ptrdiff_t first = (ptrdiff_t)b * g->K + (ptrdiff_t)group * L->Kg;   /* its first output channel */
     gc_fill(L, g, x + ((ptrdiff_t)b * g->C + (ptrdiff_t)group * L->Cg) * g->H * g->W, oh_lo, oh_hi, buf);
-    const float *wg = w + (ptrdiff_t)group * L->Kg * L->T;
+    const float *wpg = wp + (ptrdiff_t)group * L->nkb * L->T * L->R;
     const float *bg = bias ? bias + (ptrdiff_t)group * L->Kg : NULL;
     float *yg = y + first * plane;
     switch (L->R) {
-    case 4: gc_band(L, g, buf, off, wg, bg, yg, oh_lo, oh_hi, 4, 3); break;
-    case 3: gc_band(L, g, buf, off, wg, bg, yg, oh_lo, oh_hi, 3, 4); break;
-    case 2: gc_band(L, g, buf, off, wg, bg, yg, oh_lo, oh_hi, 2, 6); break;
-    default: gc_band(L, g, buf, off, wg, bg, yg, oh_lo, oh_hi, 1, 8); break;
+    case 4: gc_band(L, g, buf, off, wpg, bg, yg, oh_lo, oh_hi, 4, 3); break;
+    case 3: gc_band(L, g, buf, off, wpg, bg, yg, oh_lo, oh_hi, 3, 4); break;
+    case 2: gc_band(L, g, buf, off, wpg, bg, yg, oh_lo, oh_hi, 2, 6); break;
+    default: gc_band(L, g, buf, off, wpg, bg, yg, oh_lo, oh_hi, 1, 8); break;
     }
     if (ep)   /* (the bias is in) */
         for (int k = 0; k < L->Kg; ++k)
@@ -236,7 +296,7 @@ ptrdiff_t decaf_grouped_conv_work_size(const decaf_conv_geom *g, int threads)
 {
 #ifdef GC_SIMD
     const gc_layout L = gc_make_layout(g, threads);
-    return L.head + (ptrdiff_t)(threads < 1 ? 1 : threads) * L.buf;
+    return L.offs + L.packed + (ptrdiff_t)(threads < 1 ? 1 : threads) * L.buf;
 #else
     (void)g, (void)threads;
     return 0;
@@ -252,7 +312,9 @@ void decaf_grouped_conv_forward(const decaf_conv_geom *g, int threads, const flo
     if (threads < 1)
         threads = 1;
     const gc_layout L = gc_make_layout(g, threads);
-    int *off = (int *)work;   /* the head of work: int and float are both 4 bytes */
+    /* work: off[T] (ints), the packed weights, then a buffer per thread */
+    int *off = (int *)work;   /* (int and float are both 4 bytes) */
+    float *wp = work + L.offs;
     for (int c = 0; c < Cg; ++c)
         for (int i = 0; i < g->kh; ++i)
             for (int j = 0; j < g->kw; ++j)
@@ -264,10 +326,14 @@ void decaf_grouped_conv_forward(const decaf_conv_geom *g, int threads, const flo
         nt = (int)(tasks < 1 ? 1 : tasks);
     #pragma omp parallel num_threads(nt)
     {
-        float *buf = work + L.head + (ptrdiff_t)decaf_thread_num() * L.buf;
+        #pragma omp for schedule(static)
+        for (int gk = 0; gk < g->G * L.nkb; ++gk)
+            gc_pack(&L, w, wp + (ptrdiff_t)gk * L.T * L.R, gk / L.nkb, gk % L.nkb);
+        /* (the loop's barrier: every block is packed before a task reads it) */
+        float *buf = work + L.offs + L.packed + (ptrdiff_t)decaf_thread_num() * L.buf;
         #pragma omp for schedule(static)
         for (ptrdiff_t task = 0; task < tasks; ++task)
-            gc_task(&L, g, x, w, bias, y, buf, off, ep, task);
+            gc_task(&L, g, x, wp, bias, y, buf, off, ep, task);
     }
 #else
     /* Without AVX2 (decaf_grouped_conv_supported says 0, so conv.c runs im2col + GEMM instead):
