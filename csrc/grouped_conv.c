@@ -29,17 +29,19 @@
  * so tap t = (c, i, j) of the output vector at (oh, ow0) reads 8 floats at
  *     buf + off[t] + (oh - oh_lo) sh Wq + ow0,   off[t] = c chan + (j % sw) Hq Wq + i Wq + j / sw
  * (off[] is computed once per call, in the head of `work`; stride 2 splits a row with shuffles,
- * 16 columns at a time, other strides gather it column by column).
+ * 16 columns at a time, larger strides gather it column by column).
  *
  * The outputs of a band are enumerated as "positions": vectors of 8 consecutive outputs of a row,
  * nv = ceil(Wo / 8) per row, row-major; the last vector of a row is partial when 8 does not divide
  * Wo (its extra lanes read padding and are not stored). A register tile is R output channels x V
- * positions: R V accumulators (12), initialised with the bias; per tap, V vector loads, R weight
+ * positions: R V accumulators (8 or 12; the shape chosen per layer, gc_tile_shape), initialised
+ * with the bias; per tap, V vector loads, R weight
  * broadcasts, R V FMAs. The weights are packed once per call (gc_pack: the R of a block side by
  * side per tap) so one pointer walks them; the inputs' V pointers plus off[t] address the loads. The positions loop runs outside the
  * output-channel blocks so the few buffer rows a tile reads stay in L1 for all Kg channels. A last
- * tile short of positions or channels repeats the last one (recomputes it and stores the same
- * values again) rather than needing more compiled tile shapes. */
+ * tile short of positions repeats the last one (recomputes it and stores the same values again);
+ * one short of channels computes the missing ones with zero weights and stores nothing for them:
+ * no more compiled tile shapes than the six of gc_shapes. */
 
 #ifdef GC_SIMD
 enum { GC_LANES = 8, GC_ACC = 12, GC_MAXR = 4, GC_MAXV = 8 };
@@ -53,8 +55,9 @@ typedef struct {
     int band_rows;       /* output rows per task (the last band may have fewer) */
     int bands;           /* tasks per (image, group) */
     int Hq;              /* buffer rows: the padded input rows a full band reads */
-    int R, V;            /* the register tile */
+    int shape, R, V;     /* the register tile: gc_shapes[shape] */
     int nkb;             /* output-channel blocks per group: ceil(Kg / R) */
+    int Kgp;             /* floats per tap in the packed weights: Kg + 3 (gc_pack) */
     ptrdiff_t chan;      /* floats per channel in the buffer: phases Hq Wq */
     ptrdiff_t buf;       /* floats of one thread's buffer (a multiple of 16) */
     ptrdiff_t offs;      /* floats (ints) of off[T], rounded to 16 */
@@ -66,18 +69,28 @@ static ptrdiff_t round16(ptrdiff_t n)
     return (n + 15) / 16 * 16;
 }
 
-/* Output channels per tile: the one of 4, 3, 2 that wastes fewest repeated channels on Kg
- * (larger first on a tie); 1 only for Kg = 1. V fills 12 accumulators (8 for R = 1: with one
- * weight per tap the loads, not the FMAs, limit it). */
-static void gc_tile_shape(int Kg, int *R, int *V)
+/* The register tiles compiled (R output channels x V positions), and the cycles one tap of each
+ * takes, measured relative to 4x3 (benchmarks/bench_grouped.py's layers, one thread, on Zen 3):
+ * 4x3 and 4x2 keep the 2 FMA pipes about equally busy (4x2's 8 accumulators just cover the FMA
+ * latency); 3x4 a little less; 2x6 and 1x8 are bound by their loads (V loads for R V FMAs). */
+static const struct { int R, V; float cycles; } gc_shapes[] = {
+    {4, 3, 6.0f}, {4, 2, 4.4f}, {3, 4, 6.5f}, {2, 6, 8.5f}, {2, 4, 4.8f}, {1, 8, 6.4f},
+};
+enum { GC_SHAPES = sizeof gc_shapes / sizeof gc_shapes[0] };
+
+/* The tile with the fewest estimated cycles for Kg output channels and P positions per band,
+ * counting the repeated channels and positions a last partial tile computes. */
+static int gc_tile_shape(int Kg, int P)
 {
-    int best = Kg == 1 ? 1 : 4;
-    if (Kg > 1)
-        for (int r = 3; r >= 2; --r)
-            if ((Kg + r - 1) / r * r < (Kg + best - 1) / best * best)
-                best = r;
-    *R = best;
-    *V = best == 1 ? 8 : GC_ACC / best;
+    int best = 0;
+    float best_cost = 0.0f;
+    for (int s = 0; s < GC_SHAPES; ++s) {
+        const int R = gc_shapes[s].R, V = gc_shapes[s].V;
+        const float cost = (float)((Kg + R - 1) / R) * (float)((P + V - 1) / V) * gc_shapes[s].cycles;
+        if (s == 0 || cost < best_cost)
+            best = s, best_cost = cost;
+    }
+    return best;
 }
 
 static gc_layout gc_make_layout(const decaf_conv_geom *g, int threads)
@@ -91,11 +104,8 @@ static gc_layout gc_make_layout(const decaf_conv_geom *g, int threads)
     L.phases = g->sw < g->kw ? g->sw : g->kw;
     L.nv = (g->Wo + GC_LANES - 1) / GC_LANES;
     /* the last position of a row starts at column (nv - 1) 8 and its lanes reach 7 further, plus
-     * (kw - 1) / sw for the last tap; stride 2 rounds it to whole vectors (gc_fill's split writes
-     * 8 columns at a time) */
+     * (kw - 1) / sw for the last tap */
     L.Wq = L.nv * GC_LANES + (g->kw - 1) / g->sw;
-    if (g->sw == 2)
-        L.Wq = (L.Wq + GC_LANES - 1) / GC_LANES * GC_LANES;
     /* Bands: one per (image, group) when those tasks are many or split evenly over the threads;
      * else the fewest bands that make them so (13 groups on 2 threads: 2 bands each, 26 tasks). */
     const ptrdiff_t bg = (ptrdiff_t)g->B * g->G;
@@ -107,13 +117,15 @@ static gc_layout gc_make_layout(const decaf_conv_geom *g, int threads)
         L.band_rows = 1;
     L.bands = (g->Ho + L.band_rows - 1) / L.band_rows;
     L.Hq = (L.band_rows - 1) * g->sh + g->kh;
-    gc_tile_shape(L.Kg, &L.R, &L.V);
+    L.shape = gc_tile_shape(L.Kg, L.band_rows * L.nv);
+    L.R = gc_shapes[L.shape].R;
+    L.V = gc_shapes[L.shape].V;
     L.nkb = (L.Kg + L.R - 1) / L.R;
+    L.Kgp = L.Kg + GC_MAXR - 1;
     L.chan = (ptrdiff_t)L.phases * L.Hq * L.Wq;
-    /* the planes, then (stride 2) one padded input row, 2 Wq floats, for gc_fill to split */
-    L.buf = round16(L.Cg * L.chan) + (g->sw == 2 ? round16(2 * (ptrdiff_t)L.Wq) : 0);
+    L.buf = round16(L.Cg * L.chan + GC_LANES);   /* (+ the slack of gc_fill's stride-1 rows) */
     L.offs = round16(L.T);   /* (an int per tap, stored in the floats: both are 4 bytes) */
-    L.packed = round16((ptrdiff_t)g->G * L.nkb * L.T * L.R);
+    L.packed = round16((ptrdiff_t)g->G * L.T * L.Kgp);
     return L;
 }
 
@@ -125,10 +137,18 @@ static void gc_fill(const gc_layout *L, const decaf_conv_geom *g, const float *x
     const int W = g->W, sw = g->sw, Wq = L->Wq;
     const ptrdiff_t phase = (ptrdiff_t)L->Hq * Wq;
     if (sw == 2) {
-        /* Each row padded whole into tmp (2 Wq floats: padded columns 0 .. 2 Wq - 1), then split:
-         * 16 columns -> 8 even ones (phase 0) and 8 odd ones (phase 1). */
-        float *tmp = buf + round16(L->Cg * L->chan);
-        const int lo = g->pad_left < 2 * Wq ? g->pad_left : 2 * Wq, n = W < 2 * Wq - lo ? W : 2 * Wq - lo;
+        /* Buffer column m of phase q holds input column 2 m + q - pad_left. Where the 16 input
+         * columns from 2 m - pad_left all lie inside the row (m in [mlo, mhi)), a pair of loads
+         * split by shuffles gives 8 even ones (phase 0) and 8 odd ones (phase 1); the few columns
+         * at the edges are copied one by one, zero outside the image. */
+        const int pl = g->pad_left;
+        const int mlo = (pl + 1) / 2;                                 /* first m with 2 m - pl >= 0 */
+        int mhi = W - 16 + pl < 0 ? mlo : (W - 16 + pl) / 2 + 1;    /* 2 m - pl + 15 <= W - 1 */
+        if (mhi < mlo)
+            mhi = mlo;
+        int mend = mlo + (mhi - mlo) / GC_LANES * GC_LANES;           /* whole vectors of m */
+        if (mend > Wq)
+            mend = mlo + (Wq - mlo) / GC_LANES * GC_LANES;
         for (int c = 0; c < L->Cg; ++c) {
             const float *xc = xg + (ptrdiff_t)c * g->H * W;
             float *d = buf + c * L->chan;
@@ -141,11 +161,10 @@ static void gc_fill(const gc_layout *L, const decaf_conv_geom *g, const float *x
                         memset(d1, 0, sizeof(float) * (size_t)Wq);
                     continue;
                 }
-                memset(tmp, 0, sizeof(float) * (size_t)lo);
-                memcpy(tmp + lo, xc + (ptrdiff_t)ih * W, sizeof(float) * (size_t)n);
-                memset(tmp + lo + n, 0, sizeof(float) * (size_t)(2 * Wq - lo - n));
-                for (int m = 0; m < Wq; m += GC_LANES) {
-                    const __m256 a = _mm256_loadu_ps(tmp + 2 * m), b = _mm256_loadu_ps(tmp + 2 * m + 8);
+                const float *xr = xc + (ptrdiff_t)ih * W;
+                for (int m = mlo; m < mend; m += GC_LANES) {
+                    const float *p = xr + 2 * m - pl;
+                    const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
                     /* per 128-bit lane: a0 a2 b0 b2 | a4 a6 b4 b6; then the 64-bit pairs reordered */
                     const __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
                     const __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
@@ -155,11 +174,50 @@ static void gc_fill(const gc_layout *L, const decaf_conv_geom *g, const float *x
                         _mm256_storeu_ps(d1 + m, _mm256_castpd_ps(_mm256_permute4x64_pd(
                                                      _mm256_castps_pd(od), _MM_SHUFFLE(3, 1, 2, 0))));
                 }
+                for (int m = 0; m < Wq; ++m) {   /* the edges: [0, mlo) and [mend, Wq) */
+                    if (m == mlo)
+                        m = mend;
+                    if (m >= Wq)
+                        break;
+                    const int i0 = 2 * m - pl, i1 = i0 + 1;
+                    d0[m] = i0 >= 0 && i0 < W ? xr[i0] : 0.0f;
+                    if (L->phases > 1)
+                        d1[m] = i1 >= 0 && i1 < W ? xr[i1] : 0.0f;
+                }
             }
         }
         return;
     }
-    for (int q = 0; q < L->phases; ++q) {
+    if (sw == 1) {
+        /* Each buffer row in vectors of 8 columns: column m holds input column m - pad_left, read
+         * by a masked load (lanes outside the image are 0 and touch no memory): no calls and no
+         * per-element tests for these short rows. The last vector of a row may run past Wq into
+         * the next row, which is written after it (channels and rows go in memory order; L.buf
+         * keeps 8 floats of slack after the last one). */
+        int lo, hi;
+        decaf_valid_outputs(-g->pad_left, 1, W, Wq, &lo, &hi);
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m256i lo1 = _mm256_set1_epi32(lo - 1), hiv = _mm256_set1_epi32(hi);
+        for (int c = 0; c < L->Cg; ++c) {
+            const float *xc = xg + (ptrdiff_t)c * g->H * W;
+            for (int r = 0; r < rows; ++r) {
+                float *dr = buf + c * L->chan + (ptrdiff_t)r * Wq;
+                const int ih = r0 + r;
+                if (ih < 0 || ih >= g->H) {
+                    for (int m = 0; m < Wq; m += GC_LANES) _mm256_storeu_ps(dr + m, _mm256_setzero_ps());
+                    continue;
+                }
+                const float *xr = xc + (ptrdiff_t)ih * W;
+                for (int m = 0; m < Wq; m += GC_LANES) {
+                    const __m256i col = _mm256_add_epi32(_mm256_set1_epi32(m), lane);
+                    const __m256i inside = _mm256_and_si256(_mm256_cmpgt_epi32(col, lo1), _mm256_cmpgt_epi32(hiv, col));
+                    _mm256_storeu_ps(dr + m, _mm256_maskload_ps(xr + (m - g->pad_left), inside));
+                }
+            }
+        }
+        return;
+    }
+    for (int q = 0; q < L->phases; ++q) {   /* sw > 2: column by column */
         /* buffer column m holds input column m sw + q - pad_left: inside the image for m in [lo, hi) */
         int lo, hi;
         decaf_valid_outputs(q - g->pad_left, sw, W, Wq, &lo, &hi);
@@ -175,25 +233,26 @@ static void gc_fill(const gc_layout *L, const decaf_conv_geom *g, const float *x
                 }
                 const float *xr = xc + (ptrdiff_t)ih * W;   /* xr[m sw + q - pad_left]: column m */
                 for (int m = 0; m < lo; ++m) dr[m] = 0.0f;
-                if (sw == 1)
-                    memcpy(dr + lo, xr + lo + q - g->pad_left, sizeof(float) * (size_t)(hi - lo));
-                else
-                    for (int m = lo; m < hi; ++m) dr[m] = xr[(ptrdiff_t)m * sw + q - g->pad_left];
+                for (int m = lo; m < hi; ++m) dr[m] = xr[(ptrdiff_t)m * sw + q - g->pad_left];
                 for (int m = hi; m < Wq; ++m) dr[m] = 0.0f;
             }
         }
     }
 }
 
-/* The weights of output-channel block kb of group gi, tap-major: R floats per tap,
- *     wp[t R + r] = w[gi Kg + min(kb R + r, Kg - 1)][t]   (t = (c kh + i) kw + j)
- * (a block past Kg repeats the last channel), so the tile broadcasts them from one pointer. */
-static void gc_pack(const gc_layout *L, const float *w, float *wp, int gi, int kb)
+/* The weights of group gi transposed, tap-major, each tap's Kg weights side by side and padded
+ * with zeros to Kgp = Kg + 3:
+ *     wt[t Kgp + k] = w[gi Kg + k][t]   (t = (c kh + i) kw + j; 0 for k >= Kg)
+ * so a tile of R channels from k0 broadcasts wt[t Kgp + k0 + r] from one pointer stepping by Kgp
+ * (a last block past Kg reads the zeros, and stores none of those channels). */
+static void gc_pack(const gc_layout *L, const float *w, float *wt, int gi)
 {
-    for (int r = 0; r < L->R; ++r) {
-        const int k = kb * L->R + r < L->Kg ? kb * L->R + r : L->Kg - 1;
+    const int Kgp = L->Kgp;
+    for (int t = 0; t < L->T; ++t)
+        for (int k = L->Kg; k < Kgp; ++k) wt[(ptrdiff_t)t * Kgp + k] = 0.0f;
+    for (int k = 0; k < L->Kg; ++k) {
         const float *wk = w + ((ptrdiff_t)gi * L->Kg + k) * L->T;
-        for (int t = 0; t < L->T; ++t) wp[(ptrdiff_t)t * L->R + r] = wk[t];
+        for (int t = 0; t < L->T; ++t) wt[(ptrdiff_t)t * Kgp + k] = wk[t];
     }
 }
 
@@ -201,13 +260,13 @@ static void gc_pack(const gc_layout *L, const float *w, float *wp, int gi, int k
 static const int32_t lanes_mask[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
 /* Every tile of a band: output rows [oh_lo, oh_hi) of the group's Kg channels. wpg: the group's
- * packed weights (nkb blocks of T R), bg: its bias (NULL: none), yg: its first output plane of
+ * packed weights (gc_pack), bg: its bias (NULL: none), yg: its first output plane of
  * image b. */
 static inline __attribute__((always_inline)) void gc_band(
     const gc_layout *L, const decaf_conv_geom *g, const float *buf, const int *off, const float *wpg,
     const float *bg, float *yg, int oh_lo, int oh_hi, const int R, const int V)
 {
-    const int P = (oh_hi - oh_lo) * L->nv, T = L->T, Kg = L->Kg, Wo = g->Wo, nv = L->nv;
+    const int P = (oh_hi - oh_lo) * L->nv, T = L->T, Kg = L->Kg, Kgp = L->Kgp, Wo = g->Wo, nv = L->nv;
     const ptrdiff_t plane = (ptrdiff_t)g->Ho * Wo, row_step = (ptrdiff_t)g->sh * L->Wq;
     for (int p0 = 0; p0 < P; p0 += V) {
         const float *xb[GC_MAXV];
@@ -223,27 +282,45 @@ static inline __attribute__((always_inline)) void gc_band(
             mask[v] = _mm256_loadu_si256((const __m256i *)(lanes_mask + GC_LANES - n));
         }
         for (int kb = 0; kb < L->nkb; ++kb) {
-            const float *wp = wpg + (ptrdiff_t)kb * T * R;
+            const float *wp = wpg + kb * R;
             float *yr[GC_MAXR];
             __m256 acc[GC_ACC];
             _Pragma("GCC unroll 4") for (int r = 0; r < R; ++r) {
-                const int k = kb * R + r < Kg ? kb * R + r : Kg - 1;   /* past Kg: the last channel again */
+                const int k = kb * R + r < Kg ? kb * R + r : Kg - 1;   /* past Kg: not stored */
                 yr[r] = yg + k * plane;
                 const __m256 b = _mm256_set1_ps(bg ? bg[k] : 0.0f);
                 _Pragma("GCC unroll 12") for (int v = 0; v < V; ++v) acc[r * V + v] = b;
             }
-            for (int t = 0; t < T; ++t, wp += R) {
-                const int o = off[t];
-                __m256 xv[GC_MAXV];
-                _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v) xv[v] = _mm256_loadu_ps(xb[v] + o);
-                _Pragma("GCC unroll 4") for (int r = 0; r < R; ++r) {
-                    const __m256 wv = _mm256_broadcast_ss(wp + r);
-                    _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v)
-                        acc[r * V + v] = _mm256_fmadd_ps(xv[v], wv, acc[r * V + v]);
+            /* 16 ymm registers: the R V accumulators, and either the V inputs of a tap plus one
+             * weight at a time (4x3, 4x2, 2x4) or its R weights plus one input at a time (3x4,
+             * 2x6, 1x8), whichever fits without spilling */
+            if (R * V + V + 1 <= 16) {
+                for (int t = 0; t < T; ++t, wp += Kgp) {
+                    const int o = off[t];
+                    __m256 xv[GC_MAXV];
+                    _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v) xv[v] = _mm256_loadu_ps(xb[v] + o);
+                    _Pragma("GCC unroll 4") for (int r = 0; r < R; ++r) {
+                        const __m256 wv = _mm256_broadcast_ss(wp + r);
+                        _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v)
+                            acc[r * V + v] = _mm256_fmadd_ps(xv[v], wv, acc[r * V + v]);
+                    }
+                }
+            } else {
+                for (int t = 0; t < T; ++t, wp += Kgp) {
+                    const int o = off[t];
+                    __m256 wv[GC_MAXR];
+                    _Pragma("GCC unroll 4") for (int r = 0; r < R; ++r) wv[r] = _mm256_broadcast_ss(wp + r);
+                    _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v) {
+                        const __m256 xv = _mm256_loadu_ps(xb[v] + o);
+                        _Pragma("GCC unroll 4") for (int r = 0; r < R; ++r)
+                            acc[r * V + v] = _mm256_fmadd_ps(xv, wv[r], acc[r * V + v]);
+                    }
                 }
             }
             _Pragma("GCC unroll 4") for (int r = 0; r < R; ++r)
                 _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v) {
+                    if (kb * R + r >= Kg)
+                        break;
                     if (full[v])
                         _mm256_storeu_ps(yr[r] + at[v], acc[r * V + v]);
                     else
@@ -264,13 +341,15 @@ static void gc_task(const gc_layout *L, const decaf_conv_geom *g, const float *x
     const ptrdiff_t plane = (ptrdiff_t)g->Ho * g->Wo;
     const ptrdiff_t first = (ptrdiff_t)b * g->K + (ptrdiff_t)group * L->Kg;   /* its first output channel */
     gc_fill(L, g, x + ((ptrdiff_t)b * g->C + (ptrdiff_t)group * L->Cg) * g->H * g->W, oh_lo, oh_hi, buf);
-    const float *wpg = wp + (ptrdiff_t)group * L->nkb * L->T * L->R;
+    const float *wpg = wp + (ptrdiff_t)group * L->T * L->Kgp;
     const float *bg = bias ? bias + (ptrdiff_t)group * L->Kg : NULL;
     float *yg = y + first * plane;
-    switch (L->R) {
-    case 4: gc_band(L, g, buf, off, wpg, bg, yg, oh_lo, oh_hi, 4, 3); break;
-    case 3: gc_band(L, g, buf, off, wpg, bg, yg, oh_lo, oh_hi, 3, 4); break;
-    case 2: gc_band(L, g, buf, off, wpg, bg, yg, oh_lo, oh_hi, 2, 6); break;
+    switch (L->shape) {   /* (the order of gc_shapes) */
+    case 0: gc_band(L, g, buf, off, wpg, bg, yg, oh_lo, oh_hi, 4, 3); break;
+    case 1: gc_band(L, g, buf, off, wpg, bg, yg, oh_lo, oh_hi, 4, 2); break;
+    case 2: gc_band(L, g, buf, off, wpg, bg, yg, oh_lo, oh_hi, 3, 4); break;
+    case 3: gc_band(L, g, buf, off, wpg, bg, yg, oh_lo, oh_hi, 2, 6); break;
+    case 4: gc_band(L, g, buf, off, wpg, bg, yg, oh_lo, oh_hi, 2, 4); break;
     default: gc_band(L, g, buf, off, wpg, bg, yg, oh_lo, oh_hi, 1, 8); break;
     }
     if (ep)   /* (the bias is in) */
@@ -327,8 +406,7 @@ void decaf_grouped_conv_forward(const decaf_conv_geom *g, int threads, const flo
     #pragma omp parallel num_threads(nt)
     {
         #pragma omp for schedule(static)
-        for (int gk = 0; gk < g->G * L.nkb; ++gk)
-            gc_pack(&L, w, wp + (ptrdiff_t)gk * L.T * L.R, gk / L.nkb, gk % L.nkb);
+        for (int gi = 0; gi < g->G; ++gi) gc_pack(&L, w, wp + (ptrdiff_t)gi * L.T * L.Kgp, gi);
         /* (the loop's barrier: every block is packed before a task reads it) */
         float *buf = work + L.offs + L.packed + (ptrdiff_t)decaf_thread_num() * L.buf;
         #pragma omp for schedule(static)

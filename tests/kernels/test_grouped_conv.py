@@ -104,6 +104,8 @@ def test_random_geometries(isa, threads):
     (1, 13, 8, 8, 28, 28, 3, 1, (1, 1, 1, 1)), (3, 26, 8, 8, 14, 14, 3, 1, (1, 1, 1, 1)),
     (1, 55, 8, 8, 7, 7, 3, 1, (1, 1, 1, 1)), (1, 32, 4, 4, 56, 56, 3, 1, (1, 1, 1, 1)),
     (1, 32, 16, 16, 28, 28, 3, 2, (1, 1, 1, 1)), (1, 32, 32, 32, 7, 7, 3, 1, (1, 1, 1, 1)),
+    # 6 rows of one vector, 2 outputs per group: the 2x6 tile (the rarest of the random cases)
+    (1, 16, 3, 2, 6, 8, 3, 1, (1, 1, 1, 1)),
 ])
 def test_network_layers(layer, threads):
     """The shapes the kernel is for, at full size, in the variant in use."""
