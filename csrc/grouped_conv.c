@@ -27,9 +27,11 @@
  *     buf[c][q][r][m] = padded input (row oh_lo sh + r, column m sw + q) of channel c of the group
  *                       (c < Cg, q < phases = min(sw, kw), r < Hq, m < Wq)
  * so tap t = (c, i, j) of the output vector at (oh, ow0) reads 8 floats at
- *     buf + off[t] + (oh - oh_lo) sh Wq + ow0,   off[t] = c chan + (j % sw) Hq Wq + i Wq + j / sw
- * (off[] is computed once per call, in the head of `work`; stride 2 splits a row with shuffles,
- * 16 columns at a time, larger strides gather it column by column).
+ *     buf + off[t] + (oh - oh_lo) sh Wq + ow0,   off[t] = c chan + (j % sw) pstride + i Wq + j / sw
+ * (a phase plane takes pstride = Hq Wq + 8 floats: 8 of slack after its rows, chan = phases pstride)
+ * (off[] is computed once per call, in the head of `work`). Strides 1 and 2 fill the rows with
+ * masked loads, stride 2 splitting 16 columns at a time with shuffles; larger strides gather
+ * column by column.
  *
  * The outputs of a band are enumerated as "positions": vectors of 8 consecutive outputs of a row,
  * nv = ceil(Wo / 8) per row, row-major; the last vector of a row is partial when 8 does not divide
@@ -58,7 +60,8 @@ typedef struct {
     int shape, R, V;     /* the register tile: gc_shapes[shape] */
     int nkb;             /* output-channel blocks per group: ceil(Kg / R) */
     int Kgp;             /* floats per tap in the packed weights: Kg + 3 (gc_pack) */
-    ptrdiff_t chan;      /* floats per channel in the buffer: phases Hq Wq */
+    ptrdiff_t pstride;   /* floats per phase plane: Hq Wq + 8 of slack (gc_fill's last vectors) */
+    ptrdiff_t chan;      /* floats per channel in the buffer: phases pstride */
     ptrdiff_t buf;       /* floats of one thread's buffer (a multiple of 16) */
     ptrdiff_t offs;      /* floats (ints) of off[T], rounded to 16 */
     ptrdiff_t packed;    /* floats of the packed weights, rounded to 16 */
@@ -122,8 +125,9 @@ static gc_layout gc_make_layout(const decaf_conv_geom *g, int threads)
     L.V = gc_shapes[L.shape].V;
     L.nkb = (L.Kg + L.R - 1) / L.R;
     L.Kgp = L.Kg + GC_MAXR - 1;
-    L.chan = (ptrdiff_t)L.phases * L.Hq * L.Wq;
-    L.buf = round16(L.Cg * L.chan + GC_LANES);   /* (+ the slack of gc_fill's stride-1 rows) */
+    L.pstride = (ptrdiff_t)L.Hq * L.Wq + GC_LANES;
+    L.chan = L.phases * L.pstride;
+    L.buf = round16(L.Cg * L.chan);
     L.offs = round16(L.T);   /* (an int per tap, stored in the floats: both are 4 bytes) */
     L.packed = round16((ptrdiff_t)g->G * L.T * L.Kgp);
     return L;
@@ -135,20 +139,15 @@ static void gc_fill(const gc_layout *L, const decaf_conv_geom *g, const float *x
 {
     const int rows = (oh_hi - oh_lo - 1) * g->sh + g->kh, r0 = oh_lo * g->sh - g->pad_top;
     const int W = g->W, sw = g->sw, Wq = L->Wq;
-    const ptrdiff_t phase = (ptrdiff_t)L->Hq * Wq;
+    const ptrdiff_t phase = L->pstride;
     if (sw == 2) {
-        /* Buffer column m of phase q holds input column 2 m + q - pad_left. Where the 16 input
-         * columns from 2 m - pad_left all lie inside the row (m in [mlo, mhi)), a pair of loads
-         * split by shuffles gives 8 even ones (phase 0) and 8 odd ones (phase 1); the few columns
-         * at the edges are copied one by one, zero outside the image. */
-        const int pl = g->pad_left;
-        const int mlo = (pl + 1) / 2;                                 /* first m with 2 m - pl >= 0 */
-        int mhi = W - 16 + pl < 0 ? mlo : (W - 16 + pl) / 2 + 1;    /* 2 m - pl + 15 <= W - 1 */
-        if (mhi < mlo)
-            mhi = mlo;
-        int mend = mlo + (mhi - mlo) / GC_LANES * GC_LANES;           /* whole vectors of m */
-        if (mend > Wq)
-            mend = mlo + (Wq - mlo) / GC_LANES * GC_LANES;
+        /* Buffer column m of phase q holds input column 2 m + q - pad_left. Per 8 columns m of a
+         * row: two masked loads of the 16 input columns from 2 m - pad_left (lanes outside the
+         * image are 0 and touch no memory), split by shuffles into the 8 even ones (phase 0) and
+         * the 8 odd ones (phase 1). A row's last vector may run past Wq into the plane's next row,
+         * written after it, or into the 8 floats of slack after each plane. */
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m256i none = _mm256_set1_epi32(-1), Wv = _mm256_set1_epi32(W);
         for (int c = 0; c < L->Cg; ++c) {
             const float *xc = xg + (ptrdiff_t)c * g->H * W;
             float *d = buf + c * L->chan;
@@ -156,33 +155,30 @@ static void gc_fill(const gc_layout *L, const decaf_conv_geom *g, const float *x
                 float *d0 = d + (ptrdiff_t)r * Wq, *d1 = d0 + phase;
                 const int ih = r0 + r;
                 if (ih < 0 || ih >= g->H) {
-                    memset(d0, 0, sizeof(float) * (size_t)Wq);
-                    if (L->phases > 1)
-                        memset(d1, 0, sizeof(float) * (size_t)Wq);
+                    for (int m = 0; m < Wq; m += GC_LANES) {
+                        _mm256_storeu_ps(d0 + m, _mm256_setzero_ps());
+                        if (L->phases > 1)
+                            _mm256_storeu_ps(d1 + m, _mm256_setzero_ps());
+                    }
                     continue;
                 }
                 const float *xr = xc + (ptrdiff_t)ih * W;
-                for (int m = mlo; m < mend; m += GC_LANES) {
-                    const float *p = xr + 2 * m - pl;
-                    const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+                for (int m = 0; m < Wq; m += GC_LANES) {
+                    const int i0 = 2 * m - g->pad_left;   /* the input column of lane 0 of a */
+                    const __m256i ca = _mm256_add_epi32(_mm256_set1_epi32(i0), lane);
+                    const __m256i cb = _mm256_add_epi32(ca, _mm256_set1_epi32(8));
+                    const __m256i ina = _mm256_and_si256(_mm256_cmpgt_epi32(ca, none), _mm256_cmpgt_epi32(Wv, ca));
+                    const __m256i inb = _mm256_and_si256(_mm256_cmpgt_epi32(cb, none), _mm256_cmpgt_epi32(Wv, cb));
+                    const __m256 a = _mm256_maskload_ps(xr + i0, ina), b = _mm256_maskload_ps(xr + i0 + 8, inb);
                     /* per 128-bit lane: a0 a2 b0 b2 | a4 a6 b4 b6; then the 64-bit pairs reordered */
                     const __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-                    const __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
                     _mm256_storeu_ps(d0 + m, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev),
                                                                                      _MM_SHUFFLE(3, 1, 2, 0))));
-                    if (L->phases > 1)
-                        _mm256_storeu_ps(d1 + m, _mm256_castpd_ps(_mm256_permute4x64_pd(
-                                                     _mm256_castps_pd(od), _MM_SHUFFLE(3, 1, 2, 0))));
-                }
-                for (int m = 0; m < Wq; ++m) {   /* the edges: [0, mlo) and [mend, Wq) */
-                    if (m == mlo)
-                        m = mend;
-                    if (m >= Wq)
-                        break;
-                    const int i0 = 2 * m - pl, i1 = i0 + 1;
-                    d0[m] = i0 >= 0 && i0 < W ? xr[i0] : 0.0f;
-                    if (L->phases > 1)
-                        d1[m] = i1 >= 0 && i1 < W ? xr[i1] : 0.0f;
+                    if (L->phases > 1) {
+                        const __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+                        _mm256_storeu_ps(d1 + m, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od),
+                                                                                         _MM_SHUFFLE(3, 1, 2, 0))));
+                    }
                 }
             }
         }
@@ -192,8 +188,7 @@ static void gc_fill(const gc_layout *L, const decaf_conv_geom *g, const float *x
         /* Each buffer row in vectors of 8 columns: column m holds input column m - pad_left, read
          * by a masked load (lanes outside the image are 0 and touch no memory): no calls and no
          * per-element tests for these short rows. The last vector of a row may run past Wq into
-         * the next row, which is written after it (channels and rows go in memory order; L.buf
-         * keeps 8 floats of slack after the last one). */
+         * the next row, written after it, or into the 8 floats of slack after each plane. */
         int lo, hi;
         decaf_valid_outputs(-g->pad_left, 1, W, Wq, &lo, &hi);
         const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -397,7 +392,7 @@ void decaf_grouped_conv_forward(const decaf_conv_geom *g, int threads, const flo
     for (int c = 0; c < Cg; ++c)
         for (int i = 0; i < g->kh; ++i)
             for (int j = 0; j < g->kw; ++j)
-                off[(c * g->kh + i) * g->kw + j] = (int)(c * L.chan + (ptrdiff_t)(j % g->sw) * L.Hq * L.Wq
+                off[(c * g->kh + i) * g->kw + j] = (int)(c * L.chan + (j % g->sw) * L.pstride
                                                          + (ptrdiff_t)i * L.Wq + j / g->sw);
     const ptrdiff_t tasks = (ptrdiff_t)g->B * g->G * L.bands;
     int nt = macs < 32768 ? 1 : threads;   /* (as decaf_threads_for: waking the team costs more) */
