@@ -129,7 +129,7 @@ static gc_layout gc_make_layout(const decaf_conv_geom *g, int threads)
     L.chan = L.phases * L.pstride;
     L.buf = round16(L.Cg * L.chan);
     L.offs = round16(L.T);   /* (an int per tap, stored in the floats: both are 4 bytes) */
-    L.packed = round16((ptrdiff_t)g->G * L.T * L.Kgp);
+    L.packed = round16((ptrdiff_t)g->G * L.T * L.Kgp);   /* (decaf_grouped_conv_packed_size, rounded) */
     return L;
 }
 
@@ -377,8 +377,9 @@ ptrdiff_t decaf_grouped_conv_work_size(const decaf_conv_geom *g, int threads)
 #endif
 }
 
-void decaf_grouped_conv_forward(const decaf_conv_geom *g, int threads, const float *x, const float *w,
-                                const float *bias, float *y, float *work, const decaf_epilogue *ep)
+/* The forward from w (packed NULL: packed into work here) or from weights packed before. */
+static void gc_forward(const decaf_conv_geom *g, int threads, const float *x, const float *w, const float *packed,
+                       const float *bias, float *y, float *work, const decaf_epilogue *ep)
 {
     const int Cg = g->C / g->G;
     const ptrdiff_t macs = (ptrdiff_t)g->B * g->K * g->Ho * g->Wo * Cg * g->kh * g->kw;
@@ -386,9 +387,9 @@ void decaf_grouped_conv_forward(const decaf_conv_geom *g, int threads, const flo
     if (threads < 1)
         threads = 1;
     const gc_layout L = gc_make_layout(g, threads);
-    /* work: off[T] (ints), the packed weights, then a buffer per thread */
+    /* work: off[T] (ints), the packed weights (unused when given), then a buffer per thread */
     int *off = (int *)work;   /* (int and float are both 4 bytes) */
-    float *wp = work + L.offs;
+    float *wp = packed ? (float *)packed : work + L.offs;
     for (int c = 0; c < Cg; ++c)
         for (int i = 0; i < g->kh; ++i)
             for (int j = 0; j < g->kw; ++j)
@@ -400,9 +401,11 @@ void decaf_grouped_conv_forward(const decaf_conv_geom *g, int threads, const flo
         nt = (int)(tasks < 1 ? 1 : tasks);
     #pragma omp parallel num_threads(nt)
     {
-        #pragma omp for schedule(static)
-        for (int gi = 0; gi < g->G; ++gi) gc_pack(&L, w, wp + (ptrdiff_t)gi * L.T * L.Kgp, gi);
-        /* (the loop's barrier: every block is packed before a task reads it) */
+        if (!packed) {
+            #pragma omp for schedule(static)
+            for (int gi = 0; gi < g->G; ++gi) gc_pack(&L, w, wp + (ptrdiff_t)gi * L.T * L.Kgp, gi);
+            /* (the loop's barrier: every group is packed before a task reads it) */
+        }
         float *buf = work + L.offs + L.packed + (ptrdiff_t)decaf_thread_num() * L.buf;
         #pragma omp for schedule(static)
         for (ptrdiff_t task = 0; task < tasks; ++task)
@@ -411,8 +414,10 @@ void decaf_grouped_conv_forward(const decaf_conv_geom *g, int threads, const flo
 #else
     /* Without AVX2 (decaf_grouped_conv_supported says 0, so conv.c runs im2col + GEMM instead):
      * the same sum, plainly, so that a call is still right. One (image, output channel) plane per
-     * iteration. */
+     * iteration. The "packed" weights of this variant are w itself. */
     (void)work;
+    if (packed)
+        w = packed;
     const int Kg = g->K / g->G;
     const int nt = macs < 32768 ? 1 : (threads < 1 ? 1 : threads);
     #pragma omp parallel for schedule(static) num_threads(nt)
@@ -440,6 +445,41 @@ void decaf_grouped_conv_forward(const decaf_conv_geom *g, int threads, const flo
         decaf_epilogue_at(ep, y, bk * g->Ho * g->Wo, (ptrdiff_t)g->Ho * g->Wo, 0.0f);
     }
 #endif
+}
+
+void decaf_grouped_conv_forward(const decaf_conv_geom *g, int threads, const float *x, const float *w,
+                                const float *bias, float *y, float *work, const decaf_epilogue *ep)
+{
+    gc_forward(g, threads, x, w, NULL, bias, y, work, ep);
+}
+
+ptrdiff_t decaf_grouped_conv_packed_size(const decaf_conv_geom *g)
+{
+    const ptrdiff_t T = (ptrdiff_t)(g->C / g->G) * g->kh * g->kw;
+#ifdef GC_SIMD
+    return g->G * T * (g->K / g->G + GC_MAXR - 1);
+#else
+    return g->K * T;
+#endif
+}
+
+void decaf_grouped_conv_pack(const decaf_conv_geom *g, const float *w, float *packed)
+{
+#ifdef GC_SIMD
+    gc_layout L;   /* (the fields gc_pack reads: the packed form depends on nothing else) */
+    L.Kg = g->K / g->G;
+    L.T = (g->C / g->G) * g->kh * g->kw;
+    L.Kgp = L.Kg + GC_MAXR - 1;
+    for (int gi = 0; gi < g->G; ++gi) gc_pack(&L, w, packed + (ptrdiff_t)gi * L.T * L.Kgp, gi);
+#else
+    memcpy(packed, w, sizeof(float) * (size_t)decaf_grouped_conv_packed_size(g));
+#endif
+}
+
+void decaf_grouped_conv_forward_packed(const decaf_conv_geom *g, int threads, const float *x, const float *packed,
+                                       const float *bias, float *y, float *work, const decaf_epilogue *ep)
+{
+    gc_forward(g, threads, x, NULL, packed, bias, y, work, ep);
 }
 
 int decaf_grouped_conv_preferred(const decaf_conv_geom *g, int threads)

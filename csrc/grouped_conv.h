@@ -30,6 +30,17 @@ ptrdiff_t decaf_grouped_conv_work_size(const decaf_conv_geom *g, int threads);
 void decaf_grouped_conv_forward(const decaf_conv_geom *g, int threads, const float *x, const float *w,
                                 const float *bias, float *y, float *work, const decaf_epilogue *ep);
 
+/* The weights in the form the kernel reads (per group, tap-major, the group's output channels
+ * side by side), for a caller that runs the same weights many times: packed_size floats, written
+ * by pack, read by forward_packed instead of w (decaf_grouped_conv_forward packs w into its work
+ * on every call: up to a tenth of its time at batch 1 for ResNeXt's wide layers). The form
+ * depends on g's C, K, G, kh, kw and the instruction set variant only. */
+ptrdiff_t decaf_grouped_conv_packed_size(const decaf_conv_geom *g);
+void decaf_grouped_conv_pack(const decaf_conv_geom *g, const float *w, float *packed);
+/* decaf_grouped_conv_forward with the weights packed by decaf_grouped_conv_pack (same work size). */
+void decaf_grouped_conv_forward_packed(const decaf_conv_geom *g, int threads, const float *x, const float *packed,
+                                       const float *bias, float *y, float *work, const decaf_epilogue *ep);
+
 /* 1 where benchmarks/bench_grouped.py measured this kernel faster than im2col + GEMM per group
  * (decaf_conv_forward's plan) for a geometry like g; 0 where not, or where it is not supported. */
 int decaf_grouped_conv_preferred(const decaf_conv_geom *g, int threads);

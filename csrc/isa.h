@@ -78,6 +78,9 @@ int decaf_isa_current(void);
 #define decaf_grouped_conv_work_size DECAF_ISA_NAME(decaf_grouped_conv_work_size)
 #define decaf_grouped_conv_forward DECAF_ISA_NAME(decaf_grouped_conv_forward)
 #define decaf_grouped_conv_preferred DECAF_ISA_NAME(decaf_grouped_conv_preferred)
+#define decaf_grouped_conv_packed_size DECAF_ISA_NAME(decaf_grouped_conv_packed_size)
+#define decaf_grouped_conv_pack DECAF_ISA_NAME(decaf_grouped_conv_pack)
+#define decaf_grouped_conv_forward_packed DECAF_ISA_NAME(decaf_grouped_conv_forward_packed)
 #endif
 
 #endif

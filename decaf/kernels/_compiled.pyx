@@ -601,6 +601,11 @@ cdef extern from "grouped_conv.h":
     void decaf_grouped_conv_forward(const decaf_conv_geom *g, int threads, const float *x, const float *w,
                                     const float *bias, float *y, float *work, const decaf_epilogue *ep) nogil
     int decaf_grouped_conv_preferred(const decaf_conv_geom *g, int threads) nogil
+    Py_ssize_t decaf_grouped_conv_packed_size(const decaf_conv_geom *g) nogil
+    void decaf_grouped_conv_pack(const decaf_conv_geom *g, const float *w, float *packed) nogil
+    void decaf_grouped_conv_forward_packed(const decaf_conv_geom *g, int threads, const float *x,
+                                           const float *packed, const float *bias, float *y, float *work,
+                                           const decaf_epilogue *ep) nogil
 
 
 def grouped_conv_supported(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_hw):
@@ -620,13 +625,33 @@ def grouped_conv_preferred(x_shape, w_shape, int group, kernel, stride, pads, di
     return bool(decaf_grouped_conv_preferred(&g, n))
 
 
+def grouped_conv_pack(const float[:, :, :, ::1] w not None, int group):
+    """(kind, packed): the weights w (K, C/group, kh, kw) in the form grouped_conv_forward(...,
+    packed=) reads instead of w (it then skips packing them on every call); kind names the kernel
+    variant that packed them (a forward in another variant refuses them)."""
+    import numpy as np
+    cdef decaf_conv_geom g
+    cdef int K = w.shape[0]
+    if group < 1 or K % group:
+        raise ValueError(f"grouped_conv_pack: outputs {K} must be divisible by group {group}")
+    g.B, g.C, g.H, g.W, g.K, g.G = 1, w.shape[1] * group, 1, 1, K, group
+    g.kh, g.kw, g.sh, g.sw, g.pad_top, g.pad_left, g.dh, g.dw, g.Ho, g.Wo = w.shape[2], w.shape[3], 1, 1, 0, 0, 1, 1, 1, 1
+    cdef float[::1] packed = np.empty(max(decaf_grouped_conv_packed_size(&g), 1), np.float32)
+    if K * w.shape[1] * w.shape[2] * w.shape[3] > 0:
+        with nogil:
+            decaf_grouped_conv_pack(&g, &w[0, 0, 0, 0], &packed[0])
+    return decaf_isa_current(), np.asarray(packed)
+
+
 def grouped_conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None, bias,
-                         float[:, :, :, ::1] y not None, stride, pads, int group, act=None, residual=None):
+                         float[:, :, :, ::1] y not None, stride, pads, int group, act=None, residual=None,
+                         packed=None):
     """y = conv(x, w) with `group` groups (dilation 1) + bias (None: none), + residual (an array like
     y, not y), then the activation act = (kind, lo, hi, alpha) (kind one of ACTIVATIONS), computed
     by the direct grouped kernel with decaf's threads. pads = (top, left, bottom, right); y's shape
     must be the one they give. Any group count works (in the generic variant by plain loops);
-    grouped_conv_supported says where the kernel is meant to run."""
+    grouped_conv_supported says where the kernel is meant to run. packed: None, or
+    grouped_conv_pack(w, group) (then w gives only the shape)."""
     import numpy as np
     func = "grouped_conv_forward"
     cdef int sh, sw, pt, pl, pb, pr
@@ -651,10 +676,23 @@ def grouped_conv_forward(const float[:, :, :, ::1] x not None, const float[:, :,
         bias_ptr = &b[0]
     cdef decaf_epilogue e
     _epilogue(func, &e, act, False, 0.0, None, residual, y)
+    cdef const float[::1] pk
+    cdef const float *packed_ptr = NULL
+    if packed is not None:
+        kind, pk = packed
+        if kind != decaf_isa_current() or pk.shape[0] != max(decaf_grouped_conv_packed_size(&g), 1):
+            raise ValueError(f"{func}: packed weights of variant {kind} ({pk.shape[0]} floats) do not fit this "
+                             f"convolution in variant {decaf_isa_current()} "
+                             f"({decaf_grouped_conv_packed_size(&g)} floats)")
+        packed_ptr = &pk[0]
     cdef int threads = decaf_get_num_threads()
     cdef float[::1] work = np.empty(max(decaf_grouped_conv_work_size(&g, threads), 1), np.float32)
     if B == 0 or K == 0:
         return
     with nogil:
-        decaf_grouped_conv_forward(&g, threads, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, &y[0, 0, 0, 0],
-                                   &work[0], &e)
+        if packed_ptr != NULL:
+            decaf_grouped_conv_forward_packed(&g, threads, &x[0, 0, 0, 0], packed_ptr, bias_ptr, &y[0, 0, 0, 0],
+                                              &work[0], &e)
+        else:
+            decaf_grouped_conv_forward(&g, threads, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, &y[0, 0, 0, 0],
+                                       &work[0], &e)

@@ -63,7 +63,7 @@ def random_case(rng):
     return B, group, int(Cg), int(Kg), H, W, k, s, pads
 
 
-def run_case(rng, B, group, Cg, Kg, H, W, k, s, pads, with_bias, act, with_residual):
+def run_case(rng, B, group, Cg, Kg, H, W, k, s, pads, with_bias, act, with_residual, prepacked=False):
     C, K = group * Cg, group * Kg
     x = rng.standard_normal((B, C, H, W)).astype(F32)
     w = rng.standard_normal((K, Cg, k, k)).astype(F32)
@@ -71,7 +71,8 @@ def run_case(rng, B, group, Cg, Kg, H, W, k, s, pads, with_bias, act, with_resid
     Ho, Wo = (H + pads[0] + pads[2] - k) // s + 1, (W + pads[1] + pads[3] - k) // s + 1
     residual = rng.standard_normal((B, K, Ho, Wo)).astype(F32) if with_residual else None
     y = np.full((B, K, Ho, Wo), np.nan, F32)   # every output must be written
-    _compiled.grouped_conv_forward(x, w, bias, y, (s, s), pads, group, act=act, residual=residual)
+    packed = _compiled.grouped_conv_pack(w, group) if prepacked else None
+    _compiled.grouped_conv_forward(x, w, bias, y, (s, s), pads, group, act=act, residual=residual, packed=packed)
     ref = reference(x, w, bias, (s, s), pads, group, act, residual)
     scale = np.abs(ref).max()
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * scale,
@@ -94,7 +95,7 @@ def test_random_geometries(isa, threads):
         for n in range(cases):
             case = random_case(rng)
             run_case(rng, *case, with_bias=n % 2 == 0, act=[None, RELU, SILU][n % 3],
-                     with_residual=n % 4 == 1)
+                     with_residual=n % 4 == 1, prepacked=n % 5 == 2)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -156,3 +157,11 @@ def test_bad_shapes_raise():
         f(x, w, None, y, (1, 1), (1, 1, 1, 1), 4, act=("gelu", 0.0, 0.0, 0.0))
     with pytest.raises(ValueError):
         f(x.astype(np.float64), w, None, y, (1, 1), (1, 1, 1, 1), 4)   # float32 only
+    kind, packed = _compiled.grouped_conv_pack(w, 4)
+    f(x, w, None, y, (1, 1), (1, 1, 1, 1), 4, packed=(kind, packed))
+    with pytest.raises(ValueError, match="packed weights"):
+        f(x, w, None, y, (1, 1), (1, 1, 1, 1), 4, packed=(kind, packed[:-1]))
+    with pytest.raises(ValueError, match="packed weights"):
+        f(x, w, None, y, (1, 1), (1, 1, 1, 1), 4, packed=(kind + 1, packed))   # another variant's form
+    with pytest.raises(ValueError, match="divisible by group"):
+        _compiled.grouped_conv_pack(w, 3)
