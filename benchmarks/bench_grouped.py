@@ -7,8 +7,9 @@ group, or whatever its plan runs) against the direct grouped kernel (grouped_con
 Per layer and batch: the two kernels take turns, each timed over a few calls per round (enough
 calls to last --min-time), best of --rounds rounds; so a drift of a shared machine moves both
 alike and the ratio is the figure to compare. Each layer is checked first: both outputs agree
-within 1e-5 of the largest value. Prints a Markdown table (ms per call, GFLOP/s of the grouped
-kernel, ratio im2col+GEMM time / grouped time: > 1 means the grouped kernel is faster) and the CPU.
+within 1e-5 of the largest value. Prints a Markdown table (ms per call, GFLOP/s, ratio im2col+GEMM
+time / grouped time: > 1 means the grouped kernel is faster; also with the weights packed once,
+grouped_conv_pack, as a plan keeping them would run it) and the CPU.
 """
 import argparse
 import json
@@ -87,18 +88,29 @@ def bench_layer(compiled, C, G, size, stride, batch, rounds, min_time):
         compiled.grouped_conv_forward(x, w, bias, y_grouped, (stride, stride), (1, 1, 1, 1), G,
                                       act=("clamp", 0.0, float("inf"), 0.0))
 
+    packed = compiled.grouped_conv_pack(w, G)
+
+    def grouped_packed():   # the weights packed once, as a plan that keeps them would
+        compiled.grouped_conv_forward(x, w, bias, y_grouped, (stride, stride), (1, 1, 1, 1), G,
+                                      act=("clamp", 0.0, float("inf"), 0.0), packed=packed)
+
     gemm()
     grouped()
     scale = float(np.abs(y_gemm).max())
     err = float(np.abs(y_gemm - y_grouped).max())
     if not err <= 1e-5 * scale:
         raise SystemExit(f"outputs differ: {err} (largest value {scale})")
-    t_gemm = t_grouped = float("inf")
+    grouped_packed()
+    if not float(np.abs(y_gemm - y_grouped).max()) <= 1e-5 * scale:
+        raise SystemExit("outputs differ with the weights packed once")
+    t_gemm = t_grouped = t_packed = float("inf")
     for _ in range(rounds):
         t_gemm = min(t_gemm, best_time(gemm, min_time))
         t_grouped = min(t_grouped, best_time(grouped, min_time))
+        t_packed = min(t_packed, best_time(grouped_packed, min_time))
     macs = batch * C * Ho * Ho * (C // G) * 9
     return {"gemm_ms": t_gemm * 1e3, "grouped_ms": t_grouped * 1e3, "ratio": t_gemm / t_grouped,
+            "packed_ms": t_packed * 1e3, "packed_ratio": t_gemm / t_packed,
             "grouped_gflops": 2 * macs / t_grouped / 1e9, "gemm_gflops": 2 * macs / t_gemm / 1e9,
             "direct_plan": plan["direct"],
             "preferred": compiled.grouped_conv_preferred(x.shape, w.shape, G, *geom)}
@@ -120,8 +132,9 @@ def main():
     from decaf.threads import using_threads
 
     print(f"CPU: {cpu_name()}; kernel variant {cpu.get_isa()}; {args.threads} threads")
-    print("| net | layer | in | B | im2col+GEMM ms | grouped ms | GFLOP/s gemm / grouped | ratio | preferred |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| net | layer | in | B | im2col+GEMM ms | grouped ms | GFLOP/s gemm / grouped | ratio | "
+          "packed once: ms, ratio | preferred |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     results = []
     with using_threads(args.threads):
         for batch in args.batches:
@@ -133,6 +146,7 @@ def main():
                 results.append(r)
                 print(f"| {net} | {name} | {size} | {batch} | {r['gemm_ms']:.3f} | {r['grouped_ms']:.3f} | "
                       f"{r['gemm_gflops']:.1f} / {r['grouped_gflops']:.1f} | {r['ratio']:.2f} | "
+                      f"{r['packed_ms']:.3f}, {r['packed_ratio']:.2f} | "
                       f"{'yes' if r['preferred'] else 'no'} |", flush=True)
     for batch in args.batches:
         for net in sorted({layer[0] for layer in LAYERS}):

@@ -127,6 +127,16 @@ def test_supported():
     assert _compiled.grouped_conv_supported((1, 16, 8, 8), (32, 1, 3, 3), 16, dilation=(1, 1), **geom) == fast
 
 
+def test_preferred():
+    """The benchmark's verdict (csrc/grouped_conv.c): the kernel where a side has <= 8 channels per group."""
+    fast = cpu.get_isa() != "generic"
+    geom = dict(kernel=(3, 3), stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1), out_hw=(7, 7))
+    assert _compiled.grouped_conv_preferred((1, 440, 7, 7), (440, 8, 3, 3), 55, **geom) == fast   # RegNetY
+    assert _compiled.grouped_conv_preferred((1, 64, 7, 7), (512, 2, 3, 3), 32, **geom) == fast
+    assert not _compiled.grouped_conv_preferred((1, 1024, 7, 7), (1024, 32, 3, 3), 32, **geom)   # ResNeXt s4
+    assert not _compiled.grouped_conv_preferred((1, 64, 7, 7), (64, 1, 3, 3), 64, **geom)   # depthwise
+
+
 def test_bad_shapes_raise():
     x = np.zeros((1, 8, 9, 9), F32)
     w = np.zeros((8, 2, 3, 3), F32)
