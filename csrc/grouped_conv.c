@@ -38,8 +38,8 @@
  * Wo (its extra lanes read padding and are not stored). A register tile is R output channels x V
  * positions: R V accumulators (8 or 12; the shape chosen per layer, gc_tile_shape), initialised
  * with the bias; per tap, V vector loads, R weight
- * broadcasts, R V FMAs. The weights are packed once per call (gc_pack: the R of a block side by
- * side per tap) so one pointer walks them; the inputs' V pointers plus off[t] address the loads. The positions loop runs outside the
+ * broadcasts, R V FMAs. The weights are packed once per call (gc_pack: blocks of R channels,
+ * the R of a tap side by side) so one pointer walks them contiguously; the inputs' V pointers plus off[t] address the loads. The positions loop runs outside the
  * output-channel blocks so the few buffer rows a tile reads stay in L1 for all Kg channels. A last
  * tile short of positions repeats the last one (recomputes it and stores the same values again);
  * one short of channels computes the missing ones with zero weights and stores nothing for them:
@@ -59,7 +59,7 @@ typedef struct {
     int Hq;              /* buffer rows: the padded input rows a full band reads */
     int shape, R, V;     /* the register tile: gc_shapes[shape] */
     int nkb;             /* output-channel blocks per group: ceil(Kg / R) */
-    int Kgp;             /* floats per tap in the packed weights: Kg + 3 (gc_pack) */
+    ptrdiff_t gpacked;   /* floats of a group's packed weights: nkb T R (gc_pack) */
     ptrdiff_t pstride;   /* floats per phase plane: Hq Wq + 8 of slack (gc_fill's last vectors) */
     ptrdiff_t chan;      /* floats per channel in the buffer: phases pstride */
     ptrdiff_t buf;       /* floats of one thread's buffer (a multiple of 16) */
@@ -81,16 +81,33 @@ static const struct { int R, V; float cycles; } gc_shapes[] = {
 };
 enum { GC_SHAPES = sizeof gc_shapes / sizeof gc_shapes[0] };
 
-/* The tile with the fewest estimated cycles for Kg output channels and P positions per band,
- * counting the repeated channels and positions a last partial tile computes. */
+/* Output channels per tile for Kg per group: of 4, 3 and 2 the one that computes fewest missing
+ * channels in a last partial block (larger first on a tie); 1 only for Kg = 1. It fixes the form
+ * of the packed weights (gc_pack), so it depends on Kg alone. */
+static int gc_tile_rows(int Kg)
+{
+    if (Kg <= 1)
+        return 1;
+    int best = 4;
+    for (int r = 3; r >= 2; --r)
+        if ((Kg + r - 1) / r * r < (Kg + best - 1) / best * best)
+            best = r;
+    return best;
+}
+
+/* Of the tiles with gc_tile_rows(Kg) channels, the one with the fewest estimated cycles for P
+ * positions per band, counting the repeated positions a last partial tile computes. */
 static int gc_tile_shape(int Kg, int P)
 {
-    int best = 0;
+    const int R = gc_tile_rows(Kg);
+    int best = -1;
     float best_cost = 0.0f;
     for (int s = 0; s < GC_SHAPES; ++s) {
-        const int R = gc_shapes[s].R, V = gc_shapes[s].V;
-        const float cost = (float)((Kg + R - 1) / R) * (float)((P + V - 1) / V) * gc_shapes[s].cycles;
-        if (s == 0 || cost < best_cost)
+        if (gc_shapes[s].R != R)
+            continue;
+        const int V = gc_shapes[s].V;
+        const float cost = (float)((P + V - 1) / V) * gc_shapes[s].cycles;
+        if (best < 0 || cost < best_cost)
             best = s, best_cost = cost;
     }
     return best;
@@ -124,12 +141,12 @@ static gc_layout gc_make_layout(const decaf_conv_geom *g, int threads)
     L.R = gc_shapes[L.shape].R;
     L.V = gc_shapes[L.shape].V;
     L.nkb = (L.Kg + L.R - 1) / L.R;
-    L.Kgp = L.Kg + GC_MAXR - 1;
+    L.gpacked = (ptrdiff_t)L.nkb * L.T * L.R;
     L.pstride = (ptrdiff_t)L.Hq * L.Wq + GC_LANES;
     L.chan = L.phases * L.pstride;
     L.buf = round16(L.Cg * L.chan);
     L.offs = round16(L.T);   /* (an int per tap, stored in the floats: both are 4 bytes) */
-    L.packed = round16((ptrdiff_t)g->G * L.T * L.Kgp);   /* (decaf_grouped_conv_packed_size, rounded) */
+    L.packed = round16(g->G * L.gpacked);   /* (decaf_grouped_conv_packed_size, rounded) */
     return L;
 }
 
@@ -235,20 +252,21 @@ static void gc_fill(const gc_layout *L, const decaf_conv_geom *g, const float *x
     }
 }
 
-/* The weights of group gi transposed, tap-major, each tap's Kg weights side by side and padded
- * with zeros to Kgp = Kg + 3:
- *     wt[t Kgp + k] = w[gi Kg + k][t]   (t = (c kh + i) kw + j; 0 for k >= Kg)
- * so a tile of R channels from k0 broadcasts wt[t Kgp + k0 + r] from one pointer stepping by Kgp
- * (a last block past Kg reads the zeros, and stores none of those channels). */
+/* The weights of group gi in blocks of R output channels, tap-major inside a block, the R weights
+ * of a tap side by side:
+ *     wt[(kb T + t) R + r] = w[gi Kg + kb R + r][t]   (t = (c kh + i) kw + j; 0 past Kg)
+ * so a tile walks one contiguous run of T R floats (a last block past Kg reads zeros for the
+ * missing channels and stores none of them). */
 static void gc_pack(const gc_layout *L, const float *w, float *wt, int gi)
 {
-    const int Kgp = L->Kgp;
-    for (int t = 0; t < L->T; ++t)
-        for (int k = L->Kg; k < Kgp; ++k) wt[(ptrdiff_t)t * Kgp + k] = 0.0f;
-    for (int k = 0; k < L->Kg; ++k) {
-        const float *wk = w + ((ptrdiff_t)gi * L->Kg + k) * L->T;
-        for (int t = 0; t < L->T; ++t) wt[(ptrdiff_t)t * Kgp + k] = wk[t];
-    }
+    const int R = L->R, T = L->T;
+    for (int kb = 0; kb < L->nkb; ++kb)
+        for (int r = 0; r < R; ++r) {
+            const int k = kb * R + r;
+            const float *wk = w + ((ptrdiff_t)gi * L->Kg + k) * T;
+            float *d = wt + (ptrdiff_t)kb * T * R + r;
+            for (int t = 0; t < T; ++t) d[(ptrdiff_t)t * R] = k < L->Kg ? wk[t] : 0.0f;
+        }
 }
 
 /* lanes_mask + 8 - n: the first n lanes set. */
@@ -261,7 +279,7 @@ static inline __attribute__((always_inline)) void gc_band(
     const gc_layout *L, const decaf_conv_geom *g, const float *buf, const int *off, const float *wpg,
     const float *bg, float *yg, int oh_lo, int oh_hi, const int R, const int V)
 {
-    const int P = (oh_hi - oh_lo) * L->nv, T = L->T, Kg = L->Kg, Kgp = L->Kgp, Wo = g->Wo, nv = L->nv;
+    const int P = (oh_hi - oh_lo) * L->nv, T = L->T, Kg = L->Kg, Wo = g->Wo, nv = L->nv;
     const ptrdiff_t plane = (ptrdiff_t)g->Ho * Wo, row_step = (ptrdiff_t)g->sh * L->Wq;
     for (int p0 = 0; p0 < P; p0 += V) {
         const float *xb[GC_MAXV];
@@ -277,7 +295,7 @@ static inline __attribute__((always_inline)) void gc_band(
             mask[v] = _mm256_loadu_si256((const __m256i *)(lanes_mask + GC_LANES - n));
         }
         for (int kb = 0; kb < L->nkb; ++kb) {
-            const float *wp = wpg + kb * R;
+            const float *wp = wpg + (ptrdiff_t)kb * T * R;
             float *yr[GC_MAXR];
             __m256 acc[GC_ACC];
             _Pragma("GCC unroll 4") for (int r = 0; r < R; ++r) {
@@ -290,7 +308,7 @@ static inline __attribute__((always_inline)) void gc_band(
              * weight at a time (4x3, 4x2, 2x4) or its R weights plus one input at a time (3x4,
              * 2x6, 1x8), whichever fits without spilling */
             if (R * V + V + 1 <= 16) {
-                for (int t = 0; t < T; ++t, wp += Kgp) {
+                for (int t = 0; t < T; ++t, wp += R) {
                     const int o = off[t];
                     __m256 xv[GC_MAXV];
                     _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v) xv[v] = _mm256_loadu_ps(xb[v] + o);
@@ -301,7 +319,7 @@ static inline __attribute__((always_inline)) void gc_band(
                     }
                 }
             } else {
-                for (int t = 0; t < T; ++t, wp += Kgp) {
+                for (int t = 0; t < T; ++t, wp += R) {
                     const int o = off[t];
                     __m256 wv[GC_MAXR];
                     _Pragma("GCC unroll 4") for (int r = 0; r < R; ++r) wv[r] = _mm256_broadcast_ss(wp + r);
@@ -336,7 +354,7 @@ static void gc_task(const gc_layout *L, const decaf_conv_geom *g, const float *x
     const ptrdiff_t plane = (ptrdiff_t)g->Ho * g->Wo;
     const ptrdiff_t first = (ptrdiff_t)b * g->K + (ptrdiff_t)group * L->Kg;   /* its first output channel */
     gc_fill(L, g, x + ((ptrdiff_t)b * g->C + (ptrdiff_t)group * L->Cg) * g->H * g->W, oh_lo, oh_hi, buf);
-    const float *wpg = wp + (ptrdiff_t)group * L->T * L->Kgp;
+    const float *wpg = wp + group * L->gpacked;
     const float *bg = bias ? bias + (ptrdiff_t)group * L->Kg : NULL;
     float *yg = y + first * plane;
     switch (L->shape) {   /* (the order of gc_shapes) */
@@ -403,7 +421,7 @@ static void gc_forward(const decaf_conv_geom *g, int threads, const float *x, co
     {
         if (!packed) {
             #pragma omp for schedule(static)
-            for (int gi = 0; gi < g->G; ++gi) gc_pack(&L, w, wp + (ptrdiff_t)gi * L.T * L.Kgp, gi);
+            for (int gi = 0; gi < g->G; ++gi) gc_pack(&L, w, wp + gi * L.gpacked, gi);
             /* (the loop's barrier: every group is packed before a task reads it) */
         }
         float *buf = work + L.offs + L.packed + (ptrdiff_t)decaf_thread_num() * L.buf;
@@ -457,7 +475,8 @@ ptrdiff_t decaf_grouped_conv_packed_size(const decaf_conv_geom *g)
 {
     const ptrdiff_t T = (ptrdiff_t)(g->C / g->G) * g->kh * g->kw;
 #ifdef GC_SIMD
-    return g->G * T * (g->K / g->G + GC_MAXR - 1);
+    const int Kg = g->K / g->G, R = gc_tile_rows(Kg);
+    return g->G * ((Kg + R - 1) / R) * T * R;
 #else
     return g->K * T;
 #endif
@@ -466,11 +485,13 @@ ptrdiff_t decaf_grouped_conv_packed_size(const decaf_conv_geom *g)
 void decaf_grouped_conv_pack(const decaf_conv_geom *g, const float *w, float *packed)
 {
 #ifdef GC_SIMD
-    gc_layout L;   /* (the fields gc_pack reads: the packed form depends on nothing else) */
+    gc_layout L;   /* (the fields gc_pack reads: the packed form depends on C, K, G, kh, kw alone) */
     L.Kg = g->K / g->G;
     L.T = (g->C / g->G) * g->kh * g->kw;
-    L.Kgp = L.Kg + GC_MAXR - 1;
-    for (int gi = 0; gi < g->G; ++gi) gc_pack(&L, w, packed + (ptrdiff_t)gi * L.T * L.Kgp, gi);
+    L.R = gc_tile_rows(L.Kg);
+    L.nkb = (L.Kg + L.R - 1) / L.R;
+    L.gpacked = (ptrdiff_t)L.nkb * L.T * L.R;
+    for (int gi = 0; gi < g->G; ++gi) gc_pack(&L, w, packed + gi * L.gpacked, gi);
 #else
     memcpy(packed, w, sizeof(float) * (size_t)decaf_grouped_conv_packed_size(g));
 #endif
