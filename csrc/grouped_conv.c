@@ -291,7 +291,11 @@ static inline __attribute__((always_inline)) void gc_band(
             const int row = p / nv, ow0 = (p % nv) * GC_LANES, n = Wo - ow0 < GC_LANES ? Wo - ow0 : GC_LANES;
             xb[v] = buf + row * row_step + ow0;            /* where tap (0, 0, 0) reads */
             at[v] = (ptrdiff_t)(oh_lo + row) * Wo + ow0;   /* output offset in a plane */
-            full[v] = n == GC_LANES;
+            /* a row's partial last vector is stored whole when its extra lanes stay inside the
+             * band (they run into the next rows of the plane, which later positions of this band
+             * overwrite); else, past the band lie other bands' or channels' outputs, a masked
+             * store (slow on AMD: several times a plain one) */
+            full[v] = n == GC_LANES || at[v] + GC_LANES <= (ptrdiff_t)oh_hi * Wo;
             mask[v] = _mm256_loadu_si256((const __m256i *)(lanes_mask + GC_LANES - n));
         }
         for (int kb = 0; kb < L->nkb; ++kb) {
