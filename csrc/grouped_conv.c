@@ -126,12 +126,14 @@ static gc_layout gc_make_layout(const decaf_conv_geom *g, int threads)
     /* the last position of a row starts at column (nv - 1) 8 and its lanes reach 7 further, plus
      * (kw - 1) / sw for the last tap */
     L.Wq = L.nv * GC_LANES + (g->kw - 1) / g->sw;
-    /* Bands: one per (image, group) when those tasks are many or split evenly over the threads;
-     * else the fewest bands that make them so (13 groups on 2 threads: 2 bands each, 26 tasks). */
+    /* Bands: one per (image, group) when there are at least 4 such tasks per thread, else the
+     * fewest bands that make 4 (6 groups at batch 1 on 2 threads: 2 bands each, 12 tasks). The
+     * threads take tasks as they come (a thread of a busy machine that lost its core holds up
+     * the others by one task, not by its half). */
     const ptrdiff_t bg = (ptrdiff_t)g->B * g->G;
     int bands = 1;
     if (threads > 1)
-        while (bands < g->Ho && (bg * bands) % threads != 0 && bg * bands < 16 * threads) ++bands;
+        while (bands < g->Ho && bg * bands < 4 * threads) ++bands;
     L.band_rows = (g->Ho + bands - 1) / bands;
     if (L.band_rows < 1)
         L.band_rows = 1;
@@ -424,12 +426,12 @@ static void gc_forward(const decaf_conv_geom *g, int threads, const float *x, co
     #pragma omp parallel num_threads(nt)
     {
         if (!packed) {
-            #pragma omp for schedule(static)
+            #pragma omp for schedule(dynamic)
             for (int gi = 0; gi < g->G; ++gi) gc_pack(&L, w, wp + gi * L.gpacked, gi);
             /* (the loop's barrier: every group is packed before a task reads it) */
         }
         float *buf = work + L.offs + L.packed + (ptrdiff_t)decaf_thread_num() * L.buf;
-        #pragma omp for schedule(static)
+        #pragma omp for schedule(dynamic)
         for (ptrdiff_t task = 0; task < tasks; ++task)
             gc_task(&L, g, x, wp, bias, y, buf, off, ep, task);
     }
