@@ -1,5 +1,6 @@
 #include "grouped_conv.h"
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -28,22 +29,26 @@
  *                       (c < Cg, q < phases = min(sw, kw), r < Hq, m < Wq)
  * so tap t = (c, i, j) of the output vector at (oh, ow0) reads 8 floats at
  *     buf + off[t] + (oh - oh_lo) sh Wq + ow0,   off[t] = c chan + (j % sw) pstride + i Wq + j / sw
- * (a phase plane takes pstride = Hq Wq + 8 floats: 8 of slack after its rows, chan = phases pstride)
- * (off[] is computed once per call, in the head of `work`). Strides 1 and 2 fill the rows with
- * masked loads, stride 2 splitting 16 columns at a time with shuffles; larger strides gather
- * column by column.
+ * where a phase plane takes pstride = Hq Wq + 8 floats (8 of slack after its rows) and a channel
+ * chan = phases pstride; off[] is computed once per call, in the head of `work`. Strides 1 and 2
+ * fill the rows with masked loads, stride 2 splitting 16 columns at a time with shuffles; larger
+ * strides gather column by column.
  *
  * The outputs of a band are enumerated as "positions": vectors of 8 consecutive outputs of a row,
  * nv = ceil(Wo / 8) per row, row-major; the last vector of a row is partial when 8 does not divide
- * Wo (its extra lanes read padding and are not stored). A register tile is R output channels x V
+ * Wo (its extra lanes compute values that are no outputs: stored whole when they fall inside the
+ * band, where later positions overwrite them, else left out by a masked store). A register tile is R output channels x V
  * positions: R V accumulators (8 or 12; the shape chosen per layer, gc_tile_shape), initialised
- * with the bias; per tap, V vector loads, R weight
- * broadcasts, R V FMAs. The weights are packed once per call (gc_pack: blocks of R channels,
- * the R of a tap side by side) so one pointer walks them contiguously; the inputs' V pointers plus off[t] address the loads. The positions loop runs outside the
- * output-channel blocks so the few buffer rows a tile reads stay in L1 for all Kg channels. A last
- * tile short of positions repeats the last one (recomputes it and stores the same values again);
- * one short of channels computes the missing ones with zero weights and stores nothing for them:
- * no more compiled tile shapes than the six of gc_shapes. */
+ * with the bias; per tap, V vector loads, R weight broadcasts, R V FMAs. The weights are packed
+ * (gc_pack: blocks of R channels, the R weights of a tap side by side; once per call, or once for
+ * all by the caller) so a tile walks them from one pointer; the V input pointers plus off[t]
+ * address the loads. The positions loop runs outside the output-channel blocks so the few buffer
+ * rows a tile reads stay in L1 for all Kg channels. A last tile short of positions repeats the
+ * last one (recomputes it and stores the same values again); one short of channels computes the
+ * missing ones with zero weights and stores nothing for them: no more compiled tile shapes than
+ * the six of gc_shapes.
+ *
+ * Tasks (B G bands of them) go to decaf's threads as they come; each thread has its own buffer. */
 
 #ifdef GC_SIMD
 enum { GC_LANES = 8, GC_ACC = 12, GC_MAXR = 4, GC_MAXV = 8 };
@@ -381,9 +386,13 @@ static void gc_task(const gc_layout *L, const decaf_conv_geom *g, const float *x
 int decaf_grouped_conv_supported(const decaf_conv_geom *g)
 {
 #ifdef GC_SIMD
-    return g->G > 1 && g->C % g->G == 0 && g->K % g->G == 0 && !(g->C == g->G && g->K == g->G)
-           && g->dh == 1 && g->dw == 1 && g->kh >= 1 && g->kw >= 1 && g->sh >= 1 && g->sw >= 1
-           && g->Ho >= 1 && g->Wo >= 1;
+    if (!(g->G > 1 && g->C % g->G == 0 && g->K % g->G == 0 && !(g->C == g->G && g->K == g->G)
+          && g->dh == 1 && g->dw == 1 && g->kh >= 1 && g->kw >= 1 && g->sh >= 1 && g->sw >= 1
+          && g->Ho >= 1 && g->Wo >= 1))
+        return 0;
+    /* off[] holds offsets into a thread's buffer as ints: the largest buffer (one band) must fit */
+    const gc_layout L = gc_make_layout(g, 1);
+    return L.buf < INT_MAX;
 #else
     (void)g;
     return 0;
