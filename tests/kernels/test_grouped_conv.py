@@ -2,7 +2,8 @@
 reference written here from the definition (windows of the zero-padded input, one einsum per
 group), over random geometries: groups 2..55, 1..24 channels per group in and out (not both 1),
 1x1 / 3x3 / 5x5 kernels, strides 1 and 2, pads 0..2 (top, left, bottom, right independently),
-odd sizes, batch 1 and 3, with and without bias, ReLU / SiLU and a residual, on 1 and 2 threads,
+odd sizes, batch 1 and 3, with and without bias, ReLU / SiLU and a residual, weights packed per
+call or once (grouped_conv_pack), on 1, 2 and 3 threads (bands of output rows, uneven splits),
 in every instruction set variant this CPU runs (the generic one runs the plain-loop fallback).
 
 Tolerance: the kernel sums up to Cg kh kw = 600 float32 products per output (FMAs, in tap order);
@@ -87,7 +88,7 @@ def isa(request):
     cpu.set_isa(before)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, 3])
 def test_random_geometries(isa, threads):
     rng = np.random.default_rng(1300 + threads)
     cases = 40 if isa != "generic" else 12
