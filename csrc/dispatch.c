@@ -10,6 +10,7 @@
 #include "depthwise.h"
 #include "elementwise.h"
 #include "gemm.h"
+#include "grouped_conv.h"
 #include "im2col.h"
 #include "isa.h"
 #include "lrn.h"
@@ -93,7 +94,19 @@
     V(decaf_winograd_forward, (const decaf_conv_geom *g, int threads, const float *x, const float *u,   \
                                const float *bias, float *y, float *work, const decaf_epilogue *ep),     \
       (g, threads, x, u, bias, y, work, ep))                                                            \
-    R(int, decaf_winograd_preferred, (const decaf_conv_geom *g, int threads), (g, threads))
+    R(int, decaf_winograd_preferred, (const decaf_conv_geom *g, int threads), (g, threads))            \
+    R(int, decaf_grouped_conv_supported, (const decaf_conv_geom *g), (g))                                \
+    R(ptrdiff_t, decaf_grouped_conv_work_size, (const decaf_conv_geom *g, int threads), (g, threads))    \
+    V(decaf_grouped_conv_forward, (const decaf_conv_geom *g, int threads, const float *x, const float *w, \
+                                   const float *bias, float *y, float *work, const decaf_epilogue *ep),  \
+      (g, threads, x, w, bias, y, work, ep))                                                            \
+    R(int, decaf_grouped_conv_preferred, (const decaf_conv_geom *g, int threads), (g, threads))         \
+    R(ptrdiff_t, decaf_grouped_conv_packed_size, (const decaf_conv_geom *g), (g))                       \
+    V(decaf_grouped_conv_pack, (const decaf_conv_geom *g, const float *w, float *packed), (g, w, packed)) \
+    V(decaf_grouped_conv_forward_packed, (const decaf_conv_geom *g, int threads, const float *x,        \
+                                          const float *packed, const float *bias, float *y, float *work, \
+                                          const decaf_epilogue *ep),                                    \
+      (g, threads, x, packed, bias, y, work, ep))
 
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)

@@ -82,6 +82,14 @@ int decaf_isa_current(void);
 #define decaf_winograd_work_size DECAF_ISA_NAME(decaf_winograd_work_size)
 #define decaf_winograd_forward DECAF_ISA_NAME(decaf_winograd_forward)
 #define decaf_winograd_preferred DECAF_ISA_NAME(decaf_winograd_preferred)
+/* grouped_conv.c */
+#define decaf_grouped_conv_supported DECAF_ISA_NAME(decaf_grouped_conv_supported)
+#define decaf_grouped_conv_work_size DECAF_ISA_NAME(decaf_grouped_conv_work_size)
+#define decaf_grouped_conv_forward DECAF_ISA_NAME(decaf_grouped_conv_forward)
+#define decaf_grouped_conv_preferred DECAF_ISA_NAME(decaf_grouped_conv_preferred)
+#define decaf_grouped_conv_packed_size DECAF_ISA_NAME(decaf_grouped_conv_packed_size)
+#define decaf_grouped_conv_pack DECAF_ISA_NAME(decaf_grouped_conv_pack)
+#define decaf_grouped_conv_forward_packed DECAF_ISA_NAME(decaf_grouped_conv_forward_packed)
 #endif
 
 #endif

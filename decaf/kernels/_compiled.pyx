@@ -798,3 +798,106 @@ def batchnorm_scale_shift(const float[::1] mean not None, const float[::1] var n
         if bp:
             for c in range(C):
                 t[c] = bp[c] + t[c]
+# ---- grouped convolution, direct (csrc/grouped_conv.c) ----------------------------------------
+
+cdef extern from "grouped_conv.h":
+    int decaf_grouped_conv_supported(const decaf_conv_geom *g) nogil
+    Py_ssize_t decaf_grouped_conv_work_size(const decaf_conv_geom *g, int threads) nogil
+    void decaf_grouped_conv_forward(const decaf_conv_geom *g, int threads, const float *x, const float *w,
+                                    const float *bias, float *y, float *work, const decaf_epilogue *ep) nogil
+    int decaf_grouped_conv_preferred(const decaf_conv_geom *g, int threads) nogil
+    Py_ssize_t decaf_grouped_conv_packed_size(const decaf_conv_geom *g) nogil
+    void decaf_grouped_conv_pack(const decaf_conv_geom *g, const float *w, float *packed) nogil
+    void decaf_grouped_conv_forward_packed(const decaf_conv_geom *g, int threads, const float *x,
+                                           const float *packed, const float *bias, float *y, float *work,
+                                           const decaf_epilogue *ep) nogil
+
+
+def grouped_conv_supported(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_hw):
+    """True when the direct grouped kernel (grouped_conv_forward) is meant for this convolution in
+    the instruction set variant in use: G > 1 groups, not depthwise, dilation 1 (AVX2 or AVX-512)."""
+    cdef decaf_conv_geom g = _conv_geom(tuple(x_shape), tuple(w_shape), group, kernel, stride, pads,
+                                        dilation, out_hw)
+    return bool(decaf_grouped_conv_supported(&g))
+
+
+def grouped_conv_preferred(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_hw, threads=None):
+    """True where benchmarks/bench_grouped.py measured the direct grouped kernel faster than
+    conv_forward's im2col + GEMM for this geometry with `threads` threads (None: the current count)."""
+    cdef decaf_conv_geom g = _conv_geom(tuple(x_shape), tuple(w_shape), group, kernel, stride, pads,
+                                        dilation, out_hw)
+    cdef int n = decaf_get_num_threads() if threads is None else _ints((threads,), "threads", 1, 1)[0]
+    return bool(decaf_grouped_conv_preferred(&g, n))
+
+
+def grouped_conv_pack(const float[:, :, :, ::1] w not None, int group):
+    """(kind, packed): the weights w (K, C/group, kh, kw) in the form grouped_conv_forward(...,
+    packed=) reads instead of w (it then skips packing them on every call); kind names the kernel
+    variant that packed them (a forward in another variant refuses them)."""
+    import numpy as np
+    cdef decaf_conv_geom g
+    cdef int K = w.shape[0]
+    if group < 1 or K % group:
+        raise ValueError(f"grouped_conv_pack: outputs {K} must be divisible by group {group}")
+    g.B, g.C, g.H, g.W, g.K, g.G = 1, w.shape[1] * group, 1, 1, K, group
+    g.kh, g.kw, g.sh, g.sw, g.pad_top, g.pad_left, g.dh, g.dw, g.Ho, g.Wo = w.shape[2], w.shape[3], 1, 1, 0, 0, 1, 1, 1, 1
+    cdef float[::1] packed = np.empty(max(decaf_grouped_conv_packed_size(&g), 1), np.float32)
+    if K * w.shape[1] * w.shape[2] * w.shape[3] > 0:
+        with nogil:
+            decaf_grouped_conv_pack(&g, &w[0, 0, 0, 0], &packed[0])
+    return decaf_isa_current(), np.asarray(packed)
+
+
+def grouped_conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None, bias,
+                         float[:, :, :, ::1] y not None, stride, pads, int group, act=None, residual=None,
+                         packed=None):
+    """y = conv(x, w) with `group` groups (dilation 1) + bias (None: none), + residual (an array like
+    y, not y), then the activation act = (kind, lo, hi, alpha) (kind one of ACTIVATIONS), computed
+    by the direct grouped kernel with decaf's threads. pads = (top, left, bottom, right); y's shape
+    must be the one they give. Any group count works (in the generic variant by plain loops);
+    grouped_conv_supported says where the kernel is meant to run. packed: None, or
+    grouped_conv_pack(w, group) (then w gives only the shape)."""
+    import numpy as np
+    func = "grouped_conv_forward"
+    cdef int sh, sw, pt, pl, pb, pr
+    sh, sw = _ints(stride, "stride", 2, 1)
+    pt, pl, pb, pr = _ints(pads, "pads", 4, 0)
+    cdef int B = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], K = w.shape[0]
+    cdef int kh = w.shape[2], kw = w.shape[3]
+    if group < 1 or C % group or K % group:
+        raise ValueError(f"{func}: channels {C} and outputs {K} must be divisible by group {group}")
+    _expect_shape(func, "w", _shape4(w), (K, C // group, kh, kw))
+    if kh < 1 or kw < 1 or H + pt + pb < kh or W + pl + pr < kw:
+        raise ValueError(f"{func}: a {kh}x{kw} kernel does not fit the padded {H + pt + pb}x{W + pl + pr} input")
+    cdef int Ho = (H + pt + pb - kh) // sh + 1, Wo = (W + pl + pr - kw) // sw + 1
+    _expect_shape(func, "y", _shape4(y), (B, K, Ho, Wo))
+    cdef decaf_conv_geom g = _conv_geom(_shape4(x), _shape4(w), group, (kh, kw), (sh, sw), (pt, pl, pb, pr),
+                                        (1, 1), (Ho, Wo))
+    cdef const float[::1] b
+    cdef const float *bias_ptr = NULL
+    if bias is not None:
+        b = bias
+        _expect_shape(func, "bias", (b.shape[0],), (K,))
+        bias_ptr = &b[0]
+    cdef decaf_epilogue e
+    _epilogue(func, &e, act, False, 0.0, None, residual, y)
+    cdef const float[::1] pk
+    cdef const float *packed_ptr = NULL
+    if packed is not None:
+        kind, pk = packed
+        if kind != decaf_isa_current() or pk.shape[0] != max(decaf_grouped_conv_packed_size(&g), 1):
+            raise ValueError(f"{func}: packed weights of variant {kind} ({pk.shape[0]} floats) do not fit this "
+                             f"convolution in variant {decaf_isa_current()} "
+                             f"({decaf_grouped_conv_packed_size(&g)} floats)")
+        packed_ptr = &pk[0]
+    cdef int threads = decaf_get_num_threads()
+    cdef float[::1] work = np.empty(max(decaf_grouped_conv_work_size(&g, threads), 1), np.float32)
+    if B == 0 or K == 0:
+        return
+    with nogil:
+        if packed_ptr != NULL:
+            decaf_grouped_conv_forward_packed(&g, threads, &x[0, 0, 0, 0], packed_ptr, bias_ptr, &y[0, 0, 0, 0],
+                                              &work[0], &e)
+        else:
+            decaf_grouped_conv_forward(&g, threads, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, &y[0, 0, 0, 0],
+                                       &work[0], &e)
