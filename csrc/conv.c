@@ -3,6 +3,7 @@
 #include "activation.h"
 #include "direct_conv.h"
 #include "gemm.h"
+#include "grouped_conv.h"
 #include "im2col.h"
 #include "threads.h"
 #include "winograd.h"
@@ -59,6 +60,14 @@ decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int 
         p.pack = DECAF_PACK_WINOGRAD;
         p.packed = decaf_winograd_packed_size(g);
         p.slot = p.work = decaf_winograd_work_size(g, p.threads);
+        p.slots = 1;
+        return p;
+    }
+    p.grouped = !backward && decaf_grouped_conv_supported(g) && decaf_grouped_conv_preferred(g, p.threads);
+    if (p.grouped) {   /* the forward packs into its scratch itself unless given the weights packed */
+        p.pack = DECAF_PACK_GROUPED;
+        p.packed = decaf_grouped_conv_packed_size(g);
+        p.slot = p.work = decaf_grouped_conv_work_size(g, p.threads);
         p.slots = 1;
         return p;
     }
@@ -128,6 +137,8 @@ void decaf_conv_pack(const decaf_conv_geom *g, const decaf_conv_plan *p, const f
         decaf_direct_conv_pack(g, p, w, packed);
     else if (p->pack == DECAF_PACK_WINOGRAD)
         decaf_winograd_pack(g, w, packed);
+    else if (p->pack == DECAF_PACK_GROUPED)
+        decaf_grouped_conv_pack(g, w, packed);
 }
 
 void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
@@ -140,6 +151,13 @@ void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, cons
 
     if (p->winograd) {   /* (a prepacked plan: packed is never NULL, the wrapper sees to it) */
         decaf_winograd_forward(g, p->threads, x, packed, bias, y, work, ep);
+        return;
+    }
+    if (p->grouped) {
+        if (packed)
+            decaf_grouped_conv_forward_packed(g, p->threads, x, packed, bias, y, work, ep);
+        else
+            decaf_grouped_conv_forward(g, p->threads, x, w, bias, y, work, ep);
         return;
     }
     if (p->direct) {

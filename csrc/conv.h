@@ -42,6 +42,7 @@ typedef struct {
     int backward;             /* planned for decaf_conv_backward (else decaf_conv_forward) */
     int direct;               /* forward without im2col (direct_conv.c) */
     int winograd;             /* forward by Winograd F(4x4, 3x3) from prepacked weights (winograd.c) */
+    int grouped;              /* forward by the direct grouped kernel (grouped_conv.c) */
     int by_image;             /* B >= threads: each thread a contiguous range of whole images;
                                * else every image is split over the threads */
     decaf_conv_split split;   /* how an image is split (forward, !by_image, !direct) */
@@ -56,11 +57,11 @@ typedef struct {
 } decaf_conv_plan;
 
 /* What decaf_conv_pack writes for a plan: nothing (im2col + GEMM reads w as it is), the direct
- * kernel's blocked weights (direct_conv.c), or Winograd's transformed ones (winograd.c: only in a
+ * kernel's blocked weights (direct_conv.c), the grouped kernel's (grouped_conv.c), or Winograd's transformed ones (winograd.c: only in a
  * DECAF_PLAN_PREPACKED plan, since the transform costs more than a batch-1 forward). A caller that runs the same weights many times packs
  * them once and hands them to every forward, which then skips that copy (at batch 1 it was up to
  * a third of a layer's time: ResNet-18's 512-channel layers read 9.4 MB of weights per call). */
-enum { DECAF_PACK_NONE = 0, DECAF_PACK_DIRECT = 1, DECAF_PACK_WINOGRAD = 2 };
+enum { DECAF_PACK_NONE = 0, DECAF_PACK_DIRECT = 1, DECAF_PACK_WINOGRAD = 2, DECAF_PACK_GROUPED = 3 };
 
 /* What a plan is for: the forward (packing the weights itself where its kernel wants them packed),
  * the backward, or the forward of a caller that hands it the weights prepacked (decaf_conv_pack),

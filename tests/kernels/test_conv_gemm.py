@@ -215,7 +215,10 @@ def test_pointwise_conv_reads_x_directly_and_matches_reference(batch, threads, g
     w = rng.standard_normal((6, 4 // group, 1, 1)).astype(np.float32)
     bias, dy = rng.standard_normal(6).astype(np.float32), rng.standard_normal((batch, 6, 5, 6)).astype(np.float32)
     params = ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
-    assert _compiled.conv_work_size(x.shape, w.shape, group, *params, (5, 6), False) == 0   # no im2col
+    plan = _compiled.conv_plan(x.shape, w.shape, group, *params, (5, 6))
+    # no im2col (2-channel groups run the grouped kernel where it is built, which pads its planes)
+    assert plan["grouped"] or _compiled.conv_work_size(x.shape, w.shape, group, *params, (5, 6), False) == 0
+    assert plan["grouped"] == (DIRECT and group > 1)
     forward_matches_reference(x, w, bias, params, group, (5, 6), False, False, threads)
     backward_matches_reference(x, w, dy, True, params, group, (5, 6), threads)
 
@@ -339,7 +342,8 @@ def test_direct_convolution_plain_layout_matches_reference(seed, threads):
     bias = rng.standard_normal(K).astype(np.float32) if seed % 3 else None
     relu, apart = seed % 2 == 0, seed % 4 == 0
     params = ((kh, kw), (sh, sw), pads, (1, 1))
-    assert is_direct(x.shape, w.shape, group, *params, (Ho, Wo)) == DIRECT
+    plan = _compiled.conv_plan(x.shape, w.shape, group, *params, (Ho, Wo))
+    assert (plan["direct"] or plan["grouped"]) == DIRECT    # (groups of <= 8 channels: the grouped kernel)
     forward_matches_reference(x, w, bias, params, group, (Ho, Wo), relu, apart, threads)
 
 
@@ -436,3 +440,37 @@ def test_prepacked_plan_takes_winograd_where_preferred_and_matches_reference(cas
         scale = np.abs(want).max()
         assert np.abs(y - want).max() <= 5e-5 * scale
         assert np.abs(out - np.maximum(want, 0)).max() <= 5e-5 * scale
+
+
+@needs_blas
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("prepacked", [False, True])
+def test_conv_forward_takes_the_grouped_kernel_for_narrow_groups(prepacked, threads):
+    # groups of <= 8 channels (RegNet, ResNeXt's first stages) run csrc/grouped_conv.c through
+    # conv_forward, with or without weights packed once; wider groups keep im2col + GEMM
+    rng = np.random.default_rng(11)
+    B, C, K, G, H = 2, 48, 48, 6, 11
+    x = rng.standard_normal((B, C, H, H)).astype(np.float32)
+    w = rng.standard_normal((K, C // G, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(K).astype(np.float32)
+    params = ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1))
+    Ho = (H + 2 - 3) // 2 + 1
+    with using_threads(threads):
+        plan = _compiled.conv_plan(x.shape, w.shape, G, *params, (Ho, Ho), prepacked=prepacked)
+        assert plan["grouped"] == DIRECT, plan           # (the AVX variants run it)
+        wide = _compiled.conv_plan((B, 64, H, H), (64, 32, 3, 3), 2, *params, (Ho, Ho))
+        assert not wide["grouped"]
+        packed = None
+        kind, size = kernels.conv_packing(x, w, G, *params, (Ho, Ho))
+        if prepacked and kind:
+            array = np.empty(size, np.float32)
+            kernels.conv_pack(x, w, array, G, *params, (Ho, Ho))
+            packed = (kind, array)
+        work = np.empty(max(kernels.conv_work_size(x, w, G, *params, (Ho, Ho), False, packed is not None), 1),
+                        np.float32)
+        y, out = np.full((B, K, Ho, Ho), np.nan, np.float32), np.full((B, K, Ho, Ho), np.nan, np.float32)
+        kernels.conv_forward(x, w, bias, y, work, *params, G, relu=True, relu_out=out, packed=packed)
+        want, want_out = np.empty_like(y), np.empty_like(y)
+        reference.conv_forward(x, w, bias, want, None, *params, G, True, want_out)
+        close(y, want)
+        close(out, want_out)
