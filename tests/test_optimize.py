@@ -445,3 +445,6 @@ def test_packed_convolution_weights_follow_writes_and_thread_counts(rng, monkeyp
     for threads in (1, 2):
         with decaf.threads.using_threads(threads):
             same()
+    for batch in (3, 1, 3):                                # the plan (and so the packed form) may change
+        x = rng.standard_normal((batch, 16, 9, 9)).astype(np.float32)
+        same()

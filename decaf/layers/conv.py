@@ -172,24 +172,30 @@ class Convolution(Layer):
             self.work = np.empty(max(size, 1), x.dtype)
         return self.work
 
-    # (kind, array, the weight's touched count after the call that packed it, the weight array):
-    # the weights in the form the direct kernel reads, kept by infer() between calls
+    # {kind: (array, the weight's touched count after the call that used it, the weight array)}:
+    # the weights in each form a plan asked for (direct, Winograd, grouped: the form can change with
+    # the batch size), kept by infer() between calls
     _packed = None
 
     def _packed_weights(self, x, w, touched_before):
-        """(kind, array) for conv_forward's packed=: the kept packing while nothing but this layer
-        looked at the weight since it was made and the plan wants the same form, else a new one."""
+        """(kind, array) for conv_forward's packed=: the kept packing of the form the plan wants
+        while nothing but this layer looked at the weight since, else a new one (the other forms
+        are dropped then)."""
         geometry = (self.p["group"], self.kernel, self.stride, self.pads, self.dilation, self.out_hw)
         kind, size = kernels.conv_packing(x, w, *geometry)
         if not kind:
             return None
-        kept = self._packed
-        if kept is None or kept[0] != kind or kept[2] != touched_before or kept[3] is not w:
-            array = kept[1] if kept is not None and kept[1].size == size else np.empty(size, np.float32)
+        kept = self._packed or {}
+        fresh = {k: v for k, v in kept.items() if v[1] == touched_before and v[2] is w}
+        if kind in fresh and fresh[kind][0].size == size:
+            array = fresh[kind][0]
+        else:
+            array = np.empty(size, np.float32)
             kernels.conv_pack(x, w, array, *geometry)
-            kept = (kind, array)
-        self._packed = (kind, kept[1], self.weight.touched, w)
-        return kind, kept[1]
+        fresh[kind] = (array, None, w)
+        touched = self.weight.touched
+        self._packed = {k: (a, touched, v) for k, (a, _, v) in fresh.items()}
+        return kind, array
 
     def forward(self, bottom, top, reuse_packed=False):
         x, y = bottom[0].data, top[0].data
