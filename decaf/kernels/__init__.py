@@ -65,6 +65,14 @@ def set_backend(name):
     _impl = _compiled if name == "compiled" else reference
 
 
+def plan_key():
+    """What a convolution's plan depends on besides its shapes: (backend, threads, instruction set).
+    A caller may keep conv_packing's and conv_work_size's answers while this stays the same."""
+    if _impl is _compiled:
+        return ("compiled", _compiled.get_num_threads(), _compiled.isa_current())
+    return ("numpy",)
+
+
 def get_backend():
     """"compiled" or "numpy"."""
     return "compiled" if _impl is _compiled else "numpy"

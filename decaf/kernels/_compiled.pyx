@@ -166,6 +166,12 @@ def _isa_number(str name):
 
 def _ints(value, str name, int count, int minimum):
     """A tuple of `count` Python ints, each >= minimum, from `value`."""
+    if type(value) is tuple and len(<tuple>value) == count:     # the common case, without a generator
+        for v in <tuple>value:
+            if type(v) is not int or v < minimum:
+                break
+        else:
+            return value
     try:
         items = tuple(_index(v) for v in value)
     except TypeError:

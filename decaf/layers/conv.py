@@ -164,10 +164,21 @@ class Convolution(Layer):
         self.fused_residual = blob
         return True
 
+    def _asked(self, question, x, w, *args):
+        """kernels.<question>(x, w, geometry..., *args), kept per shapes and kernels.plan_key():
+        the plan's answers cost more than a small layer's arithmetic (tens of microseconds)."""
+        key = (question, x.shape, x.dtype, w.shape, args, kernels.plan_key())
+        answers = self.__dict__.setdefault("_answers", {})
+        if key not in answers:
+            geometry = (self.p["group"], self.kernel, self.stride, self.pads, self.dilation, self.out_hw)
+            if len(answers) > 16:
+                answers.clear()
+            answers[key] = getattr(kernels, question)(x, w, *geometry, *args)
+        return answers[key]
+
     def _work(self, x, w, backward, prepacked=False):
         """The reused scratch buffer for the fused kernels, grown if the thread count grew."""
-        size = kernels.conv_work_size(x, w, self.p["group"], self.kernel, self.stride,
-                                      self.pads, self.dilation, self.out_hw, backward, prepacked)
+        size = self._asked("conv_work_size", x, w, backward, prepacked)
         if self.work is None or self.work.size < size or self.work.dtype != x.dtype:
             self.work = np.empty(max(size, 1), x.dtype)
         return self.work
@@ -182,7 +193,7 @@ class Convolution(Layer):
         while nothing but this layer looked at the weight since, else a new one (the other forms
         are dropped then)."""
         geometry = (self.p["group"], self.kernel, self.stride, self.pads, self.dilation, self.out_hw)
-        kind, size = kernels.conv_packing(x, w, *geometry)
+        kind, size = self._asked("conv_packing", x, w)
         if not kind:
             return None
         kept = self._packed or {}
