@@ -16,6 +16,8 @@ NumPy); ``operand_first`` makes it c op x; ``learnable`` says whether training u
 """
 import numpy as np
 
+from .. import kernels
+
 from ..errors import SpecError
 from ..interop import onnx_importer
 from ..layer import Layer, per_image, register
@@ -99,7 +101,26 @@ class Arithmetic(Layer):
 
     def forward(self, bottom, top):
         a, b = self._operands(bottom)
-        top[0].data[...] = _FN[self.p["operation"]](a, b)
+        y = top[0].data
+        if self.p["operation"] == "mul" and self._channel_gate(a, b, y):
+            return
+        _FN[self.p["operation"]](a, b, out=y)      # (no temporary: the ufunc writes the top)
+
+    def _channel_gate(self, a, b, y):
+        """x (N, C, H, W) times g (N or 1, C, 1, 1), either way round (a squeeze-excitation gate), as
+        one compiled per-channel scale per image (kernels.channel_affine); False for other shapes."""
+        x, g = (a, b) if a.ndim == 4 and b.shape[2:] == (1, 1) else (b, a)
+        if not (x.ndim == g.ndim == 4 and x.dtype == g.dtype == y.dtype and g.shape[2:] == (1, 1)
+                and g.shape[1] == x.shape[1] and g.shape[0] in (1, x.shape[0]) and y.shape == x.shape
+                and x.shape[2] * x.shape[3] > 1 and x.flags.c_contiguous and y.flags.c_contiguous):
+            return False
+        zeros = getattr(self, "_zeros", None)
+        if zeros is None or zeros.shape != (x.shape[1],) or zeros.dtype != x.dtype:
+            zeros = self._zeros = np.zeros(x.shape[1], x.dtype)
+        for n in range(x.shape[0]):
+            scale = np.ascontiguousarray(g[n if g.shape[0] > 1 else 0, :, 0, 0])
+            kernels.channel_affine(x[n:n + 1], scale, zeros, y[n:n + 1])
+        return True
 
     def backward(self, top, propagate_down, bottom):
         a, b = self._operands(bottom)

@@ -109,6 +109,23 @@ def test_arithmetic_two_tensors_broadcast(op):
     np.testing.assert_allclose(y, ref, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("gate_first", [False, True])
+def test_arithmetic_channel_gate_runs_the_per_channel_kernel_exactly(gate_first, monkeypatch):
+    # x times a per-image, per-channel gate (squeeze-excitation) goes through kernels.channel_affine, one
+    # image at a time: the same products as NumPy's broadcast, bit for bit (x s + 0 rounds once)
+    import decaf.kernels as kernels
+    calls = []
+    real = kernels.channel_affine
+    monkeypatch.setattr(kernels, "channel_affine", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x, g = x32(2, 3, 4, 5), x32(2, 3, 1, 1)
+    bottoms = (g, x) if gate_first else (x, g)
+    _, y = run_layer({"type": "Arithmetic", "operation": "mul"}, *bottoms)
+    np.testing.assert_array_equal(y, x * g)
+    assert len(calls) == 2                                 # one per image
+    _, y = run_layer({"type": "Arithmetic", "operation": "mul"}, x, x32(2, 3, 4, 1))   # not a gate: NumPy
+    assert len(calls) == 2
+
+
 def test_arithmetic_constant_operand_channels_last_and_first():
     x = x32(2, 4, 5, 3)
     c = x32(3) + 2.0
