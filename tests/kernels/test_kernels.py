@@ -169,6 +169,21 @@ def test_max_pool_values_propagate_nan(impl):
 
 
 @needs_compiled
+@needs_compiled
+@pytest.mark.parametrize("hw", [(8, 8), (7, 7), (112, 112), (9, 13)])
+def test_global_avg_pool_against_a_float64_mean(hw):
+    # whole-plane windows (squeeze-excitation, classifier heads) take 16 running sums: within float32
+    # rounding of the exact mean (|x| <= 4 here, so 1e-6 absolute), on 1 and 2 threads
+    rng = np.random.default_rng(hw[0])
+    x = randn(rng, (3, 40) + hw)
+    want = x.astype(np.float64).mean(axis=(2, 3), keepdims=True)
+    for threads in (1, 2):
+        with using_threads(threads):
+            y = np.full((3, 40, 1, 1), np.nan, np.float32)
+            _compiled.avg_pool_forward(x, y, hw, (1, 1), (0, 0, 0, 0), False)
+            np.testing.assert_allclose(y, want, rtol=0, atol=2e-6)
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("count_include_pad", [False, True])
 def test_avg_pool_matches_reference(seed, count_include_pad):
@@ -177,7 +192,12 @@ def test_avg_pool_matches_reference(seed, count_include_pad):
     x = randn(rng, g.x_shape)
     params = (g.kernel, g.stride, g.pads, count_include_pad)
     (c,), (r,) = both("avg_pool_forward", [x], [(g.y_shape, F32)], params)
-    np.testing.assert_array_equal(c, r)  # row-major window sum, then one division: exact
+    whole = g.y_shape[2:] == (1, 1) and g.kernel == g.x_shape[2:] and not any(g.pads) \
+        and g.x_shape[2] * g.x_shape[3] >= 64
+    if whole:                # global pooling sums in 16 running sums (test_global_avg_pool_...)
+        np.testing.assert_allclose(c, r, rtol=1e-5, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(c, r)  # row-major window sum, then one division: exact
     dy = randn(rng, g.y_shape)
     (c,), (r,) = both("avg_pool_backward", [dy], [(g.x_shape, F32)], params)
     np.testing.assert_allclose(c, r, **TOL)
