@@ -167,7 +167,7 @@ class Convolution(Layer):
     def _asked(self, question, x, w, *args):
         """kernels.<question>(x, w, geometry..., *args), kept per shapes and kernels.plan_key():
         the plan's answers cost more than a small layer's arithmetic (tens of microseconds)."""
-        key = (question, x.shape, x.dtype, w.shape, args, kernels.plan_key())
+        key = (question, x.shape, x.dtype.char, w.shape, args, kernels.plan_key())
         answers = self.__dict__.setdefault("_answers", {})
         if key not in answers:
             geometry = (self.p["group"], self.kernel, self.stride, self.pads, self.dilation, self.out_hw)
