@@ -37,10 +37,11 @@ static void affine_planes(const float *x, const float *scale, const float *shift
     ptrdiff_t c = p0 % C, pending = p0 * HW;      /* pending: where the values without epilogue start */
     for (ptrdiff_t p = p0; p < p1; ++p) {
         const ptrdiff_t at = p * HW;
+        const float t = shift ? shift[c] : 0.0f;
         if (x == y)
-            affine_run_in_place(y + at, HW, scale[c], shift[c]);
+            affine_run_in_place(y + at, HW, scale[c], t);
         else
-            affine_run(x + at, y + at, HW, scale[c], shift[c]);
+            affine_run(x + at, y + at, HW, scale[c], t);
         if (++c == C)
             c = 0;
         if (ep && (at + HW - pending >= EPILOGUE_RUN || p + 1 == p1)) {
@@ -59,7 +60,7 @@ static void affine_vectors(const float *x, const float *scale, const float *shif
         const float *xb = x + b * C;
         float *yb = y + b * C;
         for (ptrdiff_t i = 0; i < C; ++i)
-            yb[i] = xb[i] * scale[i] + shift[i];
+            yb[i] = xb[i] * scale[i] + (shift ? shift[i] : 0.0f);
         if (ep)
             decaf_epilogue_at(ep, y, b * C, C, 0.0f);
     }

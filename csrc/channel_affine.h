@@ -1,7 +1,7 @@
 /* A per-channel affine map with the activation epilogue: BatchNorm at inference, Scale, and Mul /
  * Add by per-channel constants, each one pass over the tensor.
  *
- * x, y (B, C, HW) contiguous, scale and shift (C):
+ * x, y (B, C, HW) contiguous, scale and shift (C; shift NULL: 0):
  *     y[b, c, i] = x[b, c, i] * scale[c] + shift[c]
  * then the epilogue ep (activation.h; NULL: none): its activation in y, or into ep->out (y keeping
  * the values before it); ep->residual, when given, is added before the activation. */

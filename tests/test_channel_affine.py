@@ -96,6 +96,19 @@ def test_kernel_matches_numpy_float64(impl, act, threads, rng):
             close(out, act_f64(pre, act))
 
 
+@pytest.mark.parametrize("impl", [_compiled, reference], ids=["compiled", "numpy"])
+def test_kernel_without_a_shift(impl, threads, rng):
+    """shift None: y = x * scale[c] (the same values as a shift of zeros), with an activation too."""
+    for shape in SHAPES:
+        x, scale, _, _ = operands(rng, shape)
+        for act in (None, ("clamp", 0.0, INF, 0.0)):
+            y, z = np.full(shape, np.nan, np.float32), np.full(shape, np.nan, np.float32)
+            impl.channel_affine(x, scale, None, y, act)
+            impl.channel_affine(x, scale, np.zeros(shape[1], np.float32), z, act)
+            np.testing.assert_array_equal(y, z)
+            close(y, act_f64(x.astype(np.float64) * scale[:, None, None], act))
+
+
 def test_threads_and_variants_give_the_same_bits(rng):
     """1 or 2 threads, each instruction set variant: every value is computed the same way."""
     x, scale, shift, _ = operands(rng, (2, 64, 33, 35))

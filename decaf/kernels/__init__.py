@@ -187,7 +187,8 @@ def depthwise_conv_backward(x, w, dy, dx, dw, stride, pads, dilation):
 
 
 def channel_affine(x, scale, shift, y, act=None, act_out=None):
-    """y = x * scale[c] + shift[c] for x (B, C, H, W) and scale, shift (C,) (y may be x: in place);
+    """y = x * scale[c] + shift[c] for x (B, C, H, W) and scale, shift (C,) (shift None: 0; y may be
+    x: in place);
     then the activation act = (kind, lo, hi, alpha) (see conv_forward) in y, or into act_out (y
     keeping the values before it). BatchNorm at inference and Scale (csrc/channel_affine.c)."""
     _for(x).channel_affine(x, scale, shift, y, act, act_out)

@@ -740,14 +740,18 @@ cdef bint _overlap(const float[:, :, :, ::1] a, const float[:, :, :, ::1] b):
 
 
 def channel_affine(const float[:, :, :, ::1] x not None, const float[::1] scale not None,
-                   const float[::1] shift not None, float[:, :, :, ::1] y not None, act=None, act_out=None):
-    """y = x * scale[c] + shift[c] over (B, C, H, W) (y may be x); then the activation act =
-    (kind, lo, hi, alpha) (see conv_forward) in y, or into act_out (y keeping the values before it)."""
+                   const float[::1] shift, float[:, :, :, ::1] y not None, act=None, act_out=None):
+    """y = x * scale[c] + shift[c] over (B, C, H, W) (y may be x; shift None: 0); then the activation
+    act = (kind, lo, hi, alpha) (see conv_forward) in y, or into act_out (y keeping the values before it)."""
     shape = _shape4(x)
     cdef Py_ssize_t B = x.shape[0], C = x.shape[1], HW = x.shape[2] * x.shape[3]
     _expect_shape("channel_affine", "y", _shape4(y), shape)
     _expect_shape("channel_affine", "scale", (scale.shape[0],), (C,))
-    _expect_shape("channel_affine", "shift", (shift.shape[0],), (C,))
+    cdef const float *shift_ptr = NULL
+    if shift is not None:
+        _expect_shape("channel_affine", "shift", (shift.shape[0],), (C,))
+        if C:
+            shift_ptr = &shift[0]
     if act_out is not None and act is None:
         raise ValueError("channel_affine: act_out without act")
     if _overlap(x, y):
@@ -763,7 +767,7 @@ def channel_affine(const float[:, :, :, ::1] x not None, const float[::1] scale 
     if B * C * HW == 0:
         return
     with nogil:
-        decaf_channel_affine(&x[0, 0, 0, 0], &scale[0], &shift[0], &y[0, 0, 0, 0], B, C, HW, &e)
+        decaf_channel_affine(&x[0, 0, 0, 0], &scale[0], shift_ptr, &y[0, 0, 0, 0], B, C, HW, &e)
 
 
 def batchnorm_scale_shift(const float[::1] mean not None, const float[::1] var not None, weight, bias,

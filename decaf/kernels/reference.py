@@ -421,12 +421,14 @@ def copy_count_nonfinite(src, dst):
 # ---- per-channel affine (BatchNorm at inference, Scale) ----------------------------------------
 
 def channel_affine(x, scale, shift, y, act=None, act_out=None):
-    """y = x * scale[c] + shift[c] over (B, C, H, W) (y may be x); then the activation act in y,
-    or into act_out (y keeping the values before it)."""
+    """y = x * scale[c] + shift[c] over (B, C, H, W) (y may be x; shift None: 0); then the activation
+    act in y, or into act_out (y keeping the values before it)."""
     if getattr(x, "ndim", None) != 4:
         raise ValueError(f"channel_affine: x must be 4-D (B, C, H, W), got shape {np.shape(x)}")
     outputs = {"act_out": act_out} if act_out is not None else {}
     C = x.shape[1]
+    if shift is None:
+        shift = np.zeros(C, x.dtype)
     _check("channel_affine", {"y": x.shape, "scale": (C,), "shift": (C,), "act_out": x.shape},
            x=x, scale=scale, shift=shift, y=y, **outputs)
     if act_out is not None and act is None:

@@ -114,12 +114,9 @@ class Arithmetic(Layer):
                 and g.shape[1] == x.shape[1] and g.shape[0] in (1, x.shape[0]) and y.shape == x.shape
                 and x.shape[2] * x.shape[3] > 1 and x.flags.c_contiguous and y.flags.c_contiguous):
             return False
-        zeros = getattr(self, "_zeros", None)
-        if zeros is None or zeros.shape != (x.shape[1],) or zeros.dtype != x.dtype:
-            zeros = self._zeros = np.zeros(x.shape[1], x.dtype)
         for n in range(x.shape[0]):
             scale = np.ascontiguousarray(g[n if g.shape[0] > 1 else 0, :, 0, 0])
-            kernels.channel_affine(x[n:n + 1], scale, zeros, y[n:n + 1])
+            kernels.channel_affine(x[n:n + 1], scale, None, y[n:n + 1])
         return True
 
     def backward(self, top, propagate_down, bottom):

@@ -238,16 +238,9 @@ class Scale(_ChannelAffine):
             raise self.shape_error("channel count", self.gamma.shape[0], bottom_shapes[0])
         return [bottom_shapes[0]]
 
-    _zeros = None            # the shift without a bias term
-
     def forward(self, bottom, top):
         x = bottom[0].data
-        if self.beta is not None:
-            shift = np.asarray(self.beta.data, x.dtype)
-        else:
-            if self._zeros is None or self._zeros.dtype != x.dtype or len(self._zeros) != x.shape[1]:
-                self._zeros = np.zeros(x.shape[1], x.dtype)
-            shift = self._zeros
+        shift = None if self.beta is None else np.asarray(self.beta.data, x.dtype)
         self._write(x, np.asarray(self.gamma.data, x.dtype), shift, top)
 
     def backward(self, top, propagate_down, bottom):
