@@ -186,6 +186,16 @@ def _expect_shape(str func, str name, tuple shape, tuple expected):
         raise ValueError(f"{func}: {name} has shape {shape}, expected {expected}")
 
 
+cdef const float *_bias_data(str func, bias, Py_ssize_t n) except? NULL:
+    """The floats of `bias` (a contiguous float32 vector of n values; the caller keeps it alive), or
+    NULL for None."""
+    if bias is None:
+        return NULL
+    cdef const float[::1] b = bias
+    _expect_shape(func, "bias", (b.shape[0],), (n,))
+    return &b[0]
+
+
 cdef tuple _shape4(const float[:, :, :, ::1] a):
     return (a.shape[0], a.shape[1], a.shape[2], a.shape[3])
 
@@ -381,12 +391,7 @@ def depthwise_conv_forward(const float[:, :, :, ::1] x not None, const float[:, 
     cdef int kh = w.shape[2], kw = w.shape[3], Ho = y.shape[2], Wo = y.shape[3]
     _expect_shape("depthwise_conv_forward", "w", _shape4(w), (C, 1, kh, kw))
     _expect_shape("depthwise_conv_forward", "y", _shape4(y), (B, C, Ho, Wo))
-    cdef const float[::1] b
-    cdef const float *bias_ptr = NULL
-    if bias is not None:
-        b = bias
-        _expect_shape("depthwise_conv_forward", "bias", (b.shape[0],), (C,))
-        bias_ptr = &b[0]
+    cdef const float *bias_ptr = _bias_data("depthwise_conv_forward", bias, C)
     cdef decaf_epilogue e
     _epilogue("depthwise_conv_forward", &e, act, relu > 0, relu, relu_out, residual, y)
     with nogil:
@@ -552,12 +557,7 @@ def conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1]
     cdef decaf_conv_geom g = _conv_geom(_shape4(x), _shape4(w), group, kernel, stride, pads, dilation,
                                         (y.shape[2], y.shape[3]))
     _expect_shape("conv_forward", "y", _shape4(y), (g.B, g.K, g.Ho, g.Wo))
-    cdef const float[::1] b
-    cdef const float *bias_ptr = NULL
-    if bias is not None:
-        b = bias
-        _expect_shape("conv_forward", "bias", (b.shape[0],), (g.K,))
-        bias_ptr = &b[0]
+    cdef const float *bias_ptr = _bias_data("conv_forward", bias, g.K)
     cdef decaf_epilogue e
     _epilogue("conv_forward", &e, act, relu, relu_max, relu_out, residual, y)
     cdef decaf_conv_plan plan = decaf_conv_make_plan(&g, decaf_get_num_threads(),
@@ -684,12 +684,7 @@ def winograd_forward(const float[:, :, :, ::1] x not None, const float[::1] u no
     if u.shape[0] != decaf_winograd_packed_size(&g):
         raise ValueError(f"winograd_forward: u has {u.shape[0]} floats, expected "
                          f"{decaf_winograd_packed_size(&g)} (winograd_pack of a {tuple(w_shape)} w)")
-    cdef const float[::1] b
-    cdef const float *bias_ptr = NULL
-    if bias is not None:
-        b = bias
-        _expect_shape("winograd_forward", "bias", (b.shape[0],), (g.K,))
-        bias_ptr = &b[0]
+    cdef const float *bias_ptr = _bias_data("winograd_forward", bias, g.K)
     cdef decaf_epilogue e
     _epilogue("winograd_forward", &e, act, False, float("inf"), None, residual, y)
     if g.B == 0:
@@ -883,12 +878,7 @@ def grouped_conv_forward(const float[:, :, :, ::1] x not None, const float[:, :,
     _expect_shape(func, "y", _shape4(y), (B, K, Ho, Wo))
     cdef decaf_conv_geom g = _conv_geom(_shape4(x), _shape4(w), group, (kh, kw), (sh, sw), (pt, pl, pb, pr),
                                         (1, 1), (Ho, Wo))
-    cdef const float[::1] b
-    cdef const float *bias_ptr = NULL
-    if bias is not None:
-        b = bias
-        _expect_shape(func, "bias", (b.shape[0],), (K,))
-        bias_ptr = &b[0]
+    cdef const float *bias_ptr = _bias_data(func, bias, K)
     cdef decaf_epilogue e
     _epilogue(func, &e, act, False, 0.0, None, residual, y)
     cdef const float[::1] pk
