@@ -164,16 +164,19 @@ class Convolution(Layer):
         self.fused_residual = blob
         return True
 
+    def _geometry(self):
+        """(group, kernel, stride, pads, dilation, out_hw): the kernels' arguments after x and w."""
+        return self.p["group"], self.kernel, self.stride, self.pads, self.dilation, self.out_hw
+
     def _asked(self, question, x, w, *args):
         """kernels.<question>(x, w, geometry..., *args), kept per shapes and kernels.plan_key():
         the plan's answers cost more than a small layer's arithmetic (tens of microseconds)."""
         key = (question, x.shape, x.dtype.char, w.shape, args, kernels.plan_key())
         answers = self.__dict__.setdefault("_answers", {})
         if key not in answers:
-            geometry = (self.p["group"], self.kernel, self.stride, self.pads, self.dilation, self.out_hw)
             if len(answers) > 16:
                 answers.clear()
-            answers[key] = getattr(kernels, question)(x, w, *geometry, *args)
+            answers[key] = getattr(kernels, question)(x, w, *self._geometry(), *args)
         return answers[key]
 
     def _work(self, x, w, backward, prepacked=False):
@@ -183,7 +186,7 @@ class Convolution(Layer):
             self.work = np.empty(max(size, 1), x.dtype)
         return self.work
 
-    # {kind: (array, the weight's touched count after the call that used it, the weight array)}:
+    # (the weight's touched count after the call that used them, the weight array, {kind: array}):
     # the weights in each form a plan asked for (direct, Winograd, grouped: the form can change with
     # the batch size), kept by infer() between calls
     _packed = None
@@ -192,20 +195,17 @@ class Convolution(Layer):
         """(kind, array) for conv_forward's packed=: the kept packing of the form the plan wants
         while nothing but this layer looked at the weight since, else a new one (the other forms
         are dropped then)."""
-        geometry = (self.p["group"], self.kernel, self.stride, self.pads, self.dilation, self.out_hw)
         kind, size = self._asked("conv_packing", x, w)
         if not kind:
             return None
-        kept = self._packed or {}
-        fresh = {k: v for k, v in kept.items() if v[1] == touched_before and v[2] is w}
-        if kind in fresh and fresh[kind][0].size == size:
-            array = fresh[kind][0]
-        else:
+        kept = self._packed
+        forms = kept[2] if kept is not None and kept[0] == touched_before and kept[1] is w else {}
+        array = forms.get(kind)
+        if array is None or array.size != size:
             array = np.empty(size, np.float32)
-            kernels.conv_pack(x, w, array, *geometry)
-        fresh[kind] = (array, None, w)
-        touched = self.weight.touched
-        self._packed = {k: (a, touched, v) for k, (a, _, v) in fresh.items()}
+            kernels.conv_pack(x, w, array, *self._geometry())
+            forms = {**forms, kind: array}          # (a new dict: shallow copies of the layer share the old)
+        self._packed = (self.weight.touched, w, forms)
         return kind, array
 
     def forward(self, bottom, top, reuse_packed=False):
