@@ -52,10 +52,10 @@ decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int 
     p.backward = backward != 0;
     p.by_image = g->B >= p.threads;
     p.block = 1;
-    /* Winograd where it measured faster (winograd.c's decaf_winograd_preferred), for callers that
-     * pack the weights once; else direct where it applies; else im2col + GEMM. */
-    p.winograd = mode == DECAF_PLAN_PREPACKED && decaf_winograd_supported(g)
-                 && decaf_winograd_preferred(g, p.threads);
+    /* Winograd where it measured faster (winograd.c's decaf_winograd_preferred, 0 where it is not
+     * supported), for callers that pack the weights once; else the grouped kernel for narrow groups;
+     * else direct where it applies; else im2col + GEMM. */
+    p.winograd = mode == DECAF_PLAN_PREPACKED && decaf_winograd_preferred(g, p.threads);
     if (p.winograd) {
         p.pack = DECAF_PACK_WINOGRAD;
         p.packed = decaf_winograd_packed_size(g);
@@ -63,7 +63,7 @@ decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int 
         p.slots = 1;
         return p;
     }
-    p.grouped = !backward && decaf_grouped_conv_supported(g) && decaf_grouped_conv_preferred(g, p.threads);
+    p.grouped = !backward && decaf_grouped_conv_preferred(g, p.threads);   /* (preferred: also supported) */
     if (p.grouped) {   /* the forward packs into its scratch itself unless given the weights packed */
         p.pack = DECAF_PACK_GROUPED;
         p.packed = decaf_grouped_conv_packed_size(g);

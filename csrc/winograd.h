@@ -27,7 +27,7 @@ ptrdiff_t decaf_winograd_work_size(const decaf_conv_geom *g, int threads);
 void decaf_winograd_forward(const decaf_conv_geom *g, int threads, const float *x, const float *u,
                             const float *bias, float *y, float *work, const decaf_epilogue *ep);
 /* 1 when Winograd should be picked over the direct / im2col path for this shape and thread count
- * (a heuristic from benchmarks/bench_winograd.py: see winograd.c). */
+ * (a heuristic from benchmarks/bench_winograd.py: see winograd.c); 0 where it is not supported. */
 int decaf_winograd_preferred(const decaf_conv_geom *g, int threads);
 
 #endif
