@@ -407,8 +407,8 @@ def test_training_then_testing_refolds(rng):
 
 
 def test_packed_convolution_weights_follow_writes_and_thread_counts(rng, monkeypatch):
-    """The optimized graph's convolutions keep their weights packed for the direct kernel between
-    forwards (Convolution.infer); a write through Param.data (in place, a new array, load_params)
+    """Convolutions keep their weights packed for the direct kernel between forwards (in the
+    optimized graph and in the net as written alike); a write through Param.data (in place, a new array, load_params)
     or another thread count makes them repack: the outputs always equal the net as written."""
     spec = {"name": "packed", "inputs": {"data": [16, 9, 9]}, "layers": [
         {"name": "c1", "type": "Convolution", "bottom": "data", "top": "c1", "num_output": 32,
@@ -428,10 +428,10 @@ def test_packed_convolution_weights_follow_writes_and_thread_counts(rng, monkeyp
     same()
     direct = decaf.kernels.conv_packing(x, np.empty((32, 16, 3, 3), np.float32), 1, (3, 3), (1, 1),
                                         (1, 1, 1, 1), (1, 1), (9, 9))[0] > 0
-    assert len(packs) == (2 if direct else 0)            # each convolution packed once (direct kernels only)
+    assert len(packs) == (4 if direct else 0)            # each convolution of each net packed once (direct only)
     same()
     same()
-    assert len(packs) == (2 if direct else 0)            # and kept while their weights are not looked at
+    assert len(packs) == (4 if direct else 0)            # and kept while their weights are not looked at
     for net in (fast, plain):
         net.params["c1.weight"].data[:, :, 1, 1] += 1.0    # in place, through Param.data
     same()

@@ -16,7 +16,11 @@ Ho = floor((H + pad_top + pad_bottom - dh (kh - 1) - 1) / sh) + 1.
 
 The general case runs in one compiled kernel (kernels.conv_forward /
 conv_backward, csrc/conv.c): each thread takes whole images, and runs im2col,
-the GEMMs and the bias for them without waiting on the other threads.
+the GEMMs and the bias for them without waiting on the other threads. The
+forward reads the weights packed for its kernel (direct, Winograd, grouped),
+kept until the weight is next looked at. With stride 1 the input gradient is
+itself a convolution (of dy with the flipped, transposed filters) and runs on
+the forward's kernels instead of GEMM + col2im.
 """
 
 import numpy as np
@@ -168,27 +172,29 @@ class Convolution(Layer):
         """(group, kernel, stride, pads, dilation, out_hw): the kernels' arguments after x and w."""
         return self.p["group"], self.kernel, self.stride, self.pads, self.dilation, self.out_hw
 
-    def _asked(self, question, x, w, *args):
+    def _asked(self, question, x, w, *args, geometry=None):
         """kernels.<question>(x, w, geometry..., *args), kept per shapes and kernels.plan_key():
-        the plan's answers cost more than a small layer's arithmetic (tens of microseconds)."""
-        key = (question, x.shape, x.dtype.char, w.shape, args, kernels.plan_key())
+        the plan's answers cost more than a small layer's arithmetic (tens of microseconds).
+        geometry: another convolution's (backward's input gradient), else this layer's."""
+        geometry = geometry or self._geometry()
+        key = (question, x.shape, x.dtype.char, w.shape, geometry, args, kernels.plan_key())
         answers = self.__dict__.setdefault("_answers", {})
         if key not in answers:
             if len(answers) > 16:
                 answers.clear()
-            answers[key] = getattr(kernels, question)(x, w, *self._geometry(), *args)
+            answers[key] = getattr(kernels, question)(x, w, *geometry, *args)
         return answers[key]
 
-    def _work(self, x, w, backward, prepacked=False):
+    def _work(self, x, w, backward, prepacked=False, geometry=None):
         """The reused scratch buffer for the fused kernels, grown if the thread count grew."""
-        size = self._asked("conv_work_size", x, w, backward, prepacked)
+        size = self._asked("conv_work_size", x, w, backward, prepacked, geometry=geometry)
         if self.work is None or self.work.size < size or self.work.dtype != x.dtype:
             self.work = np.empty(max(size, 1), x.dtype)
         return self.work
 
     # (the weight's touched count after the call that used them, the weight array, {kind: array}):
     # the weights in each form a plan asked for (direct, Winograd, grouped: the form can change with
-    # the batch size), kept by infer() between calls
+    # the batch size), kept between calls
     _packed = None
 
     def _packed_weights(self, x, w, touched_before):
@@ -208,7 +214,7 @@ class Convolution(Layer):
         self._packed = (self.weight.touched, w, forms)
         return kind, array
 
-    def forward(self, bottom, top, reuse_packed=False):
+    def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
         touched = self.weight.touched
         w = self.weight.data
@@ -220,14 +226,10 @@ class Convolution(Layer):
             kernels.depthwise_conv_forward(x, w, y, self.stride, self.pads, self.dilation, bias,
                                            act=act, residual=residual, relu_out=act_out)
         else:
-            packed = self._packed_weights(x, w, touched) if reuse_packed else None
+            packed = self._packed_weights(x, w, touched)
             work = self._work(x, w, False, packed is not None)
             kernels.conv_forward(x, w, bias, y, work, self.kernel, self.stride, self.pads, self.dilation,
                                  self.p["group"], act=act, relu_out=act_out, residual=residual, packed=packed)
-
-    def infer(self, bottom, top):
-        """forward, with the weights packed once for the direct kernel and reused (Layer.infer)."""
-        self.forward(bottom, top, reuse_packed=True)
 
     def backward(self, top, propagate_down, bottom):
         x, dy = bottom[0].data, top[0].diff
@@ -241,8 +243,49 @@ class Convolution(Layer):
             return
         db = None if self.bias is None else self.bias.diff
         w = self.weight.data
+        transposed = self._transposed_geometry(x) if dx is not None else None
+        if transposed is not None:
+            wt = self._transposed_weights(w)
+            packed = self._asked("conv_packing", dy, wt, geometry=transposed)
+            if packed[0]:        # a direct or Winograd kernel takes the stride-1 input gradient
+                kernels.conv_backward(x, w, dy, None, self.weight.diff, db, self._work(x, w, True),
+                                      self.kernel, self.stride, self.pads, self.dilation, g)
+                self._input_gradient(dy, wt, dx, transposed, packed)
+                return
         kernels.conv_backward(x, w, dy, dx, self.weight.diff, db, self._work(x, w, True),
                               self.kernel, self.stride, self.pads, self.dilation, g)
+
+    # ---- the input gradient of a stride-1 convolution as a forward convolution ----------------
+    # dx[c, i, j] = sum over k, u, v of dy[k, i + pt - u, j + pl - v] w[k, c, u, v]: a convolution of dy
+    # (channels K) with w transposed (c <-> k within each group) and flipped (u -> kh - 1 - u), padded
+    # kh - 1 - pt above and so on, so the forward's fast kernels (direct, Winograd) compute it.
+    def _transposed_geometry(self, x):
+        """The geometry (as _geometry) of that convolution, or None where it does not apply
+        (strides or dilations above 1, pads beyond kernel - 1, or not the compiled float32 path)."""
+        (kh, kw), (pt, pl, pb, pr) = self.kernel, self.pads
+        if self.stride != (1, 1) or self.dilation != (1, 1) or x.dtype != np.float32:
+            return None
+        if max(pt, pb) > kh - 1 or max(pl, pr) > kw - 1:
+            return None
+        pads = (kh - 1 - pt, kw - 1 - pl, kh - 1 - pb, kw - 1 - pr)
+        return self.p["group"], self.kernel, (1, 1), pads, (1, 1), tuple(x.shape[2:])
+
+    def _transposed_weights(self, w):
+        """w (K, C/g, kh, kw) as (C, K/g, kh, kw): transposed within each group and flipped."""
+        g = self.p["group"]
+        k, cg, kh, kw = w.shape
+        t = w.reshape(g, k // g, cg, kh, kw).transpose(0, 2, 1, 3, 4)[:, :, :, ::-1, ::-1]
+        return np.ascontiguousarray(t).reshape(g * cg, k // g, kh, kw)
+
+    def _input_gradient(self, dy, wt, dx, geometry, packing):
+        """dx = the forward convolution of dy with wt (packed afresh: the weights change every step)."""
+        kind, size = packing
+        packed = np.empty(size, np.float32)
+        kernels.conv_pack(dy, wt, packed, *geometry)
+        group, kernel, stride, pads, dilation, _ = geometry
+        work = self._work(dy, wt, False, True, geometry=geometry)
+        kernels.conv_forward(dy, wt, None, dx, work, kernel, stride, pads, dilation, group,
+                             packed=(kind, packed))
 
     def to_onnx(self, g):
         args = [g.inputs[0], g.const(f"{self.name}.weight", g.params["weight"])]
