@@ -64,9 +64,11 @@ typedef struct {
 enum { DECAF_PACK_NONE = 0, DECAF_PACK_DIRECT = 1, DECAF_PACK_WINOGRAD = 2, DECAF_PACK_GROUPED = 3 };
 
 /* What a plan is for: the forward (packing the weights itself where its kernel wants them packed),
- * the backward, or the forward of a caller that hands it the weights prepacked (decaf_conv_pack),
- * which may choose kernels whose packing only pays when done once (Winograd's transform). */
-enum { DECAF_PLAN_FORWARD = 0, DECAF_PLAN_BACKWARD = 1, DECAF_PLAN_PREPACKED = 2 };
+ * the backward, the forward of a caller that hands it the weights prepacked (decaf_conv_pack),
+ * which may choose kernels whose packing only pays when done once (Winograd's transform), or the
+ * backward's weight and bias gradients alone (dx NULL: the caller computes it, e.g. as a forward
+ * convolution of dy), which may run by Winograd. */
+enum { DECAF_PLAN_FORWARD = 0, DECAF_PLAN_BACKWARD = 1, DECAF_PLAN_PREPACKED = 2, DECAF_PLAN_WEIGHT_GRAD = 3 };
 
 /* The plan for `threads` threads (< 1: one) for `mode` (DECAF_PLAN_*). */
 decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int mode);
@@ -81,7 +83,7 @@ void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, cons
 void decaf_conv_pack(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *w, float *packed);
 
 /* dw and db (NULL: no bias) overwritten with sums over the batch; dx (NULL: not wanted) overwritten.
- * p is a backward plan. */
+ * p is a backward plan (DECAF_PLAN_WEIGHT_GRAD: dx must be NULL). */
 void decaf_conv_backward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
                          const float *dy, float *dx, float *dw, float *db, float *work);
 

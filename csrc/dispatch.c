@@ -95,6 +95,10 @@
                                const float *bias, float *y, float *work, const decaf_epilogue *ep),     \
       (g, threads, x, u, bias, y, work, ep))                                                            \
     R(int, decaf_winograd_preferred, (const decaf_conv_geom *g, int threads), (g, threads))            \
+    R(ptrdiff_t, decaf_winograd_weight_grad_work_size, (const decaf_conv_geom *g), (g))                  \
+    V(decaf_winograd_weight_grad, (const decaf_conv_geom *g, int threads, const float *x, const float *dy, \
+                                   float *dw, float *db, float *work),                                   \
+      (g, threads, x, dy, dw, db, work))                                                                 \
     R(int, decaf_grouped_conv_supported, (const decaf_conv_geom *g), (g))                                \
     R(ptrdiff_t, decaf_grouped_conv_work_size, (const decaf_conv_geom *g, int threads), (g, threads))    \
     V(decaf_grouped_conv_forward, (const decaf_conv_geom *g, int threads, const float *x, const float *w, \

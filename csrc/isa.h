@@ -81,6 +81,8 @@ int decaf_isa_current(void);
 #define decaf_winograd_pack DECAF_ISA_NAME(decaf_winograd_pack)
 #define decaf_winograd_work_size DECAF_ISA_NAME(decaf_winograd_work_size)
 #define decaf_winograd_forward DECAF_ISA_NAME(decaf_winograd_forward)
+#define decaf_winograd_weight_grad DECAF_ISA_NAME(decaf_winograd_weight_grad)
+#define decaf_winograd_weight_grad_work_size DECAF_ISA_NAME(decaf_winograd_weight_grad_work_size)
 #define decaf_winograd_preferred DECAF_ISA_NAME(decaf_winograd_preferred)
 /* grouped_conv.c */
 #define decaf_grouped_conv_supported DECAF_ISA_NAME(decaf_grouped_conv_supported)

@@ -463,6 +463,168 @@ void decaf_winograd_forward(const decaf_conv_geom *g, int threads, const float *
     }
 }
 
+/* ---- the weight gradient ------------------------------------------------------------------------ */
+
+/* From the forward, tile by tile: Y[k] = A^T M[k] A with M[k] = sum_c U[k, c] * V[c] (elementwise
+ * on the 6x6) and U[k, c] = G w[k, c] G^T. Backwards, for the output gradient dY[k] of a tile (4x4,
+ * zeros past Ho and Wo: the partial tiles' extra outputs were never part of y):
+ *     dM[k] = A dY[k] A^T                     (6x6; A = (A^T)^T, see the top)
+ *     dU[k, c] = sum over all tiles of dM[k] * V[c]
+ *     dw[k, c] = G^T dU[k, c] G               (3x3)
+ * Per position xi the sum over tiles is a GEMM, dU[xi] (K, C) += D[xi] (K, tiles) V[xi]^T (tiles,
+ * C), with D = dM laid out like M: 36 multiply-adds per tile and (k, c) pair, where im2col + GEMM
+ * does 16 * 9. The tiles go in blocks (block_tiles, as the forward); the threads share each block:
+ * the input transform split by input channels, dy's by output channels, the GEMMs by positions (a
+ * thread owns its positions of dU: one dU in all, no partial sums to add up). */
+
+#ifndef GRAD_BLOCK_BYTES
+#define GRAD_BLOCK_BYTES 524288
+#endif
+
+/* o[a ol] = (A d)_a for the 4 values d[s is] (s < 4), a < 6: A's rows are (1 0 0 0), (1 1 1 1),
+ * (1 -1 1 -1), (1 2 4 8), (1 -2 4 -8), (0 0 0 1). */
+static inline void a_1d(float *restrict o, ptrdiff_t ol, const float *restrict d, ptrdiff_t is)
+{
+    const float d0 = d[0], d1 = d[is], d2 = d[2 * is], d3 = d[3 * is];
+    const float even = d0 + d2, odd = d1 + d3, even4 = d0 + 4.0f * d2, odd2 = 2.0f * d1 + 8.0f * d3;
+    o[0] = d0;
+    o[ol] = even + odd;
+    o[2 * ol] = even - odd;
+    o[3 * ol] = even4 + odd2;
+    o[4 * ol] = even4 - odd2;
+    o[5 * ol] = d3;
+}
+
+/* Output channel k of the block's tiles t0 .. t1 into D (POS, K, t1 - t0): D[xi][k][t - t0] =
+ * (A dY A^T)[xi] for tile t's dY. LANES tiles at a time, the tiles innermost (vector loops). */
+static void gradient_channel(const decaf_conv_geom *g, const float *dy, int k, ptrdiff_t t0, ptrdiff_t t1, float *D)
+{
+    const ptrdiff_t nb = t1 - t0, pos = (ptrdiff_t)g->K * nb, plane = (ptrdiff_t)g->Ho * g->Wo;
+    const int tw = tiles_w(g), th = tiles_h(g);
+    float d[4][4][LANES], tr[4][ALPHA][LANES], o[ALPHA][ALPHA][LANES];
+    for (ptrdiff_t t = t0; t < t1; t += LANES) {
+        const int n = t1 - t < LANES ? (int)(t1 - t) : LANES;
+        for (int l = 0; l < LANES; ++l) {   /* gather: d[r][s][l] = dY of tile t + l (zeros past n) */
+            const ptrdiff_t u = t + l;
+            if (l >= n) {
+                for (int r = 0; r < 4; ++r)
+                    for (int s = 0; s < 4; ++s) d[r][s][l] = 0.0f;
+                continue;
+            }
+            const int b = (int)(u / ((ptrdiff_t)th * tw)), oy = 4 * (int)(u / tw % th), ox = 4 * (int)(u % tw);
+            const float *src = dy + ((ptrdiff_t)b * g->K + k) * plane + (ptrdiff_t)oy * g->Wo + ox;
+            const int rows = g->Ho - oy < 4 ? g->Ho - oy : 4, cols = g->Wo - ox < 4 ? g->Wo - ox : 4;
+            for (int r = 0; r < 4; ++r)
+                for (int s = 0; s < 4; ++s) d[r][s][l] = r < rows && s < cols ? src[(ptrdiff_t)r * g->Wo + s] : 0.0f;
+        }
+        for (int r = 0; r < 4; ++r)   /* tr[r] = A applied along row r */
+            for (int l = 0; l < LANES; ++l) a_1d(&tr[r][0][l], LANES, &d[r][0][l], LANES);
+        for (int j = 0; j < ALPHA; ++j)   /* o[.][j] = A applied down column j */
+            for (int l = 0; l < LANES; ++l) a_1d(&o[0][j][l], ALPHA * LANES, &tr[0][j][l], ALPHA * LANES);
+        float *dst = D + (ptrdiff_t)k * nb + (t - t0);
+        for (int q = 0; q < POS; ++q)
+            for (int l = 0; l < n; ++l) dst[q * pos + l] = o[q / ALPHA][q % ALPHA][l];
+    }
+}
+
+/* Tiles per block of the weight gradient: more than the forward's (block_tiles), since every block
+ * reads and writes all of dU (36 K C floats) once: a position's slices of V and D about 512 KB
+ * together, at least 64 and at most 2048 tiles, a multiple of LANES. */
+static ptrdiff_t grad_block_tiles(const decaf_conv_geom *g)
+{
+    ptrdiff_t n = GRAD_BLOCK_BYTES / 4 / ((ptrdiff_t)g->C + g->K) / LANES * LANES;
+    n = n < 64 ? 64 : n > 2048 ? 2048 : n;
+    const ptrdiff_t tiles = tile_count(g);
+    return tiles < n ? tiles : n;
+}
+
+/* floats of one block's V and D */
+static ptrdiff_t grad_block_floats(const decaf_conv_geom *g)
+{
+    return (ptrdiff_t)POS * ((ptrdiff_t)g->C + g->K) * grad_block_tiles(g) + LANES;
+}
+
+ptrdiff_t decaf_winograd_weight_grad_work_size(const decaf_conv_geom *g)
+{
+    return (ptrdiff_t)POS * g->K * g->C + grad_block_floats(g);
+}
+
+/* o (3) = G^T u for the 6 values u (in double), G as at the top. */
+static void gt_times(const double u[ALPHA], ptrdiff_t is, double o[3])
+{
+    const double sixth = 1.0 / 6.0, f24th = 1.0 / 24.0, f12th = 1.0 / 12.0;
+    const double u0 = u[0], u1 = u[is], u2 = u[2 * is], u3 = u[3 * is], u4 = u[4 * is], u5 = u[5 * is];
+    o[0] = u0 * 0.25 - (u1 + u2) * sixth + (u3 + u4) * f24th;
+    o[1] = (u2 - u1) * sixth + (u3 - u4) * f12th;
+    o[2] = (u3 + u4 - u1 - u2) * sixth + u5;
+}
+
+/* dw[k, c] = G^T dU[k, c] G for every filter, chunk by chunk (dU's positions are K C floats apart:
+ * read a chunk's 36 runs, as decaf_winograd_pack writes them). */
+static void gradient_filters(const decaf_conv_geom *g, const float *dU, float *dw)
+{
+    const ptrdiff_t kc = (ptrdiff_t)g->K * g->C, chunks = (kc + PACK_CHUNK - 1) / PACK_CHUNK;
+    #pragma omp for schedule(static)
+    for (ptrdiff_t ci = 0; ci < chunks; ++ci) {
+        const ptrdiff_t i0 = ci * PACK_CHUNK, n = kc - i0 < PACK_CHUNK ? kc - i0 : PACK_CHUNK;
+        double u[PACK_CHUNK][POS], cols[3][ALPHA], o[3];
+        for (int q = 0; q < POS; ++q)
+            for (ptrdiff_t l = 0; l < n; ++l) u[l][q] = dU[q * kc + i0 + l];
+        for (ptrdiff_t l = 0; l < n; ++l) {
+            for (int a = 0; a < ALPHA; ++a) {   /* cols[s][a] = (row a of dU) G, entry s */
+                gt_times(u[l] + a * ALPHA, 1, o);
+                cols[0][a] = o[0], cols[1][a] = o[1], cols[2][a] = o[2];
+            }
+            for (int s = 0; s < 3; ++s) {   /* column s of G^T (dU G) */
+                gt_times(cols[s], 1, o);
+                for (int r = 0; r < 3; ++r) dw[(i0 + l) * 9 + r * 3 + s] = (float)o[r];
+            }
+        }
+    }
+}
+
+void decaf_winograd_weight_grad(const decaf_conv_geom *g, int threads, const float *x, const float *dy, float *dw,
+                                float *db, float *work)
+{
+    const int nt = threads < 1 ? 1 : threads, C = g->C, K = g->K;
+    const ptrdiff_t tiles = tile_count(g), nb = grad_block_tiles(g), blocks = (tiles + nb - 1) / nb;
+    const ptrdiff_t kc = (ptrdiff_t)K * C, plane = (ptrdiff_t)g->Ho * g->Wo;
+    float *dU = work, *V = work + POS * kc, *D = V + (ptrdiff_t)POS * C * nb;
+    decaf_blas_single_threaded();
+    #pragma omp parallel num_threads(nt)
+    {
+        #pragma omp for schedule(static)
+        for (ptrdiff_t i = 0; i < POS * kc; ++i) dU[i] = 0.0f;
+        if (db) {
+            #pragma omp for schedule(static)
+            for (int k = 0; k < K; ++k) {
+                double s = 0.0;
+                for (int b = 0; b < g->B; ++b) {
+                    const float *p = dy + ((ptrdiff_t)b * K + k) * plane;
+                    float part = 0.0f;
+                    for (ptrdiff_t i = 0; i < plane; ++i) part += p[i];
+                    s += part;
+                }
+                db[k] = (float)s;
+            }
+        }
+        for (ptrdiff_t bi = 0; bi < blocks; ++bi) {
+            const ptrdiff_t t0 = tiles * bi / blocks, t1 = tiles * (bi + 1) / blocks, n = t1 - t0;
+            #pragma omp for schedule(static)
+            for (int c = 0; c < C; ++c)
+                input_channel(g, x, c, t0, t1, V);
+            #pragma omp for schedule(static)
+            for (int k = 0; k < K; ++k)
+                gradient_channel(g, dy, k, t0, t1, D);
+            #pragma omp for schedule(static)
+            for (int q = 0; q < POS; ++q)
+                decaf_sgemm_serial(0, 1, K, C, (int)n, 1.0f, D + q * K * n, (int)n, V + q * C * n, (int)n, 1.0f,
+                                   dU + q * kc, C);
+        }
+        gradient_filters(g, dU, dw);
+    }
+}
+
 /* ---- when to use it ----------------------------------------------------------------------------- */
 
 /* Winograd pays when the GEMMs, 4x fewer multiply-adds than the direct convolution, outweigh the

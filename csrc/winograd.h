@@ -29,5 +29,11 @@ void decaf_winograd_forward(const decaf_conv_geom *g, int threads, const float *
 /* 1 when Winograd should be picked over the direct / im2col path for this shape and thread count
  * (a heuristic from benchmarks/bench_winograd.py: see winograd.c); 0 where it is not supported. */
 int decaf_winograd_preferred(const decaf_conv_geom *g, int threads);
+/* floats of scratch decaf_winograd_weight_grad needs (any thread count) */
+ptrdiff_t decaf_winograd_weight_grad_work_size(const decaf_conv_geom *g);
+/* dw (K, C, 3, 3) and db (K; NULL: none) overwritten with the gradients of the convolution for the
+ * output gradient dy (B, K, Ho, Wo), summed over the batch, by the transposed Winograd transforms. */
+void decaf_winograd_weight_grad(const decaf_conv_geom *g, int threads, const float *x, const float *dy, float *dw,
+                                float *db, float *work);
 
 #endif

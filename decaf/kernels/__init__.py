@@ -208,6 +208,7 @@ def copy_count_nonfinite(src, dst):
 def conv_work_size(x, w, group, kernel, stride, pads, dilation, out_hw, backward=False, prepacked=False):
     """Floats of scratch space (a float array of at least this size, `work`) that conv_forward or
     (backward=True) conv_backward need with the current thread count; x and w are arrays.
+    backward="weights": conv_backward(..., weights_only=True).
     prepacked: for a conv_forward given packed= weights (its plan may differ)."""
     return _for_gemm(x).conv_work_size(x.shape, w.shape, group, kernel, stride, pads, dilation, out_hw,
                                        backward, prepacked)
@@ -239,10 +240,11 @@ def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, rel
                               relu_max, act, residual, packed)
 
 
-def conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, group):
+def conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, group, weights_only=False):
     """dw, db (None: no bias) overwritten with gradients summed over the batch; dx (None: skip)
-    overwritten with the input gradient."""
-    _for_gemm(x).conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, group)
+    overwritten with the input gradient. weights_only: dw and db alone (dx None; work sized by
+    conv_work_size(..., backward="weights")): the plan may pick Winograd for them."""
+    _for_gemm(x).conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, group, weights_only)
 
 
 _init_from_environment()

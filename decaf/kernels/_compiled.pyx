@@ -54,7 +54,7 @@ cdef extern from "conv.h":
         Py_ssize_t work
         int pack
         Py_ssize_t packed
-    enum: DECAF_PLAN_FORWARD, DECAF_PLAN_BACKWARD, DECAF_PLAN_PREPACKED
+    enum: DECAF_PLAN_FORWARD, DECAF_PLAN_BACKWARD, DECAF_PLAN_PREPACKED, DECAF_PLAN_WEIGHT_GRAD
     decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int mode) nogil
     void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
                             const float *packed, const float *bias, float *y, float *work,
@@ -71,6 +71,9 @@ cdef extern from "winograd.h":
     void decaf_winograd_forward(const decaf_conv_geom *g, int threads, const float *x, const float *u,
                                 const float *bias, float *y, float *work, const decaf_epilogue *ep) nogil
     int decaf_winograd_preferred(const decaf_conv_geom *g, int threads) nogil
+    Py_ssize_t decaf_winograd_weight_grad_work_size(const decaf_conv_geom *g) nogil
+    void decaf_winograd_weight_grad(const decaf_conv_geom *g, int threads, const float *x, const float *dy,
+                                    float *dw, float *db, float *work) nogil
 
 cdef extern from "im2col.h":
     void decaf_im2col(const float *x, float *cols, int B, int C, int H, int W, int kh, int kw,
@@ -487,18 +490,23 @@ cdef decaf_conv_geom _conv_geom(tuple x_shape, tuple w_shape, int group, kernel,
 _SPLITS = {DECAF_SPLIT_GROUPS: "groups", DECAF_SPLIT_ROWS: "rows", DECAF_SPLIT_CHANNELS: "channels"}
 
 
-cdef int _plan_mode(bint backward, bint prepacked) except -1:
+cdef int _plan_mode(backward, bint prepacked) except -1:
+    """backward: False (a forward), True (the backward) or "weights" (its dw and db only)."""
+    if backward not in (False, True, "weights"):
+        raise ValueError(f"conv: backward must be False, True or 'weights', got {backward!r}")
     if backward and prepacked:
         raise ValueError("conv: a backward plan reads the weights unpacked (prepacked=True is for forwards)")
+    if backward == "weights":
+        return DECAF_PLAN_WEIGHT_GRAD
     return DECAF_PLAN_BACKWARD if backward else DECAF_PLAN_PREPACKED if prepacked else DECAF_PLAN_FORWARD
 
 
-def conv_plan(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_hw, bint backward=False,
+def conv_plan(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_hw, backward=False,
               threads=None, bint prepacked=False):
-    """The work partitioning conv_forward (or, backward=True, conv_backward; prepacked=True: a
-    forward given packed weights) uses for this geometry with `threads` threads (None: the current
-    count), as a dict of the fields of csrc/conv.h's decaf_conv_plan ("split" named: "groups",
-    "rows" or "channels")."""
+    """The work partitioning conv_forward (or, backward=True, conv_backward; backward="weights":
+    conv_backward with dx None and weights_only; prepacked=True: a forward given packed weights)
+    uses for this geometry with `threads` threads (None: the current count), as a dict of the
+    fields of csrc/conv.h's decaf_conv_plan ("split" named: "groups", "rows" or "channels")."""
     cdef decaf_conv_geom g = _conv_geom(tuple(x_shape), tuple(w_shape), group, kernel, stride, pads,
                                         dilation, out_hw)
     cdef int n = decaf_get_num_threads() if threads is None else _ints((threads,), "threads", 1, 1)[0]
@@ -510,10 +518,10 @@ def conv_plan(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_h
             "pack": p.pack, "packed": p.packed}
 
 
-def conv_work_size(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_hw, bint backward,
+def conv_work_size(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_hw, backward,
                    bint prepacked=False):
     """Floats of scratch space conv_forward / conv_backward need with the current thread count
-    (prepacked: a forward given packed weights)."""
+    (prepacked: a forward given packed weights; backward="weights": a weights_only backward)."""
     cdef decaf_conv_geom g = _conv_geom(tuple(x_shape), tuple(w_shape), group, kernel, stride, pads,
                                         dilation, out_hw)
     return decaf_conv_make_plan(&g, decaf_get_num_threads(), _plan_mode(backward, prepacked)).work
@@ -582,8 +590,9 @@ def conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1]
 def conv_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None,
                   const float[:, :, :, ::1] dy not None, float[:, :, :, ::1] dx,
                   float[:, :, :, ::1] dw not None, float[::1] db, float[::1] work not None,
-                  kernel, stride, pads, dilation, int group):
-    """dw, db (None: no bias) = gradients summed over the batch; dx (None: skip) = input gradient."""
+                  kernel, stride, pads, dilation, int group, bint weights_only=False):
+    """dw, db (None: no bias) = gradients summed over the batch; dx (None: skip) = input gradient.
+    weights_only: dx must be None, and the plan may pick kernels that only give dw and db (Winograd)."""
     if not decaf_have_sgemm():
         raise RuntimeError("conv_backward: no BLAS loaded (importing decaf.blas loads decaf's own)")
     cdef decaf_conv_geom g = _conv_geom(_shape4(x), _shape4(w), group, kernel, stride, pads, dilation,
@@ -592,13 +601,16 @@ def conv_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1
     _expect_shape("conv_backward", "dw", _shape4(dw), _shape4(w))
     cdef float *dx_ptr = NULL
     cdef float *db_ptr = NULL
+    if dx is not None and weights_only:
+        raise ValueError("conv_backward: weights_only computes dw and db only: dx must be None")
     if dx is not None:
         _expect_shape("conv_backward", "dx", _shape4(dx), _shape4(x))
         dx_ptr = &dx[0, 0, 0, 0]
     if db is not None:
         _expect_shape("conv_backward", "db", (db.shape[0],), (g.K,))
         db_ptr = &db[0]
-    cdef decaf_conv_plan plan = decaf_conv_make_plan(&g, decaf_get_num_threads(), DECAF_PLAN_BACKWARD)
+    cdef decaf_conv_plan plan = decaf_conv_make_plan(&g, decaf_get_num_threads(),
+                                                     DECAF_PLAN_WEIGHT_GRAD if weights_only else DECAF_PLAN_BACKWARD)
     if work.shape[0] < plan.work:
         raise ValueError(f"conv_backward: work has {work.shape[0]} floats, needs {plan.work}")
     if g.B == 0:
@@ -698,6 +710,39 @@ def winograd_forward(const float[:, :, :, ::1] x not None, const float[::1] u no
         raise ValueError(f"winograd_forward: work has {work.shape[0]} floats, needs {need}")
     with nogil:
         decaf_winograd_forward(&g, threads, &x[0, 0, 0, 0], &u[0], bias_ptr, &y[0, 0, 0, 0], &work[0], &e)
+
+
+def winograd_weight_grad(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] dy not None,
+                         float[:, :, :, ::1] dw not None, db, pads, float[::1] work=None):
+    """dw (K, C, 3, 3) and db (K,; None: skip) = the weight and bias gradients of the 3x3, stride-1
+    convolution of x (B, C, H, W) with pads (top, left, bottom, right) for its output gradient dy
+    (B, K, Ho, Wo), summed over the batch, by Winograd F(4x4, 3x3)'s transposed transforms (what
+    conv_backward(..., weights_only=True) runs where its plan picks Winograd). work: scratch (None:
+    allocated for the call)."""
+    if not decaf_have_sgemm():
+        raise RuntimeError("winograd_weight_grad: no BLAS loaded (importing decaf.blas loads decaf's own)")
+    cdef decaf_conv_geom g = _winograd_checked("winograd_weight_grad", _shape4(x), _shape4(dw), pads)
+    _expect_shape("winograd_weight_grad", "dy", _shape4(dy), (g.B, g.K, g.Ho, g.Wo))
+    cdef float[::1] dbv
+    cdef float *db_ptr = NULL
+    if db is not None:
+        dbv = db
+        _expect_shape("winograd_weight_grad", "db", (dbv.shape[0],), (g.K,))
+        db_ptr = &dbv[0]
+    if g.B == 0:
+        dw[...] = 0
+        if db is not None:
+            db[...] = 0
+        return
+    cdef Py_ssize_t need = decaf_winograd_weight_grad_work_size(&g)
+    if work is None:
+        import numpy as np
+        work = np.empty(need, np.float32)
+    elif work.shape[0] < need:
+        raise ValueError(f"winograd_weight_grad: work has {work.shape[0]} floats, needs {need}")
+    with nogil:
+        decaf_winograd_weight_grad(&g, decaf_get_num_threads(), &x[0, 0, 0, 0], &dy[0, 0, 0, 0],
+                                   &dw[0, 0, 0, 0], db_ptr, &work[0])
 
 
 def winograd_preferred(x_shape, w_shape, pads, threads):

@@ -399,8 +399,11 @@ def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, rel
     _finish("conv_forward", out, y, act, relu, relu_max, relu_out, residual)
 
 
-def conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, group):
-    """dw_g = dy_g @ cols_g^T, db = sums of dy, dx = col2im(w_g^T @ dy_g); summed over the batch."""
+def conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, group, weights_only=False):
+    """dw_g = dy_g @ cols_g^T, db = sums of dy, dx = col2im(w_g^T @ dy_g); summed over the batch.
+    (weights_only: dx must be None; the reference has no other kernels to pick.)"""
+    if weights_only and dx is not None:
+        raise ValueError("conv_backward: weights_only computes dw and db only: dx must be None")
     B, K, Ho, Wo = dy.shape
     cols, wg = _conv_columns(x, w, group, kernel, stride, pads, dilation, (Ho, Wo))
     dyg = dy.transpose(1, 0, 2, 3).reshape(group, K // group, -1)           # (g, K/g, B HoWo)

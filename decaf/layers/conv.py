@@ -248,8 +248,8 @@ class Convolution(Layer):
             wt = self._transposed_weights(w)
             packed = self._asked("conv_packing", dy, wt, geometry=transposed)
             if packed[0]:        # a direct or Winograd kernel takes the stride-1 input gradient
-                kernels.conv_backward(x, w, dy, None, self.weight.diff, db, self._work(x, w, True),
-                                      self.kernel, self.stride, self.pads, self.dilation, g)
+                kernels.conv_backward(x, w, dy, None, self.weight.diff, db, self._work(x, w, "weights"),
+                                      self.kernel, self.stride, self.pads, self.dilation, g, weights_only=True)
                 self._input_gradient(dy, wt, dx, transposed, packed)
                 return
         kernels.conv_backward(x, w, dy, dx, self.weight.diff, db, self._work(x, w, True),
