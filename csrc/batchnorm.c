@@ -39,7 +39,11 @@ static void channel_statistics(const float *x, ptrdiff_t B, ptrdiff_t C, ptrdiff
     *var = (float)(v > 0.0 ? v : 0.0);
 }
 
-/* y = (x - mu) s + t over one plane, x and y apart. */
+/* The epilogue follows each run of at most this many values, still in the level-1 cache (a plane
+ * of 112x112 is 49 kB: its epilogue read it back from level 2, and cost half the pass). */
+enum { EPILOGUE_RUN = 2048 };
+
+/* y = (x - mu) s + t over one run, x and y apart. */
 static inline void normalise_run(const float *restrict x, float *restrict y, ptrdiff_t n, float mu, float s,
                                  float t)
 {
@@ -47,19 +51,38 @@ static inline void normalise_run(const float *restrict x, float *restrict y, ptr
         y[i] = (x[i] - mu) * s + t;
 }
 
+/* The same with a clamp (ReLU, ReLU6) in y: the expression of activation.h's decaf_act_clamp (a NaN
+ * stays NaN), without a second loop over y. */
+static inline void normalise_clamp_run(const float *restrict x, float *restrict y, ptrdiff_t n, float mu, float s,
+                                       float t, float lo, float hi)
+{
+    for (ptrdiff_t i = 0; i < n; ++i) {
+        const float v = (x[i] - mu) * s + t, a = v < lo ? lo : v;
+        y[i] = a > hi ? hi : a;
+    }
+}
+
 static void forward_channels(const float *x, const float *gamma, const float *beta, float *y, float *mean,
                              float *var, ptrdiff_t B, ptrdiff_t C, ptrdiff_t HW, float eps,
                              const decaf_epilogue *ep, ptrdiff_t c0, ptrdiff_t c1)
 {
+    const int clamp = ep && ep->act == DECAF_ACT_CLAMP && !ep->out && !ep->residual;
     for (ptrdiff_t c = c0; c < c1; ++c) {
         channel_statistics(x, B, C, HW, c, &mean[c], &var[c]);
         const float mu = mean[c], s = inv_std_of(var[c], eps) * (gamma ? gamma[c] : 1.0f);
         const float t = beta ? beta[c] : 0.0f;
         for (ptrdiff_t b = 0; b < B; ++b) {
-            const ptrdiff_t at = (b * C + c) * HW;
-            normalise_run(x + at, y + at, HW, mu, s, t);
-            if (ep)
-                decaf_epilogue_at(ep, y, at, HW, 0.0f);
+            const ptrdiff_t plane = (b * C + c) * HW;
+            if (clamp) {
+                normalise_clamp_run(x + plane, y + plane, HW, mu, s, t, ep->lo, ep->hi);
+                continue;
+            }
+            for (ptrdiff_t i = 0; i < HW; i += EPILOGUE_RUN) {   /* the epilogue reads the run in L1 */
+                const ptrdiff_t at = plane + i, n = HW - i < EPILOGUE_RUN ? HW - i : EPILOGUE_RUN;
+                normalise_run(x + at, y + at, n, mu, s, t);
+                if (ep)
+                    decaf_epilogue_at(ep, y, at, n, 0.0f);
+            }
         }
     }
 }
