@@ -23,10 +23,10 @@ _compiled = pytest.importorskip("decaf.kernels._compiled")
 
 EPS = 1e-5
 RELU = ("clamp", 0.0, float("inf"), 0.0)
-# C not a multiple of 8, HW 1 ((N, C) inputs), N 1, a 1x1 image of one image (m 1, var 0),
-# and two large enough for two threads
+# C not a multiple of 8, HW 1 ((N, C) inputs, over a block of 256 channels in the last), N 1, a 1x1
+# image of one image (m 1, var 0), and three large enough for two threads (128k values)
 SHAPES = [(2, 5, 3, 7), (3, 11, 1, 1), (1, 7, 9, 9), (1, 3, 1, 1), (4, 19, 17, 13), (8, 64, 28, 28),
-          (16, 3, 40, 40)]
+          (16, 3, 40, 40), (300, 517, 1, 1)]
 IMPLS = [pytest.param(_compiled, id="compiled"), pytest.param(reference, id="numpy")]
 
 
@@ -131,6 +131,12 @@ def test_fused_activation(impl, rng):
     ref = formulas(x, gamma, beta, dy)
     y, _, _ = run_forward(impl, x, gamma, beta, RELU)
     near(y, np.maximum(ref["y"], 0), np.abs(ref["y"]).max(), 1e-5)
+    y, _, _ = run_forward(impl, x, gamma, beta, ("clamp", -0.5, 0.75, 0.0))
+    near(y, np.clip(ref["y"], -0.5, 0.75), np.abs(ref["y"]).max(), 1e-5)
+    x2, g2, b2, dy2 = data(rng, (7, 300, 1, 1))      # (N, C): the epilogue over runs of channels
+    ref2 = formulas(x2, g2, b2, dy2)
+    y, _, _ = run_forward(impl, x2, g2, b2, RELU)
+    near(y, np.maximum(ref2["y"], 0), np.abs(ref2["y"]).max(), 1e-5)
     out = np.full_like(x, np.nan)
     y, _, _ = run_forward(impl, x, gamma, beta, ("silu", 0.0, float("inf"), 1.0), out)
     near(y, ref["y"], np.abs(ref["y"]).max(), 1e-5)

@@ -477,9 +477,9 @@ def batchnorm_train_forward(x, gamma, beta, y, mean, var, eps, act=None, act_out
     _batchnorm_checks(func, x, gamma, beta=beta, y=y, mean=mean, var=var, act_out=act_out)
     if act_out is not None and act is None:
         raise ValueError(f"{func}: act_out without act")
-    axes = (0, 2, 3)
-    mean[...] = x.mean(axis=axes)
-    var[...] = x.var(axis=axes)
+    axes = (0, 2, 3)         # (the sums in float64, as the C kernel's)
+    mean[...] = x.mean(axis=axes, dtype=np.float64)
+    var[...] = x.var(axis=axes, dtype=np.float64)
     scale = 1 / np.sqrt(var + np.asarray(eps, x.dtype))
     if gamma is not None:
         scale = scale * gamma
@@ -500,7 +500,7 @@ def batchnorm_train_backward(x, dy, mean, var, gamma, dx, dgamma, dbeta, eps):
     C, axes = _batchnorm_checks(func, x, gamma, dy=dy, mean=mean, var=var, dx=dx, dgamma=dgamma, dbeta=dbeta)
     inv_std = 1 / np.sqrt(var + np.asarray(eps, x.dtype))
     xhat = (x - _per_channel(mean)) * _per_channel(inv_std)
-    sum_dy, sum_dy_xhat = dy.sum(axis=axes), (dy * xhat).sum(axis=axes)
+    sum_dy, sum_dy_xhat = dy.sum(axis=axes, dtype=np.float64), (dy * xhat).sum(axis=axes, dtype=np.float64)
     if dbeta is not None:
         dbeta[...] = sum_dy
     if dgamma is not None:
@@ -508,4 +508,5 @@ def batchnorm_train_backward(x, dy, mean, var, gamma, dx, dgamma, dbeta, eps):
     if dx is not None:
         m = x.size // C if C else 1
         k = inv_std if gamma is None else gamma * inv_std
-        dx[...] = _per_channel(k) * (dy - _per_channel(sum_dy / m) - xhat * _per_channel(sum_dy_xhat / m))
+        mean_dy, mean_dy_xhat = (np.asarray(v / m, x.dtype) for v in (sum_dy, sum_dy_xhat))
+        dx[...] = _per_channel(k) * (dy - _per_channel(mean_dy) - xhat * _per_channel(mean_dy_xhat))
