@@ -5,6 +5,7 @@
  * AVX-512, also asks the OS (XGETBV) whether it saves the ymm / zmm registers. Compiled once, for
  * the x86-64 baseline, like the Cython wrapper that calls it. setup.py says which variants it
  * built with DECAF_BUILT_AVX2 / DECAF_BUILT_AVX512 (x86-64 only; elsewhere only the generic one). */
+#include "batchnorm.h"
 #include "channel_affine.h"
 #include "conv.h"
 #include "depthwise.h"
@@ -41,6 +42,14 @@
     V(decaf_channel_affine, (const float *x, const float *scale, const float *shift, float *y,          \
                              ptrdiff_t B, ptrdiff_t C, ptrdiff_t HW, const decaf_epilogue *ep),         \
       (x, scale, shift, y, B, C, HW, ep))                                                               \
+    V(decaf_batchnorm_train_forward, (const float *x, const float *gamma, const float *beta, float *y,  \
+                                      float *mean, float *var, ptrdiff_t B, ptrdiff_t C, ptrdiff_t HW,  \
+                                      float eps, const decaf_epilogue *ep),                             \
+      (x, gamma, beta, y, mean, var, B, C, HW, eps, ep))                                                \
+    V(decaf_batchnorm_train_backward, (const float *x, const float *dy, const float *mean,              \
+                                       const float *var, const float *gamma, float *dx, float *dgamma,  \
+                                       float *dbeta, ptrdiff_t B, ptrdiff_t C, ptrdiff_t HW, float eps), \
+      (x, dy, mean, var, gamma, dx, dgamma, dbeta, B, C, HW, eps))                                      \
     V(decaf_im2col, (const float *x, float *cols, int B, int C, int H, int W, int kh, int kw, int sh,   \
                      int sw, int pad_top, int pad_left, int dh, int dw, int Ho, int Wo),                \
       (x, cols, B, C, H, W, kh, kw, sh, sw, pad_top, pad_left, dh, dw, Ho, Wo))                         \

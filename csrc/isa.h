@@ -39,6 +39,9 @@ int decaf_isa_current(void);
 #define DECAF_ISA_CAT(a, b) DECAF_ISA_CAT2(a, b)
 #define DECAF_ISA_NAME(name) DECAF_ISA_CAT(name, DECAF_ISA_SUFFIX)
 
+/* batchnorm.c */
+#define decaf_batchnorm_train_forward DECAF_ISA_NAME(decaf_batchnorm_train_forward)
+#define decaf_batchnorm_train_backward DECAF_ISA_NAME(decaf_batchnorm_train_backward)
 /* channel_affine.c */
 #define decaf_channel_affine DECAF_ISA_NAME(decaf_channel_affine)
 /* conv.c */

@@ -200,6 +200,20 @@ def batchnorm_scale_shift(mean, var, weight, bias, eps, scale, shift):
     _for(scale).batchnorm_scale_shift(mean, var, weight, bias, eps, scale, shift)
 
 
+def batchnorm_train_forward(x, gamma, beta, y, mean, var, eps, act=None, act_out=None):
+    """BatchNorm with batch statistics: mean and var (C,) = the mean and biased variance of each
+    channel of x (B, C, H, W); y = (x - mean) / sqrt(var + eps) * gamma + beta (gamma, beta None: 1,
+    0); then the activation act in y, or into act_out (csrc/batchnorm.c)."""
+    _for(x).batchnorm_train_forward(x, gamma, beta, y, mean, var, eps, act, act_out)
+
+
+def batchnorm_train_backward(x, dy, mean, var, gamma, dx, dgamma, dbeta, eps):
+    """Its gradients, xhat recomputed from x, mean and var: dbeta = sum(dy), dgamma = sum(dy xhat),
+    dx = gamma / sqrt(var + eps) (dy - dbeta / m - xhat dgamma / m) per channel (m = B H W values);
+    dx, dgamma, dbeta None: not computed."""
+    _for(x).batchnorm_train_backward(x, dy, mean, var, gamma, dx, dgamma, dbeta, eps)
+
+
 def copy_count_nonfinite(src, dst):
     """dst[...] = src for flat arrays of one float dtype; returns how many values are NaN or inf."""
     return _for(src).copy_count_nonfinite(src, dst)

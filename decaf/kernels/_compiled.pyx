@@ -946,3 +946,104 @@ def grouped_conv_forward(const float[:, :, :, ::1] x not None, const float[:, :,
         else:
             decaf_grouped_conv_forward(&g, threads, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, &y[0, 0, 0, 0],
                                        &work[0], &e)
+
+
+# ---- BatchNorm with batch statistics (csrc/batchnorm.c) ----------------------------------------
+
+cdef extern from "batchnorm.h":
+    void decaf_batchnorm_train_forward(const float *x, const float *gamma, const float *beta, float *y,
+                                       float *mean, float *var, Py_ssize_t B, Py_ssize_t C, Py_ssize_t HW,
+                                       float eps, const decaf_epilogue *ep) nogil
+    void decaf_batchnorm_train_backward(const float *x, const float *dy, const float *mean, const float *var,
+                                        const float *gamma, float *dx, float *dgamma, float *dbeta, Py_ssize_t B,
+                                        Py_ssize_t C, Py_ssize_t HW, float eps) nogil
+
+
+cdef const float *_channel_in(str func, str name, a, Py_ssize_t C) except? NULL:
+    """The floats of an input vector of C values (the caller keeps it alive), or NULL for None."""
+    if a is None:
+        return NULL
+    cdef const float[::1] v = a
+    _expect_shape(func, name, (v.shape[0],), (C,))
+    return &v[0] if C else NULL
+
+
+cdef float *_channel_out(str func, str name, a, Py_ssize_t C) except? NULL:
+    """The floats of an output vector of C values (the caller keeps it alive), or NULL for None."""
+    if a is None:
+        return NULL
+    cdef float[::1] v = a
+    _expect_shape(func, name, (v.shape[0],), (C,))
+    return &v[0] if C else NULL
+
+
+def _check_eps(str func, double eps):
+    if not eps >= 0:
+        raise ValueError(f"{func}: eps must be >= 0, got {eps}")
+
+
+def batchnorm_train_forward(const float[:, :, :, ::1] x not None, gamma, beta, float[:, :, :, ::1] y not None,
+                            float[::1] mean not None, float[::1] var not None, double eps, act=None,
+                            act_out=None):
+    """Batch mean and biased variance per channel of x (B, C, H, W) into mean and var (C,), and
+    y = (x - mean) / sqrt(var + eps) * gamma + beta (gamma, beta (C,) or None: 1 and 0); then the
+    activation act (see conv_forward) in y, or into act_out (y keeping the values before it)."""
+    func = "batchnorm_train_forward"
+    cdef Py_ssize_t c, B = x.shape[0], C = x.shape[1], HW = x.shape[2] * x.shape[3]
+    _expect_shape(func, "y", _shape4(y), _shape4(x))
+    _check_eps(func, eps)
+    cdef const float *g = _channel_in(func, "gamma", gamma, C)
+    cdef const float *b = _channel_in(func, "beta", beta, C)
+    _expect_shape(func, "mean", (mean.shape[0],), (C,))
+    _expect_shape(func, "var", (var.shape[0],), (C,))
+    if act_out is not None and act is None:
+        raise ValueError(f"{func}: act_out without act")
+    if B * C * HW and (&x[0, 0, 0, 0] == &y[0, 0, 0, 0] or _overlap(x, y)):
+        raise ValueError(f"{func}: y overlaps x")
+    cdef float[:, :, :, ::1] out
+    if act_out is not None:
+        out = act_out
+        _expect_shape(func, "act_out", _shape4(out), _shape4(x))
+        if B * C * HW and (&out[0, 0, 0, 0] == &x[0, 0, 0, 0] or _overlap(out, x) or _overlap(out, y)):
+            raise ValueError(f"{func}: act_out overlaps x, or y without being it")
+    cdef decaf_epilogue e
+    _epilogue(func, &e, act, False, 0.0, act_out, None, y)
+    if B * C * HW == 0:
+        for c in range(C):       # the statistics of no values, as NumPy's mean and var give them
+            mean[c] = var[c] = float("nan")
+        return
+    with nogil:
+        decaf_batchnorm_train_forward(&x[0, 0, 0, 0], g, b, &y[0, 0, 0, 0], &mean[0], &var[0], B, C, HW, eps,
+                                      &e)
+
+
+def batchnorm_train_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] dy not None,
+                             const float[::1] mean not None, const float[::1] var not None, gamma, dx, dgamma,
+                             dbeta, double eps):
+    """With mean and var the batch statistics of x (batchnorm_train_forward's) and xhat = (x - mean)
+    / sqrt(var + eps): dbeta = sum(dy), dgamma = sum(dy xhat) per channel, and
+    dx = gamma / sqrt(var + eps) (dy - dbeta / m - xhat dgamma / m) over the m = B H W values of a
+    channel (gamma None: 1). dx, dgamma, dbeta None: not computed."""
+    func = "batchnorm_train_backward"
+    cdef Py_ssize_t B = x.shape[0], C = x.shape[1], HW = x.shape[2] * x.shape[3]
+    _expect_shape(func, "dy", _shape4(dy), _shape4(x))
+    _expect_shape(func, "mean", (mean.shape[0],), (C,))
+    _expect_shape(func, "var", (var.shape[0],), (C,))
+    _check_eps(func, eps)
+    cdef const float *g = _channel_in(func, "gamma", gamma, C)
+    cdef float *dg = _channel_out(func, "dgamma", dgamma, C)
+    cdef float *db = _channel_out(func, "dbeta", dbeta, C)
+    cdef float[:, :, :, ::1] d
+    cdef float *dx_ptr = NULL
+    if dx is not None:
+        d = dx
+        _expect_shape(func, "dx", _shape4(d), _shape4(x))
+        if B * C * HW:
+            dx_ptr = &d[0, 0, 0, 0]
+            if dx_ptr == &x[0, 0, 0, 0] or dx_ptr == &dy[0, 0, 0, 0] or _overlap(d, x) or _overlap(d, dy):
+                raise ValueError(f"{func}: dx overlaps x or dy")
+    if B * C * HW == 0:
+        return
+    with nogil:
+        decaf_batchnorm_train_backward(&x[0, 0, 0, 0], &dy[0, 0, 0, 0], &mean[0], &var[0], g, dx_ptr, dg, db,
+                                       B, C, HW, eps)

@@ -22,7 +22,7 @@ __all__ = [
     "lrn_forward", "lrn_backward",
     "depthwise_conv_forward", "depthwise_conv_backward",
     "conv_work_size", "conv_forward", "conv_backward", "copy_count_nonfinite", "channel_affine",
-    "batchnorm_scale_shift",
+    "batchnorm_scale_shift", "batchnorm_train_forward", "batchnorm_train_backward",
 ]
 
 
@@ -452,3 +452,64 @@ def batchnorm_scale_shift(mean, var, weight, bias, eps, scale, shift):
     s = (1 if weight is None else weight) / np.sqrt(var + np.asarray(eps, var.dtype))
     scale[...] = s
     shift[...] = (0 if bias is None else bias) - s * mean
+
+
+# ---- BatchNorm with batch statistics (the train phase) -----------------------------------------
+
+def _batchnorm_checks(func, x, gamma, **arrays):
+    if getattr(x, "ndim", None) != 4:
+        raise ValueError(f"{func}: x must be 4-D (B, C, H, W), got shape {np.shape(x)}")
+    C = x.shape[1]
+    given = {k: a for k, a in arrays.items() if a is not None}
+    if gamma is not None:
+        given["gamma"] = gamma
+    shapes = {k: (C,) for k in ("gamma", "beta", "mean", "var", "dgamma", "dbeta")}
+    _check(func, dict(shapes, y=x.shape, dy=x.shape, dx=x.shape, act_out=x.shape), x=x, **given)
+    return C, (0, 2, 3)
+
+
+def _per_channel(v):
+    return v.reshape(1, -1, 1, 1)
+
+
+def batchnorm_train_forward(x, gamma, beta, y, mean, var, eps, act=None, act_out=None):
+    """mean, var = the batch mean and biased variance of each channel of x (B, C, H, W); y = (x - mean)
+    / sqrt(var + eps) * gamma + beta (gamma None: 1, beta None: 0); then the activation act in y, or
+    into act_out (y keeping the values before it)."""
+    func = "batchnorm_train_forward"
+    _batchnorm_checks(func, x, gamma, beta=beta, y=y, mean=mean, var=var, act_out=act_out)
+    if act_out is not None and act is None:
+        raise ValueError(f"{func}: act_out without act")
+    axes = (0, 2, 3)         # (the sums in float64, as the C kernel's)
+    mean[...] = x.mean(axis=axes, dtype=np.float64)
+    var[...] = x.var(axis=axes, dtype=np.float64)
+    scale = 1 / np.sqrt(var + np.asarray(eps, x.dtype))
+    if gamma is not None:
+        scale = scale * gamma
+    out = (x - _per_channel(mean)) * _per_channel(scale)
+    if beta is not None:
+        out = out + _per_channel(beta)
+    y[...] = out
+    if act is not None:
+        (y if act_out is None else act_out)[...] = activation(out, act)
+
+
+def batchnorm_train_backward(x, dy, mean, var, gamma, dx, dgamma, dbeta, eps):
+    """With xhat = (x - mean) / sqrt(var + eps), mean and var the batch statistics of x, and m the
+    B H W values of a channel: dbeta = sum(dy), dgamma = sum(dy xhat) per channel, and
+    dx = gamma / sqrt(var + eps) (dy - dbeta / m - xhat dgamma / m) (gamma None: 1). dx, dgamma,
+    dbeta None: not computed."""
+    func = "batchnorm_train_backward"
+    C, axes = _batchnorm_checks(func, x, gamma, dy=dy, mean=mean, var=var, dx=dx, dgamma=dgamma, dbeta=dbeta)
+    inv_std = 1 / np.sqrt(var + np.asarray(eps, x.dtype))
+    xhat = (x - _per_channel(mean)) * _per_channel(inv_std)
+    sum_dy, sum_dy_xhat = dy.sum(axis=axes, dtype=np.float64), (dy * xhat).sum(axis=axes, dtype=np.float64)
+    if dbeta is not None:
+        dbeta[...] = sum_dy
+    if dgamma is not None:
+        dgamma[...] = sum_dy_xhat
+    if dx is not None:
+        m = x.size // C if C else 1
+        k = inv_std if gamma is None else gamma * inv_std
+        mean_dy, mean_dy_xhat = (np.asarray(v / m, x.dtype) for v in (sum_dy, sum_dy_xhat))
+        dx[...] = _per_channel(k) * (dy - _per_channel(mean_dy) - xhat * _per_channel(mean_dy_xhat))

@@ -18,6 +18,9 @@ Scale (parameter bias_term=False): y = x * gamma_c (+ beta_c);
 Both write y = x s_c + t_c in one pass (csrc/channel_affine.c; BatchNorm with global statistics
 as s = gamma / sqrt(var + eps), t = beta - s mu), applying the activation that reads their top
 when the net or the graph optimizer fuses it (``fuse_epilogue``: BN -> ReLU is one pass).
+BatchNorm with batch statistics runs csrc/batchnorm.c: forward computes mu, var and writes y (and
+the fused activation) channel by channel; backward recomputes xhat from x, mu and var (no
+full-size xhat is kept) and writes dgamma, dbeta and dx in the same sweep.
 """
 import math
 
@@ -119,8 +122,15 @@ class BatchNorm(_ChannelAffine):
         g = self.p["use_global_stats"]
         return self.phase == "test" if g is None else bool(g)
 
-    xhat = inv_std = None       # kept by a forward with batch statistics, for backward
+    _batch = None               # (mean, var) of a forward with batch statistics, for backward
     _st = None                  # the (2, C) buffer of s and t
+    _stats = None               # the (2, C) buffer of the batch mean and variance
+
+    def _affine(self, dtype):
+        """(gamma, beta) in ``dtype``, or (None, None) without affine."""
+        if not self.p["affine"]:
+            return None, None
+        return np.asarray(self.gamma.data, dtype), np.asarray(self.beta.data, dtype)
 
     def _scale_shift(self, dtype):
         """s = gamma / sqrt(var + eps) and t = beta - s mean of the global statistics, in ``dtype``,
@@ -129,59 +139,53 @@ class BatchNorm(_ChannelAffine):
         if self._st is None or self._st.dtype != dtype or self._st.shape[1] != c:
             self._st = np.empty((2, c), dtype)
         s, t = self._st
-
-        def value(param):
-            return np.asarray(param.data, dtype)
-        gamma, beta = (value(self.gamma), value(self.beta)) if self.p["affine"] else (None, None)
-        kernels.batchnorm_scale_shift(value(self.mean), value(self.var), gamma, beta, float(self.p["eps"]), s, t)
+        kernels.batchnorm_scale_shift(np.asarray(self.mean.data, dtype), np.asarray(self.var.data, dtype),
+                                      *self._affine(dtype), float(self.p["eps"]), s, t)
         return s, t
-
-    def _statistics(self, x):
-        """1 / sqrt(var + eps) and xhat of x with the global statistics."""
-        inv_std = 1.0 / np.sqrt(self.var.data + self.p["eps"]).astype(x.dtype)
-        return inv_std, (x - _per_channel(self.mean.data, x.ndim)) * _per_channel(inv_std, x.ndim)
 
     def forward(self, bottom, top):
         x = bottom[0].data
         if self._global():            # y = x s + t: one pass; backward recomputes xhat from x
-            self.xhat = self.inv_std = None
+            self._batch = None
             self._write(x, *self._scale_shift(x.dtype), top)
             return
-        axes = _reduce_axes(x.ndim)
-        mu, var = x.mean(axis=axes), x.var(axis=axes)
-        m = x.size // x.shape[1]
+        # batch statistics: one kernel (csrc/batchnorm.c) writes mu, var and y (with the fused
+        # activation); backward recomputes xhat from x, mu and var
+        c = x.shape[1]
+        if self._stats is None or self._stats.dtype != x.dtype or self._stats.shape[1] != c:
+            self._stats = np.empty((2, c), x.dtype)
+        mu, var = self._batch = self._stats
+        act_out = None if self.fused_act_blob is None else _nchw(self.fused_act_blob.data)
+        kernels.batchnorm_train_forward(_nchw(np.ascontiguousarray(x)), *self._affine(x.dtype), _nchw(top[0].data),
+                                        mu, var, float(self.p["eps"]), act=self.fused_act, act_out=act_out)
+        m = x.size // c
         mom = self.p["momentum"]
         self.mean.data[...] = mom * self.mean.data + (1 - mom) * mu
         self.var.data[...] = mom * self.var.data + (1 - mom) * var * m / max(m - 1, 1)
-        self.inv_std = 1.0 / np.sqrt(var + self.p["eps"]).astype(x.dtype)
-        self.xhat = (x - _per_channel(mu, x.ndim)) * _per_channel(self.inv_std, x.ndim)
-        c = x.shape[1]
-        if self.p["affine"]:
-            gamma, beta = np.asarray(self.gamma.data, x.dtype), np.asarray(self.beta.data, x.dtype)
-        else:
-            gamma, beta = np.ones(c, x.dtype), np.zeros(c, x.dtype)
-        self._write(self.xhat, gamma, beta, top)
 
     def backward(self, top, propagate_down, bottom):
-        dy = top[0].diff
+        dy, x = top[0].diff, bottom[0].data
+        dx = bottom[0].diff if propagate_down[0] else None
+        if self._batch is not None:
+            c = x.shape[1]
+            gamma, _ = self._affine(dy.dtype)
+            dgamma, dbeta = (np.empty(c, dy.dtype), np.empty(c, dy.dtype)) if self.p["affine"] else (None, None)
+            kernels.batchnorm_train_backward(_nchw(np.ascontiguousarray(x)), _nchw(np.ascontiguousarray(dy)),
+                                             *self._batch, gamma, None if dx is None else _nchw(dx), dgamma,
+                                             dbeta, float(self.p["eps"]))
+            if self.p["affine"]:
+                self.gamma.diff[...], self.beta.diff[...] = dgamma, dbeta
+            return
+        # global statistics: dx = gamma dy / sqrt(var + eps)
         axes, nd = _reduce_axes(dy.ndim), dy.ndim
-        inv_std, xhat = self.inv_std, self.xhat
-        if xhat is None:
-            inv_std, xhat = self._statistics(bottom[0].data)
+        inv_std = 1.0 / np.sqrt(self.var.data + self.p["eps"]).astype(x.dtype)
         if self.p["affine"]:
+            xhat = (x - _per_channel(self.mean.data, nd)) * _per_channel(inv_std, nd)
             self.gamma.diff[...] = np.sum(dy * xhat, axis=axes)
             self.beta.diff[...] = np.sum(dy, axis=axes)
-            dxhat = dy * _per_channel(self.gamma.data, nd)
-        else:
-            dxhat = dy
-        if not propagate_down[0]:
-            return
-        if self._global():
-            dx = dxhat
-        else:
-            dx = (dxhat - dxhat.mean(axis=axes, keepdims=True)
-                  - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True))
-        np.multiply(dx, _per_channel(inv_std, nd), out=bottom[0].diff)
+            dy = dy * _per_channel(self.gamma.data, nd)
+        if dx is not None:
+            np.multiply(dy, _per_channel(inv_std, nd), out=dx)
 
     def to_onnx(self, g):
         """BatchNormalization in inference mode (scale 1 and bias 0 when not affine)."""
