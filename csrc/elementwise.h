@@ -9,4 +9,9 @@
 /* dst[i] = src[i] for i < n; returns how many of the values are NaN or infinite. */
 ptrdiff_t decaf_copy_count_nonfinite(const float *src, float *dst, ptrdiff_t n);
 
+/* One SGD step with momentum on n values (decaf/solvers/sgd.py), g left as it is:
+ *   g' = scale g + decay w;  v_new = mu v + lr g';  w -= v_new   (nesterov: w -= (1 + mu) v_new - mu v) */
+void decaf_sgd_step(float *w, float *v, const float *g, ptrdiff_t n, float lr, float mu, float decay, float scale,
+                    int nesterov);
+
 #endif

@@ -281,3 +281,69 @@ def test_plain_sgd_keeps_no_velocity_without_changing_the_class():
     assert plain.slots() == () and plain.state_arrays == {"w": {}}
     assert heavy.slots() == ("velocity",) and SGD.SLOTS == ("velocity",)
     assert set(heavy.state_arrays["w"]) == {"velocity"}
+
+
+# ---- the fused SGD step (kernels.sgd_step) ---------------------------------------------------
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_fused_sgd_matches_the_formulas_in_float64(nesterov, clip, monkeypatch):
+    """SGD with momentum on float32 parameters runs the one-pass kernel (it is called); three steps
+    against the module docstring's formulas evaluated in float64, within float32 rounding; the
+    diffs are left as backward wrote them."""
+    import decaf.kernels as kernels
+    calls = []
+    real = kernels.sgd_step
+    monkeypatch.setattr(kernels, "sgd_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rng = np.random.default_rng(4)
+    n = 300_000                                         # big enough for the kernel's two threads
+    w = Param((n,), "w", lr_mult=2.0, decay_mult=1.0)
+    b = Param((7,), "b", decay_mult=0.0)
+    for p in (w, b):
+        p.data[...] = rng.standard_normal(p.shape)
+    solver = SGD([w, b], lr=0.05, momentum=0.9, nesterov=nesterov, weight_decay=0.01, clip_norm=clip)
+    ref = {p.name: (p.data.astype(np.float64), np.zeros(p.shape)) for p in (w, b)}
+    for _ in range(3):
+        grads = {p.name: rng.standard_normal(p.shape).astype(np.float32) for p in (w, b)}
+        for p in (w, b):
+            p.diff[...] = grads[p.name]
+        solver.step()
+        norm = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in grads.values()))
+        scale = clip / norm if clip is not None and norm > clip else 1.0
+        for p in (w, b):
+            x, v = ref[p.name]
+            lr = 0.05 * p.lr_mult
+            g = scale * grads[p.name].astype(np.float64) + 0.01 * p.decay_mult * x
+            v_new = 0.9 * v + lr * g
+            x = x - ((1.9 * v_new - 0.9 * v) if nesterov else v_new)
+            ref[p.name] = (x, v_new)
+            np.testing.assert_allclose(p.data, x, rtol=1e-5, atol=1e-6)
+            np.testing.assert_array_equal(p.diff, grads[p.name])     # diff untouched
+    assert len(calls) == 6                                           # 2 params x 3 steps
+
+
+def test_fused_sgd_kernel_agrees_with_numpy_reference():
+    """The compiled kernel and its NumPy twin (decaf/kernels/reference.py), same float32 inputs."""
+    import decaf.kernels as kernels
+    from decaf.kernels import reference
+    rng = np.random.default_rng(5)
+    for nesterov in (False, True):
+        w, v, g = (rng.standard_normal(100_003).astype(np.float32) for _ in range(3))
+        w2, v2 = w.copy(), v.copy()
+        kernels.sgd_step(w, v, g, 0.1, 0.9, 5e-4, 0.5, nesterov)
+        reference.sgd_step(w2, v2, g, 0.1, 0.9, 5e-4, 0.5, nesterov)
+        np.testing.assert_allclose(v, v2, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(w, w2, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="values"):
+        kernels.sgd_step(w, v[:10], g, 0.1, 0.9, 0.0, 1.0, False)
+
+
+def test_sgd_float64_params_take_the_numpy_path(monkeypatch):
+    """float64 parameters (gradient checks) never reach the float32 kernel."""
+    import decaf.kernels as kernels
+    monkeypatch.setattr(kernels, "sgd_step", lambda *a, **k: pytest.fail("the kernel ran on float64"))
+    p = param([1.0, -2.0], diff=[0.5, 0.25])
+    p._data = p._data.astype(np.float64)
+    p.diff = p.diff.astype(np.float64)
+    SGD([p], lr=0.1, momentum=0.9).step()
+    np.testing.assert_allclose(p.data, [1.0 - 0.05, -2.0 - 0.025])

@@ -214,6 +214,12 @@ def batchnorm_train_backward(x, dy, mean, var, gamma, dx, dgamma, dbeta, eps):
     _for(x).batchnorm_train_backward(x, dy, mean, var, gamma, dx, dgamma, dbeta, eps)
 
 
+def sgd_step(w, v, g, lr, mu, decay, scale=1.0, nesterov=False):
+    """One SGD step with momentum, in place, over flat arrays of one float dtype (g unchanged):
+    g' = scale g + decay w; v_new = mu v + lr g'; w -= v_new (nesterov: w -= (1 + mu) v_new - mu v)."""
+    _for(w).sgd_step(w, v, g, lr, mu, decay, scale, nesterov)
+
+
 def copy_count_nonfinite(src, dst):
     """dst[...] = src for flat arrays of one float dtype; returns how many values are NaN or inf."""
     return _for(src).copy_count_nonfinite(src, dst)

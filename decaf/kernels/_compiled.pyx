@@ -25,6 +25,8 @@ cdef extern from "threads.h":
 
 cdef extern from "elementwise.h":
     Py_ssize_t decaf_copy_count_nonfinite(const float *src, float *dst, Py_ssize_t n) nogil
+    void decaf_sgd_step(float *w, float *v, const float *g, Py_ssize_t n, float lr, float mu, float decay,
+                        float scale, int nesterov) nogil
 
 cdef extern from "gemm.h":
     void decaf_set_sgemm(void *cblas_sgemm, void *cblas_sgemv, void *get_num_threads,
@@ -765,6 +767,18 @@ def copy_count_nonfinite(const float[::1] src not None, float[::1] dst not None)
     with nogil:
         bad = decaf_copy_count_nonfinite(&src[0], &dst[0], src.shape[0])
     return bad
+
+
+def sgd_step(float[::1] w not None, float[::1] v not None, const float[::1] g not None, float lr, float mu,
+             float decay, float scale, bint nesterov):
+    """One SGD step with momentum in one pass over flat float32 arrays (g unchanged):
+    g' = scale g + decay w; v_new = mu v + lr g'; w -= v_new (nesterov: (1 + mu) v_new - mu v)."""
+    if not (w.shape[0] == v.shape[0] == g.shape[0]):
+        raise ValueError(f"sgd_step: w, v and g have {w.shape[0]}, {v.shape[0]} and {g.shape[0]} values")
+    if w.shape[0] == 0:
+        return
+    with nogil:
+        decaf_sgd_step(&w[0], &v[0], &g[0], w.shape[0], lr, mu, decay, scale, nesterov)
 
 
 # ---- per-channel affine (BatchNorm at inference, Scale) ----------------------------------------

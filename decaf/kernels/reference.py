@@ -21,7 +21,7 @@ __all__ = [
     "max_pool_forward", "max_pool_values", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",
     "lrn_forward", "lrn_backward",
     "depthwise_conv_forward", "depthwise_conv_backward",
-    "conv_work_size", "conv_forward", "conv_backward", "copy_count_nonfinite", "channel_affine",
+    "conv_work_size", "conv_forward", "conv_backward", "copy_count_nonfinite", "sgd_step", "channel_affine",
     "batchnorm_scale_shift", "batchnorm_train_forward", "batchnorm_train_backward",
 ]
 
@@ -413,6 +413,15 @@ def conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, gr
     if dx is not None:
         dcols = (wg.transpose(0, 2, 1) @ dyg).reshape(-1, B * Ho * Wo)
         col2im(np.ascontiguousarray(dcols), dx, kernel, stride, pads, dilation, (Ho, Wo))
+
+
+def sgd_step(w, v, g, lr, mu, decay, scale, nesterov):
+    """One SGD step with momentum (see kernels.sgd_step), in NumPy."""
+    step = scale * g + decay * w
+    old = v.copy() if nesterov else None
+    v *= mu
+    v += lr * step
+    w -= (1 + mu) * v - mu * old if nesterov else v
 
 
 def copy_count_nonfinite(src, dst):

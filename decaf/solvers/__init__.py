@@ -12,7 +12,8 @@ One ``step()``, after ``net.forward`` and ``net.backward`` have filled every ``d
 5. the rule of the solver with the local rate lr * lr_mult (sgd.py, adaptive.py)
 6. iter += 1
 
-``step`` overwrites each trained ``diff`` with g (the next backward assigns it afresh).
+``step`` leaves every ``diff`` as backward wrote it (g is computed aside). A solver may take steps
+3-5 in one compiled pass (``fused_update``: SGD with float32 parameters, kernels.sgd_step).
 Every solver keeps its per-parameter state (momentum, moments) in arrays of the parameter's
 dtype; ``state()`` / ``load_state()`` give and take them exactly, for bit-identical resumes.
 L-BFGS (lbfgs.py) is different: it minimises a full-batch objective through scipy.optimize.
@@ -72,21 +73,29 @@ class Solver:
             self.last_grad_norm = norm
             scale = self.clip_norm / norm if norm > self.clip_norm else None
         for name, p in trained.items():
-            g = p.diff
-            if scale is not None:
-                g *= scale
             decay = self.weight_decay * p.decay_mult
-            if decay:
-                g += decay * p.data
             if name not in self.state_arrays:
                 self.state_arrays[name] = {s: np.zeros_like(p.data) for s in self.slots()}
-            self.update(p, g, lr * p.lr_mult, self.state_arrays[name])
+            state = self.state_arrays[name]
+            if self.fused_update(p, lr * p.lr_mult, decay, 1.0 if scale is None else scale, state):
+                continue
+            g = p.diff
+            if scale is not None:
+                g = g * scale
+            if decay:
+                g = g + decay * p.data
+            self.update(p, g, lr * p.lr_mult, state)
         self.iter += 1
         return lr
 
     def update(self, param, grad, lr, state):
         """Change ``param.data`` in place from ``grad`` with the local rate ``lr``."""
         raise NotImplementedError
+
+    def fused_update(self, param, lr, decay, scale, state):
+        """Steps 3-5 in one pass from ``param.diff`` (g = scale diff + decay data, then the rule),
+        where the solver has a compiled kernel for them: True if done, else False (the default)."""
+        return False
 
     # ---- configuration and state, for snapshots ---------------------------------
     def config(self):

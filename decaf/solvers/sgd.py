@@ -9,6 +9,9 @@ With g the (clipped, decayed) gradient and lr the local rate (lr * lr_mult):
 The Nesterov line is the usual rewrite that evaluates the gradient at w, not at the
 look-ahead point w - mu * v (Sutskever et al. 2013; Caffe's NesterovSolver).
 """
+import numpy as np
+
+from .. import kernels
 from . import Solver
 
 
@@ -28,6 +31,19 @@ class SGD(Solver):
 
     def slots(self):
         return self.SLOTS if self.momentum else ()     # plain SGD keeps no velocity
+
+    def fused_update(self, param, lr, decay, scale, state):
+        """With momentum and float32 C-contiguous arrays: the compiled one-pass kernels.sgd_step
+        (the same formulas; float32 rounding may differ in the last bit from update's NumPy)."""
+        w, g = param.data, param.diff
+        v = state.get("velocity")
+        if v is None or w.dtype != np.float32 or g.dtype != np.float32 or v.dtype != np.float32:
+            return False
+        if not (w.flags.c_contiguous and g.flags.c_contiguous and v.flags.c_contiguous):
+            return False
+        kernels.sgd_step(w.reshape(-1), v.reshape(-1), g.reshape(-1), lr, self.momentum, decay, scale,
+                         self.nesterov)
+        return True
 
     def update(self, param, grad, lr, state):
         w, mu = param.data, self.momentum
