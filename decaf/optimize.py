@@ -42,7 +42,9 @@ backward; training and gradient checks run the net as written. The passes ask th
 8. **Zero-copy concatenation.** A layer whose top is its bottoms side by side (``bottom_slices``:
    Concat) gets bottoms that are views of its top, so that their producers write into it, when
    each bottom has one producer and no other reader and the views are contiguous (along the
-   channels: at batch 1). It copies as usual at other batch sizes.
+   channels: at batch 1). It copies as usual at other batch sizes. DenseNet's chains (each
+   Concat's inputs, through Splits, a prefix of the block's last Concat's) share the last one's
+   top: the others' tops are prefix views of it and every feature map a slice.
 
 A folded layer's weights are derived from the net's parameters. Every write into a parameter
 goes through ``Param.data`` (``Param.touched`` counts the look-ups), so before each forward the
@@ -125,6 +127,24 @@ class _ConcatInPlace(Step):
             self.layer.forward(self.bottoms, self.tops)
 
 
+class _ConcatChain(Step):
+    """A concatenation of a chain (``Graph._concat_chains``: DenseNet's, each one's inputs a prefix of
+    the last one's): its top is a view of the last one's top and its inputs views of slices of it
+    (``placed``: the (blob, array) pairs ``Graph._place`` set, checked before skipping), so nothing
+    is copied. Copies as usual when they are not in place (another batch size)."""
+    __slots__ = ("owner", "placed")
+
+    def __init__(self, step, owner=None):
+        super().__init__(step.layer, step.bottoms, step.tops)
+        self.owner = owner          # the chain's last (largest) concatenation; None: this is it
+        self.placed = None
+
+    def __call__(self):
+        placed = self.placed
+        if placed is None or any(blob.data is not array for blob, array in placed):
+            self.layer.forward(self.bottoms, self.tops)
+
+
 class _Folded:
     """A producer with the affines after it folded in: the new layer and what it was made from."""
 
@@ -188,7 +208,7 @@ class Graph:
         steps = self._fuse_silus(steps)
         self._fuse_folded(steps)
         self._write_activations_only(steps)
-        self.steps = self._concat_in_place(self._remove_dead(steps))
+        self.steps = self._concat_chains(self._concat_in_place(self._remove_dead(steps)))
         for step in self.steps:
             step.optimized = True
         written = {id(b) for s in self.steps for b in s.writes}
@@ -499,6 +519,64 @@ class Graph:
             out.append(step)
         return out
 
+    def _concat_chains(self, steps):
+        """Chains of concatenations whose inputs, seen through Splits, are the same feature maps in
+        the same order, each chain member's a prefix of the last one's (DenseNet: layer k concatenates
+        the block's input and the k - 1 maps before it). The last one's top holds them all; each
+        member's top becomes a prefix view of it and each feature map a slice of it (``_place``), so
+        their producers write into it and no concatenation copies. Each feature map must have one
+        producer, not an input, read by nothing but the chain's concatenations (directly or through a
+        Split read only by them), and nothing may work in place on a member's top."""
+        inputs = {id(self.net.blobs[n]) for n in self.net.input_shapes}
+        writers, readers = {}, {}
+        for step in steps:
+            if not step.fused:
+                for b in step.writes:
+                    writers.setdefault(id(b), []).append(step)
+            for b in {id(b): b for b in step.bottoms}:
+                readers.setdefault(b, []).append(step)
+        split_source = {id(t): s.bottoms[0] for s in steps if "split" in s.layer.roles for t in s.tops}
+        concats = [s for s in steps if type(s) is Step and not s.fused and len(s.tops) == 1
+                   and s.layer.bottom_slices() is not None]
+        roots = {id(s): [split_source.get(id(b), b) for b in s.bottoms] for s in concats}
+        chains = []
+        taken = set()
+        for last in sorted(concats, key=lambda s: -len(s.bottoms)):
+            if id(last) in taken:
+                continue
+            ids = [id(r) for r in roots[id(last)]]
+            members = [s for s in concats if id(s) not in taken and s is not last
+                       and [id(r) for r in roots[id(s)]] == ids[:len(s.bottoms)]]
+            if members and len(set(ids)) == len(ids):
+                chains.append((last, members))
+                taken.update(id(s) for s in members + [last])
+        replace = {}
+        for last, members in chains:
+            chain = {id(s) for s in members + [last]}
+
+            def only_chain(blob):
+                return all(id(r) in chain or ("split" in r.layer.roles
+                                              and all(id(q) in chain for t in r.tops for q in readers.get(id(t), [])))
+                           for r in readers.get(id(blob), []))
+
+            def feature_ok(blob):
+                producers = writers.get(id(blob), [])
+                return (id(blob) not in inputs and len(producers) == 1 and "split" not in producers[0].layer.roles
+                        and not any(b is blob for b in producers[0].bottoms) and only_chain(blob))
+
+            def top_ok(step):
+                top = step.tops[0]
+                return (writers.get(id(top)) == [step]
+                        and not any(any(t is top for t in r.tops) for r in readers.get(id(top), [])))
+
+            if all(feature_ok(r) for r in roots[id(last)]) and all(top_ok(s) for s in members + [last]):
+                replace[id(last)] = _ConcatChain(last)
+                for s in members:
+                    replace[id(s)] = _ConcatChain(s, replace[id(last)])
+                self.actions.append(("concat", [s.layer.name for s in members + [last]], None))
+        self._chain_roots = {id(replace[id(last)]): roots[id(last)] for last, _ in chains if id(last) in replace}
+        return [replace.get(id(s), s) for s in steps]
+
     def _place(self):
         """Make the bottoms of each in-place concatenation views of its top, where every view is
         contiguous (the kernels write contiguous arrays); a later concatenation first, since an
@@ -514,6 +592,30 @@ class Graph:
                 step.views = views
             else:
                 step.views = None
+        for step in self.steps:                 # the chains: the last concatenation's top holds them all
+            if not isinstance(step, _ConcatChain) or step.owner is not None:
+                continue
+            members = [s for s in self.steps if isinstance(s, _ConcatChain) and s.owner is step]
+            top = step.tops[0].data
+            slices = step.layer.bottom_slices()
+            roots = self._chain_roots[id(step)]
+            views = [top[index] for index in slices]
+            prefixes = []
+            for m in members:
+                end = slices[len(m.bottoms) - 1]
+                prefixes.append(top[end[:-1] + (slice(0, end[-1].stop),)])
+            fits = all(v.flags.c_contiguous and v.shape == r.shape for r, v in zip(roots, views))
+            fits = fits and all(p.flags.c_contiguous and p.shape == m.tops[0].shape for m, p in zip(members, prefixes))
+            if not fits:
+                for s in members + [step]:
+                    s.placed = None
+                continue
+            for r, v in zip(roots, views):
+                r.data = v
+            for m, p in zip(members, prefixes):
+                m.tops[0].data = p
+            for s in members + [step]:   # through a Split, a bottom's array is its feature map's view
+                s.placed = [(s.tops[0], s.tops[0].data)] + [(b, v) for b, v in zip(s.bottoms, views)]
 
     # ---- running --------------------------------------------------------------------------------
     def blob(self, name):

@@ -317,6 +317,80 @@ def test_concat_copies_when_a_view_would_be_unsafe(rng, kw):
     assert concat == {"cat_in"}          # the inner one is still safe
 
 
+def dense_spec(extra_reader=False, relu_in_place_on_member=False):
+    """A DenseNet block: each layer concatenates the block's input and every map before it (one
+    Concat per layer, so each map is read by several, through Splits), BatchNorm + ReLU + conv."""
+    layers = [{"name": "c0", "type": "Convolution", "bottom": "data", "top": "f0", "num_output": 4,
+               "kernel_size": 3, "pad": 1}]
+    maps = ["f0"]
+    for k in range(1, 4):
+        layers += [{"name": f"cat{k}", "type": "Concat", "bottom": list(maps), "top": f"cat{k}"},
+                   {"name": f"bn{k}", "type": "BatchNorm", "bottom": f"cat{k}", "top": f"bn{k}", "affine": True},
+                   {"name": f"relu{k}", "type": "ReLU", "bottom": f"bn{k}", "top": f"relu{k}"},
+                   {"name": f"conv{k}", "type": "Convolution", "bottom": f"relu{k}", "top": f"f{k}",
+                    "num_output": 3, "kernel_size": 3, "pad": 1}]
+        maps.append(f"f{k}")
+    layers += [{"name": "block", "type": "Concat", "bottom": list(maps), "top": "block"},
+               {"name": "out", "type": "Convolution", "bottom": "block", "top": "out", "num_output": 5,
+                "kernel_size": 1}]
+    if extra_reader:
+        layers.append({"name": "side", "type": "Convolution", "bottom": "f2", "top": "side", "num_output": 2,
+                       "kernel_size": 1})
+    if relu_in_place_on_member:
+        layers.insert(2, {"name": "cat1_relu", "type": "ReLU", "bottom": "cat1", "top": "cat1"})
+    return {"name": "dense", "inputs": {"data": [3, 6, 6]}, "layers": layers}
+
+
+def test_dense_concatenation_chain_copies_nothing_at_batch_1(rng, monkeypatch):
+    """Each Concat's inputs are a prefix of the block Concat's: every map lives in the block's top and
+    each Concat's top is a prefix view of it, so no Concat copies at batch 1; at batch 2 (not
+    contiguous) they copy; the values always equal the net as written, backward included."""
+    from decaf.layers.shape import Concat
+    calls = []
+    real = Concat.forward
+    monkeypatch.setattr(Concat, "forward", lambda self, b, t: calls.append(self.name) or real(self, b, t))
+    fast, plain = pair(dense_spec(), rng)
+    chains = [names for k, names, _ in fast.optimized_graph().actions if k == "concat"]
+    assert chains == [["cat1", "cat2", "cat3", "block"]]
+
+    def check(n):
+        x = rng.standard_normal((n, 3, 6, 6)).astype(np.float32)
+        want = plain.forward(data=x, outputs=["out", "cat2", "block"])
+        calls.clear()
+        got = fast.forward(data=x, outputs=["out", "cat2", "block"])
+        copies = len(calls)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], **TOL, err_msg=name)
+        return copies
+
+    assert check(1) == 0
+    assert np.shares_memory(fast.blobs["f1"].data, fast.blobs["block"].data)
+    assert np.shares_memory(fast.blobs["cat3"].data, fast.blobs["block"].data)
+    assert check(2) == 4
+    assert check(1) == 0
+    fast.set_phase("train")
+    plain.set_phase("train")
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    dy = rng.standard_normal((1, 5, 6, 6)).astype(np.float32)
+    for net in (fast, plain):
+        net.forward(data=x)
+        net.backward({"out": dy})
+    for name, p in plain.params.items():
+        if p.learnable:
+            np.testing.assert_allclose(fast.params[name].diff, p.diff, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("kw", [{"extra_reader": True}, {"relu_in_place_on_member": True}])
+def test_dense_chain_left_alone_when_a_view_would_be_unsafe(rng, kw):
+    """A map read by a layer outside the chain, or a layer working in place on a member's top: no
+    chain; the values still equal the net as written."""
+    fast, plain = pair(dense_spec(**kw), rng)
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(fast.forward(data=x)["out"], plain.forward(data=x)["out"], **TOL)
+    chains = [names for k, names, _ in fast.optimized_graph().actions if k == "concat" and len(names) > 1]
+    assert chains == []
+
+
 def test_imported_onnx_graph_optimized_matches_onnx_runtime(tmp_path, rng):
     """An imported graph (every tensor a new blob, BatchNormalization after each Conv, a branch
     Concat, a residual Add): the optimized decaf forward against ONNX Runtime."""
