@@ -14,37 +14,6 @@ static inline int imax(int a, int b) { return a > b ? a : b; }
 /* Every loop below takes one (b, c) plane per task: planes are independent, so backward passes
  * can add into dx without races. */
 
-void decaf_max_pool_forward(const float *x, float *y, int *argmax, int B, int C, int H, int W,
-                            int Ho, int Wo, int kh, int kw, int sh, int sw, int pad_top, int pad_left)
-{
-    const ptrdiff_t planes = (ptrdiff_t)B * C;
-    #pragma omp parallel for schedule(static) num_threads(decaf_threads_for(planes * Ho * Wo * kh * kw))
-    for (ptrdiff_t bc = 0; bc < planes; ++bc) {
-        const float *xp = x + bc * H * W;
-        float *yp = y + bc * Ho * Wo;
-        int *ap = argmax + bc * Ho * Wo;
-        for (int oh = 0; oh < Ho; ++oh) {
-            const int hs = imax(oh * sh - pad_top, 0), he = imin(oh * sh - pad_top + kh, H);
-            for (int ow = 0; ow < Wo; ++ow) {
-                const int ws = imax(ow * sw - pad_left, 0), we = imin(ow * sw - pad_left + kw, W);
-                float m = -INFINITY;
-                int best = -1;
-                for (int h = hs; h < he; ++h)
-                    for (int w = ws; w < we; ++w) {
-                        const float v = xp[h * W + w];
-                        /* best < 0 takes the first real pixel even if it is -inf or NaN. */
-                        if (best < 0 || v > m) {
-                            m = v;
-                            best = h * W + w;
-                        }
-                    }
-                yp[oh * Wo + ow] = m;
-                ap[oh * Wo + ow] = best;
-            }
-        }
-    }
-}
-
 /* max(m, v) that lets a NaN through from either side. */
 static inline float max_nan(float m, float v) { return ((v > m) | (v != v)) ? v : m; }
 
@@ -101,7 +70,8 @@ static void max_pool_row16(const float *xp, int W, int hs, int he, float *yr, in
             _mm512_mask_storeu_ps(yr + ow0, (__mmask16)((1u << n) - 1), m);
     }
 }
-#elif defined(__AVX2__)
+#endif
+#ifdef __AVX2__   /* (also in the AVX-512 variant, for the argmax rows below) */
 /* The AVX2 twin of the above: 8 outputs per vector, the lane masks made by integer compares. */
 
 /* 8 floats of a row from column c0, -inf in the lanes outside [0, W); as load_row16: plain loads
@@ -125,6 +95,7 @@ static inline __m256 evens8(__m256 a, __m256 b)
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
+#ifndef __AVX512F__
 static void max_pool_row8(const float *xp, int W, int hs, int he, float *yr, int Wo, int kw, int sw,
                           int pad_left, const float *begin, const float *end)
 {
@@ -153,6 +124,89 @@ static void max_pool_row8(const float *xp, int W, int hs, int he, float *yr, int
     }
 }
 #endif
+
+/* One output row of the train-phase max pooling (values and argmax) for stride 1 or 2, 8 outputs
+ * per vector, with decaf_max_pool_forward's rule: a lane takes its window's first real pixel,
+ * then a value strictly greater (so ties keep the first, and a NaN is kept once taken but never
+ * taken over a number). Lane l of tap (h, j) reads column c0 + l sw; lanes outside [0, W) read -inf
+ * and are never taken. yr, ar: the row's values and flat indices h W + w (-1: no real pixel). */
+static void max_pool_argmax_row8(const float *xp, int W, int hs, int he, float *yr, int *ar, int Wo, int kw,
+                                 int sw, int pad_left, const float *begin, const float *end)
+{
+    const __m256i lane = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(sw));
+    for (int ow0 = 0; ow0 < Wo; ow0 += 8) {
+        const int n = Wo - ow0 < 8 ? Wo - ow0 : 8;
+        __m256 m = _mm256_set1_ps(-INFINITY), have = _mm256_setzero_ps();
+        __m256i best = _mm256_set1_epi32(-1);
+        for (int h = hs; h < he; ++h) {
+            const float *row = xp + (ptrdiff_t)h * W;
+            for (int j = 0; j < kw; ++j) {
+                const int c0 = ow0 * sw + j - pad_left;     /* input column of lane 0 */
+                const __m256i col = _mm256_add_epi32(_mm256_set1_epi32(c0), lane);
+                const __m256 real = _mm256_castsi256_ps(_mm256_and_si256(
+                    _mm256_cmpgt_epi32(col, _mm256_set1_epi32(-1)), _mm256_cmpgt_epi32(_mm256_set1_epi32(W), col)));
+                const __m256 v = sw == 1 ? load_row8(row, c0, W, begin, end)
+                                         : evens8(load_row8(row, c0, W, begin, end),
+                                                  load_row8(row, c0 + 8, W, begin, end));
+                const __m256 take = _mm256_or_ps(_mm256_andnot_ps(have, real), _mm256_cmp_ps(v, m, _CMP_GT_OQ));
+                m = _mm256_blendv_ps(m, v, take);
+                best = _mm256_castps_si256(_mm256_blendv_ps(
+                    _mm256_castsi256_ps(best),
+                    _mm256_castsi256_ps(_mm256_add_epi32(col, _mm256_set1_epi32(h * W))), take));
+                have = _mm256_or_ps(have, real);
+            }
+        }
+        if (n == 8) {
+            _mm256_storeu_ps(yr + ow0, m);
+            _mm256_storeu_si256((__m256i *)(ar + ow0), best);
+        } else {
+            float tv[8];
+            int ti[8];
+            _mm256_storeu_ps(tv, m);
+            _mm256_storeu_si256((__m256i *)ti, best);
+            for (int l = 0; l < n; ++l) yr[ow0 + l] = tv[l], ar[ow0 + l] = ti[l];
+        }
+    }
+}
+#endif
+
+void decaf_max_pool_forward(const float *x, float *y, int *argmax, int B, int C, int H, int W,
+                            int Ho, int Wo, int kh, int kw, int sh, int sw, int pad_top, int pad_left)
+{
+    const ptrdiff_t planes = (ptrdiff_t)B * C;
+    #pragma omp parallel for schedule(static) num_threads(decaf_threads_for(planes * Ho * Wo * kh * kw))
+    for (ptrdiff_t bc = 0; bc < planes; ++bc) {
+        const float *xp = x + bc * H * W;
+        float *yp = y + bc * Ho * Wo;
+        int *ap = argmax + bc * Ho * Wo;
+        for (int oh = 0; oh < Ho; ++oh) {
+            const int hs = imax(oh * sh - pad_top, 0), he = imin(oh * sh - pad_top + kh, H);
+#ifdef __AVX2__
+            if (sw <= 2) {
+                max_pool_argmax_row8(xp, W, hs, he, yp + (ptrdiff_t)oh * Wo, ap + (ptrdiff_t)oh * Wo, Wo, kw, sw,
+                                     pad_left, x, x + planes * H * W);
+                continue;
+            }
+#endif
+            for (int ow = 0; ow < Wo; ++ow) {
+                const int ws = imax(ow * sw - pad_left, 0), we = imin(ow * sw - pad_left + kw, W);
+                float m = -INFINITY;
+                int best = -1;
+                for (int h = hs; h < he; ++h)
+                    for (int w = ws; w < we; ++w) {
+                        const float v = xp[h * W + w];
+                        /* best < 0 takes the first real pixel even if it is -inf or NaN. */
+                        if (best < 0 || v > m) {
+                            m = v;
+                            best = h * W + w;
+                        }
+                    }
+                yp[oh * Wo + ow] = m;
+                ap[oh * Wo + ow] = best;
+            }
+        }
+    }
+}
 
 void decaf_max_pool_values(const float *x, float *y, int B, int C, int H, int W,
                            int Ho, int Wo, int kh, int kw, int sh, int sw, int pad_top, int pad_left)
