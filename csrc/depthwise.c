@@ -243,7 +243,7 @@ static void dwf_fill(const float *xp, int H, int W, int pt, int pl, int S, float
 /* Output rows oh0 .. oh0 + R, columns ow0 .. ow0 + 8 V (those below Wo stored). */
 static inline __attribute__((always_inline)) void dwf_tile(
     const float *buf, const dwf_layout *L, const float *wc, const int K, const int S, const int R, const int V,
-    float *yp, int Wo, int oh0, int ow0, __m256 bias, int clamp, __m256 lo, __m256 hi)
+    float *yp, int Ho, int Wo, int oh0, int ow0, __m256 bias, int clamp, __m256 lo, __m256 hi)
 {
     __m256 acc[8];
     _Pragma("GCC unroll 8") for (int a = 0; a < R * V; ++a) acc[a] = _mm256_setzero_ps();
@@ -269,11 +269,12 @@ static inline __attribute__((always_inline)) void dwf_tile(
             if (clamp)   /* max(lo, o), min(hi, .): a NaN in o passes through, as in decaf_act_clamp */
                 o = _mm256_min_ps(hi, _mm256_max_ps(lo, o));
             float *out = yp + (ptrdiff_t)(oh0 + r) * Wo + ow0 + 8 * v;
-            const int n = Wo - ow0 - 8 * v;
-            if (n >= 8)
+            /* a partial vector is stored whole, its extra lanes landing at the start of the next
+             * row(s), which are stored later (see dwf_plane); but never past the plane's end */
+            if ((oh0 + r) * Wo + ow0 + 8 * v + 8 <= Ho * Wo)
                 _mm256_storeu_ps(out, o);
             else
-                _mm256_maskstore_ps(out, dwf_mask(n), o);
+                _mm256_maskstore_ps(out, dwf_mask(Wo - ow0 - 8 * v), o);
         }
 }
 
@@ -283,7 +284,7 @@ static inline __attribute__((always_inline)) void dwf_plane(
     __m256 bias, int clamp, __m256 lo, __m256 hi)
 {
     const int nv = (Wo + 7) / 8;
-#define DWF_TILE(R, V) dwf_tile(buf, L, wc, K, S, R, V, yp, Wo, oh0, ow0, bias, clamp, lo, hi)
+#define DWF_TILE(R, V) dwf_tile(buf, L, wc, K, S, R, V, yp, Ho, Wo, oh0, ow0, bias, clamp, lo, hi)
     if (nv == 1) {
         for (int oh0 = 0, ow0 = 0; oh0 < Ho; oh0 += 8) {
             switch (Ho - oh0 < 8 ? Ho - oh0 : 8) {
@@ -299,23 +300,25 @@ static inline __attribute__((always_inline)) void dwf_plane(
         }
         return;
     }
+    /* The column tiles of a band run right to left, so that the extra lanes of a row's partial
+     * last vector (stored whole) are overwritten by the next row's first vector afterwards. */
     for (int oh0 = 0; oh0 < Ho; oh0 += 4) {
         const int R = Ho - oh0 < 4 ? Ho - oh0 : 4;
-        int ow0 = 0;
-        for (; ow0 + 8 < Wo; ow0 += 16) {   /* two vectors (the second may be partial) */
-            switch (R) {
-            case 1: DWF_TILE(1, 2); break;
-            case 2: DWF_TILE(2, 2); break;
-            case 3: DWF_TILE(3, 2); break;
-            default: DWF_TILE(4, 2); break;
-            }
-        }
-        if (ow0 < Wo) {
+        if (nv & 1) {   /* the last vector on its own */
+            const int ow0 = (nv - 1) * 8;
             switch (R) {
             case 1: DWF_TILE(1, 1); break;
             case 2: DWF_TILE(2, 1); break;
             case 3: DWF_TILE(3, 1); break;
             default: DWF_TILE(4, 1); break;
+            }
+        }
+        for (int ow0 = (nv / 2 - 1) * 16; ow0 >= 0; ow0 -= 16) {   /* pairs of vectors */
+            switch (R) {
+            case 1: DWF_TILE(1, 2); break;
+            case 2: DWF_TILE(2, 2); break;
+            case 3: DWF_TILE(3, 2); break;
+            default: DWF_TILE(4, 2); break;
             }
         }
     }
