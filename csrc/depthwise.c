@@ -161,7 +161,8 @@ static void dw_plane(const float *buf, int Wp, const float *wc, int kh, int kw, 
 /* The AVX2 fast path for the layers of mobile nets: square 3x3 or 5x5 windows, the same stride 1 or 2
  * both ways, no dilation. Each thread keeps one zeroed buffer for the padded plane: the padding
  * stays zero from plane to plane, so a plane's copy writes only its image rows (8-wide loads, the
- * row's tail by a masked load whose zero lanes land in the right padding). At stride 2 the copy
+ * row's tail a load with its lanes past the row zeroed, which land in the right padding). At
+ * stride 2 the copy
  * also splits each padded row into its even and odd columns (two halves of the buffer row), so
  * that every tap of the convolution is one plain unaligned load of 8 outputs' inputs.
  *
@@ -205,8 +206,18 @@ static dwf_layout dwf_make_layout(int K, int S, int W, int Ho, int Wo, int pl)
     return L;
 }
 
-/* The image rows of plane xp into the zero-padded buffer (its padding already zero). */
-static void dwf_fill(const float *xp, int H, int W, int pt, int pl, int S, float *buf, const dwf_layout *L)
+/* The first n (1..7) floats at p, the other lanes 0. A plain load and a mask where the 8 floats
+ * are inside the input (which ends at end): a masked load (vmaskmovps) waits longer on Zen 3. */
+static inline __m256 dwf_load_part(const float *p, int n, const float *end)
+{
+    const __m256i m = dwf_mask(n);
+    return p + 8 <= end ? _mm256_and_ps(_mm256_loadu_ps(p), _mm256_castsi256_ps(m)) : _mm256_maskload_ps(p, m);
+}
+
+/* The image rows of plane xp into the zero-padded buffer (its padding already zero); the input
+ * ends at end. */
+static void dwf_fill(const float *xp, int H, int W, int pt, int pl, int S, float *buf, const dwf_layout *L,
+                     const float *end)
 {
     for (int h = 0; h < H && h + pt < L->rows; ++h) {
         const float *src = xp + (ptrdiff_t)h * W;
@@ -215,13 +226,13 @@ static void dwf_fill(const float *xp, int H, int W, int pt, int pl, int S, float
             int w0 = 0;
             for (; w0 + 8 <= W; w0 += 8) _mm256_storeu_ps(d + pl + w0, _mm256_loadu_ps(src + w0));
             if (w0 < W)
-                _mm256_storeu_ps(d + pl + w0, _mm256_maskload_ps(src + w0, dwf_mask(W - w0)));
+                _mm256_storeu_ps(d + pl + w0, dwf_load_part(src + w0, W - w0, end));
         } else {
             for (int w0 = 0; w0 < W; w0 += 16) {
                 const int n = W - w0;
-                const __m256 a = n >= 8 ? _mm256_loadu_ps(src + w0) : _mm256_maskload_ps(src + w0, dwf_mask(n));
+                const __m256 a = n >= 8 ? _mm256_loadu_ps(src + w0) : dwf_load_part(src + w0, n, end);
                 const __m256 b = n >= 16 ? _mm256_loadu_ps(src + w0 + 8)
-                                 : n > 8 ? _mm256_maskload_ps(src + w0 + 8, dwf_mask(n - 8)) : _mm256_setzero_ps();
+                                 : n > 8 ? dwf_load_part(src + w0 + 8, n - 8, end) : _mm256_setzero_ps();
                 /* a0 a2 b0 b2 | a4 a6 b4 b6, then the middle 64-bit pairs swapped: a0 a2 a4 a6 b0 b2 b4 b6 */
                 const __m256 ev = _mm256_castpd_ps(_mm256_permute4x64_pd(
                     _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
@@ -413,7 +424,7 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
         memset(buf, 0, sizeof(float) * size);
         #pragma omp for schedule(static)
         for (ptrdiff_t bc = 0; bc < planes; ++bc) {
-            dwf_fill(x + bc * H * W, H, W, pad_top, pad_left, S, buf, &L);
+            dwf_fill(x + bc * H * W, H, W, pad_top, pad_left, S, buf, &L, x + planes * H * W);
             plane(buf, &L, w + (bc % C) * K * K, y + bc * Ho * Wo, Ho, Wo,
                   _mm256_set1_ps(bias ? bias[bc % C] : 0.0f), clamp, lo, hi);
             if (rest)
