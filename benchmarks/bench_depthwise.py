@@ -1,0 +1,178 @@
+"""Depthwise convolutions of MobileNetV2 and EfficientNet-B0 (inference, fused bias + activation):
+decaf's depthwise_conv_forward against PyTorch's conv2d(groups=C) + the activation, NCHW and
+channels_last, in one process.
+
+    flock /tmp/decaf-bench.lock python benchmarks/bench_depthwise.py [--batches 1 16] [--rounds 5]
+        [--threads 2] [--min-time 0.02] [--only TEXT] [--json OUT]
+
+Per layer and batch the three take turns, each timed over calls lasting --min-time, best of
+--rounds rounds; so a drift of the shared machine moves all alike, and the ratios are the figures to
+compare. Each layer is checked first: decaf's output and PyTorch's agree within 1e-5 of the largest
+|y|. Prints a Markdown table (GFLOP/s, counting 2 kh kw flops per output; ratio = the faster PyTorch
+layout's time / decaf's: > 1 means decaf is faster) and the CPU.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (net, channels, input size, kernel, stride, activation, layers of this shape in the net), 224x224 input.
+# MobileNetV2: expansion t=6 blocks, widths 16, 24, 32, 64, 96, 160, 320 (first block t=1), ReLU6.
+# EfficientNet-B0: MBConv stages (k, s, channels in): 3/1/32, 3/2/96, 5/2/144, 3/2/240, 5/1/480,
+# 5/2/672, 3/1/1152, SiLU.
+LAYERS = [
+    ("mobilenet_v2", 32, 112, 3, 1, "relu6", 1),
+    ("mobilenet_v2", 96, 112, 3, 2, "relu6", 1),
+    ("mobilenet_v2", 144, 56, 3, 1, "relu6", 1),
+    ("mobilenet_v2", 144, 56, 3, 2, "relu6", 1),
+    ("mobilenet_v2", 192, 28, 3, 1, "relu6", 2),
+    ("mobilenet_v2", 192, 28, 3, 2, "relu6", 1),
+    ("mobilenet_v2", 384, 14, 3, 1, "relu6", 4),
+    ("mobilenet_v2", 576, 14, 3, 1, "relu6", 2),
+    ("mobilenet_v2", 576, 14, 3, 2, "relu6", 1),
+    ("mobilenet_v2", 960, 7, 3, 1, "relu6", 3),
+    ("efficientnet_b0", 32, 112, 3, 1, "silu", 1),
+    ("efficientnet_b0", 96, 112, 3, 2, "silu", 1),
+    ("efficientnet_b0", 144, 56, 3, 1, "silu", 1),
+    ("efficientnet_b0", 144, 56, 5, 2, "silu", 1),
+    ("efficientnet_b0", 240, 28, 5, 1, "silu", 1),
+    ("efficientnet_b0", 240, 28, 3, 2, "silu", 1),
+    ("efficientnet_b0", 480, 14, 3, 1, "silu", 2),
+    ("efficientnet_b0", 480, 14, 5, 1, "silu", 1),
+    ("efficientnet_b0", 672, 14, 5, 1, "silu", 2),
+    ("efficientnet_b0", 672, 14, 5, 2, "silu", 1),
+    ("efficientnet_b0", 1152, 7, 5, 1, "silu", 3),
+    ("efficientnet_b0", 1152, 7, 3, 1, "silu", 1),
+]
+
+DECAF_ACT = {"relu6": ("clamp", 0.0, 6.0, 0.0), "silu": ("silu", 0.0, 0.0, 1.0)}
+
+
+def cpu_name():
+    """'model name (family F, model M)' from lscpu."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown CPU"
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    get = lambda key: fields.get(key, "?").strip()   # noqa: E731
+    return f"{get('Model name')} (family {get('CPU family')}, model {get('Model')})"
+
+
+def best_time(fn, min_time):
+    """Seconds per call of fn, from calls repeated for at least min_time."""
+    fn()
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        t = time.perf_counter() - t0
+        if t >= min_time:
+            return t / n
+
+
+def bench_layer(compiled, torch, C, size, k, stride, act, batch, rounds, min_time):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, C, size, size)).astype(np.float32)
+    w = (rng.standard_normal((C, 1, k, k)) / k).astype(np.float32)
+    bias = rng.standard_normal(C).astype(np.float32)
+    pad = k // 2
+    Ho = (size + 2 * pad - k) // stride + 1
+    y = np.empty((batch, C, Ho, Ho), np.float32)
+    F = torch.nn.functional
+    act_fn = {"relu6": lambda t: F.relu6(t, inplace=True), "silu": lambda t: F.silu(t, inplace=True)}[act]
+    tx, tw, tb = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(bias)
+    tx_cl = tx.contiguous(memory_format=torch.channels_last)
+    tw_cl = tw.contiguous(memory_format=torch.channels_last)
+
+    def decaf():
+        compiled.depthwise_conv_forward(x, w, y, (stride, stride), (pad,) * 4, (1, 1), bias, act=DECAF_ACT[act])
+
+    def torch_nchw():
+        return act_fn(F.conv2d(tx, tw, tb, stride, pad, 1, C))
+
+    def torch_cl():
+        return act_fn(F.conv2d(tx_cl, tw_cl, tb, stride, pad, 1, C))
+
+    with torch.inference_mode():
+        decaf()
+        ref = torch_nchw().numpy()
+        scale = float(np.abs(ref).max())
+        err = float(np.abs(ref - y).max())
+        if not err <= 1e-5 * scale:
+            raise SystemExit(f"decaf and PyTorch differ: {err} (largest |y| {scale})")
+        err_cl = float(np.abs(torch_cl().contiguous().numpy() - y).max())
+        if not err_cl <= 1e-5 * scale:
+            raise SystemExit(f"decaf and PyTorch channels_last differ: {err_cl} (largest |y| {scale})")
+        t_decaf = t_nchw = t_cl = float("inf")
+        for _ in range(rounds):
+            t_decaf = min(t_decaf, best_time(decaf, min_time))
+            t_nchw = min(t_nchw, best_time(torch_nchw, min_time))
+            t_cl = min(t_cl, best_time(torch_cl, min_time))
+    flops = 2.0 * batch * C * Ho * Ho * k * k
+    return {"decaf_ms": t_decaf * 1e3, "torch_nchw_ms": t_nchw * 1e3, "torch_cl_ms": t_cl * 1e3,
+            "decaf_gflops": flops / t_decaf / 1e9, "torch_nchw_gflops": flops / t_nchw / 1e9,
+            "torch_cl_gflops": flops / t_cl / 1e9, "ratio": min(t_nchw, t_cl) / t_decaf, "max_err": err / scale}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--min-time", type=float, default=0.02, help="seconds of calls per timing")
+    parser.add_argument("--only", help="run only the layers whose net contains this")
+    parser.add_argument("--label", default="", help="a name for this run, kept in the JSON")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    sys.path.insert(0, ROOT)
+    import torch
+    from decaf import cpu
+    from decaf.kernels import _compiled as compiled
+    from decaf.threads import using_threads
+
+    torch.set_num_threads(args.threads)
+    print(f"CPU: {cpu_name()}; decaf kernel variant {cpu.get_isa()}; torch {torch.__version__}; "
+          f"{args.threads} threads")
+    print("| net | C | in | k | s | B | decaf ms | GFLOP/s decaf / torch NCHW / torch CL | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    results = []
+    start = time.perf_counter()
+    with using_threads(args.threads):
+        for batch in args.batches:
+            for net, C, size, k, stride, act, count in LAYERS:
+                if args.only and args.only not in net:
+                    continue
+                r = bench_layer(compiled, torch, C, size, k, stride, act, batch, args.rounds, args.min_time)
+                r.update(net=net, C=C, size=size, k=k, stride=stride, act=act, batch=batch, count=count)
+                results.append(r)
+                print(f"| {net} | {C} | {size} | {k} | {stride} | {batch} | {r['decaf_ms']:.3f} | "
+                      f"{r['decaf_gflops']:.1f} / {r['torch_nchw_gflops']:.1f} / {r['torch_cl_gflops']:.1f} | "
+                      f"{r['ratio']:.2f} |", flush=True)
+    summary = {}
+    for batch in args.batches:
+        for net in sorted({layer[0] for layer in LAYERS}):
+            rows = [r for r in results if r["net"] == net and r["batch"] == batch]
+            if rows:
+                d = sum(r["decaf_ms"] * r["count"] for r in rows)
+                t = sum(min(r["torch_nchw_ms"], r["torch_cl_ms"]) * r["count"] for r in rows)
+                summary[f"{net} B={batch}"] = {"decaf_ms": d, "torch_best_ms": t}
+                print(f"{net} B={batch}: all depthwise layers decaf {d:.2f} ms, torch (better layout per "
+                      f"layer) {t:.2f} ms, ratio {t / d:.2f}")
+    print(f"({time.perf_counter() - start:.0f} s)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"label": args.label, "cpu": cpu_name(), "isa": cpu.get_isa(), "torch": torch.__version__,
+                       "threads": args.threads, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                       "summary": summary, "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
