@@ -1,5 +1,7 @@
 #include "conv.h"
 
+#include <string.h>
+
 #include "activation.h"
 #include "direct_conv.h"
 #include "gemm.h"
@@ -44,6 +46,40 @@ static int next_block(int left, int nb)
  * decaf_conv_forward). */
 enum { WIDE = 1024 };
 
+/* Winograd on a grouped convolution (CaffeNet's conv4 and conv5: 2 groups of 192 channels) runs
+ * group by group on one group's geometry: the group's slice of x gathered into contiguous images,
+ * Winograd into contiguous outputs, scattered into y's slice with the bias and epilogue (the
+ * copies cost ~1 % of such a group's arithmetic). With one group: the geometry itself. */
+static decaf_conv_geom one_group(const decaf_conv_geom *g)
+{
+    decaf_conv_geom s = *g;
+    s.C = g->C / g->G, s.K = g->K / g->G, s.G = 1;
+    return s;
+}
+
+/* floats of one group's gathered x and Winograd output (0 with one group) */
+static ptrdiff_t group_copies(const decaf_conv_geom *g)
+{
+    if (g->G == 1)
+        return 0;
+    return (ptrdiff_t)g->B * (g->C / g->G) * g->H * g->W + (ptrdiff_t)g->B * (g->K / g->G) * g->Ho * g->Wo;
+}
+
+/* dst (B, n, plane) = channels c0 .. c0 + n of src (B, C, plane), and back (scatter: the other way). */
+static void copy_channels(float *dst, const float *src, int B, int C, int c0, int n, ptrdiff_t plane, int scatter,
+                          int threads)
+{
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int b = 0; b < B; ++b) {
+        float *wide = (float *)(scatter ? dst : src) + ((ptrdiff_t)b * C + c0) * plane;
+        float *narrow = (float *)(scatter ? src : dst) + (ptrdiff_t)b * n * plane;
+        if (scatter)
+            memcpy(wide, narrow, sizeof(float) * (size_t)(n * plane));
+        else
+            memcpy(narrow, wide, sizeof(float) * (size_t)(n * plane));
+    }
+}
+
 decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int mode)
 {
     decaf_conv_plan p = {0};
@@ -56,19 +92,21 @@ decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int 
     /* Winograd where it measured faster (winograd.c's decaf_winograd_preferred, 0 where it is not
      * supported), for callers that pack the weights once; else the grouped kernel for narrow groups;
      * else direct where it applies; else im2col + GEMM. */
-    p.winograd = mode == DECAF_PLAN_PREPACKED && decaf_winograd_preferred(g, p.threads);
+    const decaf_conv_geom sub = one_group(g);
+    const int divisible = g->C % g->G == 0 && g->K % g->G == 0;
+    p.winograd = mode == DECAF_PLAN_PREPACKED && divisible && decaf_winograd_preferred(&sub, p.threads);
     if (p.winograd) {
         p.pack = DECAF_PACK_WINOGRAD;
-        p.packed = decaf_winograd_packed_size(g);
-        p.slot = p.work = decaf_winograd_work_size(g, p.threads);
+        p.packed = g->G * decaf_winograd_packed_size(&sub);
+        p.slot = p.work = decaf_winograd_work_size(&sub, p.threads) + group_copies(g);
         p.slots = 1;
         return p;
     }
     /* The weight gradient alone (the caller computes dx, e.g. as a forward convolution): Winograd's
      * transposed transforms where the forward would pick Winograd (4x fewer multiply-adds there too). */
-    p.winograd = mode == DECAF_PLAN_WEIGHT_GRAD && decaf_winograd_preferred(g, p.threads);
+    p.winograd = mode == DECAF_PLAN_WEIGHT_GRAD && divisible && decaf_winograd_preferred(&sub, p.threads);
     if (p.winograd) {
-        p.slot = p.work = decaf_winograd_weight_grad_work_size(g);
+        p.slot = p.work = decaf_winograd_weight_grad_work_size(&sub) + group_copies(g);   /* (x and dy slices) */
         p.slots = 1;
         return p;
     }
@@ -152,8 +190,12 @@ void decaf_conv_pack(const decaf_conv_geom *g, const decaf_conv_plan *p, const f
 {
     if (p->pack == DECAF_PACK_DIRECT)
         decaf_direct_conv_pack(g, p, w, packed);
-    else if (p->pack == DECAF_PACK_WINOGRAD)
-        decaf_winograd_pack(g, w, packed);
+    else if (p->pack == DECAF_PACK_WINOGRAD) {   /* group by group: U of group gi after group gi - 1's */
+        const decaf_conv_geom sub = one_group(g);
+        const ptrdiff_t per_w = (ptrdiff_t)sub.K * sub.C * 9, per_u = decaf_winograd_packed_size(&sub);
+        for (int gi = 0; gi < g->G; ++gi)
+            decaf_winograd_pack(&sub, w + gi * per_w, packed + gi * per_u);
+    }
     else if (p->pack == DECAF_PACK_GROUPED)
         decaf_grouped_conv_pack(g, w, packed);
 }
@@ -167,7 +209,23 @@ void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, cons
     const ptrdiff_t tw = p->slot;
 
     if (p->winograd) {   /* (a prepacked plan: packed is never NULL, the wrapper sees to it) */
-        decaf_winograd_forward(g, p->threads, x, packed, bias, y, work, ep);
+        if (g->G == 1) {
+            decaf_winograd_forward(g, p->threads, x, packed, bias, y, work, ep);
+            return;
+        }
+        const decaf_conv_geom sub = one_group(g);
+        const ptrdiff_t plane_x = (ptrdiff_t)g->H * g->W, per_u = decaf_winograd_packed_size(&sub);
+        float *xg = work, *yg = xg + (ptrdiff_t)g->B * sub.C * plane_x, *wino = yg + (ptrdiff_t)g->B * sub.K * hw;
+        for (int gi = 0; gi < g->G; ++gi) {
+            copy_channels(xg, x, g->B, g->C, gi * sub.C, sub.C, plane_x, 0, nt);
+            decaf_winograd_forward(&sub, nt, xg, packed + gi * per_u, NULL, yg, wino, NULL);
+            copy_channels(y, yg, g->B, g->K, gi * sub.K, sub.K, hw, 1, nt);
+            #pragma omp parallel for schedule(static) num_threads(nt)
+            for (int i = 0; i < g->B * sub.K; ++i) {   /* the bias and epilogue on the group's planes */
+                const int b = i / sub.K, k = gi * sub.K + i % sub.K;
+                decaf_epilogue_at(ep, y, ((ptrdiff_t)b * g->K + k) * hw, hw, bias ? bias[k] : 0.0f);
+            }
+        }
         return;
     }
     if (p->grouped) {
@@ -297,7 +355,18 @@ void decaf_conv_backward(const decaf_conv_geom *g, const decaf_conv_plan *p, con
     const int nt = p->threads, pointwise = is_pointwise(g);
 
     if (p->winograd) {   /* a DECAF_PLAN_WEIGHT_GRAD plan: dx is NULL */
-        decaf_winograd_weight_grad(g, p->threads, x, dy, dw, db, work);
+        if (g->G == 1) {
+            decaf_winograd_weight_grad(g, p->threads, x, dy, dw, db, work);
+            return;
+        }
+        const decaf_conv_geom sub = one_group(g);
+        const ptrdiff_t plane_x = (ptrdiff_t)g->H * g->W, per_w = (ptrdiff_t)sub.K * sub.C * 9;
+        float *xg = work, *dyg = xg + (ptrdiff_t)g->B * sub.C * plane_x, *wino = dyg + (ptrdiff_t)g->B * sub.K * hw;
+        for (int gi = 0; gi < g->G; ++gi) {   /* dw's filters of group gi are rows gi K/G .. : contiguous */
+            copy_channels(xg, x, g->B, g->C, gi * sub.C, sub.C, plane_x, 0, nt);
+            copy_channels(dyg, dy, g->B, g->K, gi * sub.K, sub.K, hw, 0, nt);
+            decaf_winograd_weight_grad(&sub, nt, xg, dyg, dw + gi * per_w, db ? db + gi * sub.K : NULL, wino);
+        }
         return;
     }
     decaf_blas_single_threaded();

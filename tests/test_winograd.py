@@ -305,3 +305,48 @@ def test_weight_grad_bad_shapes_raise():
     with pytest.raises(ValueError, match="work has"):
         _compiled.winograd_weight_grad(x, dy, np.empty((5, 4, 3, 3), np.float32), None, pads,
                                        work=np.empty(10, np.float32))
+
+
+# ---- grouped convolutions, group by group (csrc/conv.c) -------------------------------------------
+
+def grouped_reference(x, w, bias, pads, G):
+    kg, cg = w.shape[0] // G, x.shape[1] // G
+    parts = [reference(x[:, g * cg:(g + 1) * cg], w[g * kg:(g + 1) * kg], None, pads) for g in range(G)]
+    y = np.concatenate(parts, axis=1)
+    return y if bias is None else y + bias.astype(np.float64)[None, :, None, None]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_grouped_forward_and_weight_grad_through_the_conv_plan(threads):
+    """CaffeNet's conv4 shape, smaller: 2 groups of 64 channels at 13x13. The plan picks Winograd
+    for the prepacked forward and for the weight gradient; both match float64 group by group, with
+    the bias, a residual and a ReLU applied on each group's planes."""
+    rng = np.random.default_rng(21)
+    G, B, C, K, H = 2, 3, 128, 128, 13
+    x = rng.standard_normal((B, C, H, H)).astype(np.float32)
+    w = (rng.standard_normal((K, C // G, 3, 3)) * np.sqrt(2.0 / (9 * C // G))).astype(np.float32)
+    bias = rng.standard_normal(K).astype(np.float32)
+    residual = rng.standard_normal((B, K, H, H)).astype(np.float32)
+    geo = (G, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (H, H))
+    with decaf.threads.using_threads(threads):
+        assert _compiled.conv_plan(x.shape, w.shape, *geo, prepacked=True)["winograd"]
+        assert _compiled.conv_plan(x.shape, w.shape, *geo, backward="weights")["winograd"]
+        kind, size = kernels.conv_packing(x, w, *geo)
+        packed = np.empty(size, np.float32)
+        kernels.conv_pack(x, w, packed, *geo)
+        y = np.full((B, K, H, H), np.nan, np.float32)
+        work = np.full(kernels.conv_work_size(x, w, *geo, False, True), np.nan, np.float32)
+        kernels.conv_forward(x, w, bias, y, work, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), G,
+                             act=("clamp", 0.0, np.inf, 0.0), residual=residual, packed=(kind, packed))
+        want = np.maximum(grouped_reference(x, w, bias, (1, 1, 1, 1), G) + residual, 0)
+        assert relative_error(y, want) < REL_TOL
+        dy = rng.standard_normal((B, K, H, H)).astype(np.float32)
+        dw, db = np.full_like(w, np.nan), np.full(K, np.nan, np.float32)
+        work = np.full(kernels.conv_work_size(x, w, *geo, backward="weights"), np.nan, np.float32)
+        kernels.conv_backward(x, w, dy, None, dw, db, work, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), G,
+                              weights_only=True)
+    kg, cg = K // G, C // G
+    for g in range(G):
+        want_dw, want_db = reference_weight_grad(x[:, g * cg:(g + 1) * cg], dy[:, g * kg:(g + 1) * kg], (1, 1, 1, 1))
+        assert relative_error(dw[g * kg:(g + 1) * kg], want_dw) < REL_TOL
+        np.testing.assert_allclose(db[g * kg:(g + 1) * kg], want_db, rtol=1e-5, atol=1e-4)
