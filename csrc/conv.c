@@ -7,7 +7,6 @@
 #include "gemm.h"
 #include "grouped_conv.h"
 #include "im2col.h"
-#include "stem_conv.h"
 #include "threads.h"
 #include "winograd.h"
 
@@ -115,14 +114,6 @@ decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int 
         p.pack = DECAF_PACK_GROUPED;
         p.packed = decaf_grouped_conv_packed_size(g);
         p.slot = p.work = decaf_grouped_conv_work_size(g, p.threads);
-        p.slots = 1;
-        return p;
-    }
-    /* few multiply-adds per output from few input channels (a network's first layer: 27 for
-     * MobileNet's and EfficientNet's 3x3 on 3 channels): output pixels in the lanes */
-    p.stem = !backward && decaf_stem_conv_supported(g);
-    if (p.stem) {
-        p.slot = p.work = decaf_stem_conv_work_size(g);
         p.slots = 1;
         return p;
     }
@@ -237,10 +228,6 @@ void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, cons
     }
     if (p->direct) {
         decaf_direct_conv_forward(g, p, x, w, packed, bias, y, work, ep);
-        return;
-    }
-    if (p->stem) {
-        decaf_stem_conv_forward(g, p->threads, x, w, bias, y, work, ep);
         return;
     }
     decaf_blas_single_threaded();

@@ -43,7 +43,6 @@ typedef struct {
     int direct;               /* forward without im2col (direct_conv.c) */
     int winograd;             /* forward by Winograd F(4x4, 3x3) from prepacked weights (winograd.c) */
     int grouped;              /* forward by the direct grouped kernel (grouped_conv.c) */
-    int stem;                 /* forward by the few-input-channels kernel (stem_conv.c) */
     int by_image;             /* B >= threads: each thread a contiguous range of whole images;
                                * else every image is split over the threads */
     decaf_conv_split split;   /* how an image is split (forward, !by_image, !direct) */

@@ -88,10 +88,6 @@ int decaf_isa_current(void);
 #define decaf_winograd_weight_grad DECAF_ISA_NAME(decaf_winograd_weight_grad)
 #define decaf_winograd_weight_grad_work_size DECAF_ISA_NAME(decaf_winograd_weight_grad_work_size)
 #define decaf_winograd_preferred DECAF_ISA_NAME(decaf_winograd_preferred)
-/* stem_conv.c */
-#define decaf_stem_conv_supported DECAF_ISA_NAME(decaf_stem_conv_supported)
-#define decaf_stem_conv_work_size DECAF_ISA_NAME(decaf_stem_conv_work_size)
-#define decaf_stem_conv_forward DECAF_ISA_NAME(decaf_stem_conv_forward)
 /* grouped_conv.c */
 #define decaf_grouped_conv_supported DECAF_ISA_NAME(decaf_grouped_conv_supported)
 #define decaf_grouped_conv_work_size DECAF_ISA_NAME(decaf_grouped_conv_work_size)

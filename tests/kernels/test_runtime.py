@@ -167,8 +167,6 @@ def test_plan_partitions_as_the_old_work_size_functions(shape, sizes):
         bwd = _compiled.conv_plan(*plan_args(shape), backward=True, threads=threads_)
         if fwd["grouped"]:       # groups of <= 8 channels: csrc/grouped_conv.c sizes its own scratch
             assert fwd["work"] == fwd["slot"] > 0 and fwd["pack"] and shape[5] > 1
-        elif fwd["stem"]:        # <= 4 input channels: csrc/stem_conv.c sizes its own scratch
-            assert fwd["work"] == fwd["slot"] > 0 and not fwd["pack"] and shape[1] <= 4
         else:
             assert fwd["work"] == (old_direct_work(shape, threads_, fwd["isa"]) if fwd["direct"] else forward), \
                 (shape, threads_)
@@ -187,9 +185,8 @@ def test_plan_splits_few_images_by_groups_rows_or_channels():
         return plan["split"]
     # 4 groups over 2 threads (of 16 channels: narrower ones run the grouped kernel, csrc/grouped_conv.c)
     assert split((1, 64, 7, 7, 48, 4, 3, 3, 2, 2, 1, 4, 4), 2) == "groups"
-    # (5 input channels: 3 or 4 run the few-channels kernel, csrc/stem_conv.c)
-    assert split((1, 5, 32, 32, 8, 1, 3, 3, 1, 1, 1, 32, 32), 3) == "rows"    # 1024 output pixels
-    assert split((1, 5, 31, 31, 8, 1, 3, 3, 1, 1, 1, 31, 31), 3) == "channels"
+    assert split((1, 3, 32, 32, 8, 1, 3, 3, 1, 1, 1, 32, 32), 3) == "rows"    # 1024 output pixels
+    assert split((1, 3, 31, 31, 8, 1, 3, 3, 1, 1, 1, 31, 31), 3) == "channels"
 
 
 @needs_compiled
