@@ -5,6 +5,7 @@
 #include "gemm.h"
 #include "grouped_conv.h"
 #include "im2col.h"
+#include "pointwise.h"
 #include "threads.h"
 #include "winograd.h"
 
@@ -68,6 +69,17 @@ decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int 
     p.winograd = mode == DECAF_PLAN_WEIGHT_GRAD && decaf_winograd_preferred(g, p.threads);
     if (p.winograd) {
         p.slot = p.work = decaf_winograd_weight_grad_work_size(g);
+        p.slots = 1;
+        return p;
+    }
+    /* A 1x1 convolution by the direct pointwise kernel where it measured faster than the GEMM
+     * (pointwise.c's decaf_pointwise_preferred: narrow-input expansion layers, C <= 48, K >= 4 C);
+     * it reads w as it is, or the packed form when the caller packed it once. No scratch. */
+    p.pointwise = !backward && decaf_pointwise_preferred(g, p.threads);
+    if (p.pointwise) {
+        p.pack = DECAF_PACK_POINTWISE;
+        p.packed = decaf_pointwise_packed_size(g);
+        p.slot = p.work = decaf_pointwise_work_size(g);
         p.slots = 1;
         return p;
     }
@@ -147,6 +159,8 @@ void decaf_conv_pack(const decaf_conv_geom *g, const decaf_conv_plan *p, const f
         decaf_winograd_pack(g, w, packed);
     else if (p->pack == DECAF_PACK_GROUPED)
         decaf_grouped_conv_pack(g, w, packed);
+    else if (p->pack == DECAF_PACK_POINTWISE)
+        decaf_pointwise_pack(g, w, packed);
 }
 
 void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
@@ -159,6 +173,10 @@ void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, cons
 
     if (p->winograd) {   /* (a prepacked plan: packed is never NULL, the wrapper sees to it) */
         decaf_winograd_forward(g, p->threads, x, packed, bias, y, work, ep);
+        return;
+    }
+    if (p->pointwise) {
+        decaf_pointwise_forward(g, p->threads, x, w, packed, bias, y, work, ep);
         return;
     }
     if (p->grouped) {

@@ -66,50 +66,46 @@ void decaf_pointwise_pack(const decaf_conv_geom *g, const float *w, float *packe
         }
 }
 
-/* The task grid: bands of `band` pixels (a multiple of 16 but the last), `nb` of them per image;
- * the channel blocks cut in `nk` ranges; the input channels taken `chunk` at a time. */
+/* The task grid: the image's ceil(P / 16) tiles cut in `nb` bands of (nearly) equal tile counts
+ * (band i: tiles tiles i / nb .. tiles (i + 1) / nb; the last tile may be short), at most `width`
+ * pixels each; the channel blocks cut in `nk` ranges; the input channels taken `chunk` at a time. */
 typedef struct {
-    ptrdiff_t band;
+    ptrdiff_t tiles, width;
     int nb, nk, blocks, chunk;
 } pw_tasks;
-
-static ptrdiff_t round16(ptrdiff_t n) { return (n + 15) / 16 * 16; }
 
 static pw_tasks plan_tasks(const decaf_conv_geom *g, int threads)
 {
     pw_tasks t;
     const ptrdiff_t P = (ptrdiff_t)g->H * g->W;
-    t.blocks = (g->K + PW_R - 1) / PW_R;
-    ptrdiff_t most = PW_L1_FLOATS / g->C / 16 * 16;   /* the widest band whose x fits the L1 budget */
-    if (most < PW_MIN_BAND) most = PW_MIN_BAND;
-    if (most > PW_MAX_BAND) most = PW_MAX_BAND;
-    t.nb = (int)((P + most - 1) / most);
-    t.band = round16((P + t.nb - 1) / t.nb);
-    t.nb = (int)((P + t.band - 1) / t.band);
-    t.nk = 1;
-    /* At least two tasks per thread: narrower bands while they stay 128 pixels or more, else
-     * ranges of channel blocks (each keeps at least 2 blocks). */
     const int T = threads < 1 ? 1 : threads;
-    const ptrdiff_t want = 2 * (ptrdiff_t)T;
+    t.blocks = (g->K + PW_R - 1) / PW_R;
+    t.tiles = (P + 15) / 16;
+    ptrdiff_t most = PW_L1_FLOATS / g->C / 16;   /* the most tiles in a band whose x fits the L1 budget */
+    if (most < PW_MIN_BAND / 16) most = PW_MIN_BAND / 16;
+    if (most > PW_MAX_BAND / 16) most = PW_MAX_BAND / 16;
+    t.nb = (int)((t.tiles + most - 1) / most);
+    t.nk = 1;
     /* At least two tasks per thread, and (while there are few) a multiple of the threads, so that
      * they share the tasks evenly: ranges of channel blocks (each keeps at least 2 blocks) first
-     * for a small image (its bands would end in short tiles), narrower bands (in whole tiles)
-     * while they keep 128 pixels or more. */
-    while ((ptrdiff_t)g->B * t.nb * t.nk < want || ((ptrdiff_t)g->B * t.nb * t.nk % T && g->B * t.nb * t.nk < 8 * T)) {
-        const int split_k = t.blocks / (t.nk + 1) >= 2;
-        if (split_k && (P < 512 || t.band < 128)) {
-            ++t.nk;
-        } else if (t.band >= 128 && 16 * (((P + 15) / 16 + t.nb) / (t.nb + 1)) < t.band) {
-            t.band = 16 * (((P + 15) / 16 + t.nb) / (t.nb + 1));
-            t.nb = (int)((P + t.band - 1) / t.band);
-        } else if (split_k) {
-            ++t.nk;
-        } else {
+     * for a small image, else narrower bands while they keep 8 tiles or more. */
+    for (;;) {
+        const ptrdiff_t n = (ptrdiff_t)g->B * t.nb * t.nk, widest = (t.tiles + t.nb - 1) / t.nb;
+        if (n >= 2 * T && (n % T == 0 || n >= 8 * T))
             break;
-        }
+        const int split_k = t.blocks / (t.nk + 1) >= 2;
+        if (split_k && (P < 512 || widest < 8))
+            ++t.nk;
+        else if (widest >= 8)
+            ++t.nb;
+        else if (split_k)
+            ++t.nk;
+        else
+            break;
     }
-    const ptrdiff_t width = t.band < P ? t.band : P;
-    t.chunk = (int)(PW_L1_FLOATS / width);
+    t.width = 16 * ((t.tiles + t.nb - 1) / t.nb);
+    if (t.width > P) t.width = P;
+    t.chunk = (int)(PW_L1_FLOATS / t.width);
     if (t.chunk < 16) t.chunk = 16;
     if (t.chunk >= g->C) t.chunk = g->C;
     else t.chunk = (g->C + (g->C + t.chunk - 1) / t.chunk - 1) / ((g->C + t.chunk - 1) / t.chunk);   /* even chunks */
@@ -264,7 +260,8 @@ void decaf_pointwise_forward(const decaf_conv_geom *g, int threads, const float 
     #pragma omp parallel for schedule(static, 1) num_threads(team)
     for (ptrdiff_t task = 0; task < ntasks; ++task) {
         const int kc = (int)(task % t.nk), band = (int)(task / t.nk % t.nb), b = (int)(task / t.nk / t.nb);
-        const ptrdiff_t p0 = band * t.band, len = P - p0 < t.band ? P - p0 : t.band;
+        const ptrdiff_t p0 = 16 * (t.tiles * band / t.nb), p1 = 16 * (t.tiles * (band + 1) / t.nb);
+        const ptrdiff_t len = (p1 < P ? p1 : P) - p0;
         const float *xb = x + (ptrdiff_t)b * C * P;
         float *yb = y + (ptrdiff_t)b * K * P;
         const int kb0 = t.blocks * kc / t.nk, kb1 = t.blocks * (kc + 1) / t.nk;
@@ -288,13 +285,23 @@ void decaf_pointwise_forward(const decaf_conv_geom *g, int threads, const float 
     }
 }
 
+/* Where benchmarks/bench_pointwise.py (AMD EPYC Zen 3, family 25 model 1, AVX2, 2 threads, an
+ * interleaved best-of-several run; results_pointwise_2026-12-07.json) measured this kernel faster than
+ * the OpenBLAS SGEMM per image: the expansion layers of a narrow input, C <= 48 and K >= 4 C, on
+ * planes of 256 pixels or more (MobileNetV2's 16->96 at 112x112 1.2-1.6x, 24->144 at 56x56
+ * 1.1-1.7x, 32->192 at 28x28 0.9-1.3x; EfficientNet-B0's 40->240 at 28x28, MobileNetV3's 16->64
+ * at 112x112 about 1.05-1.2x), where the BLAS spends its time packing a short, wide operand. Not
+ * for a wide input (C >= 96) on large planes: there every input channel's row of 16 pixels is on
+ * another page and the GEMM, which packs x, was up to 2x faster (144->24 at 56x56, batch 16); nor,
+ * in those runs, reliably for the 14x14 and 7x7 layers (0.6-1.4x, from run to run on this shared
+ * machine). Same rule for every thread count (the runs had 2). */
 int decaf_pointwise_preferred(const decaf_conv_geom *g, int threads)
 {
     (void)threads;
 #ifdef PW_SIMD
-    return decaf_pointwise_supported(g);   /* (to be replaced by the measured rule) */
+    return decaf_pointwise_supported(g) && g->C <= 48 && g->K >= 4 * g->C && (ptrdiff_t)g->H * g->W >= 256;
 #else
     (void)g;
-    return 0;
+    return 0;   /* the generic variant's plain loops: not measured faster than the BLAS */
 #endif
 }
