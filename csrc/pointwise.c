@@ -285,16 +285,21 @@ void decaf_pointwise_forward(const decaf_conv_geom *g, int threads, const float 
     }
 }
 
-/* Where benchmarks/bench_pointwise.py (AMD EPYC Zen 3, family 25 model 1, AVX2, 2 threads, an
- * interleaved best-of-several run; results_pointwise_2026-12-07.json) measured this kernel faster than
- * the OpenBLAS SGEMM per image: the expansion layers of a narrow input, C <= 48 and K >= 4 C, on
- * planes of 256 pixels or more (MobileNetV2's 16->96 at 112x112 1.2-1.6x, 24->144 at 56x56
- * 1.1-1.7x, 32->192 at 28x28 0.9-1.3x; EfficientNet-B0's 40->240 at 28x28, MobileNetV3's 16->64
- * at 112x112 about 1.05-1.2x), where the BLAS spends its time packing a short, wide operand. Not
- * for a wide input (C >= 96) on large planes: there every input channel's row of 16 pixels is on
- * another page and the GEMM, which packs x, was up to 2x faster (144->24 at 56x56, batch 16); nor,
- * in those runs, reliably for the 14x14 and 7x7 layers (0.6-1.4x, from run to run on this shared
- * machine). Same rule for every thread count (the runs had 2). */
+/* Where benchmarks/bench_pointwise.py (AMD EPYC Zen 3, family 25 model 1, AVX2, 2 threads, best of
+ * 5 interleaved rounds on a shared machine; results_pointwise*_2026-12-07.json) measured this kernel
+ * faster than the OpenBLAS SGEMM per image: the expansion layers of a narrow input, C <= 48 and
+ * K >= 4 C, on planes of 256 pixels or more, where the BLAS spends its time packing a short, wide
+ * operand. Ratios (GEMM time / this kernel's) over 4 runs at batch 1 and 2 at batch 16:
+ *     MobileNetV2 16->96 at 112x112   0.87-1.32 (3 of 4 >= 1.23)   batch 16: 1.21, 1.22
+ *                 24->144 at 56x56    1.11-1.54                    1.09, 1.26
+ *                 32->192 at 28x28    0.88-1.08                    1.09, 1.30
+ *     EfficientNet-B0 40->240 at 28   0.98-1.11                    0.94, 1.11
+ *     MobileNetV3 16->64 at 112x112   0.78-1.18 (3 of 4 >= 1.04)   1.21, 1.44
+ * Not for a wider input (C >= 72): there the GEMM was as fast or faster, up to 1.5x on the
+ * projections of large planes (96->24 and 144->24 at 56x56, 240->40 at 28x28, batch 16) and on
+ * the 14x14 layers (0.65-1.1x); the 7x7 layers were 0.8-1.2x from run to run. (Copying a band's
+ * tiles into a contiguous buffer, as the GEMM packs its operand, did not close that gap.) The same
+ * rule for every thread count (the runs had 2). */
 int decaf_pointwise_preferred(const decaf_conv_geom *g, int threads)
 {
     (void)threads;
