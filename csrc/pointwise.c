@@ -257,9 +257,15 @@ void decaf_pointwise_forward(const decaf_conv_geom *g, int threads, const float 
     const pw_tasks t = plan_tasks(g, nt);
     const ptrdiff_t ntasks = (ptrdiff_t)g->B * t.nb * t.nk;
     const int team = ntasks < nt ? (int)ntasks : nt;
-    #pragma omp parallel for schedule(static, 1) num_threads(team)
+    /* Each thread a contiguous range of the tasks, numbered band fastest, then image, then range of
+     * channel blocks: a thread's bands are neighbours (one shared cache line per output row
+     * between two threads, not one per band: the rows are rarely 64-byte aligned, and a chunked
+     * band reads and writes its outputs once per chunk), and with several ranges of channel
+     * blocks the threads split the channels, not the pixels. (Handing the tasks round-robin ran
+     * up to 1.2x slower.) */
+    #pragma omp parallel for schedule(static) num_threads(team)
     for (ptrdiff_t task = 0; task < ntasks; ++task) {
-        const int kc = (int)(task % t.nk), band = (int)(task / t.nk % t.nb), b = (int)(task / t.nk / t.nb);
+        const int band = (int)(task % t.nb), b = (int)(task / t.nb % g->B), kc = (int)(task / t.nb / g->B);
         const ptrdiff_t p0 = 16 * (t.tiles * band / t.nb), p1 = 16 * (t.tiles * (band + 1) / t.nb);
         const ptrdiff_t len = (p1 < P ? p1 : P) - p0;
         const float *xb = x + (ptrdiff_t)b * C * P;
