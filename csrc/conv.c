@@ -7,6 +7,7 @@
 #include "gemm.h"
 #include "grouped_conv.h"
 #include "im2col.h"
+#include "pointwise.h"
 #include "threads.h"
 #include "winograd.h"
 
@@ -109,6 +110,17 @@ decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int 
         p.slots = 1;
         return p;
     }
+    /* A 1x1 convolution by the direct pointwise kernel where it measured faster than the GEMM
+     * (pointwise.c's decaf_pointwise_preferred: narrow-input expansion layers, C <= 48, K >= 4 C);
+     * it reads w as it is, or the packed form when the caller packed it once. No scratch. */
+    p.pointwise = !backward && decaf_pointwise_preferred(g, p.threads);
+    if (p.pointwise) {
+        p.pack = DECAF_PACK_POINTWISE;
+        p.packed = decaf_pointwise_packed_size(g);
+        p.slot = p.work = decaf_pointwise_work_size(g);
+        p.slots = 1;
+        return p;
+    }
     p.grouped = !backward && decaf_grouped_conv_preferred(g, p.threads);   /* (preferred: also supported) */
     if (p.grouped) {   /* the forward packs into its scratch itself unless given the weights packed */
         p.pack = DECAF_PACK_GROUPED;
@@ -189,6 +201,8 @@ void decaf_conv_pack(const decaf_conv_geom *g, const decaf_conv_plan *p, const f
     }
     else if (p->pack == DECAF_PACK_GROUPED)
         decaf_grouped_conv_pack(g, w, packed);
+    else if (p->pack == DECAF_PACK_POINTWISE)
+        decaf_pointwise_pack(g, w, packed);
 }
 
 void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, const float *x, const float *w,
@@ -217,6 +231,10 @@ void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, cons
                 decaf_epilogue_at(ep, y, ((ptrdiff_t)b * g->K + k) * hw, hw, bias ? bias[k] : 0.0f);
             }
         }
+        return;
+    }
+    if (p->pointwise) {
+        decaf_pointwise_forward(g, p->threads, x, w, packed, bias, y, work, ep);
         return;
     }
     if (p->grouped) {

@@ -43,6 +43,7 @@ typedef struct {
     int direct;               /* forward without im2col (direct_conv.c) */
     int winograd;             /* forward by Winograd F(4x4, 3x3) from prepacked weights (winograd.c) */
     int grouped;              /* forward by the direct grouped kernel (grouped_conv.c) */
+    int pointwise;            /* forward of a 1x1 convolution by the direct kernel (pointwise.c) */
     int by_image;             /* B >= threads: each thread a contiguous range of whole images;
                                * else every image is split over the threads */
     decaf_conv_split split;   /* how an image is split (forward, !by_image, !direct) */
@@ -61,7 +62,8 @@ typedef struct {
  * DECAF_PLAN_PREPACKED plan, since the transform costs more than a batch-1 forward). A caller that runs the same weights many times packs
  * them once and hands them to every forward, which then skips that copy (at batch 1 it was up to
  * a third of a layer's time: ResNet-18's 512-channel layers read 9.4 MB of weights per call). */
-enum { DECAF_PACK_NONE = 0, DECAF_PACK_DIRECT = 1, DECAF_PACK_WINOGRAD = 2, DECAF_PACK_GROUPED = 3 };
+enum { DECAF_PACK_NONE = 0, DECAF_PACK_DIRECT = 1, DECAF_PACK_WINOGRAD = 2, DECAF_PACK_GROUPED = 3,
+       DECAF_PACK_POINTWISE = 4 /* pointwise.c: blocks of 6 output channels */ };
 
 /* What a plan is for: the forward (packing the weights itself where its kernel wants them packed),
  * the backward, the forward of a caller that hands it the weights prepacked (decaf_conv_pack),

@@ -12,6 +12,7 @@
 #include "elementwise.h"
 #include "gemm.h"
 #include "grouped_conv.h"
+#include "pointwise.h"
 #include "im2col.h"
 #include "isa.h"
 #include "lrn.h"
@@ -121,7 +122,14 @@
     V(decaf_grouped_conv_forward_packed, (const decaf_conv_geom *g, int threads, const float *x,        \
                                           const float *packed, const float *bias, float *y, float *work, \
                                           const decaf_epilogue *ep),                                    \
-      (g, threads, x, packed, bias, y, work, ep))
+      (g, threads, x, packed, bias, y, work, ep))                                                       \
+    R(int, decaf_pointwise_preferred, (const decaf_conv_geom *g, int threads), (g, threads))           \
+    R(ptrdiff_t, decaf_pointwise_packed_size, (const decaf_conv_geom *g), (g))                          \
+    V(decaf_pointwise_pack, (const decaf_conv_geom *g, const float *w, float *packed), (g, w, packed))  \
+    V(decaf_pointwise_forward, (const decaf_conv_geom *g, int threads, const float *x, const float *w,  \
+                                const float *packed, const float *bias, float *y, float *work,          \
+                                const decaf_epilogue *ep),                                              \
+      (g, threads, x, w, packed, bias, y, work, ep))
 
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)

@@ -96,6 +96,13 @@ int decaf_isa_current(void);
 #define decaf_grouped_conv_packed_size DECAF_ISA_NAME(decaf_grouped_conv_packed_size)
 #define decaf_grouped_conv_pack DECAF_ISA_NAME(decaf_grouped_conv_pack)
 #define decaf_grouped_conv_forward_packed DECAF_ISA_NAME(decaf_grouped_conv_forward_packed)
+/* pointwise.c */
+#define decaf_pointwise_supported DECAF_ISA_NAME(decaf_pointwise_supported)
+#define decaf_pointwise_preferred DECAF_ISA_NAME(decaf_pointwise_preferred)
+#define decaf_pointwise_packed_size DECAF_ISA_NAME(decaf_pointwise_packed_size)
+#define decaf_pointwise_pack DECAF_ISA_NAME(decaf_pointwise_pack)
+#define decaf_pointwise_work_size DECAF_ISA_NAME(decaf_pointwise_work_size)
+#define decaf_pointwise_forward DECAF_ISA_NAME(decaf_pointwise_forward)
 #endif
 
 #endif

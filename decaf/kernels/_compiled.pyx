@@ -48,7 +48,7 @@ cdef extern from "conv.h":
     ctypedef enum decaf_conv_split:
         DECAF_SPLIT_GROUPS, DECAF_SPLIT_ROWS, DECAF_SPLIT_CHANNELS
     ctypedef struct decaf_conv_plan:
-        int isa, threads, backward, direct, winograd, grouped, by_image
+        int isa, threads, backward, direct, winograd, grouped, pointwise, by_image
         decaf_conv_split split
         int block
         Py_ssize_t cols, partial, slot
@@ -514,7 +514,7 @@ def conv_plan(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_h
     cdef int n = decaf_get_num_threads() if threads is None else _ints((threads,), "threads", 1, 1)[0]
     cdef decaf_conv_plan p = decaf_conv_make_plan(&g, n, _plan_mode(backward, prepacked))
     return {"isa": decaf_isa_name(p.isa).decode(), "threads": p.threads, "backward": bool(p.backward),
-            "direct": bool(p.direct), "winograd": bool(p.winograd), "grouped": bool(p.grouped),
+            "direct": bool(p.direct), "winograd": bool(p.winograd), "grouped": bool(p.grouped), "pointwise": bool(p.pointwise),
             "by_image": bool(p.by_image), "split": _SPLITS[p.split], "block": p.block, "cols": p.cols,
             "partial": p.partial, "slot": p.slot, "slots": p.slots, "work": p.work,
             "pack": p.pack, "packed": p.packed}
@@ -1061,3 +1061,74 @@ def batchnorm_train_backward(const float[:, :, :, ::1] x not None, const float[:
     with nogil:
         decaf_batchnorm_train_backward(&x[0, 0, 0, 0], &dy[0, 0, 0, 0], &mean[0], &var[0], g, dx_ptr, dg, db,
                                        B, C, HW, eps)
+
+
+# ---- 1x1 convolution, direct (csrc/pointwise.c) -------------------------------------------------
+
+cdef extern from "pointwise.h":
+    int decaf_pointwise_preferred(const decaf_conv_geom *g, int threads) nogil
+    Py_ssize_t decaf_pointwise_packed_size(const decaf_conv_geom *g) nogil
+    void decaf_pointwise_pack(const decaf_conv_geom *g, const float *w, float *packed) nogil
+    void decaf_pointwise_forward(const decaf_conv_geom *g, int threads, const float *x, const float *w,
+                                 const float *packed, const float *bias, float *y, float *work,
+                                 const decaf_epilogue *ep) nogil
+
+
+cdef decaf_conv_geom _pointwise_geom(str func, tuple x_shape, tuple w_shape) except *:
+    cdef decaf_conv_geom g
+    B, C, H, W = x_shape
+    _expect_shape(func, "w", w_shape, (w_shape[0], C, 1, 1))
+    g.B, g.C, g.H, g.W, g.K, g.G = B, C, H, W, w_shape[0], 1
+    g.kh, g.kw, g.sh, g.sw, g.pad_top, g.pad_left, g.dh, g.dw, g.Ho, g.Wo = 1, 1, 1, 1, 0, 0, 1, 1, H, W
+    return g
+
+
+def pointwise_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None, bias,
+                      float[:, :, :, ::1] y not None, act=None, residual=None, packed=None):
+    """y = conv(x, w) + bias (None: none), + residual (an array like y, not y), then the activation
+    act = (kind, lo, hi, alpha), for a 1x1 kernel (stride 1, no padding, one group), computed by the
+    direct pointwise kernel (csrc/pointwise.c) with decaf's threads. packed: None, or
+    pointwise_pack(w) (then w gives only the shape)."""
+    import numpy as np
+    func = "pointwise_forward"
+    cdef decaf_conv_geom g = _pointwise_geom(func, _shape4(x), _shape4(w))
+    _expect_shape(func, "y", _shape4(y), (g.B, g.K, g.H, g.W))
+    cdef const float *bias_ptr = _bias_data(func, bias, g.K)
+    cdef decaf_epilogue e
+    _epilogue(func, &e, act, False, 0.0, None, residual, y)
+    cdef const float[::1] pk
+    cdef const float *packed_ptr = NULL
+    if packed is not None:
+        kind, pk = packed
+        if kind != decaf_isa_current() or pk.shape[0] != decaf_pointwise_packed_size(&g):
+            raise ValueError(f"{func}: packed weights of variant {kind} ({pk.shape[0]} floats) do not fit this "
+                             f"convolution in variant {decaf_isa_current()} "
+                             f"({decaf_pointwise_packed_size(&g)} floats)")
+        packed_ptr = &pk[0]
+    cdef int threads = decaf_get_num_threads()
+    cdef float[::1] work = np.empty(max(decaf_pointwise_packed_size(&g), 1), np.float32)
+    if g.B == 0 or g.K == 0 or g.H * g.W == 0:
+        return
+    if g.C == 0:
+        raise ValueError(f"{func}: x has no channels")
+    with nogil:
+        decaf_pointwise_forward(&g, threads, &x[0, 0, 0, 0], &w[0, 0, 0, 0], packed_ptr, bias_ptr,
+                                &y[0, 0, 0, 0], &work[0], &e)
+
+
+def pointwise_pack(const float[:, :, :, ::1] w not None):
+    """(kind, packed): w (K, C, 1, 1) in the form pointwise_forward(..., packed=) reads; kind names
+    the kernel variant that packed it."""
+    import numpy as np
+    cdef decaf_conv_geom g = _pointwise_geom("pointwise_pack", (1, w.shape[1], 1, 1), _shape4(w))
+    cdef float[::1] packed = np.empty(max(decaf_pointwise_packed_size(&g), 1), np.float32)
+    if w.shape[0] * w.shape[1] > 0:
+        with nogil:
+            decaf_pointwise_pack(&g, &w[0, 0, 0, 0], &packed[0])
+    return decaf_isa_current(), np.asarray(packed)
+
+
+def pointwise_preferred(x_shape, w_shape, threads):
+    """Whether conv_forward's plan would run this 1x1 convolution by the pointwise kernel."""
+    cdef decaf_conv_geom g = _pointwise_geom("pointwise_preferred", tuple(x_shape), tuple(w_shape))
+    return bool(decaf_pointwise_preferred(&g, _ints((threads,), "pointwise_preferred: threads", 1, 1)[0]))

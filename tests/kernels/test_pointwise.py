@@ -1,0 +1,162 @@
+"""The direct 1x1 convolution kernel (csrc/pointwise.c): pointwise_forward with and without packed
+weights, and conv_forward where its plan picks the kernel, against a float64 NumPy reference (an
+einsum, the bias, the residual and the activation from their formulas).
+
+Tolerance: float32 sums in another order (FMAs over input channels, in chunks) than the float64
+reference: |y - ref| <= 1e-5 of the largest |value before the activation| (plus 1e-5 relative),
+as for the other convolution kernels.
+"""
+import numpy as np
+import pytest
+
+import decaf.blas as blas
+from decaf import cpu
+from decaf.threads import using_threads
+
+_compiled = pytest.importorskip("decaf.kernels._compiled")
+F32 = np.float32
+
+# act tuples (kind, lo, hi, alpha) as conv_forward takes them
+ACTS = [None, ("clamp", 0.0, 6.0, 0.0), ("leaky", 0.0, 0.0, 0.1), ("hardswish", 0.0, 0.0, 0.0),
+        ("silu", 0.0, 0.0, 1.0), ("sigmoid", 0.0, 0.0, 0.0), ("hardsigmoid", 0.5, 1.0, 0.2),
+        ("clamp", 0.0, float("inf"), 0.0)]
+
+
+def activation(v, act):
+    if act is None:
+        return v
+    kind, lo, hi, alpha = act
+    if kind == "clamp":
+        return np.minimum(np.maximum(v, lo), hi)
+    if kind == "leaky":
+        return np.where(v < 0, alpha * v, v)
+    if kind == "hardswish":
+        return v * np.clip(v + 3.0, 0.0, 6.0) / 6.0
+    if kind == "silu":
+        return v / (1.0 + np.exp(-alpha * v))
+    if kind == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-v))
+    if kind == "hardsigmoid":
+        return np.clip(alpha * v + lo, 0.0, hi)
+    raise AssertionError(kind)
+
+
+def reference(x, w, bias, residual, act):
+    """(y after the activation, y before it) in float64."""
+    v = np.einsum("kc,bchw->bkhw", w[:, :, 0, 0].astype(np.float64), x.astype(np.float64))
+    if bias is not None:
+        v += bias.astype(np.float64)[None, :, None, None]
+    if residual is not None:
+        v += residual
+    return activation(v, act), v
+
+
+def check(y, x, w, bias, residual, act):
+    ref, pre = reference(x, w, bias, residual, act)
+    scale = float(np.abs(pre).max())
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * scale)
+
+
+def arrays(rng, B, C, K, H, W, with_bias, with_residual):
+    x = rng.standard_normal((B, C, H, W)).astype(F32)
+    w = (rng.standard_normal((K, C, 1, 1)) / np.sqrt(C)).astype(F32)
+    bias = rng.standard_normal(K).astype(F32) if with_bias else None
+    residual = rng.standard_normal((B, K, H, W)).astype(F32) if with_residual else None
+    return x, w, bias, residual
+
+
+@pytest.fixture(params=cpu.ISAS)
+def isa(request):
+    """Each variant this CPU runs in turn, then back to the one before."""
+    name = request.param
+    if name not in cpu.supported_isas():
+        pytest.skip(f"this CPU ({cpu.cpu_model()}) does not run the {name} kernels")
+    before = cpu.get_isa()
+    cpu.set_isa(name)
+    yield name
+    cpu.set_isa(before)
+
+
+# (B, C, K, H, W): C and K not multiples of 6, 8 or 16; P = H W from 1 to 20 and odd (tiles of 16
+# and 8 and the narrower tails), and larger planes: several bands (small C, P > 512), chunks of
+# input channels (C = 200 on 64-pixel bands), channel blocks split over threads (one small image).
+SHAPES = [(1, 1, 1, 1, 1), (3, 5, 7, 1, 1), (1, 7, 13, 3, 5), (3, 13, 5, 2, 1), (1, 3, 11, 4, 5),
+          (3, 17, 19, 3, 3), (1, 9, 10, 1, 7), (1, 20, 23, 4, 4), (3, 11, 6, 1, 13), (1, 33, 50, 2, 10),
+          (1, 19, 29, 33, 35), (2, 200, 17, 9, 9), (1, 70, 130, 7, 7), (1, 9, 100, 13, 11),
+          (3, 300, 7, 5, 3)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pointwise_forward_matches_reference(isa, threads):
+    rng = np.random.default_rng(13 + threads)
+    with using_threads(threads):
+        for i, (B, C, K, H, W) in enumerate(SHAPES):
+            act = ACTS[i % len(ACTS)]
+            x, w, bias, residual = arrays(rng, B, C, K, H, W, i % 3 != 1, i % 2 == 0)
+            y = np.full((B, K, H, W), np.nan, F32)
+            _compiled.pointwise_forward(x, w, bias, y, act=act, residual=residual)
+            check(y, x, w, bias, residual, act)
+            y.fill(np.nan)   # the packed form (6 weights side by side: the narrow tails differ)
+            _compiled.pointwise_forward(x, w, bias, y, act=act, residual=residual,
+                                        packed=_compiled.pointwise_pack(w))
+            check(y, x, w, bias, residual, act)
+
+
+def test_every_activation_on_one_layer(isa):
+    rng = np.random.default_rng(5)
+    x, w, bias, residual = arrays(rng, 2, 29, 31, 5, 7, True, True)
+    for act in ACTS:
+        for res in (None, residual):
+            y = np.full((2, 31, 5, 7), np.nan, F32)
+            _compiled.pointwise_forward(x, w, bias, y, act=act, residual=res)
+            check(y, x, w, bias, res, act)
+
+
+GEOM = ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
+
+
+@pytest.mark.skipif(not blas.have_own_blas(), reason="decaf's OpenBLAS is not loaded")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv_forward_runs_the_kernel_where_preferred(isa, threads):
+    """A narrow-input expansion layer (16 -> 67 channels, 17x19): the plan picks the pointwise kernel
+    in the AVX2 / AVX-512 variants (not in the generic one), through conv_forward with w as it is
+    and with the weights packed once (conv_packing / conv_pack); results as the reference."""
+    rng = np.random.default_rng(7)
+    B, C, K, H, W = 3 if threads == 2 else 1, 16, 67, 17, 19
+    x, w, bias, residual = arrays(rng, B, C, K, H, W, True, True)
+    act = ("clamp", 0.0, 6.0, 0.0)
+    with using_threads(threads):
+        plan = _compiled.conv_plan(x.shape, w.shape, 1, *GEOM, (H, W))
+        assert plan["pointwise"] == (isa != "generic")
+        kind, size = _compiled.conv_packing(x.shape, w.shape, 1, *GEOM, (H, W))
+        if isa != "generic":
+            assert (kind % 16, size) == (4, ((K + 5) // 6) * 6 * C)   # DECAF_PACK_POINTWISE
+        work = np.empty(max(plan["work"], 1), F32)
+        y = np.full((B, K, H, W), np.nan, F32)
+        _compiled.conv_forward(x, w, bias, y, work, *GEOM, 1, act=act, residual=residual)
+        check(y, x, w, bias, residual, act)
+        if kind:
+            packed = np.empty(size, F32)
+            _compiled.conv_pack(x.shape, w, packed, 1, *GEOM, (H, W))
+            y.fill(np.nan)
+            _compiled.conv_forward(x, w, bias, y, work, *GEOM, 1, act=act, residual=residual,
+                                   packed=(kind, packed))
+            check(y, x, w, bias, residual, act)
+
+
+def test_preferred_only_for_narrow_input_expansions():
+    assert _compiled.pointwise_preferred((1, 16, 112, 112), (96, 16, 1, 1), 2) == (cpu.get_isa() != "generic")
+    assert not _compiled.pointwise_preferred((1, 96, 56, 56), (24, 96, 1, 1), 2)    # a projection
+    assert not _compiled.pointwise_preferred((1, 32, 7, 7), (192, 32, 1, 1), 2)     # a small plane
+    plan = _compiled.conv_plan((1, 16, 9, 9), (96, 16, 3, 3), 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (9, 9))
+    assert not plan["pointwise"]                                                   # not 1x1
+
+
+def test_bad_shapes_raise():
+    x = np.zeros((1, 4, 3, 3), F32)
+    with pytest.raises(ValueError, match="w"):
+        _compiled.pointwise_forward(x, np.zeros((5, 3, 1, 1), F32), None, np.zeros((1, 5, 3, 3), F32))
+    with pytest.raises(ValueError, match="w"):
+        _compiled.pointwise_forward(x, np.zeros((5, 4, 3, 3), F32), None, np.zeros((1, 5, 3, 3), F32))
+    with pytest.raises(ValueError, match="y"):
+        _compiled.pointwise_forward(x, np.zeros((5, 4, 1, 1), F32), None, np.zeros((1, 5, 3, 2), F32))
