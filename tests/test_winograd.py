@@ -322,7 +322,7 @@ def test_grouped_forward_and_weight_grad_through_the_conv_plan(threads):
     for the prepacked forward and for the weight gradient; both match float64 group by group, with
     the bias, a residual and a ReLU applied on each group's planes."""
     rng = np.random.default_rng(21)
-    G, B, C, K, H = 2, 3, 128, 128, 13
+    G, B, C, K, H = 2, 4, 128, 128, 13        # 64 tiles: the least grouped Winograd takes
     x = rng.standard_normal((B, C, H, H)).astype(np.float32)
     w = (rng.standard_normal((K, C // G, 3, 3)) * np.sqrt(2.0 / (9 * C // G))).astype(np.float32)
     bias = rng.standard_normal(K).astype(np.float32)
@@ -331,6 +331,8 @@ def test_grouped_forward_and_weight_grad_through_the_conv_plan(threads):
     with decaf.threads.using_threads(threads):
         assert _compiled.conv_plan(x.shape, w.shape, *geo, prepacked=True)["winograd"]
         assert _compiled.conv_plan(x.shape, w.shape, *geo, backward="weights")["winograd"]
+        # one image: 16 tiles, too few for the groups' Winograd (the direct kernel was faster)
+        assert not _compiled.conv_plan((1, C, H, H), w.shape, *geo, prepacked=True)["winograd"]
         kind, size = kernels.conv_packing(x, w, *geo)
         packed = np.empty(size, np.float32)
         kernels.conv_pack(x, w, packed, *geo)
