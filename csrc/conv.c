@@ -108,7 +108,9 @@ decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int 
     }
     /* The weight gradient alone (the caller computes dx, e.g. as a forward convolution): Winograd's
      * transposed transforms where the forward would pick Winograd (4x fewer multiply-adds there too). */
-    p.winograd = mode == DECAF_PLAN_WEIGHT_GRAD && divisible && decaf_winograd_preferred(&sub, p.threads);
+    /* (from 64 tiles on: each call transforms dU back, 36 K C values, which a handful of tiles do
+     * not pay for: ResNet's 512 x 512 at 7x7, batch 4, 16 tiles: 17.2 ms against GEMM's 15.0) */
+    p.winograd = mode == DECAF_PLAN_WEIGHT_GRAD && divisible && tiles >= 64 && decaf_winograd_preferred(&sub, p.threads);
     if (p.winograd) {
         p.slot = p.work = decaf_winograd_weight_grad_work_size(&sub) + group_copies(g);   /* (x and dy slices) */
         p.slots = 1;

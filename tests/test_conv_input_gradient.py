@@ -62,7 +62,7 @@ def rel_err(got, want):
 # (channels in, out, kernel, pad, group, size, batch): Winograd-sized 3x3s, a 5x5 with two groups
 # (CaffeNet's conv2), asymmetric pads, a 1x1, tiny groups, a single image, pads beyond kernel - 1
 CASES = [
-    (64, 64, 3, 1, 1, 16, 2),
+    (64, 64, 3, 1, 1, 16, 4),        # 64 tiles: Winograd for dx and dW
     (96, 64, 5, 2, 2, 13, 2),
     (16, 24, 3, [0, 1, 2, 0], 1, 9, 3),
     (32, 48, 1, 0, 1, 8, 3),
@@ -88,13 +88,15 @@ def test_input_and_weight_gradients_match_reference(rng, c, k, kernel, pad, grou
 
 def test_stride_one_input_gradient_runs_the_forward_kernels(rng, monkeypatch):
     """The path is taken (the forward kernel is called during backward) where it applies, and not for
-    a strided convolution, whose input gradient stays im2col + GEMM + col2im."""
+    a strided convolution, whose input gradient stays im2col + GEMM + col2im, nor where Winograd's
+    plan has under 64 tiles (packing the transposed filters each call would not pay)."""
     calls = []
     real = kernels.conv_forward
     monkeypatch.setattr(kernels, "conv_forward", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
-    for stride, expect in ((1, True), (2, False)):
-        net = conv_net(16, 32, 3, 1, 1, 12, stride)
-        x = rng.standard_normal((2, 16, 12, 12)).astype(np.float32)
+    for c, size, batch, stride, expect in ((16, 12, 2, 1, True), (16, 12, 2, 2, False), (64, 16, 1, 1, False)):
+        # (the last: Winograd's plan with 16 tiles, too few to pay for packing the filters per call)
+        net = conv_net(c, 32 if c == 16 else 64, 3, 1, 1, size, stride)
+        x = rng.standard_normal((batch, c, size, size)).astype(np.float32)
         y = net.forward(data=x, outputs=["c"])["c"]
         calls.clear()
         dy = rng.standard_normal(y.shape).astype(np.float32)

@@ -274,11 +274,13 @@ def test_weight_grad_through_conv_backward():
     """conv_backward(weights_only=True) picks Winograd where the forward would (the plan says so) and
     gives what the im2col + GEMM backward gives, within REL_TOL."""
     rng = np.random.default_rng(13)
-    x = rng.standard_normal((4, 64, 12, 12)).astype(np.float32)
+    x = rng.standard_normal((8, 64, 12, 12)).astype(np.float32)           # 72 tiles
     w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
-    dy = rng.standard_normal((4, 64, 12, 12)).astype(np.float32)
+    dy = rng.standard_normal((8, 64, 12, 12)).astype(np.float32)
     geo = (1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (12, 12))
     assert _compiled.conv_plan(x.shape, w.shape, *geo, backward="weights")["winograd"]
+    # below 64 tiles the transform of dU back costs more than it saves: the GEMM path
+    assert not _compiled.conv_plan((4, 64, 12, 12), w.shape, *geo, backward="weights")["winograd"]
     assert not _compiled.conv_plan(x.shape, w.shape, *geo, backward=True)["winograd"]
     got, want = [np.empty_like(w) for _ in range(2)], [np.empty(64, np.float32) for _ in range(2)]
     for i, only in enumerate((True, False)):

@@ -234,6 +234,10 @@ def conv_work_size(x, w, group, kernel, stride, pads, dilation, out_hw, backward
                                        backward, prepacked)
 
 
+# conv_packing's kind is isa * 16 + form; the forms (csrc/conv.h DECAF_PACK_*)
+PACK_DIRECT, PACK_WINOGRAD, PACK_GROUPED, PACK_POINTWISE = 1, 2, 3, 4
+
+
 def conv_packing(x, w, group, kernel, stride, pads, dilation, out_hw):
     """(kind, floats) of the prepacked weights conv_forward reads for this geometry, thread count and
     instruction set: kind 0 when its plan packs nothing (and always with the numpy backend)."""
