@@ -223,8 +223,9 @@ def test_worker_killed_mid_run_still_every_image_once(cluster, model, slow_list,
 
 
 def markers_in(out):
-    """The commit markers done/shard-K.json, as the store reads them: a straggling duplicate of a task
-    (its worker was killed) may be writing a marker's temporary file (.XXXX.tmp) in done/ right then."""
+    """The commit markers done/shard-K.json, as the store reads them: a worker SIGKILLed while it wrote
+    a marker leaves its temporary file (.XXXX.tmp, complete JSON or not) in done/, and a straggling
+    duplicate of a task may be writing one right then; neither is a marker."""
     return [n for n in os.listdir(out / "done") if n.startswith("shard-") and n.endswith(".json")]
 
 
