@@ -30,24 +30,12 @@ sys.path.insert(0, ROOT)
 import decaf  # noqa: E402
 import decaf.kernels as kernels  # noqa: E402
 from decaf.layers.conv import Convolution  # noqa: E402
+from bench_common import cpu_name  # noqa: E402
 
 # (net, C, K, H = W, group): 3x3, stride 1, pad 1
 LAYERS = [("resnet18", 64, 64, 56, 1), ("resnet18", 128, 128, 28, 1), ("resnet18", 256, 256, 14, 1),
           ("resnet18", 512, 512, 7, 1), ("caffenet", 256, 384, 13, 1), ("caffenet", 384, 384, 13, 2),
           ("caffenet", 384, 256, 13, 2)]
-
-
-def cpu():
-    info = {}
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("model name", "cpu family", "model") and key not in info:
-                info[key] = value.strip()
-            if len(info) == 3:
-                break
-    return info
 
 
 def best(fn, rounds):
@@ -124,7 +112,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     rows = []
-    print(f"CPU: {cpu()}; kernel variant {kernels._compiled.isa_current() if kernels._compiled else 'numpy'}; "
+    print(f"CPU: {cpu_name()}; kernel variant {kernels._compiled.isa_current() if kernels._compiled else 'numpy'}; "
           f"{args.threads} threads; batch {args.batch}; best of {args.rounds}")
     print("| net | C->K | HxW | group | dW ms old / new (ratio) | dx ms old / new (ratio) | backward old / new (ratio) |")
     print("|---|---|---|---|---|---|---|")
@@ -138,7 +126,7 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                       "cpu": cpu(), "threads": args.threads, "batch": args.batch, "rounds": args.rounds,
+                       "cpu": cpu_name(), "threads": args.threads, "batch": args.batch, "rounds": args.rounds,
                        "layers": rows}, f, indent=1)
         print(f"wrote {args.json}")
 

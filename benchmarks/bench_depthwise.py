@@ -14,12 +14,12 @@ layout's time / decaf's: > 1 means decaf is faster) and the CPU.
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
 import numpy as np
+
+from bench_common import cpu_name, best_time  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,29 +53,6 @@ LAYERS = [
 ]
 
 DECAF_ACT = {"relu6": ("clamp", 0.0, 6.0, 0.0), "silu": ("silu", 0.0, 0.0, 1.0)}
-
-
-def cpu_name():
-    """'model name (family F, model M)' from lscpu."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown CPU"
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    get = lambda key: fields.get(key, "?").strip()   # noqa: E731
-    return f"{get('Model name')} (family {get('CPU family')}, model {get('Model')})"
-
-
-def best_time(fn, min_time):
-    """Seconds per call of fn, from calls repeated for at least min_time."""
-    fn()
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        t = time.perf_counter() - t0
-        if t >= min_time:
-            return t / n
 
 
 def bench_layer(compiled, torch, C, size, k, stride, act, batch, rounds, min_time):

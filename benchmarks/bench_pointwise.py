@@ -19,12 +19,11 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import subprocess
 import sys
-import time
 
 import numpy as np
+
+from bench_common import cpu_name, best_time  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,29 +42,6 @@ LAYERS = [
     ("mobilenet_v3", 16, 64, 112), ("mobilenet_v3", 72, 40, 28), ("mobilenet_v3", 120, 40, 28),
     ("mobilenet_v3", 40, 240, 28), ("mobilenet_v3", 480, 112, 14), ("mobilenet_v3", 112, 672, 14),
 ]
-
-
-def cpu_name():
-    """'model name (family F, model M)' from lscpu."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown CPU"
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    get = lambda key: fields.get(key, "?").strip()   # noqa: E731
-    return f"{get('Model name')} (family {get('CPU family')}, model {get('Model')})"
-
-
-def best_time(fn, min_time):
-    """Seconds per call of fn, from calls repeated for at least min_time."""
-    fn()
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        t = time.perf_counter() - t0
-        if t >= min_time:
-            return t / n
 
 
 def bench_layer(compiled, cpu, C, K, size, batch, rounds, min_time):

@@ -17,9 +17,10 @@ conv path, which is itself ~1e-6), and the CPU. Run it alone on the machine (flo
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
+
+from bench_common import cpu_name  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,17 +32,6 @@ LAYERS = [
     ("densenet", 128, 56, 32), ("densenet", 128, 28, 32), ("densenet", 128, 14, 32), ("densenet", 128, 7, 32),
 ]
 PADS = (1, 1, 1, 1)
-
-
-def cpu_name():
-    """lscpu's model name, CPU family and model."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown CPU"
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    get = lambda key: fields.get(key, "?").strip()   # noqa: E731
-    return f"{get('Model name')} (family {get('CPU family')}, model {get('Model')})"
 
 
 def best_times(runs, rounds, budget):
