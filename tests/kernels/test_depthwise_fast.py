@@ -14,23 +14,12 @@ outside the fast path (dilation, non-square windows, unequal strides, 7x7) for t
 import numpy as np
 import pytest
 
-from decaf import cpu
 from decaf.kernels import reference
+
+from act_reference import act_f64
 
 _compiled = pytest.importorskip("decaf.kernels._compiled")
 F32 = np.float32
-
-
-@pytest.fixture(params=cpu.ISAS)
-def isa(request):
-    """Each variant in turn (skipped when this CPU lacks it), then back to the one before."""
-    name = request.param
-    if name not in cpu.supported_isas():
-        pytest.skip(f"this CPU ({cpu.cpu_model()}) does not run the {name} kernels")
-    before = cpu.get_isa()
-    cpu.set_isa(name)
-    yield name
-    cpu.set_isa(before)
 
 
 def reference64(x, w, bias, stride, pads, dilation, out_hw):
@@ -53,25 +42,6 @@ def reference64(x, w, bias, stride, pads, dilation, out_hw):
     return y
 
 
-def act64(kind, v, lo, hi, alpha):
-    """The epilogue's activations (csrc/activation.h) in float64."""
-    if kind == "none":
-        return v
-    if kind == "clamp":
-        return np.minimum(np.maximum(v, lo), hi)
-    if kind == "leaky":
-        return np.where(v < 0, alpha * v, v)
-    if kind == "hardswish":
-        return v * np.clip(v + 3, 0, 6) / 6
-    if kind == "silu":
-        return v / (1 + np.exp(-alpha * v))
-    if kind == "sigmoid":
-        return 1 / (1 + np.exp(-v))
-    if kind == "hardsigmoid":
-        return np.minimum(np.maximum(alpha * v + lo, 0), hi)
-    raise AssertionError(kind)
-
-
 ACTS = {  # name -> the kernel's act tuple (kind, lo, hi, alpha)
     "none": None,
     "relu": ("clamp", 0.0, np.inf, 0.0),
@@ -87,8 +57,7 @@ ACTS = {  # name -> the kernel's act tuple (kind, lo, hi, alpha)
 
 def apply(act, v):
     """ACTS[act] applied to v in float64."""
-    kind, lo, hi, alpha = ACTS[act] or ("none", 0.0, 0.0, 0.0)
-    return act64(kind, v, lo, hi, alpha)
+    return act_f64(v, ACTS[act])
 
 
 def out_size(H, W, k, stride, pads, dilation=(1, 1)):

@@ -19,6 +19,8 @@ import decaf.blas  # noqa: F401  (loads the SGEMM the GEMM path calls)
 from decaf import cpu
 from decaf.kernels import reference
 
+from act_reference import act_f64
+
 _compiled = pytest.importorskip("decaf.kernels._compiled")
 F32 = np.float32
 
@@ -26,28 +28,6 @@ ACTS = [("clamp", 0.0, float("inf"), 0.0), ("clamp", 0.0, 6.0, 0.0), ("clamp", -
         ("leaky", 0.0, 0.0, 0.1), ("hardswish", 0.0, 0.0, 0.0), ("silu", 0.0, 0.0, 1.0),
         ("silu", 0.0, 0.0, 1.702), ("sigmoid", 0.0, 0.0, 0.0), ("hardsigmoid", 0.5, 1.0, 0.2),
         ("hardsigmoid", 0.5, 1.0, 1 / 6)]
-
-
-def numpy_act(v, act):
-    """The activation from its definition, in float64."""
-    kind, lo, hi, alpha = act
-    v = v.astype(np.float64)
-    with np.errstate(over="ignore"):             # exp(large) = inf: the tails are 0 and 1
-        return _numpy_act(v, kind, lo, hi, alpha)
-
-
-def _numpy_act(v, kind, lo, hi, alpha):
-    if kind == "clamp":
-        return np.minimum(np.maximum(v, lo), hi)
-    if kind == "leaky":
-        return np.where(v < 0, alpha * v, v)
-    if kind == "hardswish":
-        return v * np.clip(v + 3, 0, 6) / 6
-    if kind == "silu":
-        return v / (1 + np.exp(-alpha * v))
-    if kind == "hardsigmoid":
-        return np.clip(alpha * v + lo, 0, hi)
-    return 1 / (1 + np.exp(-v))
 
 
 @pytest.fixture(params=["generic", "avx2"])
@@ -120,7 +100,7 @@ def test_every_epilogue_equals_numpy(isa, case, with_residual):
     for act in ACTS:
         y, a = run(case[-1], x, w, bias, params, group, conv.shape, act, residual, into=True)
         close(y, pre)                                          # y keeps the value before the activation
-        np.testing.assert_allclose(a, numpy_act(y, act).astype(F32), rtol=2e-6, atol=2e-7,
+        np.testing.assert_allclose(a, act_f64(y, act).astype(F32), rtol=2e-6, atol=2e-7,
                                    err_msg=f"{act} on {isa}")
         y2, a2 = run(case[-1], x, w, bias, params, group, conv.shape, act, residual, into=False)
         np.testing.assert_array_equal(a2, a)                   # in place: the same values
@@ -138,11 +118,11 @@ def test_activation_values_at_the_edges(isa):
         _compiled.conv_forward(x, w, None, y, np.empty(64, F32), (1, 1), (1, 1), (0,) * 4, (1, 1), 1,
                                act=act, relu_out=out)
         np.testing.assert_array_equal(y, x)
-        expected = numpy_act(v, act).astype(F32)
+        expected = act_f64(v, act).astype(F32)
         np.testing.assert_allclose(out.ravel(), expected, rtol=2e-6, atol=1e-30, err_msg=str(act))
     y = np.empty_like(x)
     _compiled.depthwise_conv_forward(x, w, y, (1, 1), (0,) * 4, (1, 1), act=("silu", 0, 0, 1.0))
-    np.testing.assert_allclose(y.ravel(), numpy_act(v, ("silu", 0, 0, 1.0)).astype(F32), rtol=2e-6, atol=1e-30)
+    np.testing.assert_allclose(y.ravel(), act_f64(v, ("silu", 0, 0, 1.0)).astype(F32), rtol=2e-6, atol=1e-30)
 
 
 def test_reference_backend_agrees():
@@ -153,7 +133,7 @@ def test_reference_backend_agrees():
         reference.conv_forward(x, w, bias, y, None, *params, 2, act=act, relu_out=out, residual=residual)
         np.testing.assert_allclose(y, conv + residual, rtol=1e-6, atol=1e-6)
         # (the NumPy backend's sigmoid goes through tanh: near -1 it keeps absolute, not relative, precision)
-        np.testing.assert_allclose(out, numpy_act(y, act), rtol=2e-6, atol=1e-6)
+        np.testing.assert_allclose(out, act_f64(y, act), rtol=2e-6, atol=1e-6)
 
 
 def test_bad_epilogue_arguments_are_refused():

@@ -36,18 +36,6 @@ def close(actual, expected):
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * scale)
 
 
-@pytest.fixture(params=cpu.ISAS)
-def isa(request):
-    """Each variant in turn (skipped when this CPU lacks it), then back to the one before."""
-    name = request.param
-    if name not in cpu.supported_isas():
-        pytest.skip(f"this CPU ({cpu.cpu_model()}) does not run the {name} kernels")
-    before = cpu.get_isa()
-    cpu.set_isa(name)
-    yield name
-    cpu.set_isa(before)
-
-
 # ---- every variant == the NumPy reference --------------------------------------------------------
 
 # (B, C, H, W, K, group, kernel, stride, pad): CaffeNet-like layers the direct kernel takes

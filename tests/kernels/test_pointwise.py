@@ -13,6 +13,8 @@ import decaf.blas as blas
 from decaf import cpu
 from decaf.threads import using_threads
 
+from act_reference import act_f64
+
 _compiled = pytest.importorskip("decaf.kernels._compiled")
 F32 = np.float32
 
@@ -22,25 +24,6 @@ ACTS = [None, ("clamp", 0.0, 6.0, 0.0), ("leaky", 0.0, 0.0, 0.1), ("hardswish", 
         ("clamp", 0.0, float("inf"), 0.0)]
 
 
-def activation(v, act):
-    if act is None:
-        return v
-    kind, lo, hi, alpha = act
-    if kind == "clamp":
-        return np.minimum(np.maximum(v, lo), hi)
-    if kind == "leaky":
-        return np.where(v < 0, alpha * v, v)
-    if kind == "hardswish":
-        return v * np.clip(v + 3.0, 0.0, 6.0) / 6.0
-    if kind == "silu":
-        return v / (1.0 + np.exp(-alpha * v))
-    if kind == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-v))
-    if kind == "hardsigmoid":
-        return np.clip(alpha * v + lo, 0.0, hi)
-    raise AssertionError(kind)
-
-
 def reference(x, w, bias, residual, act):
     """(y after the activation, y before it) in float64."""
     v = np.einsum("kc,bchw->bkhw", w[:, :, 0, 0].astype(np.float64), x.astype(np.float64))
@@ -48,7 +31,7 @@ def reference(x, w, bias, residual, act):
         v += bias.astype(np.float64)[None, :, None, None]
     if residual is not None:
         v += residual
-    return activation(v, act), v
+    return act_f64(v, act), v
 
 
 def check(y, x, w, bias, residual, act):
@@ -63,18 +46,6 @@ def arrays(rng, B, C, K, H, W, with_bias, with_residual):
     bias = rng.standard_normal(K).astype(F32) if with_bias else None
     residual = rng.standard_normal((B, K, H, W)).astype(F32) if with_residual else None
     return x, w, bias, residual
-
-
-@pytest.fixture(params=cpu.ISAS)
-def isa(request):
-    """Each variant this CPU runs in turn, then back to the one before."""
-    name = request.param
-    if name not in cpu.supported_isas():
-        pytest.skip(f"this CPU ({cpu.cpu_model()}) does not run the {name} kernels")
-    before = cpu.get_isa()
-    cpu.set_isa(name)
-    yield name
-    cpu.set_isa(before)
 
 
 # (B, C, K, H, W): C and K not multiples of 6, 8 or 16; P = H W from 1 to 20 and odd (tiles of 16
