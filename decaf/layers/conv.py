@@ -288,9 +288,12 @@ class Convolution(Layer):
         return np.ascontiguousarray(t).reshape(g * cg, k // g, kh, kw)
 
     def _input_gradient(self, dy, wt, dx, geometry, packing):
-        """dx = the forward convolution of dy with wt (packed afresh: the weights change every step)."""
+        """dx = the forward convolution of dy with wt (packed afresh: the weights change every step,
+        into a buffer kept between calls: a new one each step would fault in up to 38 MB of pages)."""
         kind, size = packing
-        packed = np.empty(size, np.float32)
+        packed = self.__dict__.get("_dgrad_packed")
+        if packed is None or packed.size != size:
+            packed = self._dgrad_packed = np.empty(size, np.float32)
         kernels.conv_pack(dy, wt, packed, *geometry)
         group, kernel, stride, pads, dilation, _ = geometry
         work = self._work(dy, wt, False, True, geometry=geometry)
