@@ -659,15 +659,12 @@ def test_depthwise_wide_rows_match_reference(H, W, k, stride, pads, threads):
 
 
 @needs_compiled
-@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 @pytest.mark.parametrize("stride, kernel, pads", [(1, 3, (1, 1, 1, 1)), (2, 3, (1, 1, 1, 1)), (2, 2, (0, 0, 0, 0)),
                                                   (1, 2, (0, 1, 1, 0)), (2, 3, (0, 0, 0, 0))])
 def test_max_pool_argmax_rows_wide_planes(isa, stride, kernel, pads):
     """The train-phase max pooling's vector rows (8 outputs per vector, stride 1 or 2) on rows wider
     than a vector, with ties, -inf and NaN: the same values and argmax as the reference's rule (first
-    real pixel, then strictly greater), in every kernel variant this CPU runs."""
-    if not _compiled.isa_supported(isa):
-        pytest.skip(f"the {isa} variant does not run here")
+    real pixel, then strictly greater), in every kernel variant this CPU runs (the isa fixture)."""
     rng = np.random.default_rng(stride * 10 + kernel)
     x = rng.integers(-2, 3, (2, 3, 13, 37)).astype(F32)
     x[0, 0, 2, 5] = np.nan
@@ -678,12 +675,6 @@ def test_max_pool_argmax_rows_wide_planes(isa, stride, kernel, pads):
     Ho = (H + pads[0] + pads[2] - kernel) // stride + 1
     Wo = (W + pads[1] + pads[3] - kernel) // stride + 1
     params = ((kernel, kernel), (stride, stride), pads)
-    before = _compiled.isa_current()
-    _compiled.isa_select(isa)
-    try:
-        (cy, ca), (ry, ra) = both("max_pool_forward", [x], [((2, 3, Ho, Wo), F32), ((2, 3, Ho, Wo), np.int32)],
-                                  params)
-    finally:
-        _compiled.isa_select(before)
+    (cy, ca), (ry, ra) = both("max_pool_forward", [x], [((2, 3, Ho, Wo), F32), ((2, 3, Ho, Wo), np.int32)], params)
     np.testing.assert_array_equal(ca, ra)
     np.testing.assert_array_equal(cy, ry)      # (NaN == NaN for assert_array_equal)
