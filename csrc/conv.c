@@ -65,19 +65,15 @@ static ptrdiff_t group_copies(const decaf_conv_geom *g)
     return (ptrdiff_t)g->B * (g->C / g->G) * g->H * g->W + (ptrdiff_t)g->B * (g->K / g->G) * g->Ho * g->Wo;
 }
 
-/* dst (B, n, plane) = channels c0 .. c0 + n of src (B, C, plane), and back (scatter: the other way). */
-static void copy_channels(float *dst, const float *src, int B, int C, int c0, int n, ptrdiff_t plane, int scatter,
-                          int threads)
+/* For each of B images: its n channels from channel dc0 of dst (dC channels an image) = those from
+ * sc0 of src (sC an image). Gathers a group's slice (dC = n, dc0 = 0) and scatters it back. */
+static void copy_planes(float *dst, int dC, int dc0, const float *src, int sC, int sc0, int B, int n, ptrdiff_t plane,
+                        int threads)
 {
     #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int b = 0; b < B; ++b) {
-        float *wide = (float *)(scatter ? dst : src) + ((ptrdiff_t)b * C + c0) * plane;
-        float *narrow = (float *)(scatter ? src : dst) + (ptrdiff_t)b * n * plane;
-        if (scatter)
-            memcpy(wide, narrow, sizeof(float) * (size_t)(n * plane));
-        else
-            memcpy(narrow, wide, sizeof(float) * (size_t)(n * plane));
-    }
+    for (int b = 0; b < B; ++b)
+        memcpy(dst + ((ptrdiff_t)b * dC + dc0) * plane, src + ((ptrdiff_t)b * sC + sc0) * plane,
+               sizeof(float) * (size_t)n * (size_t)plane);
 }
 
 decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int mode)
@@ -228,9 +224,9 @@ void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, cons
         const ptrdiff_t plane_x = (ptrdiff_t)g->H * g->W, per_u = decaf_winograd_packed_size(&sub);
         float *xg = work, *yg = xg + (ptrdiff_t)g->B * sub.C * plane_x, *wino = yg + (ptrdiff_t)g->B * sub.K * hw;
         for (int gi = 0; gi < g->G; ++gi) {
-            copy_channels(xg, x, g->B, g->C, gi * sub.C, sub.C, plane_x, 0, nt);
+            copy_planes(xg, sub.C, 0, x, g->C, gi * sub.C, g->B, sub.C, plane_x, nt);
             decaf_winograd_forward(&sub, nt, xg, packed + gi * per_u, NULL, yg, wino, NULL);
-            copy_channels(y, yg, g->B, g->K, gi * sub.K, sub.K, hw, 1, nt);
+            copy_planes(y, g->K, gi * sub.K, yg, sub.K, 0, g->B, sub.K, hw, nt);
             #pragma omp parallel for schedule(static) num_threads(nt)
             for (int i = 0; i < g->B * sub.K; ++i) {   /* the bias and epilogue on the group's planes */
                 const int b = i / sub.K, k = gi * sub.K + i % sub.K;
@@ -374,8 +370,8 @@ void decaf_conv_backward(const decaf_conv_geom *g, const decaf_conv_plan *p, con
         const ptrdiff_t plane_x = (ptrdiff_t)g->H * g->W, per_w = (ptrdiff_t)sub.K * sub.C * 9;
         float *xg = work, *dyg = xg + (ptrdiff_t)g->B * sub.C * plane_x, *wino = dyg + (ptrdiff_t)g->B * sub.K * hw;
         for (int gi = 0; gi < g->G; ++gi) {   /* dw's filters of group gi are rows gi K/G .. : contiguous */
-            copy_channels(xg, x, g->B, g->C, gi * sub.C, sub.C, plane_x, 0, nt);
-            copy_channels(dyg, dy, g->B, g->K, gi * sub.K, sub.K, hw, 0, nt);
+            copy_planes(xg, sub.C, 0, x, g->C, gi * sub.C, g->B, sub.C, plane_x, nt);
+            copy_planes(dyg, sub.K, 0, dy, g->K, gi * sub.K, g->B, sub.K, hw, nt);
             decaf_winograd_weight_grad(&sub, nt, xg, dyg, dw + gi * per_w, db ? db + gi * sub.K : NULL, wino);
         }
         return;
