@@ -251,6 +251,19 @@ void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, cons
         return;
     }
     decaf_blas_single_threaded();
+    if (pointwise && hw == 1 && g->G == 1) {
+        /* 1x1 planes (a squeeze-and-excitation block's two convolutions after its global pooling):
+         * x is a (B, C) matrix and y (B, K), so y = x w^T is one product for the whole batch (a
+         * matrix-vector product at batch 1), not B products of one column each. */
+        decaf_sgemm(0, 1, g->B, g->K, g->C, 1.0f, x, g->C, w, g->C, 0.0f, y, g->K);
+        for (int b = 0; b < g->B; ++b) {
+            float *yb = y + (ptrdiff_t)b * g->K;
+            if (bias)
+                for (int k = 0; k < g->K; ++k) yb[k] += bias[k];
+            decaf_epilogue_at(ep, y, (ptrdiff_t)b * g->K, g->K, 0.0f);   /* (bias 0: added above) */
+        }
+        return;
+    }
     if (p->by_image) {
         const int nb = p->block;
         #pragma omp parallel num_threads(nt)

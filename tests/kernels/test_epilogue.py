@@ -1,6 +1,6 @@
 """The convolutions' epilogue (csrc/activation.h): every activation, with and without a residual add,
 in place or into its own output, in every kernel path (direct, im2col + GEMM, pointwise GEMM,
-depthwise) and every instruction set variant this CPU runs, equals NumPy: the reference
+one product for the batch on 1x1 planes, depthwise) and every instruction set variant this CPU runs, equals NumPy: the reference
 convolution (decaf.kernels.reference, no epilogue), then the residual and the activation written
 out here from their definitions (float64, rounded to float32).
 
@@ -47,6 +47,9 @@ CASES = [
     (3, 6, 8, 7, 10, 2, 3, 1, 1, "gemm"),          # im2col + GEMM, grouped, by image
     (1, 8, 40, 40, 12, 1, 3, 1, 1, "gemm"),        # one wide image: bands of rows
     (2, 16, 6, 5, 24, 1, 1, 1, 0, "pointwise"),    # 1x1: the GEMM reads x directly
+    (1, 300, 1, 1, 40, 1, 1, 1, 0, "matrix"),      # 1x1 planes: y (B, K) = x (B, C) w^T, one vector
+    (3, 300, 1, 1, 40, 1, 1, 1, 0, "matrix"),      # ... a few rows (the skinny product)
+    (5, 24, 1, 1, 36, 1, 1, 1, 0, "matrix"),       # ... short rows (the BLAS)
     (2, 12, 10, 9, 12, 12, 3, 1, 1, "depthwise"),
     (1, 8, 19, 23, 8, 8, 5, 2, 2, "depthwise"),    # stride 2, 5x5
 ]
@@ -95,7 +98,7 @@ def test_every_epilogue_equals_numpy(isa, case, with_residual):
     plan = _compiled.conv_plan(x.shape, w.shape, group, *params, conv.shape[2:])
     if case[-1] == "direct":
         assert plan["direct"] == (isa != "generic")          # the case covers the path it names
-    if case[-1] == "pointwise":
+    if case[-1] in ("pointwise", "matrix"):
         assert plan["cols"] == 0 and not plan["direct"]      # 1x1: a GEMM straight on x, no im2col
     for act in ACTS:
         y, a = run(case[-1], x, w, bias, params, group, conv.shape, act, residual, into=True)
