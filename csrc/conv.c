@@ -25,11 +25,22 @@ static int is_pointwise(const decaf_conv_geom *g)
            && g->Ho == g->H && g->Wo == g->W;
 }
 
-/* Images per block for a thread with up to `per_thread` images (1 for pointwise: no im2col). */
-static int block_images(const decaf_conv_geom *g, int per_thread)
+/* A 1x1 convolution's forward blocks images only on planes below this many pixels (7x7, 8x8):
+ * it reads x in place when an image goes alone, but a block's x must be gathered into (C, n hw)
+ * first. OpenBLAS on one thread (Zen 3) ran ResNet-50's and MobileNetV2's 7x7 products at 62-80
+ * GFLOP/s with 49 columns and 88-94 with 196-392, but those of 14x14 layers at 83-92 with 196
+ * columns and at most 2 % faster with 392. Blocked, eight 7x7 layers of ResNet-50, MobileNetV2
+ * and DenseNet-121 took 1.10-1.11x less time at batch 16 (benchmarks/bench_pointwise_blocks.py). */
+enum { POINTWISE_BLOCKED_BELOW = 100 };
+
+/* Images per block for a thread with up to `per_thread` images (a backward 1x1 convolution: 1). */
+static int block_images(const decaf_conv_geom *g, int per_thread, int backward)
 {
     const int hw = g->Ho * g->Wo;
-    int nb = is_pointwise(g) ? 1 : (BLOCK_COLUMNS + hw - 1) / hw;
+    int nb = (BLOCK_COLUMNS + hw - 1) / hw;
+    /* (1x1 planes: one product for the whole batch, see decaf_conv_forward) */
+    if (is_pointwise(g) && (backward || hw >= POINTWISE_BLOCKED_BELOW || hw == 1))
+        nb = 1;
     if (nb > per_thread) nb = per_thread;
     return nb < 1 ? 1 : nb;
 }
@@ -139,10 +150,11 @@ decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int 
         return p;
     }
     if (p.by_image)
-        p.block = block_images(g, (g->B + p.threads - 1) / p.threads);
+        p.block = block_images(g, (g->B + p.threads - 1) / p.threads, backward);
     else if (!backward)
         p.split = g->G % p.threads == 0 ? DECAF_SPLIT_GROUPS : hw >= WIDE ? DECAF_SPLIT_ROWS : DECAF_SPLIT_CHANNELS;
-    p.cols = is_pointwise(g) ? 0 : (ptrdiff_t)g->C * g->kh * g->kw * p.block * hw;
+    /* (a 1x1 convolution: no im2col, but a block of several images gathers x into cols) */
+    p.cols = is_pointwise(g) && p.block == 1 ? 0 : (ptrdiff_t)g->C * g->kh * g->kw * p.block * hw;
     if (backward && p.by_image)
         p.partial = (ptrdiff_t)g->K * (g->C / g->G) * g->kh * g->kw + g->K;
     /* a thread's slot: cols (and dcols when backward), a (K, block Ho Wo) block of outputs / output
@@ -180,12 +192,13 @@ static void scatter_block(const decaf_epilogue *ep, const float *block, float *y
     }
 }
 
-/* The inverse layout change: block (K, n hw) from dy[b .. b + n) (each (K, hw)). */
-static void gather_block(const float *dy, float *block, int K, ptrdiff_t hw, int n)
+/* The inverse layout change: block (K, n hw) from n images t[0 .. n) (each (K, hw)): the output
+ * gradients of a block, or the inputs of a 1x1 convolution's block. */
+static void gather_block(const float *t, float *block, int K, ptrdiff_t hw, int n)
 {
     for (int i = 0; i < n; ++i)
         for (int k = 0; k < K; ++k) {
-            const float *s = dy + ((ptrdiff_t)i * K + k) * hw;
+            const float *s = t + ((ptrdiff_t)i * K + k) * hw;
             float *d = block + (ptrdiff_t)k * n * hw + i * hw;
             for (ptrdiff_t p = 0; p < hw; ++p) d[p] = s[p];
         }
@@ -275,10 +288,12 @@ void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, cons
             for (int b = g->B * t / T, n; b < b1; b += n) {
                 n = next_block(b1 - b, nb);
                 const int ld = (int)(n * hw);
-                const float *src = pointwise ? x + b * plane_in : cols;
+                const float *src = pointwise && n == 1 ? x + b * plane_in : cols;
                 float *out = n == 1 ? y + (ptrdiff_t)b * g->K * hw : block;
                 if (!pointwise)
                     decaf_im2col_serial(x + b * plane_in, cols, n, GEOM_ARGS(g));
+                else if (n > 1)   /* a 1x1 convolution's im2col of n images: x's planes side by side */
+                    gather_block(x + b * plane_in, cols, g->C, hw, n);
                 for (int gi = 0; gi < g->G; ++gi)
                     decaf_sgemm_serial(0, 0, Kg, ld, Rg, 1.0f, w + (ptrdiff_t)gi * Kg * Rg, Rg,
                                        src + (ptrdiff_t)gi * Rg * ld, ld, 0.0f, out + (ptrdiff_t)gi * Kg * ld, ld);

@@ -215,12 +215,37 @@ def test_pointwise_conv_reads_x_directly_and_matches_reference(batch, threads, g
     w = rng.standard_normal((6, 4 // group, 1, 1)).astype(np.float32)
     bias, dy = rng.standard_normal(6).astype(np.float32), rng.standard_normal((batch, 6, 5, 6)).astype(np.float32)
     params = ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
-    plan = _compiled.conv_plan(x.shape, w.shape, group, *params, (5, 6))
-    # no im2col (2-channel groups run the grouped kernel where it is built, which pads its planes)
-    assert plan["grouped"] or _compiled.conv_work_size(x.shape, w.shape, group, *params, (5, 6), False) == 0
+    plan = _compiled.conv_plan(x.shape, w.shape, group, *params, (5, 6), threads=threads)
+    # no im2col (2-channel groups run the grouped kernel where it is built, which pads its planes);
+    # images that go one per GEMM are read in place, a block of several (planes this small, more
+    # images than threads) is gathered side by side: C x (images x pixels) floats of scratch
+    gathered = (4 + 6) * plan["block"] * 30 if plan["block"] > 1 else 0    # (x's and y's blocks)
+    with using_threads(threads):
+        work = _compiled.conv_work_size(x.shape, w.shape, group, *params, (5, 6), False)
+    assert plan["grouped"] or work == plan["slots"] * gathered
     assert plan["grouped"] == (DIRECT and group > 1)
+    assert plan["grouped"] or plan["block"] == (1 if batch <= threads else -(-batch // threads))
     forward_matches_reference(x, w, bias, params, group, (5, 6), False, False, threads)
+    forward_matches_reference(x, w, bias, params, group, (5, 6), True, True, threads)
     backward_matches_reference(x, w, dy, True, params, group, (5, 6), threads)
+    assert _compiled.conv_plan(x.shape, w.shape, group, *params, (5, 6), backward=True, threads=threads)["block"] == 1
+
+
+@needs_blas
+@pytest.mark.parametrize("batch,threads", [(5, 2), (16, 2), (7, 3)])
+def test_pointwise_conv_on_small_planes_blocks_images(batch, threads):
+    """7x7 planes: each thread's images go in blocks of up to ceil(256 / 49) = 6 through one GEMM
+    (x gathered side by side, y scattered back with the bias and the ReLU); 14x14: one per GEMM."""
+    rng = np.random.default_rng(batch)
+    params = ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
+    for size, most in ((7, 6), (14, 1)):
+        x = rng.standard_normal((batch, 24, size, size)).astype(np.float32)
+        w = rng.standard_normal((40, 24, 1, 1)).astype(np.float32)
+        bias = rng.standard_normal(40).astype(np.float32)
+        plan = _compiled.conv_plan(x.shape, w.shape, 1, *params, (size, size), threads=threads)
+        assert plan["by_image"] and plan["block"] == min(most, -(-batch // threads))
+        forward_matches_reference(x, w, bias, params, 1, (size, size), False, False, threads)
+        forward_matches_reference(x, w, bias, params, 1, (size, size), True, True, threads)
 
 
 @needs_blas
