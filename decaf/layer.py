@@ -208,6 +208,13 @@ class Layer:
         producers write into the top (zero-copy concatenation)."""
         return None
 
+    def view_of_bottom(self, array, top_shape):
+        """For a layer whose one top is some of its one bottom's values in another shape (Reshape,
+        Flatten, a Slice), after ``reshape``: the top's values (of shape ``top_shape``) as a
+        C-contiguous view of ``array`` (the bottom's data), or None when they are not one (a slice
+        across images). The graph optimizer then makes the top that view (no copy)."""
+        return None
+
     def to_onnx(self, g):
         """Write this layer into the ONNX graph being built (``g``: io/onnx_convert.py's writer)."""
         raise ValueError(f"layer {self.name!r}: decaf type {self.type_name!r} cannot be exported to ONNX")

@@ -46,6 +46,13 @@ backward; training and gradient checks run the net as written. The passes ask th
    Concat's inputs, through Splits, a prefix of the block's last Concat's) share the last one's
    top: the others' tops are prefix views of it and every feature map a slice.
 
+9. **Views instead of copies.** A layer whose top is some of its bottom's values in another shape
+   (``view_of_bottom``: Reshape, Flatten, a Slice of contiguous values, e.g. a range of channels at
+   batch 1) gets a top that is a view of its bottom (or of the blob a Split shares with it), when
+   nothing works in place on either, here or in the net as written, the bottom has one writer and
+   is no input, and the top no concatenation's in-place bottom. ShuffleNetV2's channel shuffle
+   (Reshape, Transpose, Reshape, then two channel Slices) then copies once, in the Transpose.
+
 A folded layer's weights are derived from the net's parameters. Every write into a parameter
 goes through ``Param.data`` (``Param.touched`` counts the look-ups), so before each forward the
 folded layers whose sources were looked up since they were folded recompute their weights
@@ -62,7 +69,7 @@ import os
 
 import numpy as np
 
-from .layer import create_layer
+from .layer import Layer, create_layer
 
 __all__ = ["Graph", "Step", "enabled_by_default", "fold_channel_affines"]
 
@@ -145,6 +152,25 @@ class _ConcatChain(Step):
             self.layer.forward(self.bottoms, self.tops)
 
 
+class _ViewStep(Step):
+    """A layer whose top is a view of its bottom's values (``Layer.view_of_bottom``: Reshape,
+    Flatten, a Slice of contiguous values), made so by ``Graph._place``: nothing to copy.
+    ``source``: the blob whose array the view is of (the bottom, or the Split's bottom it shares);
+    ``placed``: (the view, the source's array), checked before skipping. Copies as usual when the
+    top is not that view (a Slice across images at a larger batch, reallocated blobs)."""
+    __slots__ = ("source", "placed")
+
+    def __init__(self, step, source):
+        super().__init__(step.layer, step.bottoms, step.tops)
+        self.source = source
+        self.placed = None
+
+    def __call__(self):
+        placed = self.placed
+        if placed is None or self.tops[0].data is not placed[0] or self.source.data is not placed[1]:
+            super().__call__()
+
+
 class _Folded:
     """A producer with the affines after it folded in: the new layer and what it was made from."""
 
@@ -208,7 +234,7 @@ class Graph:
         steps = self._fuse_silus(steps)
         self._fuse_folded(steps)
         self._write_activations_only(steps)
-        self.steps = self._concat_chains(self._concat_in_place(self._remove_dead(steps)))
+        self.steps = self._views(self._concat_chains(self._concat_in_place(self._remove_dead(steps))))
         for step in self.steps:
             step.optimized = True
         written = {id(b) for s in self.steps for b in s.writes}
@@ -577,6 +603,45 @@ class Graph:
         self._chain_roots = {id(replace[id(last)]): roots[id(last)] for last, _ in chains if id(last) in replace}
         return [replace.get(id(s), s) for s in steps]
 
+    def _views(self, steps):
+        """Layers whose top can be a view of their bottom (``view_of_bottom``: Reshape, Flatten,
+        Slice) become ``_ViewStep``s when sharing the memory cannot change what anything reads:
+        the bottom (or, through a Split, the blob it shares) is written by one layer, not in
+        place, and is no input; nothing works in place on it, on the bottom or on the top, in the
+        optimized graph or the net as written (training runs the latter on the same blobs); the
+        top has no other writer and is no concatenation's in-place bottom. Whether the view exists
+        (contiguous values) is decided by ``_place`` at each batch size."""
+        net = self.net
+        inputs = {id(net.blobs[n]) for n in net.input_shapes}
+        aliased = {id(b) for b in self.alias.values()}
+        writers = {}
+        for step in steps:
+            if not step.fused:
+                for b in step.writes:
+                    writers.setdefault(id(b), []).append(step)
+        in_place = {id(t) for step in steps if not step.fused for t in step.tops
+                    if any(t is b for b in step.bottoms)}
+        in_place |= {id(t) for layer in net.order for t in net.tops[layer.name]
+                     if any(t is b for b in net.bottoms[layer.name])}
+        split_source = {id(t): s.bottoms[0] for s in steps if "split" in s.layer.roles for t in s.tops}
+        placed = {id(b) for s in steps if isinstance(s, (_ConcatInPlace, _ConcatChain)) for b in s.bottoms}
+        placed |= {id(r) for roots in getattr(self, "_chain_roots", {}).values() for r in roots}
+        out = []
+        for step in steps:
+            layer = step.layer
+            if (type(step) is Step and not step.fused and len(step.bottoms) == 1 and len(step.tops) == 1
+                    and type(layer).view_of_bottom is not Layer.view_of_bottom):
+                bottom, top = step.bottoms[0], step.tops[0]
+                source = split_source.get(id(bottom), bottom)
+                producers = writers.get(id(source), [])
+                if (len(producers) == 1 and "split" not in producers[0].layer.roles
+                        and not ({id(source), id(bottom), id(top)} & (in_place | inputs | aliased))
+                        and writers.get(id(top)) == [step] and id(top) not in placed and top is not bottom):
+                    step = _ViewStep(step, source)
+                    self.actions.append(("view", [layer.name], None))
+            out.append(step)
+        return out
+
     def _place(self):
         """Make the bottoms of each in-place concatenation views of its top, where every view is
         contiguous (the kernels write contiguous arrays); a later concatenation first, since an
@@ -616,6 +681,15 @@ class Graph:
                 m.tops[0].data = p
             for s in members + [step]:   # through a Split, a bottom's array is its feature map's view
                 s.placed = [(s.tops[0], s.tops[0].data)] + [(b, v) for b, v in zip(s.bottoms, views)]
+        for step in self.steps:                 # tops that are views of their bottoms, in order
+            if isinstance(step, _ViewStep):
+                top = step.tops[0]
+                view = step.layer.view_of_bottom(step.source.data, top.shape)
+                if view is not None and view.shape == top.shape:
+                    top.data = view
+                    step.placed = (view, step.source.data)
+                else:
+                    step.placed = None
 
     # ---- running --------------------------------------------------------------------------------
     def blob(self, name):
@@ -665,7 +739,8 @@ class Graph:
                  "direct": "written by the layer before straight into their own top (the values before "
                            "them not kept)",
                  "identity": "removed (identity at inference)", "dead": "removed (output not read)",
-                 "concat": "concatenations written in place by their producers (no copy at batch 1)"}
+                 "concat": "concatenations written in place by their producers (no copy at batch 1)",
+                 "view": "reshapes and slices whose top is a view of their bottom (no copy)"}
         lines = []
         for kind, text in words.items():
             done = [(names, into) for k, names, into in self.actions if k == kind]

@@ -522,3 +522,102 @@ def test_packed_convolution_weights_follow_writes_and_thread_counts(rng, monkeyp
     for batch in (3, 1, 3):                                # the plan (and so the packed form) may change
         x = rng.standard_normal((batch, 16, 9, 9)).astype(np.float32)
         same()
+
+
+def shuffle_spec(relu_in_place_on_view=False, sigmoid_output_read_twice=False, dropout_in_place_on_view=False):
+    """ShuffleNet's unit shape: conv -> Reshape to groups -> Transpose -> Reshape back (the channel
+    shuffle) -> two channel Slices (through the Split the net inserts) -> convs -> Concat;
+    Flatten -> InnerProduct at the end. Variants: a ReLU in place on a Reshape's top; a Sigmoid whose
+    output is also read by another layer (its backward reads its own output); a Sigmoid, then a
+    Dropout in place on the Reshape's top (gone from the optimized graph, there when training)."""
+    layers = [
+        {"name": "c0", "type": "Convolution", "bottom": "data", "top": "c0", "num_output": 8, "kernel_size": 1},
+        {"name": "r1", "type": "Reshape", "bottom": "c0", "top": "r1", "shape": [2, 4, 5, 6]},
+        {"name": "t", "type": "Transpose", "bottom": "r1", "top": "t", "perm": [0, 2, 1, 3, 4]},
+        {"name": "r2", "type": "Reshape", "bottom": "t", "top": "r2", "shape": [8, 5, 6]},
+        {"name": "lo", "type": "Slice", "bottom": "r2", "top": "lo", "axes": [1], "starts": [0], "ends": [4]},
+        {"name": "hi", "type": "Slice", "bottom": "r2", "top": "hi", "axes": [1], "starts": [4], "ends": [8]},
+        {"name": "c1", "type": "Convolution", "bottom": "lo", "top": "c1", "num_output": 4, "kernel_size": 3,
+         "pad": 1},
+        {"name": "c2", "type": "Convolution", "bottom": "hi", "top": "c2", "num_output": 4, "kernel_size": 1},
+        {"name": "cat", "type": "Concat", "bottom": ["c1", "c2"], "top": "cat"},
+        {"name": "flat", "type": "Flatten", "bottom": "cat", "top": "flat"},
+        {"name": "ip", "type": "InnerProduct", "bottom": "flat", "top": "out", "num_output": 3},
+    ]
+    if relu_in_place_on_view:
+        layers.insert(2, {"name": "relu", "type": "ReLU", "bottom": "r1", "top": "r1"})
+    if dropout_in_place_on_view:
+        layers.insert(1, {"name": "sig", "type": "Sigmoid", "bottom": "c0", "top": "s0"})
+        layers[2] = dict(layers[2], bottom="s0")
+        layers.insert(3, {"name": "drop", "type": "Dropout", "bottom": "r1", "top": "r1", "dropout_ratio": 0.5})
+    if sigmoid_output_read_twice:
+        layers.insert(1, {"name": "sig", "type": "Sigmoid", "bottom": "c0", "top": "s0"})
+        layers[2] = dict(layers[2], bottom="s0")
+        layers.append({"name": "pool", "type": "Pooling", "bottom": "s0", "top": "pool", "pool": "MAX",
+                       "kernel_size": 2, "stride": 2})
+    return {"name": "shuffle", "inputs": {"data": [3, 5, 6]}, "layers": layers}
+
+
+def test_reshapes_and_slices_are_views_of_their_bottoms(rng):
+    """Reshape, Flatten and a channel Slice at batch 1 write nothing: their tops share the bottoms'
+    memory; a Slice of several images (not contiguous) copies; the values equal the net as written
+    at every batch size, for every blob, and backward after an optimized forward too."""
+    fast, plain = pair(shuffle_spec(), rng)
+    graph = fast.optimized_graph()
+    views = {names[0] for kind, names, _ in graph.actions if kind == "view"}
+    assert views == {"r1", "r2", "lo", "hi", "flat"}
+
+    def check(n):
+        x = rng.standard_normal((n, 3, 5, 6)).astype(np.float32)
+        names = [b for b in plain.blobs if b not in fast.optimized_graph().missing]
+        a, b = fast.forward(data=x, outputs=names), plain.forward(data=x, outputs=names)
+        for name in b:
+            np.testing.assert_allclose(a[name], b[name], **TOL, err_msg=name)
+        np.testing.assert_allclose(fast.forward(data=x)["out"], plain.forward(data=x)["out"], **TOL)
+        shared = {name: np.shares_memory(fast.blobs[name].data, fast.blobs[src].data)
+                  for name, src in (("r1", "c0"), ("r2", "t"), ("lo", "t"), ("hi", "t"), ("flat", "cat"))}
+        return shared
+
+    assert all(check(1).values())
+    at_3 = check(3)
+    assert at_3["r1"] and at_3["r2"] and at_3["flat"] and not at_3["lo"] and not at_3["hi"]
+    assert all(check(1).values())
+    x = rng.standard_normal((1, 3, 5, 6)).astype(np.float32)
+    dy = rng.standard_normal((1, 3)).astype(np.float32)
+    for net in (fast, plain):
+        net.forward(data=x)
+        net.backward({"out": dy})
+    for name, p in plain.params.items():
+        if p.learnable:
+            np.testing.assert_allclose(fast.params[name].diff, p.diff, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("kw", [{"relu_in_place_on_view": True}, {"sigmoid_output_read_twice": True},
+                                {"dropout_in_place_on_view": True}])
+def test_views_only_where_sharing_memory_changes_nothing_read(rng, kw):
+    """A layer working in place on a Reshape's top, in the optimized graph or only in the net as
+    written (a Dropout, which training runs), would change its bottom too: that Reshape copies. A bottom another layer also reads (through the
+    Split the net inserts) may be shared, since nothing writes it after its producer: here a
+    Sigmoid's output, which its backward reads again. Values and gradients equal the net as written."""
+    fast, plain = pair(shuffle_spec(**kw), rng)
+    views = {names[0] for kind, names, _ in fast.optimized_graph().actions if kind == "view"}
+    assert {"r2", "lo", "hi", "flat"} <= views
+    x = rng.standard_normal((1, 3, 5, 6)).astype(np.float32)
+    names = [b for b in plain.blobs if b not in fast.optimized_graph().missing]
+    a, b = fast.forward(data=x, outputs=names), plain.forward(data=x, outputs=names)
+    for name in b:
+        np.testing.assert_allclose(a[name], b[name], **TOL, err_msg=name)
+    if "relu_in_place_on_view" in kw or "dropout_in_place_on_view" in kw:
+        source = "c0" if "relu_in_place_on_view" in kw else "s0"
+        assert "r1" not in views and not np.shares_memory(fast.blobs["r1"].data, fast.blobs[source].data)
+    else:
+        assert "r1" in views and np.shares_memory(fast.blobs["r1"].data, fast.blobs["s0"].data)
+    fast.set_phase("train")
+    plain.set_phase("train")
+    dy = rng.standard_normal((1, 3)).astype(np.float32)
+    for net in (fast, plain):
+        net.forward(data=x)
+        net.backward({"out": dy})
+    for name, p in plain.params.items():
+        if p.learnable:
+            np.testing.assert_allclose(fast.params[name].diff, p.diff, rtol=1e-5, atol=1e-5, err_msg=name)

@@ -41,6 +41,10 @@ class Flatten(Layer):
         if propagate_down[0]:
             bottom[0].diff[...] = top[0].diff.reshape(bottom[0].shape)
 
+    def view_of_bottom(self, array, top_shape):
+        """The same values in the top's shape: a view when the bottom is contiguous."""
+        return array.reshape(top_shape) if array.flags.c_contiguous else None
+
     def to_onnx(self, g):
         """ONNX Flatten folds everything before the axis into one: only axis 1 is the same; decaf's
         axis k keeps the first k axes, a Reshape to [0] * k + [-1]."""
@@ -70,6 +74,11 @@ class Reshape(Flatten):
 
     def reshape(self, bottom_shapes):
         shape = bottom_shapes[0]
+        zeros = [i for i, d in enumerate(self.p["shape"]) if d == 0]
+        if zeros and zeros[-1] + 1 >= len(shape):
+            raise self.shape_error(f"shape {self.p['shape']}: a 0 (copy the bottom's size) at position "
+                                   f"{zeros[-1]}, past the bottom's {len(shape) - 1} non-batch axes", "fewer axes",
+                                   shape)
         want = [shape[i + 1] if d == 0 else int(d) for i, d in enumerate(self.p["shape"])]
         total = int(np.prod(shape[1:]))
         known = int(np.prod([d for d in want if d != -1]))

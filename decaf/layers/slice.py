@@ -56,6 +56,11 @@ class Slice(Layer):
     def forward(self, bottom, top):
         top[0].data[...] = bottom[0].data[self.index]
 
+    def view_of_bottom(self, array, top_shape):
+        """The window itself when it is contiguous (a range of channels of one image)."""
+        view = array[self.index]
+        return view if view.flags.c_contiguous and view.shape == tuple(top_shape) else None
+
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             bottom[0].diff[...] = 0

@@ -153,6 +153,14 @@ def test_bad_specs_are_spec_errors(spec, shapes, needle):
         run_layer(spec, *[x32(*s) for s in shapes])
 
 
+def test_reshape_copying_an_axis_the_bottom_lacks_is_a_shape_error():
+    """A 0 in ``shape`` copies the bottom's size at that position: past its last axis, a clear error."""
+    with pytest.raises(decaf.ShapeError, match="past the bottom's 2 non-batch axes"):
+        run_layer({"type": "Reshape", "shape": [0, 0, 0]}, x32(2, 3, 4))
+    _, y = run_layer({"type": "Reshape", "shape": [0, 2, 2]}, x32(2, 3, 4))
+    assert y.shape == (2, 3, 2, 2)
+
+
 def test_concat_negative_axis_counts_from_the_end():
     a, b = x32(2, 3, 4), x32(2, 3, 2)
     _, y = run_layer({"type": "Concat", "axis": -1}, a, b)
