@@ -41,6 +41,10 @@ LAYERS = [
     ("efficientnet_b0", 672, 192, 7), ("efficientnet_b0", 1152, 320, 7),
     ("mobilenet_v3", 16, 64, 112), ("mobilenet_v3", 72, 40, 28), ("mobilenet_v3", 120, 40, 28),
     ("mobilenet_v3", 40, 240, 28), ("mobilenet_v3", 480, 112, 14), ("mobilenet_v3", 112, 672, 14),
+    # narrow inputs that do not widen 4x (MobileNetV3's 16->16 and 24->72, ShuffleNetV2's 24->58
+    # and 58->58, EfficientNet-B0's 32->96 at 56x56 and 40->120)
+    ("narrow", 16, 16, 112), ("narrow", 24, 72, 56), ("narrow", 72, 24, 56), ("narrow", 24, 58, 56),
+    ("narrow", 32, 96, 56), ("narrow", 40, 120, 28), ("narrow", 58, 58, 28), ("narrow", 120, 40, 28),
 ]
 
 

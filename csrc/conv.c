@@ -124,7 +124,7 @@ decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int 
         return p;
     }
     /* A 1x1 convolution by the direct pointwise kernel where it measured faster than the GEMM
-     * (pointwise.c's decaf_pointwise_preferred: narrow-input expansion layers, C <= 48, K >= 4 C);
+     * (pointwise.c's decaf_pointwise_preferred: narrow inputs that do not shrink, C <= 48, K >= C);
      * it reads w as it is, or the packed form when the caller packed it once. No scratch. */
     p.pointwise = !backward && decaf_pointwise_preferred(g, p.threads);
     if (p.pointwise) {

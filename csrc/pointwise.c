@@ -301,6 +301,13 @@ void decaf_pointwise_forward(const decaf_conv_geom *g, int threads, const float 
  *                 32->192 at 28x28    0.88-1.08                    1.09, 1.30
  *     EfficientNet-B0 40->240 at 28   0.98-1.11                    0.94, 1.11
  *     MobileNetV3 16->64 at 112x112   0.78-1.18 (3 of 4 >= 1.04)   1.21, 1.44
+ * Then (2026-12-07, a later session, single runs interleaving conv_forward and this kernel, best of
+ * 40 calls, 1 and 2 threads) also the narrow inputs that do not widen 4x, which went to the GEMM:
+ * MobileNetV3's 16->16 at 112x112 1.25-1.46x, 24->72 at 56x56 1.18-1.42x, ShuffleNetV2's 24->58
+ * at 56x56 1.17-1.29x, 32->96 at 56x56 1.11-1.21x, 40->120 at 28x28 1.05-1.20x (batch 1 on 1 and
+ * 2 threads, batch 16 on 1). So: C <= 48 and K >= C. A narrow input that shrinks stays on the GEMM
+ * (MobileNetV2's 32->16 at 112x112: the GEMM 1.2x faster at batch 4 and 16); so do 58->58 and
+ * 72->24, 0.81-1.17x from setting to setting.
  * Not for a wider input (C >= 72): there the GEMM was as fast or faster, up to 1.5x on the
  * projections of large planes (96->24 and 144->24 at 56x56, 240->40 at 28x28, batch 16) and on
  * the 14x14 layers (0.65-1.1x); the 7x7 layers were 0.8-1.2x from run to run. (Copying a band's
@@ -310,7 +317,7 @@ int decaf_pointwise_preferred(const decaf_conv_geom *g, int threads)
 {
     (void)threads;
 #ifdef PW_SIMD
-    return decaf_pointwise_supported(g) && g->C <= 48 && g->K >= 4 * g->C && (ptrdiff_t)g->H * g->W >= 256;
+    return decaf_pointwise_supported(g) && g->C <= 48 && g->K >= g->C && (ptrdiff_t)g->H * g->W >= 256;
 #else
     (void)g;
     return 0;   /* the generic variant's plain loops: not measured faster than the BLAS */

@@ -115,8 +115,13 @@ def test_conv_forward_runs_the_kernel_where_preferred(isa, threads):
             check(y, x, w, bias, residual, act)
 
 
-def test_preferred_only_for_narrow_input_expansions():
-    assert _compiled.pointwise_preferred((1, 16, 112, 112), (96, 16, 1, 1), 2) == (cpu.get_isa() != "generic")
+def test_preferred_only_for_narrow_inputs_that_do_not_shrink():
+    simd = cpu.get_isa() != "generic"
+    assert _compiled.pointwise_preferred((1, 16, 112, 112), (96, 16, 1, 1), 2) == simd
+    assert _compiled.pointwise_preferred((1, 24, 56, 56), (72, 24, 1, 1), 2) == simd     # widens 3x
+    assert _compiled.pointwise_preferred((1, 16, 112, 112), (16, 16, 1, 1), 2) == simd   # as wide
+    assert not _compiled.pointwise_preferred((1, 32, 112, 112), (16, 32, 1, 1), 2)    # shrinks
+    assert not _compiled.pointwise_preferred((1, 58, 28, 28), (58, 58, 1, 1), 2)      # a wider input
     assert not _compiled.pointwise_preferred((1, 96, 56, 56), (24, 96, 1, 1), 2)    # a projection
     assert not _compiled.pointwise_preferred((1, 32, 7, 7), (192, 32, 1, 1), 2)     # a small plane
     plan = _compiled.conv_plan((1, 16, 9, 9), (96, 16, 3, 3), 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (9, 9))
