@@ -307,7 +307,9 @@ void decaf_pointwise_forward(const decaf_conv_geom *g, int threads, const float 
  * at 56x56 1.17-1.29x, 32->96 at 56x56 1.11-1.21x, 40->120 at 28x28 1.05-1.20x (batch 1 on 1 and
  * 2 threads, batch 16 on 1). So: C <= 48 and K >= C. A narrow input that shrinks stays on the GEMM
  * (MobileNetV2's 32->16 at 112x112: the GEMM 1.2x faster at batch 4 and 16); so do 58->58 and
- * 72->24, 0.81-1.17x from setting to setting.
+ * 72->24, 0.81-1.17x from setting to setting, except with fewer images than threads (batch 1):
+ * then inputs up to 128 channels on planes of 28x28 and up measured 1.07-1.17x (58->58 and 120->40
+ * at 28x28, 72->24 at 56x56; 14x14 planes 0.95-1.12x, not taken).
  * Not for a wider input (C >= 72): there the GEMM was as fast or faster, up to 1.5x on the
  * projections of large planes (96->24 and 144->24 at 56x56, 240->40 at 28x28, batch 16) and on
  * the 14x14 layers (0.65-1.1x); the 7x7 layers were 0.8-1.2x from run to run. (Copying a band's
@@ -315,11 +317,13 @@ void decaf_pointwise_forward(const decaf_conv_geom *g, int threads, const float 
  * rule for every thread count (the runs had 2). */
 int decaf_pointwise_preferred(const decaf_conv_geom *g, int threads)
 {
-    (void)threads;
 #ifdef PW_SIMD
-    return decaf_pointwise_supported(g) && g->C <= 48 && g->K >= g->C && (ptrdiff_t)g->H * g->W >= 256;
+    const ptrdiff_t P = (ptrdiff_t)g->H * g->W;
+    if (!decaf_pointwise_supported(g) || P < 256)
+        return 0;
+    return (g->C <= 48 && g->K >= g->C) || (g->B < threads && g->C <= 128 && P >= 784);
 #else
-    (void)g;
+    (void)g, (void)threads;
     return 0;   /* the generic variant's plain loops: not measured faster than the BLAS */
 #endif
 }

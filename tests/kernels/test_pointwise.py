@@ -9,6 +9,7 @@ as for the other convolution kernels.
 import numpy as np
 import pytest
 
+import decaf
 import decaf.blas as blas
 from decaf import cpu
 from decaf.threads import using_threads
@@ -120,9 +121,15 @@ def test_preferred_only_for_narrow_inputs_that_do_not_shrink():
     assert _compiled.pointwise_preferred((1, 16, 112, 112), (96, 16, 1, 1), 2) == simd
     assert _compiled.pointwise_preferred((1, 24, 56, 56), (72, 24, 1, 1), 2) == simd     # widens 3x
     assert _compiled.pointwise_preferred((1, 16, 112, 112), (16, 16, 1, 1), 2) == simd   # as wide
-    assert not _compiled.pointwise_preferred((1, 32, 112, 112), (16, 32, 1, 1), 2)    # shrinks
-    assert not _compiled.pointwise_preferred((1, 58, 28, 28), (58, 58, 1, 1), 2)      # a wider input
-    assert not _compiled.pointwise_preferred((1, 96, 56, 56), (24, 96, 1, 1), 2)    # a projection
+    assert not _compiled.pointwise_preferred((2, 32, 112, 112), (16, 32, 1, 1), 2)    # shrinks
+    assert not _compiled.pointwise_preferred((2, 58, 28, 28), (58, 58, 1, 1), 2)      # a wider input
+    assert not _compiled.pointwise_preferred((2, 96, 56, 56), (24, 96, 1, 1), 2)    # a projection
+    # fewer images than threads: inputs up to 128 channels on planes of 28x28 and up
+    assert _compiled.pointwise_preferred((1, 58, 28, 28), (58, 58, 1, 1), 2) == simd
+    assert _compiled.pointwise_preferred((1, 96, 56, 56), (24, 96, 1, 1), 2) == simd
+    assert not _compiled.pointwise_preferred((1, 96, 56, 56), (24, 96, 1, 1), 1)
+    assert not _compiled.pointwise_preferred((1, 116, 14, 14), (116, 116, 1, 1), 2)   # 14x14
+    assert not _compiled.pointwise_preferred((1, 160, 28, 28), (64, 160, 1, 1), 2)    # wider still
     assert not _compiled.pointwise_preferred((1, 32, 7, 7), (192, 32, 1, 1), 2)     # a small plane
     plan = _compiled.conv_plan((1, 16, 9, 9), (96, 16, 3, 3), 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (9, 9))
     assert not plan["pointwise"]                                                   # not 1x1
@@ -136,3 +143,25 @@ def test_bad_shapes_raise():
         _compiled.pointwise_forward(x, np.zeros((5, 4, 3, 3), F32), None, np.zeros((1, 5, 3, 3), F32))
     with pytest.raises(ValueError, match="y"):
         _compiled.pointwise_forward(x, np.zeros((5, 4, 1, 1), F32), None, np.zeros((1, 5, 3, 2), F32))
+
+
+def test_a_net_follows_the_plan_across_batch_sizes(isa):
+    """The plan for a 64 -> 64 layer at 28x28 depends on the batch (the kernel at batch 1 on two
+    threads, the GEMM at 2 and 3): a net's weights, packed for one plan, are packed again for the
+    other, and every batch size equals a float64 NumPy product."""
+    spec = {"name": "pw", "inputs": {"data": [64, 28, 28]},
+            "layers": [{"name": "c", "type": "Convolution", "bottom": "data", "top": "c", "num_output": 64,
+                        "kernel_size": 1}]}
+    rng = np.random.default_rng(3)
+    with using_threads(2):
+        net = decaf.Net(spec)
+        for p in net.params.values():
+            p.data[...] = rng.standard_normal(p.shape)
+        w = net.params["c.weight"].data.reshape(64, 64).astype(np.float64)
+        b = net.params["c.bias"].data.astype(np.float64)
+        for B in (1, 3, 1, 2):
+            plan = _compiled.conv_plan((B, 64, 28, 28), (64, 64, 1, 1), 1, *GEOM, (28, 28), prepacked=True)
+            assert plan["pointwise"] == (B == 1 and isa != "generic")
+            x = rng.standard_normal((B, 64, 28, 28)).astype(F32)
+            want = np.einsum("kc,nchw->nkhw", w, x) + b[None, :, None, None]
+            np.testing.assert_allclose(net.forward(data=x)["c"], want, rtol=1e-5, atol=1e-4)
