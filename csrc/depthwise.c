@@ -418,11 +418,16 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
     const int clamp = ep && ep->act == DECAF_ACT_CLAMP && !ep->residual && !ep->out;
     const __m256 lo = _mm256_set1_ps(clamp ? ep->lo : 0.0f), hi = _mm256_set1_ps(clamp ? ep->hi : 0.0f);
     const int rest = ep && !clamp && (ep->act != DECAF_ACT_NONE || ep->residual);
+    /* Planes handed out in chunks as the threads ask (about 64k multiply-adds each): on a shared
+     * machine a thread that loses its core for a while leaves its planes to the others, where a
+     * static split waited for it (then the layer took up to twice as long). */
+    const ptrdiff_t per_plane = (ptrdiff_t)Ho * Wo * K * K;
+    const int chunk = per_plane >= 65536 ? 1 : (int)(65536 / per_plane);
     #pragma omp parallel num_threads(nt)
     {
         float *buf = bufs + (size_t)decaf_thread_num() * size;
         memset(buf, 0, sizeof(float) * size);
-        #pragma omp for schedule(static)
+        #pragma omp for schedule(dynamic, chunk)
         for (ptrdiff_t bc = 0; bc < planes; ++bc) {
             dwf_fill(x + bc * H * W, H, W, pad_top, pad_left, S, buf, &L, x + planes * H * W);
             plane(buf, &L, w + (bc % C) * K * K, y + bc * Ho * Wo, Ho, Wo,
