@@ -251,6 +251,17 @@ static void dwf_fill(const float *xp, int H, int W, int pt, int pl, int S, float
     }
 }
 
+/* The next plane's input is brought into L2 a few lines at a time while this plane is computed
+ * (with prefetch instructions between the tiles or strip rows): its copy into the buffer (dwf_fill)
+ * then reads L2 instead of waiting on L3 or memory. p: the next line to fetch, end: the end of
+ * the next plane. */
+static inline __attribute__((always_inline)) void dwf_prefetch_lines(const char **p, const char *end, int n)
+{
+    for (int k = 0; k < n; ++k, *p += 64)
+        if (*p < end)
+            _mm_prefetch(*p, _MM_HINT_T1);
+}
+
 /* Output row oh, columns ow .. ow + 8 (those below Wo): the sum acc + bias, clamped if asked. */
 static inline __attribute__((always_inline)) void dwf_store(__m256 acc, float *yp, int Ho, int Wo, int oh, int ow,
                                                             __m256 bias, int clamp, __m256 lo, __m256 hi)
@@ -298,13 +309,14 @@ static inline __attribute__((always_inline)) void dwf_tile(
  * ir - K + 1 is then complete and stored, and the sums move down one row (register renames). */
 static inline __attribute__((always_inline)) void dwf_strip(
     const float *buf, const dwf_layout *L, const float *wc, const int K, const int V, float *yp, int Ho, int Wo,
-    int ow0, __m256 bias, int clamp, __m256 lo, __m256 hi)
+    int ow0, __m256 bias, int clamp, __m256 lo, __m256 hi, const char **pf, const char *pf_end)
 {
     __m256 acc[5][2];
     _Pragma("GCC unroll 5") for (int m = 0; m < K; ++m)
         _Pragma("GCC unroll 2") for (int v = 0; v < V; ++v) acc[m][v] = _mm256_setzero_ps();
     _Pragma("GCC unroll 1") for (int ir = 0; ir < Ho + K - 1; ++ir) {
         const float *row = buf + (ptrdiff_t)ir * L->rs + ow0;
+        dwf_prefetch_lines(pf, pf_end, 1);   /* (a plane has about as many lines as strip rows) */
         /* the weights broadcast at each use: hoisted out of the loop, they took the registers
          * the sums need (the empty asm hides that wc does not change) */
         __asm__("" : "+r"(wc));
@@ -330,12 +342,17 @@ static inline __attribute__((always_inline)) void dwf_strip(
 /* One plane, K and S constants. */
 static inline __attribute__((always_inline)) void dwf_plane(
     const float *buf, const dwf_layout *L, const float *wc, const int K, const int S, float *yp, int Ho, int Wo,
-    __m256 bias, int clamp, __m256 lo, __m256 hi)
+    __m256 bias, int clamp, __m256 lo, __m256 hi, const float *next, ptrdiff_t next_n)
 {
     const int nv = (Wo + 7) / 8;
+    const char *pf = (const char *)next, *pf_end = (const char *)(next + next_n);
+    /* lines to prefetch per tile: the plane's tiles (8 x 1 vector, or 4 x 2) cover them all */
+    const int tiles = nv == 1 ? (Ho + 7) / 8 : (Ho + 3) / 4 * (nv / 2 + (nv & 1));
+    const int step = (int)(((pf_end - pf) / 64 + tiles) / tiles);
 #define DWF_TILE(R, V) dwf_tile(buf, L, wc, K, S, R, V, yp, Ho, Wo, oh0, ow0, bias, clamp, lo, hi)
     if (nv == 1) {
         for (int oh0 = 0, ow0 = 0; oh0 < Ho; oh0 += 8) {
+            dwf_prefetch_lines(&pf, pf_end, step);
             switch (Ho - oh0 < 8 ? Ho - oh0 : 8) {
             case 1: DWF_TILE(1, 1); break;
             case 2: DWF_TILE(2, 1); break;
@@ -351,9 +368,9 @@ static inline __attribute__((always_inline)) void dwf_plane(
     }
     if (S == 1 && K == 3) {   /* strips right to left, as the tiles below (5x5: the tiles were faster) */
         if (nv & 1)
-            dwf_strip(buf, L, wc, K, 1, yp, Ho, Wo, (nv - 1) * 8, bias, clamp, lo, hi);
+            dwf_strip(buf, L, wc, K, 1, yp, Ho, Wo, (nv - 1) * 8, bias, clamp, lo, hi, &pf, pf_end);
         for (int ow0 = (nv / 2 - 1) * 16; ow0 >= 0; ow0 -= 16)
-            dwf_strip(buf, L, wc, K, 2, yp, Ho, Wo, ow0, bias, clamp, lo, hi);
+            dwf_strip(buf, L, wc, K, 2, yp, Ho, Wo, ow0, bias, clamp, lo, hi, &pf, pf_end);
         return;
     }
     /* The column tiles of a band run right to left, so that the extra lanes of a row's partial
@@ -362,6 +379,7 @@ static inline __attribute__((always_inline)) void dwf_plane(
         const int R = Ho - oh0 < 4 ? Ho - oh0 : 4;
         if (nv & 1) {   /* the last vector on its own */
             const int ow0 = (nv - 1) * 8;
+            dwf_prefetch_lines(&pf, pf_end, step);
             switch (R) {
             case 1: DWF_TILE(1, 1); break;
             case 2: DWF_TILE(2, 1); break;
@@ -370,6 +388,7 @@ static inline __attribute__((always_inline)) void dwf_plane(
             }
         }
         for (int ow0 = (nv / 2 - 1) * 16; ow0 >= 0; ow0 -= 16) {   /* pairs of vectors */
+            dwf_prefetch_lines(&pf, pf_end, step);
             switch (R) {
             case 1: DWF_TILE(1, 2); break;
             case 2: DWF_TILE(2, 2); break;
@@ -382,13 +401,14 @@ static inline __attribute__((always_inline)) void dwf_plane(
 }
 
 typedef void (*dwf_plane_fn)(const float *, const dwf_layout *, const float *, float *, int, int, __m256, int,
-                             __m256, __m256);
+                             __m256, __m256, const float *, ptrdiff_t);
 
 #define DWF_PLANE_FN(K, S)                                                                                 \
     static void dwf_plane_##K##_##S(const float *buf, const dwf_layout *L, const float *wc, float *yp,    \
-                                    int Ho, int Wo, __m256 bias, int clamp, __m256 lo, __m256 hi)         \
+                                    int Ho, int Wo, __m256 bias, int clamp, __m256 lo, __m256 hi,         \
+                                    const float *next, ptrdiff_t next_n)                                  \
     {                                                                                                      \
-        dwf_plane(buf, L, wc, K, S, yp, Ho, Wo, bias, clamp, lo, hi);                                      \
+        dwf_plane(buf, L, wc, K, S, yp, Ho, Wo, bias, clamp, lo, hi, next, next_n);                        \
     }
 DWF_PLANE_FN(3, 1)
 DWF_PLANE_FN(3, 2)
@@ -418,6 +438,10 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
     const int clamp = ep && ep->act == DECAF_ACT_CLAMP && !ep->residual && !ep->out;
     const __m256 lo = _mm256_set1_ps(clamp ? ep->lo : 0.0f), hi = _mm256_set1_ps(clamp ? ep->hi : 0.0f);
     const int rest = ep && !clamp && (ep->act != DECAF_ACT_NONE || ep->residual);
+    /* the next plane prefetched when the input is larger than the L2 caches hold (2 MB): 5-17 %
+     * faster there (batch 16), up to 5 % slower on smaller inputs (their planes come from L2 or L3
+     * fast enough) */
+    const int prefetch = (size_t)planes * H * W * sizeof(float) >= ((size_t)2 << 20);
     /* Planes handed out in chunks as the threads ask (about 64k multiply-adds each): on a shared
      * machine a thread that loses its core for a while leaves its planes to the others, where a
      * static split waited for it (then the layer took up to twice as long). */
@@ -431,7 +455,8 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
         for (ptrdiff_t bc = 0; bc < planes; ++bc) {
             dwf_fill(x + bc * H * W, H, W, pad_top, pad_left, S, buf, &L, x + planes * H * W);
             plane(buf, &L, w + (bc % C) * K * K, y + bc * Ho * Wo, Ho, Wo,
-                  _mm256_set1_ps(bias ? bias[bc % C] : 0.0f), clamp, lo, hi);
+                  _mm256_set1_ps(bias ? bias[bc % C] : 0.0f), clamp, lo, hi,
+                  x + (bc + 1) * H * W, prefetch && bc + 1 < planes ? (ptrdiff_t)H * W : 0);
             if (rest)
                 decaf_epilogue_at(ep, y, bc * Ho * Wo, (ptrdiff_t)Ho * Wo, 0.0f);   /* (the bias is in) */
         }
