@@ -309,14 +309,15 @@ static inline __attribute__((always_inline)) void dwf_tile(
  * ir - K + 1 is then complete and stored, and the sums move down one row (register renames). */
 static inline __attribute__((always_inline)) void dwf_strip(
     const float *buf, const dwf_layout *L, const float *wc, const int K, const int V, float *yp, int Ho, int Wo,
-    int ow0, __m256 bias, int clamp, __m256 lo, __m256 hi, const char **pf, const char *pf_end)
+    int ow0, __m256 bias, int clamp, __m256 lo, __m256 hi, const int PF, const char **pf, const char *pf_end)
 {
     __m256 acc[5][2];
     _Pragma("GCC unroll 5") for (int m = 0; m < K; ++m)
         _Pragma("GCC unroll 2") for (int v = 0; v < V; ++v) acc[m][v] = _mm256_setzero_ps();
     _Pragma("GCC unroll 1") for (int ir = 0; ir < Ho + K - 1; ++ir) {
         const float *row = buf + (ptrdiff_t)ir * L->rs + ow0;
-        dwf_prefetch_lines(pf, pf_end, 1);   /* (a plane has about as many lines as strip rows) */
+        if (PF)
+            dwf_prefetch_lines(pf, pf_end, 1);   /* (a plane has about as many lines as strip rows) */
         /* the weights broadcast at each use: hoisted out of the loop, they took the registers
          * the sums need (the empty asm hides that wc does not change) */
         __asm__("" : "+r"(wc));
@@ -342,7 +343,7 @@ static inline __attribute__((always_inline)) void dwf_strip(
 /* One plane, K and S constants. */
 static inline __attribute__((always_inline)) void dwf_plane(
     const float *buf, const dwf_layout *L, const float *wc, const int K, const int S, float *yp, int Ho, int Wo,
-    __m256 bias, int clamp, __m256 lo, __m256 hi, const float *next, ptrdiff_t next_n)
+    __m256 bias, int clamp, __m256 lo, __m256 hi, const int PF, const float *next, ptrdiff_t next_n)
 {
     const int nv = (Wo + 7) / 8;
     const char *pf = (const char *)next, *pf_end = (const char *)(next + next_n);
@@ -352,7 +353,8 @@ static inline __attribute__((always_inline)) void dwf_plane(
 #define DWF_TILE(R, V) dwf_tile(buf, L, wc, K, S, R, V, yp, Ho, Wo, oh0, ow0, bias, clamp, lo, hi)
     if (nv == 1) {
         for (int oh0 = 0, ow0 = 0; oh0 < Ho; oh0 += 8) {
-            dwf_prefetch_lines(&pf, pf_end, step);
+            if (PF)
+                dwf_prefetch_lines(&pf, pf_end, step);
             switch (Ho - oh0 < 8 ? Ho - oh0 : 8) {
             case 1: DWF_TILE(1, 1); break;
             case 2: DWF_TILE(2, 1); break;
@@ -368,9 +370,9 @@ static inline __attribute__((always_inline)) void dwf_plane(
     }
     if (S == 1 && K == 3) {   /* strips right to left, as the tiles below (5x5: the tiles were faster) */
         if (nv & 1)
-            dwf_strip(buf, L, wc, K, 1, yp, Ho, Wo, (nv - 1) * 8, bias, clamp, lo, hi, &pf, pf_end);
+            dwf_strip(buf, L, wc, K, 1, yp, Ho, Wo, (nv - 1) * 8, bias, clamp, lo, hi, PF, &pf, pf_end);
         for (int ow0 = (nv / 2 - 1) * 16; ow0 >= 0; ow0 -= 16)
-            dwf_strip(buf, L, wc, K, 2, yp, Ho, Wo, ow0, bias, clamp, lo, hi, &pf, pf_end);
+            dwf_strip(buf, L, wc, K, 2, yp, Ho, Wo, ow0, bias, clamp, lo, hi, PF, &pf, pf_end);
         return;
     }
     /* The column tiles of a band run right to left, so that the extra lanes of a row's partial
@@ -379,7 +381,8 @@ static inline __attribute__((always_inline)) void dwf_plane(
         const int R = Ho - oh0 < 4 ? Ho - oh0 : 4;
         if (nv & 1) {   /* the last vector on its own */
             const int ow0 = (nv - 1) * 8;
-            dwf_prefetch_lines(&pf, pf_end, step);
+            if (PF)
+                dwf_prefetch_lines(&pf, pf_end, step);
             switch (R) {
             case 1: DWF_TILE(1, 1); break;
             case 2: DWF_TILE(2, 1); break;
@@ -388,7 +391,8 @@ static inline __attribute__((always_inline)) void dwf_plane(
             }
         }
         for (int ow0 = (nv / 2 - 1) * 16; ow0 >= 0; ow0 -= 16) {   /* pairs of vectors */
-            dwf_prefetch_lines(&pf, pf_end, step);
+            if (PF)
+                dwf_prefetch_lines(&pf, pf_end, step);
             switch (R) {
             case 1: DWF_TILE(1, 2); break;
             case 2: DWF_TILE(2, 2); break;
@@ -403,17 +407,23 @@ static inline __attribute__((always_inline)) void dwf_plane(
 typedef void (*dwf_plane_fn)(const float *, const dwf_layout *, const float *, float *, int, int, __m256, int,
                              __m256, __m256, const float *, ptrdiff_t);
 
-#define DWF_PLANE_FN(K, S)                                                                                 \
-    static void dwf_plane_##K##_##S(const float *buf, const dwf_layout *L, const float *wc, float *yp,    \
-                                    int Ho, int Wo, __m256 bias, int clamp, __m256 lo, __m256 hi,         \
-                                    const float *next, ptrdiff_t next_n)                                  \
+/* dwf_plane_K_S_PF: with (PF 1) and without the prefetches (the code for them, even unused, cost
+ * small planes 5-10 %) */
+#define DWF_PLANE_FN(K, S, PF)                                                                             \
+    static void dwf_plane_##K##_##S##_##PF(const float *buf, const dwf_layout *L, const float *wc, float *yp, \
+                                           int Ho, int Wo, __m256 bias, int clamp, __m256 lo, __m256 hi,  \
+                                           const float *next, ptrdiff_t next_n)                           \
     {                                                                                                      \
-        dwf_plane(buf, L, wc, K, S, yp, Ho, Wo, bias, clamp, lo, hi, next, next_n);                        \
+        dwf_plane(buf, L, wc, K, S, yp, Ho, Wo, bias, clamp, lo, hi, PF, next, next_n);                    \
     }
-DWF_PLANE_FN(3, 1)
-DWF_PLANE_FN(3, 2)
-DWF_PLANE_FN(5, 1)
-DWF_PLANE_FN(5, 2)
+DWF_PLANE_FN(3, 1, 0)
+DWF_PLANE_FN(3, 2, 0)
+DWF_PLANE_FN(5, 1, 0)
+DWF_PLANE_FN(5, 2, 0)
+DWF_PLANE_FN(3, 1, 1)
+DWF_PLANE_FN(3, 2, 1)
+DWF_PLANE_FN(5, 1, 1)
+DWF_PLANE_FN(5, 2, 1)
 #undef DWF_PLANE_FN
 
 /* The fast path; 0 (nothing done) for a shape it does not cover or without memory. */
@@ -425,8 +435,6 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
         Ho <= 0 || Wo <= 0)
         return 0;
     const int K = kh, S = sh;
-    const dwf_plane_fn plane = K == 3 ? (S == 1 ? dwf_plane_3_1 : dwf_plane_3_2)
-                                      : (S == 1 ? dwf_plane_5_1 : dwf_plane_5_2);
     const dwf_layout L = dwf_make_layout(K, S, W, Ho, Wo, pad_left);
     const size_t size = (size_t)L.rows * (size_t)L.rs + 8;   /* (+ 8: the split copy's last store) */
     const ptrdiff_t planes = (ptrdiff_t)B * C;
@@ -438,10 +446,14 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
     const int clamp = ep && ep->act == DECAF_ACT_CLAMP && !ep->residual && !ep->out;
     const __m256 lo = _mm256_set1_ps(clamp ? ep->lo : 0.0f), hi = _mm256_set1_ps(clamp ? ep->hi : 0.0f);
     const int rest = ep && !clamp && (ep->act != DECAF_ACT_NONE || ep->residual);
-    /* the next plane prefetched when the input is larger than the L2 caches hold (2 MB): 5-17 %
-     * faster there (batch 16), up to 5 % slower on smaller inputs (their planes come from L2 or L3
-     * fast enough) */
-    const int prefetch = (size_t)planes * H * W * sizeof(float) >= ((size_t)2 << 20);
+    /* the next plane prefetched when the input is larger than the L2 caches hold (2 MB) and its
+     * planes not tiny (28 x 28 and up): 5-17 % faster there (batch 16); up to 5 % slower on smaller
+     * inputs (their planes come from L2 or L3 fast enough), and on 14 x 14 or 7 x 7 planes */
+    const int prefetch = (size_t)planes * H * W * sizeof(float) >= ((size_t)2 << 20) && H * W >= 512;
+    const dwf_plane_fn plane = prefetch ? (K == 3 ? (S == 1 ? dwf_plane_3_1_1 : dwf_plane_3_2_1)
+                                                 : (S == 1 ? dwf_plane_5_1_1 : dwf_plane_5_2_1))
+                                        : (K == 3 ? (S == 1 ? dwf_plane_3_1_0 : dwf_plane_3_2_0)
+                                                 : (S == 1 ? dwf_plane_5_1_0 : dwf_plane_5_2_0));
     /* Planes handed out in chunks as the threads ask (about 64k multiply-adds each): on a shared
      * machine a thread that loses its core for a while leaves its planes to the others, where a
      * static split waited for it (then the layer took up to twice as long). */
@@ -456,7 +468,7 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
             dwf_fill(x + bc * H * W, H, W, pad_top, pad_left, S, buf, &L, x + planes * H * W);
             plane(buf, &L, w + (bc % C) * K * K, y + bc * Ho * Wo, Ho, Wo,
                   _mm256_set1_ps(bias ? bias[bc % C] : 0.0f), clamp, lo, hi,
-                  x + (bc + 1) * H * W, prefetch && bc + 1 < planes ? (ptrdiff_t)H * W : 0);
+                  x + (bc + 1) * H * W, bc + 1 < planes ? (ptrdiff_t)H * W : 0);   /* (used if prefetch) */
             if (rest)
                 decaf_epilogue_at(ep, y, bc * Ho * Wo, (ptrdiff_t)Ho * Wo, 0.0f);   /* (the bias is in) */
         }
