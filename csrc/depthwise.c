@@ -184,23 +184,32 @@ static inline __m256i dwf_mask(int n)
 }
 
 typedef struct {
-    ptrdiff_t rs;     /* floats per buffer row */
+    ptrdiff_t rs;     /* floats per buffer row (a multiple of 8) */
     ptrdiff_t half;   /* stride 2: where a row's odd columns start (its even ones at 0) */
     int rows;         /* buffer rows */
+    int lead;         /* floats from a 32-byte boundary to the buffer's start */
 } dwf_layout;
 
 static dwf_layout dwf_make_layout(int K, int S, int W, int Ho, int Wo, int pl)
 {
+    /* The copy's 8-float stores land on 32-byte boundaries (rows a multiple of 8 floats, the start
+     * placed so): unaligned, half of them crossed a cache line, and the copy took as long as the
+     * convolution at stride 2. */
     dwf_layout L;
     const int wo8 = (Wo + 7) / 8 * 8;
     if (S == 1) {
         const int need = wo8 + K - 1, fill = pl + (W + 7) / 8 * 8;
-        L.rs = need > fill ? need : fill;
+        L.rs = ((need > fill ? need : fill) + 7) / 8 * 8;
         L.half = 0;
+        L.lead = (8 - pl % 8) % 8;   /* image column 0 (buffer column pl) on a boundary */
     } else {
         const int need = wo8 + (K - 1) / 2, fill = (pl + (W + 15) / 16 * 16 + 1) / 2 + 1;
-        L.half = need > fill ? need : fill;
-        L.rs = 2 * L.half;
+        const int h = need > fill ? need : fill;
+        /* the stores of a row (dwf_fill) go to columns (w0 + pl) / 2 and half + (w0 + pl) / 2 (pl
+         * even), or half + (w0 + pl - 1) / 2 and (w0 + pl + 1) / 2 (pl odd), w0 a multiple of 16 */
+        L.half = (pl & 1) == 0 ? (h + 7) / 8 * 8 : h + ((1 - h) % 8 + 8) % 8;
+        L.rs = (2 * L.half + 7) / 8 * 8;
+        L.lead = (pl & 1) == 0 ? (8 - (pl / 2) % 8) % 8 : (8 - ((pl + 1) / 2) % 8) % 8;
     }
     L.rows = (Ho - 1) * S + K;
     return L;
@@ -450,20 +459,22 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
         return 0;
     const int K = kh, S = sh;
     const dwf_layout L = dwf_make_layout(K, S, W, Ho, Wo, pad_left);
-    const size_t size = (size_t)L.rows * (size_t)L.rs + 8;   /* (+ 8: the split copy's last store) */
+    /* per thread: lead, the rows, 8 (the split copy's last store), rounded up to 8 floats */
+    const size_t size = ((size_t)L.lead + (size_t)L.rows * (size_t)L.rs + 8 + 7) / 8 * 8;
     const ptrdiff_t planes = (ptrdiff_t)B * C;
     const int nt = decaf_threads_for(planes * Ho * Wo * K * K);
-    float *bufs = malloc(sizeof(float) * size * (size_t)nt);
-    if (!bufs)
+    void *mem = malloc(sizeof(float) * size * (size_t)nt + 32);
+    if (!mem)
         return 0;
+    float *bufs = (float *)(((uintptr_t)mem + 31) & ~(uintptr_t)31);
     /* a clamp with nothing before it (no residual) and into y itself goes into the stores */
     const int clamp = ep && ep->act == DECAF_ACT_CLAMP && !ep->residual && !ep->out;
     const __m256 lo = _mm256_set1_ps(clamp ? ep->lo : 0.0f), hi = _mm256_set1_ps(clamp ? ep->hi : 0.0f);
     const int rest = ep && !clamp && (ep->act != DECAF_ACT_NONE || ep->residual);
-    /* the next plane prefetched when the input is larger than the L2 caches hold (2 MB) and its
-     * planes not tiny (28 x 28 and up): 5-17 % faster there (batch 16); up to 5 % slower on smaller
-     * inputs (their planes come from L2 or L3 fast enough), and on 14 x 14 or 7 x 7 planes */
-    const int prefetch = (size_t)planes * H * W * sizeof(float) >= ((size_t)2 << 20) && H * W >= 512;
+    /* the next plane prefetched on inputs of 8 MB and more with planes not tiny (28 x 28 and up):
+     * 5-17 % faster there (MobileNetV2 at batch 16: 9.6 to 77 MB). On Zen 3 it was 2-8 % slower on
+     * a 3.2 MB input (its planes come from L3 fast enough) and on 14 x 14 or 7 x 7 planes. */
+    const int prefetch = (size_t)planes * H * W * sizeof(float) >= ((size_t)8 << 20) && H * W >= 512;
     const dwf_plane_fn plane = prefetch ? (K == 3 ? (S == 1 ? dwf_plane_3_1_1 : dwf_plane_3_2_1)
                                                  : (S == 1 ? dwf_plane_5_1_1 : dwf_plane_5_2_1))
                                         : (K == 3 ? (S == 1 ? dwf_plane_3_1_0 : dwf_plane_3_2_0)
@@ -477,6 +488,7 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
     {
         float *buf = bufs + (size_t)decaf_thread_num() * size;
         memset(buf, 0, sizeof(float) * size);
+        buf += L.lead;
         #pragma omp for schedule(dynamic, chunk)
         for (ptrdiff_t bc = 0; bc < planes; ++bc) {
             dwf_fill(x + bc * H * W, H, W, pad_top, pad_left, S, buf, &L, x + planes * H * W);
@@ -487,7 +499,7 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
                 decaf_epilogue_at(ep, y, bc * Ho * Wo, (ptrdiff_t)Ho * Wo, 0.0f);   /* (the bias is in) */
         }
     }
-    free(bufs);
+    free(mem);
     return 1;
 }
 #endif

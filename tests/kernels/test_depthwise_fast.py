@@ -181,9 +181,9 @@ def test_many_planes_over_threads(isa):
 
 @pytest.mark.parametrize("k,s", [(3, 1), (3, 2), (5, 1), (5, 2)])
 def test_large_input_with_prefetch(isa, k, s):
-    # an input of 2 MB or more with planes of 512 pixels and up: the fast path prefetches the next
-    # plane while computing one (2 x 20 planes of 120 x 120, 4.6 MB), over the threads
-    x, w, bias = data(8, 2, 20, 120, 120, k)
+    # an input of 8 MB or more with planes of 512 pixels and up: the fast path prefetches the next
+    # plane while computing one (2 x 38 planes of 120 x 120, 8.8 MB), over the threads
+    x, w, bias = data(8, 2, 38, 120, 120, k)
     pads = (k // 2,) * 4
     y = run(x, w, bias, (s, s), pads, act=ACTS["relu6"])
     ref = reference64(x, w, bias, (s, s), pads, (1, 1), y.shape[2:])
