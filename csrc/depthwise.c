@@ -223,6 +223,16 @@ static inline __m256 dwf_load_part(const float *p, int n, const float *end)
     return p + 8 <= end ? _mm256_and_ps(_mm256_loadu_ps(p), _mm256_castsi256_ps(m)) : _mm256_maskload_ps(p, m);
 }
 
+/* The even lanes of a, b (a0 a2 a4 a6 b0 b2 b4 b6) into *ev, the odd ones into *od: a shuffle
+ * gives a0 a2 b0 b2 | a4 a6 b4 b6, then the middle 64-bit pairs are swapped. */
+static inline __attribute__((always_inline)) void dwf_split(__m256 a, __m256 b, __m256 *ev, __m256 *od)
+{
+    *ev = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))),
+                                                 _MM_SHUFFLE(3, 1, 2, 0)));
+    *od = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))),
+                                                 _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
 /* The image rows of plane xp into the zero-padded buffer (its padding already zero); the input
  * ends at end. */
 static void dwf_fill(const float *xp, int H, int W, int pt, int pl, int S, float *buf, const dwf_layout *L,
@@ -237,24 +247,27 @@ static void dwf_fill(const float *xp, int H, int W, int pt, int pl, int S, float
             if (w0 < W)
                 _mm256_storeu_ps(d + pl + w0, dwf_load_part(src + w0, W - w0, end));
         } else {
-            for (int w0 = 0; w0 < W; w0 += 16) {
+            /* input column w is padded column w + pl: even ones in the first half, odd in the
+             * second; the even lanes of 16 input columns from w0 go to ev + w0 / 2, the odd ones to
+             * od + w0 / 2 (whole chunks in a loop of their own: with the tests for the row's end
+             * and pl's parity inside, the copy took twice as long) */
+            float *ev_to = (pl & 1) == 0 ? d + pl / 2 : d + L->half + (pl - 1) / 2;
+            float *od_to = (pl & 1) == 0 ? d + L->half + pl / 2 : d + (pl + 1) / 2;
+            int w0 = 0;
+            for (; w0 + 16 <= W; w0 += 16) {
+                __m256 ev, od;
+                dwf_split(_mm256_loadu_ps(src + w0), _mm256_loadu_ps(src + w0 + 8), &ev, &od);
+                _mm256_storeu_ps(ev_to + w0 / 2, ev);
+                _mm256_storeu_ps(od_to + w0 / 2, od);
+            }
+            if (w0 < W) {
                 const int n = W - w0;
                 const __m256 a = n >= 8 ? _mm256_loadu_ps(src + w0) : dwf_load_part(src + w0, n, end);
-                const __m256 b = n >= 16 ? _mm256_loadu_ps(src + w0 + 8)
-                                 : n > 8 ? dwf_load_part(src + w0 + 8, n - 8, end) : _mm256_setzero_ps();
-                /* a0 a2 b0 b2 | a4 a6 b4 b6, then the middle 64-bit pairs swapped: a0 a2 a4 a6 b0 b2 b4 b6 */
-                const __m256 ev = _mm256_castpd_ps(_mm256_permute4x64_pd(
-                    _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
-                const __m256 od = _mm256_castpd_ps(_mm256_permute4x64_pd(
-                    _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
-                /* input column w is padded column w + pl: even ones in the first half, odd in the second */
-                if ((pl & 1) == 0) {
-                    _mm256_storeu_ps(d + (w0 + pl) / 2, ev);
-                    _mm256_storeu_ps(d + L->half + (w0 + pl) / 2, od);
-                } else {
-                    _mm256_storeu_ps(d + L->half + (w0 + pl - 1) / 2, ev);
-                    _mm256_storeu_ps(d + (w0 + pl + 1) / 2, od);
-                }
+                const __m256 b = n > 8 ? dwf_load_part(src + w0 + 8, n - 8, end) : _mm256_setzero_ps();
+                __m256 ev, od;
+                dwf_split(a, b, &ev, &od);
+                _mm256_storeu_ps(ev_to + w0 / 2, ev);
+                _mm256_storeu_ps(od_to + w0 / 2, od);
             }
         }
     }
