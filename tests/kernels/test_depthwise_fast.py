@@ -89,10 +89,11 @@ def data(seed, B, C, H, W, kh, kw=None):
 
 
 # (H, W): planes 1x1 .. 8x8 and widths around 8 and 16 lanes, row counts around the 4 / 8-row tiles;
-# the last four wide enough for stride 2's 2-row x 4-vector tiles (4 output vectors and up), with
-# 1, 2, 3 and 0 vectors left over and odd row counts
+# then four wide enough for stride 2's 2-row x 4-vector tiles (4 output vectors and up), with 1, 2,
+# 3 and 0 vectors left over and odd row counts; the last one computed in several bands of rows
+# (about 16 kB of padded rows each), its rows' last vectors partial
 PLANES = [(1, 1), (2, 3), (3, 2), (4, 4), (5, 7), (7, 7), (8, 8), (6, 9), (9, 15), (13, 16), (14, 14),
-          (16, 17), (11, 24), (17, 31), (10, 33), (28, 28), (9, 66), (7, 90), (5, 111), (12, 64)]
+          (16, 17), (11, 24), (17, 31), (10, 33), (28, 28), (9, 66), (7, 90), (5, 111), (12, 64), (100, 101)]
 
 
 @pytest.mark.parametrize("k", [3, 5])
