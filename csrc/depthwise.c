@@ -519,13 +519,19 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
         for (ptrdiff_t bc = 0; bc < planes; ++bc) {
             const float *next = x + (bc + 1) * H * W;   /* (prefetched if prefetch) */
             const ptrdiff_t next_n = bc + 1 < planes ? (ptrdiff_t)H * W : 0;
-            for (int ob = 0, filled = 0; ob < Ho; ob += band) {
-                const int oe = Ho - ob < band ? Ho : ob + band, need = (oe - 1) * S + K;
-                dwf_fill(x + bc * H * W, H, W, pad_top, pad_left, S, buf, &L, filled, need, x + planes * H * W);
-                filled = need;
-                const ptrdiff_t n0 = next_n * ob / Ho, n1 = next_n * oe / Ho;
-                plane(buf, &L, w + (bc % C) * K * K, y + bc * Ho * Wo, Ho, Wo,
-                      _mm256_set1_ps(bias ? bias[bc % C] : 0.0f), clamp, lo, hi, next + n0, n1 - n0, ob, oe);
+            const __m256 bv = _mm256_set1_ps(bias ? bias[bc % C] : 0.0f);
+            if (band >= Ho) {   /* (small planes: no divisions) */
+                dwf_fill(x + bc * H * W, H, W, pad_top, pad_left, S, buf, &L, 0, L.rows, x + planes * H * W);
+                plane(buf, &L, w + (bc % C) * K * K, y + bc * Ho * Wo, Ho, Wo, bv, clamp, lo, hi, next, next_n, 0, Ho);
+            } else {
+                for (int ob = 0, filled = 0; ob < Ho; ob += band) {
+                    const int oe = Ho - ob < band ? Ho : ob + band, need = (oe - 1) * S + K;
+                    dwf_fill(x + bc * H * W, H, W, pad_top, pad_left, S, buf, &L, filled, need, x + planes * H * W);
+                    filled = need;
+                    const ptrdiff_t n0 = next_n * ob / Ho, n1 = next_n * oe / Ho;   /* this band's share */
+                    plane(buf, &L, w + (bc % C) * K * K, y + bc * Ho * Wo, Ho, Wo, bv, clamp, lo, hi, next + n0,
+                          n1 - n0, ob, oe);
+                }
             }
             if (rest)
                 decaf_epilogue_at(ep, y, bc * Ho * Wo, (ptrdiff_t)Ho * Wo, 0.0f);   /* (the bias is in) */
