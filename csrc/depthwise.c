@@ -235,7 +235,7 @@ static inline __attribute__((always_inline)) void dwf_split(__m256 a, __m256 b, 
 
 /* The image rows of plane xp into the zero-padded buffer (its padding already zero); the input
  * ends at end. */
-static void dwf_fill(const float *xp, int H, int W, int pt, int pl, int S, float *buf, const dwf_layout *L, int p0, int p1,
+static inline __attribute__((always_inline)) void dwf_fill(const float *xp, int H, int W, int pt, int pl, int S, float *buf, const dwf_layout *L, int p0, int p1,
                      const float *end)
 {
     for (int h = p0 - pt > 0 ? p0 - pt : 0; h < H && h + pt < p1; ++h) {
@@ -509,7 +509,11 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
         band = (in_rows - K) / S + 1;
         band = band < 8 ? 8 : band / 8 * 8;
     }
-    const int chunk = per_plane >= 65536 ? 1 : (int)(65536 / per_plane);
+    /* (and at least 16 chunks per thread: 7 chunks of 7 x 7 planes left one thread a chunk more,
+     * 14 % slower) */
+    ptrdiff_t chunk = per_plane >= 65536 ? 1 : 65536 / per_plane;
+    if (chunk > planes / (16 * nt))
+        chunk = planes / (16 * nt) > 1 ? planes / (16 * nt) : 1;
     #pragma omp parallel num_threads(nt)
     {
         float *buf = bufs + (size_t)decaf_thread_num() * size;
