@@ -509,11 +509,11 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
         band = (in_rows - K) / S + 1;
         band = band < 8 ? 8 : band / 8 * 8;
     }
-    /* (and at least 16 chunks per thread: 7 chunks of 7 x 7 planes left one thread a chunk more,
-     * 14 % slower) */
+    /* (and at least 4 chunks per thread: 7 chunks of 7 x 7 planes left one thread a chunk more,
+     * 14 % slower; 16 per thread cost the short layers of batch 1 the threads' handing out) */
     ptrdiff_t chunk = per_plane >= 65536 ? 1 : 65536 / per_plane;
-    if (chunk > planes / (16 * nt))
-        chunk = planes / (16 * nt) > 1 ? planes / (16 * nt) : 1;
+    if (chunk > planes / (4 * nt))
+        chunk = planes / (4 * nt) > 1 ? planes / (4 * nt) : 1;
     #pragma omp parallel num_threads(nt)
     {
         float *buf = bufs + (size_t)decaf_thread_num() * size;
