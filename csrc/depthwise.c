@@ -510,19 +510,25 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
         band = band < 8 ? 8 : band / 8 * 8;
     }
     /* (and at least 4 chunks per thread: 7 chunks of 7 x 7 planes left one thread a chunk more,
-     * 14 % slower; 16 per thread cost the short layers of batch 1 the threads' handing out) */
+     * 14 % slower; 16 per thread cost the short layers of batch 1 the threads' handing out). With
+     * the prefetch, 4 planes a chunk, the next plane prefetched only inside the chunk: one plane a
+     * chunk, the threads took turns and each prefetched the plane the other one was reading. */
     ptrdiff_t chunk = per_plane >= 65536 ? 1 : 65536 / per_plane;
+    if (prefetch && chunk < 4)
+        chunk = 4;
     if (chunk > planes / (4 * nt))
         chunk = planes / (4 * nt) > 1 ? planes / (4 * nt) : 1;
+    const ptrdiff_t chunks = (planes + chunk - 1) / chunk;
     #pragma omp parallel num_threads(nt)
     {
         float *buf = bufs + (size_t)decaf_thread_num() * size;
         memset(buf, 0, sizeof(float) * size);
         buf += L.lead;
-        #pragma omp for schedule(dynamic, chunk)
-        for (ptrdiff_t bc = 0; bc < planes; ++bc) {
+        #pragma omp for schedule(dynamic, 1)
+        for (ptrdiff_t ch = 0; ch < chunks; ++ch)
+        for (ptrdiff_t bc = ch * chunk; bc < (ch + 1) * chunk && bc < planes; ++bc) {
             const float *next = x + (bc + 1) * H * W;   /* (prefetched if prefetch) */
-            const ptrdiff_t next_n = bc + 1 < planes ? (ptrdiff_t)H * W : 0;
+            const ptrdiff_t next_n = bc + 1 < (ch + 1) * chunk && bc + 1 < planes ? (ptrdiff_t)H * W : 0;
             const __m256 bv = _mm256_set1_ps(bias ? bias[bc % C] : 0.0f);
             if (band >= Ho) {   /* (small planes: no divisions) */
                 dwf_fill(x + bc * H * W, H, W, pad_top, pad_left, S, buf, &L, 0, L.rows, x + planes * H * W);
