@@ -161,18 +161,26 @@ static void dw_plane(const float *buf, int Wp, const float *wc, int kh, int kw, 
 /* The AVX2 fast path for the layers of mobile nets: square 3x3 or 5x5 windows, the same stride 1 or 2
  * both ways, no dilation. Each thread keeps one zeroed buffer for the padded plane: the padding
  * stays zero from plane to plane, so a plane's copy writes only its image rows (8-wide loads, the
- * row's tail a load with its lanes past the row zeroed, which land in the right padding). At
- * stride 2 the copy
- * also splits each padded row into its even and odd columns (two halves of the buffer row), so
- * that every tap of the convolution is one plain unaligned load of 8 outputs' inputs.
+ * row's tail a load with its lanes past the row zeroed, which land in the right padding); the rows
+ * are placed so that those stores are 32-byte aligned. At stride 2 the copy also splits each padded
+ * row into its even and odd columns (two halves of the buffer row), so that every tap of the
+ * convolution is one plain unaligned load of 8 outputs' inputs.
  *
  * A tile is R output rows x V vectors of 8 columns (R <= 8 with V = 1, for planes at most 8
- * wide; else R <= 4, V = 2), its R V sums in registers, each tap a broadcast weight times one
- * unaligned load per sum. 3x3 stride-1 planes wider than 8 run in strips of 16 columns instead,
- * walking the rows down once (dwf_strip; 0-12 % faster there, 5-10 % slower for 5x5). Each sum takes its taps in (i, j) order, a multiply then an add,
- * as the scalar loop and the NumPy reference do: the results are identical to theirs. The bias
- * and a clamp (ReLU, ReLU6) are applied in the registers; other epilogues run over the plane
- * just written (still in L1). */
+ * wide; 2 x 4 at stride 2 for 3x3 windows on rows of 4 vectors and more; else R <= 4, V = 2), its
+ * R V sums in registers, each tap a broadcast weight times one unaligned load per sum. 3x3
+ * stride-1 planes wider than 8 run in strips of 16 columns instead, walking the rows down once
+ * (dwf_strip; 0-12 % faster there, 5-10 % slower for 5x5). Planes run in tiles are copied and
+ * computed in bands of rows that stay in L1 (dwf_forward). Each sum takes its taps in (i, j)
+ * order, a multiply then an add, as the scalar loop and the NumPy reference do: the results are
+ * identical to theirs. The bias and a clamp (ReLU, ReLU6) are applied in the registers; other
+ * epilogues run over the plane just written (still in L1).
+ *
+ * Threads take chunks of planes as they go (dynamic), and on large inputs each prefetches the
+ * next plane of its chunk while computing one (dwf_prefetch_lines). Tried and dropped (Zen 3,
+ * measured against this code): strips for stride 2 and 5x5 windows, strips of 3 or 4 vectors, and
+ * tiles that load each input row once for all the output rows it feeds (GCC spilled their sums:
+ * no faster, 5x5 up to 2x slower). */
 #define DW_FAST 1
 
 static const int32_t dwf_masks[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
