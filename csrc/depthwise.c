@@ -162,17 +162,25 @@ static void dw_plane(const float *buf, int Wp, const float *wc, int kh, int kw, 
  * both ways, no dilation. Each thread keeps one zeroed buffer for the padded plane: the padding
  * stays zero from plane to plane, so a plane's copy writes only its image rows (8-wide loads, the
  * row's tail a load with its lanes past the row zeroed, which land in the right padding). At
- * stride 2 the copy
- * also splits each padded row into its even and odd columns (two halves of the buffer row), so
- * that every tap of the convolution is one plain unaligned load of 8 outputs' inputs.
+ * stride 2 the rows are placed so that those stores are 32-byte aligned, and the copy also splits each padded
+ * row into its even and odd columns (two halves of the buffer row), so that every tap of the
+ * convolution is one plain unaligned load of 8 outputs' inputs.
  *
  * A tile is R output rows x V vectors of 8 columns (R <= 8 with V = 1, for planes at most 8
- * wide; else R <= 4, V = 2), its R V sums in registers, each tap a broadcast weight times one
- * unaligned load per sum. 3x3 stride-1 planes wider than 8 run in strips of 16 columns instead,
- * walking the rows down once (dwf_strip; 0-12 % faster there, 5-10 % slower for 5x5). Each sum takes its taps in (i, j) order, a multiply then an add,
- * as the scalar loop and the NumPy reference do: the results are identical to theirs. The bias
- * and a clamp (ReLU, ReLU6) are applied in the registers; other epilogues run over the plane
- * just written (still in L1). */
+ * wide; 2 x 4 at stride 2 for 3x3 windows on rows of 4 vectors and more; else R <= 4, V = 2), its
+ * R V sums in registers, each tap a broadcast weight times one unaligned load per sum. 3x3
+ * stride-1 planes wider than 8 run in strips of 16 columns instead, walking the rows down once
+ * (dwf_strip; 0-12 % faster there, 5-10 % slower for 5x5). Planes run in tiles are copied and
+ * computed in bands of rows that stay in L1 (dwf_forward). Each sum takes its taps in (i, j)
+ * order, a multiply then an add, as the scalar loop and the NumPy reference do: the results are
+ * identical to theirs. The bias and a clamp (ReLU, ReLU6) are applied in the registers; other
+ * epilogues run over the plane just written (still in L1).
+ *
+ * Threads take chunks of planes as they go (dynamic), and on large inputs each prefetches the
+ * next plane of its chunk while computing one (dwf_prefetch_lines). Tried and dropped (Zen 3,
+ * measured against this code): strips for stride 2 and 5x5 windows, strips of 3 or 4 vectors, and
+ * tiles that load each input row once for all the output rows it feeds (GCC spilled their sums:
+ * no faster, 5x5 up to 2x slower). */
 #define DW_FAST 1
 
 static const int32_t dwf_masks[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
@@ -184,23 +192,33 @@ static inline __m256i dwf_mask(int n)
 }
 
 typedef struct {
-    ptrdiff_t rs;     /* floats per buffer row */
+    ptrdiff_t rs;     /* floats per buffer row (stride 2: a multiple of 8) */
     ptrdiff_t half;   /* stride 2: where a row's odd columns start (its even ones at 0) */
     int rows;         /* buffer rows */
+    int lead;         /* floats from a 32-byte boundary to the buffer's start */
 } dwf_layout;
 
 static dwf_layout dwf_make_layout(int K, int S, int W, int Ho, int Wo, int pl)
 {
+    /* Stride 2: the copy's 8-float stores land on 32-byte boundaries (rows a multiple of 8 floats,
+     * the start placed so): unaligned, half of them crossed a cache line, and the copy took as long
+     * as the convolution. (At stride 1 the same made the copy 13 % faster but the 3x3 strips on
+     * 112 x 112 planes up to 15 % slower and erratic: rows as before there.) */
     dwf_layout L;
     const int wo8 = (Wo + 7) / 8 * 8;
     if (S == 1) {
         const int need = wo8 + K - 1, fill = pl + (W + 7) / 8 * 8;
         L.rs = need > fill ? need : fill;
         L.half = 0;
+        L.lead = 0;
     } else {
         const int need = wo8 + (K - 1) / 2, fill = (pl + (W + 15) / 16 * 16 + 1) / 2 + 1;
-        L.half = need > fill ? need : fill;
-        L.rs = 2 * L.half;
+        const int h = need > fill ? need : fill;
+        /* the stores of a row (dwf_fill) go to columns (w0 + pl) / 2 and half + (w0 + pl) / 2 (pl
+         * even), or half + (w0 + pl - 1) / 2 and (w0 + pl + 1) / 2 (pl odd), w0 a multiple of 16 */
+        L.half = (pl & 1) == 0 ? (h + 7) / 8 * 8 : h + ((1 - h) % 8 + 8) % 8;
+        L.rs = (2 * L.half + 7) / 8 * 8;
+        L.lead = (pl & 1) == 0 ? (8 - (pl / 2) % 8) % 8 : (8 - ((pl + 1) / 2) % 8) % 8;
     }
     L.rows = (Ho - 1) * S + K;
     return L;
@@ -214,12 +232,22 @@ static inline __m256 dwf_load_part(const float *p, int n, const float *end)
     return p + 8 <= end ? _mm256_and_ps(_mm256_loadu_ps(p), _mm256_castsi256_ps(m)) : _mm256_maskload_ps(p, m);
 }
 
+/* The even lanes of a, b (a0 a2 a4 a6 b0 b2 b4 b6) into *ev, the odd ones into *od: a shuffle
+ * gives a0 a2 b0 b2 | a4 a6 b4 b6, then the middle 64-bit pairs are swapped. */
+static inline __attribute__((always_inline)) void dwf_split(__m256 a, __m256 b, __m256 *ev, __m256 *od)
+{
+    *ev = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))),
+                                                 _MM_SHUFFLE(3, 1, 2, 0)));
+    *od = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))),
+                                                 _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
 /* The image rows of plane xp into the zero-padded buffer (its padding already zero); the input
  * ends at end. */
-static void dwf_fill(const float *xp, int H, int W, int pt, int pl, int S, float *buf, const dwf_layout *L,
+static inline __attribute__((always_inline)) void dwf_fill(const float *xp, int H, int W, int pt, int pl, int S, float *buf, const dwf_layout *L, int p0, int p1,
                      const float *end)
 {
-    for (int h = 0; h < H && h + pt < L->rows; ++h) {
+    for (int h = p0 - pt > 0 ? p0 - pt : 0; h < H && h + pt < p1; ++h) {
         const float *src = xp + (ptrdiff_t)h * W;
         float *d = buf + (ptrdiff_t)(h + pt) * L->rs;
         if (S == 1) {
@@ -228,27 +256,41 @@ static void dwf_fill(const float *xp, int H, int W, int pt, int pl, int S, float
             if (w0 < W)
                 _mm256_storeu_ps(d + pl + w0, dwf_load_part(src + w0, W - w0, end));
         } else {
-            for (int w0 = 0; w0 < W; w0 += 16) {
+            /* input column w is padded column w + pl: even ones in the first half, odd in the
+             * second; the even lanes of 16 input columns from w0 go to ev + w0 / 2, the odd ones to
+             * od + w0 / 2 (whole chunks in a loop of their own: with the tests for the row's end
+             * and pl's parity inside, the copy took twice as long) */
+            float *ev_to = (pl & 1) == 0 ? d + pl / 2 : d + L->half + (pl - 1) / 2;
+            float *od_to = (pl & 1) == 0 ? d + L->half + pl / 2 : d + (pl + 1) / 2;
+            int w0 = 0;
+            for (; w0 + 16 <= W; w0 += 16) {
+                __m256 ev, od;
+                dwf_split(_mm256_loadu_ps(src + w0), _mm256_loadu_ps(src + w0 + 8), &ev, &od);
+                _mm256_storeu_ps(ev_to + w0 / 2, ev);
+                _mm256_storeu_ps(od_to + w0 / 2, od);
+            }
+            if (w0 < W) {
                 const int n = W - w0;
                 const __m256 a = n >= 8 ? _mm256_loadu_ps(src + w0) : dwf_load_part(src + w0, n, end);
-                const __m256 b = n >= 16 ? _mm256_loadu_ps(src + w0 + 8)
-                                 : n > 8 ? dwf_load_part(src + w0 + 8, n - 8, end) : _mm256_setzero_ps();
-                /* a0 a2 b0 b2 | a4 a6 b4 b6, then the middle 64-bit pairs swapped: a0 a2 a4 a6 b0 b2 b4 b6 */
-                const __m256 ev = _mm256_castpd_ps(_mm256_permute4x64_pd(
-                    _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
-                const __m256 od = _mm256_castpd_ps(_mm256_permute4x64_pd(
-                    _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
-                /* input column w is padded column w + pl: even ones in the first half, odd in the second */
-                if ((pl & 1) == 0) {
-                    _mm256_storeu_ps(d + (w0 + pl) / 2, ev);
-                    _mm256_storeu_ps(d + L->half + (w0 + pl) / 2, od);
-                } else {
-                    _mm256_storeu_ps(d + L->half + (w0 + pl - 1) / 2, ev);
-                    _mm256_storeu_ps(d + (w0 + pl + 1) / 2, od);
-                }
+                const __m256 b = n > 8 ? dwf_load_part(src + w0 + 8, n - 8, end) : _mm256_setzero_ps();
+                __m256 ev, od;
+                dwf_split(a, b, &ev, &od);
+                _mm256_storeu_ps(ev_to + w0 / 2, ev);
+                _mm256_storeu_ps(od_to + w0 / 2, od);
             }
         }
     }
+}
+
+/* The next plane's input is brought into L2 a few lines at a time while this plane is computed
+ * (with prefetch instructions between the tiles or strip rows): its copy into the buffer (dwf_fill)
+ * then reads L2 instead of waiting on L3 or memory. p: the next line to fetch, end: the end of
+ * the next plane. */
+static inline __attribute__((always_inline)) void dwf_prefetch_lines(const char **p, const char *end, int n)
+{
+    for (int k = 0; k < n; ++k, *p += 64)
+        if (*p < end)
+            _mm_prefetch(*p, _MM_HINT_T1);
 }
 
 /* Output row oh, columns ow .. ow + 8 (those below Wo): the sum acc + bias, clamped if asked. */
@@ -272,8 +314,8 @@ static inline __attribute__((always_inline)) void dwf_tile(
     const float *buf, const dwf_layout *L, const float *wc, const int K, const int S, const int R, const int V,
     float *yp, int Ho, int Wo, int oh0, int ow0, __m256 bias, int clamp, __m256 lo, __m256 hi)
 {
-    __m256 acc[8];
-    _Pragma("GCC unroll 8") for (int a = 0; a < R * V; ++a) acc[a] = _mm256_setzero_ps();
+    __m256 acc[12];
+    _Pragma("GCC unroll 12") for (int a = 0; a < R * V; ++a) acc[a] = _mm256_setzero_ps();
     /* A real loop over the window's rows (not unrolled): fully unrolled, GCC loaded every tap of
      * the tile first and then summed one output vector at a time, spilling (5x5: 9x slower). */
     _Pragma("GCC unroll 1") for (int i = 0; i < K; ++i) {
@@ -282,13 +324,13 @@ static inline __attribute__((always_inline)) void dwf_tile(
             const float *p = S == 1 ? row + j : row + (j & 1 ? L->half : 0) + j / 2;
             const __m256 wv = _mm256_broadcast_ss(wc + i * K + j);
             _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)
-                _Pragma("GCC unroll 2") for (int v = 0; v < V; ++v)
+                _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v)
                     acc[r * V + v] = _mm256_add_ps(acc[r * V + v],
                                                    _mm256_mul_ps(_mm256_loadu_ps(p + r * S * L->rs + 8 * v), wv));
         }
     }
     _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)
-        _Pragma("GCC unroll 2") for (int v = 0; v < V; ++v)
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; ++v)
             dwf_store(acc[r * V + v], yp, Ho, Wo, oh0 + r, ow0 + 8 * v, bias, clamp, lo, hi);
 }
 
@@ -298,13 +340,15 @@ static inline __attribute__((always_inline)) void dwf_tile(
  * ir - K + 1 is then complete and stored, and the sums move down one row (register renames). */
 static inline __attribute__((always_inline)) void dwf_strip(
     const float *buf, const dwf_layout *L, const float *wc, const int K, const int V, float *yp, int Ho, int Wo,
-    int ow0, __m256 bias, int clamp, __m256 lo, __m256 hi)
+    int ow0, __m256 bias, int clamp, __m256 lo, __m256 hi, const int PF, const char **pf, const char *pf_end)
 {
     __m256 acc[5][2];
     _Pragma("GCC unroll 5") for (int m = 0; m < K; ++m)
         _Pragma("GCC unroll 2") for (int v = 0; v < V; ++v) acc[m][v] = _mm256_setzero_ps();
     _Pragma("GCC unroll 1") for (int ir = 0; ir < Ho + K - 1; ++ir) {
         const float *row = buf + (ptrdiff_t)ir * L->rs + ow0;
+        if (PF)
+            dwf_prefetch_lines(pf, pf_end, 1);   /* (a plane has about as many lines as strip rows) */
         /* the weights broadcast at each use: hoisted out of the loop, they took the registers
          * the sums need (the empty asm hides that wc does not change) */
         __asm__("" : "+r"(wc));
@@ -330,13 +374,22 @@ static inline __attribute__((always_inline)) void dwf_strip(
 /* One plane, K and S constants. */
 static inline __attribute__((always_inline)) void dwf_plane(
     const float *buf, const dwf_layout *L, const float *wc, const int K, const int S, float *yp, int Ho, int Wo,
-    __m256 bias, int clamp, __m256 lo, __m256 hi)
+    __m256 bias, int clamp, __m256 lo, __m256 hi, const int PF, const float *next, ptrdiff_t next_n, int ob, int oe)
 {
     const int nv = (Wo + 7) / 8;
+    const char *pf = (const char *)next, *pf_end = (const char *)(next + next_n);
+    /* lines to prefetch per tile: the plane's tiles (8 x 1 vector, 4 x 2 or 2 x 4: below) cover them all */
+    const int rows = oe - ob;
+    const int tiles = nv == 1 ? (rows + 7) / 8
+                      : S == 2 && K == 3 && nv >= 4 ? (rows + 1) / 2 * ((nv + 3) / 4)
+                                                    : (rows + 3) / 4 * ((nv + 1) / 2);
+    const int step = (int)(((pf_end - pf) / 64 + tiles) / tiles);
 #define DWF_TILE(R, V) dwf_tile(buf, L, wc, K, S, R, V, yp, Ho, Wo, oh0, ow0, bias, clamp, lo, hi)
     if (nv == 1) {
-        for (int oh0 = 0, ow0 = 0; oh0 < Ho; oh0 += 8) {
-            switch (Ho - oh0 < 8 ? Ho - oh0 : 8) {
+        for (int oh0 = ob, ow0 = 0; oh0 < oe; oh0 += 8) {
+            if (PF)
+                dwf_prefetch_lines(&pf, pf_end, step);
+            switch (oe - oh0 < 8 ? oe - oh0 : 8) {
             case 1: DWF_TILE(1, 1); break;
             case 2: DWF_TILE(2, 1); break;
             case 3: DWF_TILE(3, 1); break;
@@ -351,49 +404,72 @@ static inline __attribute__((always_inline)) void dwf_plane(
     }
     if (S == 1 && K == 3) {   /* strips right to left, as the tiles below (5x5: the tiles were faster) */
         if (nv & 1)
-            dwf_strip(buf, L, wc, K, 1, yp, Ho, Wo, (nv - 1) * 8, bias, clamp, lo, hi);
+            dwf_strip(buf, L, wc, K, 1, yp, Ho, Wo, (nv - 1) * 8, bias, clamp, lo, hi, PF, &pf, pf_end);
         for (int ow0 = (nv / 2 - 1) * 16; ow0 >= 0; ow0 -= 16)
-            dwf_strip(buf, L, wc, K, 2, yp, Ho, Wo, ow0, bias, clamp, lo, hi);
+            dwf_strip(buf, L, wc, K, 2, yp, Ho, Wo, ow0, bias, clamp, lo, hi, PF, &pf, pf_end);
         return;
     }
     /* The column tiles of a band run right to left, so that the extra lanes of a row's partial
-     * last vector (stored whole) are overwritten by the next row's first vector afterwards. */
-    for (int oh0 = 0; oh0 < Ho; oh0 += 4) {
-        const int R = Ho - oh0 < 4 ? Ho - oh0 : 4;
-        if (nv & 1) {   /* the last vector on its own */
-            const int ow0 = (nv - 1) * 8;
-            switch (R) {
-            case 1: DWF_TILE(1, 1); break;
-            case 2: DWF_TILE(2, 1); break;
-            case 3: DWF_TILE(3, 1); break;
-            default: DWF_TILE(4, 1); break;
-            }
-        }
-        for (int ow0 = (nv / 2 - 1) * 16; ow0 >= 0; ow0 -= 16) {   /* pairs of vectors */
-            switch (R) {
-            case 1: DWF_TILE(1, 2); break;
-            case 2: DWF_TILE(2, 2); break;
-            case 3: DWF_TILE(3, 2); break;
-            default: DWF_TILE(4, 2); break;
-            }
-        }
+     * last vector (stored whole) are overwritten by the next row's first vector afterwards. Tiles of
+     * TR rows x TV vectors: 2 x 4 at stride 2 for 3x3 windows on rows of 4 vectors or more (7-11 %
+     * faster there than 4 x 2), else 4 x 2 (3 x 4, 6 x 2 were slower); the last nv % TV vectors in
+     * tiles of their own. (TR, TV literal in each expansion: tiles of variable shape ran 2x slower.) */
+#define DWF_TILES_R(TR, V)                                                                                  \
+    switch (R) {                                                                                           \
+    case 1: DWF_TILE(1, V); break;                                                                         \
+    case 2: DWF_TILE(2, V); break;                                                                         \
+    case 3: DWF_TILE(3 < TR ? 3 : TR, V); break;                                                           \
+    default: DWF_TILE(TR, V); break;                                                                       \
     }
+#define DWF_BANDS(TR, TV)                                                                                  \
+    for (int oh0 = ob; oh0 < oe; oh0 += TR) {                                                              \
+        const int R = oe - oh0 < TR ? oe - oh0 : TR, rest = nv % TV;                                       \
+        if (rest) {                                                                                        \
+            const int ow0 = (nv - rest) * 8;                                                               \
+            if (PF)                                                                                        \
+                dwf_prefetch_lines(&pf, pf_end, step);                                                     \
+            switch (rest) {                                                                                \
+            case 1: DWF_TILES_R(TR, 1); break;                                                             \
+            case 2: DWF_TILES_R(TR, 2 < TV ? 2 : 1); break;                                                \
+            default: DWF_TILES_R(TR, 3 < TV ? 3 : 1); break;                                               \
+            }                                                                                              \
+        }                                                                                                  \
+        for (int ow0 = (nv - rest - TV) * 8; ow0 >= 0; ow0 -= 8 * TV) {                                    \
+            if (PF)                                                                                        \
+                dwf_prefetch_lines(&pf, pf_end, step);                                                     \
+            DWF_TILES_R(TR, TV);                                                                           \
+        }                                                                                                  \
+    }
+    if (S == 2 && K == 3 && nv >= 4) {
+        DWF_BANDS(2, 4)
+    } else {
+        DWF_BANDS(4, 2)
+    }
+#undef DWF_BANDS
+#undef DWF_TILES_R
 #undef DWF_TILE
 }
 
 typedef void (*dwf_plane_fn)(const float *, const dwf_layout *, const float *, float *, int, int, __m256, int,
-                             __m256, __m256);
+                             __m256, __m256, const float *, ptrdiff_t, int, int);
 
-#define DWF_PLANE_FN(K, S)                                                                                 \
-    static void dwf_plane_##K##_##S(const float *buf, const dwf_layout *L, const float *wc, float *yp,    \
-                                    int Ho, int Wo, __m256 bias, int clamp, __m256 lo, __m256 hi)         \
+/* dwf_plane_K_S_PF: with (PF 1) and without the prefetches (the code for them, even unused, cost
+ * small planes 5-10 %) */
+#define DWF_PLANE_FN(K, S, PF)                                                                             \
+    static void dwf_plane_##K##_##S##_##PF(const float *buf, const dwf_layout *L, const float *wc, float *yp, \
+                                           int Ho, int Wo, __m256 bias, int clamp, __m256 lo, __m256 hi,  \
+                                           const float *next, ptrdiff_t next_n, int ob, int oe)           \
     {                                                                                                      \
-        dwf_plane(buf, L, wc, K, S, yp, Ho, Wo, bias, clamp, lo, hi);                                      \
+        dwf_plane(buf, L, wc, K, S, yp, Ho, Wo, bias, clamp, lo, hi, PF, next, next_n, ob, oe);            \
     }
-DWF_PLANE_FN(3, 1)
-DWF_PLANE_FN(3, 2)
-DWF_PLANE_FN(5, 1)
-DWF_PLANE_FN(5, 2)
+DWF_PLANE_FN(3, 1, 0)
+DWF_PLANE_FN(3, 2, 0)
+DWF_PLANE_FN(5, 1, 0)
+DWF_PLANE_FN(5, 2, 0)
+DWF_PLANE_FN(3, 1, 1)
+DWF_PLANE_FN(3, 2, 1)
+DWF_PLANE_FN(5, 1, 1)
+DWF_PLANE_FN(5, 2, 1)
 #undef DWF_PLANE_FN
 
 /* The fast path; 0 (nothing done) for a shape it does not cover or without memory. */
@@ -405,33 +481,82 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
         Ho <= 0 || Wo <= 0)
         return 0;
     const int K = kh, S = sh;
-    const dwf_plane_fn plane = K == 3 ? (S == 1 ? dwf_plane_3_1 : dwf_plane_3_2)
-                                      : (S == 1 ? dwf_plane_5_1 : dwf_plane_5_2);
     const dwf_layout L = dwf_make_layout(K, S, W, Ho, Wo, pad_left);
-    const size_t size = (size_t)L.rows * (size_t)L.rs + 8;   /* (+ 8: the split copy's last store) */
+    /* per thread: lead, the rows, 8 (the split copy's last store), rounded up to 8 floats */
+    const size_t size = ((size_t)L.lead + (size_t)L.rows * (size_t)L.rs + 8 + 7) / 8 * 8;
     const ptrdiff_t planes = (ptrdiff_t)B * C;
     const int nt = decaf_threads_for(planes * Ho * Wo * K * K);
-    float *bufs = malloc(sizeof(float) * size * (size_t)nt);
-    if (!bufs)
+    void *mem = malloc(sizeof(float) * size * (size_t)nt + 32);
+    if (!mem)
         return 0;
+    float *bufs = (float *)(((uintptr_t)mem + 31) & ~(uintptr_t)31);
     /* a clamp with nothing before it (no residual) and into y itself goes into the stores */
     const int clamp = ep && ep->act == DECAF_ACT_CLAMP && !ep->residual && !ep->out;
     const __m256 lo = _mm256_set1_ps(clamp ? ep->lo : 0.0f), hi = _mm256_set1_ps(clamp ? ep->hi : 0.0f);
     const int rest = ep && !clamp && (ep->act != DECAF_ACT_NONE || ep->residual);
+    /* the next plane prefetched on inputs of 8 MB and more with planes not tiny (28 x 28 and up):
+     * 5-17 % faster there (MobileNetV2 at batch 16: 9.6 to 77 MB). On Zen 3 it was 2-8 % slower on
+     * a 3.2 MB input (its planes come from L3 fast enough) and on 14 x 14 or 7 x 7 planes. */
+    const int prefetch = (size_t)planes * H * W * sizeof(float) >= ((size_t)8 << 20) && H * W >= 512;
+    const dwf_plane_fn plane = prefetch ? (K == 3 ? (S == 1 ? dwf_plane_3_1_1 : dwf_plane_3_2_1)
+                                                 : (S == 1 ? dwf_plane_5_1_1 : dwf_plane_5_2_1))
+                                        : (K == 3 ? (S == 1 ? dwf_plane_3_1_0 : dwf_plane_3_2_0)
+                                                 : (S == 1 ? dwf_plane_5_1_0 : dwf_plane_5_2_0));
+    /* Planes handed out in chunks as the threads ask (about 64k multiply-adds each): on a shared
+     * machine a thread that loses its core for a while leaves its planes to the others, where a
+     * static split waited for it (then the layer took up to twice as long). */
+    const ptrdiff_t per_plane = (ptrdiff_t)Ho * Wo * K * K;
+    /* A plane in bands of output rows (a multiple of 8), each copied into the buffer just before it
+     * is computed, so that the tiles read rows still in L1 (about 16 kB of buffer rows per band):
+     * 12-35 % faster at stride 2 on 56- and 112-wide planes, where the whole padded plane (50 kB)
+     * had left L1 by the time the tiles read it. The 3x3 stride-1 strips walk the whole plane (in
+     * bands they would redo K - 1 rows each; tiles in bands instead were no faster). */
+    const int nv = (Wo + 7) / 8;
+    int band = Ho;
+    if (!(S == 1 && K == 3 && nv > 1)) {
+        const int in_rows = (int)(16384 / (L.rs * (ptrdiff_t)sizeof(float)));
+        band = (in_rows - K) / S + 1;
+        band = band < 8 ? 8 : band / 8 * 8;
+    }
+    /* (and at least 4 chunks per thread: 7 chunks of 7 x 7 planes left one thread a chunk more,
+     * 14 % slower; 16 per thread cost the short layers of batch 1 the threads' handing out). With
+     * the prefetch, 4 planes a chunk, the next plane prefetched only inside the chunk: one plane a
+     * chunk, the threads took turns and each prefetched the plane the other one was reading. */
+    ptrdiff_t chunk = per_plane >= 65536 ? 1 : 65536 / per_plane;
+    if (prefetch && chunk < 4)
+        chunk = 4;
+    if (chunk > planes / (4 * nt))
+        chunk = planes / (4 * nt) > 1 ? planes / (4 * nt) : 1;
+    const ptrdiff_t chunks = (planes + chunk - 1) / chunk;
     #pragma omp parallel num_threads(nt)
     {
         float *buf = bufs + (size_t)decaf_thread_num() * size;
         memset(buf, 0, sizeof(float) * size);
-        #pragma omp for schedule(static)
-        for (ptrdiff_t bc = 0; bc < planes; ++bc) {
-            dwf_fill(x + bc * H * W, H, W, pad_top, pad_left, S, buf, &L, x + planes * H * W);
-            plane(buf, &L, w + (bc % C) * K * K, y + bc * Ho * Wo, Ho, Wo,
-                  _mm256_set1_ps(bias ? bias[bc % C] : 0.0f), clamp, lo, hi);
+        buf += L.lead;
+        #pragma omp for schedule(dynamic, 1)
+        for (ptrdiff_t ch = 0; ch < chunks; ++ch)
+        for (ptrdiff_t bc = ch * chunk; bc < (ch + 1) * chunk && bc < planes; ++bc) {
+            const float *next = x + (bc + 1) * H * W;   /* (prefetched if prefetch) */
+            const ptrdiff_t next_n = bc + 1 < (ch + 1) * chunk && bc + 1 < planes ? (ptrdiff_t)H * W : 0;
+            const __m256 bv = _mm256_set1_ps(bias ? bias[bc % C] : 0.0f);
+            if (band >= Ho) {   /* (small planes: no divisions) */
+                dwf_fill(x + bc * H * W, H, W, pad_top, pad_left, S, buf, &L, 0, L.rows, x + planes * H * W);
+                plane(buf, &L, w + (bc % C) * K * K, y + bc * Ho * Wo, Ho, Wo, bv, clamp, lo, hi, next, next_n, 0, Ho);
+            } else {
+                for (int ob = 0, filled = 0; ob < Ho; ob += band) {
+                    const int oe = Ho - ob < band ? Ho : ob + band, need = (oe - 1) * S + K;
+                    dwf_fill(x + bc * H * W, H, W, pad_top, pad_left, S, buf, &L, filled, need, x + planes * H * W);
+                    filled = need;
+                    const ptrdiff_t n0 = next_n * ob / Ho, n1 = next_n * oe / Ho;   /* this band's share */
+                    plane(buf, &L, w + (bc % C) * K * K, y + bc * Ho * Wo, Ho, Wo, bv, clamp, lo, hi, next + n0,
+                          n1 - n0, ob, oe);
+                }
+            }
             if (rest)
                 decaf_epilogue_at(ep, y, bc * Ho * Wo, (ptrdiff_t)Ho * Wo, 0.0f);   /* (the bias is in) */
         }
     }
-    free(bufs);
+    free(mem);
     return 1;
 }
 #endif

@@ -88,9 +88,12 @@ def data(seed, B, C, H, W, kh, kw=None):
     return x, w, bias
 
 
-# (H, W): planes 1x1 .. 8x8 and widths around 8 and 16 lanes, row counts around the 4 / 8-row tiles
+# (H, W): planes 1x1 .. 8x8 and widths around 8 and 16 lanes, row counts around the 4 / 8-row tiles;
+# then four wide enough for stride 2's 2-row x 4-vector tiles (4 output vectors and up), with 1, 2,
+# 3 and 0 vectors left over and odd row counts; the last one computed in several bands of rows
+# (about 16 kB of padded rows each), its rows' last vectors partial
 PLANES = [(1, 1), (2, 3), (3, 2), (4, 4), (5, 7), (7, 7), (8, 8), (6, 9), (9, 15), (13, 16), (14, 14),
-          (16, 17), (11, 24), (17, 31), (10, 33), (28, 28)]
+          (16, 17), (11, 24), (17, 31), (10, 33), (28, 28), (9, 66), (7, 90), (5, 111), (12, 64), (100, 101)]
 
 
 @pytest.mark.parametrize("k", [3, 5])
@@ -175,3 +178,17 @@ def test_many_planes_over_threads(isa):
         y = run(x, w, bias, (s, s), (1, 1, 1, 1), act=ACTS["relu6"])
         ref = reference64(x, w, bias, (s, s), (1, 1, 1, 1), (1, 1), y.shape[2:])
         assert_close(y, apply("relu6", ref))
+
+
+@pytest.mark.parametrize("k,s", [(3, 1), (3, 2), (5, 1), (5, 2)])
+def test_large_input_with_prefetch(isa, k, s):
+    # an input of 8 MB or more with planes of 512 pixels and up: the fast path prefetches the next
+    # plane while computing one (2 x 38 planes of 120 x 120, 8.8 MB), over the threads
+    x, w, bias = data(8, 2, 38, 120, 120, k)
+    pads = (k // 2,) * 4
+    y = run(x, w, bias, (s, s), pads, act=ACTS["relu6"])
+    ref = reference64(x, w, bias, (s, s), pads, (1, 1), y.shape[2:])
+    assert_close(y, apply("relu6", ref))
+    ry = np.empty_like(y)
+    reference.depthwise_conv_forward(x, w, ry, (s, s), pads, (1, 1), bias, act=ACTS["relu6"])
+    np.testing.assert_array_equal(y, ry)
