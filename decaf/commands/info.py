@@ -20,10 +20,13 @@ def collect():
 
     from .. import blas, cpu, kernels, threads
 
+    import os
+
     kernel_threads, numpy_blas_threads = threads.get_num_threads()
     return {"decaf": decaf.__version__, **cpu.isa_info(), "backend": kernels.get_backend(),
             "blas": blas.blas_info(), "blas_threads": blas.blas_threads(),
-            "threads": kernel_threads, "numpy_blas_threads": numpy_blas_threads}
+            "threads": kernel_threads, "numpy_blas_threads": numpy_blas_threads,
+            "openmp_wait": {k: os.environ.get(k) for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}}
 
 
 def run(args):
@@ -46,7 +49,10 @@ def run(args):
             ("blas", info["blas"]),
             ("blas threads", f"{info['blas_threads']} per decaf thread" if info["blas_threads"] is not None
              else "(decaf's OpenBLAS not loaded)"),
-            ("threads", f"{info['threads']} (decaf's kernels); NumPy's BLAS: {info['numpy_blas_threads']}")]
+            ("threads", f"{info['threads']} (decaf's kernels); NumPy's BLAS: {info['numpy_blas_threads']}"),
+            ("openmp wait", " ".join(f"{k}={v}" for k, v in info["openmp_wait"].items() if v is not None)
+             + " (GOMP_SPINCOUNT=0 or OMP_WAIT_POLICY=passive: faster where other processes keep the cores "
+               "busy; docs/performance.md)")]
     for key, value in rows:
         print(f"{key + ':':<17}{value}")
     return 0

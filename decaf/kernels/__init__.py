@@ -29,9 +29,13 @@ import numpy as np
 # CaffeNet than sleeping at once (OMP_WAIT_POLICY=PASSIVE, which decaf set when its GEMMs ran on
 # OpenBLAS's own threads). GNU OpenMP spins 300,000 rounds by default, several milliseconds here,
 # which a process doing other work after a forward pass pays for; 10,000 rounds (about 0.2 ms)
-# were as fast between layers. Must be set before the OpenMP runtime starts; the user's own
-# OMP_WAIT_POLICY / GOMP_SPINCOUNT win. See docs/performance.md.
-os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+# were as fast between layers. On a machine where other processes keep cores busy, spinning costs
+# instead (0 rounds ran MobileNetV2 up to 3x faster there, 4-40 % slower on a quiet machine:
+# benchmarks/bench_wait_policy.py). Must be set before the OpenMP runtime starts. Only when the
+# user set neither: GNU OpenMP lets GOMP_SPINCOUNT override OMP_WAIT_POLICY, so setting it under a
+# user's OMP_WAIT_POLICY=passive would undo their choice. See docs/performance.md.
+if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "10000"
 
 from ..errors import ConfigError
 from . import reference

@@ -230,6 +230,12 @@ def test_decaf_info_prints_the_path_blas_and_threads():
     assert re.search(rf"^kernel path: +{cpu.best_isa()} \(the best this CPU runs\)$", text.stdout, re.M)
     assert re.search(r"^cpu: +\S", text.stdout, re.M) and re.search(r"^blas: +\S", text.stdout, re.M)
     assert re.search(r"^threads: +\d+ \(decaf's kernels\)", text.stdout, re.M)
+    assert info["openmp_wait"]["GOMP_SPINCOUNT"] == os.environ.get("GOMP_SPINCOUNT")   # (this process's)
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    env.update(OMP_WAIT_POLICY="passive", PYTHONPATH=str(ROOT))
+    passive = subprocess.run([sys.executable, "-m", "decaf", "info"], env=env, capture_output=True, text=True,
+                             timeout=120, cwd=ROOT)
+    assert re.search(r"^openmp wait: +OMP_WAIT_POLICY=passive \(", passive.stdout, re.M), passive.stdout
 
 
 # ---- the build: portable flags, no AVX in the generic code -----------------------------------------

@@ -63,6 +63,19 @@ def test_using_threads_sets_both_for_a_while_then_restores_both():
         decaf.set_num_threads(os.cpu_count() or 1)
 
 
+@pytest.mark.parametrize("env, spin", [({}, "10000"), ({"OMP_WAIT_POLICY": "passive"}, "unset"),
+                                       ({"OMP_WAIT_POLICY": "active"}, "unset"), ({"GOMP_SPINCOUNT": "0"}, "0")])
+def test_openmp_wait_is_decafs_default_only_where_the_user_chose_none(env, spin):
+    """decaf sets GOMP_SPINCOUNT=10000 before OpenMP starts, unless the user set it or
+    OMP_WAIT_POLICY (which GNU OpenMP would let GOMP_SPINCOUNT override)."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    code = "import os, decaf.kernels; print(os.environ.get('GOMP_SPINCOUNT', 'unset'))"
+    result = subprocess.run([sys.executable, "-c", code], env={**clean, "PYTHONPATH": ROOT, **env},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [spin]
+
+
 def test_bad_thread_counts_are_refused():
     for bad in (0, -2):
         with pytest.raises(ValueError, match=f"thread count must be >= 1, got {bad}"):
