@@ -201,6 +201,20 @@ cdef const float *_bias_data(str func, bias, Py_ssize_t n) except? NULL:
     return &b[0]
 
 
+cdef const float *_variant_packed(str func, packed, Py_ssize_t expected, Py_ssize_t floats) except? NULL:
+    """The floats of `packed` ((kind, array) from a kernel's own pack function; the caller keeps it
+    alive), or NULL for None. Refused unless it was packed by the kernel variant running now and
+    has `expected` floats (the form's `floats`, at least 1)."""
+    if packed is None:
+        return NULL
+    kind, arr = packed
+    cdef const float[::1] pk = arr
+    if kind != decaf_isa_current() or pk.shape[0] != expected:
+        raise ValueError(f"{func}: packed weights of variant {kind} ({pk.shape[0]} floats) do not fit this "
+                         f"convolution in variant {decaf_isa_current()} ({floats} floats)")
+    return &pk[0]
+
+
 cdef tuple _shape4(const float[:, :, :, ::1] a):
     return (a.shape[0], a.shape[1], a.shape[2], a.shape[3])
 
@@ -940,15 +954,8 @@ def grouped_conv_forward(const float[:, :, :, ::1] x not None, const float[:, :,
     cdef const float *bias_ptr = _bias_data(func, bias, K)
     cdef decaf_epilogue e
     _epilogue(func, &e, act, False, 0.0, None, residual, y)
-    cdef const float[::1] pk
-    cdef const float *packed_ptr = NULL
-    if packed is not None:
-        kind, pk = packed
-        if kind != decaf_isa_current() or pk.shape[0] != max(decaf_grouped_conv_packed_size(&g), 1):
-            raise ValueError(f"{func}: packed weights of variant {kind} ({pk.shape[0]} floats) do not fit this "
-                             f"convolution in variant {decaf_isa_current()} "
-                             f"({decaf_grouped_conv_packed_size(&g)} floats)")
-        packed_ptr = &pk[0]
+    cdef const float *packed_ptr = _variant_packed(func, packed, max(decaf_grouped_conv_packed_size(&g), 1),
+                                                   decaf_grouped_conv_packed_size(&g))
     cdef int threads = decaf_get_num_threads()
     cdef float[::1] work = np.empty(max(decaf_grouped_conv_work_size(&g, threads), 1), np.float32)
     if B == 0 or K == 0:
@@ -1096,15 +1103,8 @@ def pointwise_forward(const float[:, :, :, ::1] x not None, const float[:, :, :,
     cdef const float *bias_ptr = _bias_data(func, bias, g.K)
     cdef decaf_epilogue e
     _epilogue(func, &e, act, False, 0.0, None, residual, y)
-    cdef const float[::1] pk
-    cdef const float *packed_ptr = NULL
-    if packed is not None:
-        kind, pk = packed
-        if kind != decaf_isa_current() or pk.shape[0] != decaf_pointwise_packed_size(&g):
-            raise ValueError(f"{func}: packed weights of variant {kind} ({pk.shape[0]} floats) do not fit this "
-                             f"convolution in variant {decaf_isa_current()} "
-                             f"({decaf_pointwise_packed_size(&g)} floats)")
-        packed_ptr = &pk[0]
+    cdef const float *packed_ptr = _variant_packed(func, packed, decaf_pointwise_packed_size(&g),
+                                                   decaf_pointwise_packed_size(&g))
     cdef int threads = decaf_get_num_threads()
     cdef float[::1] work = np.empty(max(decaf_pointwise_packed_size(&g), 1), np.float32)
     if g.B == 0 or g.K == 0 or g.H * g.W == 0:
