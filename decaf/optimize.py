@@ -511,12 +511,10 @@ class Graph:
                 self.actions.append(("dead", [step.layer.name], None))
         return kept[::-1]
 
-    def _concat_in_place(self, steps):
-        """Concatenations (``bottom_slices``) whose bottoms can be views of the top: each bottom is
-        written by one producer (not an input, not a Split's shared top), read by nothing but the
-        concatenation (and layers working in place before it), and nothing works in place on the
-        top. Whether the views are contiguous (batch 1 for channels) is decided by ``_place``."""
-        inputs = {id(self.net.blobs[n]) for n in self.net.input_shapes}
+    @staticmethod
+    def _writers_readers(steps):
+        """({id(blob): the steps writing it, fused activations left out}, {id(blob): the steps
+        reading it, each once})."""
         writers, readers = {}, {}
         for step in steps:
             if not step.fused:
@@ -524,6 +522,20 @@ class Graph:
                     writers.setdefault(id(b), []).append(step)
             for b in {id(b): b for b in step.bottoms}:
                 readers.setdefault(b, []).append(step)
+        return writers, readers
+
+    @staticmethod
+    def _split_sources(steps):
+        """{id(a Split's top): the Split's bottom, whose array the top shares}."""
+        return {id(t): s.bottoms[0] for s in steps if "split" in s.layer.roles for t in s.tops}
+
+    def _concat_in_place(self, steps):
+        """Concatenations (``bottom_slices``) whose bottoms can be views of the top: each bottom is
+        written by one producer (not an input, not a Split's shared top), read by nothing but the
+        concatenation (and layers working in place before it), and nothing works in place on the
+        top. Whether the views are contiguous (batch 1 for channels) is decided by ``_place``."""
+        inputs = {id(self.net.blobs[n]) for n in self.net.input_shapes}
+        writers, readers = self._writers_readers(steps)
 
         def in_place(step, blob):
             return any(t is blob for t in step.tops) and any(b is blob for b in step.bottoms)
@@ -554,14 +566,8 @@ class Graph:
         producer, not an input, read by nothing but the chain's concatenations (directly or through a
         Split read only by them), and nothing may work in place on a member's top."""
         inputs = {id(self.net.blobs[n]) for n in self.net.input_shapes}
-        writers, readers = {}, {}
-        for step in steps:
-            if not step.fused:
-                for b in step.writes:
-                    writers.setdefault(id(b), []).append(step)
-            for b in {id(b): b for b in step.bottoms}:
-                readers.setdefault(b, []).append(step)
-        split_source = {id(t): s.bottoms[0] for s in steps if "split" in s.layer.roles for t in s.tops}
+        writers, readers = self._writers_readers(steps)
+        split_source = self._split_sources(steps)
         concats = [s for s in steps if type(s) is Step and not s.fused and len(s.tops) == 1
                    and s.layer.bottom_slices() is not None]
         roots = {id(s): [split_source.get(id(b), b) for b in s.bottoms] for s in concats}
@@ -614,18 +620,14 @@ class Graph:
         net = self.net
         inputs = {id(net.blobs[n]) for n in net.input_shapes}
         aliased = {id(b) for b in self.alias.values()}
-        writers = {}
-        for step in steps:
-            if not step.fused:
-                for b in step.writes:
-                    writers.setdefault(id(b), []).append(step)
+        writers, _ = self._writers_readers(steps)
         in_place = {id(t) for step in steps if not step.fused for t in step.tops
                     if any(t is b for b in step.bottoms)}
         in_place |= {id(t) for layer in net.order for t in net.tops[layer.name]
                      if any(t is b for b in net.bottoms[layer.name])}
-        split_source = {id(t): s.bottoms[0] for s in steps if "split" in s.layer.roles for t in s.tops}
+        split_source = self._split_sources(steps)
         placed = {id(b) for s in steps if isinstance(s, (_ConcatInPlace, _ConcatChain)) for b in s.bottoms}
-        placed |= {id(r) for roots in getattr(self, "_chain_roots", {}).values() for r in roots}
+        placed |= {id(r) for roots in self._chain_roots.values() for r in roots}
         out = []
         for step in steps:
             layer = step.layer
