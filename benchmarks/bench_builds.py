@@ -18,33 +18,21 @@ import math
 import os
 import subprocess
 import sys
-import time
 
-from bench_common import cpu_name  # noqa: E402
+from bench_common import cpu_name, time_forwards  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def worker(specs, threads):
     """In the child: {spec: (best ms, median ms)} for each NET:BATCH:FORWARDS."""
-    import numpy as np
     import decaf
     decaf.set_num_threads(threads)
     out = {}
     for spec in specs:
         path, batch, forwards = parse_spec(spec)
-        net = decaf.load(path)
-        name, shape = next(iter(net.input_shapes.items()))
-        x = np.random.default_rng(0).standard_normal((batch,) + tuple(shape)).astype(np.float32)
-        for _ in range(2):
-            net.forward(**{name: x})
-        times = []
-        for _ in range(forwards):
-            time.sleep(0.02)
-            t = time.perf_counter()
-            net.forward(**{name: x})
-            times.append(time.perf_counter() - t)
-        out[spec] = (min(times) * 1e3, float(np.median(times)) * 1e3)
+        best, median = time_forwards(decaf.load(path), batch, forwards, warmup=2)
+        out[spec] = (best * 1e3, median * 1e3)
     return out
 
 

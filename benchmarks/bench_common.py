@@ -27,3 +27,21 @@ def best_time(fn, min_time):
         t = time.perf_counter() - t0
         if t >= min_time:
             return t / n
+
+
+def time_forwards(net, batch, forwards, warmup, gap=0.02):
+    """(best, median) seconds of `forwards` forward passes of a decaf net on random inputs of
+    `batch` examples, after `warmup` untimed ones, the passes `gap` seconds apart (as
+    bench_models.py's rounds are)."""
+    import numpy as np
+    name, shape = next(iter(net.input_shapes.items()))
+    x = np.random.default_rng(0).standard_normal((batch,) + tuple(shape)).astype(np.float32)
+    for _ in range(warmup):
+        net.forward(**{name: x})
+    times = []
+    for _ in range(forwards):
+        time.sleep(gap)
+        t = time.perf_counter()
+        net.forward(**{name: x})
+        times.append(time.perf_counter() - t)
+    return min(times), float(np.median(times))

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from bench_common import cpu_name  # noqa: E402
+from bench_common import cpu_name, time_forwards  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUSY_LOOP = "import time\nend = time.time() + 600\nwhile time.time() < end:\n    pass\n"
@@ -30,22 +30,10 @@ BUSY_LOOP = "import time\nend = time.time() + 600\nwhile time.time() < end:\n   
 def worker(model, batch, forwards, threads):
     """Runs in the child process: (best, median) seconds of `forwards` passes."""
     sys.path.insert(0, ROOT)
-    import numpy as np
     import decaf
     from decaf.models import get_spec
     decaf.set_num_threads(threads)
-    net = decaf.Net(get_spec(model))
-    name, shape = next(iter(net.input_shapes.items()))
-    x = np.random.default_rng(0).standard_normal((batch,) + shape).astype(np.float32)
-    for _ in range(3):
-        net.forward(**{name: x})
-    times = []
-    for _ in range(forwards):
-        time.sleep(0.02)
-        t = time.perf_counter()
-        net.forward(**{name: x})
-        times.append(time.perf_counter() - t)
-    return min(times), float(np.median(times))
+    return time_forwards(decaf.Net(get_spec(model)), batch, forwards, warmup=3)
 
 
 def measure(spin, model, batch, args):
