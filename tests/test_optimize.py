@@ -44,6 +44,25 @@ def pair(spec, rng, **kw):
     return fast, plain
 
 
+def same_blobs(fast, plain, x):
+    """Every blob the optimized graph computes equals the net as written's, for the input x."""
+    names = [n for n in plain.blobs if n not in fast.optimized_graph().missing]
+    a, b = fast.forward(data=x, outputs=names), plain.forward(data=x, outputs=names)
+    for name in b:
+        np.testing.assert_allclose(a[name], b[name], **TOL, err_msg=name)
+
+
+def same_gradients(fast, plain, x, diffs, rtol, atol):
+    """A forward of x and a backward of ``diffs`` in both nets: the learnable parameters' gradients
+    are equal within rtol / atol."""
+    for net in (fast, plain):
+        net.forward(data=x)
+        net.backward(diffs)
+    for name, p in plain.params.items():
+        if p.learnable:
+            np.testing.assert_allclose(fast.params[name].diff, p.diff, rtol=rtol, atol=atol, err_msg=name)
+
+
 def numpy_block(params, x):
     """block_spec in NumPy, straight from the formulas of each layer."""
     w = params["c1.weight"]
@@ -129,13 +148,8 @@ def test_backward_after_an_optimized_forward_equals_the_net_as_written(rng):
     fast, plain = pair(block_spec(), rng)
     x = rng.standard_normal((2, 3, 7, 7)).astype(np.float32)
     dy = rng.standard_normal((2, 5)).astype(np.float32)
-    for net in (fast, plain):
-        net.forward(data=x)
-        net.backward({"bn2": dy})
+    same_gradients(fast, plain, x, {"bn2": dy}, rtol=1e-6, atol=1e-6)
     assert fast.optimized_graph() is not None
-    for name, p in plain.params.items():
-        if p.learnable:
-            np.testing.assert_allclose(fast.params[name].diff, p.diff, rtol=1e-6, atol=1e-6, err_msg=name)
 
 
 def test_finite_differences_through_the_optimized_forward(rng):
@@ -294,13 +308,8 @@ def test_concat_in_place_at_batch_1(rng):
     plain.set_phase("train")
     x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
     dy = rng.standard_normal((1, 5, 6, 6)).astype(np.float32)
-    for net in (fast, plain):
-        net.forward(data=x)
-        net.backward({"out": dy})
+    same_gradients(fast, plain, x, {"out": dy}, rtol=1e-5, atol=1e-5)
     assert np.shares_memory(fast.blobs["b2"].data, fast.blobs["cat"].data)
-    for name, p in plain.params.items():
-        if p.learnable:
-            np.testing.assert_allclose(fast.params[name].diff, p.diff, rtol=1e-5, atol=1e-5, err_msg=name)
 
 
 @pytest.mark.parametrize("kw", [{"relu_on_concat": True}, {"branch_read_twice": True}])
@@ -308,11 +317,7 @@ def test_concat_copies_when_a_view_would_be_unsafe(rng, kw):
     """A layer working in place on the concatenation would change its bottoms too; a bottom read by
     another layer as well (through a Split, which shares its data) cannot live in the concatenation."""
     fast, plain = pair(inception_spec(**kw), rng)
-    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
-    names = [n for n in plain.blobs if n not in fast.optimized_graph().missing]
-    a, b = fast.forward(data=x, outputs=names), plain.forward(data=x, outputs=names)
-    for name in b:
-        np.testing.assert_allclose(a[name], b[name], **TOL, err_msg=name)
+    same_blobs(fast, plain, rng.standard_normal((1, 3, 6, 6)).astype(np.float32))
     concat = {names[0] for k, names, _ in fast.optimized_graph().actions if k == "concat"}
     assert concat == {"cat_in"}          # the inner one is still safe
 
@@ -372,12 +377,7 @@ def test_dense_concatenation_chain_copies_nothing_at_batch_1(rng, monkeypatch):
     plain.set_phase("train")
     x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
     dy = rng.standard_normal((1, 5, 6, 6)).astype(np.float32)
-    for net in (fast, plain):
-        net.forward(data=x)
-        net.backward({"out": dy})
-    for name, p in plain.params.items():
-        if p.learnable:
-            np.testing.assert_allclose(fast.params[name].diff, p.diff, rtol=1e-4, atol=1e-5, err_msg=name)
+    same_gradients(fast, plain, x, {"out": dy}, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("kw", [{"extra_reader": True}, {"relu_in_place_on_member": True}])
@@ -569,10 +569,7 @@ def test_reshapes_and_slices_are_views_of_their_bottoms(rng):
 
     def check(n):
         x = rng.standard_normal((n, 3, 5, 6)).astype(np.float32)
-        names = [b for b in plain.blobs if b not in fast.optimized_graph().missing]
-        a, b = fast.forward(data=x, outputs=names), plain.forward(data=x, outputs=names)
-        for name in b:
-            np.testing.assert_allclose(a[name], b[name], **TOL, err_msg=name)
+        same_blobs(fast, plain, x)
         np.testing.assert_allclose(fast.forward(data=x)["out"], plain.forward(data=x)["out"], **TOL)
         shared = {name: np.shares_memory(fast.blobs[name].data, fast.blobs[src].data)
                   for name, src in (("r1", "c0"), ("r2", "t"), ("lo", "t"), ("hi", "t"), ("flat", "cat"))}
@@ -583,30 +580,22 @@ def test_reshapes_and_slices_are_views_of_their_bottoms(rng):
     assert at_3["r1"] and at_3["r2"] and at_3["flat"] and not at_3["lo"] and not at_3["hi"]
     assert all(check(1).values())
     x = rng.standard_normal((1, 3, 5, 6)).astype(np.float32)
-    dy = rng.standard_normal((1, 3)).astype(np.float32)
-    for net in (fast, plain):
-        net.forward(data=x)
-        net.backward({"out": dy})
-    for name, p in plain.params.items():
-        if p.learnable:
-            np.testing.assert_allclose(fast.params[name].diff, p.diff, rtol=1e-5, atol=1e-5, err_msg=name)
+    same_gradients(fast, plain, x, {"out": rng.standard_normal((1, 3)).astype(np.float32)}, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kw", [{"relu_in_place_on_view": True}, {"sigmoid_output_read_twice": True},
                                 {"dropout_in_place_on_view": True}])
 def test_views_only_where_sharing_memory_changes_nothing_read(rng, kw):
     """A layer working in place on a Reshape's top, in the optimized graph or only in the net as
-    written (a Dropout, which training runs), would change its bottom too: that Reshape copies. A bottom another layer also reads (through the
-    Split the net inserts) may be shared, since nothing writes it after its producer: here a
-    Sigmoid's output, which its backward reads again. Values and gradients equal the net as written."""
+    written (a Dropout, which training runs), would change its bottom too: that Reshape copies. A
+    bottom another layer also reads (through the Split the net inserts) may be shared, since nothing
+    writes it after its producer: here a Sigmoid's output, which its backward reads again. Values
+    and gradients equal the net as written."""
     fast, plain = pair(shuffle_spec(**kw), rng)
     views = {names[0] for kind, names, _ in fast.optimized_graph().actions if kind == "view"}
     assert {"r2", "lo", "hi", "flat"} <= views
     x = rng.standard_normal((1, 3, 5, 6)).astype(np.float32)
-    names = [b for b in plain.blobs if b not in fast.optimized_graph().missing]
-    a, b = fast.forward(data=x, outputs=names), plain.forward(data=x, outputs=names)
-    for name in b:
-        np.testing.assert_allclose(a[name], b[name], **TOL, err_msg=name)
+    same_blobs(fast, plain, x)
     if "relu_in_place_on_view" in kw or "dropout_in_place_on_view" in kw:
         source = "c0" if "relu_in_place_on_view" in kw else "s0"
         assert "r1" not in views and not np.shares_memory(fast.blobs["r1"].data, fast.blobs[source].data)
@@ -614,10 +603,4 @@ def test_views_only_where_sharing_memory_changes_nothing_read(rng, kw):
         assert "r1" in views and np.shares_memory(fast.blobs["r1"].data, fast.blobs["s0"].data)
     fast.set_phase("train")
     plain.set_phase("train")
-    dy = rng.standard_normal((1, 3)).astype(np.float32)
-    for net in (fast, plain):
-        net.forward(data=x)
-        net.backward({"out": dy})
-    for name, p in plain.params.items():
-        if p.learnable:
-            np.testing.assert_allclose(fast.params[name].diff, p.diff, rtol=1e-5, atol=1e-5, err_msg=name)
+    same_gradients(fast, plain, x, {"out": rng.standard_normal((1, 3)).astype(np.float32)}, rtol=1e-5, atol=1e-5)
