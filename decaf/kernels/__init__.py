@@ -185,6 +185,29 @@ def depthwise_conv_forward(x, w, y, stride, pads, dilation, bias=None, relu=0.0,
     _for(x).depthwise_conv_forward(x, w, y, stride, pads, dilation, bias, relu, act, residual, relu_out)
 
 
+class _Prepared:
+    """A kernel call with its arguments bound: ``run()`` makes it (the reference backend's stand-in
+    for the compiled ConvForward and DepthwiseForward, which also check the arguments once)."""
+    __slots__ = ("func", "args", "kwargs")
+
+    def __init__(self, func, *args, **kwargs):
+        self.func, self.args, self.kwargs = func, args, kwargs
+
+    def run(self):
+        self.func(*self.args, **self.kwargs)
+
+
+def prepare_depthwise_conv_forward(x, w, y, stride, pads, dilation, bias=None, relu=0.0, act=None, residual=None,
+                                   relu_out=None):
+    """depthwise_conv_forward's call, checked now and made by the result's ``run()`` (as often as
+    needed, from what the arrays then hold). The arrays must stay the same ones (not reallocated)."""
+    impl = _for(x)
+    args = (x, w, y, stride, pads, dilation, bias, relu, act, residual, relu_out)
+    if impl is reference:
+        return _Prepared(reference.depthwise_conv_forward, *args)
+    return impl.DepthwiseForward(*args)
+
+
 def depthwise_conv_backward(x, w, dy, dx, dw, stride, pads, dilation):
     """dx zeroed then filled, dw overwritten (summed over the batch); pass None to skip either."""
     _for(x).depthwise_conv_backward(x, w, dy, dx, dw, stride, pads, dilation)
@@ -266,6 +289,19 @@ def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, rel
     the caller keeps it in step with w)."""
     _for_gemm(x).conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu, relu_out,
                               relu_max, act, residual, packed)
+
+
+def prepare_conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu=False, relu_out=None,
+                         relu_max=float("inf"), act=None, residual=None, packed=None):
+    """conv_forward's call, checked and planned now (for the current thread count) and made by the
+    result's ``run()``, as often as needed, from what the arrays then hold: what a net's layer
+    keeps between passes. The arrays must stay the same ones (not reallocated)."""
+    impl = _for_gemm(x)
+    args = (x, w, bias, y, work, kernel, stride, pads, dilation, group, relu, relu_out, relu_max, act, residual,
+            packed)
+    if impl is reference:
+        return _Prepared(reference.conv_forward, *args)
+    return impl.ConvForward(*args)
 
 
 def conv_backward(x, w, dy, dx, dw, db, work, kernel, stride, pads, dilation, group, weights_only=False):

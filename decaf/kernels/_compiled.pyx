@@ -399,23 +399,42 @@ cdef int _epilogue(str func, decaf_epilogue *e, act, bint relu, float relu_max, 
 
 # ---- depthwise convolution -------------------------------------------------------------------
 
-def depthwise_conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None,
-                           float[:, :, :, ::1] y not None, stride, pads, dilation, bias=None, float relu=0.0,
-                           act=None, residual=None, relu_out=None):
-    cdef int sh, sw, pt, pl, dh, dw
-    sh, sw = _ints(stride, "stride", 2, 1)
-    pt, pl, _, _ = _ints(pads, "pads", 4, 0)
-    dh, dw = _ints(dilation, "dilation", 2, 1)
-    cdef int B = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef int kh = w.shape[2], kw = w.shape[3], Ho = y.shape[2], Wo = y.shape[3]
-    _expect_shape("depthwise_conv_forward", "w", _shape4(w), (C, 1, kh, kw))
-    _expect_shape("depthwise_conv_forward", "y", _shape4(y), (B, C, Ho, Wo))
-    cdef const float *bias_ptr = _bias_data("depthwise_conv_forward", bias, C)
+cdef class DepthwiseForward:
+    """depthwise_conv_forward's call with its arguments checked once: ``run()`` computes it again,
+    from what x and w hold now, into the same y. It keeps the arrays alive; a blob reshaped to
+    another size is a new array, which needs a new DepthwiseForward (decaf/layers/conv.py keeps
+    one per set of arrays)."""
+    cdef const float[:, :, :, ::1] x, w
+    cdef float[:, :, :, ::1] y
+    cdef const float *bias
+    cdef object keep
+    cdef int B, C, H, W, kh, kw, Ho, Wo, sh, sw, pt, pl, dh, dw
     cdef decaf_epilogue e
-    _epilogue("depthwise_conv_forward", &e, act, relu > 0, relu, relu_out, residual, y)
-    with nogil:
-        decaf_depthwise_conv_forward(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias_ptr, &y[0, 0, 0, 0], B, C, H, W,
-                                     kh, kw, Ho, Wo, sh, sw, pt, pl, dh, dw, &e)
+
+    def __init__(self, const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None,
+                 float[:, :, :, ::1] y not None, stride, pads, dilation, bias=None, float relu=0.0,
+                 act=None, residual=None, relu_out=None):
+        self.sh, self.sw = _ints(stride, "stride", 2, 1)
+        self.pt, self.pl, _, _ = _ints(pads, "pads", 4, 0)
+        self.dh, self.dw = _ints(dilation, "dilation", 2, 1)
+        self.B, self.C, self.H, self.W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+        self.kh, self.kw, self.Ho, self.Wo = w.shape[2], w.shape[3], y.shape[2], y.shape[3]
+        _expect_shape("depthwise_conv_forward", "w", _shape4(w), (self.C, 1, self.kh, self.kw))
+        _expect_shape("depthwise_conv_forward", "y", _shape4(y), (self.B, self.C, self.Ho, self.Wo))
+        self.bias = _bias_data("depthwise_conv_forward", bias, self.C)
+        _epilogue("depthwise_conv_forward", &self.e, act, relu > 0, relu, relu_out, residual, y)
+        self.x, self.w, self.y, self.keep = x, w, y, (bias, residual, relu_out)
+
+    def run(self):
+        with nogil:
+            decaf_depthwise_conv_forward(&self.x[0, 0, 0, 0], &self.w[0, 0, 0, 0], self.bias, &self.y[0, 0, 0, 0],
+                                         self.B, self.C, self.H, self.W, self.kh, self.kw, self.Ho, self.Wo,
+                                         self.sh, self.sw, self.pt, self.pl, self.dh, self.dw, &self.e)
+
+
+def depthwise_conv_forward(x, w, y, stride, pads, dilation, bias=None, float relu=0.0, act=None, residual=None,
+                           relu_out=None):
+    DepthwiseForward(x, w, y, stride, pads, dilation, bias, relu, act, residual, relu_out).run()
 
 
 def depthwise_conv_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None,
@@ -567,40 +586,65 @@ def conv_pack(x_shape, const float[:, :, :, ::1] w not None, float[::1] packed n
         decaf_conv_pack(&g, &p, &w[0, 0, 0, 0], &packed[0])
 
 
-def conv_forward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None, bias,
+cdef class ConvForward:
+    """conv_forward's call with its arguments checked and its plan made once: ``run()`` computes
+    the convolution again, from what x, w (or the packed weights) and the bias hold now, into the
+    same y, with the plan's thread count. Each check of a call costs microseconds, as much as a
+    small layer's arithmetic at batch 1; a net runs the same calls every pass. It keeps the arrays
+    alive; a blob reshaped to another size is a new array, which needs a new ConvForward
+    (decaf/layers/conv.py keeps one per set of arrays, thread count and weights)."""
+    cdef decaf_conv_geom g
+    cdef decaf_conv_plan plan
+    cdef decaf_epilogue e
+    cdef const float[:, :, :, ::1] x, w
+    cdef float[:, :, :, ::1] y
+    cdef float[::1] work
+    cdef const float *bias
+    cdef const float *packed
+    cdef object keep
+
+    def __init__(self, const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None, bias,
                  float[:, :, :, ::1] y not None, float[::1] work not None,
                  kernel, stride, pads, dilation, int group, bint relu=False, relu_out=None,
+                 float relu_max=float("inf"), act=None, residual=None, packed=None):
+        if not decaf_have_sgemm():
+            raise RuntimeError("conv_forward: no BLAS loaded (importing decaf.blas loads decaf's own)")
+        self.g = _conv_geom(_shape4(x), _shape4(w), group, kernel, stride, pads, dilation, (y.shape[2], y.shape[3]))
+        _expect_shape("conv_forward", "y", _shape4(y), (self.g.B, self.g.K, self.g.Ho, self.g.Wo))
+        self.bias = _bias_data("conv_forward", bias, self.g.K)
+        _epilogue("conv_forward", &self.e, act, relu, relu_max, relu_out, residual, y)
+        self.plan = decaf_conv_make_plan(&self.g, decaf_get_num_threads(),
+                                         DECAF_PLAN_FORWARD if packed is None else DECAF_PLAN_PREPACKED)
+        if work.shape[0] < self.plan.work:
+            raise ValueError(f"conv_forward: work has {work.shape[0]} floats, needs {self.plan.work}")
+        cdef const float[::1] pk
+        self.packed = NULL
+        if packed is not None:
+            kind, pk = packed
+            if not self.plan.pack or kind != self.plan.isa * 16 + self.plan.pack or pk.shape[0] != self.plan.packed:
+                form = self.plan.isa * 16 + self.plan.pack if self.plan.pack else 0
+                raise ValueError(f"conv_forward: packed weights of form {kind} ({pk.shape[0]} floats) do not fit "
+                                 f"this plan (form {form}, {self.plan.packed})")
+            self.packed = &pk[0]
+        self.x, self.w, self.y, self.work, self.keep = x, w, y, work, (bias, relu_out, residual, packed)
+
+    def run(self):
+        if self.g.B == 0:
+            return
+        with nogil:
+            decaf_conv_forward(&self.g, &self.plan, &self.x[0, 0, 0, 0], &self.w[0, 0, 0, 0], self.packed, self.bias,
+                               &self.y[0, 0, 0, 0], &self.work[0], &self.e)
+
+
+def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, int group, bint relu=False, relu_out=None,
                  float relu_max=float("inf"), act=None, residual=None, packed=None):
     """y = conv(x, w) + bias (direct, or im2col + SGEMM per image and group), + residual (an array
     like y, not y); then with relu min(max(., 0), relu_max), or the activation act = (kind, lo, hi,
     alpha) (kind one of ACTIVATIONS), in y or into relu_out (y keeping the values before it).
     packed: None, or (kind, array) from conv_packing / conv_pack for w: the forward reads the
     weights from it instead of packing w again (a kind other than the plan's is refused)."""
-    if not decaf_have_sgemm():
-        raise RuntimeError("conv_forward: no BLAS loaded (importing decaf.blas loads decaf's own)")
-    cdef decaf_conv_geom g = _conv_geom(_shape4(x), _shape4(w), group, kernel, stride, pads, dilation,
-                                        (y.shape[2], y.shape[3]))
-    _expect_shape("conv_forward", "y", _shape4(y), (g.B, g.K, g.Ho, g.Wo))
-    cdef const float *bias_ptr = _bias_data("conv_forward", bias, g.K)
-    cdef decaf_epilogue e
-    _epilogue("conv_forward", &e, act, relu, relu_max, relu_out, residual, y)
-    cdef decaf_conv_plan plan = decaf_conv_make_plan(&g, decaf_get_num_threads(),
-                                                     DECAF_PLAN_FORWARD if packed is None else DECAF_PLAN_PREPACKED)
-    if work.shape[0] < plan.work:
-        raise ValueError(f"conv_forward: work has {work.shape[0]} floats, needs {plan.work}")
-    cdef const float[::1] pk
-    cdef const float *packed_ptr = NULL
-    if packed is not None:
-        kind, pk = packed
-        if not plan.pack or kind != plan.isa * 16 + plan.pack or pk.shape[0] != plan.packed:
-            raise ValueError(f"conv_forward: packed weights of form {kind} ({pk.shape[0]} floats) do not fit "
-                             f"this plan (form {plan.isa * 16 + plan.pack if plan.pack else 0}, {plan.packed})")
-        packed_ptr = &pk[0]
-    if g.B == 0:
-        return
-    with nogil:
-        decaf_conv_forward(&g, &plan, &x[0, 0, 0, 0], &w[0, 0, 0, 0], packed_ptr, bias_ptr, &y[0, 0, 0, 0],
-                           &work[0], &e)
+    ConvForward(x, w, bias, y, work, kernel, stride, pads, dilation, group, relu, relu_out, relu_max, act, residual,
+                packed).run()
 
 
 def conv_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None,
