@@ -30,9 +30,10 @@ static inline void affine_run_in_place(float *y, ptrdiff_t n, float s, float t)
  * when the planes are small (7x7), the values still in the level-1 cache. */
 enum { EPILOGUE_RUN = 2048 };
 
-/* Planes p0 .. p1 of the (B C) planes of HW values (plane p is channel p mod C). */
-static void affine_planes(const float *x, const float *scale, const float *shift, float *y, ptrdiff_t C,
-                          ptrdiff_t HW, ptrdiff_t p0, ptrdiff_t p1, const decaf_epilogue *ep)
+/* Planes p0 .. p1 of the (B C) planes of HW values (plane p is channel c = p mod C of image
+ * b = p / C: at p HW in y, at b x_image + c HW in x). */
+static void affine_planes(const float *x, ptrdiff_t x_image, const float *scale, const float *shift, float *y,
+                          ptrdiff_t C, ptrdiff_t HW, ptrdiff_t p0, ptrdiff_t p1, const decaf_epilogue *ep)
 {
     ptrdiff_t c = p0 % C, pending = p0 * HW;      /* pending: where the values without epilogue start */
     for (ptrdiff_t p = p0; p < p1; ++p) {
@@ -41,7 +42,7 @@ static void affine_planes(const float *x, const float *scale, const float *shift
         if (x == y)
             affine_run_in_place(y + at, HW, scale[c], t);
         else
-            affine_run(x + at, y + at, HW, scale[c], t);
+            affine_run(x + (p / C) * x_image + c * HW, y + at, HW, scale[c], t);
         if (++c == C)
             c = 0;
         if (ep && (at + HW - pending >= EPILOGUE_RUN || p + 1 == p1)) {
@@ -53,11 +54,11 @@ static void affine_planes(const float *x, const float *scale, const float *shift
 
 /* Images b0 .. b1 of a tensor with one value per channel (HW 1, after an inner product): each
  * image is one run, every value with its own scale and shift. */
-static void affine_vectors(const float *x, const float *scale, const float *shift, float *y, ptrdiff_t C,
-                           ptrdiff_t b0, ptrdiff_t b1, const decaf_epilogue *ep)
+static void affine_vectors(const float *x, ptrdiff_t x_image, const float *scale, const float *shift, float *y,
+                           ptrdiff_t C, ptrdiff_t b0, ptrdiff_t b1, const decaf_epilogue *ep)
 {
     for (ptrdiff_t b = b0; b < b1; ++b) {
-        const float *xb = x + b * C;
+        const float *xb = x + b * x_image;
         float *yb = y + b * C;
         for (ptrdiff_t i = 0; i < C; ++i)
             yb[i] = xb[i] * scale[i] + (shift ? shift[i] : 0.0f);
@@ -66,19 +67,19 @@ static void affine_vectors(const float *x, const float *scale, const float *shif
     }
 }
 
-static void affine_part(const float *x, const float *scale, const float *shift, float *y, ptrdiff_t B,
-                        ptrdiff_t C, ptrdiff_t HW, const decaf_epilogue *ep, int part, int parts)
+static void affine_part(const float *x, ptrdiff_t x_image, const float *scale, const float *shift, float *y,
+                        ptrdiff_t B, ptrdiff_t C, ptrdiff_t HW, const decaf_epilogue *ep, int part, int parts)
 {
     const ptrdiff_t n = HW == 1 ? B : B * C;       /* runs: images, or planes */
     const ptrdiff_t first = n * part / parts, last = n * (part + 1) / parts;
     if (HW == 1)
-        affine_vectors(x, scale, shift, y, C, first, last, ep);
+        affine_vectors(x, x_image, scale, shift, y, C, first, last, ep);
     else
-        affine_planes(x, scale, shift, y, C, HW, first, last, ep);
+        affine_planes(x, x_image, scale, shift, y, C, HW, first, last, ep);
 }
 
-void decaf_channel_affine(const float *x, const float *scale, const float *shift, float *y, ptrdiff_t B,
-                          ptrdiff_t C, ptrdiff_t HW, const decaf_epilogue *ep)
+void decaf_channel_affine(const float *x, ptrdiff_t x_image, const float *scale, const float *shift, float *y,
+                          ptrdiff_t B, ptrdiff_t C, ptrdiff_t HW, const decaf_epilogue *ep)
 {
     if (B <= 0 || C <= 0 || HW <= 0)
         return;
@@ -86,9 +87,9 @@ void decaf_channel_affine(const float *x, const float *scale, const float *shift
         ep = NULL;
     const int threads = decaf_threads_for(work_of(B * C * HW, ep));
     if (threads <= 1) {
-        affine_part(x, scale, shift, y, B, C, HW, ep, 0, 1);
+        affine_part(x, x_image, scale, shift, y, B, C, HW, ep, 0, 1);
         return;
     }
     #pragma omp parallel num_threads(threads)
-    affine_part(x, scale, shift, y, B, C, HW, ep, decaf_thread_num(), decaf_team_size());
+    affine_part(x, x_image, scale, shift, y, B, C, HW, ep, decaf_thread_num(), decaf_team_size());
 }

@@ -40,9 +40,9 @@
       (g, p, x, w, dy, dx, dw, db, work))
 
 #define ENTRY_POINTS(R, V)                                                                              \
-    V(decaf_channel_affine, (const float *x, const float *scale, const float *shift, float *y,          \
-                             ptrdiff_t B, ptrdiff_t C, ptrdiff_t HW, const decaf_epilogue *ep),         \
-      (x, scale, shift, y, B, C, HW, ep))                                                               \
+    V(decaf_channel_affine, (const float *x, ptrdiff_t x_image, const float *scale, const float *shift,  \
+                             float *y, ptrdiff_t B, ptrdiff_t C, ptrdiff_t HW, const decaf_epilogue *ep), \
+      (x, x_image, scale, shift, y, B, C, HW, ep))                                                      \
     V(decaf_batchnorm_train_forward, (const float *x, const float *gamma, const float *beta, float *y,  \
                                       float *mean, float *var, ptrdiff_t B, ptrdiff_t C, ptrdiff_t HW,  \
                                       float eps, const decaf_epilogue *ep),                             \

@@ -215,6 +215,13 @@ class Layer:
         across images). The graph optimizer then makes the top that view (no copy)."""
         return None
 
+    def reads_images_apart(self):
+        """Whether ``forward``, ``infer`` and ``backward`` take a bottom whose images are not side by
+        side: each image's values contiguous, the next image further on (a run of channels of a
+        wider tensor, x[:, c0:c1] at batch > 1). The graph optimizer then makes a DenseNet
+        concatenation's top such a prefix of the chain's last one instead of a copy."""
+        return False
+
     def to_onnx(self, g):
         """Write this layer into the ONNX graph being built (``g``: io/onnx_convert.py's writer)."""
         raise ValueError(f"layer {self.name!r}: decaf type {self.type_name!r} cannot be exported to ONNX")

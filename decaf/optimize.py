@@ -44,7 +44,11 @@ backward; training and gradient checks run the net as written. The passes ask th
    each bottom has one producer and no other reader and the views are contiguous (along the
    channels: at batch 1). It copies as usual at other batch sizes. DenseNet's chains (each
    Concat's inputs, through Splits, a prefix of the block's last Concat's) share the last one's
-   top: the others' tops are prefix views of it and every feature map a slice.
+   top: the others' tops are prefix views of it and every feature map a slice. At a larger batch
+   a prefix of channels is not contiguous: the feature maps keep their arrays and each is copied
+   into the last top once, by the first Concat of the chain that has it (the copies grow with the
+   block's depth, not its square), when every reader of the Concats' tops takes images apart
+   (``reads_images_apart``: BatchNorm and Scale, DenseNet's readers).
 
 9. **Views instead of copies.** A layer whose top is some of its bottom's values in another shape
    (``view_of_bottom``: Reshape, Flatten, a Slice of contiguous values, e.g. a range of channels at
@@ -136,20 +140,29 @@ class _ConcatInPlace(Step):
 
 class _ConcatChain(Step):
     """A concatenation of a chain (``Graph._concat_chains``: DenseNet's, each one's inputs a prefix of
-    the last one's): its top is a view of the last one's top and its inputs views of slices of it
-    (``placed``: the (blob, array) pairs ``Graph._place`` set, checked before skipping), so nothing
-    is copied. Copies as usual when they are not in place (another batch size)."""
-    __slots__ = ("owner", "placed")
+    the last one's): its top is a view of the last one's top. At batch 1 its inputs are views of
+    slices of it too, so nothing is copied. At a larger batch a prefix of channels is no contiguous
+    array, so the feature maps keep their own arrays and each concatenation copies in only those
+    the one before it in the chain did not (``copies``: (bottom, view of the last top) pairs), when
+    every reader of its top takes images apart (``Layer.reads_images_apart``). ``placed``: the
+    (blob, array) pairs ``Graph._place`` set, checked before skipping; copies as usual when they
+    are not in place (another batch size)."""
+    __slots__ = ("owner", "placed", "copies", "after")
 
     def __init__(self, step, owner=None):
         super().__init__(step.layer, step.bottoms, step.tops)
         self.owner = owner          # the chain's last (largest) concatenation; None: this is it
         self.placed = None
+        self.copies = None
+        self.after = []             # the chain's concatenations before this one (run first: ``plan``)
 
     def __call__(self):
         placed = self.placed
         if placed is None or any(blob.data is not array for blob, array in placed):
             self.layer.forward(self.bottoms, self.tops)
+        elif self.copies:
+            for blob, view in self.copies:
+                np.copyto(view, blob.data)
 
 
 class _ViewStep(Step):
@@ -605,6 +618,9 @@ class Graph:
                 replace[id(last)] = _ConcatChain(last)
                 for s in members:
                     replace[id(s)] = _ConcatChain(s, replace[id(last)])
+                ordered = [replace[id(s)] for s in steps if id(s) in chain]
+                for i, s in enumerate(ordered):
+                    s.after = ordered[:i]
                 self.actions.append(("concat", [s.layer.name for s in members + [last]], None))
         self._chain_roots = {id(replace[id(last)]): roots[id(last)] for last, _ in chains if id(last) in replace}
         return [replace.get(id(s), s) for s in steps]
@@ -671,18 +687,29 @@ class Graph:
             for m in members:
                 end = slices[len(m.bottoms) - 1]
                 prefixes.append(top[end[:-1] + (slice(0, end[-1].stop),)])
-            fits = all(v.flags.c_contiguous and v.shape == r.shape for r, v in zip(roots, views))
-            fits = fits and all(p.flags.c_contiguous and p.shape == m.tops[0].shape for m, p in zip(members, prefixes))
-            if not fits:
-                for s in members + [step]:
-                    s.placed = None
-                continue
-            for r, v in zip(roots, views):
-                r.data = v
-            for m, p in zip(members, prefixes):
-                m.tops[0].data = p
-            for s in members + [step]:   # through a Split, a bottom's array is its feature map's view
-                s.placed = [(s.tops[0], s.tops[0].data)] + [(b, v) for b, v in zip(s.bottoms, views)]
+            shaped = (all(v.shape == r.shape for r, v in zip(roots, views))
+                      and all(p.shape == m.tops[0].shape for m, p in zip(members, prefixes)))
+            contiguous = (all(v.flags.c_contiguous for v in views)
+                          and all(p.flags.c_contiguous for p in prefixes))
+            for s in members + [step]:
+                s.placed = s.copies = None
+            if shaped and contiguous:
+                for r, v in zip(roots, views):
+                    r.data = v
+                for m, p in zip(members, prefixes):
+                    m.tops[0].data = p
+                for s in members + [step]:   # through a Split, a bottom's array is its feature map's view
+                    s.placed = [(s.tops[0], s.tops[0].data)] + [(b, v) for b, v in zip(s.bottoms, views)]
+            elif shaped and all(self._reads_images_apart(m.tops[0]) for m in members):
+                # (a larger batch) the members' tops are prefixes of the last top with the images
+                # apart; the feature maps keep their arrays, each copied in by the first
+                # concatenation of the chain (in running order) that has it
+                for m, p in zip(members, prefixes):
+                    m.tops[0].data = p
+                for s in [s for s in self.steps if s is step or s in members]:
+                    done = max([len(a.bottoms) for a in s.after], default=0)
+                    s.copies = [(b, views[i]) for i, b in enumerate(s.bottoms) if i >= done]
+                    s.placed = [(s.tops[0], s.tops[0].data)]
         for step in self.steps:                 # tops that are views of their bottoms, in order
             if isinstance(step, _ViewStep):
                 top = step.tops[0]
@@ -692,6 +719,14 @@ class Graph:
                     step.placed = (view, step.source.data)
                 else:
                     step.placed = None
+
+    def _reads_images_apart(self, blob):
+        """Whether every layer reading ``blob`` (in the optimized graph and in the net as written,
+        which training runs on the same blobs) takes it with its images apart
+        (``Layer.reads_images_apart``), so that it can be a prefix of a wider tensor's channels."""
+        readers = [s.layer for s in self.steps if not s.fused and any(b is blob for b in s.bottoms)]
+        readers += [layer for layer in self.net.order if any(b is blob for b in self.net.bottoms[layer.name])]
+        return bool(readers) and all(layer.reads_images_apart() for layer in readers)
 
     # ---- running --------------------------------------------------------------------------------
     def blob(self, name):
@@ -714,6 +749,8 @@ class Graph:
                     if any(id(b) in wanted for b in step.writes):
                         chosen.append(step)
                         wanted.update(id(b) for b in step.bottoms)
+                        # (a chain's concatenation copies in what the ones before it did not)
+                        wanted.update(id(a.tops[0]) for a in getattr(step, "after", ()))
                 self._plans[key] = chosen[::-1]
         return self._plans[key]
 
@@ -741,7 +778,8 @@ class Graph:
                  "direct": "written by the layer before straight into their own top (the values before "
                            "them not kept)",
                  "identity": "removed (identity at inference)", "dead": "removed (output not read)",
-                 "concat": "concatenations written in place by their producers (no copy at batch 1)",
+                 "concat": "concatenations written in place by their producers (no copy at batch 1; "
+                           "each map copied once at larger batches in DenseNet's chains)",
                  "view": "reshapes and slices whose top is a view of their bottom (no copy)"}
         lines = []
         for kind, text in words.items():

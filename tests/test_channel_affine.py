@@ -109,6 +109,54 @@ def test_kernel_without_a_shift(impl, threads, rng):
             close(y, act_f64(x.astype(np.float64) * scale[:, None, None], act))
 
 
+@pytest.mark.parametrize("impl", [_compiled, reference], ids=["compiled", "numpy"])
+def test_kernel_reads_a_run_of_channels_with_the_images_apart(impl, threads, rng):
+    """x = wide[:, c0:c1] (a DenseNet concatenation's prefix at batch > 1): each image contiguous,
+    the images C_wide H W floats apart; the same values as from a contiguous copy of it, the
+    activation into y or into its own array; the wide tensor untouched."""
+    for shape in SHAPES:
+        B, C, H, W = shape
+        wide = (rng.standard_normal((B, C + 5, H, W)) * 3).astype(np.float32)
+        for c0 in (0, 5):
+            x = wide[:, c0:c0 + C]
+            before = wide.copy()
+            _, scale, shift, _ = operands(rng, shape)
+            pre = x.astype(np.float64) * scale[:, None, None] + shift[:, None, None]
+            act = ("clamp", 0.0, 6.0, 0.0)
+            y, out = np.full(shape, np.nan, np.float32), np.full(shape, np.nan, np.float32)
+            impl.channel_affine(x, scale, shift, y, act)
+            close(y, act_f64(pre, act))
+            impl.channel_affine(x, scale, shift, y, act, out)
+            close(y, pre)
+            close(out, act_f64(pre, act))
+            np.testing.assert_array_equal(wide, before)
+
+
+def test_channels_apart_refused_where_the_kernel_cannot_read_them(rng):
+    """Images out of order or overlapping, a plane not contiguous, y or act_out in x's memory while
+    x is not contiguous: refused with the reason."""
+    wide = rng.standard_normal((3, 8, 4, 5)).astype(np.float32)
+    ones, zeros = np.ones(3, np.float32), np.zeros(3, np.float32)
+    y = np.empty((3, 3, 4, 5), np.float32)
+    relu = ("clamp", 0.0, INF, 0.0)
+    with pytest.raises(ValueError, match="out of order"):
+        _compiled.channel_affine(wide[::-1, :3], ones, zeros, y)
+    with pytest.raises(ValueError, match="each image of x must be contiguous"):
+        _compiled.channel_affine(wide[:, ::2][:, :3], ones, zeros, y)
+    with pytest.raises(ValueError, match="contiguous"):               # (y must be)
+        _compiled.channel_affine(wide[:, :3], ones, zeros, wide[:, :3])
+    flat = wide.reshape(-1)
+    with pytest.raises(ValueError, match="act_out is x's memory"):
+        _compiled.channel_affine(wide[:, :3], ones, zeros, y, relu, flat[:180].reshape(3, 3, 4, 5))
+    with pytest.raises(ValueError, match="overlaps"):
+        _compiled.channel_affine(wide[:, :3], ones, zeros, y, relu, flat[7:187].reshape(3, 3, 4, 5))
+    with pytest.raises(ValueError, match="overlaps"):
+        _compiled.channel_affine(wide[:, :3], ones, zeros, flat[200:380].reshape(3, 3, 4, 5))
+    out = np.empty_like(y)                                     # apart from x: fine
+    _compiled.channel_affine(wide[:, :3], ones, zeros, y, relu, out)
+    np.testing.assert_array_equal(out, np.maximum(wide[:, :3], 0))
+
+
 def test_threads_and_variants_give_the_same_bits(rng):
     """1 or 2 threads, each instruction set variant: every value is computed the same way."""
     x, scale, shift, _ = operands(rng, (2, 64, 33, 35))

@@ -348,12 +348,17 @@ def dense_spec(extra_reader=False, relu_in_place_on_member=False):
 
 def test_dense_concatenation_chain_copies_nothing_at_batch_1(rng, monkeypatch):
     """Each Concat's inputs are a prefix of the block Concat's: every map lives in the block's top and
-    each Concat's top is a prefix view of it, so no Concat copies at batch 1; at batch 2 (not
-    contiguous) they copy; the values always equal the net as written, backward included."""
+    each Concat's top is a prefix view of it, so no Concat copies at batch 1. At batch 2 a prefix of
+    channels is not contiguous: the maps keep their arrays and each is copied into the block's top
+    once (by the first Concat that has it), the members' tops prefix views with the images apart,
+    read so by the BatchNorms. The values always equal the net as written, backward included."""
     from decaf.layers.shape import Concat
     calls = []
     real = Concat.forward
     monkeypatch.setattr(Concat, "forward", lambda self, b, t: calls.append(self.name) or real(self, b, t))
+    copies = []
+    real_copyto = np.copyto
+    monkeypatch.setattr(np, "copyto", lambda dst, src, **k: copies.append(src.shape[1]) or real_copyto(dst, src, **k))
     fast, plain = pair(dense_spec(), rng)
     chains = [names for k, names, _ in fast.optimized_graph().actions if k == "concat"]
     assert chains == [["cat1", "cat2", "cat3", "block"]]
@@ -362,22 +367,52 @@ def test_dense_concatenation_chain_copies_nothing_at_batch_1(rng, monkeypatch):
         x = rng.standard_normal((n, 3, 6, 6)).astype(np.float32)
         want = plain.forward(data=x, outputs=["out", "cat2", "block"])
         calls.clear()
+        copies.clear()
         got = fast.forward(data=x, outputs=["out", "cat2", "block"])
-        copies = len(calls)
         for name in want:
             np.testing.assert_allclose(got[name], want[name], **TOL, err_msg=name)
-        return copies
+        return len(calls)
 
-    assert check(1) == 0
+    assert check(1) == 0 and copies == []
     assert np.shares_memory(fast.blobs["f1"].data, fast.blobs["block"].data)
     assert np.shares_memory(fast.blobs["cat3"].data, fast.blobs["block"].data)
-    assert check(2) == 4
+    assert check(2) == 0
+    assert copies == [4, 3, 3, 3]                      # f0 (4 channels), then f1, f2, f3 once each
+    assert not np.shares_memory(fast.blobs["f1"].data, fast.blobs["block"].data)
+    cat3 = fast.blobs["cat3"].data
+    assert np.shares_memory(cat3, fast.blobs["block"].data) and not cat3.flags.c_contiguous
     assert check(1) == 0
+    # only the maps a subset of the net needs: cat2's own input, and what cat1 (before it) copied
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    fast.forward(data=x)
+    np.testing.assert_allclose(fast.forward(data=x * 2, outputs=["bn2"])["bn2"],
+                               plain.forward(data=x * 2, outputs=["bn2"])["bn2"], **TOL)
     fast.set_phase("train")
     plain.set_phase("train")
-    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
-    dy = rng.standard_normal((1, 5, 6, 6)).astype(np.float32)
-    same_gradients(fast, plain, x, {"out": dy}, rtol=1e-4, atol=1e-5)
+    for n in (1, 2):
+        x = rng.standard_normal((n, 3, 6, 6)).astype(np.float32)
+        dy = rng.standard_normal((n, 5, 6, 6)).astype(np.float32)
+        same_gradients(fast, plain, x, {"out": dy}, rtol=1e-4, atol=1e-5)
+
+
+def test_dense_chain_copies_as_before_when_a_member_is_read_by_a_contiguous_reader(rng, monkeypatch):
+    """A Concat of the chain whose top a Convolution also reads (it needs contiguous images): at
+    batch 2 the chain's Concats copy as they did before, with the same values as the net as written."""
+    from decaf.layers.shape import Concat
+    calls = []
+    real = Concat.forward
+    monkeypatch.setattr(Concat, "forward", lambda self, b, t: calls.append(self.name) or real(self, b, t))
+    spec = dense_spec()
+    spec["layers"].append({"name": "side", "type": "Convolution", "bottom": "cat2", "top": "side",
+                           "num_output": 2, "kernel_size": 1})
+    fast, plain = pair(spec, rng)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    want = plain.forward(data=x)
+    got = fast.forward(data=x)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], **TOL, err_msg=name)
+    assert sorted(set(calls)) == ["block", "cat1", "cat2", "cat3"]
+    assert fast.blobs["cat3"].data.flags.c_contiguous
 
 
 @pytest.mark.parametrize("kw", [{"extra_reader": True}, {"relu_in_place_on_member": True}])

@@ -105,8 +105,8 @@ cdef extern from "lrn.h":
                             float *dx, int B, int C, int HW, int local_size, float alpha, float beta) nogil
 
 cdef extern from "channel_affine.h":
-    void decaf_channel_affine(const float *x, const float *scale, const float *shift, float *y, Py_ssize_t B,
-                              Py_ssize_t C, Py_ssize_t HW, const decaf_epilogue *ep) nogil
+    void decaf_channel_affine(const float *x, Py_ssize_t x_image, const float *scale, const float *shift, float *y,
+                              Py_ssize_t B, Py_ssize_t C, Py_ssize_t HW, const decaf_epilogue *ep) nogil
 
 cdef extern from "depthwise.h":
     void decaf_depthwise_conv_forward(const float *x, const float *w, const float *bias, float *y,
@@ -851,12 +851,29 @@ cdef bint _overlap(const float[:, :, :, ::1] a, const float[:, :, :, ::1] b):
     return pa != pb and pa < pb + n and pb < pa + n
 
 
-def channel_affine(const float[:, :, :, ::1] x not None, const float[::1] scale not None,
+cdef Py_ssize_t _image_stride(str func, str name, const float[:, :, :, :] a) except -1:
+    """Floats from one image of `a` (B, C, H, W) to the next, when each image is contiguous (C H W
+    values in order) and the images are in order, as apart as they may be: a contiguous array, or
+    a run of channels of a wider one (a[:, c0:c1]). Else ValueError."""
+    cdef Py_ssize_t C = a.shape[1], H = a.shape[2], W = a.shape[3], item = sizeof(float)
+    if ((W > 1 and a.strides[3] != item) or (H > 1 and a.strides[2] != W * item)
+            or (C > 1 and a.strides[1] != H * W * item)):
+        raise ValueError(f"{func}: each image of {name} must be contiguous (strides {[a.strides[i] for i in range(4)]})")
+    if a.shape[0] <= 1:
+        return C * H * W
+    if a.strides[0] % item or a.strides[0] < C * H * W * item:
+        raise ValueError(f"{func}: the images of {name} overlap or are out of order (strides {[a.strides[i] for i in range(4)]})")
+    return a.strides[0] // item
+
+
+def channel_affine(const float[:, :, :, :] x not None, const float[::1] scale not None,
                    const float[::1] shift, float[:, :, :, ::1] y not None, act=None, act_out=None):
     """y = x * scale[c] + shift[c] over (B, C, H, W) (y may be x; shift None: 0); then the activation
-    act = (kind, lo, hi, alpha) (see conv_forward) in y, or into act_out (y keeping the values before it)."""
-    shape = _shape4(x)
+    act = (kind, lo, hi, alpha) (see conv_forward) in y, or into act_out (y keeping the values before it).
+    x may be a run of channels of a wider tensor (each image contiguous, the images apart)."""
+    shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     cdef Py_ssize_t B = x.shape[0], C = x.shape[1], HW = x.shape[2] * x.shape[3]
+    cdef Py_ssize_t x_image = _image_stride("channel_affine", "x", x)
     _expect_shape("channel_affine", "y", _shape4(y), shape)
     _expect_shape("channel_affine", "scale", (scale.shape[0],), (C,))
     cdef const float *shift_ptr = NULL
@@ -866,20 +883,31 @@ def channel_affine(const float[:, :, :, ::1] x not None, const float[::1] scale 
             shift_ptr = &shift[0]
     if act_out is not None and act is None:
         raise ValueError("channel_affine: act_out without act")
-    if _overlap(x, y):
-        raise ValueError("channel_affine: y overlaps x without being x")
     cdef float[:, :, :, ::1] out
     if act_out is not None:
         out = act_out
         _expect_shape("channel_affine", "act_out", _shape4(out), shape)
-        if _overlap(out, y) or _overlap(out, x):
-            raise ValueError("channel_affine: act_out overlaps x or y without being it")
     cdef decaf_epilogue e
     _epilogue("channel_affine", &e, act, False, 0.0, act_out, None, y)
     if B * C * HW == 0:
         return
+    # the span of x's memory (its images with the gaps between them) against y's and act_out's
+    cdef const float *px = &x[0, 0, 0, 0]
+    cdef const float *py = &y[0, 0, 0, 0]
+    cdef const float *po
+    cdef Py_ssize_t nx = (B - 1) * x_image + C * HW, n = B * C * HW
+    if px == py and x_image != C * HW:
+        raise ValueError("channel_affine: y is x's memory but x is not contiguous")
+    if px != py and px < py + n and py < px + nx:
+        raise ValueError("channel_affine: y overlaps x without being x")
+    if act_out is not None:
+        po = &out[0, 0, 0, 0]
+        if _overlap(out, y) or (po != px and po < px + nx and px < po + n):
+            raise ValueError("channel_affine: act_out overlaps x or y without being it")
+        if po == px and x_image != C * HW:
+            raise ValueError("channel_affine: act_out is x's memory but x is not contiguous")
     with nogil:
-        decaf_channel_affine(&x[0, 0, 0, 0], &scale[0], shift_ptr, &y[0, 0, 0, 0], B, C, HW, &e)
+        decaf_channel_affine(px, x_image, &scale[0], shift_ptr, &y[0, 0, 0, 0], B, C, HW, &e)
 
 
 def batchnorm_scale_shift(const float[::1] mean not None, const float[::1] var not None, weight, bias,

@@ -46,6 +46,16 @@ def _check(func, shapes, **arrays):
             raise ValueError(f"{func}: {name} has shape {a.shape}, expected {tuple(shapes[name])}")
 
 
+def _first_image(func, name, a):
+    """a[:1] (one image, contiguous) when a's images are in order and apart (a run of channels of a
+    wider tensor, as the compiled kernels take it), else a itself (for _check to refuse)."""
+    if isinstance(a, np.ndarray) and a.ndim == 4 and a.shape[0] > 1 and a[:1].flags.c_contiguous:
+        if a.strides[0] < a[0].nbytes:
+            raise ValueError(f"{func}: the images of {name} overlap or are out of order")
+        return a[:1]
+    return a
+
+
 def _ints(value, name, count, minimum):
     items = tuple(int(v) for v in value)
     if len(items) != count or any(v < minimum for v in items):
@@ -441,8 +451,10 @@ def channel_affine(x, scale, shift, y, act=None, act_out=None):
     C = x.shape[1]
     if shift is None:
         shift = np.zeros(C, x.dtype)
+    # x may be a run of channels of a wider tensor (x[:, c0:c1]): each image contiguous, the
+    # images apart; checked as its first image
     _check("channel_affine", {"y": x.shape, "scale": (C,), "shift": (C,), "act_out": x.shape},
-           x=x, scale=scale, shift=shift, y=y, **outputs)
+           x=_first_image("channel_affine", "x", x), scale=scale, shift=shift, y=y, **outputs)
     if act_out is not None and act is None:
         raise ValueError("channel_affine: act_out without act")
     out = x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)

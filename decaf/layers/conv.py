@@ -214,39 +214,42 @@ class Convolution(Layer):
         self._packed = (self.weight.touched, w, forms)
         return kind, array
 
+    def _call_key(self, x, y, act, act_out, residual):
+        """What a kept kernel call depends on: the arrays (by identity: the call keeps them alive, so
+        an id is not reused meanwhile), the epilogue, the parameters (as objects: a folded copy of
+        this layer has its own) with their touched counts (nobody looked at them since), and the
+        thread count, instruction set and backend."""
+        return (id(x), id(y), id(act_out), id(residual), act, self.weight, self.bias, self.weight.touched,
+                None if self.bias is None else self.bias.touched, kernels.plan_key())
+
+    def _kept_call(self, *arrays):
+        """The kernel call made last time, checked and planned, if nothing it depends on changed
+        (a net makes the same calls every pass; checking one costs as much as a small layer's
+        arithmetic at batch 1); else None."""
+        kept = self.__dict__.get("_call")
+        return kept[1] if kept is not None and kept[0] == self._call_key(*arrays) else None
+
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
         act = (self.fused_act or ("clamp", 0.0, self.fused_relu_max, 0.0)) if self.fused_relu else None
         act_out = None if self.fused_relu_blob is None or act is None else self.fused_relu_blob.data
         residual = None if self.fused_residual is None else self.fused_residual.data
-        # The kernel call, checked and planned, is kept while the arrays, the epilogue, the thread
-        # count and the parameters (their touched counts: nobody looked at them) stay the same: a net
-        # makes the same calls every pass, and checking one costs as much as a small layer's
-        # arithmetic at batch 1.
-        key = (id(x), id(y), id(act_out), id(residual), act, self.weight, self.bias, self.weight.touched,
-               None if self.bias is None else self.bias.touched, kernels.plan_key())
-        kept = self.__dict__.get("_call")
-        if kept is not None and kept[0] == key:
-            kept[1].run()
-            return
-        touched = self.weight.touched
-        w = self.weight.data
-        bias = None if self.bias is None else self.bias.data
-        if self.depthwise:
-            call = kernels.prepare_depthwise_conv_forward(x, w, y, self.stride, self.pads, self.dilation, bias,
-                                                          act=act, residual=residual, relu_out=act_out)
-        else:
-            packed = self._packed_weights(x, w, touched)
-            work = self._work(x, w, False, packed is not None)
-            call = kernels.prepare_conv_forward(x, w, bias, y, work, self.kernel, self.stride, self.pads,
-                                                self.dilation, self.p["group"], act=act, relu_out=act_out,
-                                                residual=residual, packed=packed)
+        call = self._kept_call(x, y, act, act_out, residual)
+        if call is None:
+            touched = self.weight.touched
+            w = self.weight.data
+            bias = None if self.bias is None else self.bias.data
+            if self.depthwise:
+                call = kernels.prepare_depthwise_conv_forward(x, w, y, self.stride, self.pads, self.dilation,
+                                                              bias, act=act, residual=residual, relu_out=act_out)
+            else:
+                packed = self._packed_weights(x, w, touched)
+                work = self._work(x, w, False, packed is not None)
+                call = kernels.prepare_conv_forward(x, w, bias, y, work, self.kernel, self.stride, self.pads,
+                                                    self.dilation, self.p["group"], act=act, relu_out=act_out,
+                                                    residual=residual, packed=packed)
+            self._call = (self._call_key(x, y, act, act_out, residual), call)   # (counts after the look-ups)
         call.run()
-        # (keyed on the counts after this call's own look-ups; the call keeps x, y, act_out and
-        # residual alive, so their ids are not reused while it is kept; the parameters are compared
-        # as objects: a folded copy of this layer has its own)
-        key = key[:7] + (self.weight.touched, None if self.bias is None else self.bias.touched, key[9])
-        self._call = (key, call)
 
     def backward(self, top, propagate_down, bottom):
         x, dy = bottom[0].data, top[0].diff

@@ -61,10 +61,16 @@ class _ChannelAffine(Layer):
         self.fused_act, self.fused_act_blob = epilogue.act, out_blob
         return True
 
+    def reads_images_apart(self):
+        """True: the affine kernel reads images apart; the batch-statistics path and backward copy
+        or use NumPy."""
+        return True
+
     def _write(self, x, scale, shift, top):
         act_out = None if self.fused_act_blob is None else _nchw(self.fused_act_blob.data)
-        kernels.channel_affine(_nchw(np.ascontiguousarray(x)), scale, shift, _nchw(top[0].data),
-                               act=self.fused_act, act_out=act_out)
+        if not (x.ndim == 4 and x[:1].flags.c_contiguous):      # (4-D with its images apart: as it is)
+            x = _nchw(np.ascontiguousarray(x))
+        kernels.channel_affine(x, scale, shift, _nchw(top[0].data), act=self.fused_act, act_out=act_out)
 
 
 @register
