@@ -26,6 +26,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
 
 enum {
     DECAF_ACT_NONE = 0,
@@ -116,9 +119,52 @@ static inline void decaf_act_hardswish(float *d, const float *y, ptrdiff_t n)
     }
 }
 
+#if defined(__AVX2__) && defined(__FMA__)
+/* decaf_exp_poly on 8 lanes, step for step. Written out because GCC's own vectorisation of the
+ * scalar function ran at about 3.6 cycles per value (Zen 3; SiLU was a third of EfficientNet-B0's
+ * time at batch 16), these at about 1. The lanes give the scalar code's values up to the
+ * contraction of its multiply-adds (which GCC may or may not fuse there): within an ulp. */
+static inline __m256 decaf_exp_poly8(__m256 x0)
+{
+    const __m256 lo = _mm256_set1_ps(-87.3f), hi = _mm256_set1_ps(88.3f), round = _mm256_set1_ps(12582912.0f);
+    __m256 x = _mm256_min_ps(hi, _mm256_max_ps(lo, x0));   /* (a NaN x0 passes: min/max return it) */
+    __m256 n = _mm256_sub_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504f), round), round);
+    const __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f),
+                                     _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x));
+    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    n = _mm256_and_ps(n, _mm256_cmp_ps(n, n, _CMP_ORD_Q));                 /* NaN: exponent 0 (p is NaN) */
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    __m256 e = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+    e = _mm256_andnot_ps(_mm256_cmp_ps(x0, lo, _CMP_LT_OQ), e);           /* below: 0 */
+    return _mm256_blendv_ps(e, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(x0, hi, _CMP_GT_OQ));   /* above: inf */
+}
+#endif
+
 static inline void decaf_act_silu(float *d, const float *y, ptrdiff_t n, float alpha)
 {
-    for (ptrdiff_t i = 0; i < n; ++i) {
+    ptrdiff_t i = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    const __m256 minus_alpha = _mm256_set1_ps(-alpha), one = _mm256_set1_ps(1.0f);
+    for (; i + 16 <= n; i += 16) {   /* two vectors at a time: each one's chain is long (the polynomial) */
+        const __m256 v0 = _mm256_loadu_ps(y + i), v1 = _mm256_loadu_ps(y + i + 8);
+        const __m256 e0 = decaf_exp_poly8(_mm256_mul_ps(minus_alpha, v0));
+        const __m256 e1 = decaf_exp_poly8(_mm256_mul_ps(minus_alpha, v1));
+        _mm256_storeu_ps(d + i, _mm256_div_ps(v0, _mm256_add_ps(one, e0)));
+        _mm256_storeu_ps(d + i + 8, _mm256_div_ps(v1, _mm256_add_ps(one, e1)));
+    }
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(y + i);
+        _mm256_storeu_ps(d + i, _mm256_div_ps(v, _mm256_add_ps(one, decaf_exp_poly8(_mm256_mul_ps(minus_alpha, v)))));
+    }
+#endif
+    for (; i < n; ++i) {
         const float v = y[i];
         d[i] = v / (1.0f + decaf_exp_poly(-alpha * v));
     }
@@ -126,7 +172,15 @@ static inline void decaf_act_silu(float *d, const float *y, ptrdiff_t n, float a
 
 static inline void decaf_act_sigmoid(float *d, const float *y, ptrdiff_t n)
 {
-    for (ptrdiff_t i = 0; i < n; ++i) {
+    ptrdiff_t i = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(y + i);
+        _mm256_storeu_ps(d + i, _mm256_div_ps(one, _mm256_add_ps(one, decaf_exp_poly8(_mm256_sub_ps(zero, v)))));
+    }
+#endif
+    for (; i < n; ++i) {
         const float v = y[i];
         d[i] = 1.0f / (1.0f + decaf_exp_poly(-v));
     }
