@@ -16,6 +16,10 @@ int decaf_get_num_threads(void);
  * cost of waking the thread team to pay, decaf_get_num_threads() otherwise. */
 int decaf_threads_for(ptrdiff_t work);
 
+/* Bytes of the last-level cache as the system reports it (16 MB when it does not): beyond it a
+ * kernel's output cannot stay cached for the next layer (pointwise.c then streams its stores). */
+double decaf_last_cache_bytes(void);
+
 /* omp_get_thread_num() / omp_get_num_threads(), for code that splits work by hand. */
 int decaf_thread_num(void);
 int decaf_team_size(void);

@@ -26,7 +26,8 @@ def collect():
     return {"decaf": decaf.__version__, **cpu.isa_info(), "backend": kernels.get_backend(),
             "blas": blas.blas_info(), "blas_threads": blas.blas_threads(),
             "threads": kernel_threads, "numpy_blas_threads": numpy_blas_threads,
-            "openmp_wait": {k: os.environ.get(k) for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}}
+            "openmp_wait": {k: os.environ.get(k) for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")},
+            "last_cache_bytes": kernels._compiled.last_cache_bytes() if kernels._compiled is not None else None}
 
 
 def run(args):
@@ -52,7 +53,9 @@ def run(args):
             ("threads", f"{info['threads']} (decaf's kernels); NumPy's BLAS: {info['numpy_blas_threads']}"),
             ("openmp wait", " ".join(f"{k}={v}" for k, v in info["openmp_wait"].items() if v is not None)
              + " (GOMP_SPINCOUNT=0 or OMP_WAIT_POLICY=passive: faster where other processes keep the cores "
-               "busy; docs/performance.md)")]
+               "busy; docs/performance.md)"),
+            ("last cache", f"{info['last_cache_bytes'] / 2**20:g} MB (larger 1x1 convolution outputs are stored "
+                           "past the caches)" if info["last_cache_bytes"] else "(compiled kernels not built)")]
     for key, value in rows:
         print(f"{key + ':':<17}{value}")
     return 0

@@ -22,6 +22,7 @@ cdef extern from "isa.h":
 cdef extern from "threads.h":
     void decaf_set_num_threads(int n) nogil
     int decaf_get_num_threads() nogil
+    double decaf_last_cache_bytes() nogil
 
 cdef extern from "elementwise.h":
     Py_ssize_t decaf_copy_count_nonfinite(const float *src, float *dst, Py_ssize_t n) nogil
@@ -130,6 +131,12 @@ def set_num_threads(int n):
 def get_num_threads():
     """Threads decaf's own loops use."""
     return decaf_get_num_threads()
+
+
+def last_cache_bytes():
+    """The last-level cache's size as the kernels see it (sysfs; 16 MB when unknown): larger 1x1
+    convolution outputs are stored past the caches (csrc/pointwise.c)."""
+    return int(decaf_last_cache_bytes())
 
 
 # ---- instruction set variant (decaf.cpu decides which; csrc/isa.h) ---------------------------

@@ -12,6 +12,7 @@ machines run it.
 """
 import json
 import os
+import pathlib
 import re
 import runpy
 import shutil
@@ -231,6 +232,11 @@ def test_decaf_info_prints_the_path_blas_and_threads():
     assert re.search(r"^cpu: +\S", text.stdout, re.M) and re.search(r"^blas: +\S", text.stdout, re.M)
     assert re.search(r"^threads: +\d+ \(decaf's kernels\)", text.stdout, re.M)
     assert info["openmp_wait"]["GOMP_SPINCOUNT"] == os.environ.get("GOMP_SPINCOUNT")   # (this process's)
+    # the last-level cache as sysfs gives it (16 MB when it does not), as the kernels use it
+    sysfs = pathlib.Path("/sys/devices/system/cpu/cpu0/cache/index3/size")
+    if sysfs.exists() and sysfs.read_text().strip().endswith("K"):
+        assert info["last_cache_bytes"] == 1024 * int(sysfs.read_text().strip()[:-1])
+    assert re.search(r"^last cache: +\d+(\.\d+)? MB \(", text.stdout, re.M)
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
     env.update(OMP_WAIT_POLICY="passive", PYTHONPATH=str(ROOT))
     passive = subprocess.run([sys.executable, "-m", "decaf", "info"], env=env, capture_output=True, text=True,

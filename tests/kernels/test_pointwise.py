@@ -165,3 +165,32 @@ def test_a_net_follows_the_plan_across_batch_sizes(isa):
             x = rng.standard_normal((B, 64, 28, 28)).astype(F32)
             want = np.einsum("kc,nchw->nkhw", w, x) + b[None, :, None, None]
             np.testing.assert_allclose(net.forward(data=x)["c"], want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.skipif(_compiled.isa_current() == "generic", reason="the streamed stores are in the vector kernel")
+def test_outputs_larger_than_the_last_cache_are_streamed_with_the_same_values():
+    """An output past the last-level cache with a clamp alone (ReLU6) is clamped in the registers
+    and stored past the caches (non-temporal stores, csrc/pointwise.c): the same values, a NaN
+    kept, as the float64 reference; below that size the same kernel stores as usual."""
+    limit = _compiled.last_cache_bytes()
+    if limit > 64 * 1024 * 1024:
+        pytest.skip(f"a last-level cache of {limit >> 20} MB: the test would need a larger output")
+    rng = np.random.default_rng(5)
+    C, K, side = 16, 48, 160
+    B = int(limit // (K * side * side * 4)) + 1            # just past it
+    x = rng.standard_normal((B, C, side, side)).astype(F32)
+    x[0, 3, 7, 9] = np.nan
+    w = rng.standard_normal((K, C, 1, 1)).astype(F32) / 4
+    bias = rng.standard_normal(K).astype(F32)
+    act = ("clamp", 0.0, 6.0, 0.0)
+    assert _compiled.pointwise_preferred(x.shape, w.shape, 2)
+    for images in (B, 1):                                  # streamed, then cached
+        y = np.full((images, K, side, side), -1.0, F32)
+        _compiled.pointwise_forward(x[:images], w, bias, y, act=act)
+        assert np.isnan(y[0, :, 7, 9]).all()
+        y[0, :, 7, 9] = 0
+        xi = x[:images].copy()
+        xi[0, 3, 7, 9] = 0
+        ref, pre = reference(xi, w, bias, None, act)
+        ref[0, :, 7, 9] = 0
+        np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * float(np.abs(pre).max()))
