@@ -27,8 +27,8 @@
  * that its x (C x band floats) stays in the L2 cache while every channel block of the task runs
  * over it: inside a task, channel blocks outside, 16-pixel tiles inside. Once a block has run
  * over the whole band, its channels' segments of the band get the epilogue (residual, activation),
- * while they are still in cache; a clamp alone (ReLU, ReLU6) is applied in the registers instead,
- * and an output larger than the last-level cache is then written with streaming stores (no read
+ * while they are still in cache; a residual and a clamp (ReLU, ReLU6) are applied in the registers
+ * instead, and an output larger than the last-level cache is then written with streaming stores (no read
  * of each line before it is written; MobileNet's expansions at 112x112 and batch 16, 51-77 MB of
  * output, about 1.1x alone, MobileNetV2 / V3 at batch 16 1.03-1.05x). At batch 1 a small image gets its channel blocks split over
  * several tasks too, so that every thread has work (MobileNet's 7x7 layers: 49 pixels).
@@ -152,6 +152,10 @@ static __m256i lanes(int n)
     a##r##0 = _mm256_fmadd_ps(w, x0, a##r##0); a##r##1 = _mm256_fmadd_ps(w, x1, a##r##1);
 #define PW_STORE16(r)                                                                    \
     if (r < kr) {                                                                        \
+        if (res) {                                                                       \
+            a##r##0 = _mm256_add_ps(a##r##0, _mm256_loadu_ps(res + r * P));              \
+            a##r##1 = _mm256_add_ps(a##r##1, _mm256_loadu_ps(res + r * P + 8));          \
+        }                                                                                \
         if (fin) {                                                                       \
             a##r##0 = _mm256_min_ps(hi, _mm256_max_ps(lo, a##r##0));                     \
             a##r##1 = _mm256_min_ps(hi, _mm256_max_ps(lo, a##r##1));                     \
@@ -166,7 +170,7 @@ static __m256i lanes(int n)
 /* 6 channels x 16 pixels over nc input channels: y[r][0 .. 16) (row stride P) for the kr <= 6 real
  * channels. */
 static inline void tile16(const float *x, ptrdiff_t P, int nc, const float *wp, ptrdiff_t rs, ptrdiff_t cs,
-                          const float *b6, float *y, int kr, int acc, const float *clamp, int nt)
+                          const float *b6, float *y, int kr, int acc, const float *clamp, const float *res, int nt)
 {
     const int fin = clamp != NULL;
     const __m256 lo = _mm256_set1_ps(fin ? clamp[0] : 0.0f), hi = _mm256_set1_ps(fin ? clamp[1] : 0.0f);
@@ -185,13 +189,14 @@ static inline void tile16(const float *x, ptrdiff_t P, int nc, const float *wp, 
 #define PW_FMA8(r) a##r = _mm256_fmadd_ps(_mm256_broadcast_ss(w##r + c * cs), x0, a##r);
 #define PW_STORE8(r)                                                                     \
     if (r < kr) {                                                                        \
+        if (res) a##r = _mm256_add_ps(a##r, _mm256_maskload_ps(res + r * P, m));          \
         if (clamp) a##r = _mm256_min_ps(_mm256_set1_ps(clamp[1]), _mm256_max_ps(_mm256_set1_ps(clamp[0]), a##r)); \
         _mm256_maskstore_ps(y + r * P, m, a##r);                                         \
     }
 
 /* 6 channels x n <= 8 pixels (masked loads and stores when n < 8). */
 static inline void tile8(const float *x, ptrdiff_t P, int nc, const float *wp, ptrdiff_t rs, ptrdiff_t cs,
-                         const float *b6, float *y, int kr, int acc, int n, const float *clamp)
+                         const float *b6, float *y, int kr, int acc, int n, const float *clamp, const float *res)
 {
     const __m256i m = lanes(n);
     PW_ROWS
@@ -215,7 +220,7 @@ static inline void tile8(const float *x, ptrdiff_t P, int nc, const float *wp, p
  * 8-pixel tile would spend 6 FMAs per input channel on a few pixels). 4 running sums per pixel
  * (over c mod 4), so that the FMAs do not wait on each other. */
 static inline void tail_cols(const float *x, ptrdiff_t P, int nc, const float *wp, const float *b6, float *y, int kr,
-                             int acc, int n, const float *clamp)
+                             int acc, int n, const float *clamp, const float *res)
 {
     const __m256i m = lanes(PW_R);
     for (int j = 0; j < n; ++j) {
@@ -233,7 +238,10 @@ static inline void tail_cols(const float *x, ptrdiff_t P, int nc, const float *w
         for (; c < nc; ++c, xj += P, w += PW_R)
             s0 = _mm256_fmadd_ps(_mm256_maskload_ps(w, m), _mm256_broadcast_ss(xj), s0);
         _mm256_storeu_ps(start, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-        for (int r = 0; r < kr; ++r) y[r * P + j] = clamp ? clamp_to(start[r], clamp) : start[r];
+        for (int r = 0; r < kr; ++r) {
+            const float v = res ? start[r] + res[r * P + j] : start[r];
+            y[r * P + j] = clamp ? clamp_to(v, clamp) : v;
+        }
     }
 }
 #endif
@@ -244,18 +252,19 @@ static inline void tail_cols(const float *x, ptrdiff_t P, int nc, const float *w
  * cs 1), the strides constants in each inlined copy. */
 static inline void block_band(const float *x, ptrdiff_t P, int nc, const float *wp, ptrdiff_t rs, ptrdiff_t cs,
                               const float *b6, float *y, int kr, int acc, ptrdiff_t p0, ptrdiff_t len,
-                              const float *clamp, int nt)
+                              const float *clamp, const float *res, int nt)
 {
 #ifdef PW_SIMD
     ptrdiff_t p = p0;
     const ptrdiff_t end = p0 + len;
     for (; p + 16 <= end; p += 16)
-        tile16(x + p, P, nc, wp, rs, cs, b6, y + p, kr, acc, clamp, nt);
+        tile16(x + p, P, nc, wp, rs, cs, b6, y + p, kr, acc, clamp, res ? res + p : NULL, nt);
     for (; p < end; p += 8) {
         if (p + 8 <= end || cs != PW_R) {
-            tile8(x + p, P, nc, wp, rs, cs, b6, y + p, kr, acc, (int)(end - p < 8 ? end - p : 8), clamp);
+            tile8(x + p, P, nc, wp, rs, cs, b6, y + p, kr, acc, (int)(end - p < 8 ? end - p : 8), clamp,
+                  res ? res + p : NULL);
         } else {   /* (the packed form: 6 weights side by side) */
-            tail_cols(x + p, P, nc, wp, b6, y + p, kr, acc, (int)(end - p), clamp);
+            tail_cols(x + p, P, nc, wp, b6, y + p, kr, acc, (int)(end - p), clamp, res ? res + p : NULL);
             break;
         }
     }
@@ -270,6 +279,8 @@ static inline void block_band(const float *x, ptrdiff_t P, int nc, const float *
             const float *xr = x + (ptrdiff_t)c * P + p0;
             for (ptrdiff_t i = 0; i < len; ++i) yr[i] += wv * xr[i];
         }
+        if (res)
+            for (ptrdiff_t i = 0; i < len; ++i) yr[i] += res[(ptrdiff_t)r * P + p0 + i];
         if (clamp)
             for (ptrdiff_t i = 0; i < len; ++i) yr[i] = clamp_to(yr[i], clamp);
     }
@@ -287,11 +298,14 @@ void decaf_pointwise_forward(const decaf_conv_geom *g, int threads, const float 
     (void)work;   /* (w unpacked is read as it is: rows of C weights) */
     const pw_tasks t = plan_tasks(g, nt);
     const ptrdiff_t ntasks = (ptrdiff_t)g->B * t.nb * t.nk;
-    /* A clamp (ReLU, ReLU6) alone is applied in the registers before the last store: no epilogue
-     * pass. Outputs larger than the last-level cache are then stored past the caches (no line
-     * read before it is written; the next layer reads them from memory anyway). */
-    const int in_registers = ep && ep->act == DECAF_ACT_CLAMP && !ep->residual && !ep->out;
-    const float clamp[2] = {in_registers ? ep->lo : 0.0f, in_registers ? ep->hi : 0.0f};
+    /* A residual add and a clamp (ReLU, ReLU6), or either, or neither, are applied in the
+     * registers before the last store: no epilogue pass. Outputs larger than the last-level cache
+     * are then stored past the caches (no line read before it is written; the next layer reads
+     * them from memory anyway). Other activations: the epilogue pass after each block. */
+    const int in_registers = !ep || ep->act == DECAF_ACT_NONE || (ep->act == DECAF_ACT_CLAMP && !ep->out);
+    const int clamps = ep && ep->act == DECAF_ACT_CLAMP;
+    const float clamp[2] = {clamps ? ep->lo : 0.0f, clamps ? ep->hi : 0.0f};
+    const float *residual = ep ? ep->residual : NULL;
     const int stream = in_registers && (double)g->B * K * P * sizeof(float) >= decaf_last_cache_bytes();
     const int team = ntasks < nt ? (int)ntasks : nt;
     /* Each thread a contiguous range of the tasks, numbered band fastest, then image, then range of
@@ -314,13 +328,14 @@ void decaf_pointwise_forward(const decaf_conv_geom *g, int threads, const float 
                 const int k0 = kb * PW_R, kr = K - k0 < PW_R ? K - k0 : PW_R;
                 float b6[PW_R];
                 for (int r = 0; r < PW_R; ++r) b6[r] = bias && r < kr ? bias[k0 + r] : 0.0f;
-                const float *cl = in_registers && last ? clamp : NULL;
+                const float *cl = in_registers && last && clamps ? clamp : NULL;
+                const float *res = in_registers && last && residual ? residual + ((ptrdiff_t)b * K + k0) * P : NULL;
                 if (packed)
                     block_band(xb + (ptrdiff_t)c0 * P, P, nc, packed + ((ptrdiff_t)kb * C + c0) * PW_R, 1, PW_R,
-                               b6, yb + (ptrdiff_t)k0 * P, kr, c0 > 0, p0, len, cl, stream && last);
+                               b6, yb + (ptrdiff_t)k0 * P, kr, c0 > 0, p0, len, cl, res, stream && last);
                 else
                     block_band(xb + (ptrdiff_t)c0 * P, P, nc, w + (ptrdiff_t)k0 * C + c0, C, 1, b6,
-                               yb + (ptrdiff_t)k0 * P, kr, c0 > 0, p0, len, cl, stream && last);
+                               yb + (ptrdiff_t)k0 * P, kr, c0 > 0, p0, len, cl, res, stream && last);
                 if (ep && last && !in_registers)   /* the bias is in already: the residual and the activation */
                     for (int r = 0; r < kr; ++r)
                         decaf_epilogue_at(ep, y, ((ptrdiff_t)b * K + k0 + r) * P + p0, len, 0.0f);

@@ -74,6 +74,19 @@ def test_pointwise_forward_matches_reference(isa, threads):
             check(y, x, w, bias, residual, act)
 
 
+@pytest.mark.parametrize("act", [None, ("clamp", 0.0, 6.0, 0.0)], ids=["none", "relu6"])
+def test_residual_and_clamp_in_the_registers_on_every_shape(isa, act):
+    """The residual add and a clamp are done before the last store (tiles of 16 and 8 pixels and the
+    pixel-by-pixel tail, chunked input channels): every shape, with and without the packed form."""
+    rng = np.random.default_rng(21)
+    for B, C, K, H, W in SHAPES:
+        x, w, bias, residual = arrays(rng, B, C, K, H, W, True, True)
+        for packed in (None, _compiled.pointwise_pack(w)):
+            y = np.full((B, K, H, W), np.nan, F32)
+            _compiled.pointwise_forward(x, w, bias, y, act=act, residual=residual, packed=packed)
+            check(y, x, w, bias, residual, act)
+
+
 def test_every_activation_on_one_layer(isa):
     rng = np.random.default_rng(5)
     x, w, bias, residual = arrays(rng, 2, 29, 31, 5, 7, True, True)
