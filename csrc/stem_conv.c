@@ -1,0 +1,293 @@
+#include "stem_conv.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define STEM_SIMD 1
+#endif
+
+#include "activation.h"
+#include "threads.h"
+
+/* How it works. A stem convolution has only C * 9 <= 36 multiply-adds per output value, so
+ * im2col + GEMM spends much of its time writing and re-reading the 27-row cols buffer (1.35 MB an
+ * image at 224x224, past the L2) and its GEMM (K = 27) runs short. Here the output pixels are in
+ * the vector lanes and the inputs are read from a few split rows that stay in the L1 cache.
+ *
+ * Split rows. Input row ih of channel c, zero-padded (padded column q = iw + pad_left), is stored
+ * once per phase of the stride S: phase f holds padded columns f, f + S, f + 2S, ... . Output
+ * pixel ow reads padded column S ow + j for tap j, which is element ow + j / S of phase j % S:
+ * consecutive output pixels read consecutive floats (stride 2 needs no gather). The zero padding
+ * is in the split rows, so no tap needs a bound check; rows above and below the image are zeros.
+ * A thread keeps a ring of 3 split rows (padded row r in slot r % 3): with stride 2, output row
+ * oh reads padded rows 2 oh .. 2 oh + 2, and the next output row reuses row 2 oh + 2, so each input
+ * row is split once (twice at a band's edge). The ring is C * S * 3 rows of ~Wo floats: 8 KB for
+ * the 3-channel 224x224 stem, in L1 with the weights (K * 28 floats: 3.6 KB at K = 32).
+ *
+ * Register tile (AVX2 + FMA): 4 output channels x 24 pixels, 12 accumulators of 8 lanes started
+ * at the bias; per tap (c, i, j), 3 loads from a split row, 4 broadcasts of the block's weights
+ * (packed so that a tap's 4 weights are consecutive), 12 FMAs. The row's last pixels: a tile of
+ * 16 or 8 (fewer accumulators), the last vector stored under a mask (the split rows are long
+ * enough that full vectors can always be loaded). A last block of fewer than 4 channels computes 4
+ * (zero weights) and stores the real ones.
+ *
+ * Order: per output row, the channel blocks, each over the row's tiles; once a block has done
+ * its row, its 4 output row segments get the epilogue (residual, activation) while in L1, or a
+ * clamp alone (ReLU, ReLU6, no second output) is applied in the registers before the store.
+ *
+ * Threads: the work is cut in tasks (image, band of output rows), image-major, a contiguous run
+ * of tasks per thread: at batch >= threads whole images per thread, at batch 1 bands of rows so
+ * that every thread has work.
+ *
+ * The generic variant computes the same order with plain loops on tiles of 8 pixels (GCC
+ * vectorises them for SSE2); it is not preferred (decaf_stem_conv_preferred). */
+
+enum { STEM_R = 4, STEM_KS = 3, STEM_MAX_C = 4 };
+
+typedef struct {
+    int S;             /* stride */
+    ptrdiff_t L;       /* floats of one phase of one split row: Wo rounded up to 8, plus 8 */
+    ptrdiff_t row;     /* floats of one split row, all channels and phases: C S L */
+    ptrdiff_t ring;    /* floats of a thread's ring: 3 rows */
+    int blocks;        /* blocks of 4 output channels */
+    ptrdiff_t weights; /* floats of the packed weights (the packed bias follows: blocks * 4) */
+} stem_layout;
+
+static stem_layout layout_of(const decaf_conv_geom *g)
+{
+    stem_layout l;
+    l.S = g->sw;
+    l.L = (ptrdiff_t)((g->Wo + 7) / 8) * 8 + 8;   /* (tap offsets j / S <= 2 past a vector's end) */
+    l.row = (ptrdiff_t)g->C * l.S * l.L;
+    l.ring = STEM_KS * l.row;
+    l.blocks = (g->K + STEM_R - 1) / STEM_R;
+    l.weights = (ptrdiff_t)l.blocks * STEM_R * g->C * 9;
+    return l;
+}
+
+int decaf_stem_conv_supported(const decaf_conv_geom *g)
+{
+    return g->G == 1 && g->C >= 1 && g->C <= STEM_MAX_C && g->K >= 1 && g->kh == STEM_KS && g->kw == STEM_KS
+           && g->dh == 1 && g->dw == 1 && g->sh == g->sw && (g->sh == 1 || g->sh == 2)
+           && g->pad_top >= 0 && g->pad_top < STEM_KS && g->pad_left >= 0 && g->pad_left < STEM_KS
+           && g->Ho >= 1 && g->Wo >= 1;
+}
+
+ptrdiff_t decaf_stem_conv_work_size(const decaf_conv_geom *g, int threads)
+{
+    const stem_layout l = layout_of(g);
+    return l.weights + (ptrdiff_t)l.blocks * STEM_R + (ptrdiff_t)(threads < 1 ? 1 : threads) * l.ring;
+}
+
+/* wp[kb][t][r] = w[4 kb + r][t] for tap t = (c * 3 + i) * 3 + j (0 past K); bp[4 kb + r] = bias. */
+static void pack(const decaf_conv_geom *g, const stem_layout *l, const float *w, const float *bias, float *wp)
+{
+    const int taps = g->C * 9;
+    float *bp = wp + l->weights;
+    for (int kb = 0; kb < l->blocks; ++kb)
+        for (int r = 0; r < STEM_R; ++r) {
+            const int k = kb * STEM_R + r;
+            for (int t = 0; t < taps; ++t)
+                wp[((ptrdiff_t)kb * taps + t) * STEM_R + r] = k < g->K ? w[(ptrdiff_t)k * taps + t] : 0.0f;
+            bp[k] = k < g->K && bias ? bias[k] : 0.0f;
+        }
+}
+
+/* dst (one split row) = padded row r of image x (C, H, W), every channel and phase. */
+static void split_row(float *dst, const float *x, const decaf_conv_geom *g, const stem_layout *l, int r)
+{
+    const int S = l->S, W = g->W, ih = r - g->pad_top;
+    const ptrdiff_t L = l->L;
+    for (int c = 0; c < g->C; ++c)
+        for (int f = 0; f < S; ++f) {
+            float *d = dst + (ptrdiff_t)(c * S + f) * L;
+            if (ih < 0 || ih >= g->H) {
+                memset(d, 0, sizeof(float) * (size_t)L);
+                continue;
+            }
+            const float *xr = x + ((ptrdiff_t)c * g->H + ih) * W;
+            const int off = f - g->pad_left;   /* element m is x's column S m + off */
+            ptrdiff_t m0 = off >= 0 ? 0 : (-off + S - 1) / S, m1 = W - off <= 0 ? 0 : (W - off + S - 1) / S;
+            if (m1 > L) m1 = L;
+            if (m0 > m1) m0 = m1;
+            for (ptrdiff_t m = 0; m < m0; ++m) d[m] = 0.0f;
+            if (S == 2)
+                for (ptrdiff_t m = m0; m < m1; ++m) d[m] = xr[2 * m + off];
+            else
+                for (ptrdiff_t m = m0; m < m1; ++m) d[m] = xr[m + off];
+            for (ptrdiff_t m = m1; m < L; ++m) d[m] = 0.0f;
+        }
+}
+
+#ifdef STEM_SIMD
+/* Lanes 0 .. n - 1 of a mask (n <= 8). */
+static inline __m256i lanes(int n)
+{
+    static const int32_t m[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+    return _mm256_loadu_si256((const __m256i *)(m + 8 - n));
+}
+
+/* 4 channels x nv vectors (nv <= 3, a constant where inlined) of pixels ow ..: tp[t] + ow is tap
+ * t's split row at the tile, wk the block's packed weights, bk its 4 biases; yo the first
+ * channel's output at the tile (channel planes `plane` apart); kr <= 4 real channels, n <= 8 nv
+ * real pixels. fin: min(max(., lo), hi) before the store (a NaN kept: max / min return their
+ * second operand when one is NaN). */
+static inline __attribute__((always_inline)) void tile(const float *const *tp, int taps, ptrdiff_t ow,
+                                                       const float *wk, const float *bk, float *yo,
+                                                       ptrdiff_t plane, int kr, int n, const int nv, int fin,
+                                                       __m256 lo, __m256 hi)
+{
+    /* (every loop over r and v unrolled, indices constant: the arrays stay in registers) */
+    __m256 a[STEM_R][3];
+    #pragma GCC unroll 4
+    for (int r = 0; r < STEM_R; ++r)
+        #pragma GCC unroll 3
+        for (int v = 0; v < 3; ++v)
+            if (v < nv) a[r][v] = _mm256_broadcast_ss(bk + r);
+    for (int t = 0; t < taps; ++t) {
+        const float *s = tp[t] + ow;
+        __m256 xv[3];
+        #pragma GCC unroll 3
+        for (int v = 0; v < 3; ++v)
+            if (v < nv) xv[v] = _mm256_loadu_ps(s + 8 * v);
+        #pragma GCC unroll 4
+        for (int r = 0; r < STEM_R; ++r) {
+            const __m256 w = _mm256_broadcast_ss(wk + STEM_R * t + r);
+            #pragma GCC unroll 3
+            for (int v = 0; v < 3; ++v)
+                if (v < nv) a[r][v] = _mm256_fmadd_ps(xv[v], w, a[r][v]);
+        }
+    }
+    #pragma GCC unroll 4
+    for (int r = 0; r < STEM_R; ++r)
+        #pragma GCC unroll 3
+        for (int v = 0; v < 3; ++v)
+            if (r < kr && v < nv) {
+                __m256 o = a[r][v];
+                if (fin) o = _mm256_min_ps(hi, _mm256_max_ps(lo, o));
+                float *p = yo + r * plane + 8 * v;
+                if (8 * v + 8 <= n) _mm256_storeu_ps(p, o);
+                else _mm256_maskstore_ps(p, lanes(n - 8 * v), o);
+            }
+}
+#else
+/* The same, 4 channels x n <= 8 pixels, plain loops. */
+static void tile8(const float *const *tp, int taps, ptrdiff_t ow, const float *wk, const float *bk, float *yo,
+                  ptrdiff_t plane, int kr, int n)
+{
+    float a[STEM_R][8];
+    for (int r = 0; r < STEM_R; ++r)
+        for (int q = 0; q < 8; ++q) a[r][q] = bk[r];
+    for (int t = 0; t < taps; ++t) {
+        const float *s = tp[t] + ow;
+        for (int r = 0; r < STEM_R; ++r) {
+            const float w = wk[STEM_R * t + r];
+            for (int q = 0; q < 8; ++q) a[r][q] += w * s[q];
+        }
+    }
+    for (int r = 0; r < kr; ++r)
+        for (int q = 0; q < n; ++q) yo[r * plane + q] = a[r][q];
+}
+#endif
+
+/* Output rows oh0 .. oh1 of image b (x its input), every channel, with a thread's ring. */
+static void rows(const decaf_conv_geom *g, const stem_layout *l, const float *x, const float *wp, int b, int oh0,
+                 int oh1, float *ring, float *y, const decaf_epilogue *ep)
+{
+    const int S = l->S, taps = g->C * 9, Wo = g->Wo, K = g->K;
+    const ptrdiff_t plane = (ptrdiff_t)g->Ho * Wo;
+    const float *bp = wp + l->weights;
+    int tags[STEM_KS] = {-1, -1, -1};   /* the padded row in each slot */
+    const float *tp[STEM_MAX_C * 9];
+#ifdef STEM_SIMD
+    const int fin = ep && ep->act == DECAF_ACT_CLAMP && !ep->residual && !ep->out;
+    const __m256 lo = _mm256_set1_ps(fin ? ep->lo : 0.0f), hi = _mm256_set1_ps(fin ? ep->hi : 0.0f);
+#else
+    const int fin = 0;
+#endif
+    for (int oh = oh0; oh < oh1; ++oh) {
+        for (int i = 0; i < STEM_KS; ++i) {
+            const int r = oh * S + i, slot = r % STEM_KS;
+            if (tags[slot] != r) {
+                split_row(ring + slot * l->row, x, g, l, r);
+                tags[slot] = r;
+            }
+            for (int c = 0; c < g->C; ++c)
+                for (int j = 0; j < STEM_KS; ++j)
+                    tp[(c * STEM_KS + i) * STEM_KS + j] = ring + slot * l->row + (ptrdiff_t)(c * S + j % S) * l->L + j / S;
+        }
+        for (int kb = 0; kb < l->blocks; ++kb) {
+            const int k0 = kb * STEM_R, kr = K - k0 < STEM_R ? K - k0 : STEM_R;
+            const float *wk = wp + (ptrdiff_t)kb * taps * STEM_R, *bk = bp + k0;
+            const ptrdiff_t at = ((ptrdiff_t)b * K + k0) * plane + (ptrdiff_t)oh * Wo;   /* channel k0's row oh */
+            float *yo = y + at;
+            int ow = 0;
+#ifdef STEM_SIMD
+            for (; ow + 24 <= Wo; ow += 24)
+                tile(tp, taps, ow, wk, bk, yo + ow, plane, kr, 24, 3, fin, lo, hi);
+            const int left = Wo - ow;
+            if (left > 16)
+                tile(tp, taps, ow, wk, bk, yo + ow, plane, kr, left, 3, fin, lo, hi);
+            else if (left > 8)
+                tile(tp, taps, ow, wk, bk, yo + ow, plane, kr, left, 2, fin, lo, hi);
+            else if (left > 0)
+                tile(tp, taps, ow, wk, bk, yo + ow, plane, kr, left, 1, fin, lo, hi);
+#else
+            for (; ow < Wo; ow += 8)
+                tile8(tp, taps, ow, wk, bk, yo + ow, plane, kr, Wo - ow < 8 ? Wo - ow : 8);
+#endif
+            if (ep && !fin)
+                for (int r = 0; r < kr; ++r) decaf_epilogue_at(ep, y, at + r * plane, Wo, 0.0f);
+        }
+    }
+}
+
+/* Bands of output rows per image: 1 when the images share the threads evenly, else enough that
+ * the (image, band) tasks do (or are many: 8 a thread). */
+static int bands(const decaf_conv_geom *g, int T)
+{
+    int nb = 1;
+    while (nb < g->Ho && ((ptrdiff_t)g->B * nb < T || ((ptrdiff_t)g->B * nb % T != 0 && (ptrdiff_t)g->B * nb < 8 * T)))
+        ++nb;
+    return nb;
+}
+
+void decaf_stem_conv_forward(const decaf_conv_geom *g, int threads, const float *x, const float *w,
+                             const float *bias, float *y, float *work, const decaf_epilogue *ep)
+{
+    const stem_layout l = layout_of(g);
+    const int T = threads < 1 ? 1 : threads, nb = bands(g, T);
+    const ptrdiff_t tasks = (ptrdiff_t)g->B * nb, plane_in = (ptrdiff_t)g->C * g->H * g->W;
+    float *rings = work + l.weights + (ptrdiff_t)l.blocks * STEM_R;
+    pack(g, &l, w, bias, work);
+    #pragma omp parallel num_threads(T)
+    {
+        const int t = decaf_thread_num(), team = decaf_team_size();
+        float *ring = rings + t * l.ring;
+        for (ptrdiff_t task = tasks * t / team; task < tasks * (t + 1) / team; ++task) {
+            const int b = (int)(task / nb), band = (int)(task % nb);
+            rows(g, &l, x + b * plane_in, work, b, g->Ho * band / nb, g->Ho * (band + 1) / nb, ring, y, ep);
+        }
+    }
+}
+
+/* Where it is preferred, from benchmarks/bench_stem.py (Zen 3, AVX2, 1 and 2 threads): see below. */
+int decaf_stem_conv_preferred(const decaf_conv_geom *g, int threads)
+{
+    (void)threads;
+    if (!decaf_stem_conv_supported(g))
+        return 0;
+    const char *knob = getenv("DECAF_STEM_CONV");
+    if (knob && strcmp(knob, "off") == 0)
+        return 0;
+    if (knob && strcmp(knob, "on") == 0)
+        return 1;
+#ifdef STEM_SIMD
+    return g->sh == 2;
+#else
+    return 0;
+#endif
+}
