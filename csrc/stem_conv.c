@@ -47,11 +47,14 @@
 
 enum { STEM_R = 4, STEM_KS = 3, STEM_MAX_C = 4 };
 
+/* outputs of at least this fraction of the last-level cache are stored streaming (see below) */
+#define STEM_STREAM_FROM 1.0
+
 typedef struct {
     int S;             /* stride */
     ptrdiff_t L;       /* floats of one phase of one split row: Wo rounded up to 8, plus 8 */
     ptrdiff_t row;     /* floats of one split row, all channels and phases: C S L */
-    ptrdiff_t ring;    /* floats of a thread's ring: 3 rows */
+    ptrdiff_t ring;    /* floats of a thread's scratch: a ring of 3 split rows, a padded row */
     int blocks;        /* blocks of 4 output channels */
     ptrdiff_t weights; /* floats of the packed weights (the packed bias follows: blocks * 4) */
 } stem_layout;
@@ -62,7 +65,7 @@ static stem_layout layout_of(const decaf_conv_geom *g)
     l.S = g->sw;
     l.L = (ptrdiff_t)((g->Wo + 7) / 8) * 8 + 8;   /* (tap offsets j / S <= 2 past a vector's end) */
     l.row = (ptrdiff_t)g->C * l.S * l.L;
-    l.ring = STEM_KS * l.row;
+    l.ring = STEM_KS * l.row + l.S * l.L;   /* (and the zero-padded copy of a row: split_row) */
     l.blocks = (g->K + STEM_R - 1) / STEM_R;
     l.weights = (ptrdiff_t)l.blocks * STEM_R * g->C * 9;
     return l;
@@ -96,30 +99,42 @@ static void pack(const decaf_conv_geom *g, const stem_layout *l, const float *w,
         }
 }
 
-/* dst (one split row) = padded row r of image x (C, H, W), every channel and phase. */
-static void split_row(float *dst, const float *x, const decaf_conv_geom *g, const stem_layout *l, int r)
+/* dst (one split row) = padded row r of image x (C, H, W), every channel and phase: element m of
+ * phase f is padded column S m + f, i.e. x's column S m + f - pad_left, 0 outside the row. The row
+ * is first copied, zero-padded, into pad (S L floats; with stride 1 that is the split row itself),
+ * then deinterleaved 16 columns at a time: no bound check per element. */
+static void split_row(float *dst, float *pad, const float *x, const decaf_conv_geom *g, const stem_layout *l, int r)
 {
-    const int S = l->S, W = g->W, ih = r - g->pad_top;
-    const ptrdiff_t L = l->L;
-    for (int c = 0; c < g->C; ++c)
-        for (int f = 0; f < S; ++f) {
-            float *d = dst + (ptrdiff_t)(c * S + f) * L;
-            if (ih < 0 || ih >= g->H) {
-                memset(d, 0, sizeof(float) * (size_t)L);
-                continue;
-            }
-            const float *xr = x + ((ptrdiff_t)c * g->H + ih) * W;
-            const int off = f - g->pad_left;   /* element m is x's column S m + off */
-            ptrdiff_t m0 = off >= 0 ? 0 : (-off + S - 1) / S, m1 = W - off <= 0 ? 0 : (W - off + S - 1) / S;
-            if (m1 > L) m1 = L;
-            if (m0 > m1) m0 = m1;
-            for (ptrdiff_t m = 0; m < m0; ++m) d[m] = 0.0f;
-            if (S == 2)
-                for (ptrdiff_t m = m0; m < m1; ++m) d[m] = xr[2 * m + off];
-            else
-                for (ptrdiff_t m = m0; m < m1; ++m) d[m] = xr[m + off];
-            for (ptrdiff_t m = m1; m < L; ++m) d[m] = 0.0f;
+    const int S = l->S, W = g->W, ih = r - g->pad_top, pl = g->pad_left;
+    const ptrdiff_t L = l->L, n = S * L;
+    const ptrdiff_t keep = W < n - pl ? W : n - pl, tail = n - pl - keep;   /* (columns past n are never read) */
+    for (int c = 0; c < g->C; ++c) {
+        float *d0 = dst + (ptrdiff_t)c * S * L;
+        if (ih < 0 || ih >= g->H) {
+            memset(d0, 0, sizeof(float) * (size_t)n);
+            continue;
         }
+        float *p = S == 1 ? d0 : pad;
+        for (int q = 0; q < pl; ++q) p[q] = 0.0f;
+        memcpy(p + pl, x + ((ptrdiff_t)c * g->H + ih) * W, sizeof(float) * (size_t)keep);
+        memset(p + pl + W, 0, sizeof(float) * (size_t)tail);
+        if (S == 1)
+            continue;
+        ptrdiff_t m = 0;
+#ifdef STEM_SIMD
+        for (; m + 8 <= L; m += 8) {
+            const __m256 a = _mm256_loadu_ps(pad + 2 * m), b = _mm256_loadu_ps(pad + 2 * m + 8);
+            /* (a0 a2 b0 b2 | a4 a6 b4 b6): its 64-bit pieces in the order 0 2 1 3 */
+            const __m256 ev = _mm256_shuffle_ps(a, b, 0x88), od = _mm256_shuffle_ps(a, b, 0xDD);
+            _mm256_storeu_ps(d0 + m, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), 0xD8)));
+            _mm256_storeu_ps(d0 + L + m, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), 0xD8)));
+        }
+#endif
+        for (; m < L; ++m) {
+            d0[m] = pad[2 * m];
+            d0[L + m] = pad[2 * m + 1];
+        }
+    }
 }
 
 #ifdef STEM_SIMD
@@ -130,15 +145,51 @@ static inline __m256i lanes(int n)
     return _mm256_loadu_si256((const __m256i *)(m + 8 - n));
 }
 
+/* The activation's constants, broadcast, for act8. */
+typedef struct {
+    __m256 lo, hi, alpha;
+} stem_epilogue;
+
+/* activation.h's activations on 8 lanes, written as its vector loops and scalar selects are (a NaN
+ * stays NaN: max / min return their second operand when one is NaN, the compares are false). */
+static inline __attribute__((always_inline)) __m256 act8(const stem_epilogue *e, __m256 v, const int act)
+{
+    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+    switch (act) {
+    case DECAF_ACT_CLAMP: return _mm256_min_ps(e->hi, _mm256_max_ps(e->lo, v));
+    case DECAF_ACT_LEAKY:
+        return _mm256_mul_ps(v, _mm256_blendv_ps(one, e->alpha, _mm256_cmp_ps(v, zero, _CMP_LT_OQ)));
+    case DECAF_ACT_HARDSWISH: {
+        const __m256 a = _mm256_min_ps(_mm256_set1_ps(6.0f), _mm256_max_ps(zero, _mm256_add_ps(v, _mm256_set1_ps(3.0f))));
+        return _mm256_div_ps(_mm256_mul_ps(a, v), _mm256_set1_ps(6.0f));
+    }
+    case DECAF_ACT_SILU:
+        return _mm256_div_ps(v, _mm256_add_ps(one, decaf_exp_poly8(_mm256_mul_ps(_mm256_sub_ps(zero, e->alpha), v))));
+    case DECAF_ACT_SIGMOID: return _mm256_div_ps(one, _mm256_add_ps(one, decaf_exp_poly8(_mm256_sub_ps(zero, v))));
+    case DECAF_ACT_HARDSIGMOID:
+        return _mm256_min_ps(e->hi, _mm256_max_ps(zero, _mm256_fmadd_ps(v, e->alpha, e->lo)));
+    default: return v;
+    }
+}
+
+/* v into p: 8 floats (full: by a streaming store when asked and p is 32-byte aligned), or the
+ * lanes of mask m. */
+static inline __attribute__((always_inline)) void put(float *p, __m256 v, int full, __m256i m, int stream)
+{
+    if (!full) _mm256_maskstore_ps(p, m, v);
+    else if (stream && !((uintptr_t)p & 31)) _mm256_stream_ps(p, v);
+    else _mm256_storeu_ps(p, v);
+}
+
 /* 4 channels x nv vectors (nv <= 3, a constant where inlined) of pixels ow ..: tp[t] + ow is tap
- * t's split row at the tile, wk the block's packed weights, bk its 4 biases; yo the first
- * channel's output at the tile (channel planes `plane` apart); kr <= 4 real channels, n <= 8 nv
- * real pixels. fin: min(max(., lo), hi) before the store (a NaN kept: max / min return their
- * second operand when one is NaN). */
+ * t's split row at the tile, wk the block's packed weights, bk its 4 biases; the first channel's
+ * output at offset `at` of y (channel planes `plane` apart); kr <= 4 real channels, n <= 8 nv real
+ * pixels; then the activation act (a constant) in the registers, stored into y (by streaming
+ * stores where `stream`, a constant too). */
 static inline __attribute__((always_inline)) void tile(const float *const *tp, int taps, ptrdiff_t ow,
-                                                       const float *wk, const float *bk, float *yo,
-                                                       ptrdiff_t plane, int kr, int n, const int nv, int fin,
-                                                       __m256 lo, __m256 hi)
+                                                       const float *wk, const float *bk, float *y, ptrdiff_t at,
+                                                       ptrdiff_t plane, int kr, int n, const int nv,
+                                                       const stem_epilogue *e, const int act, const int stream)
 {
     /* (every loop over r and v unrolled, indices constant: the arrays stay in registers) */
     __m256 a[STEM_R][3];
@@ -161,17 +212,13 @@ static inline __attribute__((always_inline)) void tile(const float *const *tp, i
                 if (v < nv) a[r][v] = _mm256_fmadd_ps(xv[v], w, a[r][v]);
         }
     }
+    const __m256i m = lanes(n - 8 * (nv - 1));   /* the last vector's real lanes */
     #pragma GCC unroll 4
     for (int r = 0; r < STEM_R; ++r)
         #pragma GCC unroll 3
         for (int v = 0; v < 3; ++v)
-            if (r < kr && v < nv) {
-                __m256 o = a[r][v];
-                if (fin) o = _mm256_min_ps(hi, _mm256_max_ps(lo, o));
-                float *p = yo + r * plane + 8 * v;
-                if (8 * v + 8 <= n) _mm256_storeu_ps(p, o);
-                else _mm256_maskstore_ps(p, lanes(n - 8 * v), o);
-            }
+            if (r < kr && v < nv)
+                put(y + at + r * plane + ow + 8 * v, act8(e, a[r][v], act), 8 * v + 8 <= n, m, stream);
 }
 #else
 /* The same, 4 channels x n <= 8 pixels, plain loops. */
@@ -193,9 +240,15 @@ static void tile8(const float *const *tp, int taps, ptrdiff_t ow, const float *w
 }
 #endif
 
-/* Output rows oh0 .. oh1 of image b (x its input), every channel, with a thread's ring. */
-static void rows(const decaf_conv_geom *g, const stem_layout *l, const float *x, const float *wp, int b, int oh0,
-                 int oh1, float *ring, float *y, const decaf_epilogue *ep)
+/* Output rows oh0 .. oh1 of image b (x its input), every channel, with a thread's ring. act and
+ * stream are constants where inlined (each kind of epilogue has its own copy of the tiles, with no
+ * branch on it): act >= 0, that activation (DECAF_ACT_*) applied in the registers, ep having no
+ * residual and no second output; act < 0, the tiles store the convolution and ep is applied to
+ * each block's finished rows by decaf_epilogue_at (in L1). */
+static inline __attribute__((always_inline)) void rows_of(const decaf_conv_geom *g, const stem_layout *l,
+                                                          const float *x, const float *wp, int b, int oh0, int oh1,
+                                                          float *ring, float *y, const decaf_epilogue *ep,
+                                                          const int act, const int stream)
 {
     const int S = l->S, taps = g->C * 9, Wo = g->Wo, K = g->K;
     const ptrdiff_t plane = (ptrdiff_t)g->Ho * Wo;
@@ -203,46 +256,104 @@ static void rows(const decaf_conv_geom *g, const stem_layout *l, const float *x,
     int tags[STEM_KS] = {-1, -1, -1};   /* the padded row in each slot */
     const float *tp[STEM_MAX_C * 9];
 #ifdef STEM_SIMD
-    const int fin = ep && ep->act == DECAF_ACT_CLAMP && !ep->residual && !ep->out;
-    const __m256 lo = _mm256_set1_ps(fin ? ep->lo : 0.0f), hi = _mm256_set1_ps(fin ? ep->hi : 0.0f);
+    stem_epilogue e = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    if (ep)
+        e.lo = _mm256_set1_ps(ep->lo), e.hi = _mm256_set1_ps(ep->hi), e.alpha = _mm256_set1_ps(ep->alpha);
+    const int in_tile = act < 0 ? DECAF_ACT_NONE : act;
 #else
-    const int fin = 0;
+    (void)stream;
 #endif
     for (int oh = oh0; oh < oh1; ++oh) {
         for (int i = 0; i < STEM_KS; ++i) {
             const int r = oh * S + i, slot = r % STEM_KS;
             if (tags[slot] != r) {
-                split_row(ring + slot * l->row, x, g, l, r);
+                split_row(ring + slot * l->row, ring + l->ring - l->S * l->L, x, g, l, r);
                 tags[slot] = r;
             }
             for (int c = 0; c < g->C; ++c)
                 for (int j = 0; j < STEM_KS; ++j)
                     tp[(c * STEM_KS + i) * STEM_KS + j] = ring + slot * l->row + (ptrdiff_t)(c * S + j % S) * l->L + j / S;
         }
+        /* The input rows the next output row splits, fetched into the cache now: each is short
+         * (a few lines), the channels' planes far apart, so the hardware's prefetcher starts late
+         * on them (without this the splits took 12 % of a 224x224 stem's time, on loads). */
+        for (int r = oh * S + STEM_KS; r < (oh + 1) * S + STEM_KS && oh + 1 < oh1; ++r) {
+            const int ih = r - g->pad_top;
+            if (ih >= 0 && ih < g->H)
+                for (int c = 0; c < g->C; ++c) {
+                    const char *row = (const char *)(x + ((ptrdiff_t)c * g->H + ih) * g->W);
+                    for (ptrdiff_t q = 0; q < (ptrdiff_t)g->W * (ptrdiff_t)sizeof(float); q += 64)
+                        __builtin_prefetch(row + q, 0, 3);
+                }
+        }
         for (int kb = 0; kb < l->blocks; ++kb) {
             const int k0 = kb * STEM_R, kr = K - k0 < STEM_R ? K - k0 : STEM_R;
             const float *wk = wp + (ptrdiff_t)kb * taps * STEM_R, *bk = bp + k0;
             const ptrdiff_t at = ((ptrdiff_t)b * K + k0) * plane + (ptrdiff_t)oh * Wo;   /* channel k0's row oh */
-            float *yo = y + at;
             int ow = 0;
 #ifdef STEM_SIMD
             for (; ow + 24 <= Wo; ow += 24)
-                tile(tp, taps, ow, wk, bk, yo + ow, plane, kr, 24, 3, fin, lo, hi);
+                tile(tp, taps, ow, wk, bk, y, at, plane, kr, 24, 3, &e, in_tile, stream);
             const int left = Wo - ow;
             if (left > 16)
-                tile(tp, taps, ow, wk, bk, yo + ow, plane, kr, left, 3, fin, lo, hi);
+                tile(tp, taps, ow, wk, bk, y, at, plane, kr, left, 3, &e, in_tile, stream);
             else if (left > 8)
-                tile(tp, taps, ow, wk, bk, yo + ow, plane, kr, left, 2, fin, lo, hi);
+                tile(tp, taps, ow, wk, bk, y, at, plane, kr, left, 2, &e, in_tile, stream);
             else if (left > 0)
-                tile(tp, taps, ow, wk, bk, yo + ow, plane, kr, left, 1, fin, lo, hi);
+                tile(tp, taps, ow, wk, bk, y, at, plane, kr, left, 1, &e, in_tile, stream);
 #else
             for (; ow < Wo; ow += 8)
-                tile8(tp, taps, ow, wk, bk, yo + ow, plane, kr, Wo - ow < 8 ? Wo - ow : 8);
+                tile8(tp, taps, ow, wk, bk, y + at + ow, plane, kr, Wo - ow < 8 ? Wo - ow : 8);
 #endif
-            if (ep && !fin)
+            if (act < 0 && ep)   /* the epilogue on the block's rows, in L1 */
                 for (int r = 0; r < kr; ++r) decaf_epilogue_at(ep, y, at + r * plane, Wo, 0.0f);
         }
     }
+}
+
+#define STEM_ROWS(name, act, stream)                                                                           \
+    static void name(const decaf_conv_geom *g, const stem_layout *l, const float *x, const float *wp, int b, int oh0, \
+                     int oh1, float *ring, float *y, const decaf_epilogue *ep)                                   \
+    {                                                                                                        \
+        rows_of(g, l, x, wp, b, oh0, oh1, ring, y, ep, act, stream);                                         \
+    }
+STEM_ROWS(rows_epilogue, -1, 0)
+#ifdef STEM_SIMD
+STEM_ROWS(rows_none, DECAF_ACT_NONE, 0)
+STEM_ROWS(rows_clamp, DECAF_ACT_CLAMP, 0)
+STEM_ROWS(rows_leaky, DECAF_ACT_LEAKY, 0)
+STEM_ROWS(rows_hardswish, DECAF_ACT_HARDSWISH, 0)
+STEM_ROWS(rows_hardsigmoid, DECAF_ACT_HARDSIGMOID, 0)
+STEM_ROWS(rows_none_nt, DECAF_ACT_NONE, 1)
+STEM_ROWS(rows_clamp_nt, DECAF_ACT_CLAMP, 1)
+STEM_ROWS(rows_leaky_nt, DECAF_ACT_LEAKY, 1)
+STEM_ROWS(rows_hardswish_nt, DECAF_ACT_HARDSWISH, 1)
+STEM_ROWS(rows_hardsigmoid_nt, DECAF_ACT_HARDSIGMOID, 1)
+#endif
+
+typedef void (*rows_fn)(const decaf_conv_geom *, const stem_layout *, const float *, const float *, int, int, int,
+                        float *, float *, const decaf_epilogue *);
+
+/* The copy of the row loop for epilogue ep and output size (stream: its stores streamed). */
+static rows_fn rows_for(const decaf_epilogue *ep, int stream)
+{
+#ifdef STEM_SIMD
+    if (ep && (ep->residual || (ep->out && ep->act != DECAF_ACT_NONE)))
+        return rows_epilogue;
+    switch (ep ? ep->act : DECAF_ACT_NONE) {
+    case DECAF_ACT_CLAMP: return stream ? rows_clamp_nt : rows_clamp;
+    case DECAF_ACT_LEAKY: return stream ? rows_leaky_nt : rows_leaky;
+    case DECAF_ACT_HARDSWISH: return stream ? rows_hardswish_nt : rows_hardswish;
+    case DECAF_ACT_SILU:      /* (the exponential's polynomial in the tiles ran slower: 0.63 ms against */
+    case DECAF_ACT_SIGMOID:   /* 0.54 for MobileNetV2's stem with SiLU, batch 1, 1 thread, Zen 3) */
+        return rows_epilogue;
+    case DECAF_ACT_HARDSIGMOID: return stream ? rows_hardsigmoid_nt : rows_hardsigmoid;
+    default: return stream ? rows_none_nt : rows_none;
+    }
+#else
+    (void)ep, (void)stream;
+    return rows_epilogue;
+#endif
 }
 
 /* Bands of output rows per image: 1 when the images share the threads evenly, else enough that
@@ -262,6 +373,11 @@ void decaf_stem_conv_forward(const decaf_conv_geom *g, int threads, const float 
     const int T = threads < 1 ? 1 : threads, nb = bands(g, T);
     const ptrdiff_t tasks = (ptrdiff_t)g->B * nb, plane_in = (ptrdiff_t)g->C * g->H * g->W;
     float *rings = work + l.weights + (ptrdiff_t)l.blocks * STEM_R;
+    const double bytes = (double)g->B * g->K * g->Ho * g->Wo * sizeof(float);
+    const char *knob = getenv("DECAF_STEM_STREAM");   /* (temporary: measuring the threshold) */
+    const double limit = knob ? atof(knob) : STEM_STREAM_FROM;
+    const int stream = bytes >= limit * decaf_last_cache_bytes();
+    const rows_fn rows = rows_for(ep, stream);
     pack(g, &l, w, bias, work);
     #pragma omp parallel num_threads(T)
     {
@@ -271,6 +387,10 @@ void decaf_stem_conv_forward(const decaf_conv_geom *g, int threads, const float 
             const int b = (int)(task / nb), band = (int)(task % nb);
             rows(g, &l, x + b * plane_in, work, b, g->Ho * band / nb, g->Ho * (band + 1) / nb, ring, y, ep);
         }
+#ifdef STEM_SIMD
+        if (stream)
+            _mm_sfence();   /* the streamed stores visible before the threads join */
+#endif
     }
 }
 
