@@ -14,18 +14,20 @@
 
 /* How it works. A stem convolution has only C * 9 <= 36 multiply-adds per output value, so
  * im2col + GEMM spends much of its time writing and re-reading the 27-row cols buffer (1.35 MB an
- * image at 224x224, past the L2) and its GEMM (K = 27) runs short. Here the output pixels are in
- * the vector lanes and the inputs are read from a few split rows that stay in the L1 cache.
+ * image at 224x224, past the L2) and its GEMM (inner dimension 27) runs short. Here the output
+ * pixels are in the vector lanes and the inputs are read from a few split rows that stay in L1.
  *
  * Split rows. Input row ih of channel c, zero-padded (padded column q = iw + pad_left), is stored
  * once per phase of the stride S: phase f holds padded columns f, f + S, f + 2S, ... . Output
  * pixel ow reads padded column S ow + j for tap j, which is element ow + j / S of phase j % S:
- * consecutive output pixels read consecutive floats (stride 2 needs no gather). The zero padding
- * is in the split rows, so no tap needs a bound check; rows above and below the image are zeros.
- * A thread keeps a ring of 3 split rows (padded row r in slot r % 3): with stride 2, output row
- * oh reads padded rows 2 oh .. 2 oh + 2, and the next output row reuses row 2 oh + 2, so each input
- * row is split once (twice at a band's edge). The ring is C * S * 3 rows of ~Wo floats: 8 KB for
- * the 3-channel 224x224 stem, in L1 with the weights (K * 28 floats: 3.6 KB at K = 32).
+ * consecutive output pixels read consecutive floats (stride 2 needs no gather). The padding is in
+ * the split rows, so no tap needs a bound check; rows above and below the image are zeros. A row
+ * is copied zero-padded into a small buffer, then deinterleaved 16 columns at a time (AVX2). A
+ * thread keeps a ring of 3 split rows (padded row r in slot r % 3): with stride 2, output row oh
+ * reads padded rows 2 oh .. 2 oh + 2 and the next output row reuses row 2 oh + 2, so each input row
+ * is split once (twice at a band's edge); the input rows the next output row needs are prefetched.
+ * The ring is 3 C S rows of Wo + 8..15 floats: 8.6 KB for the 3-channel 224x224 stem, in L1 with
+ * the weights (K * 28 floats: 3.6 KB at K = 32) and the output row segments being written.
  *
  * Register tile (AVX2 + FMA): 4 output channels x 24 pixels, 12 accumulators of 8 lanes started
  * at the bias; per tap (c, i, j), 3 loads from a split row, 4 broadcasts of the block's weights
@@ -34,21 +36,22 @@
  * enough that full vectors can always be loaded). A last block of fewer than 4 channels computes 4
  * (zero weights) and stores the real ones.
  *
- * Order: per output row, the channel blocks, each over the row's tiles; once a block has done
- * its row, its 4 output row segments get the epilogue (residual, activation) while in L1, or a
- * clamp alone (ReLU, ReLU6, no second output) is applied in the registers before the store.
+ * Epilogue. The row loop exists once per activation kind (the kind a constant in it): the tile
+ * applies the activation in the registers before its stores (clamp, leaky, hardswish,
+ * hardsigmoid; no branch on the kind). SiLU and sigmoid (their exponential in the tile ran
+ * slower), a residual, or a second output: the tile stores the convolution and each block's 4
+ * finished output rows get decaf_epilogue_at while in L1. Outputs past the last-level cache are
+ * stored streaming (the activation in the registers only).
  *
- * Threads: the work is cut in tasks (image, band of output rows), image-major, a contiguous run
- * of tasks per thread: at batch >= threads whole images per thread, at batch 1 bands of rows so
- * that every thread has work.
+ * Order and threads: per output row, the channel blocks, each over the row's tiles. The work is cut
+ * in tasks (image, band of output rows), image-major, a contiguous run of tasks per thread: at
+ * batch >= threads whole images per thread, at batch 1 bands of rows so that every thread has work.
  *
  * The generic variant computes the same order with plain loops on tiles of 8 pixels (GCC
- * vectorises them for SSE2); it is not preferred (decaf_stem_conv_preferred). */
+ * vectorises them for SSE2) and the row epilogue; it is not preferred (decaf_stem_conv_preferred). */
 
 enum { STEM_R = 4, STEM_KS = 3, STEM_MAX_C = 4 };
 
-/* outputs of at least this fraction of the last-level cache are stored streaming (see below) */
-#define STEM_STREAM_FROM 1.0
 
 typedef struct {
     int S;             /* stride */
@@ -373,10 +376,12 @@ void decaf_stem_conv_forward(const decaf_conv_geom *g, int threads, const float 
     const int T = threads < 1 ? 1 : threads, nb = bands(g, T);
     const ptrdiff_t tasks = (ptrdiff_t)g->B * nb, plane_in = (ptrdiff_t)g->C * g->H * g->W;
     float *rings = work + l.weights + (ptrdiff_t)l.blocks * STEM_R;
+    /* (outputs past the last-level cache: streamed stores, as pointwise.c does; the knob forces them
+     * for the tests. At batch 16 the 224x224 stems' outputs, 13-26 MB, stay below Zen 3's 32 MB:
+     * streamed, MobileNetV2 / V3 and RegNetY-400MF took the same time within 1 %.) */
     const double bytes = (double)g->B * g->K * g->Ho * g->Wo * sizeof(float);
-    const char *knob = getenv("DECAF_STEM_STREAM");   /* (temporary: measuring the threshold) */
-    const double limit = knob ? atof(knob) : STEM_STREAM_FROM;
-    const int stream = bytes >= limit * decaf_last_cache_bytes();
+    const char *knob = getenv("DECAF_STEM_CONV");
+    const int stream = bytes >= decaf_last_cache_bytes() || (knob && strcmp(knob, "stream") == 0);
     const rows_fn rows = rows_for(ep, stream);
     pack(g, &l, w, bias, work);
     #pragma omp parallel num_threads(T)
@@ -394,7 +399,18 @@ void decaf_stem_conv_forward(const decaf_conv_geom *g, int threads, const float 
     }
 }
 
-/* Where it is preferred, from benchmarks/bench_stem.py (Zen 3, AVX2, 1 and 2 threads): see below. */
+/* Preferred: wherever supported with K <= 64, in the AVX2 (and AVX-512) variants. Measured by
+ * benchmarks/bench_stem.py (Zen 3, AVX2, im2col + OpenBLAS GEMM against this kernel, both prepared
+ * once, best of 5-6 interleaved rounds; the machine shared, figures within ~20 %):
+ *   224x224 stride 2 (the stems), batch 1 and 16, 1 and 2 threads: K 32 ReLU6 2.0-2.5x (batch 1,
+ *   1 thread: 0.69 -> 0.32 ms, 69 GFLOP/s), K 16 hardswish 2.6-3.1x, K 24 ReLU 2.1-2.8x, K 32 SiLU
+ *   1.5-1.6x (SiLU's own cost, about 0.25 ms an image on one thread, is the same in both);
+ *   stride 1: 32x32 K 16 (CIFAR ResNets) 1.6-1.9x, 224x224 K 32 1.8-2.5x, K 64 1.9-2.3x;
+ *   32x32 stride 2 K 32: 1.35-1.8x.
+ * Not measured past K = 64 (there the GEMM's share of the work grows and its efficiency with it):
+ * im2col + GEMM stays. The generic variant's plain loops are not preferred. The environment
+ * variable DECAF_STEM_CONV overrides the rule (benchmarks, tests): "off" never, "on" (or "stream",
+ * which also streams the stores) wherever supported. */
 int decaf_stem_conv_preferred(const decaf_conv_geom *g, int threads)
 {
     (void)threads;
@@ -403,10 +419,10 @@ int decaf_stem_conv_preferred(const decaf_conv_geom *g, int threads)
     const char *knob = getenv("DECAF_STEM_CONV");
     if (knob && strcmp(knob, "off") == 0)
         return 0;
-    if (knob && strcmp(knob, "on") == 0)
+    if (knob && (strcmp(knob, "on") == 0 || strcmp(knob, "stream") == 0))
         return 1;
 #ifdef STEM_SIMD
-    return g->sh == 2;
+    return g->K <= 64;
 #else
     return 0;
 #endif

@@ -15,13 +15,14 @@
  * from Ho, Wo). */
 int decaf_stem_conv_supported(const decaf_conv_geom *g);
 
-/* 1 where benchmarks/bench_stem.py measured it faster than im2col + GEMM (see stem_conv.c); 0 in
- * the generic variant. The environment variable DECAF_STEM_CONV, read here, overrides that for
- * benchmarks and tests: "off" never, "on" wherever it is supported (the generic variant too). */
+/* 1 where benchmarks/bench_stem.py measured it faster than im2col + GEMM (see stem_conv.c: K <= 64,
+ * AVX2 / AVX-512 variants); 0 in the generic variant. The environment variable DECAF_STEM_CONV, read
+ * here and by the forward, overrides that for benchmarks and tests: "off" never, "on" wherever it
+ * is supported (the generic variant too), "stream" as "on" with the stores streamed. */
 int decaf_stem_conv_preferred(const decaf_conv_geom *g, int threads);
 
 /* Floats of scratch decaf_stem_conv_forward needs with `threads` threads: the weights and bias in
- * blocks of 4 output channels, then one buffer of split input rows per thread. */
+ * blocks of 4 output channels, then per thread a ring of split input rows and a padded row. */
 ptrdiff_t decaf_stem_conv_work_size(const decaf_conv_geom *g, int threads);
 
 /* y (B, K, Ho, Wo) overwritten with the convolution of x (B, C, H, W) by w (K, C, 3, 3) plus bias

@@ -109,10 +109,11 @@ def close(actual, expected, scale):
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * scale)
 
 
-@pytest.fixture
-def forced(monkeypatch, isa):
-    """The stem kernel wherever it is supported (the generic variant and stride 1 too)."""
-    monkeypatch.setenv("DECAF_STEM_CONV", "on")
+@pytest.fixture(params=["on", "stream"])
+def forced(monkeypatch, isa, request):
+    """The stem kernel wherever it is supported (the generic variant and K > 64 too), its stores
+    plain or streamed (the path of outputs larger than the last-level cache)."""
+    monkeypatch.setenv("DECAF_STEM_CONV", request.param)
     return isa
 
 
@@ -178,18 +179,21 @@ def test_full_size_stem_against_numpy_backend(forced):
 
 
 def test_plan_picks_the_stem_kernel_where_measured_faster(isa, monkeypatch):
-    """Without the knob: the AVX2 variant's plan picks the kernel for the stride-2 stems, never for
-    a backward, nor for what it does not support; the knob "off" turns it off."""
+    """Without the knob: the AVX2 variant's plan picks the kernel for the stems (and other
+    few-channel 3x3 convolutions with K <= 64), never for a backward, nor for what it does not
+    support; the knob "off" turns it off."""
     monkeypatch.delenv("DECAF_STEM_CONV", raising=False)
     for B in (1, 16):
         for K in (16, 24, 32):
             case = (B, 3, 224, 224, K, 2, (1, 1, 1, 1))
             for threads in (1, 2):
                 assert stem_plan(case, threads)["stem"] == (isa == "avx2"), (case, threads)
+    for case in [(16, 3, 32, 32, 16, 1, (1, 1, 1, 1)), (1, 1, 9, 9, 64, 2, (0, 0, 0, 0))]:
+        assert stem_plan(case, 2)["stem"] == (isa == "avx2"), case
     unsupported = [(1, 5, 32, 32, 16, 2, (1, 1, 1, 1)),     # 5 input channels
                    (1, 3, 32, 32, 16, 3, (1, 1, 1, 1))]     # stride 3
-    for case in unsupported:
-        assert not stem_plan(case, 2)["stem"]
+    for case in unsupported + [(1, 3, 32, 32, 65, 2, (1, 1, 1, 1))]:   # (K > 64: not measured, GEMM)
+        assert not stem_plan(case, 2)["stem"], case
     case = (1, 3, 224, 224, 32, 2, (1, 1, 1, 1))
     assert not _compiled.conv_plan(case[:4], (32, 3, 3, 3), 1, *params(case), (112, 112), backward=True,
                                    threads=2)["stem"]
