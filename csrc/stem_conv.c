@@ -120,7 +120,7 @@ static void split_row(float *dst, float *pad, const float *x, const decaf_conv_g
         float *p = S == 1 ? d0 : pad;
         for (int q = 0; q < pl; ++q) p[q] = 0.0f;
         memcpy(p + pl, x + ((ptrdiff_t)c * g->H + ih) * W, sizeof(float) * (size_t)keep);
-        memset(p + pl + W, 0, sizeof(float) * (size_t)tail);
+        memset(p + pl + keep, 0, sizeof(float) * (size_t)tail);
         if (S == 1)
             continue;
         ptrdiff_t m = 0;
@@ -153,8 +153,9 @@ typedef struct {
     __m256 lo, hi, alpha;
 } stem_epilogue;
 
-/* activation.h's activations on 8 lanes, written as its vector loops and scalar selects are (a NaN
- * stays NaN: max / min return their second operand when one is NaN, the compares are false). */
+/* activation.h's cheap activations on 8 lanes, written as its scalar selects are (a NaN stays NaN:
+ * max / min return their second operand when one is NaN, the compares are false). SiLU and sigmoid
+ * are not done here (see rows_for). */
 static inline __attribute__((always_inline)) __m256 act8(const stem_epilogue *e, __m256 v, const int act)
 {
     const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
@@ -166,9 +167,6 @@ static inline __attribute__((always_inline)) __m256 act8(const stem_epilogue *e,
         const __m256 a = _mm256_min_ps(_mm256_set1_ps(6.0f), _mm256_max_ps(zero, _mm256_add_ps(v, _mm256_set1_ps(3.0f))));
         return _mm256_div_ps(_mm256_mul_ps(a, v), _mm256_set1_ps(6.0f));
     }
-    case DECAF_ACT_SILU:
-        return _mm256_div_ps(v, _mm256_add_ps(one, decaf_exp_poly8(_mm256_mul_ps(_mm256_sub_ps(zero, e->alpha), v))));
-    case DECAF_ACT_SIGMOID: return _mm256_div_ps(one, _mm256_add_ps(one, decaf_exp_poly8(_mm256_sub_ps(zero, v))));
     case DECAF_ACT_HARDSIGMOID:
         return _mm256_min_ps(e->hi, _mm256_max_ps(zero, _mm256_fmadd_ps(v, e->alpha, e->lo)));
     default: return v;
