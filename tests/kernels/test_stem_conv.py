@@ -201,3 +201,19 @@ def test_plan_picks_the_stem_kernel_where_measured_faster(isa, monkeypatch):
     assert not stem_plan(case, 2)["stem"]
     monkeypatch.setenv("DECAF_STEM_CONV", "on")
     assert not stem_plan(unsupported[0], 2)["stem"]     # (on: only where supported)
+
+
+def test_output_smaller_than_the_input_covers(forced):
+    """y with fewer rows and columns than the input would give (the last ones dropped): the first
+    ones of the full convolution, the split rows keeping only the columns they can hold."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((1, 3, 12, 100)).astype(F32)
+    w = rng.standard_normal((6, 3, 3, 3)).astype(F32)
+    bias = rng.standard_normal(6).astype(F32)
+    want = conv_f64(x, w, bias, 2, (0, 0, 0, 0))[:, :, :5, :4]
+    geom = ((3, 3), (2, 2), (0, 0, 0, 0), (1, 1))
+    assert _compiled.conv_plan(x.shape, w.shape, 1, *geom, (5, 4))["stem"]
+    y = np.full((1, 6, 5, 4), np.nan, F32)
+    work = np.empty(_compiled.conv_work_size(x.shape, w.shape, 1, *geom, (5, 4), False), F32)
+    kernels.conv_forward(x, w, bias, y, work, *geom, 1)
+    close(y, want, np.abs(want).max())
