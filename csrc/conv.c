@@ -8,6 +8,7 @@
 #include "grouped_conv.h"
 #include "im2col.h"
 #include "pointwise.h"
+#include "stem_conv.h"
 #include "threads.h"
 #include "winograd.h"
 
@@ -126,6 +127,15 @@ decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int 
     /* A 1x1 convolution by the direct pointwise kernel where it measured faster than the GEMM
      * (pointwise.c's decaf_pointwise_preferred: narrow inputs that do not shrink, C <= 48, K >= C);
      * it reads w as it is, or the packed form when the caller packed it once. No scratch. */
+    /* A 3x3 convolution of at most 4 input channels (mobile nets' stems) by the direct stem kernel
+     * where it measured faster than im2col + GEMM (stem_conv.c's decaf_stem_conv_preferred). It
+     * packs its (tiny) weights into its scratch on every call: no prepacked form. */
+    p.stem = !backward && decaf_stem_conv_preferred(g, p.threads);
+    if (p.stem) {
+        p.slot = p.work = decaf_stem_conv_work_size(g, p.threads);
+        p.slots = 1;
+        return p;
+    }
     p.pointwise = !backward && decaf_pointwise_preferred(g, p.threads);
     if (p.pointwise) {
         p.pack = DECAF_PACK_POINTWISE;
@@ -246,6 +256,10 @@ void decaf_conv_forward(const decaf_conv_geom *g, const decaf_conv_plan *p, cons
                 decaf_epilogue_at(ep, y, ((ptrdiff_t)b * g->K + k) * hw, hw, bias ? bias[k] : 0.0f);
             }
         }
+        return;
+    }
+    if (p->stem) {
+        decaf_stem_conv_forward(g, p->threads, x, w, bias, y, work, ep);
         return;
     }
     if (p->pointwise) {

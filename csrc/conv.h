@@ -44,6 +44,7 @@ typedef struct {
     int winograd;             /* forward by Winograd F(4x4, 3x3) from prepacked weights (winograd.c) */
     int grouped;              /* forward by the direct grouped kernel (grouped_conv.c) */
     int pointwise;            /* forward of a 1x1 convolution by the direct kernel (pointwise.c) */
+    int stem;                 /* forward of a few-channel 3x3 stem convolution, direct (stem_conv.c) */
     int by_image;             /* B >= threads: each thread a contiguous range of whole images;
                                * else every image is split over the threads */
     decaf_conv_split split;   /* how an image is split (forward, !by_image, !direct) */

@@ -103,6 +103,11 @@ int decaf_isa_current(void);
 #define decaf_pointwise_pack DECAF_ISA_NAME(decaf_pointwise_pack)
 #define decaf_pointwise_work_size DECAF_ISA_NAME(decaf_pointwise_work_size)
 #define decaf_pointwise_forward DECAF_ISA_NAME(decaf_pointwise_forward)
+/* stem_conv.c */
+#define decaf_stem_conv_supported DECAF_ISA_NAME(decaf_stem_conv_supported)
+#define decaf_stem_conv_preferred DECAF_ISA_NAME(decaf_stem_conv_preferred)
+#define decaf_stem_conv_work_size DECAF_ISA_NAME(decaf_stem_conv_work_size)
+#define decaf_stem_conv_forward DECAF_ISA_NAME(decaf_stem_conv_forward)
 #endif
 
 #endif

@@ -49,7 +49,7 @@ cdef extern from "conv.h":
     ctypedef enum decaf_conv_split:
         DECAF_SPLIT_GROUPS, DECAF_SPLIT_ROWS, DECAF_SPLIT_CHANNELS
     ctypedef struct decaf_conv_plan:
-        int isa, threads, backward, direct, winograd, grouped, pointwise, by_image
+        int isa, threads, backward, direct, winograd, grouped, pointwise, stem, by_image
         decaf_conv_split split
         int block
         Py_ssize_t cols, partial, slot
@@ -555,6 +555,7 @@ def conv_plan(x_shape, w_shape, int group, kernel, stride, pads, dilation, out_h
     cdef decaf_conv_plan p = decaf_conv_make_plan(&g, n, _plan_mode(backward, prepacked))
     return {"isa": decaf_isa_name(p.isa).decode(), "threads": p.threads, "backward": bool(p.backward),
             "direct": bool(p.direct), "winograd": bool(p.winograd), "grouped": bool(p.grouped), "pointwise": bool(p.pointwise),
+            "stem": bool(p.stem),
             "by_image": bool(p.by_image), "split": _SPLITS[p.split], "block": p.block, "cols": p.cols,
             "partial": p.partial, "slot": p.slot, "slots": p.slots, "work": p.work,
             "pack": p.pack, "packed": p.packed}

@@ -180,6 +180,8 @@ def test_plan_partitions_as_the_old_work_size_functions(shape, sizes):
         bwd = _compiled.conv_plan(*plan_args(shape), backward=True, threads=threads_)
         if fwd["grouped"]:       # groups of <= 8 channels: csrc/grouped_conv.c sizes its own scratch
             assert fwd["work"] == fwd["slot"] > 0 and fwd["pack"] and shape[5] > 1
+        elif fwd["stem"]:        # 3x3 of <= 4 channels: csrc/stem_conv.c sizes its own (no packed form)
+            assert fwd["work"] == fwd["slot"] > 0 and not fwd["pack"] and shape[1] <= 4
         else:
             assert fwd["work"] == (old_direct_work(shape, threads_, fwd["isa"]) if fwd["direct"] else forward), \
                 (shape, threads_)
@@ -191,7 +193,9 @@ def test_plan_partitions_as_the_old_work_size_functions(shape, sizes):
 
 
 @needs_compiled
-def test_plan_splits_few_images_by_groups_rows_or_channels():
+def test_plan_splits_few_images_by_groups_rows_or_channels(monkeypatch):
+    monkeypatch.setenv("DECAF_STEM_CONV", "off")   # (the 3-channel ones: im2col + GEMM, not csrc/stem_conv.c)
+
     def split(shape, threads_):
         plan = _compiled.conv_plan(*plan_args(shape), threads=threads_)
         assert not plan["by_image"] and not plan["direct"] and not plan["grouped"] and plan["block"] == 1
