@@ -124,9 +124,6 @@ decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int 
         p.slots = 1;
         return p;
     }
-    /* A 1x1 convolution by the direct pointwise kernel where it measured faster than the GEMM
-     * (pointwise.c's decaf_pointwise_preferred: narrow inputs that do not shrink, C <= 48, K >= C);
-     * it reads w as it is, or the packed form when the caller packed it once. No scratch. */
     /* A 3x3 convolution of at most 4 input channels (mobile nets' stems) by the direct stem kernel
      * where it measured faster than im2col + GEMM (stem_conv.c's decaf_stem_conv_preferred). It
      * packs its (tiny) weights into its scratch on every call: no prepacked form. */
@@ -136,6 +133,9 @@ decaf_conv_plan decaf_conv_make_plan(const decaf_conv_geom *g, int threads, int 
         p.slots = 1;
         return p;
     }
+    /* A 1x1 convolution by the direct pointwise kernel where it measured faster than the GEMM
+     * (pointwise.c's decaf_pointwise_preferred: narrow inputs that do not shrink, C <= 48, K >= C);
+     * it reads w as it is, or the packed form when the caller packed it once. No scratch. */
     p.pointwise = !backward && decaf_pointwise_preferred(g, p.threads);
     if (p.pointwise) {
         p.pack = DECAF_PACK_POINTWISE;
