@@ -14,4 +14,8 @@ ptrdiff_t decaf_copy_count_nonfinite(const float *src, float *dst, ptrdiff_t n);
 void decaf_sgd_step(float *w, float *v, const float *g, ptrdiff_t n, float lr, float mu, float decay, float scale,
                     int nesterov);
 
+/* y[i] = erf(x[i]) for i < n (y may be x), within 2.5e-7 relative for |x| < 0.5 and 2.5e-7 absolute
+ * elsewhere (see elementwise.c); a NaN stays NaN. */
+void decaf_erf(const float *x, float *y, ptrdiff_t n);
+
 #endif

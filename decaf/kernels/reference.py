@@ -434,6 +434,15 @@ def sgd_step(w, v, g, lr, mu, decay, scale, nesterov):
     w -= (1 + mu) * v - mu * old if nesterov else v
 
 
+def erf(x, y):
+    """y = erf(x) over flat float arrays (y may be x): SciPy's."""
+    from scipy.special import erf as scipy_erf       # (imported when a net first needs it)
+    _check("erf", {"y": x.shape}, x=x, y=y)
+    if x.ndim != 1:
+        raise ValueError(f"erf: x must be flat, got shape {x.shape}")
+    y[...] = scipy_erf(x)
+
+
 def copy_count_nonfinite(src, dst):
     """dst[...] = src; returns the number of NaN or infinite values."""
     dst[...] = src
