@@ -75,3 +75,23 @@ void decaf_erf(const float *x, float *y, ptrdiff_t n)
         y[i] = erf_one(x[i]);
 }
 #pragma GCC pop_options
+
+enum { TRANSPOSE_TILE = 32 };
+
+void decaf_transpose(const float *restrict x, float *restrict y, ptrdiff_t B, ptrdiff_t M, ptrdiff_t N)
+{
+    const ptrdiff_t bands = (M + TRANSPOSE_TILE - 1) / TRANSPOSE_TILE, tasks = B * bands;
+    #pragma omp parallel for schedule(static) num_threads(decaf_threads_for(B * M * N / 4))
+    for (ptrdiff_t task = 0; task < tasks; ++task) {
+        const ptrdiff_t b = task / bands, m0 = task % bands * TRANSPOSE_TILE;
+        const ptrdiff_t m1 = m0 + TRANSPOSE_TILE < M ? m0 + TRANSPOSE_TILE : M;
+        const float *xb = x + b * M * N;
+        float *yb = y + b * M * N;
+        for (ptrdiff_t n0 = 0; n0 < N; n0 += TRANSPOSE_TILE) {
+            const ptrdiff_t n1 = n0 + TRANSPOSE_TILE < N ? n0 + TRANSPOSE_TILE : N;
+            for (ptrdiff_t n = n0; n < n1; ++n)          /* a row of y's tile: a column of x's */
+                for (ptrdiff_t m = m0; m < m1; ++m)
+                    yb[n * M + m] = xb[m * N + n];
+        }
+    }
+}

@@ -14,6 +14,11 @@ ptrdiff_t decaf_copy_count_nonfinite(const float *src, float *dst, ptrdiff_t n);
 void decaf_sgd_step(float *w, float *v, const float *g, ptrdiff_t n, float lr, float mu, float decay, float scale,
                     int nesterov);
 
+/* y[b][n][m] = x[b][m][n] for B matrices of M x N (y's N x M): the channels-last <-> channels-first
+ * transposes of ConvNeXt-style nets ((B, C, HW) <-> (B, HW, C)). Tiles of 32 x 32, so that the
+ * rows read and the columns written both stay in L1; threads over (matrix, band of rows). */
+void decaf_transpose(const float *x, float *y, ptrdiff_t B, ptrdiff_t M, ptrdiff_t N);
+
 /* y[i] = erf(x[i]) for i < n (y may be x), within 2.5e-7 relative for |x| < 0.5 and 2.5e-7 absolute
  * elsewhere (see elementwise.c); a NaN stays NaN. */
 void decaf_erf(const float *x, float *y, ptrdiff_t n);

@@ -247,6 +247,11 @@ def sgd_step(w, v, g, lr, mu, decay, scale=1.0, nesterov=False):
     _for(w).sgd_step(w, v, g, lr, mu, decay, scale, nesterov)
 
 
+def transpose(x, y):
+    """y[b] = x[b].T for x (B, M, N) and y (B, N, M), one float dtype, C-contiguous, apart."""
+    _for(x).transpose(x, y)
+
+
 def erf(x, y):
     """y = erf(x) for flat arrays of one float dtype (y may be x): the compiled kernel within 2.5e-7
     relative (|x| < 0.5) or absolute (elsewhere); the reference is SciPy's."""

@@ -29,6 +29,7 @@ cdef extern from "elementwise.h":
     void decaf_sgd_step(float *w, float *v, const float *g, Py_ssize_t n, float lr, float mu, float decay,
                         float scale, int nesterov) nogil
     void decaf_erf(const float *x, float *y, Py_ssize_t n) nogil
+    void decaf_transpose(const float *x, float *y, Py_ssize_t B, Py_ssize_t M, Py_ssize_t N) nogil
 
 cdef extern from "gemm.h":
     void decaf_set_sgemm(void *cblas_sgemm, void *cblas_sgemv, void *get_num_threads,
@@ -834,6 +835,20 @@ def copy_count_nonfinite(const float[::1] src not None, float[::1] dst not None)
     with nogil:
         bad = decaf_copy_count_nonfinite(&src[0], &dst[0], src.shape[0])
     return bad
+
+
+def transpose(const float[:, :, ::1] x not None, float[:, :, ::1] y not None):
+    """y[b] = x[b].T for x (B, M, N) and y (B, N, M), float32, apart (csrc/elementwise.c)."""
+    _expect_shape("transpose", "y", (y.shape[0], y.shape[1], y.shape[2]), (x.shape[0], x.shape[2], x.shape[1]))
+    cdef Py_ssize_t n = x.shape[0] * x.shape[1] * x.shape[2]
+    if n == 0:
+        return
+    cdef const float *px = &x[0, 0, 0]
+    cdef float *py = &y[0, 0, 0]
+    if px < py + n and py < px + n:
+        raise ValueError("transpose: y overlaps x")
+    with nogil:
+        decaf_transpose(px, py, x.shape[0], x.shape[1], x.shape[2])
 
 
 def erf(const float[::1] x not None, float[::1] y not None):

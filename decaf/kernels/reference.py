@@ -434,6 +434,12 @@ def sgd_step(w, v, g, lr, mu, decay, scale, nesterov):
     w -= (1 + mu) * v - mu * old if nesterov else v
 
 
+def transpose(x, y):
+    """y[b] = x[b].T for x (B, M, N) and y (B, N, M)."""
+    _check("transpose", {"y": (x.shape[0], x.shape[2], x.shape[1])}, x=x, y=y)
+    y[...] = x.transpose(0, 2, 1)
+
+
 def erf(x, y):
     """y = erf(x) over flat float arrays (y may be x): SciPy's."""
     from scipy.special import erf as scipy_erf       # (imported when a net first needs it)

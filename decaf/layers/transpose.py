@@ -5,6 +5,7 @@
 """
 import numpy as np
 
+from .. import kernels
 from ..errors import SpecError
 from ..interop import onnx_importer
 from ..layer import REQUIRED, Layer, register
@@ -32,8 +33,22 @@ class Transpose(Layer):
             raise self.shape_error(f"perm {self.perm} for a {len(shape)}-D bottom", len(self.perm), len(shape))
         return [tuple(shape[a] for a in self.perm)]
 
+    def _as_matrices(self, shape):
+        """(M, N) when perm rotates the non-batch axes (ConvNeXt's (0, 2, 3, 1) and (0, 3, 1, 2)): each
+        image is then an M x N matrix transposed (M: the axes that move to the end); else None."""
+        r = len(self.perm)
+        for k in range(2, r):
+            if self.perm == [0] + list(range(k, r)) + list(range(1, k)):
+                return int(np.prod(shape[1:k])), int(np.prod(shape[k:]))
+        return None
+
     def forward(self, bottom, top):
-        top[0].data[...] = bottom[0].data.transpose(self.perm)
+        x, y = bottom[0].data, top[0].data
+        mn = self._as_matrices(x.shape)
+        if mn is not None and x.flags.c_contiguous and y.flags.c_contiguous and x.dtype == y.dtype:
+            kernels.transpose(x.reshape(x.shape[0], *mn), y.reshape(y.shape[0], mn[1], mn[0]))
+        else:
+            y[...] = x.transpose(self.perm)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:

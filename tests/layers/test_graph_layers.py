@@ -40,6 +40,28 @@ def test_transpose_forward():
     np.testing.assert_array_equal(y, t(x).permute(0, 2, 3, 1).numpy())
 
 
+@pytest.mark.parametrize("perm", [[0, 2, 3, 1], [0, 3, 1, 2], [0, 2, 1], [0, 3, 4, 1, 2], [0, 2, 1, 3, 4],
+                                  [0, 1, 3, 2]])
+def test_transpose_by_the_compiled_kernel_or_numpy_equals_torch(perm):
+    """Rotations of the non-batch axes (ConvNeXt's channels-last and back) run as one matrix
+    transpose per image (kernels.transpose, 32 x 32 tiles: sizes across tile edges here); other
+    perms as NumPy's copy; both give torch's permute exactly."""
+    shapes = {3: (3, 37, 70), 4: (2, 33, 5, 7), 5: (2, 3, 4, 5, 6)}
+    x = x32(*shapes[len(perm)])
+    _, y = run_layer({"type": "Transpose", "perm": perm}, x)
+    np.testing.assert_array_equal(y, t(x).permute(*perm).numpy())
+
+
+def test_compiled_transpose_kernel_checks_its_arguments():
+    _compiled = pytest.importorskip("decaf.kernels._compiled")
+    x = x32(2, 3, 4)
+    with pytest.raises(ValueError, match="shape"):
+        _compiled.transpose(x, np.empty((2, 3, 4), np.float32))
+    flat = np.zeros(48, np.float32)
+    with pytest.raises(ValueError, match="overlaps"):
+        _compiled.transpose(flat[:24].reshape(2, 3, 4), flat[10:34].reshape(2, 4, 3))
+
+
 def test_channel_shuffle_as_reshape_transpose_reshape():
     """ShuffleNet's shuffle: channel c of group g goes to position c * groups + g."""
     x = x32(2, 6, 2, 2)
