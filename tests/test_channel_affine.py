@@ -382,8 +382,10 @@ def test_densenet_like_optimized_equals_as_written(rng):
     assert {"d1a_bn", "d2a_bn", "t_bn"} <= graph.missing
     x = rng.standard_normal((1, 3, 12, 12)).astype(np.float32)
     for name in ("d1a_bn", "t_bn", "d2b_bn", "t_relu"):     # blobs the graph no longer computes, and one it does
-        np.testing.assert_allclose(fast.forward(data=x, outputs=[name])[name],
-                                   plain.forward(data=x, outputs=[name])[name], rtol=1e-5, atol=1e-5, err_msg=name)
+        a, b = fast.forward(data=x, outputs=[name])[name], plain.forward(data=x, outputs=[name])[name]
+        # (1e-5 of the largest value, as above: these reach 80-240 with the random weights, and the
+        # as-written net itself differs from the NumPy backend by up to 6e-5 there)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max(), err_msg=name)
 
 
 def test_densenet_like_gradients_through_fused_batchnorms(rng):
