@@ -95,12 +95,17 @@ static inline float decaf_exp_poly(float x0)
 
 /* d[i] = act(y[i]) for i < n, one function per kind (d may be y). Each loop on its own, so GCC
  * vectorises it (inside one switch it gave up: "control flow in loop"). */
+/* min(max(v, lo), hi), a NaN kept: one value (pointwise.c's scalar tails use it too) */
+static inline float decaf_clamp(float v, float lo, float hi)
+{
+    const float a = v < lo ? lo : v;
+    return a > hi ? hi : a;
+}
+
 static inline void decaf_act_clamp(float *d, const float *y, ptrdiff_t n, float lo, float hi)
 {
-    for (ptrdiff_t i = 0; i < n; ++i) {
-        const float v = y[i], a = v < lo ? lo : v;
-        d[i] = a > hi ? hi : a;
-    }
+    for (ptrdiff_t i = 0; i < n; ++i)
+        d[i] = decaf_clamp(y[i], lo, hi);
 }
 
 static inline void decaf_act_leaky(float *d, const float *y, ptrdiff_t n, float slope)

@@ -38,12 +38,6 @@
 
 enum { PW_R = 6 };                         /* output channels per block */
 
-/* min(max(v, lo), hi) for clamp = {lo, hi}, a NaN kept (as activation.h's clamp) */
-static inline float clamp_to(float v, const float *clamp)
-{
-    const float a = v < clamp[0] ? clamp[0] : v;
-    return a > clamp[1] ? clamp[1] : a;
-}
 /* x of a band of one chunk of input channels: 20 KB of the 32 KB L1 (the rest: the block's
  * weights, the output rows); bands of 64 to 512 pixels. */
 enum { PW_L1_FLOATS = 5 * 1024, PW_MIN_BAND = 64, PW_MAX_BAND = 512 };
@@ -240,7 +234,7 @@ static inline void tail_cols(const float *x, ptrdiff_t P, int nc, const float *w
         _mm256_storeu_ps(start, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
         for (int r = 0; r < kr; ++r) {
             const float v = res ? start[r] + res[r * P + j] : start[r];
-            y[r * P + j] = clamp ? clamp_to(v, clamp) : v;
+            y[r * P + j] = clamp ? decaf_clamp(v, clamp[0], clamp[1]) : v;
         }
     }
 }
@@ -282,7 +276,7 @@ static inline void block_band(const float *x, ptrdiff_t P, int nc, const float *
         if (res)
             for (ptrdiff_t i = 0; i < len; ++i) yr[i] += res[(ptrdiff_t)r * P + p0 + i];
         if (clamp)
-            for (ptrdiff_t i = 0; i < len; ++i) yr[i] = clamp_to(yr[i], clamp);
+            decaf_act_clamp(yr, yr, len, clamp[0], clamp[1]);
     }
 #endif
 }
