@@ -26,6 +26,10 @@ class Transpose(Layer):
             raise SpecError(f"layer {self.name!r} (Transpose): perm {self.p['perm']} must be a permutation of "
                             f"0..{len(perm) - 1} that keeps the batch axis 0 first")
         self.perm = perm
+        # k when perm rotates the non-batch axes, [0, k, .., r - 1, 1, .., k - 1] (ConvNeXt's
+        # (0, 2, 3, 1) and (0, 3, 1, 2)): each image is then a matrix transposed; else None
+        r = len(perm)
+        self.rotation = next((k for k in range(2, r) if perm == [0] + list(range(k, r)) + list(range(1, k))), None)
 
     def reshape(self, bottom_shapes):
         shape = bottom_shapes[0]
@@ -33,20 +37,13 @@ class Transpose(Layer):
             raise self.shape_error(f"perm {self.perm} for a {len(shape)}-D bottom", len(self.perm), len(shape))
         return [tuple(shape[a] for a in self.perm)]
 
-    def _as_matrices(self, shape):
-        """(M, N) when perm rotates the non-batch axes (ConvNeXt's (0, 2, 3, 1) and (0, 3, 1, 2)): each
-        image is then an M x N matrix transposed (M: the axes that move to the end); else None."""
-        r = len(self.perm)
-        for k in range(2, r):
-            if self.perm == [0] + list(range(k, r)) + list(range(1, k)):
-                return int(np.prod(shape[1:k])), int(np.prod(shape[k:]))
-        return None
-
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
-        mn = self._as_matrices(x.shape)
-        if mn is not None and x.flags.c_contiguous and y.flags.c_contiguous and x.dtype == y.dtype:
-            kernels.transpose(x.reshape(x.shape[0], *mn), y.reshape(y.shape[0], mn[1], mn[0]))
+        k = self.rotation
+        if k is not None and x.flags.c_contiguous and y.flags.c_contiguous and x.dtype == y.dtype:
+            # each image an M x N matrix transposed, M the axes that move to the end
+            m, n = int(np.prod(x.shape[1:k])), int(np.prod(x.shape[k:]))
+            kernels.transpose(x.reshape(x.shape[0], m, n), y.reshape(y.shape[0], n, m))
         else:
             y[...] = x.transpose(self.perm)
 
