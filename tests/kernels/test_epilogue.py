@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 import decaf.blas  # noqa: F401  (loads the SGEMM the GEMM path calls)
-from decaf import cpu
 from decaf.kernels import reference
 
 from act_reference import act_f64
@@ -28,16 +27,6 @@ ACTS = [("clamp", 0.0, float("inf"), 0.0), ("clamp", 0.0, 6.0, 0.0), ("clamp", -
         ("leaky", 0.0, 0.0, 0.1), ("hardswish", 0.0, 0.0, 0.0), ("silu", 0.0, 0.0, 1.0),
         ("silu", 0.0, 0.0, 1.702), ("sigmoid", 0.0, 0.0, 0.0), ("hardsigmoid", 0.5, 1.0, 0.2),
         ("hardsigmoid", 0.5, 1.0, 1 / 6)]
-
-
-@pytest.fixture(params=["generic", "avx2"])
-def isa(request):
-    if request.param not in cpu.supported_isas():
-        pytest.skip(f"this CPU ({cpu.cpu_model()}) does not run the {request.param} kernels")
-    before = cpu.get_isa()
-    cpu.set_isa(request.param)
-    yield request.param
-    cpu.set_isa(before)
 
 
 # (B, C, H, W, K, group, kernel, stride, pad, path) with the path the plan takes on AVX2
