@@ -233,6 +233,16 @@ class Layer:
         Reading Caffe is an importer registered with ``@caffe_importer`` (decaf/interop.py)."""
         raise ValueError(f"layer {p.get('name')!r}: decaf type {cls.type_name!r} has no Caffe equivalent")
 
+    @classmethod
+    def permuted(cls, p, params, perm, shapes):
+        """For a layer with spec ``p`` (defaults filled in) and parameters ``params`` ({short name:
+        array}) whose bottoms are ``x.transpose(perm)`` for tensors x of ``shapes`` (at batch 1):
+        ``(p, params)`` of a layer of this type that computes the same values from the x themselves,
+        its tops in the x's axis order (the old tops transposed back), or None when there is none.
+        Pointwise layers return their own; a per-axis one renames its axes. io/transposes.py then
+        drops the transposes around such layers (ConvNeXt's channels-last stretches)."""
+        return None
+
     # Folding at inference (io/fold.py merges a per-channel affine into the layer before it):
     # absorbs_channel_affine: the parameters are a weight with the output channels on axis 0 and
     #   a bias (absent when bias_term is false), so y_c = s_c (W_c x + b_c) + t_c is one such layer

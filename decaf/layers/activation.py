@@ -27,6 +27,11 @@ class _Elementwise(Layer):
     def reshape(self, bottom_shapes):
         return [bottom_shapes[0]]
 
+    @classmethod
+    def permuted(cls, p, params, perm, shapes):
+        """Pointwise: the same layer on the tensor in any axis order."""
+        return p, params
+
 
 @register
 class ReLU(_Elementwise):

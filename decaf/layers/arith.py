@@ -46,6 +46,17 @@ class Arithmetic(Layer):
     def summary(self):
         return str(self.p["operation"])
 
+    @classmethod
+    def permuted(cls, p, params, perm, shapes):
+        """Broadcasting commutes with one permutation of every operand: two bottoms stay as they
+        are; a constant operand (aligned with the last axes) is permuted back with them."""
+        if p["operand_shape"] is None:
+            return p, params
+        operand = params["operand"]
+        full = operand.reshape((1,) * (len(perm) - operand.ndim) + operand.shape)
+        back = np.ascontiguousarray(full.transpose(np.argsort(perm)))
+        return dict(p, operand_shape=list(back.shape)), {"operand": back}
+
     def ops(self, bottom_shapes, top_shapes):
         return per_image(top_shapes[0])
 

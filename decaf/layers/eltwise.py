@@ -21,6 +21,11 @@ class Eltwise(Layer):
     def summary(self):
         return str(self.p["operation"])
 
+    @classmethod
+    def permuted(cls, p, params, perm, shapes):
+        """Elementwise over bottoms of one shape: the same layer in any axis order."""
+        return p, params
+
     def ops(self, bottom_shapes, top_shapes):
         return per_image(top_shapes[0]) * max(len(bottom_shapes) - 1, 1)
 

@@ -43,6 +43,11 @@ class _Pointwise(Layer):
     def reshape(self, bottom_shapes):
         return [bottom_shapes[0]]
 
+    @classmethod
+    def permuted(cls, p, params, perm, shapes):
+        """Pointwise: the same layer on the tensor in any axis order."""
+        return p, params
+
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             np.multiply(top[0].diff, self.slope(bottom[0].data), out=bottom[0].diff)

@@ -116,6 +116,17 @@ class LayerNorm(Layer):
                               g.const(f"{name}.weight", g.params["weight"].reshape(view))], "scaled")
         g.node("Add", [scaled, g.const(f"{name}.bias", g.params["bias"].reshape(view))], g.outputs, name)
 
+    @classmethod
+    def permuted(cls, p, params, perm, shapes):
+        """Axes a..e of the permuted tensor are perm[a..e] of x: the same normalisation when those
+        run in order (ConvNeXt's LayerNorm over the last axis of NHWC is one over NCHW's channels)."""
+        ndim = len(perm)
+        a, e = (v + ndim if v < 0 else v for v in (p["axis"], p["end_axis"]))
+        axes = [perm[i] for i in range(a, e + 1)]
+        if not 1 <= a <= e < ndim or axes != list(range(axes[0], axes[0] + len(axes))):
+            return None
+        return dict(p, axis=axes[0], end_axis=axes[-1]), params
+
 
 @onnx_importer("LayerNormalization")
 def _layernorm_from_onnx(imp, node):

@@ -230,6 +230,18 @@ class Scale(_ChannelAffine):
         return g, (get("bias") if p["bias_term"] else np.zeros_like(g))
 
     @classmethod
+    def permuted(cls, p, params, perm, shapes):
+        """Along axis 1 of the permuted tensor, axis perm[1] of x: the same layer when that is
+        axis 1 again, or when the weight and bias are each one value (a broadcast constant, as
+        ONNX's Mul / Add by a scalar import), refilled to x's channel count."""
+        if perm[1] == 1:
+            return p, params
+        if not all(v.size and np.all(v == v.reshape(-1)[0]) for v in params.values()):
+            return None
+        c = shapes[0][1]
+        return p, {k: np.full((c,), v.reshape(-1)[0], v.dtype) for k, v in params.items()}
+
+    @classmethod
     def to_caffe(cls, p, w):
         w.add("Scale", ["weight", "bias"] if p["bias_term"] else ["weight"], multipliers=True,
               scale_param={"bias_term": bool(p["bias_term"])})
