@@ -234,6 +234,12 @@ class Layer:
         raise ValueError(f"layer {p.get('name')!r}: decaf type {cls.type_name!r} has no Caffe equivalent")
 
     @classmethod
+    def axis_permutation(cls, p):
+        """For a layer whose top is its bottom with the axes permuted (Transpose), with spec ``p``:
+        the permutation (a list, y = x.transpose(perm)); else None."""
+        return None
+
+    @classmethod
     def permuted(cls, p, params, perm, shapes):
         """For a layer with spec ``p`` (defaults filled in) and parameters ``params`` ({short name:
         array}) whose bottoms are ``x.transpose(perm)`` for tensors x of ``shapes`` (at batch 1):

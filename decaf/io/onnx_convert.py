@@ -95,7 +95,6 @@ from .. import layers as _layers  # noqa: F401  (importing the layer modules fil
 from ..errors import ShapeError, SpecError
 from ..interop import ONNX_IMPORTERS
 from .errors import DecafFormatError
-from .gelu_chain import fuse_gelu_chains
 from .onnx_fold import FOLDERS, NotFoldable, axes_arg, fold
 from .transposes import remove_transposes
 
@@ -420,9 +419,8 @@ class OnnxImporter:
                 raise
             except Exception as exc:       # an importer's unforeseen case: still one error naming the node
                 raise self.fail(f"node {self.label(node)} cannot be imported: {type(exc).__name__}: {exc}") from exc
-        outputs = {self._resolve(o.name) for o in self._graph.output}
-        fuse_gelu_chains(self.layers, self.arrays, keep=outputs)
-        remove_transposes(self.layers, self.arrays, self._tracked, keep=outputs)
+        remove_transposes(self.layers, self.arrays, self._tracked,
+                          keep={self._resolve(o.name) for o in self._graph.output})
         for o in self._graph.output:
             if self.const(o.name) is not None:
                 raise self.fail(f"graph output {o.name!r} is a constant")

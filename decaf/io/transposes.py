@@ -9,18 +9,19 @@ with those transposes; the layers in between are rewritten to work in the earlie
 
     x -> Transpose(P) -> f -> g -> Transpose(P^-1) -> y      becomes      x -> f' -> g' -> y
 
-Each layer type says whether and how it can (``Layer.permuted``): pointwise layers (activations,
-Eltwise, Arithmetic on tensors) unchanged, a Scale by one constant refilled to the new channel
-count, a LayerNorm over perm's axes over the matching axes of x (NHWC's last axis is NCHW's
-channels). A stretch is taken whole or not at all: every reader of each value in it is a layer
+The layers answer the type questions (decaf/layer.py): ``axis_permutation`` marks a transpose
+(Transpose); ``permuted`` says whether and how a layer computes its values in another layout:
+pointwise layers (activations, GELU, Eltwise, Arithmetic on tensors) as they are, a Scale by one
+constant refilled to the new channel count, Arithmetic's constant permuted with the tensor, a
+LayerNorm over perm's axes over the matching axes of x (NHWC's last axis is NCHW's channels). A stretch is taken whole or not at all: every reader of each value in it is a layer
 of the stretch or an inverse transpose, no value in it is an output of the net, and every
 tensor entering it comes through a transpose by P. A transpose directly followed by its inverse
 is the empty stretch.
 
 After it, ConvNeXt's block is depthwise conv -> LayerNorm (channels) -> 1x1 conv -> GELU ->
 1x1 conv -> layer scale -> add, which the graph optimizer (decaf/optimize.py) folds further
-(the layer scale into the convolution, the add into its epilogue). The values are the same up to
-float rounding in a different order of summation (none here: the layers compute the same sums).
+(the layer scale into the convolution, the add into its epilogue). The layers compute the same
+sums as before, in the same order, so the values are unchanged.
 """
 import numpy as np
 
@@ -37,8 +38,15 @@ def _inverse(perm):
     return [int(i) for i in np.argsort(perm)]
 
 
+def _permutation(layer):
+    """The axis permutation ``layer`` (a spec) applies, if that is all it does (a Transpose)."""
+    cls = LAYERS.get(layer["type"])
+    return None if cls is None else cls.axis_permutation(_defaults(cls, layer))
+
+
 def _is_transpose(layer, perm=None):
-    return layer["type"] == "Transpose" and (perm is None or [int(a) for a in layer["perm"]] == perm)
+    found = _permutation(layer)
+    return found is not None and (perm is None or found == perm)
 
 
 def _defaults(cls, layer):
@@ -76,7 +84,7 @@ def _readers(layers):
 def _remove_around(first, layers, arrays, shapes, keep):
     """Remove the stretch starting at transpose ``first`` if it can go; the number of transposes
     removed (0 when it cannot)."""
-    perm = [int(a) for a in first["perm"]]
+    perm = _permutation(first)
     back = _inverse(perm)
     readers = _readers(layers)
     producer = {t: layer for layer in layers for t in _names(layer["top"])}

@@ -10,6 +10,7 @@ from ..errors import SpecError
 from ..interop import caffe_importer, onnx_importer
 from ..layer import Layer, per_image, register
 from .arith import add_arithmetic
+from .gelu import gelu_chain_from_onnx
 
 
 @register
@@ -140,6 +141,8 @@ def _arithmetic_from_onnx(imp, node):
         imp.same_as(node.output[0], node.input[0])
         return
     if op == "Mul" and node.input[0] == node.input[1] and _torch_lrn_from_onnx(imp, node):
+        return
+    if op == "Div" and gelu_chain_from_onnx(imp, node):
         return
     consts = [imp.const(t) for t in node.input]
     if all(c is None for c in consts):

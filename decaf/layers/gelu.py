@@ -9,8 +9,9 @@ Erf:                               y = erf(x),  dy/dx = 2 exp(-x^2) / sqrt(pi)
 
 Both need the bottom in backward (GELU is not monotonic), so neither runs in place. ONNX: Gelu
 (opset 20, attribute approximate) and Erf are read; PyTorch before opset 20 exports the exact GELU
-as Div(x, sqrt 2), Erf, Add 1, Mul x, Mul 0.5, whose Erf is this module's and the arithmetic the
-Eltwise mappings'. decaf writes Gelu from opset 20, before it that chain (or the tanh form's).
+as Div(x, sqrt 2), Erf, Add 1, Mul x, Mul 0.5, which is read back as one GELU layer
+(``gelu_chain_from_onnx``, called by the Div importer) when nothing else reads its inner values.
+decaf writes Gelu from opset 20, before it that chain (or the tanh form's).
 """
 import math
 
@@ -135,3 +136,36 @@ def _gelu_from_onnx(imp, node):
 @onnx_importer("Erf")
 def _erf_from_onnx(imp, node):
     imp.add(node, "Erf", [node.input[0]], node.output[0])
+
+
+def gelu_chain_from_onnx(imp, div):
+    """Div(x, sqrt 2) -> Erf -> Add 1 -> Mul by x -> Mul by 1/2 (the exact GELU as exporters write it
+    before opset 20), each inner value read only by the next node and none an output of the graph:
+    one GELU layer writing the last Mul's output. True when taken (``div`` is the Div node)."""
+    def constant(node, value):
+        """The other input of a two-input ``node`` when it is the constant ``value`` (rtol 1e-6)."""
+        c = [imp.const(t) for t in node.input]
+        return len(node.input) == 2 and any(v is not None and v.size == 1 and np.allclose(v, value, rtol=1e-6, atol=0)
+                                            for v in c)
+
+    def next_node(node, op):
+        user = imp.sole_consumer(node.output[0])
+        return user if user is not None and user.op_type == op else None
+
+    x = div.input[0]
+    if imp.const(div.input[1]) is None or not constant(div, math.sqrt(2)):
+        return False
+    erf = next_node(div, "Erf")
+    add = erf and next_node(erf, "Add")
+    if add is None or not constant(add, 1.0):
+        return False
+    mul = next_node(add, "Mul")
+    if mul is None or sorted(mul.input) != sorted([x, add.output[0]]):
+        return False
+    half = next_node(mul, "Mul")
+    if half is None or not constant(half, 0.5):
+        return False
+    imp.add(half, "GELU", [x], half.output[0], approximate="none")
+    for node in (erf, add, mul, half):
+        imp.absorb(node)
+    return True

@@ -20,6 +20,10 @@ class Transpose(Layer):
     def summary(self):
         return str(list(self.p["perm"]))
 
+    @classmethod
+    def axis_permutation(cls, p):
+        return [int(a) for a in p["perm"]]
+
     def validate(self):
         perm = [int(a) for a in self.p["perm"]]
         if sorted(perm) != list(range(len(perm))) or not perm or perm[0] != 0:

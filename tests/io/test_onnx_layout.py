@@ -1,5 +1,5 @@
 """The importer's rewrites of channels-last stretches (decaf/io/transposes.py) and of the exported
-GELU arithmetic (decaf/io/gelu_chain.py): the rewritten net against ONNX Runtime on the original
+GELU arithmetic (decaf/layers/gelu.py's gelu_chain_from_onnx): the rewritten net against ONNX Runtime on the original
 graph (rtol 1e-5 of the largest value), and which layers are left."""
 import math
 
