@@ -16,13 +16,16 @@
  * neighbouring positions are neighbours in memory. A chunk of up to CHUNK_MAX positions is done
  * at once: for each c the chunk's row of x is a contiguous run, so the sums of all the chunk's
  * positions go along it in vector lanes (k, the sums and inv_std live in arrays of the chunk's
- * width). Its C rows (about CHUNK_BYTES) stay in the level-1/2 cache for the three passes (sums,
+ * width). Its C rows (at most CHUNK_BYTES) stay in the level-2 cache for the three passes (sums,
  * squares, output), so x comes from memory once. Threads take (outer, chunk) tasks.
+ * Chunk widths: as wide as CHUNK_BYTES allows (runs of 128 floats and more per row came from
+ * memory about twice as fast at batch 16 as runs of 32: Zen 3, (16, 192, 28, 28)), and multiples
+ * of 16 floats (a cache line) when inner is split, so that two threads' chunks share no line
+ * where inner is a multiple of 16.
  * inner = 1 (rows of C values): each row on its own, vectorised along C. */
-enum { CHUNK_MAX = 256, CHUNK_BYTES = 24576 };
 
-/* The positions of one task: the widths are multiples of 8 floats when that costs nothing much,
- * so that each row starts as the one before it (aligned when inner is a multiple of 8). */
+enum { CHUNK_MAX = 256, CHUNK_BYTES = 98304 };
+
 static ptrdiff_t chunk_width(ptrdiff_t C, ptrdiff_t inner)
 {
     ptrdiff_t w = CHUNK_BYTES / (ptrdiff_t)sizeof(float) / C;
@@ -30,13 +33,13 @@ static ptrdiff_t chunk_width(ptrdiff_t C, ptrdiff_t inner)
     if (inner <= w)
         return inner;
     const ptrdiff_t chunks = (inner + w - 1) / w;
-    w = (inner + chunks - 1) / chunks;                  /* as even as the chunks can be */
-    return w >= 32 ? (w + 7) / 8 * 8 : w;               /* (at most CHUNK_MAX still) */
+    w = (inner + chunks - 1) / chunks;                  /* as even as the chunks can be, */
+    return (w + 15) / 16 * 16;                          /* in whole lines (at most CHUNK_MAX still) */
 }
 
-/* acc[j] += the sum over the rows c0 <= c < c1 of f(row c)[j], summed by blocks of SUM_BLOCK rows
- * into part[] first: a float sum of C terms rounds like one of about SUM_BLOCK + C / SUM_BLOCK
- * terms (C = 768: 56 instead of 768), at one more pass over part per block. */
+/* The sums over c go by blocks of SUM_BLOCK rows into part[] first, then part into the total: a
+ * float sum of C terms then rounds like one of about SUM_BLOCK + C / SUM_BLOCK terms (C = 768: 56
+ * instead of 768), for one more pass over part per block. */
 enum { SUM_BLOCK = 32 };
 
 /* One chunk of w positions: x, y at (o, 0, i0); mean, inv_std at (o, i0). */
