@@ -15,6 +15,8 @@ on (N, C, H, W) is (1, 1): over the channels at each position.
 Forward keeps m and 1 / sqrt(v + eps), backward recomputes xhat from them. Over one axis (float32):
 the compiled kernels.layernorm, one pass over the data per (outer, C, inner) chunk; else NumPy.
 """
+import math
+
 import numpy as np
 
 from .. import fillers, kernels
@@ -78,7 +80,7 @@ class LayerNorm(Layer):
         if a == e and all(v.dtype == np.float32 and v.flags.c_contiguous for v in (x, y) + params):
             if getattr(self, "mean", None) is None or self.mean.shape != stats_shape or self.mean.dtype != x.dtype:
                 self.mean, self.inv_std = np.empty(stats_shape, x.dtype), np.empty(stats_shape, x.dtype)
-            view = (int(np.prod(x.shape[:a])), x.shape[a], int(np.prod(x.shape[a + 1:])))
+            view = (math.prod(x.shape[:a]), x.shape[a], math.prod(x.shape[a + 1:]))   # (np.prod: 5 us each)
             kernels.layernorm(x.reshape(view), *params, self.p["eps"], y.reshape(view),
                               self.mean.reshape(view[0], view[2]), self.inv_std.reshape(view[0], view[2]))
             return
