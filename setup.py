@@ -20,8 +20,8 @@ BASE_FLAGS = ["-O3", "-fopenmp", "-std=c99", "-fno-math-errno"]
 # The kernel sources compiled once per variant; the other csrc/*.c files are shared, built once.
 ISA_KERNEL_SOURCES = ["csrc/batchnorm.c", "csrc/channel_affine.c", "csrc/conv.c", "csrc/depthwise.c",
                       "csrc/direct_conv.c", "csrc/elementwise.c", "csrc/gemm.c", "csrc/grouped_conv.c",
-                      "csrc/im2col.c", "csrc/lrn.c", "csrc/pointwise.c", "csrc/pool.c", "csrc/stem_conv.c",
-                      "csrc/winograd.c"]
+                      "csrc/im2col.c", "csrc/layernorm.c", "csrc/lrn.c", "csrc/pointwise.c", "csrc/pool.c",
+                      "csrc/stem_conv.c", "csrc/winograd.c"]
 SHARED_SOURCES = sorted(set(glob.glob("csrc/*.c")) - set(ISA_KERNEL_SOURCES))
 
 # variant name -> extra flags (its functions get the suffix _<name>)

@@ -15,6 +15,7 @@
 #include "pointwise.h"
 #include "im2col.h"
 #include "isa.h"
+#include "layernorm.h"
 #include "lrn.h"
 #include "pool.h"
 #include "winograd.h"
@@ -98,6 +99,10 @@
       (x, w, dy, dx, dw, B, C, H, W, kh, kw, Ho, Wo, sh, sw, pad_top, pad_left, dil_h, dil_w))          \
     R(ptrdiff_t, decaf_copy_count_nonfinite, (const float *src, float *dst, ptrdiff_t n), (src, dst, n))  \
     V(decaf_erf, (const float *x, float *y, ptrdiff_t n), (x, y, n))                                     \
+    V(decaf_gelu, (const float *x, float *y, ptrdiff_t n), (x, y, n))                                    \
+    V(decaf_layernorm, (const float *x, const float *gamma, const float *beta, float *y, float *mean,        \
+                        float *inv_std, ptrdiff_t outer, ptrdiff_t C, ptrdiff_t inner, float eps),          \
+      (x, gamma, beta, y, mean, inv_std, outer, C, inner, eps))                                         \
     V(decaf_transpose, (const float *x, float *y, ptrdiff_t B, ptrdiff_t M, ptrdiff_t N), (x, y, B, M, N)) \
     V(decaf_sgd_step, (float *w, float *v, const float *g, ptrdiff_t n, float lr, float mu, float decay,   \
                        float scale, int nesterov), (w, v, g, n, lr, mu, decay, scale, nesterov))          \

@@ -23,4 +23,8 @@ void decaf_transpose(const float *x, float *y, ptrdiff_t B, ptrdiff_t M, ptrdiff
  * elsewhere (see elementwise.c); a NaN stays NaN. */
 void decaf_erf(const float *x, float *y, ptrdiff_t n);
 
+/* y[i] = GELU(x[i]) = x[i] (1 + erf(x[i] / sqrt 2)) / 2 for i < n (y may be x), within 3e-7 max(1, |x|)
+ * absolute (see elementwise.c); GELU(inf) = inf, GELU(-inf) = -0, a NaN stays NaN. */
+void decaf_gelu(const float *x, float *y, ptrdiff_t n);
+
 #endif

@@ -80,7 +80,10 @@ int decaf_isa_current(void);
 #define decaf_copy_count_nonfinite DECAF_ISA_NAME(decaf_copy_count_nonfinite)
 #define decaf_sgd_step DECAF_ISA_NAME(decaf_sgd_step)
 #define decaf_erf DECAF_ISA_NAME(decaf_erf)
+#define decaf_gelu DECAF_ISA_NAME(decaf_gelu)
 #define decaf_transpose DECAF_ISA_NAME(decaf_transpose)
+/* layernorm.c */
+#define decaf_layernorm DECAF_ISA_NAME(decaf_layernorm)
 /* winograd.c */
 #define decaf_winograd_supported DECAF_ISA_NAME(decaf_winograd_supported)
 #define decaf_winograd_packed_size DECAF_ISA_NAME(decaf_winograd_packed_size)

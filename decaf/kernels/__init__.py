@@ -258,6 +258,20 @@ def erf(x, y):
     _for(x).erf(x, y)
 
 
+def gelu(x, y):
+    """y = x (1 + erf(x / sqrt 2)) / 2 (the exact GELU) for flat arrays of one float dtype (y may be
+    x): the compiled kernel within 3e-7 max(1, |x|) absolute; the reference is SciPy's ndtr."""
+    _for(x).gelu(x, y)
+
+
+def layernorm(x, gamma, beta, eps, y, mean, inv_std):
+    """Over axis 1 of x (outer, C, inner), C-contiguous: for each (o, i) the mean and biased variance
+    of x[o, :, i] into mean and inv_std = 1 / sqrt(var + eps) ((outer, inner) each), and
+    y = (x - mean) inv_std gamma[c] + beta[c] (gamma, beta (C,); y may be x). inner = H W: a
+    LayerNorm over the channels of NCHW; inner = 1: over rows (csrc/layernorm.c)."""
+    _for(x).layernorm(x, gamma, beta, eps, y, mean, inv_std)
+
+
 def copy_count_nonfinite(src, dst):
     """dst[...] = src for flat arrays of one float dtype; returns how many values are NaN or inf."""
     return _for(src).copy_count_nonfinite(src, dst)

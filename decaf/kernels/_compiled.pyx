@@ -29,6 +29,7 @@ cdef extern from "elementwise.h":
     void decaf_sgd_step(float *w, float *v, const float *g, Py_ssize_t n, float lr, float mu, float decay,
                         float scale, int nesterov) nogil
     void decaf_erf(const float *x, float *y, Py_ssize_t n) nogil
+    void decaf_gelu(const float *x, float *y, Py_ssize_t n) nogil
     void decaf_transpose(const float *x, float *y, Py_ssize_t B, Py_ssize_t M, Py_ssize_t N) nogil
 
 cdef extern from "gemm.h":
@@ -866,6 +867,21 @@ def erf(const float[::1] x not None, float[::1] y not None):
         decaf_erf(px, py, x.shape[0])
 
 
+def gelu(const float[::1] x not None, float[::1] y not None):
+    """y = x (1 + erf(x / sqrt 2)) / 2 over flat float32 arrays (y may be x): within 3e-7 max(1, |x|)
+    absolute; GELU(inf) = inf, GELU(-inf) = -0, NaN stays NaN (csrc/elementwise.c)."""
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"gelu: {x.shape[0]} values into {y.shape[0]}")
+    if x.shape[0] == 0:
+        return
+    cdef const float *px = &x[0]
+    cdef float *py = &y[0]
+    if px != py and px < py + y.shape[0] and py < px + x.shape[0]:
+        raise ValueError("gelu: y overlaps x without being x")
+    with nogil:
+        decaf_gelu(px, py, x.shape[0])
+
+
 def sgd_step(float[::1] w not None, float[::1] v not None, const float[::1] g not None, float lr, float mu,
              float decay, float scale, bint nesterov):
     """One SGD step with momentum in one pass over flat float32 arrays (g unchanged):
@@ -1243,3 +1259,46 @@ def pointwise_preferred(x_shape, w_shape, threads):
     """Whether conv_forward's plan would run this 1x1 convolution by the pointwise kernel."""
     cdef decaf_conv_geom g = _pointwise_geom("pointwise_preferred", tuple(x_shape), tuple(w_shape))
     return bool(decaf_pointwise_preferred(&g, _ints((threads,), "pointwise_preferred: threads", 1, 1)[0]))
+
+
+# ---- LayerNorm over one axis (csrc/layernorm.c) -------------------------------------------------
+
+cdef extern from "layernorm.h":
+    void decaf_layernorm(const float *x, const float *gamma, const float *beta, float *y, float *mean,
+                         float *inv_std, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, float eps) nogil
+
+
+cdef bint _shares(const float *a, Py_ssize_t na, const float *b, Py_ssize_t nb) noexcept nogil:
+    """Do the runs a[:na] and b[:nb] (both non-empty) share memory?"""
+    return a < b + nb and b < a + na
+
+
+def layernorm(const float[:, :, ::1] x not None, const float[::1] gamma not None, const float[::1] beta not None,
+              double eps, float[:, :, ::1] y not None, float[:, ::1] mean not None, float[:, ::1] inv_std not None):
+    """For x (outer, C, inner), float32, C-contiguous: over the C values x[o, :, i] of each (o, i),
+    mean and biased variance into mean and inv_std = 1 / sqrt(var + eps) ((outer, inner) each), and
+    y = (x - mean) inv_std gamma[c] + beta[c] (y may be x; gamma, beta (C,))."""
+    func = "layernorm"
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], n = outer * C * inner
+    _expect_shape(func, "gamma", (gamma.shape[0],), (C,))
+    _expect_shape(func, "beta", (beta.shape[0],), (C,))
+    _expect_shape(func, "y", (y.shape[0], y.shape[1], y.shape[2]), (outer, C, inner))
+    _expect_shape(func, "mean", (mean.shape[0], mean.shape[1]), (outer, inner))
+    _expect_shape(func, "inv_std", (inv_std.shape[0], inv_std.shape[1]), (outer, inner))
+    _check_eps(func, eps)
+    if C == 0:
+        raise ValueError(f"{func}: x has no values to normalise over (C = 0)")
+    if n == 0:
+        return
+    cdef const float *px = &x[0, 0, 0]
+    cdef float *py = &y[0, 0, 0]
+    cdef float *pm = &mean[0, 0]
+    cdef float *ps = &inv_std[0, 0]
+    cdef Py_ssize_t m = outer * inner
+    if px != py and _shares(px, n, py, n):
+        raise ValueError(f"{func}: y overlaps x without being x")
+    if _shares(pm, m, ps, m) or _shares(pm, m, px, n) or _shares(pm, m, py, n) or _shares(ps, m, px, n) \
+            or _shares(ps, m, py, n):
+        raise ValueError(f"{func}: mean and inv_std must be apart from each other, x and y")
+    with nogil:
+        decaf_layernorm(px, &gamma[0], &beta[0], py, pm, ps, outer, C, inner, eps)

@@ -22,6 +22,7 @@ __all__ = [
     "lrn_forward", "lrn_backward",
     "depthwise_conv_forward", "depthwise_conv_backward",
     "conv_work_size", "conv_forward", "conv_backward", "copy_count_nonfinite", "sgd_step", "channel_affine",
+    "gelu", "layernorm",
     "batchnorm_scale_shift", "batchnorm_train_forward", "batchnorm_train_backward",
 ]
 
@@ -447,6 +448,39 @@ def erf(x, y):
     if x.ndim != 1:
         raise ValueError(f"erf: x must be flat, got shape {x.shape}")
     y[...] = scipy_erf(x)
+
+
+def gelu(x, y):
+    """y = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2 (SciPy's ndtr, accurate in the lower tail),
+    over flat float arrays (y may be x); -0 where Phi is 0 (so GELU(-inf) is -0, not NaN)."""
+    from scipy.special import ndtr
+    _check("gelu", {"y": x.shape}, x=x, y=y)
+    if x.ndim != 1:
+        raise ValueError(f"gelu: x must be flat, got shape {x.shape}")
+    phi = ndtr(x)
+    with np.errstate(invalid="ignore"):                  # (-inf times 0, replaced)
+        y[...] = np.where(phi == 0, x.dtype.type(-0.0), x * phi)
+
+
+def layernorm(x, gamma, beta, eps, y, mean, inv_std):
+    """Over axis 1 of x (outer, C, inner): m = mean of x[o, :, i], v = mean of (x - m)^2 (biased),
+    inv_std = 1 / sqrt(v + eps), y = (x - m) inv_std gamma[c] + beta[c]; m and inv_std (outer,
+    inner) are kept for backward. y may be x."""
+    if not isinstance(x, np.ndarray) or x.ndim != 3:
+        raise ValueError(f"layernorm: x must be a 3-D (outer, C, inner) array, got {getattr(x, 'shape', x)!r}")
+    outer, C, inner = x.shape
+    _check("layernorm", {"gamma": (C,), "beta": (C,), "y": x.shape, "mean": (outer, inner),
+                         "inv_std": (outer, inner)}, x=x, gamma=gamma, beta=beta, y=y, mean=mean, inv_std=inv_std)
+    if not eps >= 0:
+        raise ValueError(f"layernorm: eps must be >= 0, got {eps}")
+    if C == 0:
+        raise ValueError("layernorm: x has no values to normalise over (C = 0)")
+    m = x.mean(axis=1, keepdims=True)
+    centred = x - m
+    r = 1 / np.sqrt(np.mean(centred * centred, axis=1, keepdims=True) + np.asarray(eps, x.dtype))
+    mean[...] = m[:, 0]
+    inv_std[...] = r[:, 0]
+    y[...] = centred * r * gamma[:, None] + beta[:, None]
 
 
 def copy_count_nonfinite(src, dst):

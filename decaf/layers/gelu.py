@@ -7,6 +7,7 @@ GELU, approximate "tanh":          u = k (x + c x^3),  k = sqrt(2 / pi),  c = 0.
                                    dy/dx = (1 + tanh u) / 2 + x (1 - tanh^2 u) k (1 + 3 c x^2) / 2
 Erf:                               y = erf(x),  dy/dx = 2 exp(-x^2) / sqrt(pi)
 
+The exact form's forward is kernels.gelu for float32 (one compiled pass, within 3e-7 max(1, |x|)).
 Both need the bottom in backward (GELU is not monotonic), so neither runs in place. ONNX: Gelu
 (opset 20, attribute approximate) and Erf are read; PyTorch before opset 20 exports the exact GELU
 as Div(x, sqrt 2), Erf, Add 1, Mul x, Mul 0.5, which is read back as one GELU layer
@@ -71,7 +72,10 @@ class GELU(_Pointwise):
         return (8 if self.p["approximate"] == "tanh" else 5) * per_image(top_shapes[0])
 
     def forward(self, bottom, top):
-        x = bottom[0].data
+        x, y = bottom[0].data, top[0].data
+        if self.p["approximate"] == "none" and all(v.dtype == np.float32 and v.flags.c_contiguous for v in (x, y)):
+            kernels.gelu(x.reshape(-1), y.reshape(-1))     # one pass (csrc/elementwise.c)
+            return
         if self.p["approximate"] == "tanh":
             gate = np.tanh(K_TANH * (x + C_TANH * x ** 3))
         else:

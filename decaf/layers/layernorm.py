@@ -12,10 +12,14 @@ on (N, C, H, W) is (1, 1): over the channels at each position.
         dxhat = dy * gamma
         dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(v + eps)
         dgamma = sum of dy * xhat, dbeta = sum of dy   (over the batch and the other axes)
+Forward keeps m and 1 / sqrt(v + eps), backward recomputes xhat from them. Over one axis (float32):
+the compiled kernels.layernorm, one pass over the data per (outer, C, inner) chunk; else NumPy.
 """
+import math
+
 import numpy as np
 
-from .. import fillers
+from .. import fillers, kernels
 from ..errors import SpecError
 from ..interop import onnx_importer
 from ..layer import Layer, per_image, register
@@ -67,16 +71,29 @@ class LayerNorm(Layer):
         return 8 * per_image(top_shapes[0])       # mean, centre, square, mean, scale, affine (2)
 
     def forward(self, bottom, top):
-        x = bottom[0].data
-        centred = x - x.mean(axis=self.norm_axes, keepdims=True)
-        var = np.mean(centred * centred, axis=self.norm_axes, keepdims=True)
+        """Keeps mean and inv_std (shaped like x with the normalised axes 1) for backward. Over one
+        axis, float32 and contiguous: kernels.layernorm (csrc/layernorm.c), x as (outer, C, inner)."""
+        x, y, axes = bottom[0].data, top[0].data, self.norm_axes
+        a, e = axes[0], axes[-1]
+        stats_shape = x.shape[:a] + (1,) * len(axes) + x.shape[e + 1:]
+        params = (self.gamma.data, self.beta.data)
+        if a == e and all(v.dtype == np.float32 and v.flags.c_contiguous for v in (x, y) + params):
+            if getattr(self, "mean", None) is None or self.mean.shape != stats_shape or self.mean.dtype != x.dtype:
+                self.mean, self.inv_std = np.empty(stats_shape, x.dtype), np.empty(stats_shape, x.dtype)
+            view = (math.prod(x.shape[:a]), x.shape[a], math.prod(x.shape[a + 1:]))   # (np.prod: 5 us each)
+            kernels.layernorm(x.reshape(view), *params, self.p["eps"], y.reshape(view),
+                              self.mean.reshape(view[0], view[2]), self.inv_std.reshape(view[0], view[2]))
+            return
+        self.mean = x.mean(axis=axes, keepdims=True)
+        centred = x - self.mean
+        var = np.mean(centred * centred, axis=axes, keepdims=True)
         self.inv_std = 1 / np.sqrt(var + np.asarray(self.p["eps"], x.dtype))
-        self.xhat = centred * self.inv_std
-        np.multiply(self.xhat, self.gamma.data.reshape(self.param_view), out=top[0].data)
-        top[0].data += self.beta.data.reshape(self.param_view)
+        np.multiply(centred * self.inv_std, self.gamma.data.reshape(self.param_view), out=y)
+        y += self.beta.data.reshape(self.param_view)
 
     def backward(self, top, propagate_down, bottom):
-        dy, xhat, axes = top[0].diff, self.xhat, self.norm_axes
+        dy, axes = top[0].diff, self.norm_axes
+        xhat = (bottom[0].data - self.mean) * self.inv_std
         self.gamma.diff[...] = np.sum(dy * xhat, axis=self.other_axes).reshape(self.gamma.shape)
         self.beta.diff[...] = np.sum(dy, axis=self.other_axes).reshape(self.beta.shape)
         if propagate_down[0]:
