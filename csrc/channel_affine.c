@@ -4,10 +4,10 @@
 
 /* The work decaf_threads_for weighs: a pass without an exponential is bound by memory, and a
  * second thread pays only on large tensors (a quarter of an operation per value, as
- * elementwise.c's copy); an exponential (SILU, SIGMOID) costs about a dozen operations. */
+ * elementwise.c's copy); an exponential (SILU, SIGMOID, GELU) costs about a dozen operations. */
 static ptrdiff_t work_of(ptrdiff_t values, const decaf_epilogue *ep)
 {
-    if (ep && (ep->act == DECAF_ACT_SILU || ep->act == DECAF_ACT_SIGMOID))
+    if (ep && (ep->act == DECAF_ACT_SILU || ep->act == DECAF_ACT_SIGMOID || ep->act == DECAF_ACT_GELU))
         return values * 8;
     return values / 4;
 }

@@ -347,6 +347,7 @@ static rows_fn rows_for(const decaf_epilogue *ep, int stream)
     case DECAF_ACT_HARDSWISH: return stream ? rows_hardswish_nt : rows_hardswish;
     case DECAF_ACT_SILU:      /* (the exponential's polynomial in the tiles ran slower: 0.63 ms against */
     case DECAF_ACT_SIGMOID:   /* 0.54 for MobileNetV2's stem with SiLU, batch 1, 1 thread, Zen 3) */
+    case DECAF_ACT_GELU:
         return rows_epilogue;
     case DECAF_ACT_HARDSIGMOID: return stream ? rows_hardsigmoid_nt : rows_hardsigmoid;
     default: return stream ? rows_none_nt : rows_none;

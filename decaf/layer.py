@@ -288,10 +288,10 @@ class Layer:
 class Epilogue:
     """An activation applied while the producer writes its output (csrc/activation.h): kind "clamp"
     y = min(max(x, lo), hi) (ReLU: lo 0, hi inf; ReLU6: lo 0, hi 6; Clip), "leaky" (slope alpha),
-    "hardswish", "silu" (x sigmoid(alpha x)), "sigmoid" or "hardsigmoid" (min(max(alpha x + lo, 0),
-    hi)). ``act``: the tuple the kernels take."""
+    "hardswish", "silu" (x sigmoid(alpha x)), "sigmoid", "hardsigmoid" (min(max(alpha x + lo, 0),
+    hi)) or "gelu" (exact: x (1 + erf(x / sqrt 2)) / 2). ``act``: the tuple the kernels take."""
 
-    KINDS = ("clamp", "leaky", "hardswish", "silu", "sigmoid", "hardsigmoid")
+    KINDS = ("clamp", "leaky", "hardswish", "silu", "sigmoid", "hardsigmoid", "gelu")
 
     def __init__(self, kind, lo=0.0, hi=float("inf"), alpha=0.0):
         if kind not in self.KINDS:

@@ -153,7 +153,7 @@ def activation_spec(kind, params, depthwise=False):
 @pytest.mark.parametrize("depthwise", [False, True], ids=["conv", "depthwise"])
 @pytest.mark.parametrize("kind,params", [("HardSwish", {}), ("SiLU", {}), ("SiLU", {"alpha": 1.702}),
                                          ("ReLU", {"negative_slope": 0.2}), ("Sigmoid", {}),
-                                         ("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5})])
+                                         ("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5}), ("GELU", {})])
 def test_activations_fuse_into_folded_convolutions(kind, params, depthwise):
     fast, plain = pair(activation_spec(kind, params, depthwise))
     x = np.random.default_rng(4).standard_normal((2, 8, 7, 7)).astype(np.float32) * 3

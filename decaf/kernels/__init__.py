@@ -307,8 +307,8 @@ def conv_forward(x, w, bias, y, work, kernel, stride, pads, dilation, group, rel
     residual (an array shaped like y, not y itself: a fused residual add); then with relu,
     min(max(., 0), relu_max) (a ReLU, or a ReLU6 with relu_max = 6), or the activation
     act = (kind, lo, hi, alpha): kind "clamp" (min(max(., lo), hi)), "leaky" (slope alpha),
-    "hardswish", "silu" (x sigmoid(alpha x)), "sigmoid" or "hardsigmoid" (min(max(alpha x + lo, 0),
-    hi)) -- in y, or into relu_out (y keeps the
+    "hardswish", "silu" (x sigmoid(alpha x)), "sigmoid", "hardsigmoid" (min(max(alpha x + lo, 0),
+    hi)) or "gelu" (exact) -- in y, or into relu_out (y keeps the
     values before it). Direct, or im2col + GEMMs (csrc/conv.c, csrc/activation.h). packed: None, or
     (kind, array) from conv_packing and conv_pack for these weights (read instead of w's own layout;
     the caller keeps it in step with w)."""

@@ -368,7 +368,8 @@ def lrn_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1]
 # ---- the epilogue of the convolutions (csrc/activation.h) ------------------------------------
 
 # activation kinds, by the numbers of csrc/activation.h's DECAF_ACT_*
-ACTIVATIONS = {"none": 0, "clamp": 1, "leaky": 2, "hardswish": 3, "silu": 4, "sigmoid": 5, "hardsigmoid": 6}
+ACTIVATIONS = {"none": 0, "clamp": 1, "leaky": 2, "hardswish": 3, "silu": 4, "sigmoid": 5, "hardsigmoid": 6,
+               "gelu": 7}
 
 
 cdef int _epilogue(str func, decaf_epilogue *e, act, bint relu, float relu_max, relu_out, residual,

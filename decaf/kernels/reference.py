@@ -280,7 +280,7 @@ def lrn_backward(x, y, scale, dy, dx, local_size, alpha, beta):
 
 # ---- the epilogue of the convolutions ----------------------------------------------------------
 
-ACTIVATIONS = ("none", "clamp", "leaky", "hardswish", "silu", "sigmoid", "hardsigmoid")
+ACTIVATIONS = ("none", "clamp", "leaky", "hardswish", "silu", "sigmoid", "hardsigmoid", "gelu")
 
 
 def activation(v, act):
@@ -302,6 +302,10 @@ def activation(v, act):
         z = v * np.asarray(alpha, v.dtype) if kind == "silu" else v
         s = (np.tanh(z * np.asarray(0.5, v.dtype)) + one) * np.asarray(0.5, v.dtype)
         return v * s if kind == "silu" else s
+    if kind == "gelu":
+        out = np.empty(v.size, v.dtype)
+        gelu(np.ascontiguousarray(v).reshape(-1), out)
+        return out.reshape(v.shape)
     return v.copy()
 
 

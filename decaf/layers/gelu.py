@@ -21,7 +21,7 @@ import numpy as np
 from .. import kernels
 from ..errors import SpecError
 from ..interop import onnx_importer
-from ..layer import Layer, per_image, register
+from ..layer import Epilogue, Layer, per_image, register
 
 K_TANH = math.sqrt(2 / math.pi)
 C_TANH = 0.044715
@@ -71,7 +71,14 @@ class GELU(_Pointwise):
     def ops(self, bottom_shapes, top_shapes):
         return (8 if self.p["approximate"] == "tanh" else 5) * per_image(top_shapes[0])
 
+    def epilogue(self):
+        """The exact form: applied by the convolution before it (csrc/activation.h's GELU) into
+        this top, the producer's keeping x for backward."""
+        return Epilogue("gelu") if self.p["approximate"] == "none" else None
+
     def forward(self, bottom, top):
+        if self.fused:
+            return
         x, y = bottom[0].data, top[0].data
         if self.p["approximate"] == "none" and all(v.dtype == np.float32 and v.flags.c_contiguous for v in (x, y)):
             kernels.gelu(x.reshape(-1), y.reshape(-1))     # one pass (csrc/elementwise.c)

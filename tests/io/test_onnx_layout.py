@@ -93,6 +93,26 @@ def test_convnext_block_runs_in_nchw_without_transposes(tmp_path):
     assert (norm["axis"], norm["end_axis"]) == (1, 1)          # NHWC's last axis is NCHW's channels
 
 
+def test_convnext_block_optimized_is_four_layers_and_equals_the_net_as_written(tmp_path):
+    """After the import, the graph optimizer folds the layer scale into the second 1x1 convolution,
+    fuses the residual add into it, and the first writes only the GELU's output (the net fuses the
+    GELU as written): depthwise conv, LayerNorm, two 1x1
+    convolutions (and the ReLU, fused too); the values equal the net run as written (rtol 1e-4)."""
+    path = tmp_path / "m.onnx"
+    onnx.save(convnext_block(), str(path))
+    spec, arrays = onnx_to_net(path)
+    fast = decaf.Net.from_arrays(spec, arrays, optimize=True)
+    plain = decaf.Net.from_arrays(spec, arrays, optimize=False)
+    x = f32(2, 8, 6, 5)
+    a, b = fast.forward(x=x)["y"], plain.forward(x=x)["y"]
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
+    graph = fast.optimized_graph()
+    done = {(kind, fast.layers[names[0]].type_name) for kind, names, _ in graph.actions}
+    assert {("direct", "GELU"), ("folded", "Scale"), ("residual", "Eltwise")} <= done, done
+    assert sorted(s.layer.type_name for s in graph.steps if not s.fused) == \
+        ["Convolution", "Convolution", "Convolution", "LayerNorm"]
+
+
 def test_convnext_block_gradient_matches_finite_differences(tmp_path):
     """Backward through the rewritten block (LayerNorm over channels, GELU): the input gradient of
     sum(w * y) against central differences of the forward (float32, step 1e-2: within 3 %)."""

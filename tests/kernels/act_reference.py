@@ -22,4 +22,7 @@ def act_f64(v, act):
             return 1 / (1 + np.exp(-v))
         if kind == "hardsigmoid":
             return np.clip(alpha * v + lo, 0, hi)
+        if kind == "gelu":                       # exact: v Phi(v), Phi the normal distribution
+            from scipy.special import ndtr
+            return v * ndtr(v)
     raise AssertionError(f"unknown activation {kind!r}")

@@ -165,7 +165,7 @@ def test_bad_shapes_raise():
     with pytest.raises(ValueError, match="stride must be"):
         f(x, w, None, y, (0, 1), (1, 1, 1, 1), 4)
     with pytest.raises(ValueError, match="unknown activation"):
-        f(x, w, None, y, (1, 1), (1, 1, 1, 1), 4, act=("gelu", 0.0, 0.0, 0.0))
+        f(x, w, None, y, (1, 1), (1, 1, 1, 1), 4, act=("mish", 0.0, 0.0, 0.0))
     with pytest.raises(ValueError):
         f(x.astype(np.float64), w, None, y, (1, 1), (1, 1, 1, 1), 4)   # float32 only
     kind, packed = _compiled.grouped_conv_pack(w, 4)
