@@ -109,8 +109,8 @@ def test_convnext_block_optimized_is_four_layers_and_equals_the_net_as_written(t
     graph = fast.optimized_graph()
     done = {(kind, fast.layers[names[0]].type_name) for kind, names, _ in graph.actions}
     assert {("direct", "GELU"), ("folded", "Scale"), ("residual", "Eltwise")} <= done, done
-    assert sorted(s.layer.type_name for s in graph.steps if not s.fused) == \
-        ["Convolution", "Convolution", "Convolution", "LayerNorm"]
+    running = sorted(s.layer.type_name for s in graph.steps if not s.fused and "split" not in s.layer.roles)
+    assert running == ["Convolution", "Convolution", "Convolution", "LayerNorm"]     # (a Split shares x)
 
 
 def test_convnext_block_gradient_matches_finite_differences(tmp_path):
