@@ -60,7 +60,8 @@ def remove_transposes(layers, arrays, shapes, keep=()):
     place, removing every stretch between a transpose and its inverses that the layers in it can
     run without (see the module docstring). ``shapes``: {blob: shape at batch 1} for every blob the
     layers read or write (the importer's); ``keep``: blob names that must keep their values (the
-    net's outputs). Returns the number of transposes removed."""
+    net's outputs). For an imported graph, where no layer works in place. Returns the number of
+    transposes removed."""
     removed = 0
     while True:
         for layer in layers:
@@ -129,7 +130,8 @@ def _remove_around(first, layers, arrays, shapes, keep):
     rewritten = []
     for m in members:
         cls = LAYERS[m["type"]]
-        params = {k[len(m["name"]) + 1:]: v for k, v in arrays.items() if k.startswith(m["name"] + ".")}
+        prefix = m["name"] + "."                 # (short names have no dot: not another layer's "name.x.w")
+        params = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix) and "." not in k[len(prefix):]}
         p = _defaults(cls, m)
         bottoms = _names(m["bottom"])
         out = cls.permuted(p, params, perm, [unpermuted[b] for b in bottoms])
