@@ -167,3 +167,70 @@ def _layernorm_from_onnx(imp, node):
                                f"the normalised shape {tuple(target)}") from None
     imp.add(node, "LayerNorm", [node.input[0]], node.output[0], {"weight": scale, "bias": bias},
             axis=axis, end_axis=-1, eps=float(a.get("epsilon", 1e-5)))
+
+
+def layernorm_chain_from_onnx(imp, mean):
+    """A LayerNorm written out in arithmetic, as PyTorch exports F.layer_norm before opset 17 (and
+    decaf its own): ReduceMean(x) -> Sub(x, .) -> Pow 2 (or Mul by itself) -> ReduceMean -> Add eps
+    -> Sqrt -> Div (the centred x by it) [-> Mul by a constant weight] [-> Add a constant bias], both
+    means over the same trailing axes and every inner value read only by the next node (the
+    centred x by the square and the Div) and no graph output: one LayerNorm layer writing the last
+    node's output. True when taken (``mean`` is the first ReduceMean)."""
+    def only(tensor, op):
+        user = imp.sole_consumer(tensor)
+        return user if user is not None and user.op_type == op else None
+
+    def scalar(node, index):
+        v = imp.const(node.input[index]) if imp.has_input(node, index) else None
+        return None if v is None or v.size != 1 else float(v.reshape(-1)[0])
+
+    x, shape = mean.input[0], imp.shape(mean.input[0])
+    axes = imp.axes(mean, 18)
+    if shape is None or not axes or None in shape[1:] or not imp.attrs(mean).get("keepdims", 1):
+        return False
+    r = len(shape)
+    axes = sorted(a + r if a < 0 else a for a in axes)
+    if axes != list(range(axes[0], r)) or axes[0] < 1:
+        return False
+    sub = only(mean.output[0], "Sub")
+    if sub is None or list(sub.input) != [x, mean.output[0]]:
+        return False
+    centred = sub.output[0]
+    users = list({id(u): u for u in imp.consumers(centred)}.values())     # (Mul by itself reads it twice)
+    square = next((u for u in users if u.op_type in ("Pow", "Mul")), None)
+    div = next((u for u in users if u.op_type == "Div"), None)
+    if (len(users) != 2 or square is None or div is None or imp.is_graph_output(centred)
+            or list(div.input) != [centred, div.input[1]]):
+        return False
+    if not (square.op_type == "Pow" and square.input[0] == centred and scalar(square, 1) == 2.0
+            or square.op_type == "Mul" and list(square.input) == [centred, centred]):
+        return False
+    var = only(square.output[0], "ReduceMean")
+    if var is None or sorted(a + r if a < 0 else a for a in (imp.axes(var, 18) or [])) != axes:
+        return False
+    add, eps = only(var.output[0], "Add"), None
+    if add is not None and len(add.input) == 2:
+        eps = scalar(add, 1 if add.input[0] == var.output[0] else 0)
+    sqrt = only(add.output[0], "Sqrt") if eps is not None and eps >= 0 else None
+    if sqrt is None or imp.sole_consumer(sqrt.output[0]) is not div or div.input[1] != sqrt.output[0]:
+        return False
+    target = tuple(shape[axes[0]:])
+    params = {"weight": np.ones(target, np.float32), "bias": np.zeros(target, np.float32)}
+    last, affine = div, []
+    for op, pname in (("Mul", "weight"), ("Add", "bias")):   # the affine, when there is one
+        nxt = only(last.output[0], op)
+        if nxt is None or len(nxt.input) != 2:
+            break
+        const = imp.const(nxt.input[1] if nxt.input[0] == last.output[0] else nxt.input[0])
+        if const is None or const.ndim > len(target):
+            break
+        try:
+            params[pname] = np.broadcast_to(const, target).astype(np.float32)
+        except ValueError:
+            break
+        last = nxt
+        affine.append(nxt)
+    imp.add(mean, "LayerNorm", [x], last.output[0], params, axis=axes[0], end_axis=-1, eps=eps)
+    for node in [sub, square, var, add, sqrt, div] + affine:
+        imp.absorb(node)
+    return True

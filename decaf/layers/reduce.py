@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import SpecError
 from ..interop import onnx_importer
 from ..layer import REQUIRED, Layer, per_image, register
+from .layernorm import layernorm_chain_from_onnx
 
 _ONNX = {"mean": "ReduceMean", "max": "ReduceMax", "sum": "ReduceSum"}
 
@@ -80,6 +81,8 @@ class Reduce(Layer):
 def _reduce_from_onnx(imp, node):
     """axes: an attribute (an input from opset 13 for ReduceSum, 18 for the others); a reduction over
     every axis (no axes) or over the batch axis is refused."""
+    if node.op_type == "ReduceMean" and layernorm_chain_from_onnx(imp, node):
+        return
     op = {v: k for k, v in _ONNX.items()}[node.op_type]
     a = imp.attrs(node)
     r = imp.rank(node.input[0], node, node.op_type)

@@ -67,15 +67,35 @@ GELU_CONSTS = {"sqrt2": np.array(math.sqrt(2), np.float32), "one": np.array(1.0,
                "half": np.array(0.5, np.float32)}
 
 
+def layernorm_nodes(src, out, square="Pow", affine=True):
+    """F.layer_norm over the last axis as PyTorch exports it before opset 17 (decaf's own export
+    squares by Mul)."""
+    nodes = [helper.make_node("ReduceMean", [src], ["ln_m"], axes=[-1]),
+             helper.make_node("Sub", [src, "ln_m"], ["ln_c"]),
+             helper.make_node("Pow", ["ln_c", "two"], ["ln_s"]) if square == "Pow"
+             else helper.make_node("Mul", ["ln_c", "ln_c"], ["ln_s"]),
+             helper.make_node("ReduceMean", ["ln_s"], ["ln_v"], axes=[-1]),
+             helper.make_node("Add", ["ln_v", "eps"], ["ln_ve"]),
+             helper.make_node("Sqrt", ["ln_ve"], ["ln_sd"]),
+             helper.make_node("Div", ["ln_c", "ln_sd"], ["ln_n" if affine else out])]
+    if affine:
+        nodes += [helper.make_node("Mul", ["ln_n", "ln_w"], ["ln_y"]), helper.make_node("Add", ["ln_y", "ln_b"], [out])]
+    return nodes
+
+
+LN_CONSTS = {"two": np.array(2.0, np.float32), "eps": np.array(1e-6, np.float32)}
+
+
 def convnext_block(c=8, opset=17):
     """A ConvNeXt block as PyTorch exports it: depthwise 7x7, Permute, LayerNorm, Linear, GELU,
     Linear, Permute back, layer scale, residual; then a ReLU so the add is no output."""
     inits = {"dw": f32(c, 1, 7, 7, scale=0.2), "dwb": f32(c), "ln_w": f32(c), "ln_b": f32(c),
              "w1": f32(c, 4 * c, scale=0.3), "b1": f32(4 * c), "w2": f32(4 * c, c, scale=0.3), "b2": f32(c),
-             "gamma": f32(c, 1, 1), **GELU_CONSTS}
+             "gamma": f32(c, 1, 1), **GELU_CONSTS, **LN_CONSTS}
     nodes = [helper.make_node("Conv", ["x", "dw", "dwb"], ["d"], group=c, kernel_shape=[7, 7], pads=[3, 3, 3, 3]),
              helper.make_node("Transpose", ["d"], ["cl"], perm=NHWC),
-             helper.make_node("LayerNormalization", ["cl", "ln_w", "ln_b"], ["ln"], axis=-1, epsilon=1e-6),
+             *([helper.make_node("LayerNormalization", ["cl", "ln_w", "ln_b"], ["ln"], axis=-1, epsilon=1e-6)]
+               if opset >= 17 else layernorm_nodes("cl", "ln")),
              helper.make_node("MatMul", ["ln", "w1"], ["m1"]), helper.make_node("Add", ["m1", "b1"], ["h"]),
              *gelu_nodes("h", "g", tag="gelu_"),
              helper.make_node("MatMul", ["g", "w2"], ["m2"]), helper.make_node("Add", ["m2", "b2"], ["o"]),
@@ -85,8 +105,10 @@ def convnext_block(c=8, opset=17):
     return model_of(nodes, ["N", c, 6, 5], inits, opset=opset)
 
 
-def test_convnext_block_runs_in_nchw_without_transposes(tmp_path):
-    spec = check(tmp_path, convnext_block())
+@pytest.mark.parametrize("opset", [13, 17])
+def test_convnext_block_runs_in_nchw_without_transposes(tmp_path, opset):
+    """At opset 17 the LayerNorm is one node; before it, arithmetic read back as one LayerNorm."""
+    spec = check(tmp_path, convnext_block(opset=opset))
     assert "Transpose" not in types(spec)
     assert types(spec).count("GELU") == 1 and "Erf" not in types(spec)
     (norm,) = [layer for layer in spec["layers"] if layer["type"] == "LayerNorm"]
@@ -197,3 +219,19 @@ def test_near_gelu_chains_are_left_as_they_are(tmp_path, case):
     nodes.append(helper.make_node("Add", ["z", tail], ["y"]))
     spec = check(tmp_path, model_of(nodes, ["N", 3, 4, 5], consts))
     assert "GELU" not in types(spec) and "Erf" in types(spec)
+
+
+@pytest.mark.parametrize("square, affine", [("Mul", False), ("Pow", True)])
+def test_layernorm_arithmetic_becomes_one_layer(tmp_path, square, affine):
+    inits = {"ln_w": f32(5), "ln_b": f32(5), **LN_CONSTS}
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), *layernorm_nodes("r", "y", square, affine)]
+    spec = check(tmp_path, model_of(nodes, ["N", 3, 4, 5], inits if affine else LN_CONSTS))
+    assert types(spec) == ["ReLU", "LayerNorm"]
+
+
+def test_layernorm_arithmetic_with_an_inner_value_read_elsewhere_is_left_as_it_is(tmp_path):
+    inits = {"ln_w": f32(5), "ln_b": f32(5), **LN_CONSTS}
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), *layernorm_nodes("r", "z"),
+             helper.make_node("Add", ["z", "ln_c"], ["y"])]           # the centred x read a third time
+    spec = check(tmp_path, model_of(nodes, ["N", 3, 4, 5], inits))
+    assert "LayerNorm" not in types(spec) and "Reduce" in types(spec)
