@@ -154,7 +154,7 @@ def gelu_chain_from_onnx(imp, div):
     before opset 20), each inner value read only by the next node and none an output of the graph:
     one GELU layer writing the last Mul's output. True when taken (``div`` is the Div node)."""
     def constant(node, value):
-        """The other input of a two-input ``node`` when it is the constant ``value`` (rtol 1e-6)."""
+        """Whether ``node`` has two inputs, one of them the constant ``value`` (rtol 1e-6)."""
         c = [imp.const(t) for t in node.input]
         return len(node.input) == 2 and any(v is not None and v.size == 1 and np.allclose(v, value, rtol=1e-6, atol=0)
                                             for v in c)

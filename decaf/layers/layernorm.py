@@ -206,7 +206,8 @@ def layernorm_chain_from_onnx(imp, mean):
             or square.op_type == "Mul" and list(square.input) == [centred, centred]):
         return False
     var = only(square.output[0], "ReduceMean")
-    if var is None or sorted(a + r if a < 0 else a for a in (imp.axes(var, 18) or [])) != axes:
+    if (var is None or not imp.attrs(var).get("keepdims", 1)
+            or sorted(a + r if a < 0 else a for a in (imp.axes(var, 18) or [])) != axes):
         return False
     add, eps = only(var.output[0], "Add"), None
     if add is not None and len(add.input) == 2:
