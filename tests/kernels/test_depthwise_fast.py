@@ -96,7 +96,7 @@ PLANES = [(1, 1), (2, 3), (3, 2), (4, 4), (5, 7), (7, 7), (8, 8), (6, 9), (9, 15
           (16, 17), (11, 24), (17, 31), (10, 33), (28, 28), (9, 66), (7, 90), (5, 111), (12, 64), (100, 101)]
 
 
-@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("k", [3, 5, 7])
 @pytest.mark.parametrize("s", [1, 2])
 def test_planes_match_float64_and_reference(isa, k, s):
     # pads k//2 (the nets'), 0, and asymmetric (TensorFlow's "same" at stride 2: less before than after)
