@@ -239,15 +239,18 @@ class Layer:
         the permutation (a list, y = x.transpose(perm)); else None."""
         return None
 
+    # any_layout: a pointwise layer (activations, Eltwise), the same in any axis order (permuted)
+    any_layout = False
+
     @classmethod
     def permuted(cls, p, params, perm, shapes):
         """For a layer with spec ``p`` (defaults filled in) and parameters ``params`` ({short name:
         array}) whose bottoms are ``x.transpose(perm)`` for tensors x of ``shapes`` (at batch 1):
         ``(p, params)`` of a layer of this type that computes the same values from the x themselves,
         its tops in the x's axis order (the old tops transposed back), or None when there is none.
-        Pointwise layers return their own; a per-axis one renames its axes. io/transposes.py then
-        drops the transposes around such layers (ConvNeXt's channels-last stretches)."""
-        return None
+        An ``any_layout`` layer returns its own; a per-axis one renames its axes. io/transposes.py
+        then drops the transposes around such layers (ConvNeXt's channels-last stretches)."""
+        return (p, params) if cls.any_layout else None
 
     # Folding at inference (io/fold.py merges a per-channel affine into the layer before it):
     # absorbs_channel_affine: the parameters are a weight with the output channels on axis 0 and

@@ -19,6 +19,7 @@ from ..layer import Epilogue, Layer, per_image, register
 class _Elementwise(Layer):
     inplace_ok = True
     group = "neuron"
+    any_layout = True
     ops_per_output = 1       # arithmetic per element, an estimate for decaf profile
 
     def ops(self, bottom_shapes, top_shapes):
@@ -26,11 +27,6 @@ class _Elementwise(Layer):
 
     def reshape(self, bottom_shapes):
         return [bottom_shapes[0]]
-
-    @classmethod
-    def permuted(cls, p, params, perm, shapes):
-        """Pointwise: the same layer on the tensor in any axis order."""
-        return p, params
 
 
 @register

@@ -18,14 +18,10 @@ class Eltwise(Layer):
     type_name = "Eltwise"
     PARAMS = {"operation": "sum", "coeff": None}
     n_bottom = (2, None)
+    any_layout = True         # (elementwise over bottoms of one shape)
 
     def summary(self):
         return str(self.p["operation"])
-
-    @classmethod
-    def permuted(cls, p, params, perm, shapes):
-        """Elementwise over bottoms of one shape: the same layer in any axis order."""
-        return p, params
 
     def ops(self, bottom_shapes, top_shapes):
         return per_image(top_shapes[0]) * max(len(bottom_shapes) - 1, 1)

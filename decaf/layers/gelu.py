@@ -41,14 +41,10 @@ def _erf(x, out=None):
 
 class _Pointwise(Layer):
     group = "neuron"
+    any_layout = True
 
     def reshape(self, bottom_shapes):
         return [bottom_shapes[0]]
-
-    @classmethod
-    def permuted(cls, p, params, perm, shapes):
-        """Pointwise: the same layer on the tensor in any axis order."""
-        return p, params
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
@@ -159,21 +155,17 @@ def gelu_chain_from_onnx(imp, div):
         return len(node.input) == 2 and any(v is not None and v.size == 1 and np.allclose(v, value, rtol=1e-6, atol=0)
                                             for v in c)
 
-    def next_node(node, op):
-        user = imp.sole_consumer(node.output[0])
-        return user if user is not None and user.op_type == op else None
-
     x = div.input[0]
     if imp.const(div.input[1]) is None or not constant(div, math.sqrt(2)):
         return False
-    erf = next_node(div, "Erf")
-    add = erf and next_node(erf, "Add")
+    erf = imp.sole_consumer(div.output[0], "Erf")
+    add = erf and imp.sole_consumer(erf.output[0], "Add")
     if add is None or not constant(add, 1.0):
         return False
-    mul = next_node(add, "Mul")
+    mul = imp.sole_consumer(add.output[0], "Mul")
     if mul is None or sorted(mul.input) != sorted([x, add.output[0]]):
         return False
-    half = next_node(mul, "Mul")
+    half = imp.sole_consumer(mul.output[0], "Mul")
     if half is None or not constant(half, 0.5):
         return False
     imp.add(half, "GELU", [x], half.output[0], approximate="none")

@@ -17,14 +17,10 @@ from ..layer import Epilogue, Layer, per_image, register
 class HardSwish(Layer):
     type_name = "HardSwish"
     group = "neuron"
+    any_layout = True
 
     def reshape(self, bottom_shapes):
         return [bottom_shapes[0]]
-
-    @classmethod
-    def permuted(cls, p, params, perm, shapes):
-        """Pointwise: the same layer on the tensor in any axis order."""
-        return p, params
 
     def ops(self, bottom_shapes, top_shapes):
         return 4 * per_image(top_shapes[0])           # add, clamp (2), multiply; the 1/6 folded in

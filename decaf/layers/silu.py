@@ -24,14 +24,10 @@ class SiLU(Layer):
     type_name = "SiLU"
     PARAMS = {"alpha": 1.0}
     group = "neuron"
+    any_layout = True
 
     def reshape(self, bottom_shapes):
         return [bottom_shapes[0]]
-
-    @classmethod
-    def permuted(cls, p, params, perm, shapes):
-        """Pointwise: the same layer on the tensor in any axis order."""
-        return p, params
 
     def ops(self, bottom_shapes, top_shapes):
         return 6 * per_image(top_shapes[0])            # the sigmoid (about 4), the scaling, the product
