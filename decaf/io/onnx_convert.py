@@ -124,7 +124,7 @@ class OnnxImporter:
     computations that follow the batch size: ``probe_batches``, ``value_at(tensor, batch)`` and
     ``shape_at(tensor, batch)`` (a computed tensor's shape at that batch size). To emit: ``add(node, decaf_type, bottoms, top, params, **spec)`` adds one decaf
     layer; ``same_as(tensor, source)`` makes a tensor another name for ``source``;
-    ``sole_consumer(tensor)``, ``consumers(tensor)``, ``is_graph_output(tensor)`` and ``absorb(node)``
+    ``sole_consumer(tensor, op)``, ``consumers(tensor)``, ``is_graph_output(tensor)`` and ``absorb(node)``
     let one layer take over the nodes after it (MatMul + Add, PyTorch's LRN chain). To refuse: ``raise imp.fail(message)``, with ``label(node)`` naming the node.
     """
 
@@ -284,10 +284,11 @@ class OnnxImporter:
     def is_graph_output(self, tensor):
         return tensor in self._graph_outputs
 
-    def sole_consumer(self, tensor):
-        """The one node reading ``tensor``, or None if it has several readers or is a graph output."""
+    def sole_consumer(self, tensor, op=None):
+        """The one node reading ``tensor`` (of op type ``op`` when given), or None if it has several
+        readers, is a graph output or its reader is of another type."""
         users = self._consumers.get(tensor, [])
-        if len(users) != 1 or tensor in self._graph_outputs:
+        if len(users) != 1 or tensor in self._graph_outputs or (op is not None and users[0].op_type != op):
             return None
         return users[0]
 

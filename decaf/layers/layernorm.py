@@ -176,10 +176,6 @@ def layernorm_chain_from_onnx(imp, mean):
     means over the same trailing axes and every inner value read only by the next node (the
     centred x by the square and the Div) and no graph output: one LayerNorm layer writing the last
     node's output. True when taken (``mean`` is the first ReduceMean)."""
-    def only(tensor, op):
-        user = imp.sole_consumer(tensor)
-        return user if user is not None and user.op_type == op else None
-
     def scalar(node, index):
         v = imp.const(node.input[index]) if imp.has_input(node, index) else None
         return None if v is None or v.size != 1 else float(v.reshape(-1)[0])
@@ -192,7 +188,7 @@ def layernorm_chain_from_onnx(imp, mean):
     axes = sorted(a + r if a < 0 else a for a in axes)
     if axes != list(range(axes[0], r)) or axes[0] < 1:
         return False
-    sub = only(mean.output[0], "Sub")
+    sub = imp.sole_consumer(mean.output[0], "Sub")
     if sub is None or list(sub.input) != [x, mean.output[0]]:
         return False
     centred = sub.output[0]
@@ -205,21 +201,21 @@ def layernorm_chain_from_onnx(imp, mean):
     if not (square.op_type == "Pow" and square.input[0] == centred and scalar(square, 1) == 2.0
             or square.op_type == "Mul" and list(square.input) == [centred, centred]):
         return False
-    var = only(square.output[0], "ReduceMean")
+    var = imp.sole_consumer(square.output[0], "ReduceMean")
     if (var is None or not imp.attrs(var).get("keepdims", 1)
             or sorted(a + r if a < 0 else a for a in (imp.axes(var, 18) or [])) != axes):
         return False
-    add, eps = only(var.output[0], "Add"), None
+    add, eps = imp.sole_consumer(var.output[0], "Add"), None
     if add is not None and len(add.input) == 2:
         eps = scalar(add, 1 if add.input[0] == var.output[0] else 0)
-    sqrt = only(add.output[0], "Sqrt") if eps is not None and eps >= 0 else None
+    sqrt = imp.sole_consumer(add.output[0], "Sqrt") if eps is not None and eps >= 0 else None
     if sqrt is None or imp.sole_consumer(sqrt.output[0]) is not div or div.input[1] != sqrt.output[0]:
         return False
     target = tuple(shape[axes[0]:])
     params = {"weight": np.ones(target, np.float32), "bias": np.zeros(target, np.float32)}
     last, affine = div, []
     for op, pname in (("Mul", "weight"), ("Add", "bias")):   # the affine, when there is one
-        nxt = only(last.output[0], op)
+        nxt = imp.sole_consumer(last.output[0], op)
         if nxt is None or len(nxt.input) != 2:
             break
         const = imp.const(nxt.input[1] if nxt.input[0] == last.output[0] else nxt.input[0])

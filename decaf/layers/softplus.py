@@ -61,9 +61,9 @@ def _softplus_from_onnx(imp, node):
     """Softplus read only by a Tanh read only by a Mul with the Softplus's input is Mish (as PyTorch
     writes it before opset 18): one Mish layer."""
     if node.op_type == "Softplus":
-        tanh = imp.sole_consumer(node.output[0])
-        mul = imp.sole_consumer(tanh.output[0]) if tanh is not None and tanh.op_type == "Tanh" else None
-        if mul is not None and mul.op_type == "Mul" and sorted(mul.input) == sorted([node.input[0], tanh.output[0]]):
+        tanh = imp.sole_consumer(node.output[0], "Tanh")
+        mul = imp.sole_consumer(tanh.output[0], "Mul") if tanh is not None else None
+        if mul is not None and sorted(mul.input) == sorted([node.input[0], tanh.output[0]]):
             imp.add(node, "Mish", [node.input[0]], mul.output[0])
             imp.absorb(tanh)
             imp.absorb(mul)
