@@ -847,40 +847,38 @@ def transpose(const float[:, :, ::1] x not None, float[:, :, ::1] y not None):
         return
     cdef const float *px = &x[0, 0, 0]
     cdef float *py = &y[0, 0, 0]
-    if px < py + n and py < px + n:
+    if _shares(px, n, py, n):
         raise ValueError("transpose: y overlaps x")
     with nogil:
         decaf_transpose(px, py, x.shape[0], x.shape[1], x.shape[2])
 
 
+cdef bint _value_map(str func, const float[::1] x, float[::1] y) except -1:
+    """Checks y = f(x) over flat arrays: as many values, y either x itself or apart from it. False
+    when there is nothing to do (no values)."""
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{func}: {x.shape[0]} values into {y.shape[0]}")
+    if x.shape[0] == 0:
+        return False
+    if &x[0] != &y[0] and _shares(&x[0], x.shape[0], &y[0], y.shape[0]):
+        raise ValueError(f"{func}: y overlaps x without being x")
+    return True
+
+
 def erf(const float[::1] x not None, float[::1] y not None):
     """y = erf(x) over flat float32 arrays (y may be x): within 2.5e-7 relative for |x| < 0.5, 2.5e-7
     absolute elsewhere (csrc/elementwise.c)."""
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"erf: {x.shape[0]} values into {y.shape[0]}")
-    if x.shape[0] == 0:
-        return
-    cdef const float *px = &x[0]
-    cdef float *py = &y[0]
-    if px != py and px < py + y.shape[0] and py < px + x.shape[0]:
-        raise ValueError("erf: y overlaps x without being x")
-    with nogil:
-        decaf_erf(px, py, x.shape[0])
+    if _value_map("erf", x, y):
+        with nogil:
+            decaf_erf(&x[0], &y[0], x.shape[0])
 
 
 def gelu(const float[::1] x not None, float[::1] y not None):
     """y = x (1 + erf(x / sqrt 2)) / 2 over flat float32 arrays (y may be x): within 3e-7 max(1, |x|)
     absolute; GELU(inf) = inf, GELU(-inf) = -0, NaN stays NaN (csrc/elementwise.c)."""
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"gelu: {x.shape[0]} values into {y.shape[0]}")
-    if x.shape[0] == 0:
-        return
-    cdef const float *px = &x[0]
-    cdef float *py = &y[0]
-    if px != py and px < py + y.shape[0] and py < px + x.shape[0]:
-        raise ValueError("gelu: y overlaps x without being x")
-    with nogil:
-        decaf_gelu(px, py, x.shape[0])
+    if _value_map("gelu", x, y):
+        with nogil:
+            decaf_gelu(&x[0], &y[0], x.shape[0])
 
 
 def sgd_step(float[::1] w not None, float[::1] v not None, const float[::1] g not None, float lr, float mu,
