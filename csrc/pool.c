@@ -96,11 +96,22 @@ static inline __m256 evens8(__m256 a, __m256 b)
 }
 
 #ifndef __AVX512F__
+/* Outputs ow0 .. ow0 + 8 of a row from m, those below Wo. */
+static inline void store_row8(float *yr, int ow0, int Wo, __m256 m)
+{
+    if (Wo - ow0 >= 8) {
+        _mm256_storeu_ps(yr + ow0, m);
+    } else {
+        float tmp[8];
+        _mm256_storeu_ps(tmp, m);
+        for (int l = 0; l < Wo - ow0; ++l) yr[ow0 + l] = tmp[l];
+    }
+}
+
 static void max_pool_row8(const float *xp, int W, int hs, int he, float *yr, int Wo, int kw, int sw,
                           int pad_left, const float *begin, const float *end)
 {
     for (int ow0 = 0; ow0 < Wo; ow0 += 8) {
-        const int n = Wo - ow0 < 8 ? Wo - ow0 : 8;
         __m256 m = _mm256_set1_ps(-INFINITY), nan = _mm256_setzero_ps();
         for (int h = hs; h < he; ++h) {
             const float *row = xp + (ptrdiff_t)h * W;
@@ -113,17 +124,9 @@ static void max_pool_row8(const float *xp, int W, int hs, int he, float *yr, int
                 m = _mm256_max_ps(m, v);
             }
         }
-        m = _mm256_blendv_ps(m, _mm256_set1_ps(NAN), nan);
-        if (n == 8) {
-            _mm256_storeu_ps(yr + ow0, m);
-        } else {
-            float tmp[8];
-            _mm256_storeu_ps(tmp, m);
-            for (int l = 0; l < n; ++l) yr[ow0 + l] = tmp[l];
-        }
+        store_row8(yr, ow0, Wo, _mm256_blendv_ps(m, _mm256_set1_ps(NAN), nan));
     }
 }
-#endif
 
 /* One output row of the inference max pooling by separating the window (AVX2), for stride 1 or 2:
  * first the maxima down the kh input rows of every column, into vm (in L1), then the maxima of kw
@@ -135,7 +138,6 @@ static void max_pool_row8(const float *xp, int W, int hs, int he, float *yr, int
  * window reaching past either edge (padding, ceil mode) compares -inf there: window ow starts at
  * vm + PAD_V - pad_left + ow sw. Returns 0 when an input value was a NaN (max_ps does not pass
  * one on reliably; the caller then redoes the row with max_pool_row8, which does). */
-#ifndef __AVX512F__
 enum { PAD_V = 16, VM_FLOATS = 4096 };
 
 static int max_pool_row8_separable(const float *xp, int W, int hs, int he, float *yr, int Wo, int kw, int sw,
@@ -179,14 +181,7 @@ static int max_pool_row8_separable(const float *xp, int W, int hs, int he, float
                 m2 = _mm256_max_ps(m2, _mm256_loadu_ps(w + 8 + j));
             m = evens8(m, m2);
         }
-        const int n = Wo - ow0 < 8 ? Wo - ow0 : 8;
-        if (n == 8) {
-            _mm256_storeu_ps(yr + ow0, m);
-        } else {
-            float tmp[8];
-            _mm256_storeu_ps(tmp, m);
-            for (int l = 0; l < n; ++l) yr[ow0 + l] = tmp[l];
-        }
+        store_row8(yr, ow0, Wo, m);
     }
     return 1;
 }
