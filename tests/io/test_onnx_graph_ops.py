@@ -13,19 +13,10 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from decaf.io.onnx_convert import onnx_to_net  # noqa: E402
+from onnx_graph import model_of  # noqa: E402
 
 RNG = np.random.default_rng(7)
 I64 = np.int64
-
-
-def model_of(nodes, in_shape, inits, opset, out="y"):
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
-        [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
-        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return model
 
 
 def check(tmp_path, model, batches=(2, 3), out="y"):

@@ -10,9 +10,10 @@ import decaf
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import helper  # noqa: E402
 
 from decaf.io.onnx_convert import onnx_to_net  # noqa: E402
+from onnx_graph import model_of  # noqa: E402
 
 RNG = np.random.default_rng(11)
 NHWC, NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
@@ -20,16 +21,6 @@ NHWC, NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 
 def f32(*shape, scale=1.0):
     return (RNG.standard_normal(shape) * scale).astype(np.float32)
-
-
-def model_of(nodes, in_shape, inits, outputs=("y",), opset=17):
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
-        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return model
 
 
 def check(tmp_path, model, outputs=("y",), batches=(1, 3)):
@@ -102,7 +93,7 @@ def convnext_block(c=8, opset=17):
              helper.make_node("Transpose", ["o"], ["cf"], perm=NCHW),
              helper.make_node("Mul", ["gamma", "cf"], ["s"]), helper.make_node("Add", ["x", "s"], ["r"]),
              helper.make_node("Relu", ["r"], ["y"])]
-    return model_of(nodes, ["N", c, 6, 5], inits, opset=opset)
+    return model_of(nodes, ["N", c, 6, 5], inits, opset)
 
 
 @pytest.mark.parametrize("opset", [13, 17])
@@ -157,7 +148,7 @@ def test_convnext_block_gradient_matches_finite_differences(tmp_path):
 def test_transpose_then_its_inverse_cancel(tmp_path):
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Transpose", ["r"], ["t"], perm=NHWC),
              helper.make_node("Transpose", ["t"], ["u"], perm=NCHW), helper.make_node("Sigmoid", ["u"], ["y"])]
-    assert types(check(tmp_path, model_of(nodes, ["N", 3, 4, 5], {}))) == ["ReLU", "Sigmoid"]
+    assert types(check(tmp_path, model_of(nodes, ["N", 3, 4, 5], {}, 17))) == ["ReLU", "Sigmoid"]
 
 
 def test_channels_last_constants_move_back_to_the_channel_axis(tmp_path):
@@ -168,7 +159,7 @@ def test_channels_last_constants_move_back_to_the_channel_axis(tmp_path):
              helper.make_node("Mul", ["t", "g"], ["a"]), helper.make_node("Add", ["a", "h"], ["b"]),
              helper.make_node("Div", ["b", "two"], ["c"]),
              helper.make_node("Transpose", ["c"], ["u"], perm=NCHW), helper.make_node("Relu", ["u"], ["y"])]
-    spec = check(tmp_path, model_of(nodes, ["N", 3, 4, 5], inits))
+    spec = check(tmp_path, model_of(nodes, ["N", 3, 4, 5], inits, 17))
     assert "Transpose" not in types(spec) and types(spec)[-1] == "ReLU"
 
 
@@ -194,13 +185,13 @@ def test_stretches_that_cannot_run_in_nchw_are_kept(tmp_path, case):
              helper.make_node("Transpose", ["c"], ["u"], perm=NCHW)]
     if case != "unread_exit":
         nodes.append(helper.make_node("Relu", ["u"], ["y"]))
-    spec = check(tmp_path, model_of(nodes, ["N", 3, 4, 5], inits, outputs), outputs)
+    spec = check(tmp_path, model_of(nodes, ["N", 3, 4, 5], inits, 17, outputs), outputs)
     assert types(spec).count("Transpose") == 2
 
 
 def test_gelu_chain_becomes_one_layer(tmp_path):
     nodes = [helper.make_node("Relu", ["x"], ["r"]), *gelu_nodes("r", "y")]
-    spec = check(tmp_path, model_of(nodes, ["N", 3, 4, 5], dict(GELU_CONSTS)))
+    spec = check(tmp_path, model_of(nodes, ["N", 3, 4, 5], dict(GELU_CONSTS), 17))
     assert types(spec) == ["ReLU", "GELU"]
 
 
@@ -217,7 +208,7 @@ def test_near_gelu_chains_are_left_as_they_are(tmp_path, case):
         nodes[5] = helper.make_node("Mul", ["s", "a"], ["m"])
     tail = "e" if case == "inner_value_read" else "s"
     nodes.append(helper.make_node("Add", ["z", tail], ["y"]))
-    spec = check(tmp_path, model_of(nodes, ["N", 3, 4, 5], consts))
+    spec = check(tmp_path, model_of(nodes, ["N", 3, 4, 5], consts, 17))
     assert "GELU" not in types(spec) and "Erf" in types(spec)
 
 
@@ -225,7 +216,7 @@ def test_near_gelu_chains_are_left_as_they_are(tmp_path, case):
 def test_layernorm_arithmetic_becomes_one_layer(tmp_path, square, affine):
     inits = {"ln_w": f32(5), "ln_b": f32(5), **LN_CONSTS}
     nodes = [helper.make_node("Relu", ["x"], ["r"]), *layernorm_nodes("r", "y", square, affine)]
-    spec = check(tmp_path, model_of(nodes, ["N", 3, 4, 5], inits if affine else LN_CONSTS))
+    spec = check(tmp_path, model_of(nodes, ["N", 3, 4, 5], inits if affine else LN_CONSTS, 17))
     assert types(spec) == ["ReLU", "LayerNorm"]
 
 
@@ -233,5 +224,5 @@ def test_layernorm_arithmetic_with_an_inner_value_read_elsewhere_is_left_as_it_i
     inits = {"ln_w": f32(5), "ln_b": f32(5), **LN_CONSTS}
     nodes = [helper.make_node("Relu", ["x"], ["r"]), *layernorm_nodes("r", "z"),
              helper.make_node("Add", ["z", "ln_c"], ["y"])]           # the centred x read a third time
-    spec = check(tmp_path, model_of(nodes, ["N", 3, 4, 5], inits))
+    spec = check(tmp_path, model_of(nodes, ["N", 3, 4, 5], inits, 17))
     assert "LayerNorm" not in types(spec) and "Reduce" in types(spec)
