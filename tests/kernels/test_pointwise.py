@@ -135,6 +135,10 @@ def test_preferred_only_for_narrow_inputs_that_do_not_shrink():
     assert _compiled.pointwise_preferred((1, 24, 56, 56), (72, 24, 1, 1), 2) == simd     # widens 3x
     assert _compiled.pointwise_preferred((1, 16, 112, 112), (16, 16, 1, 1), 2) == simd   # as wide
     assert not _compiled.pointwise_preferred((2, 32, 112, 112), (16, 32, 1, 1), 2)    # shrinks
+    # ... unless its input is 4 MB or more (prefetched by the kernel)
+    assert _compiled.pointwise_preferred((4, 32, 112, 112), (16, 32, 1, 1), 2) == simd
+    assert _compiled.pointwise_preferred((16, 48, 56, 56), (24, 48, 1, 1), 2) == simd
+    assert not _compiled.pointwise_preferred((16, 72, 56, 56), (24, 72, 1, 1), 2)    # not narrow
     assert not _compiled.pointwise_preferred((2, 58, 28, 28), (58, 58, 1, 1), 2)      # a wider input
     assert not _compiled.pointwise_preferred((2, 96, 56, 56), (24, 96, 1, 1), 2)    # a projection
     # fewer images than threads: inputs up to 128 channels on planes of 28x28 and up
@@ -146,6 +150,23 @@ def test_preferred_only_for_narrow_inputs_that_do_not_shrink():
     assert not _compiled.pointwise_preferred((1, 32, 7, 7), (192, 32, 1, 1), 2)     # a small plane
     plan = _compiled.conv_plan((1, 16, 9, 9), (96, 16, 3, 3), 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (9, 9))
     assert not plan["pointwise"]                                                   # not 1x1
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_inputs_of_4_mb_and_more_prefetched_with_the_same_values(isa, threads):
+    """Inputs of 4 MB and more are prefetched a band ahead (csrc/pointwise.c, pw_prefetch): several
+    images, bands and chunks of input channels, an odd plane (the last band short), with and
+    without the packed form and the residual, equal the float64 reference."""
+    rng = np.random.default_rng(17 + threads)
+    with using_threads(threads):
+        for B, C, K, H, W in [(3, 37, 22, 99, 99), (1, 48, 29, 150, 151)]:
+            assert B * C * H * W * 4 >= 4 << 20
+            x, w, bias, residual = arrays(rng, B, C, K, H, W, True, True)
+            for packed, res in ((None, residual), (_compiled.pointwise_pack(w), None)):
+                y = np.full((B, K, H, W), np.nan, F32)
+                _compiled.pointwise_forward(x, w, bias, y, act=("clamp", 0.0, 6.0, 0.0), residual=res,
+                                            packed=packed)
+                check(y, x, w, bias, res, ("clamp", 0.0, 6.0, 0.0))
 
 
 def test_bad_shapes_raise():
