@@ -192,15 +192,47 @@ def test_avg_pool_matches_reference(seed, count_include_pad):
     x = randn(rng, g.x_shape)
     params = (g.kernel, g.stride, g.pads, count_include_pad)
     (c,), (r,) = both("avg_pool_forward", [x], [(g.y_shape, F32)], params)
-    whole = g.y_shape[2:] == (1, 1) and g.kernel == g.x_shape[2:] and not any(g.pads) \
-        and g.x_shape[2] * g.x_shape[3] >= 64
-    if whole:                # global pooling sums in 16 running sums (test_global_avg_pool_...)
-        np.testing.assert_allclose(c, r, rtol=1e-5, atol=1e-6)
-    else:
-        np.testing.assert_array_equal(c, r)  # row-major window sum, then one division: exact
+    # global pooling sums in 16 running sums (test_global_avg_pool_...); other windows sum the
+    # columns down the window's rows first, then across (csrc/pool.c, avg_pool_plane), where the
+    # reference sums the window row after row: equal within float32 rounding of the sums (|x| <= 5
+    # here, windows of at most 49 values: 1e-6 absolute)
+    np.testing.assert_allclose(c, r, rtol=1e-5, atol=1e-6)
     dy = randn(rng, g.y_shape)
     (c,), (r,) = both("avg_pool_backward", [dy], [(g.x_shape, F32)], params)
     np.testing.assert_allclose(c, r, **TOL)
+
+
+def avg_pool_f64(x, k, s, pad, include):
+    """Square windows k, stride s, symmetric pad, floor mode, in float64: the padded sums / counts."""
+    B, C, H, W = x.shape
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    ones = np.pad(np.ones((H, W)), pad)
+    Ho, Wo = (H + 2 * pad - k) // s + 1, (W + 2 * pad - k) // s + 1
+    y = np.zeros((B, C, Ho, Wo))
+    for i in range(Ho):
+        for j in range(Wo):
+            win = (slice(i * s, i * s + k), slice(j * s, j * s + k))
+            n = k * k if include else ones[win].sum()
+            y[:, :, i, j] = xp[(..., *win)].sum(axis=(2, 3)) / n
+    return y
+
+
+@needs_compiled
+@pytest.mark.parametrize("shape, k, s, pad", [((2, 7, 35, 35), 3, 1, 1), ((3, 5, 17, 17), 3, 1, 1),
+                                              ((2, 6, 56, 56), 2, 2, 0), ((1, 4, 29, 31), 5, 3, 2)],
+                         ids=["inception-35", "inception-17", "densenet-2x2", "odd-5x5-s3"])
+@pytest.mark.parametrize("include", [True, False])
+def test_avg_pool_layers_against_float64(shape, k, s, pad, include):
+    # Inception-v3's 3x3 stride-1 pools, DenseNet's 2x2 stride-2 transitions and an odd window, on
+    # 1 and 2 threads: within float32 rounding of the float64 means (|x| <= 5: 1e-6 absolute)
+    rng = np.random.default_rng(k * 10 + s)
+    x = randn(rng, shape)
+    want = avg_pool_f64(x, k, s, pad, include)
+    for threads in (1, 2):
+        with using_threads(threads):
+            y = np.full(want.shape, np.nan, F32)
+            _compiled.avg_pool_forward(x, y, (k, k), (s, s), (pad,) * 4, include)
+            np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
 
 
 def random_lrn(seed):
