@@ -434,7 +434,12 @@ void decaf_pointwise_forward(const decaf_conv_geom *g, int threads, const float 
  * projections of large planes (96->24 and 144->24 at 56x56, 240->40 at 28x28, batch 16) and on
  * the 14x14 layers (0.65-1.1x); the 7x7 layers were 0.8-1.2x from run to run. (Copying a band's
  * tiles into a contiguous buffer, as the GEMM packs its operand, did not close that gap.) The same
- * rule for every thread count (the runs had 2). */
+ * rule for every thread count (the runs had 2).
+ * With the prefetch (inputs of 4 MB and more; 2026-12-07, each layer alone, the kernel and the GEMM
+ * taking turns in one process, best of 9): a narrow input that shrinks, too, at batch 16 32->16 at
+ * 112x112 1.22-1.29x, 48->24, 40->24 and 48->16 at 56x56 1.16-1.24x, at batch 4 1.09-1.26x (with a
+ * residual add 0.92-1.12x); 64 input channels stay on the GEMM (64->64 and 64->256 at 56x56,
+ * 64->64 at 28x28: 1.01-1.03x). */
 int decaf_pointwise_preferred(const decaf_conv_geom *g, int threads)
 {
 #ifdef PW_SIMD
