@@ -355,13 +355,13 @@ static float plane_mean(const float *p, ptrdiff_t n)
 }
 
 /* One plane of average pooling, the window separated: per output row, the sums down the window's
- * rows of every column the row's windows reach (cs, in L1), then the sums of kw neighbouring column
- * sums at the stride, each divided by its window's count. About (kh + kw) / S adds an output
- * against kh kw, and loops GCC vectorises (Inception-v3's 3x3 stride-1 pools at batch 16, 2
- * threads, Zen 3: 27-35 -> 7-8 ms a layer, docs/performance.md's seventh round). cs[i] holds column i - pad_left, zero
- * outside the image (its ends are zeroed by the caller); nw[ow] is window ow's count of columns
- * (window()). The sums are in another order than the window's rows one after the other:
- * equal to that within float32 rounding. */
+ * rows of every column the row's windows reach (cs, in L1), then the sums of kw neighbouring
+ * column sums at the stride, each divided by its window's count. About (kh + kw) / S adds an
+ * output against kh kw, in loops GCC vectorises (Inception-v3's 3x3 stride-1 pools at batch 16,
+ * 2 threads, Zen 3: 27-35 -> 7-8 ms a layer; docs/performance.md, seventh round). cs[i] holds
+ * column i - pad_left, zero outside the image (its ends are zeroed by the caller); nw[ow] is
+ * window ow's count of columns (window()). The sums are in another order than the window's rows
+ * one after the other: equal to that within float32 rounding. */
 static void avg_pool_plane(const float *restrict xp, float *restrict yp, int H, int W, int Ho, int Wo, int kh,
                            int kw, int sh, int sw, int pad_top, int pad_left, int pad_bottom, int count_include_pad,
                            float *restrict cs, const float *restrict nw)
