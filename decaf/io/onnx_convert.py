@@ -117,7 +117,8 @@ class OnnxImporter:
     """The context an ``@onnx_importer`` function gets (``imp``), reading one ONNX graph.
 
     For the node at hand: ``attrs(node)``, ``const(tensor)`` (an initializer, Constant or folded
-    value that does not follow the batch, else None), ``need_const(node, index, what)``,
+    value that does not follow the batch, else None), ``scalar(tensor)`` (such a value holding one
+    number, as a float), ``need_const(node, index, what)``,
     ``axes(node, since, index)`` (an attribute before opset ``since``, an input from it),
     ``has_input(node, index)``, ``shape(tensor)`` and ``rank(tensor, node, what)`` (the batch axis
     is ``static_batch``, None for a dynamic one), ``only_first_output(node)``, ``opset``. For shape
@@ -199,6 +200,12 @@ class OnnxImporter:
         """The value of a constant tensor (initializer, Constant output or a folded computation on
         constants and shapes that does not follow the batch size), else None."""
         return self._consts.get(self._resolve(tensor)) if tensor else None
+
+    def scalar(self, tensor):
+        """The value of a constant tensor holding one value, as a float (a chain's epsilon, exponent or
+        factor), else None."""
+        v = self.const(tensor)
+        return None if v is None or v.size != 1 else float(v.reshape(-1)[0])
 
     def value_at(self, tensor, batch):
         """The value of a folded tensor when the batch size is ``batch`` (one of ``probe_batches``):

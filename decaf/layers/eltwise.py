@@ -249,10 +249,10 @@ def _torch_lrn_from_onnx(imp, node):
         return False
     scalars = {}
     for op in ("Mul", "Add", "Pow"):
-        found = [n for n in by_op.get(op, []) if imp.const(n.input[1]) is not None and imp.const(n.input[1]).size == 1]
+        found = [n for n in by_op.get(op, []) if imp.scalar(n.input[1]) is not None]
         if len(found) != 1:
             return False
-        scalars[op] = float(imp.const(found[0].input[1]).reshape(-1)[0])
+        scalars[op] = imp.scalar(found[0].input[1])
     imp.add(node, "LRN", [x], div.output[0], local_size=size, alpha=scalars["Mul"], beta=scalars["Pow"],
             k=scalars["Add"])
     for n in nodes:

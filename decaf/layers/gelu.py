@@ -151,9 +151,8 @@ def gelu_chain_from_onnx(imp, div):
     one GELU layer writing the last Mul's output. True when taken (``div`` is the Div node)."""
     def constant(node, value):
         """Whether ``node`` has two inputs, one of them the constant ``value`` (rtol 1e-6)."""
-        c = [imp.const(t) for t in node.input]
-        return len(node.input) == 2 and any(v is not None and v.size == 1 and np.allclose(v, value, rtol=1e-6, atol=0)
-                                            for v in c)
+        return len(node.input) == 2 and any(v is not None and abs(v - value) <= 1e-6 * abs(value)
+                                            for v in map(imp.scalar, node.input))
 
     x = div.input[0]
     if imp.const(div.input[1]) is None or not constant(div, math.sqrt(2)):

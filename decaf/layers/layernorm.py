@@ -176,10 +176,6 @@ def layernorm_chain_from_onnx(imp, mean):
     means over the same trailing axes and every inner value read only by the next node (the
     centred x by the square and the Div) and no graph output: one LayerNorm layer writing the last
     node's output. True when taken (``mean`` is the first ReduceMean)."""
-    def scalar(node, index):
-        v = imp.const(node.input[index]) if imp.has_input(node, index) else None
-        return None if v is None or v.size != 1 else float(v.reshape(-1)[0])
-
     x, shape = mean.input[0], imp.shape(mean.input[0])
     axes = imp.axes(mean, 18)
     if shape is None or not axes or None in shape[1:] or not imp.attrs(mean).get("keepdims", 1):
@@ -198,7 +194,8 @@ def layernorm_chain_from_onnx(imp, mean):
     if (len(users) != 2 or square is None or div is None or imp.is_graph_output(centred)
             or list(div.input) != [centred, div.input[1]]):
         return False
-    if not (square.op_type == "Pow" and square.input[0] == centred and scalar(square, 1) == 2.0
+    if not (square.op_type == "Pow" and square.input[0] == centred and imp.has_input(square, 1)
+            and imp.scalar(square.input[1]) == 2.0
             or square.op_type == "Mul" and list(square.input) == [centred, centred]):
         return False
     var = imp.sole_consumer(square.output[0], "ReduceMean")
@@ -207,7 +204,7 @@ def layernorm_chain_from_onnx(imp, mean):
         return False
     add, eps = imp.sole_consumer(var.output[0], "Add"), None
     if add is not None and len(add.input) == 2:
-        eps = scalar(add, 1 if add.input[0] == var.output[0] else 0)
+        eps = imp.scalar(add.input[1 if add.input[0] == var.output[0] else 0])
     sqrt = imp.sole_consumer(add.output[0], "Sqrt") if eps is not None and eps >= 0 else None
     if sqrt is None or imp.sole_consumer(sqrt.output[0]) is not div or div.input[1] != sqrt.output[0]:
         return False
