@@ -284,6 +284,12 @@ class Layer:
         detail = f" (expected {expected}, got {actual})" if expected is not None else ""
         return ShapeError(f"layer {self.name!r} ({self.type_name}): {message}{detail}")
 
+    def image_shape(self, shape):
+        """``shape``, the first bottom's, if it is 4-D (N, C, H, W); else a ShapeError saying so."""
+        if len(shape) != 4:
+            raise self.shape_error(f"bottom {self.bottom_names[0]!r} must be 4-D (N, C, H, W)", "4-D", shape)
+        return shape
+
     def __repr__(self):
         return f"{self.type_name}({self.name!r}, {self.bottom_names} -> {self.top_names})"
 

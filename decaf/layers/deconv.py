@@ -55,9 +55,7 @@ class Deconvolution(Layer):
         add_filters(self, (c, k // self.p["group"]) + self.kernel, fill_rng)
 
     def reshape(self, bottom_shapes):
-        shape = bottom_shapes[0]
-        if len(shape) != 4:
-            raise self.shape_error(f"bottom {self.bottom_names[0]!r} must be 4-D (N, C, H, W)", "4-D", shape)
+        shape = self.image_shape(bottom_shapes[0])
         n, c, h, w = shape
         if c != self.weight.shape[0]:
             raise self.shape_error(f"bottom {self.bottom_names[0]!r} channels", self.weight.shape[0], c)

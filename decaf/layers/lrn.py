@@ -39,9 +39,7 @@ class LRN(Layer):
             raise SpecError(f"layer {self.name!r}: local_size must be >= 1, got {self.p['local_size']}")
 
     def reshape(self, bottom_shapes):
-        shape = bottom_shapes[0]
-        if len(shape) != 4:
-            raise self.shape_error(f"bottom {self.bottom_names[0]!r} must be 4-D (N, C, H, W)", "4-D", shape)
+        shape = self.image_shape(bottom_shapes[0])
         self.scale = np.zeros(shape, np.float32)
         return [shape]
 

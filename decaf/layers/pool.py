@@ -90,9 +90,7 @@ class Pooling(Layer):
                 raise SpecError(f"layer {self.name!r}: pad {self.pads} must be smaller than the kernel {self.kernel}")
 
     def reshape(self, bottom_shapes):
-        shape = bottom_shapes[0]
-        if len(shape) != 4:
-            raise self.shape_error(f"bottom {self.bottom_names[0]!r} must be 4-D (N, C, H, W)", "4-D", shape)
+        shape = self.image_shape(bottom_shapes[0])
         n, c, h, w = shape
         if self.p["global_pooling"]:
             self.kernel, self.stride, self.pads = (h, w), (1, 1), (0, 0, 0, 0)
