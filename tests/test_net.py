@@ -63,6 +63,17 @@ def test_conv_channel_mismatch_at_build():
         Net(s)
 
 
+@pytest.mark.parametrize("ltype", ["Convolution", "Deconvolution"])
+@pytest.mark.parametrize("shape", [[], [4], [3, 8]])
+def test_conv_on_a_bottom_that_is_not_4d_is_a_shape_error_at_build(ltype, shape):
+    # the weights are made (setup) from the bottom's channel axis: a bottom without one is named,
+    # not an IndexError (a .decaf file whose input shape was corrupted reached this)
+    s = spec({"name": "c", "type": ltype, "bottom": "data", "top": "c", "num_output": 2, "kernel_size": 1},
+             inputs={"data": shape})
+    with pytest.raises(ShapeError, match=rf"layer 'c' \({ltype}\): bottom 'data' must be 4-D"):
+        Net(s)
+
+
 def test_input_shape_checked():
     net = Net(spec(ip("a", "data", 3)))
     with pytest.raises(ShapeError, match=r"input 'data': expected shape \(N, 4\), got \(2, 5\)"):

@@ -44,9 +44,9 @@ def conv_out_size(size, kernel, stride, pad_before, pad_after, dilation):
 
 
 def grouped_channels(layer, bottom_shapes):
-    """(input channels, num_output) of a convolution-like layer, its input channels checked
-    against its group."""
-    c, g = bottom_shapes[0][1], layer.p["group"]
+    """(input channels, num_output) of a convolution-like layer, its bottom checked to be 4-D and
+    its input channels against its group."""
+    c, g = layer.image_shape(bottom_shapes[0])[1], layer.p["group"]
     if c % g:
         raise layer.shape_error(f"input channels {c} not divisible by group {g}")
     return c, layer.p["num_output"]
