@@ -2,7 +2,9 @@
 column maxima down the window's rows then row maxima at the stride; the other variants' per-tap
 rows), in every instruction set variant this CPU runs, equal bit for bit to the NumPy reference
 (a maximum is exact): strides 1 and 2 (and 3, the scalar loop), asymmetric pads, ceil mode with
-windows hanging off the edge, and NaN, inf and -inf inside the vector part and in the row's tail."""
+windows hanging off the edge, planes narrower than a vector, and NaN, inf and -inf inside the
+vector part, in the row's last vector (which overlaps the one before it when the width is no
+multiple of 8) and in the columns both cover."""
 import itertools
 
 import numpy as np
@@ -13,7 +15,7 @@ from decaf.kernels import reference
 _compiled = pytest.importorskip("decaf.kernels._compiled")
 F32 = np.float32
 
-SIZES = [(9, 37), (20, 64), (13, 111), (6, 8)]
+SIZES = [(9, 37), (20, 64), (13, 111), (6, 8), (5, 7), (11, 55)]
 WINDOWS = [((3, 3), (2, 2)), ((2, 2), (2, 2)), ((3, 3), (1, 1)), ((5, 3), (2, 1)), ((1, 4), (1, 2)),
            ((3, 2), (3, 3))]
 
@@ -44,7 +46,8 @@ def test_wide_rows_equal_the_reference(isa, size, window):
         np.testing.assert_array_equal(ours, want, err_msg=f"pads {pads} ceil {ceil}")
 
 
-@pytest.mark.parametrize("column", [3, 17, 35], ids=["vector", "second_vector", "tail"])
+# width 37: vectors at columns 0, 8, 16, 24, then the last one at 29 (29 .. 36 overlap 24 .. 31)
+@pytest.mark.parametrize("column", [3, 17, 30, 35], ids=["vector", "second_vector", "overlap", "tail"])
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_special_values_reach_every_window_that_holds_them(isa, column, value):
     """A NaN anywhere in a window makes its maximum NaN (the separable rows hand such a row back to
