@@ -26,6 +26,25 @@ static inline void affine_run_in_place(float *y, ptrdiff_t n, float s, float t)
         y[i] = y[i] * s + t;
 }
 
+/* y[i] = clamp(x[i] * s + t, lo, hi) over one run: an affine followed by a clamp (BatchNorm -> ReLU,
+ * DenseNet's 120 of them) in one loop; as a second pass over the run (the epilogue) it took as long
+ * as the affine itself. decaf_clamp is the epilogue's own clamp (a NaN stays NaN). */
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")   /* as activation.h's loops: else the selects stay branches */
+static void affine_clamp_run(const float *restrict x, float *restrict y, ptrdiff_t n, float s, float t,
+                                    float lo, float hi)
+{
+    for (ptrdiff_t i = 0; i < n; ++i)
+        y[i] = decaf_clamp(x[i] * s + t, lo, hi);
+}
+
+static void affine_clamp_run_in_place(float *y, ptrdiff_t n, float s, float t, float lo, float hi)
+{
+    for (ptrdiff_t i = 0; i < n; ++i)
+        y[i] = decaf_clamp(y[i] * s + t, lo, hi);
+}
+#pragma GCC pop_options
+
 /* The epilogue runs over a few planes at once (it is the same for every channel): fewer calls
  * when the planes are small (7x7), the values still in the level-1 cache. */
 enum { EPILOGUE_RUN = 2048 };
@@ -36,6 +55,18 @@ static void affine_planes(const float *x, ptrdiff_t x_image, const float *scale,
                           ptrdiff_t C, ptrdiff_t HW, ptrdiff_t p0, ptrdiff_t p1, const decaf_epilogue *ep)
 {
     ptrdiff_t c = p0 % C, pending = p0 * HW;      /* pending: where the values without epilogue start */
+    if (ep && ep->act == DECAF_ACT_CLAMP && !ep->residual && !ep->out) {   /* the clamp in the same loop */
+        for (ptrdiff_t p = p0; p < p1; ++p) {
+            const float t = shift ? shift[c] : 0.0f;
+            if (x == y)
+                affine_clamp_run_in_place(y + p * HW, HW, scale[c], t, ep->lo, ep->hi);
+            else
+                affine_clamp_run(x + (p / C) * x_image + c * HW, y + p * HW, HW, scale[c], t, ep->lo, ep->hi);
+            if (++c == C)
+                c = 0;
+        }
+        return;
+    }
     for (ptrdiff_t p = p0; p < p1; ++p) {
         const ptrdiff_t at = p * HW;
         const float t = shift ? shift[c] : 0.0f;

@@ -97,6 +97,31 @@ def test_kernel_matches_numpy_float64(impl, act, threads, rng):
 
 
 @pytest.mark.parametrize("impl", [_compiled, reference], ids=["compiled", "numpy"])
+@pytest.mark.parametrize("act", ACTS[1:4], ids=["relu", "relu6", "clamp"])
+def test_a_clamp_keeps_nan_and_bounds_infinities(impl, act, threads, rng):
+    """The clamp runs in the affine's own loop (one pass): a NaN stays NaN, +-inf end at the bounds,
+    in place and into a new array, at every position of a plane wider than a vector."""
+    shape = (2, 6, 9, 37)
+    x, scale, shift, _ = operands(rng, shape)
+    scale = np.abs(scale) + 0.5                       # (a positive scale keeps the infinities' signs)
+    spots = [(0, 0, 0, 0), (0, 2, 4, 35), (1, 5, 8, 36), (1, 3, 0, 17)]
+    for (b, c, h, w), v in zip(spots, [np.nan, np.inf, -np.inf, np.nan]):
+        x[b, c, h, w] = v
+    pre = x.astype(np.float64) * scale[:, None, None] + shift[:, None, None]
+    want = act_f64(pre, act)
+    y = np.full(shape, 7.0, np.float32)
+    impl.channel_affine(x, scale, shift, y, act)
+    z = x.copy()
+    impl.channel_affine(z, scale, shift, z, act)
+    for got in (y, z):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        assert np.isnan(got[0, 0, 0, 0]) and np.isnan(got[1, 3, 0, 17])
+        assert got[0, 2, 4, 35] == act[2] and got[1, 5, 8, 36] == act[1]
+        finite = ~np.isnan(want)
+        close(got[finite], want[finite])
+
+
+@pytest.mark.parametrize("impl", [_compiled, reference], ids=["compiled", "numpy"])
 def test_kernel_without_a_shift(impl, threads, rng):
     """shift None: y = x * scale[c] (the same values as a shift of zeros), with an activation too."""
     for shape in SHAPES:
