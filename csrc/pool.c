@@ -155,7 +155,7 @@ static inline __attribute__((always_inline)) __m256 column_max8(const float *xp,
 }
 
 static int max_pool_row8_separable(const float *xp, int W, int hs, int he, float *yr, int Wo, int kw, int sw,
-                                   int pad_left, float *vm)
+                                   int pad_left, float *vm, const float *begin, const float *end_x)
 {
     const __m256 ninf = _mm256_set1_ps(-INFINITY);
     __m256 nan = _mm256_setzero_ps();
@@ -168,16 +168,16 @@ static int max_pool_row8_separable(const float *xp, int W, int hs, int he, float
     int c = 0;
     for (; c + 8 <= W; c += 8)
         _mm256_storeu_ps(vm + PAD_V + c, column_max8(xp, W, hs, he, c, &nan));
-    if (c < W && W >= 8) {
+    if (c < W && W >= 8)
         _mm256_storeu_ps(vm + PAD_V + W - 8, column_max8(xp, W, hs, he, W - 8, &nan));
-        c = W;
-    }
-    for (; c < W; ++c) {   /* (planes narrower than 8) */
-        float m = -INFINITY;
-        for (int h = hs; h < he; ++h) m = max_nan(m, xp[(ptrdiff_t)h * W + c]);
-        if (m != m)
-            return 0;
-        vm[PAD_V + c] = m;
+    if (W < 8) {   /* planes narrower than a vector (GoogLeNet's 7x7): -inf in the lanes past W */
+        __m256 m = ninf;
+        for (int h = hs; h < he; ++h) {
+            const __m256 v = load_row8(xp + (ptrdiff_t)h * W, 0, W, begin, end_x);
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+            m = _mm256_max_ps(m, v);
+        }
+        _mm256_storeu_ps(vm + PAD_V, m);
     }
     if (_mm256_movemask_ps(nan))
         return 0;
@@ -306,7 +306,8 @@ void decaf_max_pool_values(const float *x, float *y, int B, int C, int H, int W,
             if (sw <= 2) {
                 if (!(pad_left < PAD_V && (((Wo + 7) / 8) * 8 + 8) * sw + kw + 2 * PAD_V <= VM_FLOATS
                       && W <= VM_FLOATS - 2 * PAD_V
-                      && max_pool_row8_separable(xp, W, hs, he, yr, Wo, kw, sw, pad_left, vm)))
+                      && max_pool_row8_separable(xp, W, hs, he, yr, Wo, kw, sw, pad_left, vm, x,
+                                                 x + planes * H * W)))
                     max_pool_row8(xp, W, hs, he, yr, Wo, kw, sw, pad_left, x, x + planes * H * W);
                 continue;
             }

@@ -61,3 +61,18 @@ def test_special_values_reach_every_window_that_holds_them(isa, column, value):
         if value != -np.inf:
             assert np.sum(ours[0, 1] == value if value == value else np.isnan(ours[0, 1])) >= 1
         assert not np.any(np.isnan(ours[0, 0]))          # the other plane is untouched by it
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_special_values_in_planes_narrower_than_a_vector(isa, value):
+    """7x7 planes (GoogLeNet's last pools) load each row as one vector with the lanes past the row
+    masked, the last row of the last plane included (nothing read past the array): a NaN or inf in
+    the array's very last value reaches the windows that hold it."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 3, 7, 7)).astype(F32)
+    x[0, 2, 6, 6] = value
+    for (kernel, stride), ceil in itertools.product(WINDOWS[:3], [False, True]):
+        ours, want = pool_both(x, kernel, stride, (1, 1, 1, 1), ceil)
+        np.testing.assert_array_equal(ours, want)
+        assert np.sum(np.isnan(ours[0, 2]) if value != value else ours[0, 2] == value) >= 1
+        assert not np.any(np.isnan(ours[0, :2]))          # the other planes are untouched by it
