@@ -376,6 +376,11 @@ static float plane_mean(const float *p, ptrdiff_t n)
  * column i - pad_left, zero outside the image (its ends are zeroed by the caller); nw[ow] is
  * window ow's count of columns (window()). The sums are in another order than the window's rows
  * one after the other: equal to that within float32 rounding. */
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")   /* as activation.h's loops: the division under a select
+                                            * (a window of no real pixel gives 0) stays a branch per
+                                            * output without it, and the row loops are not vectorised
+                                            * (Inception's 3x3 pools at batch 1: 2-3 GB/s) */
 static void avg_pool_plane(const float *restrict xp, float *restrict yp, int H, int W, int Ho, int Wo, int kh,
                            int kw, int sh, int sw, int pad_top, int pad_left, int pad_bottom, int count_include_pad,
                            float *restrict cs, const float *restrict nw)
@@ -423,6 +428,77 @@ static void avg_pool_plane(const float *restrict xp, float *restrict yp, int H, 
     }
 }
 
+/* One plane one window at a time (when there is no memory for the buffers of the two below). */
+static void avg_pool_rows_unbuffered(const float *xp, float *yp, int H, int W, int Ho, int Wo, int kh, int kw,
+                                     int sh, int sw, int pad_top, int pad_left, int pad_bottom, int pad_right,
+                                     int count_include_pad)
+{
+    for (int oh = 0; oh < Ho; ++oh) {
+        int hs, he;
+        const int nh = window(oh, sh, kh, pad_top, pad_bottom, H, count_include_pad, &hs, &he);
+        for (int ow = 0; ow < Wo; ++ow) {
+            int ws, we;
+            const int n = nh * window(ow, sw, kw, pad_left, pad_right, W, count_include_pad, &ws, &we);
+            float sum = 0.0f;
+            for (int h = hs; h < he; ++h)
+                for (int w = ws; w < we; ++w) sum += xp[h * W + w];
+            yp[oh * Wo + ow] = n > 0 ? sum / (float)n : 0.0f;
+        }
+    }
+}
+
+/* The 3x3 stride-1 pooling that keeps the plane's size (pads 1 on every side: Inception's nine
+ * branch pools), over the whole plane in long loops instead of one short loop per row (35, 17 and 8
+ * wide rows, whose loop set-up cost more than their adds: 2-3 GB/s). The rows are contiguous, so
+ * the column sums of all interior rows are one loop over the flat plane, v[i] = x[i - W] + x[i] +
+ * x[i + W]; the sums across are another, y[i] = (v[i - 1] + v[i] + v[i + 1]) / n[i] (n: the
+ * window counts, nh nw, the same for every plane), whose first and last column of each row, where
+ * i - 1 or i + 1 is in the next row, are redone with a 0 for the column outside. The same additions
+ * in the same order as avg_pool_plane: the same values, bit for bit. v: H W floats. */
+static void avg_pool_3x3_same(const float *restrict xp, float *restrict yp, int H, int W, float *restrict v,
+                              const float *restrict n)
+{
+    const ptrdiff_t P = (ptrdiff_t)H * W;
+    for (int w = 0; w < W; ++w) v[w] = xp[w] + xp[W + w];                          /* row 0 */
+    for (ptrdiff_t i = W; i < P - W; ++i) v[i] = xp[i - W] + xp[i] + xp[i + W];    /* rows 1 .. H - 2 */
+    for (ptrdiff_t i = P - W; i < P; ++i) v[i] = xp[i - W] + xp[i];                  /* row H - 1 */
+    for (ptrdiff_t i = 1; i < P - 1; ++i) yp[i] = (v[i - 1] + v[i] + v[i + 1]) / n[i];
+    for (ptrdiff_t r = 0; r < P; r += W) {
+        yp[r] = (0.0f + v[r] + v[r + 1]) / n[r];
+        yp[r + W - 1] = (v[r + W - 2] + v[r + W - 1] + 0.0f) / n[r + W - 1];
+    }
+}
+
+#pragma GCC pop_options
+
+/* The calling thread's share of the planes for avg_pool_3x3_same (inside a parallel region), with
+ * its own column sums and the window counts. */
+static void avg_pool_part_3x3_same(const float *x, float *y, ptrdiff_t planes, int H, int W,
+                                   int count_include_pad)
+{
+    const ptrdiff_t P = (ptrdiff_t)H * W;
+    float *v = malloc(sizeof(float) * (size_t)P * 2), *n = v ? v + P : NULL;
+    if (v) {
+        for (int oh = 0; oh < H; ++oh) {
+            int s0, e0, s1, e1;
+            const float nh = (float)window(oh, 1, 3, 1, 1, H, count_include_pad, &s0, &e0);
+            for (int ow = 0; ow < W; ++ow) {
+                const float nw = (float)window(ow, 1, 3, 1, 1, W, count_include_pad, &s1, &e1);
+                n[(ptrdiff_t)oh * W + ow] = nh * nw;
+            }
+        }
+    }
+    #pragma omp for schedule(static)
+    for (ptrdiff_t bc = 0; bc < planes; ++bc) {
+        if (v)
+            avg_pool_3x3_same(x + bc * P, y + bc * P, H, W, v, n);
+        else   /* (no memory for the buffers: one window at a time) */
+            avg_pool_rows_unbuffered(x + bc * P, y + bc * P, H, W, H, W, 3, 3, 1, 1, 1, 1, 1, 1,
+                                     count_include_pad);
+    }
+    free(v);
+}
+
 void decaf_avg_pool_forward(const float *x, float *y, int B, int C, int H, int W, int Ho, int Wo,
                             int kh, int kw, int sh, int sw, int pad_top, int pad_left,
                             int pad_bottom, int pad_right, int count_include_pad)
@@ -438,11 +514,17 @@ void decaf_avg_pool_forward(const float *x, float *y, int B, int C, int H, int W
     }
     if (Ho < 1 || Wo < 1)
         return;
-    const int L = (Wo - 1) * sw + kw;
+    if (kh == 3 && kw == 3 && sh == 1 && sw == 1 && pad_top == 1 && pad_left == 1 && pad_bottom == 1
+        && pad_right == 1 && Ho == H && Wo == W && H >= 2 && W >= 2) {
+        #pragma omp parallel num_threads(decaf_threads_for(planes * Ho * Wo * kh * kw))
+        avg_pool_part_3x3_same(x, y, planes, H, W, count_include_pad);
+        return;
+    }
     #pragma omp parallel num_threads(decaf_threads_for(planes * Ho * Wo * kh * kw))
     {
         /* per thread: the column sums (L, plus the image's columns past them) and the windows'
          * counts of columns */
+        const int L = (Wo - 1) * sw + kw;
         const size_t ncs = (size_t)L + (size_t)W + (size_t)(pad_left > 0 ? pad_left : 0);
         float *cs = malloc(sizeof(float) * ncs), *nw = malloc(sizeof(float) * (size_t)Wo);
         if (cs && nw) {
@@ -456,23 +538,12 @@ void decaf_avg_pool_forward(const float *x, float *y, int B, int C, int H, int W
         for (ptrdiff_t bc = 0; bc < planes; ++bc) {
             const float *xp = x + bc * H * W;
             float *yp = y + bc * Ho * Wo;
-            if (cs && nw) {
+            if (cs && nw)
                 avg_pool_plane(xp, yp, H, W, Ho, Wo, kh, kw, sh, sw, pad_top, pad_left, pad_bottom,
                                count_include_pad, cs, nw);
-                continue;
-            }
-            for (int oh = 0; oh < Ho; ++oh) {   /* (no memory for the buffers: one window at a time) */
-                int hs, he;
-                const int nh = window(oh, sh, kh, pad_top, pad_bottom, H, count_include_pad, &hs, &he);
-                for (int ow = 0; ow < Wo; ++ow) {
-                    int ws, we;
-                    const int n = nh * window(ow, sw, kw, pad_left, pad_right, W, count_include_pad, &ws, &we);
-                    float sum = 0.0f;
-                    for (int h = hs; h < he; ++h)
-                        for (int w = ws; w < we; ++w) sum += xp[h * W + w];
-                    yp[oh * Wo + ow] = n > 0 ? sum / (float)n : 0.0f;
-                }
-            }
+            else   /* (no memory for the buffers: one window at a time) */
+                avg_pool_rows_unbuffered(xp, yp, H, W, Ho, Wo, kh, kw, sh, sw, pad_top, pad_left, pad_bottom,
+                                         pad_right, count_include_pad);
         }
         free(cs);
         free(nw);

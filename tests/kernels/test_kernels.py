@@ -223,6 +223,32 @@ def test_avg_pool_layers_against_float64(shape, k, s, pad, include):
             np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
 
 
+@needs_compiled
+@pytest.mark.parametrize("hw", [(2, 2), (2, 9), (8, 8), (5, 3), (35, 35)])
+@pytest.mark.parametrize("include", [True, False])
+def test_avg_pool_3x3_same_planes_keep_a_nan_in_its_windows(hw, include):
+    # 3x3 stride-1 pools with pads 1 run over each plane in flat loops whose neighbours wrap into the
+    # next row (csrc/pool.c, avg_pool_3x3_same); the row ends are redone. A NaN at the end of a row
+    # reaches exactly the windows that hold it (none in the next row's first column, none in another
+    # plane), the rest within float32 rounding of the float64 means (|x| <= 5: 1e-6 absolute).
+    rng = np.random.default_rng(hw[0] * 100 + hw[1])
+    x = randn(rng, (2, 3) + hw)
+    r = hw[0] // 2
+    x[1, 1, r, -1] = np.nan
+    want = np.zeros(x.shape)
+    reference.avg_pool_forward(x.astype(np.float64), want, (3, 3), (1, 1), (1,) * 4, include)
+    holds = np.zeros(hw, bool)                       # the windows that hold (r, W - 1): rows r - 1 .. r + 1,
+    holds[max(r - 1, 0):r + 2, hw[1] - 2:] = True    # columns W - 2 and W - 1
+    np.testing.assert_array_equal(np.isnan(want[1, 1]), holds)
+    assert np.isnan(want).sum() == holds.sum()
+    for threads in (1, 2):
+        with using_threads(threads):
+            y = np.full(x.shape, 7.0, F32)
+            _compiled.avg_pool_forward(x, y, (3, 3), (1, 1), (1,) * 4, include)
+            np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+            np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+
+
 def random_lrn(seed):
     rng = np.random.default_rng(seed)
     shape = (int(rng.integers(1, 4)), int(rng.integers(1, 12)), int(rng.integers(1, 7)), int(rng.integers(1, 40)))
