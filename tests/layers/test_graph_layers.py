@@ -84,6 +84,21 @@ def test_reduce_forward(op, keep):
     np.testing.assert_allclose(y, ref, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("hw", [(7, 7), (1, 1), (13, 11), (8, 8)])
+@pytest.mark.parametrize("keep", [True, False])
+def test_reduce_mean_over_the_planes(hw, keep):
+    """mean over axes 2 and 3 of a 4-D float32 input (a head's x.mean((2, 3))) runs the compiled
+    global average pooling: within float32 rounding of the float64 mean (torch), and the same top on
+    a second pass."""
+    x = x32(2, 5, *hw)
+    net, y = run_layer({"type": "Reduce", "operation": "mean", "axes": [2, 3], "keepdims": keep}, x)
+    ref = t(x).mean((2, 3), keepdim=keep).numpy()
+    assert y.shape == ref.shape
+    np.testing.assert_allclose(y, ref, rtol=1e-6, atol=1e-6)
+    again = net.forward({"x0": x})["y"]
+    np.testing.assert_array_equal(again, y)
+
+
 def test_slice_forward_against_index_loops():
     x = x32(2, 4, 3, 7)
     spec = {"type": "Slice", "axes": [1, 3], "starts": [1, 6], "ends": [4, None], "steps": [2, -3]}
