@@ -32,7 +32,7 @@ static inline void affine_run_in_place(float *y, ptrdiff_t n, float s, float t)
 #pragma GCC push_options
 #pragma GCC optimize("no-trapping-math")   /* as activation.h's loops: else the selects stay branches */
 static void affine_clamp_run(const float *restrict x, float *restrict y, ptrdiff_t n, float s, float t,
-                                    float lo, float hi)
+                             float lo, float hi)
 {
     for (ptrdiff_t i = 0; i < n; ++i)
         y[i] = decaf_clamp(x[i] * s + t, lo, hi);

@@ -342,7 +342,7 @@ typedef struct {
 static inline __attribute__((always_inline)) void finish8(__m256 *a0, __m256 *a1, const int T, const tile_fin *f,
                                                           int ch0)
 {
-    if (f->bias) {
+    if (f->bias) {   /* (a bias of 0 changes nothing: the sums start at +0, so none is -0) */
         const __m256 b0 = _mm256_loadu_ps(f->bias + ch0), b1 = _mm256_loadu_ps(f->bias + ch0 + 8);
         _Pragma("GCC unroll 6") for (int t = 0; t < T; ++t) {
             a0[t] = _mm256_add_ps(a0[t], b0);

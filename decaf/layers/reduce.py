@@ -53,8 +53,8 @@ class Reduce(Layer):
         x = bottom[0].data
         if (self.p["operation"] == "mean" and self.axes == (2, 3) and x.ndim == 4 and x.dtype == np.float32
                 and x.flags.c_contiguous and top[0].data.flags.c_contiguous):
-            # the mean of each plane (a head's x.mean((2, 3))): the compiled global average pooling,
-            # 5-10x NumPy's mean over two axes, and nothing allocated
+            # the mean of each plane (a head's x.mean((2, 3))): the compiled global average pooling
+            # (MNASNet's head at batch 1: 0.13 ms with NumPy's mean, 0.09 ms so), nothing allocated
             kernels.avg_pool_forward(x, top[0].data.reshape(self.kept), x.shape[2:], (1, 1), (0, 0, 0, 0), True)
             return
         fn = {"mean": np.mean, "max": np.max, "sum": np.sum}[self.p["operation"]]
