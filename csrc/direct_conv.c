@@ -337,12 +337,13 @@ typedef struct {
 } tile_fin;
 
 /* The sums plus the bias of channels ch0 .. ch0 + 16, then min(hi, max(lo, .)) if asked: the same
- * operations in the same order as the epilogue's (y + bias, then decaf_clamp), so the same values; a
- * NaN is kept (max and min return their second operand on a NaN). */
+ * operations in the same order as the epilogue's (y + bias, then decaf_clamp), so the same values
+ * (a sum that underflowed to -0 aside); a NaN is kept (max and min return their second operand on a
+ * NaN). */
 static inline __attribute__((always_inline)) void finish8(__m256 *a0, __m256 *a1, const int T, const tile_fin *f,
                                                           int ch0)
 {
-    if (f->bias) {   /* (a bias of 0 changes nothing: the sums start at +0, so none is -0) */
+    if (f->bias) {   /* (the epilogue skips a bias of 0; adding it differs only on a -0 sum, made +0) */
         const __m256 b0 = _mm256_loadu_ps(f->bias + ch0), b1 = _mm256_loadu_ps(f->bias + ch0 + 8);
         _Pragma("GCC unroll 6") for (int t = 0; t < T; ++t) {
             a0[t] = _mm256_add_ps(a0[t], b0);
