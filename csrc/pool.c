@@ -96,6 +96,13 @@ static inline __m256 evens8(__m256 a, __m256 b)
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
+/* The odd lanes: a1 a3 a5 a7 b1 b3 b5 b7. */
+static inline __m256 odds8(__m256 a, __m256 b)
+{
+    const __m256 s = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));   /* a1 a3 b1 b3 | a5 a7 b5 b7 */
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
 #ifndef __AVX512F__
 /* Outputs ow0 .. ow0 + 8 of a row from m, those below Wo. */
 static inline void store_row8(float *yr, int ow0, int Wo, __m256 m)
@@ -413,7 +420,17 @@ static void avg_pool_plane(const float *restrict xp, float *restrict yp, int H, 
                 yr[ow] = n > 0.0f ? (cs[ow] + cs[ow + 1] + cs[ow + 2]) / n : 0.0f;
             }
         } else if (kw == 2 && sw == 2) {   /* DenseNet's 2x2 stride-2 transitions */
-            for (int ow = 0; ow < Wo; ++ow) {
+            int ow = 0;
+#ifdef __AVX2__   /* (GCC does not vectorise the pairs at the stride: 8 outputs from 16 sums at a time) */
+            const __m256 vnh = _mm256_set1_ps(nh), zero = _mm256_setzero_ps();
+            for (; ow + 8 <= Wo; ow += 8) {
+                const __m256 a = _mm256_loadu_ps(cs + 2 * ow), b = _mm256_loadu_ps(cs + 2 * ow + 8);
+                const __m256 n = _mm256_mul_ps(vnh, _mm256_loadu_ps(nw + ow));
+                const __m256 q = _mm256_div_ps(_mm256_add_ps(evens8(a, b), odds8(a, b)), n);
+                _mm256_storeu_ps(yr + ow, _mm256_blendv_ps(zero, q, _mm256_cmp_ps(n, zero, _CMP_GT_OQ)));
+            }
+#endif
+            for (; ow < Wo; ++ow) {
                 const float n = nh * nw[ow];
                 yr[ow] = n > 0.0f ? (cs[2 * ow] + cs[2 * ow + 1]) / n : 0.0f;
             }
