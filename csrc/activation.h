@@ -313,6 +313,13 @@ static inline float *decaf_epilogue_out(const decaf_epilogue *e, ptrdiff_t at)
     return e && e->act != DECAF_ACT_NONE && e->out ? e->out + at : NULL;
 }
 
+/* Whether the epilogue is a clamp alone (ReLU, ReLU6), into y itself and with no residual before it:
+ * the one that kernels apply in their registers or in their own loops instead of a pass. */
+static inline int decaf_epilogue_is_clamp(const decaf_epilogue *e)
+{
+    return e && e->act == DECAF_ACT_CLAMP && !e->residual && !e->out;
+}
+
 /* decaf_epilogue_run on y[at .. at + n) of the output tensor y. */
 static inline void decaf_epilogue_at(const decaf_epilogue *e, float *y, ptrdiff_t at, ptrdiff_t n, float bias)
 {

@@ -86,7 +86,7 @@ static void forward_planes(const float *x, const float *gamma, const float *beta
                            ptrdiff_t B, ptrdiff_t C, ptrdiff_t HW, float eps, const decaf_epilogue *ep,
                            ptrdiff_t c0, ptrdiff_t c1)
 {
-    const int clamp = ep && ep->act == DECAF_ACT_CLAMP && !ep->out && !ep->residual;
+    const int clamp = decaf_epilogue_is_clamp(ep);
     for (ptrdiff_t c = c0; c < c1; ++c) {
         const double k = x[c * HW];
         double s = 0.0, q = 0.0;

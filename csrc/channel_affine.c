@@ -55,7 +55,7 @@ static void affine_planes(const float *x, ptrdiff_t x_image, const float *scale,
                           ptrdiff_t C, ptrdiff_t HW, ptrdiff_t p0, ptrdiff_t p1, const decaf_epilogue *ep)
 {
     ptrdiff_t c = p0 % C, pending = p0 * HW;      /* pending: where the values without epilogue start */
-    if (ep && ep->act == DECAF_ACT_CLAMP && !ep->residual && !ep->out) {   /* the clamp in the same loop */
+    if (decaf_epilogue_is_clamp(ep)) {   /* the clamp in the same loop */
         for (ptrdiff_t p = p0; p < p1; ++p) {
             const float t = shift ? shift[c] : 0.0f;
             if (x == y)

@@ -496,7 +496,7 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
         return 0;
     float *bufs = (float *)(((uintptr_t)mem + 31) & ~(uintptr_t)31);
     /* a clamp with nothing before it (no residual) and into y itself goes into the stores */
-    const int clamp = ep && ep->act == DECAF_ACT_CLAMP && !ep->residual && !ep->out;
+    const int clamp = decaf_epilogue_is_clamp(ep);
     const __m256 lo = _mm256_set1_ps(clamp ? ep->lo : 0.0f), hi = _mm256_set1_ps(clamp ? ep->hi : 0.0f);
     const int rest = ep && !clamp && (ep->act != DECAF_ACT_NONE || ep->residual);
     /* the next plane prefetched on inputs of 8 MB and more with planes not tiny (28 x 28 and up):

@@ -497,9 +497,9 @@ static void tiles(const decaf_conv_geom *g, const float *xp, const float *wp, co
 {
     const int kbs = g->K / g->G / KB;
     const ptrdiff_t hw = (ptrdiff_t)g->Ho * g->Wo;
-    const int in_registers = !ep || (!ep->residual && (ep->act == DECAF_ACT_NONE
-                                                       || (ep->act == DECAF_ACT_CLAMP && !ep->out)));
-    const tile_fin f = {bias, ep ? ep->lo : 0.0f, ep ? ep->hi : 0.0f, ep && ep->act == DECAF_ACT_CLAMP};
+    const int clamp = decaf_epilogue_is_clamp(ep);
+    const int in_registers = !ep || (ep->act == DECAF_ACT_NONE && !ep->residual) || clamp;
+    const tile_fin f = {bias, clamp ? ep->lo : 0.0f, clamp ? ep->hi : 0.0f, clamp};
     const tile_fin *fin = in_registers ? &f : NULL;
     if (layout(g) == PLAIN) {
         const int n = (g->Wo + TILE8 - 1) / TILE8, base = g->Wo / n, wider = g->Wo % n;
