@@ -148,13 +148,15 @@ static void max_pool_row8(const float *xp, int W, int hs, int he, float *yr, int
  * one on reliably; the caller then redoes the row with max_pool_row8, which does). */
 enum { PAD_V = 16, VM_FLOATS = 4096 };
 
-/* The maxima down rows hs .. he of columns c .. c + 8; a NaN among them is or-ed into *nan. */
+/* The maxima down rows hs .. he of columns c .. c + 8, -inf in the lanes past W (a plane narrower
+ * than 8; the rows are read through load_row8, a plain load whenever the 8 columns are inside the
+ * row); a NaN among them is or-ed into *nan. */
 static inline __attribute__((always_inline)) __m256 column_max8(const float *xp, int W, int hs, int he, int c,
-                                                                __m256 *nan)
+                                                                __m256 *nan, const float *begin, const float *end)
 {
     __m256 m = _mm256_set1_ps(-INFINITY);
     for (int h = hs; h < he; ++h) {
-        const __m256 v = _mm256_loadu_ps(xp + (ptrdiff_t)h * W + c);
+        const __m256 v = load_row8(xp + (ptrdiff_t)h * W, c, W, begin, end);
         *nan = _mm256_or_ps(*nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
         m = _mm256_max_ps(m, v);
     }
@@ -174,17 +176,10 @@ static int max_pool_row8_separable(const float *xp, int W, int hs, int he, float
      * made odd-width planes (55, 111: SqueezeNet, GoogLeNet) 2-3x slower per value. */
     int c = 0;
     for (; c + 8 <= W; c += 8)
-        _mm256_storeu_ps(vm + PAD_V + c, column_max8(xp, W, hs, he, c, &nan));
-    if (c < W && W >= 8)
-        _mm256_storeu_ps(vm + PAD_V + W - 8, column_max8(xp, W, hs, he, W - 8, &nan));
-    if (W < 8) {   /* planes narrower than a vector (GoogLeNet's 7x7): -inf in the lanes past W */
-        __m256 m = ninf;
-        for (int h = hs; h < he; ++h) {
-            const __m256 v = load_row8(xp + (ptrdiff_t)h * W, 0, W, begin, end_x);
-            nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-            m = _mm256_max_ps(m, v);
-        }
-        _mm256_storeu_ps(vm + PAD_V, m);
+        _mm256_storeu_ps(vm + PAD_V + c, column_max8(xp, W, hs, he, c, &nan, begin, end_x));
+    if (c < W) {   /* the last 8 columns, or a plane narrower than 8 (GoogLeNet's 7x7) as one vector */
+        const int last = W >= 8 ? W - 8 : 0;
+        _mm256_storeu_ps(vm + PAD_V + last, column_max8(xp, W, hs, he, last, &nan, begin, end_x));
     }
     if (_mm256_movemask_ps(nan))
         return 0;
