@@ -31,7 +31,9 @@ static int is_pointwise(const decaf_conv_geom *g)
  * first. OpenBLAS on one thread (Zen 3) ran ResNet-50's and MobileNetV2's 7x7 products at 62-80
  * GFLOP/s with 49 columns and 88-94 with 196-392, but those of 14x14 layers at 83-92 with 196
  * columns and at most 2 % faster with 392. Blocked, eight 7x7 layers of ResNet-50, MobileNetV2
- * and DenseNet-121 took 1.10-1.11x less time at batch 16 (benchmarks/bench_pointwise_blocks.py). */
+ * and DenseNet-121 took 1.10-1.11x less time at batch 16 (benchmarks/bench_pointwise_blocks.py).
+ * (In the AVX2 and AVX-512 variants the 4x4 to 8x8 planes now go to the pointwise kernel instead,
+ * pointwise.c's decaf_pointwise_preferred: this is for the generic variant and the other planes.) */
 enum { POINTWISE_BLOCKED_BELOW = 100 };
 
 /* Images per block for a thread with up to `per_thread` images (a backward 1x1 convolution: 1). */

@@ -211,34 +211,37 @@ def test_conv_relu_keeps_nan():
 @pytest.mark.parametrize("group", [1, 2])
 def test_pointwise_conv_reads_x_directly_and_matches_reference(batch, threads, group):
     rng = np.random.default_rng(batch * 10 + group)
-    x = rng.standard_normal((batch, 4, 5, 6)).astype(np.float32)
+    x = rng.standard_normal((batch, 4, 3, 4)).astype(np.float32)
     w = rng.standard_normal((6, 4 // group, 1, 1)).astype(np.float32)
-    bias, dy = rng.standard_normal(6).astype(np.float32), rng.standard_normal((batch, 6, 5, 6)).astype(np.float32)
+    bias, dy = rng.standard_normal(6).astype(np.float32), rng.standard_normal((batch, 6, 3, 4)).astype(np.float32)
     params = ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
-    plan = _compiled.conv_plan(x.shape, w.shape, group, *params, (5, 6), threads=threads)
+    plan = _compiled.conv_plan(x.shape, w.shape, group, *params, (3, 4), threads=threads)
+    # (a 3x4 plane: below the 4x4 to 8x8 planes that the pointwise kernel takes in the AVX2 and
+    # AVX-512 variants, so the GEMM path's in every variant)
     # no im2col (2-channel groups run the grouped kernel where it is built, which pads its planes);
     # images that go one per GEMM are read in place, a block of several (planes this small, more
     # images than threads) is gathered side by side: C x (images x pixels) floats of scratch
-    gathered = (4 + 6) * plan["block"] * 30 if plan["block"] > 1 else 0    # (x's and y's blocks)
+    gathered = (4 + 6) * plan["block"] * 12 if plan["block"] > 1 else 0    # (x's and y's blocks)
     with using_threads(threads):
-        work = _compiled.conv_work_size(x.shape, w.shape, group, *params, (5, 6), False)
+        work = _compiled.conv_work_size(x.shape, w.shape, group, *params, (3, 4), False)
     assert plan["grouped"] or work == plan["slots"] * gathered
     assert plan["grouped"] == (DIRECT and group > 1)
     assert plan["grouped"] or plan["block"] == (1 if batch <= threads else -(-batch // threads))
-    forward_matches_reference(x, w, bias, params, group, (5, 6), False, False, threads)
-    forward_matches_reference(x, w, bias, params, group, (5, 6), True, True, threads)
-    backward_matches_reference(x, w, dy, True, params, group, (5, 6), threads)
-    assert _compiled.conv_plan(x.shape, w.shape, group, *params, (5, 6), backward=True, threads=threads)["block"] == 1
+    forward_matches_reference(x, w, bias, params, group, (3, 4), False, False, threads)
+    forward_matches_reference(x, w, bias, params, group, (3, 4), True, True, threads)
+    backward_matches_reference(x, w, dy, True, params, group, (3, 4), threads)
+    assert _compiled.conv_plan(x.shape, w.shape, group, *params, (3, 4), backward=True, threads=threads)["block"] == 1
 
 
 @needs_blas
 @pytest.mark.parametrize("batch,threads", [(5, 2), (16, 2), (7, 3)])
 def test_pointwise_conv_on_small_planes_blocks_images(batch, threads):
-    """7x7 planes: each thread's images go in blocks of up to ceil(256 / 49) = 6 through one GEMM
-    (x gathered side by side, y scattered back with the bias and the ReLU); 14x14: one per GEMM."""
+    """9x9 planes: each thread's images go in blocks of up to ceil(256 / 81) = 4 through one GEMM
+    (x gathered side by side, y scattered back with the bias and the ReLU); 14x14: one per GEMM.
+    (7x7 and 8x8 planes go to the pointwise kernel in the AVX2 and AVX-512 variants.)"""
     rng = np.random.default_rng(batch)
     params = ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
-    for size, most in ((7, 6), (14, 1)):
+    for size, most in ((9, 4), (14, 1)):
         x = rng.standard_normal((batch, 24, size, size)).astype(np.float32)
         w = rng.standard_normal((40, 24, 1, 1)).astype(np.float32)
         bias = rng.standard_normal(40).astype(np.float32)
@@ -422,7 +425,7 @@ def test_prepacked_weights_give_the_same_output_and_a_stale_form_is_refused(thre
             kernels.conv_forward(x, w, None, y1, work, *geometry[1:5], 1, packed=(kind + 1, packed))
         with pytest.raises(ValueError, match="do not fit"):
             kernels.conv_forward(x, w, None, y1, work, *geometry[1:5], 1, packed=(kind, packed[:-1]))
-        one_by_one = (1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (7, 7))
+        one_by_one = (1, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), (4, 4))   # (1x1 stride 2: im2col + GEMM)
         assert kernels.conv_packing(x, w[:, :, :1, :1], *one_by_one) == (0, 0)
         with pytest.raises(ValueError, match="unpacked"):
             kernels.conv_pack(x, w[:, :, :1, :1].copy(), packed, *one_by_one)

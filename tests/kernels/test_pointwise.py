@@ -147,7 +147,14 @@ def test_preferred_only_for_narrow_inputs_that_do_not_shrink():
     assert not _compiled.pointwise_preferred((1, 96, 56, 56), (24, 96, 1, 1), 1)
     assert not _compiled.pointwise_preferred((1, 116, 14, 14), (116, 116, 1, 1), 2)   # 14x14
     assert not _compiled.pointwise_preferred((1, 160, 28, 28), (64, 160, 1, 1), 2)    # wider still
-    assert not _compiled.pointwise_preferred((1, 32, 7, 7), (192, 32, 1, 1), 2)     # a small plane
+    # planes of 4x4 to 8x8 pixels: every width, every batch (the weights read once, prefetched)
+    assert _compiled.pointwise_preferred((1, 32, 7, 7), (192, 32, 1, 1), 2) == simd
+    assert _compiled.pointwise_preferred((16, 2048, 7, 7), (512, 2048, 1, 1), 2) == simd
+    assert _compiled.pointwise_preferred((1, 400, 4, 4), (400, 400, 1, 1), 1) == simd
+    assert _compiled.pointwise_preferred((1, 1280, 8, 8), (320, 1280, 1, 1), 1) == simd
+    assert not _compiled.pointwise_preferred((1, 960, 1, 1), (240, 960, 1, 1), 1)    # one pixel (SE): GEMV
+    assert not _compiled.pointwise_preferred((1, 400, 3, 5), (400, 400, 1, 1), 1)    # 15 pixels
+    assert not _compiled.pointwise_preferred((1, 400, 9, 9), (400, 400, 1, 1), 1)    # 81 pixels
     plan = _compiled.conv_plan((1, 16, 9, 9), (96, 16, 3, 3), 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (9, 9))
     assert not plan["pointwise"]                                                   # not 1x1
 
@@ -167,6 +174,33 @@ def test_inputs_of_4_mb_and_more_prefetched_with_the_same_values(isa, threads):
                 _compiled.pointwise_forward(x, w, bias, y, act=("clamp", 0.0, 6.0, 0.0), residual=res,
                                             packed=packed)
                 check(y, x, w, bias, res, ("clamp", 0.0, 6.0, 0.0))
+
+
+@pytest.mark.skipif(not blas.have_own_blas(), reason="decaf's OpenBLAS is not loaded")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_small_planes_through_the_plan_with_the_weights_prefetched(isa, threads):
+    """Planes of 4x4 to 8x8 go to the kernel (AVX2 / AVX-512), which brings each block's weights in
+    while the block before runs (csrc/pointwise.c, tile16's wnext): wide layers whose input channels
+    come in several chunks (the prefetch follows the chunk), output channels not a multiple of 6,
+    with the packed weights of conv_pack as a net's plan runs them; results as the reference."""
+    rng = np.random.default_rng(29 + threads)
+    act = ("clamp", 0.0, 6.0, 0.0)
+    with using_threads(threads):
+        for B, C, K, H, W in [(1, 400, 403, 7, 7), (2, 250, 37, 8, 8), (1, 33, 20, 4, 4), (3, 130, 61, 5, 6)]:
+            x, w, bias, residual = arrays(rng, B, C, K, H, W, True, B != 2)
+            geom = (*GEOM, (H, W))
+            plan = _compiled.conv_plan(x.shape, w.shape, 1, *geom)
+            assert plan["pointwise"] == (isa != "generic")
+            kind, size = _compiled.conv_packing(x.shape, w.shape, 1, *geom)
+            work = np.empty(max(plan["work"], 1), F32)
+            packed = None
+            if kind:
+                buf = np.empty(size, F32)
+                _compiled.conv_pack(x.shape, w, buf, 1, *geom)
+                packed = (kind, buf)
+            y = np.full((B, K, H, W), np.nan, F32)
+            _compiled.conv_forward(x, w, bias, y, work, *GEOM, 1, act=act, residual=residual, packed=packed)
+            check(y, x, w, bias, residual, act)
 
 
 def test_bad_shapes_raise():
