@@ -15,13 +15,18 @@ output is compared with ONNX Runtime's on one batch (the largest difference rela
 output is reported).
 
 Timing: per model and batch size, one warm-up run of every framework (torch.compile compiles
-there), then `--rounds` rounds in each of which every framework runs `--repeat` times in a row
-(default 2), `--gap` seconds apart; only the runs after the first of each turn count, and a figure
-is the best of them. The first run of a turn settles what the framework before left behind: ONNX
-Runtime's threads spin-wait after a run (its default, allow_spinning) for longer than the gap, and
-a run right after one of ONNX Runtime's took 1.3x as long as the next one (decaf, ConvNeXt-Tiny,
-batch 1: 101 against 77 ms; none with allow_spinning off), so one run per turn measured the other
-frameworks partly on a shared CPU. `--repeat 1` is the earlier protocol. Everyone gets
+there), then `--rounds` rounds in each of which every framework takes a turn: after `--gap`
+seconds of sleep, it runs back to back for `--settle` seconds (at least once) without being timed,
+then `--repeat` more runs back to back (default 2) are timed; a figure is the best timed run over
+the rounds. The settling runs are there because of what the framework before leaves behind: ONNX
+Runtime's threads spin-wait after a run (its default, allow_spinning) and take a share of the cores
+for tens of milliseconds. On 2 cores (AMD EPYC family 25 model 17, 2026-12-07) decaf's MobileNetV2
+at batch 1 took 11.3, 14.7, 12.9, 9.6, 8.8, 7.0, 6.8 ms in its first seven runs after two of ONNX
+Runtime's, 6.8 ms with allow_spinning off, and 6.4-6.6 ms when running alone; ONNX Runtime after
+decaf was at its own speed from its first run. Rounds 1-8 of docs/performance.md used the earlier
+protocol (runs `--gap` apart, the first of a turn of 2 not counted), which left decaf's batch-1
+figures of the fast nets partly measured on cores shared with ONNX Runtime's spinning threads.
+Everyone gets
 `--threads` threads (decaf.set_num_threads, torch.set_num_threads, ONNX Runtime's
 intra_op_num_threads with one inter-op thread). Ratios are
 decaf's images/s over the peer's (> 1: decaf is faster); their geometric mean is taken per peer and
@@ -378,13 +383,24 @@ def time_model(m, batch, args):
     best = {fw: 0.0 for fw in calls}
     for _ in range(args.rounds):
         for fw, fn in calls.items():
-            for turn in range(args.repeat):       # (the first of a turn settles: see the docstring)
-                time.sleep(args.gap)
-                t = time.perf_counter()
-                fn()
-                if turn > 0 or args.repeat == 1:
-                    best[fw] = max(best[fw], batch / (time.perf_counter() - t))
+            best[fw] = max([best[fw]] + [batch / t for t in timed_turn(fn, args)])
     return best, warm, errors
+
+
+def timed_turn(fn, args):
+    """One framework's turn (see the docstring): after --gap seconds of sleep, runs of fn back to back
+    for --settle seconds (at least one), not timed, then --repeat runs back to back; their seconds."""
+    time.sleep(args.gap)
+    start = time.perf_counter()
+    fn()
+    while time.perf_counter() - start < args.settle:
+        fn()
+    seconds = []
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - t)
+    return seconds
 
 
 def geomean(values):
@@ -495,12 +511,7 @@ def run_training(args):
             best = {fw: 0.0 for fw in runners}
             for _ in range(args.rounds):
                 for fw, fn in runners.items():
-                    for turn in range(args.repeat):
-                        time.sleep(args.gap)
-                        t = time.perf_counter()
-                        fn()
-                        if turn > 0 or args.repeat == 1:
-                            best[fw] = max(best[fw], args.train_batch / (time.perf_counter() - t))
+                    best[fw] = max([best[fw]] + [args.train_batch / t for t in timed_turn(fn, args)])
             out[name] = {"img_per_s": {k: round(v, 2) for k, v in best.items()},
                          "step_s": {k: round(args.train_batch / v, 4) for k, v in best.items()},
                          "ratios": {k: round(best["decaf"] / v, 3) for k, v in best.items() if k != "decaf"}}
@@ -548,10 +559,12 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny families (tests/onnx_families.py), 1 round: a smoke run")
     ap.add_argument("--train", action="store_true", help="also time one SGD step of CaffeNet and ResNet-18")
     ap.add_argument("--train-batch", type=int, help="batch of the training step (default 64; --quick: 4)")
-    ap.add_argument("--gap", type=float, default=0.02, help="seconds of sleep between two timed runs")
+    ap.add_argument("--gap", type=float, default=0.02, help="seconds of sleep before each framework's turn")
+    ap.add_argument("--settle", type=float, default=0.2,
+                    help="seconds a framework runs back to back, untimed, at the start of its turn (default 0.2; "
+                         "at least one run)")
     ap.add_argument("--repeat", type=int, default=2,
-                    help="runs of a framework in a row per round, the first not counted (default 2; 1: every run "
-                         "counts, the earlier protocol)")
+                    help="timed runs back to back per turn, after the settling ones (default 2)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--list", action="store_true", help="print the suite's model names and exit")
     ap.add_argument("--check", action="store_true",
@@ -619,7 +632,8 @@ def main(argv=None):
         "openmp_runtimes": openmp_runtimes(),
         "versions": versions(),
         "settings": {"threads": args.threads, "batches": args.batches, "rounds": args.rounds, "gap_s": args.gap,
-                     "repeat": args.repeat, "counted": "runs after the first of each turn" if args.repeat > 1 else "all",
+                     "repeat": args.repeat, "settle_s": args.settle,
+                     "counted": "the --repeat runs after --settle seconds of untimed runs in each turn",
                      "quick": args.quick, "frameworks": args.frameworks, "interleaved": True,
                      "torch_compile": "inductor, freezing, dynamic=False, channels_last module and input",
                      "onnx_export": "torch.onnx.export dynamo=False, opset 17, dynamic batch"},
