@@ -466,9 +466,9 @@ void decaf_pointwise_forward(const decaf_conv_geom *g, int threads, const float 
  * of 28 passes each): RegNetX-400MF 1.12x, MobileNetV2 1.06x, MNASNet 1.06x, RegNetY-400MF 1.05x,
  * MobileNetV3-Large 1.05x, EfficientNet-B0 1.02x, DenseNet-121 1.01x, Inception-v3 and ResNet-50
  * 1.00x; on 2 threads RegNetX 1.04x, MNASNet 1.06x, MobileNetV2 and ResNet-50 1.00-1.02x; batch 16
- * on 2 threads 1.00-1.06x. Not a single pixel (squeeze-excitation layers: leaving them to the GEMV
- * gave RegNetY, MobileNetV3 and EfficientNet-B0 1.01-1.05x more), nor the 14x14 planes (as one band, chunks of
- * 128 channels, they added -0.02 to +0.03x to the nets). */
+ * on 2 threads 1.00-1.06x. Not a single pixel (squeeze-excitation layers: leaving them to the
+ * GEMV gave RegNetY, MobileNetV3 and EfficientNet-B0 1.01-1.05x more), nor the 14x14 planes (as
+ * one band, chunks of 128 channels, they added -0.02 to +0.03x to the nets). */
 enum { PW_SMALL_MIN = 16, PW_SMALL_MAX = 64 };
 
 int decaf_pointwise_preferred(const decaf_conv_geom *g, int threads)
