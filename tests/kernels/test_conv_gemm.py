@@ -217,7 +217,7 @@ def test_pointwise_conv_reads_x_directly_and_matches_reference(batch, threads, g
     params = ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
     plan = _compiled.conv_plan(x.shape, w.shape, group, *params, (3, 4), threads=threads)
     # (a 3x4 plane: below the 4x4 to 8x8 planes that the pointwise kernel takes in the AVX2 and
-    # AVX-512 variants, so the GEMM path's in every variant)
+    # AVX-512 variants, so that every variant takes the GEMM path)
     # no im2col (2-channel groups run the grouped kernel where it is built, which pads its planes);
     # images that go one per GEMM are read in place, a block of several (planes this small, more
     # images than threads) is gathered side by side: C x (images x pixels) floats of scratch
