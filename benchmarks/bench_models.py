@@ -26,11 +26,10 @@ Runtime's, 6.8 ms with allow_spinning off, and 6.4-6.6 ms when running alone; ON
 decaf was at its own speed from its first run. Rounds 1-8 of docs/performance.md used the earlier
 protocol (runs `--gap` apart, the first of a turn of 2 not counted), which left decaf's batch-1
 figures of the fast nets partly measured on cores shared with ONNX Runtime's spinning threads.
-Everyone gets
-`--threads` threads (decaf.set_num_threads, torch.set_num_threads, ONNX Runtime's
-intra_op_num_threads with one inter-op thread). Ratios are
-decaf's images/s over the peer's (> 1: decaf is faster); their geometric mean is taken per peer and
-batch size over the models both ran. A model or framework that fails is reported and skipped.
+Everyone gets `--threads` threads (decaf.set_num_threads, torch.set_num_threads, ONNX Runtime's
+intra_op_num_threads with one inter-op thread). Ratios are decaf's images/s over the peer's (> 1:
+decaf is faster); their geometric mean is taken per peer and batch size over the models both ran.
+A model or framework that fails is reported and skipped.
 
 --isa NAME runs decaf's NAME kernels (DECAF_ISA) and holds PyTorch to the same level: ATen's
 ATEN_CPU_CAPABILITY and oneDNN's ONEDNN_MAX_CPU_ISA (avx2: avx2 / AVX2; generic: default / SSE41;
