@@ -170,13 +170,14 @@ static void dw_plane(const float *buf, int Wp, const float *wc, int kh, int kw, 
  *
  * A tile is R output rows x V vectors of 8 columns (R <= 8 with V = 1, for planes at most 8
  * wide; 2 x 4 at stride 2 for 3x3 windows on rows of 4 vectors and more; else R <= 4, V = 2), its
- * R V sums in registers, each tap a broadcast weight times one unaligned load per sum. 3x3
- * stride-1 planes wider than 8 run in strips of 16 columns instead, walking the rows down once
- * (dwf_strip; 0-12 % faster there, 5-10 % slower for 5x5). Planes run in tiles are copied and
- * computed in bands of rows that stay in L1 (dwf_forward). Each sum takes its taps in (i, j)
- * order, a multiply then an add, as the scalar loop and the NumPy reference do: the results are
- * identical to theirs. The bias and a clamp (ReLU, ReLU6) are applied in the registers; other
- * epilogues run over the plane just written (still in L1).
+ * R V sums in registers, each tap a broadcast weight times one unaligned load per sum. In the
+ * tiles each sum takes its taps in (i, j) order, a multiply then an add, as the scalar loop and
+ * the NumPy reference do: the results are identical to theirs (FMAs there were no faster). Planes
+ * run in tiles are copied and computed in bands of rows that stay in L1 (dwf_forward). 3x3
+ * stride-1 planes run in strips of 8 columns instead, walking the rows down once, the weights in
+ * registers and one FMA per tap (dwf_strip3): their results differ from the reference's in the
+ * last bits. The bias and a clamp (ReLU, ReLU6) are applied in the registers; other epilogues
+ * run over the plane just written (still in L1).
  *
  * Threads take chunks of planes as they go (dynamic), and on large inputs each prefetches the
  * next plane of its chunk while computing one (dwf_prefetch_lines). Tried and dropped (Zen 3,
@@ -336,40 +337,51 @@ static inline __attribute__((always_inline)) void dwf_tile(
             dwf_store(acc[r * V + v], yp, Ho, Wo, oh0 + r, ow0 + 8 * v, bias, clamp, lo, hi);
 }
 
-/* Stride 1: the columns ow0 .. ow0 + 8 V of every output row, walking the input rows down once.
- * acc[m] holds output row ir - m, which input row ir reaches through the window's row m: each
- * input vector is loaded once and feeds K output rows (the tiles above load it K times). Row
- * ir - K + 1 is then complete and stored, and the sums move down one row (register renames). */
-static inline __attribute__((always_inline)) void dwf_strip(
-    const float *buf, const dwf_layout *L, const float *wc, const int K, const int V, float *yp, int Ho, int Wo,
-    int ow0, __m256 bias, int clamp, __m256 lo, __m256 hi, const int PF, const char **pf, const char *pf_end)
+/* 3x3 at stride 1: the 8 columns ow0 .. ow0 + 8 of every output row, walking the input rows down
+ * once. Input row ir (its 3 vectors x0, x1, x2 at columns ow0 + j, loaded once) feeds output rows
+ * ir, ir - 1 and ir - 2 through the window's rows 0, 1 and 2: p0, p1, p2 are those three partial
+ * sums (3 taps each, a multiply then two FMAs), and the rows add up across the walk: a0 (= p0 of
+ * row ir, plus the bias) becomes a1 (+ p1 of the next row), which the row after completes with its
+ * p2 and stores. So what one row waits for from the rows before is an add, not a chain of FMAs.
+ * The 9 weights are broadcast once per strip and kept in registers. An output is then the sum of
+ * its three window rows' partials and the bias, in float32 with FMAs: not the reference's order
+ * and rounding, so its last bits differ.
+ * Against the former strips of 2 vectors (multiply then add in (i, j) order, the weights broadcast
+ * at each use), AMD Zen 4 with AVX2, batch 1, 1 thread: 1.30x on 112 x 112 planes, 1.50-1.53x at
+ * 56 x 56, 1.31x at 14 x 14, 1.20x at 7 x 7 (against the 8-row tiles there). The same strip with
+ * one chain of 9 FMAs per output (GCC folding each input load into its three FMAs) ran 1.2-1.25x. */
+static inline __attribute__((always_inline)) void dwf_strip3(
+    const float *buf, const dwf_layout *L, const float *wc, float *yp, int Ho, int Wo, int ow0, __m256 bias,
+    int clamp, __m256 lo, __m256 hi, const int PF, const char **pf, const char *pf_end)
 {
-    __m256 acc[5][2];
-    _Pragma("GCC unroll 5") for (int m = 0; m < K; ++m)
-        _Pragma("GCC unroll 2") for (int v = 0; v < V; ++v) acc[m][v] = _mm256_setzero_ps();
-    _Pragma("GCC unroll 1") for (int ir = 0; ir < Ho + K - 1; ++ir) {
-        const float *row = buf + (ptrdiff_t)ir * L->rs + ow0;
+    const ptrdiff_t rs = L->rs;
+    const __m256 w0 = _mm256_broadcast_ss(wc), w1 = _mm256_broadcast_ss(wc + 1), w2 = _mm256_broadcast_ss(wc + 2);
+    const __m256 w3 = _mm256_broadcast_ss(wc + 3), w4 = _mm256_broadcast_ss(wc + 4), w5 = _mm256_broadcast_ss(wc + 5);
+    const __m256 w6 = _mm256_broadcast_ss(wc + 6), w7 = _mm256_broadcast_ss(wc + 7), w8 = _mm256_broadcast_ss(wc + 8);
+    /* a vector past the row's end is stored whole (its extra lanes land in the next rows, stored
+     * later: the strips run right to left and down), but never past the plane's end: masked there */
+    const float *end = yp + (ptrdiff_t)Ho * Wo;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    const float *row = buf + ow0;
+    float *out = yp + ow0 - 2 * (ptrdiff_t)Wo;   /* output row ir - 2 */
+    _Pragma("GCC unroll 1") for (int ir = 0; ir < Ho + 2; ++ir, row += rs, out += Wo) {
         if (PF)
             dwf_prefetch_lines(pf, pf_end, 1);   /* (a plane has about as many lines as strip rows) */
-        /* the weights broadcast at each use: hoisted out of the loop, they took the registers
-         * the sums need (the empty asm hides that wc does not change) */
-        __asm__("" : "+r"(wc));
-        _Pragma("GCC unroll 5") for (int j = 0; j < K; ++j) {
-            __m256 xv[2];
-            _Pragma("GCC unroll 2") for (int v = 0; v < V; ++v) xv[v] = _mm256_loadu_ps(row + j + 8 * v);
-            _Pragma("GCC unroll 5") for (int m = 0; m < K; ++m) {
-                const __m256 wv = _mm256_broadcast_ss(wc + m * K + j);
-                _Pragma("GCC unroll 2") for (int v = 0; v < V; ++v)
-                    acc[m][v] = _mm256_add_ps(acc[m][v], _mm256_mul_ps(xv[v], wv));
-            }
+        __m256 x0 = _mm256_loadu_ps(row), x1 = _mm256_loadu_ps(row + 1), x2 = _mm256_loadu_ps(row + 2);
+        __asm__("" : "+x"(x0), "+x"(x1), "+x"(x2));   /* (loaded once each, not folded into the FMAs) */
+        __m256 p2 = _mm256_mul_ps(x0, w6), p1 = _mm256_mul_ps(x0, w3), p0 = _mm256_mul_ps(x0, w0);
+        p2 = _mm256_fmadd_ps(x1, w7, p2), p1 = _mm256_fmadd_ps(x1, w4, p1), p0 = _mm256_fmadd_ps(x1, w1, p0);
+        p2 = _mm256_fmadd_ps(x2, w8, p2), p1 = _mm256_fmadd_ps(x2, w5, p1), p0 = _mm256_fmadd_ps(x2, w2, p0);
+        if (ir >= 2) {
+            __m256 o = _mm256_add_ps(a1, p2);
+            if (clamp)   /* max(lo, o), min(hi, .): a NaN in o passes through, as in decaf_act_clamp */
+                o = _mm256_min_ps(hi, _mm256_max_ps(lo, o));
+            if (out + 8 <= end)
+                _mm256_storeu_ps(out, o);
+            else
+                _mm256_maskstore_ps(out, dwf_mask(Wo - ow0), o);
         }
-        const int oh = ir - (K - 1);
-        if (oh >= 0)
-            _Pragma("GCC unroll 2") for (int v = 0; v < V; ++v)
-                dwf_store(acc[K - 1][v], yp, Ho, Wo, oh, ow0 + 8 * v, bias, clamp, lo, hi);
-        _Pragma("GCC unroll 5") for (int m = K - 1; m > 0; --m)
-            _Pragma("GCC unroll 2") for (int v = 0; v < V; ++v) acc[m][v] = acc[m - 1][v];
-        _Pragma("GCC unroll 2") for (int v = 0; v < V; ++v) acc[0][v] = _mm256_setzero_ps();
+        a1 = _mm256_add_ps(a0, p1), a0 = _mm256_add_ps(p0, bias);
     }
 }
 
@@ -387,6 +399,11 @@ static inline __attribute__((always_inline)) void dwf_plane(
                                                     : (rows + 3) / 4 * ((nv + 1) / 2);
     const int step = (int)(((pf_end - pf) / 64 + tiles) / tiles);
 #define DWF_TILE(R, V) dwf_tile(buf, L, wc, K, S, R, V, yp, Ho, Wo, oh0, ow0, bias, clamp, lo, hi)
+    if (S == 1 && K == 3) {   /* strips right to left, as the tiles below (the whole plane: ob 0, oe Ho) */
+        for (int ow0 = (nv - 1) * 8; ow0 >= 0; ow0 -= 8)
+            dwf_strip3(buf, L, wc, yp, Ho, Wo, ow0, bias, clamp, lo, hi, PF, &pf, pf_end);
+        return;
+    }
     if (nv == 1) {
         for (int oh0 = ob, ow0 = 0; oh0 < oe; oh0 += 8) {
             if (PF)
@@ -402,13 +419,6 @@ static inline __attribute__((always_inline)) void dwf_plane(
             default: DWF_TILE(8, 1); break;
             }
         }
-        return;
-    }
-    if (S == 1 && K == 3) {   /* strips right to left, as the tiles below (5x5: the tiles were faster) */
-        if (nv & 1)
-            dwf_strip(buf, L, wc, K, 1, yp, Ho, Wo, (nv - 1) * 8, bias, clamp, lo, hi, PF, &pf, pf_end);
-        for (int ow0 = (nv / 2 - 1) * 16; ow0 >= 0; ow0 -= 16)
-            dwf_strip(buf, L, wc, K, 2, yp, Ho, Wo, ow0, bias, clamp, lo, hi, PF, &pf, pf_end);
         return;
     }
     /* The column tiles of a band run right to left, so that the extra lanes of a row's partial
@@ -517,9 +527,8 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
      * 12-35 % faster at stride 2 on 56- and 112-wide planes, where the whole padded plane (50 kB)
      * had left L1 by the time the tiles read it. The 3x3 stride-1 strips walk the whole plane (in
      * bands they would redo K - 1 rows each; tiles in bands instead were no faster). */
-    const int nv = (Wo + 7) / 8;
     int band = Ho;
-    if (!(S == 1 && K == 3 && nv > 1)) {
+    if (!(S == 1 && K == 3)) {
         const int in_rows = (int)(16384 / (L.rs * (ptrdiff_t)sizeof(float)));
         band = (in_rows - K) / S + 1;
         band = band < 8 ? 8 : band / 8 * 8;

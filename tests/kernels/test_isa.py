@@ -6,7 +6,8 @@ error; `decaf info` says what runs; the generic code has no AVX instruction and 
 Tolerances (float32), as in test_kernels.py: exact where both sides do the same operations in the
 same order (pooling maxima, depthwise sums of multiply-then-add in tap order, copies, ReLU clamps
 of equal values); rtol = atol = 1e-5 (relative to the largest value) where the summation order
-differs (convolutions and products: FMA and blocking against NumPy's matmul; LRN).
+differs (convolutions and products: FMA and blocking against NumPy's matmul; LRN; the AVX2
+variant's 3x3 stride-1 depthwise strips, which sum each window row with FMAs).
 A variant the CPU lacks (AVX-512 on an AVX2 machine) is skipped here; the project's AVX-512
 machines run it.
 """
@@ -114,7 +115,7 @@ DEPTHWISE_CASES = [(5, 13, 13, 3, 1, 1), (4, 17, 33, 5, 2, 2), (3, 9, 7, 3, 2, 1
 
 
 @pytest.mark.parametrize("index", range(len(DEPTHWISE_CASES)))
-def test_depthwise_matches_reference_exactly(isa, index):
+def test_depthwise_matches_reference(isa, index):
     C, H, W, k, s, p = DEPTHWISE_CASES[index]
     rng = np.random.default_rng(index)
     x = rng.standard_normal((2, C, H, W)).astype(F32)
@@ -125,7 +126,10 @@ def test_depthwise_matches_reference_exactly(isa, index):
         args = ((s, s), (p, p, p, p), (1, 1), bias, relu)
         _compiled.depthwise_conv_forward(x, w, y, *args)
         reference.depthwise_conv_forward(x, w, ry, *args)
-        np.testing.assert_array_equal(y, ry)     # the same products summed in the same order
+        if isa == "avx2" and (k, s) == (3, 1):   # FMAs, window row by window row
+            close(y, ry)
+        else:
+            np.testing.assert_array_equal(y, ry)     # the same products summed in the same order
 
 
 # pooling: (H, W, k, stride, pad)
