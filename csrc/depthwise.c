@@ -174,9 +174,9 @@ static void dw_plane(const float *buf, int Wp, const float *wc, int kh, int kw, 
  * tiles each sum takes its taps in (i, j) order, a multiply then an add, as the scalar loop and
  * the NumPy reference do: the results are identical to theirs (FMAs there were no faster). Planes
  * run in tiles are copied and computed in bands of rows that stay in L1 (dwf_forward). 3x3
- * stride-1 planes run in strips of 8 columns instead, walking the rows down once, the weights in
- * registers and one FMA per tap (dwf_strip3): their results differ from the reference's in the
- * last bits. The bias and a clamp (ReLU, ReLU6) are applied in the registers; other epilogues
+ * windows run in strips of 8 columns instead, walking the rows down, the weights in registers and
+ * FMAs (dwf_strip3 at stride 1; dwf_strip3s2 at stride 2, in the same bands, on inputs that are not
+ * prefetched): their results differ from the reference's in the last bits. The bias and a clamp (ReLU, ReLU6) are applied in the registers; other epilogues
  * run over the plane just written (still in L1).
  *
  * Threads take chunks of planes as they go (dynamic), and on large inputs each prefetches the
@@ -385,6 +385,51 @@ static inline __attribute__((always_inline)) void dwf_strip3(
     }
 }
 
+/* 3x3 at stride 2: the 8 columns ow0 .. ow0 + 8 of output rows ob .. oe. The buffer holds each
+ * padded row split into its even and odd columns (dwf_fill), so window column j of the 8 outputs
+ * is one load: the even half at ow0 (j = 0), the odd half at ow0 (j = 1), the even half at ow0 + 1
+ * (j = 2). Output row oh reads input rows 2 oh, 2 oh + 1 and 2 oh + 2; the last of these is the
+ * next output row's first, so its 3 vectors are loaded once and give two partial sums (window rows
+ * 2 and 0). As in dwf_strip3, the weights stay in registers, each partial is a multiply and two
+ * FMAs, and the partials of a row are added at the end (so the last bits differ from the
+ * reference's). Against the 2 x 4 and 4 x 2 tiles, Zen 4 with AVX2, 1 thread: 1.16-1.32x at batch 1
+ * (112- to 14-wide inputs; 2 threads 1.19-1.23x). Not on the inputs that are prefetched (8 MB and
+ * more: batch 4 and 16 of MobileNet's 112-wide layers): there the strips, each prefetching its share
+ * of the next plane, ran 0.83-0.96x the tiles, so those keep the tiles. */
+static inline __attribute__((always_inline)) void dwf_strip3s2(
+    const float *buf, const dwf_layout *L, const float *wc, float *yp, int Ho, int Wo, int ow0, int ob, int oe,
+    __m256 bias, int clamp, __m256 lo, __m256 hi)
+{
+    const ptrdiff_t rs = L->rs, half = L->half;
+    const __m256 w0 = _mm256_broadcast_ss(wc), w1 = _mm256_broadcast_ss(wc + 1), w2 = _mm256_broadcast_ss(wc + 2);
+    const __m256 w3 = _mm256_broadcast_ss(wc + 3), w4 = _mm256_broadcast_ss(wc + 4), w5 = _mm256_broadcast_ss(wc + 5);
+    const __m256 w6 = _mm256_broadcast_ss(wc + 6), w7 = _mm256_broadcast_ss(wc + 7), w8 = _mm256_broadcast_ss(wc + 8);
+    const float *end = yp + (ptrdiff_t)Ho * Wo;   /* (stores: as in dwf_strip3) */
+    const float *row = buf + (ptrdiff_t)2 * ob * rs + ow0;
+    __m256 x0 = _mm256_loadu_ps(row), x1 = _mm256_loadu_ps(row + half), x2 = _mm256_loadu_ps(row + 1);
+    __m256 a = _mm256_add_ps(_mm256_fmadd_ps(x2, w2, _mm256_fmadd_ps(x1, w1, _mm256_mul_ps(x0, w0))), bias);
+    float *out = yp + (ptrdiff_t)ob * Wo + ow0;
+    _Pragma("GCC unroll 1") for (int oh = ob; oh < oe; ++oh, out += Wo) {
+        row += rs;
+        x0 = _mm256_loadu_ps(row), x1 = _mm256_loadu_ps(row + half), x2 = _mm256_loadu_ps(row + 1);
+        __asm__("" : "+x"(x0), "+x"(x1), "+x"(x2));
+        __m256 p1 = _mm256_fmadd_ps(x2, w5, _mm256_fmadd_ps(x1, w4, _mm256_mul_ps(x0, w3)));
+        row += rs;
+        x0 = _mm256_loadu_ps(row), x1 = _mm256_loadu_ps(row + half), x2 = _mm256_loadu_ps(row + 1);
+        __asm__("" : "+x"(x0), "+x"(x1), "+x"(x2));
+        const __m256 p2 = _mm256_fmadd_ps(x2, w8, _mm256_fmadd_ps(x1, w7, _mm256_mul_ps(x0, w6)));
+        const __m256 pn = _mm256_fmadd_ps(x2, w2, _mm256_fmadd_ps(x1, w1, _mm256_mul_ps(x0, w0)));
+        __m256 o = _mm256_add_ps(_mm256_add_ps(a, p1), p2);
+        if (clamp)
+            o = _mm256_min_ps(hi, _mm256_max_ps(lo, o));
+        if (out + 8 <= end)
+            _mm256_storeu_ps(out, o);
+        else
+            _mm256_maskstore_ps(out, dwf_mask(Wo - ow0), o);
+        a = _mm256_add_ps(pn, bias);
+    }
+}
+
 /* One plane, K and S constants. */
 static inline __attribute__((always_inline)) void dwf_plane(
     const float *buf, const dwf_layout *L, const float *wc, const int K, const int S, float *yp, int Ho, int Wo,
@@ -402,6 +447,11 @@ static inline __attribute__((always_inline)) void dwf_plane(
     if (S == 1 && K == 3) {   /* strips right to left, as the tiles below (the whole plane: ob 0, oe Ho) */
         for (int ow0 = (nv - 1) * 8; ow0 >= 0; ow0 -= 8)
             dwf_strip3(buf, L, wc, yp, Ho, Wo, ow0, bias, clamp, lo, hi, PF, &pf, pf_end);
+        return;
+    }
+    if (S == 2 && K == 3 && !PF) {   /* strips right to left over the band's rows (see dwf_strip3s2) */
+        for (int ow0 = (nv - 1) * 8; ow0 >= 0; ow0 -= 8)
+            dwf_strip3s2(buf, L, wc, yp, Ho, Wo, ow0, ob, oe, bias, clamp, lo, hi);
         return;
     }
     if (nv == 1) {
