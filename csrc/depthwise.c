@@ -395,7 +395,7 @@ static inline __attribute__((always_inline)) void dwf_strip3(
  * reference's). Against the 2 x 4 and 4 x 2 tiles, Zen 4 with AVX2, 1 thread: 1.16-1.32x at batch 1
  * (112- to 14-wide inputs; 2 threads 1.19-1.23x). Not on the inputs that are prefetched (8 MB and
  * more: batch 4 and 16 of MobileNet's 112-wide layers): there the strips, each prefetching its share
- * of the next plane, ran 0.83-0.96x the tiles, so those keep the tiles. */
+ * of the next plane, ran 0.89-0.96x the tiles, so those keep the tiles. */
 static inline __attribute__((always_inline)) void dwf_strip3s2(
     const float *buf, const dwf_layout *L, const float *wc, float *yp, int Ho, int Wo, int ow0, int ob, int oe,
     __m256 bias, int clamp, __m256 lo, __m256 hi)
