@@ -430,6 +430,54 @@ static inline __attribute__((always_inline)) void dwf_strip3s2(
     }
 }
 
+/* 5x5 and 7x7 at stride 1: dwf_strip3's walk with K window rows. The K K weights are broadcast
+ * once per plane into a small array (GCC keeps what fits in registers and reads the rest as FMA
+ * operands from L1); per input row the K vectors at columns ow0 + j are loaded once, and each window
+ * row's partial (a multiply and K - 1 FMAs) is added into the running sums a[0] .. a[K - 2] (output
+ * rows ir .. ir - K + 2); row ir - K + 1 is completed with its last partial and stored. */
+static inline __attribute__((always_inline)) void dwf_strip_k(
+    const float *buf, const dwf_layout *L, const __m256 *wv, const int K, float *yp, int Ho, int Wo, int ow0,
+    __m256 bias, int clamp, __m256 lo, __m256 hi, const int PF, const char **pf, const char *pf_end)
+{
+    const ptrdiff_t rs = L->rs;
+    const float *end = yp + (ptrdiff_t)Ho * Wo;   /* (stores: as in dwf_strip3) */
+    __m256 a[6];
+    _Pragma("GCC unroll 6") for (int m = 0; m < K - 1; ++m) a[m] = _mm256_setzero_ps();
+    const float *row = buf + ow0;
+    float *out = yp + ow0 - (K - 1) * (ptrdiff_t)Wo;   /* output row ir - K + 1 */
+    _Pragma("GCC unroll 1") for (int ir = 0; ir < Ho + K - 1; ++ir, row += rs, out += Wo) {
+        if (PF)
+            dwf_prefetch_lines(pf, pf_end, 1);
+        __m256 x[7];
+        _Pragma("GCC unroll 7") for (int j = 0; j < K; ++j) x[j] = _mm256_loadu_ps(row + j);
+        _Pragma("GCC unroll 7") for (int j = 0; j < K; ++j) __asm__("" : "+x"(x[j]));
+        /* the partial of window row m: sum over j of x[j] wv[K m + j] */
+#define DWF_PART(m, p)                                                                     \
+        do {                                                                               \
+            p = _mm256_mul_ps(x[0], wv[K * (m)]);                                          \
+            _Pragma("GCC unroll 6") for (int j = 1; j < K; ++j) p = _mm256_fmadd_ps(x[j], wv[K * (m) + j], p); \
+        } while (0)
+        __m256 p;
+        if (ir >= K - 1) {
+            DWF_PART(K - 1, p);
+            __m256 o = _mm256_add_ps(a[K - 2], p);
+            if (clamp)
+                o = _mm256_min_ps(hi, _mm256_max_ps(lo, o));
+            if (out + 8 <= end)
+                _mm256_storeu_ps(out, o);
+            else
+                _mm256_maskstore_ps(out, dwf_mask(Wo - ow0), o);
+        }
+        _Pragma("GCC unroll 6") for (int m = K - 2; m > 0; --m) {
+            DWF_PART(m, p);
+            a[m] = _mm256_add_ps(a[m - 1], p);
+        }
+        DWF_PART(0, p);
+        a[0] = _mm256_add_ps(bias, p);
+#undef DWF_PART
+    }
+}
+
 /* One plane, K and S constants. */
 static inline __attribute__((always_inline)) void dwf_plane(
     const float *buf, const dwf_layout *L, const float *wc, const int K, const int S, float *yp, int Ho, int Wo,
@@ -447,6 +495,13 @@ static inline __attribute__((always_inline)) void dwf_plane(
     if (S == 1 && K == 3) {   /* strips right to left, as the tiles below (the whole plane: ob 0, oe Ho) */
         for (int ow0 = (nv - 1) * 8; ow0 >= 0; ow0 -= 8)
             dwf_strip3(buf, L, wc, yp, Ho, Wo, ow0, bias, clamp, lo, hi, PF, &pf, pf_end);
+        return;
+    }
+    if (S == 1 && K >= 5 && nv > 1) {   /* strips right to left (the whole plane: ob 0, oe Ho) */
+        __m256 wv[49];
+        for (int t = 0; t < K * K; ++t) wv[t] = _mm256_broadcast_ss(wc + t);
+        for (int ow0 = (nv - 1) * 8; ow0 >= 0; ow0 -= 8)
+            dwf_strip_k(buf, L, wv, K, yp, Ho, Wo, ow0, bias, clamp, lo, hi, PF, &pf, pf_end);
         return;
     }
     if (S == 2 && K == 3 && !PF) {   /* strips right to left over the band's rows (see dwf_strip3s2) */
@@ -578,7 +633,7 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
      * had left L1 by the time the tiles read it. The 3x3 stride-1 strips walk the whole plane (in
      * bands they would redo K - 1 rows each; tiles in bands instead were no faster). */
     int band = Ho;
-    if (!(S == 1 && K == 3)) {
+    if (!(S == 1 && (K == 3 || Wo > 8))) {
         const int in_rows = (int)(16384 / (L.rs * (ptrdiff_t)sizeof(float)));
         band = (in_rows - K) / S + 1;
         band = band < 8 ? 8 : band / 8 * 8;

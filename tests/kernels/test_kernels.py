@@ -4,7 +4,7 @@ backward == finite differences / adjoint, and the backend and thread switches.
 Tolerances (float32): "exact" where both sides do the same float operations in the same order
 (copies, max, sums over the kernel offsets in row-major order); rtol = atol = 1e-5 where the
 summation order differs (backward scatters, LRN's running window sum, weight gradients, GEMMs,
-the AVX2 depthwise strips for 3x3 windows at stride 1 and 2, which sum each window row with FMAs).
+the AVX2 depthwise strips, which sum each window row with FMAs).
 """
 import os
 import subprocess
@@ -116,9 +116,10 @@ F32 = np.float32
 
 def assert_depthwise_equal(c, r, kernel, stride, dilation):
     """Exact, but within TOL for the shapes the AVX2 path sums with FMAs (csrc/depthwise.c's
-    dwf_strip3 and dwf_strip3s2: 3x3 windows at stride 1 or 2 both ways, no dilation)."""
-    if cpu.get_isa() == "avx2" and tuple(kernel) == (3, 3) and tuple(stride) in ((1, 1), (2, 2)) \
-            and tuple(dilation) == (1, 1):
+    strips: 3x3 windows at stride 1 or 2 both ways, 5x5 and 7x7 at stride 1, no dilation)."""
+    k, st = tuple(kernel), tuple(stride)
+    if cpu.get_isa() == "avx2" and tuple(dilation) == (1, 1) and \
+            ((k == (3, 3) and st in ((1, 1), (2, 2))) or (k in ((5, 5), (7, 7)) and st == (1, 1))):
         np.testing.assert_allclose(c, r, rtol=1e-5, atol=1e-5 * max(float(np.abs(r).max()), 1.0))
     else:
         np.testing.assert_array_equal(c, r)  # same products summed in the same order: exact
