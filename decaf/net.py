@@ -65,6 +65,7 @@ class Net:
         self._fuse_epilogues()
         self._graph = None             # the optimized forward, built at the first one that uses it
         self._rerun = None             # outputs of the last forward if it ran optimized (see backward)
+        self._share_memory = False     # see share_memory
         self.optimize = enabled_by_default() if optimize is None else optimize
 
     @classmethod
@@ -258,6 +259,33 @@ class Net:
     def optimize(self, value):
         self._optimize = bool(value)
 
+    def share_memory(self, on=True):
+        """Let the optimized forward (test phase) keep only what it returns: the blobs of values
+        not asked for share a few arrays, each layer writing into memory an earlier one has
+        finished with (decaf/memory.py: the activations' memory then scales with the widest point
+        of the net, not its depth; MobileNetV2 at batch 16 434 -> 150 MB). After such a forward only the inputs and the requested outputs
+        (``outputs``, or the net's outputs) hold their values; another blob's ``data`` holds some
+        later layer's. Off by default (every blob keeps its values, as in Caffe). Training,
+        ``backward`` and the net as written always run with every blob's own array. Returns the
+        net."""
+        self._share_memory = bool(on)
+        if not self._share_memory:
+            self._own_memory()
+        return self
+
+    def _own_memory(self):
+        """Every blob its own array again (before anything but the optimized forward runs)."""
+        graph = getattr(self, "_graph", None)
+        if graph is not None:
+            graph.own_memory()
+
+    def _shared_for(self, graph, outputs):
+        """With share_memory on, point the blobs of the plan for ``outputs`` at shared arrays."""
+        if self._share_memory:
+            names = self.output_names if outputs is None else outputs
+            keep = [self.blobs[n] for n in self.input_shapes] + [graph.blob(n) for n in names]
+            graph.share_memory(outputs, keep)
+
     def optimized_graph(self):
         """The optimized forward (``decaf.optimize.Graph``) when forward uses it now (test phase,
         ``optimize`` on, no ``force_backward``), else None."""
@@ -276,7 +304,9 @@ class Net:
         steps = graph.plan(outputs) if graph is not None else None
         if steps is not None:
             graph.refresh()
+            self._shared_for(graph, outputs)
             return steps
+        self._own_memory()
         return self._written_steps(outputs)
 
     def output_blob(self, name):
@@ -296,11 +326,14 @@ class Net:
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
         self.phase = phase
+        self._own_memory()
         for layer in self.order:
             layer.phase = phase
 
     def reshape(self, batch_size):
         """Size every blob for a batch of ``batch_size`` examples."""
+        if self._graph is not None:
+            self._graph.forget_memory()     # (the blobs' own arrays back before they are resized)
         for name, shape in self.input_shapes.items():
             self.blobs[name].reshape((batch_size,) + shape)
         for layer in self.order:
@@ -403,6 +436,9 @@ class Net:
                 self.set_inputs(inputs, needed)
             if optimized:
                 graph.refresh()
+                self._shared_for(graph, outputs)
+            else:
+                self._own_memory()
             self._rerun = None
             for step in plan:
                 step()
@@ -442,6 +478,7 @@ class Net:
         """If the last forward ran the optimized graph, run it again as written: backward reads
         the state every layer keeps from its forward (and the blobs the graph skipped)."""
         if self._rerun is not None:
+            self._own_memory()
             for step in self._written_steps(self._rerun[0]):
                 step()
             self._rerun = None
@@ -483,6 +520,7 @@ class Net:
 
     def astype(self, dtype):
         """Switch every blob and parameter to ``dtype`` (float64 for gradient checks)."""
+        self._own_memory()
         self._graph = self._rerun = None      # folded layers are rebuilt in the new dtype
         for blob in list(self.blobs.values()) + list(self.params.values()):
             blob.astype(dtype)

@@ -63,6 +63,10 @@ folded layers whose sources were looked up since they were folded recompute thei
 (``load_params``, a solver step, ``p.data[...] = ...``; not a write through an array reference
 kept from before the fold).
 
+With ``Net.share_memory()`` the blobs whose values are not asked for share a few arrays
+(decaf/memory.py); the optimized forward then leaves only the inputs and the requested outputs in
+their blobs.
+
 Blob names stay valid: ``forward(outputs=[name])`` for a blob the optimized graph no longer
 computes (a convolution's output before its folded BatchNorm) runs the net as written for that
 call. ``backward`` after an optimized forward (test phase) first reruns that forward as written,
@@ -74,6 +78,7 @@ import os
 import numpy as np
 
 from .layer import Layer, create_layer
+from .memory import MemoryPlan
 
 __all__ = ["Graph", "Step", "enabled_by_default", "fold_channel_affines"]
 
@@ -258,6 +263,8 @@ class Graph:
             group.refold()
         self._place()
         self._plans = {}
+        self._memory = {}           # plan key -> MemoryPlan (Net.share_memory)
+        self._shared = None         # the MemoryPlan whose arrays the blobs point at now
 
     @staticmethod
     def applies_to(net):
@@ -753,6 +760,31 @@ class Graph:
                         wanted.update(id(a.tops[0]) for a in getattr(step, "after", ()))
                 self._plans[key] = chosen[::-1]
         return self._plans[key]
+
+    def share_memory(self, outputs, keep):
+        """Point the blobs of the plan for ``outputs`` at shared arrays (decaf/memory.py), all but
+        ``keep`` (Blobs: the inputs and the requested outputs); planned once per set of outputs."""
+        key = None if outputs is None else tuple(outputs)
+        plan = self._memory.get(key)
+        if plan is not None and plan is self._shared:
+            return plan
+        self.own_memory()
+        if plan is None:
+            plan = self._memory[key] = MemoryPlan(self.plan(outputs), keep)
+        plan.bind()
+        self._shared = plan
+        return plan
+
+    def own_memory(self):
+        """Give every blob its own array back (before the net runs as written, or resizes)."""
+        if self._shared is not None:
+            self._shared.unbind()
+            self._shared = None
+
+    def forget_memory(self):
+        """Own arrays back and the memory plans dropped (the blobs are about to be resized)."""
+        self.own_memory()
+        self._memory = {}
 
     def reshape(self):
         """After the net's blobs were resized (a new batch size): resize the folded layers."""
