@@ -263,11 +263,11 @@ class Net:
         """Let the optimized forward (test phase) keep only what it returns: the blobs of values
         not asked for share a few arrays, each layer writing into memory an earlier one has
         finished with (decaf/memory.py: the activations' memory then scales with the widest point
-        of the net, not its depth; MobileNetV2 at batch 16 434 -> 150 MB). After such a forward only the inputs and the requested outputs
-        (``outputs``, or the net's outputs) hold their values; another blob's ``data`` holds some
-        later layer's. Off by default (every blob keeps its values, as in Caffe). Training,
-        ``backward`` and the net as written always run with every blob's own array. Returns the
-        net."""
+        of the net, not its depth; MobileNetV2 at batch 16 434 -> 150 MB). After such a forward
+        only the inputs and the requested outputs (``outputs``, or the net's outputs) hold their
+        values; another blob's ``data`` holds some later layer's. Off by default (every blob keeps
+        its values, as in Caffe). Training, ``backward`` and the net as written always run with
+        every blob's own array. Returns the net."""
         self._share_memory = bool(on)
         if not self._share_memory:
             self._own_memory()
