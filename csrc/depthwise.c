@@ -630,10 +630,11 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
     /* A plane in bands of output rows (a multiple of 8), each copied into the buffer just before it
      * is computed, so that the tiles read rows still in L1 (about 16 kB of buffer rows per band):
      * 12-35 % faster at stride 2 on 56- and 112-wide planes, where the whole padded plane (50 kB)
-     * had left L1 by the time the tiles read it. The 3x3 stride-1 strips walk the whole plane (in
-     * bands they would redo K - 1 rows each; tiles in bands instead were no faster). */
+     * had left L1 by the time the tiles read it. The stride-1 strips (3x3 on every plane, 5x5 and
+     * 7x7 on planes wider than 8: dwf_plane) walk the whole plane (in bands they would redo K - 1
+     * rows each; tiles in bands instead were no faster); the stride-2 strips work in the bands. */
     int band = Ho;
-    if (!(S == 1 && (K == 3 || Wo > 8))) {
+    if (!(S == 1 && (K == 3 || Wo > 8))) {   /* (the same rule as dwf_plane's stride-1 strips) */
         const int in_rows = (int)(16384 / (L.rs * (ptrdiff_t)sizeof(float)));
         band = (in_rows - K) / S + 1;
         band = band < 8 ? 8 : band / 8 * 8;
