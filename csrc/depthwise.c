@@ -337,6 +337,20 @@ static inline __attribute__((always_inline)) void dwf_tile(
             dwf_store(acc[r * V + v], yp, Ho, Wo, oh0 + r, ow0 + 8 * v, bias, clamp, lo, hi);
 }
 
+/* A strip's output vector o for output columns ow0 .. ow0 + 8 at out, clamped if asked, stored
+ * whole (past the row's end its lanes land on the next rows, stored later: the strips run right to
+ * left and down), but never past the plane's end: there only its first n = Wo - ow0 lanes. */
+static inline __attribute__((always_inline)) void dwf_put(__m256 o, float *out, const float *end, int n, int clamp,
+                                                          __m256 lo, __m256 hi)
+{
+    if (clamp)   /* max(lo, o), min(hi, .): a NaN in o passes through, as in decaf_act_clamp */
+        o = _mm256_min_ps(hi, _mm256_max_ps(lo, o));
+    if (out + 8 <= end)
+        _mm256_storeu_ps(out, o);
+    else
+        _mm256_maskstore_ps(out, dwf_mask(n), o);
+}
+
 /* 3x3 at stride 1: the 8 columns ow0 .. ow0 + 8 of every output row, walking the input rows down
  * once. Input row ir (its 3 vectors x0, x1, x2 at columns ow0 + j, loaded once) feeds output rows
  * ir, ir - 1 and ir - 2 through the window's rows 0, 1 and 2: p0, p1, p2 are those three partial
@@ -358,9 +372,7 @@ static inline __attribute__((always_inline)) void dwf_strip3(
     const __m256 w0 = _mm256_broadcast_ss(wc), w1 = _mm256_broadcast_ss(wc + 1), w2 = _mm256_broadcast_ss(wc + 2);
     const __m256 w3 = _mm256_broadcast_ss(wc + 3), w4 = _mm256_broadcast_ss(wc + 4), w5 = _mm256_broadcast_ss(wc + 5);
     const __m256 w6 = _mm256_broadcast_ss(wc + 6), w7 = _mm256_broadcast_ss(wc + 7), w8 = _mm256_broadcast_ss(wc + 8);
-    /* a vector past the row's end is stored whole (its extra lanes land in the next rows, stored
-     * later: the strips run right to left and down), but never past the plane's end: masked there */
-    const float *end = yp + (ptrdiff_t)Ho * Wo;
+    const float *end = yp + (ptrdiff_t)Ho * Wo;   /* (the plane's end: dwf_put) */
     __m256 a0 = _mm256_setzero_ps(), a1 = a0;
     const float *row = buf + ow0;
     float *out = yp + ow0 - 2 * (ptrdiff_t)Wo;   /* output row ir - 2 */
@@ -372,15 +384,8 @@ static inline __attribute__((always_inline)) void dwf_strip3(
         __m256 p2 = _mm256_mul_ps(x0, w6), p1 = _mm256_mul_ps(x0, w3), p0 = _mm256_mul_ps(x0, w0);
         p2 = _mm256_fmadd_ps(x1, w7, p2), p1 = _mm256_fmadd_ps(x1, w4, p1), p0 = _mm256_fmadd_ps(x1, w1, p0);
         p2 = _mm256_fmadd_ps(x2, w8, p2), p1 = _mm256_fmadd_ps(x2, w5, p1), p0 = _mm256_fmadd_ps(x2, w2, p0);
-        if (ir >= 2) {
-            __m256 o = _mm256_add_ps(a1, p2);
-            if (clamp)   /* max(lo, o), min(hi, .): a NaN in o passes through, as in decaf_act_clamp */
-                o = _mm256_min_ps(hi, _mm256_max_ps(lo, o));
-            if (out + 8 <= end)
-                _mm256_storeu_ps(out, o);
-            else
-                _mm256_maskstore_ps(out, dwf_mask(Wo - ow0), o);
-        }
+        if (ir >= 2)
+            dwf_put(_mm256_add_ps(a1, p2), out, end, Wo - ow0, clamp, lo, hi);
         a1 = _mm256_add_ps(a0, p1), a0 = _mm256_add_ps(p0, bias);
     }
 }
@@ -404,7 +409,7 @@ static inline __attribute__((always_inline)) void dwf_strip3s2(
     const __m256 w0 = _mm256_broadcast_ss(wc), w1 = _mm256_broadcast_ss(wc + 1), w2 = _mm256_broadcast_ss(wc + 2);
     const __m256 w3 = _mm256_broadcast_ss(wc + 3), w4 = _mm256_broadcast_ss(wc + 4), w5 = _mm256_broadcast_ss(wc + 5);
     const __m256 w6 = _mm256_broadcast_ss(wc + 6), w7 = _mm256_broadcast_ss(wc + 7), w8 = _mm256_broadcast_ss(wc + 8);
-    const float *end = yp + (ptrdiff_t)Ho * Wo;   /* (stores: as in dwf_strip3) */
+    const float *end = yp + (ptrdiff_t)Ho * Wo;   /* (the plane's end: dwf_put) */
     const float *row = buf + (ptrdiff_t)2 * ob * rs + ow0;
     __m256 x0 = _mm256_loadu_ps(row), x1 = _mm256_loadu_ps(row + half), x2 = _mm256_loadu_ps(row + 1);
     __m256 a = _mm256_add_ps(_mm256_fmadd_ps(x2, w2, _mm256_fmadd_ps(x1, w1, _mm256_mul_ps(x0, w0))), bias);
@@ -419,13 +424,7 @@ static inline __attribute__((always_inline)) void dwf_strip3s2(
         __asm__("" : "+x"(x0), "+x"(x1), "+x"(x2));
         const __m256 p2 = _mm256_fmadd_ps(x2, w8, _mm256_fmadd_ps(x1, w7, _mm256_mul_ps(x0, w6)));
         const __m256 pn = _mm256_fmadd_ps(x2, w2, _mm256_fmadd_ps(x1, w1, _mm256_mul_ps(x0, w0)));
-        __m256 o = _mm256_add_ps(_mm256_add_ps(a, p1), p2);
-        if (clamp)
-            o = _mm256_min_ps(hi, _mm256_max_ps(lo, o));
-        if (out + 8 <= end)
-            _mm256_storeu_ps(out, o);
-        else
-            _mm256_maskstore_ps(out, dwf_mask(Wo - ow0), o);
+        dwf_put(_mm256_add_ps(_mm256_add_ps(a, p1), p2), out, end, Wo - ow0, clamp, lo, hi);
         a = _mm256_add_ps(pn, bias);
     }
 }
@@ -440,7 +439,7 @@ static inline __attribute__((always_inline)) void dwf_strip_k(
     __m256 bias, int clamp, __m256 lo, __m256 hi, const int PF, const char **pf, const char *pf_end)
 {
     const ptrdiff_t rs = L->rs;
-    const float *end = yp + (ptrdiff_t)Ho * Wo;   /* (stores: as in dwf_strip3) */
+    const float *end = yp + (ptrdiff_t)Ho * Wo;   /* (the plane's end: dwf_put) */
     __m256 a[6];
     _Pragma("GCC unroll 6") for (int m = 0; m < K - 1; ++m) a[m] = _mm256_setzero_ps();
     const float *row = buf + ow0;
@@ -460,13 +459,7 @@ static inline __attribute__((always_inline)) void dwf_strip_k(
         __m256 p;
         if (ir >= K - 1) {
             DWF_PART(K - 1, p);
-            __m256 o = _mm256_add_ps(a[K - 2], p);
-            if (clamp)
-                o = _mm256_min_ps(hi, _mm256_max_ps(lo, o));
-            if (out + 8 <= end)
-                _mm256_storeu_ps(out, o);
-            else
-                _mm256_maskstore_ps(out, dwf_mask(Wo - ow0), o);
+            dwf_put(_mm256_add_ps(a[K - 2], p), out, end, Wo - ow0, clamp, lo, hi);
         }
         _Pragma("GCC unroll 6") for (int m = K - 2; m > 0; --m) {
             DWF_PART(m, p);
