@@ -175,9 +175,10 @@ static void dw_plane(const float *buf, int Wp, const float *wc, int kh, int kw, 
  * the NumPy reference do: the results are identical to theirs (FMAs there were no faster). Planes
  * run in tiles are copied and computed in bands of rows that stay in L1 (dwf_forward). 3x3
  * windows run in strips of 8 columns instead, walking the rows down, the weights in registers and
- * FMAs (dwf_strip3 at stride 1; dwf_strip3s2 at stride 2, in the same bands, on inputs that are not
- * prefetched): their results differ from the reference's in the last bits. The bias and a clamp (ReLU, ReLU6) are applied in the registers; other epilogues
- * run over the plane just written (still in L1).
+ * FMAs (dwf_strip_k at stride 1, also for 5x5 and 7x7 on planes wider than 8; dwf_strip3s2 at
+ * stride 2, in the same bands, on inputs that are not prefetched): their results differ from the
+ * reference's in the last bits. The bias and a clamp (ReLU, ReLU6) are applied in the registers;
+ * other epilogues run over the plane just written (still in L1).
  *
  * Threads take chunks of planes as they go (dynamic), and on large inputs each prefetches the
  * next plane of its chunk while computing one (dwf_prefetch_lines). Tried and dropped (Zen 3,
@@ -351,51 +352,12 @@ static inline __attribute__((always_inline)) void dwf_put(__m256 o, float *out, 
         _mm256_maskstore_ps(out, dwf_mask(n), o);
 }
 
-/* 3x3 at stride 1: the 8 columns ow0 .. ow0 + 8 of every output row, walking the input rows down
- * once. Input row ir (its 3 vectors x0, x1, x2 at columns ow0 + j, loaded once) feeds output rows
- * ir, ir - 1 and ir - 2 through the window's rows 0, 1 and 2: p0, p1, p2 are those three partial
- * sums (3 taps each, a multiply then two FMAs), and the rows add up across the walk: a0 (= p0 of
- * row ir, plus the bias) becomes a1 (+ p1 of the next row), which the row after completes with its
- * p2 and stores. So what one row waits for from the rows before is an add, not a chain of FMAs.
- * The 9 weights are broadcast once per strip and kept in registers. An output is then the sum of
- * its three window rows' partials and the bias, in float32 with FMAs: not the reference's order
- * and rounding, so its last bits differ.
- * Against the former strips of 2 vectors (multiply then add in (i, j) order, the weights broadcast
- * at each use), AMD Zen 4 with AVX2, batch 1, 1 thread: 1.30x on 112 x 112 planes, 1.50-1.53x at
- * 56 x 56, 1.31x at 14 x 14, 1.20x at 7 x 7 (against the 8-row tiles there). The same strip with
- * one chain of 9 FMAs per output (GCC folding each input load into its three FMAs) ran 1.2-1.25x. */
-static inline __attribute__((always_inline)) void dwf_strip3(
-    const float *buf, const dwf_layout *L, const float *wc, float *yp, int Ho, int Wo, int ow0, __m256 bias,
-    int clamp, __m256 lo, __m256 hi, const int PF, const char **pf, const char *pf_end)
-{
-    const ptrdiff_t rs = L->rs;
-    const __m256 w0 = _mm256_broadcast_ss(wc), w1 = _mm256_broadcast_ss(wc + 1), w2 = _mm256_broadcast_ss(wc + 2);
-    const __m256 w3 = _mm256_broadcast_ss(wc + 3), w4 = _mm256_broadcast_ss(wc + 4), w5 = _mm256_broadcast_ss(wc + 5);
-    const __m256 w6 = _mm256_broadcast_ss(wc + 6), w7 = _mm256_broadcast_ss(wc + 7), w8 = _mm256_broadcast_ss(wc + 8);
-    const float *end = yp + (ptrdiff_t)Ho * Wo;   /* (the plane's end: dwf_put) */
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-    const float *row = buf + ow0;
-    float *out = yp + ow0 - 2 * (ptrdiff_t)Wo;   /* output row ir - 2 */
-    _Pragma("GCC unroll 1") for (int ir = 0; ir < Ho + 2; ++ir, row += rs, out += Wo) {
-        if (PF)
-            dwf_prefetch_lines(pf, pf_end, 1);   /* (a plane has about as many lines as strip rows) */
-        __m256 x0 = _mm256_loadu_ps(row), x1 = _mm256_loadu_ps(row + 1), x2 = _mm256_loadu_ps(row + 2);
-        __asm__("" : "+x"(x0), "+x"(x1), "+x"(x2));   /* (loaded once each, not folded into the FMAs) */
-        __m256 p2 = _mm256_mul_ps(x0, w6), p1 = _mm256_mul_ps(x0, w3), p0 = _mm256_mul_ps(x0, w0);
-        p2 = _mm256_fmadd_ps(x1, w7, p2), p1 = _mm256_fmadd_ps(x1, w4, p1), p0 = _mm256_fmadd_ps(x1, w1, p0);
-        p2 = _mm256_fmadd_ps(x2, w8, p2), p1 = _mm256_fmadd_ps(x2, w5, p1), p0 = _mm256_fmadd_ps(x2, w2, p0);
-        if (ir >= 2)
-            dwf_put(_mm256_add_ps(a1, p2), out, end, Wo - ow0, clamp, lo, hi);
-        a1 = _mm256_add_ps(a0, p1), a0 = _mm256_add_ps(p0, bias);
-    }
-}
-
 /* 3x3 at stride 2: the 8 columns ow0 .. ow0 + 8 of output rows ob .. oe. The buffer holds each
  * padded row split into its even and odd columns (dwf_fill), so window column j of the 8 outputs
  * is one load: the even half at ow0 (j = 0), the odd half at ow0 (j = 1), the even half at ow0 + 1
  * (j = 2). Output row oh reads input rows 2 oh, 2 oh + 1 and 2 oh + 2; the last of these is the
  * next output row's first, so its 3 vectors are loaded once and give two partial sums (window rows
- * 2 and 0). As in dwf_strip3, the weights stay in registers, each partial is a multiply and two
+ * 2 and 0). As in dwf_strip_k, the weights stay in registers, each partial is a multiply and two
  * FMAs, and the partials of a row are added at the end (so the last bits differ from the
  * reference's). Against the 2 x 4 and 4 x 2 tiles, Zen 4 with AVX2, 1 thread: 1.16-1.32x at batch 1
  * (112- to 14-wide inputs; 2 threads 1.19-1.23x). Not on the inputs that are prefetched (8 MB and
@@ -429,11 +391,22 @@ static inline __attribute__((always_inline)) void dwf_strip3s2(
     }
 }
 
-/* 5x5 and 7x7 at stride 1: dwf_strip3's walk with K window rows. The K K weights are broadcast
- * once per plane into a small array (GCC keeps what fits in registers and reads the rest as FMA
- * operands from L1); per input row the K vectors at columns ow0 + j are loaded once, and each window
- * row's partial (a multiply and K - 1 FMAs) is added into the running sums a[0] .. a[K - 2] (output
- * rows ir .. ir - K + 2); row ir - K + 1 is completed with its last partial and stored. */
+/* Stride 1 (3x3 on every plane, 5x5 and 7x7 on planes wider than 8): the 8 columns ow0 .. ow0 + 8
+ * of every output row, walking the input rows down once. Input row ir (its K vectors x[j] at
+ * columns ow0 + j, loaded once) feeds output rows ir .. ir - K + 1 through the window's rows
+ * 0 .. K - 1: the partial of window row m is a multiply and K - 1 FMAs, and the rows add up across
+ * the walk: a[0] (row ir's partial 0, plus the bias) becomes a[1] with the next row's partial 1,
+ * and so on; row ir - K + 1 is completed with its last partial and stored. So what one row waits
+ * for from the rows before is an add, not a chain of FMAs. The weights (wv: broadcast once per
+ * plane; GCC keeps the 9 of a 3x3 window in registers, and reads what does not fit as FMA operands
+ * from L1) are not reloaded per tap. An output is then the sum of its window rows' partials and the
+ * bias, in float32 with FMAs: not the reference's order and rounding, so its last bits differ.
+ * Against the former strips of 2 vectors (multiply then add in (i, j) order, the weights broadcast
+ * at each use), AMD Zen 4 with AVX2, batch 1, 1 thread: 3x3 1.30x on 112 x 112 planes, 1.50-1.53x
+ * at 56 x 56, 1.31x at 14 x 14, 1.20x at 7 x 7 (against the 8-row tiles there); against the tiles,
+ * 5x5 1.21-1.50x and 7x7 1.05-1.31x (7 x 7 planes keep the tiles: 5x5 strips ran 0.76x there). The
+ * same strip with one chain of K K FMAs per output (GCC folding each input load into its FMAs) ran
+ * 1.2-1.25x for 3x3. */
 static inline __attribute__((always_inline)) void dwf_strip_k(
     const float *buf, const dwf_layout *L, const __m256 *wv, const int K, float *yp, int Ho, int Wo, int ow0,
     __m256 bias, int clamp, __m256 lo, __m256 hi, const int PF, const char **pf, const char *pf_end)
@@ -478,19 +451,7 @@ static inline __attribute__((always_inline)) void dwf_plane(
 {
     const int nv = (Wo + 7) / 8;
     const char *pf = (const char *)next, *pf_end = (const char *)(next + next_n);
-    /* lines to prefetch per tile: the plane's tiles (8 x 1 vector, 4 x 2 or 2 x 4: below) cover them all */
-    const int rows = oe - ob;
-    const int tiles = nv == 1 ? (rows + 7) / 8
-                      : S == 2 && K == 3 && nv >= 4 ? (rows + 1) / 2 * ((nv + 3) / 4)
-                                                    : (rows + 3) / 4 * ((nv + 1) / 2);
-    const int step = (int)(((pf_end - pf) / 64 + tiles) / tiles);
-#define DWF_TILE(R, V) dwf_tile(buf, L, wc, K, S, R, V, yp, Ho, Wo, oh0, ow0, bias, clamp, lo, hi)
-    if (S == 1 && K == 3) {   /* strips right to left, as the tiles below (the whole plane: ob 0, oe Ho) */
-        for (int ow0 = (nv - 1) * 8; ow0 >= 0; ow0 -= 8)
-            dwf_strip3(buf, L, wc, yp, Ho, Wo, ow0, bias, clamp, lo, hi, PF, &pf, pf_end);
-        return;
-    }
-    if (S == 1 && K >= 5 && nv > 1) {   /* strips right to left (the whole plane: ob 0, oe Ho) */
+    if (S == 1 && (K == 3 || nv > 1)) {   /* strips right to left (the whole plane: ob 0, oe Ho) */
         __m256 wv[49];
         for (int t = 0; t < K * K; ++t) wv[t] = _mm256_broadcast_ss(wc + t);
         for (int ow0 = (nv - 1) * 8; ow0 >= 0; ow0 -= 8)
@@ -502,6 +463,13 @@ static inline __attribute__((always_inline)) void dwf_plane(
             dwf_strip3s2(buf, L, wc, yp, Ho, Wo, ow0, ob, oe, bias, clamp, lo, hi);
         return;
     }
+    /* lines to prefetch per tile: the plane's tiles (8 x 1 vector, 4 x 2 or 2 x 4: below) cover them all */
+    const int rows = oe - ob;
+    const int tiles = nv == 1 ? (rows + 7) / 8
+                      : S == 2 && K == 3 && nv >= 4 ? (rows + 1) / 2 * ((nv + 3) / 4)
+                                                    : (rows + 3) / 4 * ((nv + 1) / 2);
+    const int step = (int)(((pf_end - pf) / 64 + tiles) / tiles);
+#define DWF_TILE(R, V) dwf_tile(buf, L, wc, K, S, R, V, yp, Ho, Wo, oh0, ow0, bias, clamp, lo, hi)
     if (nv == 1) {
         for (int oh0 = ob, ow0 = 0; oh0 < oe; oh0 += 8) {
             if (PF)
