@@ -28,18 +28,16 @@ import numpy as np
 __all__ = ["MemoryPlan"]
 
 
-def _lifetimes(steps):
+def _lifetimes(steps, shares):
     """{id(array): (first, last, blobs, read_first)} over the blobs of ``steps`` that own their
     array (``data.base`` None), the set of ids of arrays that are views or viewed, and a function
-    giving the array a blob's values are in (through Splits)."""
+    giving the array a blob's values are in (through ``shares``: id(a Split's top) -> its bottom)."""
     spans, pinned = {}, set()
 
     def root(array):
         while array.base is not None and isinstance(array.base, np.ndarray):
             array = array.base
         return array
-
-    shares = {id(t): s.bottoms[0] for s in steps if "split" in s.layer.roles for t in s.tops}
 
     def array_of(blob):
         while id(blob) in shares:      # a Split's top shares its bottom's array (Layer.roles)
@@ -72,18 +70,19 @@ def _lifetimes(steps):
 
 class MemoryPlan:
     """Which blobs of ``steps`` share which arrays; ``keep``: blobs whose memory stays their own
-    (inputs, outputs). ``bind()`` points the blobs at the shared arrays, ``unbind()`` gives each
-    its own array back (the same objects both ways, so kernels planned for them stay valid)."""
+    (inputs, outputs); ``shares``: {id(a Split's top): its bottom} (``Graph._split_sources``).
+    ``bind()`` points the blobs at the shared arrays, ``unbind()`` gives each its own array back
+    (the same objects both ways, so kernels planned for them stay valid)."""
 
-    def __init__(self, steps, keep):
-        spans, pinned, array_of = _lifetimes(steps)
+    def __init__(self, steps, keep, shares):
+        spans, pinned, array_of = _lifetimes(steps, shares)
         kept = {id(array_of(b)) for b in keep} | pinned
         groups = [(first, last, blobs) for key, (first, last, blobs, read_first) in spans.items()
                   if key not in kept and not read_first and first is not None
                   and blobs[0].data.dtype == np.float32]
         groups.sort(key=lambda g: g[0])
         sizes, free, busy = [], [], []     # sizes of the shared arrays; free indices; (last, index)
-        self._groups = []                  # (blobs, index of the shared array, shape)
+        placed = []                        # (blobs, index of the shared array, shape, size)
         for first, last, blobs in groups:
             for entry in [e for e in busy if e[0] < first]:
                 busy.remove(entry)
@@ -98,12 +97,10 @@ class MemoryPlan:
                 sizes.append(size)
                 j = len(sizes) - 1
             busy.append((last, j))
-            self._groups.append((blobs, j, shape))
+            placed.append((blobs, j, shape, size))
         self.arrays = [np.empty(size, np.float32) for size in sizes]
-        self._views = [(blobs, self.arrays[j][:int(np.prod(shape))].reshape(shape))
-                       for blobs, j, shape in self._groups]
-        self._own = [(blob, blob.data) for blobs, _, _ in self._groups for blob in blobs]
-        self.bound = False
+        self._views = [(blobs, self.arrays[j][:size].reshape(shape)) for blobs, j, shape, size in placed]
+        self._own = [(blob, blob.data) for blobs, _, _, _ in placed for blob in blobs]
 
     @property
     def shared_bytes(self):
@@ -123,9 +120,7 @@ class MemoryPlan:
         for blobs, view in self._views:
             for blob in blobs:
                 blob.data = view
-        self.bound = True
 
     def unbind(self):
         for blob, own in self._own:
             blob.data = own
-        self.bound = False

@@ -770,7 +770,8 @@ class Graph:
             return plan
         self.own_memory()
         if plan is None:
-            plan = self._memory[key] = MemoryPlan(self.plan(outputs), keep)
+            steps = self.plan(outputs)
+            plan = self._memory[key] = MemoryPlan(steps, keep, self._split_sources(steps))
         plan.bind()
         self._shared = plan
         return plan
