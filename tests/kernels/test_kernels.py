@@ -19,6 +19,8 @@ from decaf import cpu
 from decaf.kernels import reference
 from decaf.threads import get_num_threads, using_threads
 
+from depthwise_order import sums_like_reference
+
 try:
     from decaf.kernels import _compiled
 except ImportError:  # not built: the compiled == reference tests are skipped
@@ -115,14 +117,11 @@ F32 = np.float32
 
 
 def assert_depthwise_equal(c, r, kernel, stride, dilation):
-    """Exact, but within TOL for the shapes the AVX2 path sums with FMAs (csrc/depthwise.c's
-    strips: 3x3 windows at stride 1 or 2 both ways, 5x5 and 7x7 at stride 1, no dilation)."""
-    k, st = tuple(kernel), tuple(stride)
-    if cpu.get_isa() == "avx2" and tuple(dilation) == (1, 1) and \
-            ((k == (3, 3) and st in ((1, 1), (2, 2))) or (k in ((5, 5), (7, 7)) and st == (1, 1))):
-        np.testing.assert_allclose(c, r, rtol=1e-5, atol=1e-5 * max(float(np.abs(r).max()), 1.0))
-    else:
+    """Exact, but within TOL for the shapes the AVX2 path sums with FMAs (depthwise_order.py)."""
+    if sums_like_reference(cpu.get_isa(), kernel, stride, dilation):
         np.testing.assert_array_equal(c, r)  # same products summed in the same order: exact
+    else:
+        np.testing.assert_allclose(c, r, rtol=1e-5, atol=1e-5 * max(float(np.abs(r).max()), 1.0))
 
 
 # ---- compiled == reference -------------------------------------------------------------------
