@@ -5,10 +5,13 @@ The bottom (N, ...) is flattened to x of shape (N, D).
 
     forward:  y = x W^T + b              W: (num_output, D), b: (num_output,)
     backward: dx = dy W;  dW = dy^T x;  db = sum over the batch of dy
+
+An activation reading the top (ReLU, HardSwish, ... : ``decaf.layer.Epilogue``) is applied with
+the bias in one compiled pass (``fuse_epilogue``), in place or into the activation's own top.
 """
 import numpy as np
 
-from .. import fillers
+from .. import fillers, kernels
 from ..blas import gemm
 from ..interop import caffe_importer, onnx_importer
 from ..layer import REQUIRED, Layer, per_image, register
@@ -58,11 +61,30 @@ class InnerProduct(Layer):
                                    f"(shape {shape}) but the weights take", self.weight.shape[1], d)
         return [(shape[0], self.p["num_output"])]
 
+    fused_act = None         # the fused activation's (kind, lo, hi, alpha) (decaf.layer.Epilogue.act)
+    fused_act_blob = None    # its top when that is a new blob (this top then keeps the values before it)
+
+    def fuse_epilogue(self, epilogue, in_place, out_blob):
+        """Every Epilogue kind, in place or into out_blob (see forward)."""
+        self.fused_act, self.fused_act_blob = epilogue.act, out_blob
+        return True
+
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(bottom[0].shape[0], -1)
-        gemm(x, self.weight.data.T, top[0].data)
-        if self.bias is not None:
-            top[0].data += self.bias.data
+        y = top[0].data
+        gemm(x, self.weight.data.T, y)
+        if self.fused_act is None:
+            if self.bias is not None:
+                y += self.bias.data
+            return
+        # y (N, K) as N images of K one-pixel channels: y * 1 + b, then the activation, one pass
+        ones = self.__dict__.get("_ones")
+        if ones is None or ones.shape != y.shape[1:] or ones.dtype != y.dtype:
+            ones = self._ones = np.ones(y.shape[1:], y.dtype)
+        bias = None if self.bias is None else self.bias.data
+        as_planes = (y.shape[0], y.shape[1], 1, 1)
+        out = None if self.fused_act_blob is None else self.fused_act_blob.data.reshape(as_planes)
+        kernels.channel_affine(y.reshape(as_planes), ones, bias, y.reshape(as_planes), act=self.fused_act, act_out=out)
 
     def backward(self, top, propagate_down, bottom):
         x = bottom[0].data.reshape(bottom[0].shape[0], -1)
