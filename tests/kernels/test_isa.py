@@ -378,3 +378,22 @@ def test_bad_configuration_is_one_line_from_the_command(env, message):
     done = subprocess.run([sys.executable, "-c", "import decaf"], capture_output=True, text=True, timeout=60,
                           env={**os.environ, **env})
     assert done.returncode == 1 and "decaf.errors.ConfigError" in done.stderr
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (4, 4), (7, 7), (5, 3), (13, 13), (9, 13), (14, 14), (56, 56)])
+def test_global_average_pooling_equals_the_generic_loop_bit_for_bit(isa, hw):
+    # the vector variants keep the generic loop's 16 running sums (8 + 8 lanes, the last n % 16
+    # values in sums 0.. through masked loads) and its pairwise reduction: the same floats; planes of
+    # 1, 16, 49, 15, 169 (a tail in both registers), 117, 196 and 3136 values
+    x = np.random.default_rng(hw[0] * 31 + hw[1]).standard_normal((2, 24) + hw).astype(F32) * 3
+    got = np.full((2, 24, 1, 1), np.nan, F32)
+    _compiled.avg_pool_forward(x, got, hw, (1, 1), (0, 0, 0, 0), True)
+    before = cpu.get_isa()
+    try:
+        cpu.set_isa("generic")
+        want = np.full_like(got, np.nan)
+        _compiled.avg_pool_forward(x, want, hw, (1, 1), (0, 0, 0, 0), True)
+    finally:
+        cpu.set_isa(before)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(got, x.astype(np.float64).mean(axis=(2, 3), keepdims=True), rtol=0, atol=1e-5)
