@@ -444,7 +444,7 @@ def profile(net, batch=10, iters=10, warmup=2, backward=False, threads=None, pro
     if graph is not None:
         notes += [f"graph optimizer: {line}" for line in graph.summary()] or ["graph optimizer: nothing to rewrite"]
     if fused:
-        notes.append(f"{', '.join(fused)}: applied inside the convolution before each (fused); their forward "
+        notes.append(f"{', '.join(fused)}: applied inside the layer before each (fused); their forward "
                      "time is counted there")
     if fwd[0] and abs(total_fwd / fwd[0] - 1) > BUSY_GAP:
         notes.append(f"the per-layer medians add up to {100 * total_fwd / fwd[0]:.0f} % of the whole-net median: "

@@ -237,6 +237,7 @@ def test_fused_relus_are_noted_and_get_no_gflops():
     net = Net(get_spec("lenet"), seed=0)
     result = decaf.profile(net, batch=2, iters=2, warmup=1, progress=False)
     fused = [x for x in result.layers if getattr(net.layers[x.name], "fused", False)]
-    assert [x.name for x in fused] == ["relu1", "relu2"]          # LeNet: a ReLU after each convolution
+    # LeNet: a ReLU after each convolution and after the first inner product
+    assert [x.name for x in fused] == ["relu1", "relu2", "relu3"]
     assert all(x.gflops == 0.0 for x in fused)
-    assert any(n.startswith("relu1, relu2: applied inside the convolution") for n in result.notes)
+    assert any(n.startswith("relu1, relu2, relu3: applied inside the layer before each") for n in result.notes)

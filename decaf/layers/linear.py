@@ -71,20 +71,22 @@ class InnerProduct(Layer):
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(bottom[0].shape[0], -1)
-        y = top[0].data
-        gemm(x, self.weight.data.T, y)
-        if self.fused_act is None:
-            if self.bias is not None:
-                y += self.bias.data
-            return
-        # y (N, K) as N images of K one-pixel channels: y * 1 + b, then the activation, one pass
+        gemm(x, self.weight.data.T, top[0].data)
+        if self.fused_act is not None:
+            self._bias_and_activation(top[0].data)
+        elif self.bias is not None:
+            top[0].data += self.bias.data
+
+    def _bias_and_activation(self, y):
+        """y + b, then the fused activation (in y, or into its own top): y (N, K) taken as N images
+        of K one-pixel channels by the compiled channel affine (y * 1 + b), one pass."""
         ones = self.__dict__.get("_ones")
         if ones is None or ones.shape != y.shape[1:] or ones.dtype != y.dtype:
             ones = self._ones = np.ones(y.shape[1:], y.dtype)
         bias = None if self.bias is None else self.bias.data
-        as_planes = (y.shape[0], y.shape[1], 1, 1)
-        out = None if self.fused_act_blob is None else self.fused_act_blob.data.reshape(as_planes)
-        kernels.channel_affine(y.reshape(as_planes), ones, bias, y.reshape(as_planes), act=self.fused_act, act_out=out)
+        planes = (y.shape[0], y.shape[1], 1, 1)
+        out = None if self.fused_act_blob is None else self.fused_act_blob.data.reshape(planes)
+        kernels.channel_affine(y.reshape(planes), ones, bias, y.reshape(planes), act=self.fused_act, act_out=out)
 
     def backward(self, top, propagate_down, bottom):
         x = bottom[0].data.reshape(bottom[0].shape[0], -1)
