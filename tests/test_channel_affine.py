@@ -264,24 +264,30 @@ def test_batchnorm_scale_shift(impl, rng):
 
 # ---- BatchNorm and Scale, with and without the activation fused ------------------------------------
 
+def with_activation(layers, top, activation, unfused):
+    """layers + the activation reading top (into "act", or in place when its top is top); unfused: a
+    Dropout (y = x at test time) between, so that the net fuses nothing (run it with optimize=False,
+    which keeps the Dropout; an in-place activation then works on the Dropout's top)."""
+    act = dict(activation, name="act", bottom=top)
+    act.setdefault("top", "act")
+    if unfused:
+        layers.append({"name": "drop", "type": "Dropout", "bottom": top, "top": f"{top}_d"})
+        act["bottom"] = f"{top}_d"
+        if act["top"] == top:
+            act["top"] = f"{top}_d"
+    return layers + [act]
+
+
 def affine_net(activation, affine, unfused=False):
     """input -> Concat(pool, conv) -> affine -> activation (into "act", or in place when the
-    activation's top is "aff"). unfused: a Dropout (y = x at test time) between the affine and the
-    activation, so that the net fuses nothing (run it with optimize=False, which keeps the Dropout)."""
-    act = dict(activation, name="act", bottom="aff")
-    act.setdefault("top", "act")
+    activation's top is "aff"; unfused: see with_activation)."""
     layers = [
         {"name": "pool", "type": "Pooling", "bottom": "data", "top": "pool", "kernel_size": 3, "stride": 1,
          "pad": 1, "pool": "AVE"},
         {"name": "conv", "type": "Convolution", "bottom": "data", "top": "conv", "num_output": 3, "kernel_size": 1},
         {"name": "cat", "type": "Concat", "bottom": ["pool", "conv"], "top": "cat"},
         dict(affine, name="aff", bottom="cat", top="aff")]
-    if unfused:
-        layers.append({"name": "drop", "type": "Dropout", "bottom": "aff", "top": "aff_d"})
-        act["bottom"] = "aff_d"
-        if act["top"] == "aff":
-            act["top"] = "aff_d"
-    layers.append(act)
+    layers = with_activation(layers, "aff", activation, unfused)
     return {"name": "affine", "inputs": {"data": [6, 5, 5]}, "layers": layers}
 
 

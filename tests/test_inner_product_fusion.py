@@ -11,7 +11,7 @@ import pytest
 from decaf import Net
 from decaf.gradcheck import check_net
 
-from test_channel_affine import act_f64, close
+from test_channel_affine import act_f64, close, with_activation
 
 ACTIVATIONS = [{"type": "ReLU"}, {"type": "ReLU", "top": "ip"}, {"type": "ReLU6"},
                {"type": "LeakyReLU", "negative_slope": 0.2, "top": "ip"}, {"type": "Clip", "min": -0.5, "max": 0.5},
@@ -22,14 +22,7 @@ def ip_net(activation, bias=True, unfused=False):
     """data (N, 4, 3, 2) -> InnerProduct (7) -> activation (-> Dropout between them if unfused)."""
     layers = [{"name": "ip", "type": "InnerProduct", "bottom": "data", "top": "ip", "num_output": 7,
                "bias_term": bias}]
-    act = dict(activation, name="act", bottom="ip")
-    act.setdefault("top", "act")
-    if unfused:
-        layers.append({"name": "drop", "type": "Dropout", "bottom": "ip", "top": "ip_d"})
-        act["bottom"] = "ip_d"
-        if act["top"] == "ip":
-            act["top"] = "ip_d"
-    layers.append(act)
+    layers = with_activation(layers, "ip", activation, unfused)
     return {"name": "ip", "inputs": {"data": [4, 3, 2]}, "layers": layers}
 
 
