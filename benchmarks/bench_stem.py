@@ -16,6 +16,9 @@ is faster).
 --others: also a few other 3-channel 3x3 convolutions (stride 1, small images), where the plan's
 rule (csrc/stem_conv.c) was decided.
 
+--wide: the 7x7 stems (ResNet, GoogLeNet, DenseNet: 3 -> 64, stride 2, pad 3, ReLU), the other
+side then being the plan without the stem kernel (the direct kernel there).
+
 --nets: whole nets (.decaf files, input (B, 3, 224, 224)) loaded twice, one copy's layers planned
 (by their first forward) with the knob off, the other's with it on; then forward passes of the two
 in turns, on 2 threads, the best of --forwards each (after warm-up); then the stem layer's own median
@@ -45,8 +48,13 @@ OTHERS = [("cifar_resnet", 32, 16, 1, ("clamp", 0.0, float("inf"), 0.0)),
           ("stride1_224", 224, 32, 1, ("clamp", 0.0, float("inf"), 0.0))]
 
 
-def geometry(stride):
-    return (3, 3), (stride, stride), (1, 1, 1, 1), (1, 1)
+# the 7x7 stems: (nets, K, activation)
+WIDE = [("resnet_googlenet_densenet", 64, ("clamp", 0.0, float("inf"), 0.0))]
+
+
+def geometry(stride, ks=3):
+    p = ks // 2
+    return (ks, ks), (stride, stride), (p, p, p, p), (1, 1)
 
 
 def with_knob(value, fn):
@@ -64,10 +72,10 @@ def with_knob(value, fn):
 
 def prepared(kernels, compiled, x, w, bias, act, knob, stride):
     """(call, y, plan) for conv_forward prepared with the plan made under KNOB=knob."""
-    B, H = x.shape[0], x.shape[2]
-    Ho = (H - 1) // stride + 1
+    B, H, ks = x.shape[0], x.shape[2], w.shape[2]
+    Ho = (H + 2 * (ks // 2) - ks) // stride + 1
     y = np.empty((B, w.shape[0], Ho, Ho), np.float32)
-    geom = geometry(stride)
+    geom = geometry(stride, ks)
 
     def make():
         plan = compiled.conv_plan(x.shape, w.shape, 1, *geom, (Ho, Ho))
@@ -77,10 +85,10 @@ def prepared(kernels, compiled, x, w, bias, act, knob, stride):
     return call, y, plan
 
 
-def bench_layer(kernels, compiled, K, act, batch, rounds, min_time, H=224, stride=2):
+def bench_layer(kernels, compiled, K, act, batch, rounds, min_time, H=224, stride=2, ks=3):
     rng = np.random.default_rng(K * batch)
     x = rng.standard_normal((batch, 3, H, H)).astype(np.float32)
-    w = (rng.standard_normal((K, 3, 3, 3)) / np.sqrt(27)).astype(np.float32)
+    w = (rng.standard_normal((K, 3, ks, ks)) / np.sqrt(3 * ks * ks)).astype(np.float32)
     bias = rng.standard_normal(K).astype(np.float32)
     old, y_old, plan_old = prepared(kernels, compiled, x, w, bias, act, "off", stride)
     new, y_new, plan_new = prepared(kernels, compiled, x, w, bias, act, "on", stride)
@@ -92,7 +100,7 @@ def bench_layer(kernels, compiled, K, act, batch, rounds, min_time, H=224, strid
     for _ in range(rounds):
         t_old = min(t_old, best_time(old.run, min_time))
         t_new = min(t_new, best_time(new.run, min_time))
-    flops = 2.0 * y_new.size * 27
+    flops = 2.0 * y_new.size * 3 * ks * ks
     return {"old_ms": t_old * 1e3, "new_ms": t_new * 1e3, "old_gflops": flops / t_old / 1e9,
             "new_gflops": flops / t_new / 1e9, "ratio": t_old / t_new}
 
@@ -147,6 +155,7 @@ def main():
     parser.add_argument("--forwards", type=int, default=10)
     parser.add_argument("--skip-layers", action="store_true")
     parser.add_argument("--others", action="store_true", help="also the OTHERS geometries (stride 1, small)")
+    parser.add_argument("--wide", action="store_true", help="also the 7x7 stems (WIDE)")
     parser.add_argument("--json", help="write the results here (default: benchmarks/results_stem_<date>.json)")
     args = parser.parse_args()
     sys.path.insert(0, ROOT)
@@ -182,6 +191,18 @@ def main():
                     print(f"| {what} | {H} | {K} | {stride} | {batch} | {threads} | {r['old_ms']:.3f} | "
                           f"{r['new_ms']:.3f} | {r['old_gflops']:.0f} / {r['new_gflops']:.0f} | {r['ratio']:.2f} |",
                           flush=True)
+    if args.wide:
+        print("| 7x7 stem | K | act | batch | threads | without the stem kernel ms | stem ms | GFLOP/s old / new | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for what, K, act in WIDE:
+            for batch in args.batches:
+                for threads in args.threads:
+                    with using_threads(threads):
+                        r = bench_layer(kernels, _compiled, K, act, batch, args.rounds, args.min_time, ks=7)
+                    r.update(net=what, K=K, ks=7, act=act[0], batch=batch, threads=threads)
+                    results["layers"].append(r)
+                    print(f"| {what} | {K} | {act[0]} | {batch} | {threads} | {r['old_ms']:.3f} | {r['new_ms']:.3f} "
+                          f"| {r['old_gflops']:.0f} / {r['new_gflops']:.0f} | {r['ratio']:.2f} |", flush=True)
     if args.nets:
         print("| net | batch | threads | net ms, im2col+GEMM stem | net ms, stem kernel | ratio | stem layer ms in the net |")
         print("|---|---|---|---|---|---|---|")

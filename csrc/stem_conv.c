@@ -12,9 +12,10 @@
 #include "activation.h"
 #include "threads.h"
 
-/* How it works. A stem convolution has only C * 9 <= 36 multiply-adds per output value, so
- * im2col + GEMM spends much of its time writing and re-reading the 27-row cols buffer (1.35 MB an
- * image at 224x224, past the L2) and its GEMM (inner dimension 27) runs short. Here the output
+/* How it works. A stem convolution has only C * KS^2 multiply-adds per output value (27 for a 3x3
+ * window on 3 channels, 147 for ResNet's 7x7), so im2col + GEMM spends much of its time writing and
+ * re-reading the cols buffer (27 rows, 1.35 MB an image at 224x224, past the L2) and its GEMM
+ * (inner dimension 27) runs short. Here the output
  * pixels are in the vector lanes and the inputs are read from a few split rows that stay in L1.
  *
  * Split rows. Input row ih of channel c, zero-padded (padded column q = iw + pad_left), is stored
@@ -27,7 +28,9 @@
  * reads padded rows 2 oh .. 2 oh + 2 and the next output row reuses row 2 oh + 2, so each input row
  * is split once (twice at a band's edge); the input rows the next output row needs are prefetched.
  * The ring is 3 C S rows of Wo + 8..15 floats: 8.6 KB for the 3-channel 224x224 stem, in L1 with
- * the weights (K * 28 floats: 3.6 KB at K = 32) and the output row segments being written.
+ * the weights (K * 28 floats: 3.6 KB at K = 32) and the output row segments being written. A KS x KS
+ * window (5x5, 7x7) keeps a ring of KS rows the same way (7x7 stride 2: 20 KB; its weights, 147 a
+ * channel, 37 KB at K = 64, are read a block of 4 channels at a time from L2).
  *
  * Register tile (AVX2 + FMA): 4 output channels x 24 pixels, 12 accumulators of 8 lanes started
  * at the bias; per tap (c, i, j), 3 loads from a split row, 4 broadcasts of the block's weights
@@ -50,14 +53,15 @@
  * The generic variant computes the same order with plain loops on tiles of 8 pixels (GCC
  * vectorises them for SSE2) and the row epilogue; it is not preferred (decaf_stem_conv_preferred). */
 
-enum { STEM_R = 4, STEM_KS = 3, STEM_MAX_C = 4 };
+enum { STEM_R = 4, STEM_MAX_KS = 7, STEM_MAX_C = 4 };
 
 
 typedef struct {
+    int KS;            /* the window's side: 3, 5 or 7 */
     int S;             /* stride */
     ptrdiff_t L;       /* floats of one phase of one split row: Wo rounded up to 8, plus 8 */
     ptrdiff_t row;     /* floats of one split row, all channels and phases: C S L */
-    ptrdiff_t ring;    /* floats of a thread's scratch: a ring of 3 split rows, a padded row */
+    ptrdiff_t ring;    /* floats of a thread's scratch: a ring of KS split rows, a padded row */
     int blocks;        /* blocks of 4 output channels */
     ptrdiff_t weights; /* floats of the packed weights (the packed bias follows: blocks * 4) */
 } stem_layout;
@@ -65,20 +69,22 @@ typedef struct {
 static stem_layout layout_of(const decaf_conv_geom *g)
 {
     stem_layout l;
+    l.KS = g->kh;
     l.S = g->sw;
-    l.L = (ptrdiff_t)((g->Wo + 7) / 8) * 8 + 8;   /* (tap offsets j / S <= 2 past a vector's end) */
+    l.L = (ptrdiff_t)((g->Wo + 7) / 8) * 8 + 8;   /* (tap offsets j / S <= 6 past a vector's end) */
     l.row = (ptrdiff_t)g->C * l.S * l.L;
-    l.ring = STEM_KS * l.row + l.S * l.L;   /* (and the zero-padded copy of a row: split_row) */
+    l.ring = l.KS * l.row + l.S * l.L;   /* (and the zero-padded copy of a row: split_row) */
     l.blocks = (g->K + STEM_R - 1) / STEM_R;
-    l.weights = (ptrdiff_t)l.blocks * STEM_R * g->C * 9;
+    l.weights = (ptrdiff_t)l.blocks * STEM_R * g->C * l.KS * l.KS;
     return l;
 }
 
 int decaf_stem_conv_supported(const decaf_conv_geom *g)
 {
-    return g->G == 1 && g->C >= 1 && g->C <= STEM_MAX_C && g->K >= 1 && g->kh == STEM_KS && g->kw == STEM_KS
+    return g->G == 1 && g->C >= 1 && g->C <= STEM_MAX_C && g->K >= 1 && g->kh == g->kw
+           && (g->kh == 3 || g->kh == 5 || g->kh == 7)
            && g->dh == 1 && g->dw == 1 && g->sh == g->sw && (g->sh == 1 || g->sh == 2)
-           && g->pad_top >= 0 && g->pad_top < STEM_KS && g->pad_left >= 0 && g->pad_left < STEM_KS
+           && g->pad_top >= 0 && g->pad_top < g->kh && g->pad_left >= 0 && g->pad_left < g->kw
            && g->Ho >= 1 && g->Wo >= 1;
 }
 
@@ -88,10 +94,10 @@ ptrdiff_t decaf_stem_conv_work_size(const decaf_conv_geom *g, int threads)
     return l.weights + (ptrdiff_t)l.blocks * STEM_R + (ptrdiff_t)(threads < 1 ? 1 : threads) * l.ring;
 }
 
-/* wp[kb][t][r] = w[4 kb + r][t] for tap t = (c * 3 + i) * 3 + j (0 past K); bp[4 kb + r] = bias. */
+/* wp[kb][t][r] = w[4 kb + r][t] for tap t = (c * KS + i) * KS + j (0 past K); bp[4 kb + r] = bias. */
 static void pack(const decaf_conv_geom *g, const stem_layout *l, const float *w, const float *bias, float *wp)
 {
-    const int taps = g->C * 9;
+    const int taps = g->C * l->KS * l->KS;
     float *bp = wp + l->weights;
     for (int kb = 0; kb < l->blocks; ++kb)
         for (int r = 0; r < STEM_R; ++r) {
@@ -251,11 +257,12 @@ static inline __attribute__((always_inline)) void rows_of(const decaf_conv_geom 
                                                           float *ring, float *y, const decaf_epilogue *ep,
                                                           const int act, const int stream)
 {
-    const int S = l->S, taps = g->C * 9, Wo = g->Wo, K = g->K;
+    const int S = l->S, KS = l->KS, taps = g->C * KS * KS, Wo = g->Wo, K = g->K;
     const ptrdiff_t plane = (ptrdiff_t)g->Ho * Wo;
     const float *bp = wp + l->weights;
-    int tags[STEM_KS] = {-1, -1, -1};   /* the padded row in each slot */
-    const float *tp[STEM_MAX_C * 9];
+    int tags[STEM_MAX_KS];   /* the padded row in each slot */
+    for (int i = 0; i < STEM_MAX_KS; ++i) tags[i] = -1;
+    const float *tp[STEM_MAX_C * STEM_MAX_KS * STEM_MAX_KS];
 #ifdef STEM_SIMD
     stem_epilogue e = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     if (ep)
@@ -265,20 +272,20 @@ static inline __attribute__((always_inline)) void rows_of(const decaf_conv_geom 
     (void)stream;
 #endif
     for (int oh = oh0; oh < oh1; ++oh) {
-        for (int i = 0; i < STEM_KS; ++i) {
-            const int r = oh * S + i, slot = r % STEM_KS;
+        for (int i = 0; i < KS; ++i) {
+            const int r = oh * S + i, slot = r % KS;
             if (tags[slot] != r) {
                 split_row(ring + slot * l->row, ring + l->ring - l->S * l->L, x, g, l, r);
                 tags[slot] = r;
             }
             for (int c = 0; c < g->C; ++c)
-                for (int j = 0; j < STEM_KS; ++j)
-                    tp[(c * STEM_KS + i) * STEM_KS + j] = ring + slot * l->row + (ptrdiff_t)(c * S + j % S) * l->L + j / S;
+                for (int j = 0; j < KS; ++j)
+                    tp[(c * KS + i) * KS + j] = ring + slot * l->row + (ptrdiff_t)(c * S + j % S) * l->L + j / S;
         }
         /* The input rows the next output row splits, fetched into the cache now: each is short
          * (a few lines), the channels' planes far apart, so the hardware's prefetcher starts late
          * on them (without this the splits took 12 % of a 224x224 stem's time, on loads). */
-        for (int r = oh * S + STEM_KS; r < (oh + 1) * S + STEM_KS && oh + 1 < oh1; ++r) {
+        for (int r = oh * S + KS; r < (oh + 1) * S + KS && oh + 1 < oh1; ++r) {
             const int ih = r - g->pad_top;
             if (ih >= 0 && ih < g->H)
                 for (int c = 0; c < g->C; ++c) {
@@ -398,7 +405,7 @@ void decaf_stem_conv_forward(const decaf_conv_geom *g, int threads, const float 
     }
 }
 
-/* Preferred: wherever supported with K <= 64, in the AVX2 (and AVX-512) variants. Measured by
+/* Preferred: 3x3 and 7x7 windows with K <= 64, in the AVX2 (and AVX-512) variants. Measured by
  * benchmarks/bench_stem.py (Zen 3, AVX2, im2col + OpenBLAS GEMM against this kernel, both prepared
  * once, best of 5-6 interleaved rounds; the machine shared, figures within ~20 %):
  *   224x224 stride 2 (the stems), batch 1 and 16, 1 and 2 threads: K 32 ReLU6 2.0-2.5x (batch 1,
@@ -409,6 +416,10 @@ void decaf_stem_conv_forward(const decaf_conv_geom *g, int threads, const float 
  * Inside the nets (decaf.profile, 2 threads), the stem layer: MobileNetV2 0.68 -> 0.22 ms at batch 1,
  * 6.4 -> 3.4 ms at batch 16; MobileNetV3 5.2 -> 2.0 ms, EfficientNet-B0 8.4 -> 5.8, RegNetY-400MF
  * 6.3 -> 3.4 at batch 16.
+ * 7x7 (ResNet's, GoogLeNet's, DenseNet's stem: 3 -> 64, stride 2, pad 3, ReLU; 2026-12-08, AMD EPYC
+ * family 25 model 17 (Zen 4), AVX2, against the plan without this kernel, i.e. the direct kernel;
+ * bench_stem.py --wide, best of 5): batch 1 1.41x (1 thread, 40 -> 56 GFLOP/s) and 1.37x (2),
+ * batch 16 1.21x and 1.36x. 5x5 windows are computed (tested) but not measured: not preferred.
  * Not measured past K = 64 (there the GEMM's share of the work grows and its efficiency with it):
  * im2col + GEMM stays. The generic variant's plain loops ran at 0.43-1.0x of im2col + GEMM (whose
  * OpenBLAS picks its own AVX2 kernels on this CPU): not preferred. The environment
@@ -425,7 +436,7 @@ int decaf_stem_conv_preferred(const decaf_conv_geom *g, int threads)
     if (knob && (strcmp(knob, "on") == 0 || strcmp(knob, "stream") == 0))
         return 1;
 #ifdef STEM_SIMD
-    return g->K <= 64;
+    return g->K <= 64 && (g->kh == 3 || g->kh == 7);
 #else
     return 0;
 #endif
