@@ -10,6 +10,7 @@
 #endif
 
 #include "im2col.h" /* decaf_valid_outputs: the same window geometry as im2col */
+#include "plane_mean.h"
 #include "threads.h"
 
 /* All loops run over the kernel offsets (i, j) outside and the output pixels inside, so the
@@ -555,7 +556,7 @@ DWF_PLANE_FN(7, 1, 1)
 /* The fast path; 0 (nothing done) for a shape it does not cover or without memory. */
 static int dwf_forward(const float *x, const float *w, const float *bias, float *y, int B, int C, int H, int W,
                        int kh, int kw, int Ho, int Wo, int sh, int sw, int pad_top, int pad_left, int dil_h,
-                       int dil_w, const decaf_epilogue *ep)
+                       int dil_w, const decaf_epilogue *ep, float *means)
 {
     if (kh != kw || (kh != 3 && kh != 5 && !(kh == 7 && sh == 1)) || sh != sw || (sh != 1 && sh != 2) ||
         dil_h != 1 || dil_w != 1 ||
@@ -636,6 +637,10 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
             }
             if (rest)
                 decaf_epilogue_at(ep, y, bc * Ho * Wo, (ptrdiff_t)Ho * Wo, 0.0f);   /* (the bias is in) */
+            if (means) {   /* the finished plane's mean while it is in L1 / L2 (the activation's output) */
+                const float *out = decaf_epilogue_out(ep, bc * Ho * Wo);
+                means[bc] = decaf_plane_mean(out ? out : y + bc * Ho * Wo, (ptrdiff_t)Ho * Wo);
+            }
         }
     }
     free(mem);
@@ -643,15 +648,12 @@ static int dwf_forward(const float *x, const float *w, const float *bias, float 
 }
 #endif
 
-void decaf_depthwise_conv_forward(const float *x, const float *w, const float *bias, float *y, int B, int C,
-                                  int H, int W, int kh, int kw, int Ho, int Wo, int sh, int sw, int pad_top,
-                                  int pad_left, int dil_h, int dil_w, const decaf_epilogue *ep)
+/* The other paths: the tiles of dw_plane, else plain loops. */
+static void dw_other(const float *x, const float *w, const float *bias, float *y, int B, int C, int H, int W,
+                     int kh, int kw, int Ho, int Wo, int sh, int sw, int pad_top, int pad_left, int dil_h, int dil_w,
+                     const decaf_epilogue *ep)
 {
     const ptrdiff_t planes = (ptrdiff_t)B * C;
-#ifdef DW_FAST
-    if (dwf_forward(x, w, bias, y, B, C, H, W, kh, kw, Ho, Wo, sh, sw, pad_top, pad_left, dil_h, dil_w, ep))
-        return;
-#endif
 #ifdef DW_SIMD
     if (sw <= 2 && dil_w == 1) {   /* MobileNet / EfficientNet's depthwise layers */
         const int V = dw_vectors(Wo), R = DW_ACC / V, L = DW_LANES;
@@ -704,6 +706,23 @@ void decaf_depthwise_conv_forward(const float *x, const float *w, const float *b
         }
         for (int p = 0; p < Ho * Wo; ++p) yp[p] += bias ? bias[bc % C] : 0.0f;
         decaf_epilogue_at(ep, y, bc * Ho * Wo, (ptrdiff_t)Ho * Wo, 0.0f);
+    }
+}
+
+void decaf_depthwise_conv_forward(const float *x, const float *w, const float *bias, float *y, int B, int C,
+                                  int H, int W, int kh, int kw, int Ho, int Wo, int sh, int sw, int pad_top,
+                                  int pad_left, int dil_h, int dil_w, const decaf_epilogue *ep, float *means)
+{
+#ifdef DW_FAST
+    if (dwf_forward(x, w, bias, y, B, C, H, W, kh, kw, Ho, Wo, sh, sw, pad_top, pad_left, dil_h, dil_w, ep, means))
+        return;
+#endif
+    dw_other(x, w, bias, y, B, C, H, W, kh, kw, Ho, Wo, sh, sw, pad_top, pad_left, dil_h, dil_w, ep);
+    if (means) {   /* (these paths: in a pass of their own over the finished output) */
+        const ptrdiff_t planes = (ptrdiff_t)B * C, n = (ptrdiff_t)Ho * Wo;
+        const float *out = decaf_epilogue_out(ep, 0) ? decaf_epilogue_out(ep, 0) : y;
+        #pragma omp parallel for schedule(static) num_threads(decaf_threads_for(planes * n))
+        for (ptrdiff_t bc = 0; bc < planes; ++bc) means[bc] = decaf_plane_mean(out + bc * n, n);
     }
 }
 

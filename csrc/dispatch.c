@@ -90,8 +90,8 @@
     V(decaf_depthwise_conv_forward, (const float *x, const float *w, const float *bias, float *y,       \
                                      int B, int C, int H, int W, int kh, int kw, int Ho, int Wo,        \
                                      int sh, int sw, int pad_top, int pad_left, int dil_h, int dil_w,   \
-                                     const decaf_epilogue *ep),                                         \
-      (x, w, bias, y, B, C, H, W, kh, kw, Ho, Wo, sh, sw, pad_top, pad_left, dil_h, dil_w, ep))         \
+                                     const decaf_epilogue *ep, float *means),                           \
+      (x, w, bias, y, B, C, H, W, kh, kw, Ho, Wo, sh, sw, pad_top, pad_left, dil_h, dil_w, ep, means))  \
     V(decaf_depthwise_conv_backward, (const float *x, const float *w, const float *dy, float *dx,       \
                                       float *dw, int B, int C, int H, int W, int kh, int kw, int Ho,    \
                                       int Wo, int sh, int sw, int pad_top, int pad_left, int dil_h,     \

@@ -190,6 +190,18 @@ class Layer:
         Arithmetic mul)? The graph optimizer then reads x times sigmoid(x) as one SiLU."""
         return False
 
+    def means_of_bottom(self):
+        """Is the top each channel's mean over the bottom's plane, (N, C, H, W) -> (N, C, 1, 1), at
+        inference (global average pooling: squeeze-excitation blocks)? The graph optimizer then lets
+        the producer of the bottom compute it as it writes (``fuse_channel_means``)."""
+        return False
+
+    def fuse_channel_means(self, blob):
+        """Asked by the graph optimizer, on its own copy of this layer: also write into ``blob``
+        ((N, C, 1, 1)) each channel's mean of the output this layer writes last (after the fused
+        activation, if any), as global average pooling would. Return True when this layer will."""
+        return False
+
     def fuse_residual(self, blob):
         """Asked by the graph optimizer, on its own copy of this layer (``copy.copy``: the same
         parameters): add ``blob`` (shaped like the top, already computed) to the output before the

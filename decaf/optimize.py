@@ -36,10 +36,15 @@ backward; training and gradient checks run the net as written. The passes ask th
    BatchNorm -> Relu), its own top read by nothing else nor an output of the net, writes only the
    activation's top (a shallow copy, fused in place into that top): one array written instead of
    two. Its own top is then a blob the graph no longer computes.
-7. **Dead-layer elimination.** A layer none of whose outputs is read any more, nor an output of
+7. **Pooling in the producer.** A global average pooling of x (``means_of_bottom``: a
+   squeeze-excitation block's), read directly or through a Split, is computed by the layer that
+   writes x as it writes it (``fuse_channel_means``: the depthwise convolution, each plane's mean
+   while the plane is in the cache, the same floats as the pooling kernel), when x is the last blob
+   that layer writes.
+8. **Dead-layer elimination.** A layer none of whose outputs is read any more, nor an output of
    the net, is dropped (a net as written has none: every unread blob is an output; the passes
    above can leave some).
-8. **Zero-copy concatenation.** A layer whose top is its bottoms side by side (``bottom_slices``:
+9. **Zero-copy concatenation.** A layer whose top is its bottoms side by side (``bottom_slices``:
    Concat) gets bottoms that are views of its top, so that their producers write into it, when
    each bottom has one producer and no other reader and the views are contiguous (along the
    channels: at batch 1). It copies as usual at other batch sizes. DenseNet's chains (each
@@ -50,7 +55,7 @@ backward; training and gradient checks run the net as written. The passes ask th
    block's depth, not its square), when every reader of the Concats' tops takes images apart
    (``reads_images_apart``: BatchNorm and Scale, DenseNet's readers).
 
-9. **Views instead of copies.** A layer whose top is some of its bottom's values in another shape
+10. **Views instead of copies.** A layer whose top is some of its bottom's values in another shape
    (``view_of_bottom``: Reshape, Flatten, a Slice of contiguous values, e.g. a range of channels at
    batch 1) gets a top that is a view of its bottom (or of the blob a Split shares with it), when
    nothing works in place on either, here or in the net as written, the bottom has one writer and
@@ -230,6 +235,7 @@ class Graph:
 
     ``steps``: what a full forward runs; ``actions``: what the passes did, as (kind, layer names,
     into) with kind "folded", "residual", "silu", "fused", "direct" (an activation's output only),
+    "pooled" (a global average pooling done by the depthwise convolution before),
     "identity", "dead" or "concat" (written in place);
     ``alias``: removed layers' top names
     -> the Blob holding their values; ``missing``: blob names the graph no longer computes."""
@@ -252,6 +258,7 @@ class Graph:
         steps = self._fuse_silus(steps)
         self._fuse_folded(steps)
         self._write_activations_only(steps)
+        self._pool_in_producer(steps)
         self.steps = self._views(self._concat_chains(self._concat_in_place(self._remove_dead(steps))))
         for step in self.steps:
             step.optimized = True
@@ -519,6 +526,26 @@ class Graph:
             if layer.fuse_epilogue(act.layer.epilogue(), True, None):
                 producer.tops = producer.writes = [out]
                 self.actions.append(("direct", [act.layer.name], layer.name))
+
+    def _pool_in_producer(self, steps):
+        """A global average pooling of x (``means_of_bottom``: a squeeze-excitation block's), read
+        directly or through a Split, computed by the layer that writes x, as it writes x
+        (``fuse_channel_means``: the depthwise convolution), when x is the last blob that layer
+        writes (after its fused activation). The pooling's step is then fused (skipped)."""
+        split_source = self._split_sources(steps)
+        for pool in steps:
+            if pool.fused or len(pool.bottoms) != 1 or len(pool.tops) != 1 or not pool.layer.means_of_bottom():
+                continue
+            x = split_source.get(id(pool.bottoms[0]), pool.bottoms[0])
+            writers = [s for s in steps if not s.fused and any(b is x for b in s.writes)]
+            if len(writers) != 1 or writers[0].writes[-1] is not x or pool.tops[0] is x:
+                continue
+            producer = writers[0]
+            if not self._own_layer(producer).fuse_channel_means(pool.tops[0]):
+                continue
+            pool.fused = True
+            producer.writes = producer.writes + [pool.tops[0]]
+            self.actions.append(("pooled", [pool.layer.name], producer.layer.name))
 
     def _remove_dead(self, steps):
         wanted = {id(self.blob(n)) for n in self.net.output_names}
@@ -810,6 +837,8 @@ class Graph:
                  "fused": "fused into the layer before",
                  "direct": "written by the layer before straight into their own top (the values before "
                            "them not kept)",
+                 "pooled": "global average poolings computed by the depthwise convolution before, as it "
+                           "writes each plane",
                  "identity": "removed (identity at inference)", "dead": "removed (output not read)",
                  "concat": "concatenations written in place by their producers (no copy at batch 1; "
                            "each map copied once at larger batches in DenseNet's chains)",

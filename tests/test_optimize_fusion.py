@@ -261,3 +261,66 @@ def test_backward_through_an_activation_net_fused_equals_unfused(kind, params):
         net.backward()
     for name, p in plain.params.items():   # (the kernel's sigmoid and NumPy's differ in the last bits)
         close(fused.params[name].diff, p.diff, name)
+
+
+def se_spec(act, in_place=True, pool_reads="act", depthwise=True, pool="ave"):
+    """A squeeze-excitation block as torchvision's MobileNetV3 has it: depthwise conv -> BN ->
+    activation -> x * gate(global average pool of x) -> 1x1 projection. pool_reads "act": the
+    pooling reads the activation's output (the block); "conv": the BN's output before it."""
+    kind, params = act
+    act_top = "b" if in_place else "a"
+    pooled = act_top if pool_reads == "act" else "b"
+    return {"name": "se", "inputs": {"data": [8, 9, 11]}, "layers": [
+        conv("dw", "data", 8, group=8 if depthwise else 1, bias=False), bn("b", "dw"),
+        {"name": "act", "type": kind, "bottom": "b", "top": act_top, **params},
+        {"name": "gap", "type": "Pooling", "bottom": pooled, "top": "gap", "pool": pool, "global_pooling": True},
+        conv("fc1", "gap", 4, k=1), {"name": "r", "type": "ReLU", "bottom": "fc1", "top": "fc1"},
+        conv("fc2", "fc1", 8, k=1), {"name": "g", "type": "HardSigmoid", "bottom": "fc2", "top": "gate"},
+        {"name": "mul", "type": "Arithmetic", "bottom": [act_top, "gate"], "top": "se", "operation": "mul"},
+        conv("proj", "se", 6, k=1)]}
+
+
+@pytest.mark.parametrize("act, in_place", [(("HardSwish", {}), False), (("ReLU", {}), True), (("SiLU", {}), False)],
+                         ids=["hardswish", "relu-in-place", "silu"])
+def test_squeeze_excitation_pooling_is_done_by_the_depthwise_convolution(act, in_place, monkeypatch):
+    """The pooling's step is fused into the depthwise convolution, which writes each plane's mean:
+    the same floats as the pooling layer run apart (the same summation), the net as written within
+    the tolerance, the pooled blob itself when asked for, at batch 1 and 3 and after a batch change."""
+    from decaf.layers.pool import Pooling
+    spec = se_spec(act, in_place)
+    fast, plain = pair(spec)
+    assert ("pooled", "gap", "dw") in kinds(fast)
+    assert [s for s in fast.optimized_graph().steps if s.layer.name == "gap"][0].fused
+    monkeypatch.setattr(Pooling, "means_of_bottom", lambda self: False)
+    apart = Net.from_arrays(spec, fast.param_arrays(), optimize=True)
+    assert not any(k == "pooled" for k, _, _ in kinds(apart))
+    monkeypatch.undo()
+    rng = np.random.default_rng(8)
+    for batch in (1, 3, 1):
+        x = rng.standard_normal((batch, 8, 9, 11)).astype(np.float32) * 2
+        a, b, c = (n.forward(data=x, outputs=["proj", "gap"]) for n in (fast, apart, plain))
+        np.testing.assert_array_equal(a["proj"], b["proj"])
+        np.testing.assert_array_equal(a["gap"], b["gap"])
+        close(a["proj"], c["proj"], "proj")
+        close(a["gap"], c["gap"], "gap")
+        x_act = plain.forward(data=x, outputs=["b" if in_place else "a"])["b" if in_place else "a"]
+        close(a["gap"], x_act.astype(np.float64).mean(axis=(2, 3), keepdims=True), "gap vs the mean")
+    shared = Net.from_arrays(spec, fast.param_arrays(), optimize=True).share_memory()
+    np.testing.assert_array_equal(shared.forward(data=x, outputs=["proj"])["proj"], a["proj"])
+
+
+@pytest.mark.parametrize("variant, pooled", [("pool-reads-before-the-activation", True), ("not-depthwise", False),
+                                             ("max-pooling", False)])
+def test_which_poolings_the_convolution_computes(variant, pooled):
+    """Where the pooling reads the BN's output before the activation, that output has two readers
+    (a Split): the activation stays a layer of its own, the convolution writes the pre-activation
+    values last, and pools them. Not for a convolution that is not depthwise, nor for a global max
+    pooling. The results equal the net as written either way."""
+    spec = se_spec(("HardSwish", {}), in_place=False, pool_reads="conv" if variant.startswith("pool") else "act",
+                   depthwise=variant != "not-depthwise", pool="max" if variant == "max-pooling" else "ave")
+    fast, plain = pair(spec)
+    assert any(k == "pooled" for k, _, _ in kinds(fast)) == pooled
+    x = np.random.default_rng(9).standard_normal((2, 8, 9, 11)).astype(np.float32)
+    a, c = fast.forward(data=x, outputs=["proj", "gap"]), plain.forward(data=x, outputs=["proj", "gap"])
+    close(a["proj"], c["proj"], "proj")
+    close(a["gap"], c["gap"], "gap")

@@ -178,11 +178,11 @@ def lrn_backward(x, y, scale, dy, dx, local_size, alpha, beta):
 
 
 def depthwise_conv_forward(x, w, y, stride, pads, dilation, bias=None, relu=0.0, act=None, residual=None,
-                           relu_out=None):
+                           relu_out=None, means=None):
     """y[b, c] = x[b, c] cross-correlated with w[c, 0] (w is (C, 1, kh, kw)), + bias[c] if given,
     + residual; then min(max(., 0), relu) if relu > 0, or the activation act (see conv_forward),
-    in y or into relu_out."""
-    _for(x).depthwise_conv_forward(x, w, y, stride, pads, dilation, bias, relu, act, residual, relu_out)
+    in y or into relu_out; means (B, C, 1, 1), if given: each plane's mean of that result."""
+    _for(x).depthwise_conv_forward(x, w, y, stride, pads, dilation, bias, relu, act, residual, relu_out, means)
 
 
 class _Prepared:
@@ -198,11 +198,13 @@ class _Prepared:
 
 
 def prepare_depthwise_conv_forward(x, w, y, stride, pads, dilation, bias=None, relu=0.0, act=None, residual=None,
-                                   relu_out=None):
+                                   relu_out=None, means=None):
     """depthwise_conv_forward's call, checked now and made by the result's ``run()`` (as often as
-    needed, from what the arrays then hold). The arrays must stay the same ones (not reallocated)."""
+    needed, from what the arrays then hold). The arrays must stay the same ones (not reallocated).
+    means: None, or (B, C, 1, 1): each output plane's mean after the activation (global average
+    pooling of the output, computed as each plane is finished)."""
     impl = _for(x)
-    args = (x, w, y, stride, pads, dilation, bias, relu, act, residual, relu_out)
+    args = (x, w, y, stride, pads, dilation, bias, relu, act, residual, relu_out, means)
     if impl is reference:
         return _Prepared(reference.depthwise_conv_forward, *args)
     return impl.DepthwiseForward(*args)

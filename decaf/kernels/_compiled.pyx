@@ -117,7 +117,7 @@ cdef extern from "depthwise.h":
                                       int B, int C, int H, int W,
                                       int kh, int kw, int Ho, int Wo, int sh, int sw,
                                       int pad_top, int pad_left, int dil_h, int dil_w,
-                                      const decaf_epilogue *ep) nogil
+                                      const decaf_epilogue *ep, float *means) nogil
     void decaf_depthwise_conv_backward(const float *x, const float *w, const float *dy, float *dx,
                                        float *dw, int B, int C, int H, int W, int kh, int kw,
                                        int Ho, int Wo, int sh, int sw, int pad_top, int pad_left,
@@ -418,13 +418,14 @@ cdef class DepthwiseForward:
     cdef const float[:, :, :, ::1] x, w
     cdef float[:, :, :, ::1] y
     cdef const float *bias
+    cdef float *means
     cdef object keep
     cdef int B, C, H, W, kh, kw, Ho, Wo, sh, sw, pt, pl, dh, dw
     cdef decaf_epilogue e
 
     def __init__(self, const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None,
                  float[:, :, :, ::1] y not None, stride, pads, dilation, bias=None, float relu=0.0,
-                 act=None, residual=None, relu_out=None):
+                 act=None, residual=None, relu_out=None, means=None):
         self.sh, self.sw = _ints(stride, "stride", 2, 1)
         self.pt, self.pl, _, _ = _ints(pads, "pads", 4, 0)
         self.dh, self.dw = _ints(dilation, "dilation", 2, 1)
@@ -434,18 +435,24 @@ cdef class DepthwiseForward:
         _expect_shape("depthwise_conv_forward", "y", _shape4(y), (self.B, self.C, self.Ho, self.Wo))
         self.bias = _bias_data("depthwise_conv_forward", bias, self.C)
         _epilogue("depthwise_conv_forward", &self.e, act, relu > 0, relu, relu_out, residual, y)
-        self.x, self.w, self.y, self.keep = x, w, y, (bias, residual, relu_out)
+        cdef float[:, :, :, ::1] m
+        self.means = NULL
+        if means is not None:
+            m = means
+            _expect_shape("depthwise_conv_forward", "means", _shape4(m), (self.B, self.C, 1, 1))
+            self.means = &m[0, 0, 0, 0]
+        self.x, self.w, self.y, self.keep = x, w, y, (bias, residual, relu_out, means)
 
     def run(self):
         with nogil:
             decaf_depthwise_conv_forward(&self.x[0, 0, 0, 0], &self.w[0, 0, 0, 0], self.bias, &self.y[0, 0, 0, 0],
                                          self.B, self.C, self.H, self.W, self.kh, self.kw, self.Ho, self.Wo,
-                                         self.sh, self.sw, self.pt, self.pl, self.dh, self.dw, &self.e)
+                                         self.sh, self.sw, self.pt, self.pl, self.dh, self.dw, &self.e, self.means)
 
 
 def depthwise_conv_forward(x, w, y, stride, pads, dilation, bias=None, float relu=0.0, act=None, residual=None,
-                           relu_out=None):
-    DepthwiseForward(x, w, y, stride, pads, dilation, bias, relu, act, residual, relu_out).run()
+                           relu_out=None, means=None):
+    DepthwiseForward(x, w, y, stride, pads, dilation, bias, relu, act, residual, relu_out, means).run()
 
 
 def depthwise_conv_backward(const float[:, :, :, ::1] x not None, const float[:, :, :, ::1] w not None,

@@ -333,10 +333,11 @@ def _finish(func, out, y, act, relu, relu_max, relu_out, residual):
 # ---- depthwise convolution -------------------------------------------------------------------
 
 def depthwise_conv_forward(x, w, y, stride, pads, dilation, bias=None, relu=0.0, act=None, residual=None,
-                           relu_out=None):
+                           relu_out=None, means=None):
     """y[b, c] = x[b, c] cross-correlated with w[c, 0] (w is (C, 1, kh, kw)), + bias[c] if given,
     + residual; then min(max(., 0), relu) if relu > 0 (a fused ReLU or ReLU6), or the activation
-    act, in y or into relu_out (as conv_forward)."""
+    act, in y or into relu_out (as conv_forward); means (B, C, 1, 1), if given: each plane's mean
+    of that result (relu_out's when given)."""
     stride, pads = _ints(stride, "stride", 2, 1), _ints(pads, "pads", 4, 0)
     dilation = _ints(dilation, "dilation", 2, 1)
     B, C, H, W = x.shape
@@ -350,7 +351,12 @@ def depthwise_conv_forward(x, w, y, stride, pads, dilation, bias=None, relu=0.0,
             out += w[:, 0, i, j, None, None] * canvas[(Ellipsis,) + _taps(i, j, Ho, Wo, stride, dilation)]
     if bias is not None:
         out += bias.reshape(1, C, 1, 1)
+    if means is not None:
+        _check("depthwise_conv_forward", {"means": (B, C, 1, 1)}, x=x, means=means)
     _finish("depthwise_conv_forward", out, y, act, relu > 0, relu, relu_out, residual)
+    if means is not None:
+        final = relu_out if relu_out is not None and (act is not None or relu > 0) else y
+        means[...] = final.mean(axis=(2, 3), keepdims=True)
 
 
 def depthwise_conv_backward(x, w, dy, dx, dw, stride, pads, dilation):

@@ -159,6 +159,18 @@ class Convolution(Layer):
         self.fused_relu_max = epilogue.hi
         return True
 
+    # Set by fuse_channel_means on the graph optimizer's copy: the blob (N, C, 1, 1) a depthwise
+    # kernel writes each output plane's mean into (the global average pooling after it)
+    fused_means = None
+
+    def fuse_channel_means(self, blob):
+        """The depthwise kernel computes each plane's mean as it finishes it (csrc/depthwise.c: the
+        same floats as the pooling kernel); the other kernels do not."""
+        if not self.depthwise:
+            return False
+        self.fused_means = blob
+        return True
+
     def fuse_residual(self, blob):
         """Add blob before the activation; not after one was fused (that would add after it)."""
         if self.fused_relu:
@@ -212,13 +224,13 @@ class Convolution(Layer):
         self._packed = (self.weight.touched, w, forms)
         return kind, array
 
-    def _call_key(self, x, y, act, act_out, residual):
+    def _call_key(self, x, y, act, act_out, residual, means=None):
         """What a kept kernel call depends on: the arrays (by identity: the call keeps them alive, so
         an id is not reused meanwhile), the epilogue, the parameters (as objects: a folded copy of
         this layer has its own) with their touched counts (nobody looked at them since), and the
         thread count, instruction set and backend."""
-        return (id(x), id(y), id(act_out), id(residual), act, self.weight, self.bias, self.weight.touched,
-                None if self.bias is None else self.bias.touched, kernels.plan_key())
+        return (id(x), id(y), id(act_out), id(residual), id(means), act, self.weight, self.bias,
+                self.weight.touched, None if self.bias is None else self.bias.touched, kernels.plan_key())
 
     def _kept_call(self, *arrays):
         """The kernel call made last time, checked and planned, if nothing it depends on changed
@@ -232,21 +244,23 @@ class Convolution(Layer):
         act = (self.fused_act or ("clamp", 0.0, self.fused_relu_max, 0.0)) if self.fused_relu else None
         act_out = None if self.fused_relu_blob is None or act is None else self.fused_relu_blob.data
         residual = None if self.fused_residual is None else self.fused_residual.data
-        call = self._kept_call(x, y, act, act_out, residual)
+        means = None if self.fused_means is None else self.fused_means.data
+        call = self._kept_call(x, y, act, act_out, residual, means)
         if call is None:
             touched = self.weight.touched
             w = self.weight.data
             bias = None if self.bias is None else self.bias.data
             if self.depthwise:
                 call = kernels.prepare_depthwise_conv_forward(x, w, y, self.stride, self.pads, self.dilation,
-                                                              bias, act=act, residual=residual, relu_out=act_out)
+                                                              bias, act=act, residual=residual, relu_out=act_out,
+                                                              means=means)
             else:
                 packed = self._packed_weights(x, w, touched)
                 work = self._work(x, w, False, packed is not None)
                 call = kernels.prepare_conv_forward(x, w, bias, y, work, self.kernel, self.stride, self.pads,
                                                     self.dilation, self.p["group"], act=act, relu_out=act_out,
                                                     residual=residual, packed=packed)
-            self._call = (self._call_key(x, y, act, act_out, residual), call)   # (counts after the look-ups)
+            self._call = (self._call_key(x, y, act, act_out, residual, means), call)   # (counts after the look-ups)
         call.run()
 
     def backward(self, top, propagate_down, bottom):

@@ -105,6 +105,10 @@ class Pooling(Layer):
             self.argmax_stale = True
         return [(n, c, ho, wo)]
 
+    def means_of_bottom(self):
+        """Global average pooling: each channel's mean over the plane."""
+        return self.p["global_pooling"] and self.p["pool"] == "ave"
+
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
         if self.p["pool"] == "max" and self.phase == "test":
