@@ -166,43 +166,35 @@ def main():
 
     print(f"CPU: {cpu_name()}; kernel variant {cpu.get_isa()}")
     results = {"cpu": cpu_name(), "isa": cpu.get_isa(), "layers": [], "nets": []}
+    def table(header, cases):
+        """Each case (its first cells, bench_layer's keyword arguments, what its record adds) at every
+        batch size and thread count: a Markdown table."""
+        print("| " + " | ".join(header + ["batch", "threads", "before ms", "stem ms", "GFLOP/s old / new", "ratio"])
+              + " |")
+        print("|" + "---|" * (len(header) + 6))
+        for cells, kw, record in cases:
+            for batch in args.batches:
+                for threads in args.threads:
+                    with using_threads(threads):
+                        r = bench_layer(kernels, _compiled, batch=batch, rounds=args.rounds, min_time=args.min_time,
+                                        **kw)
+                    r.update(record, batch=batch, threads=threads)
+                    results["layers"].append(r)
+                    print("| " + " | ".join(cells + [str(batch), str(threads), f"{r['old_ms']:.3f}", f"{r['new_ms']:.3f}",
+                                                     f"{r['old_gflops']:.0f} / {r['new_gflops']:.0f}",
+                                                     f"{r['ratio']:.2f}"]) + " |", flush=True)
+
+    # (before: im2col + GEMM for the 3x3 layers, the direct kernel for the 7x7 ones)
     if not args.skip_layers:
-        print("| stem | K | act | batch | threads | im2col+GEMM ms | stem ms | GFLOP/s old / new | ratio |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        for net, K, act in LAYERS:
-            for batch in args.batches:
-                for threads in args.threads:
-                    with using_threads(threads):
-                        r = bench_layer(kernels, _compiled, K, act, batch, args.rounds, args.min_time)
-                    r.update(net=net, K=K, act=act[0], batch=batch, threads=threads)
-                    results["layers"].append(r)
-                    print(f"| {net} | {K} | {act[0]} | {batch} | {threads} | {r['old_ms']:.3f} | {r['new_ms']:.3f} "
-                          f"| {r['old_gflops']:.0f} / {r['new_gflops']:.0f} | {r['ratio']:.2f} |", flush=True)
+        table(["stem", "K", "act"], [([net, str(K), act[0]], {"K": K, "act": act}, {"net": net, "K": K, "act": act[0]})
+                                     for net, K, act in LAYERS])
     if args.others:
-        print("| layer | H | K | stride | batch | threads | im2col+GEMM ms | stem ms | GFLOP/s old / new | ratio |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
-        for what, H, K, stride, act in OTHERS:
-            for batch in args.batches:
-                for threads in args.threads:
-                    with using_threads(threads):
-                        r = bench_layer(kernels, _compiled, K, act, batch, args.rounds, args.min_time, H, stride)
-                    r.update(net=what, H=H, K=K, stride=stride, act=act[0], batch=batch, threads=threads)
-                    results["layers"].append(r)
-                    print(f"| {what} | {H} | {K} | {stride} | {batch} | {threads} | {r['old_ms']:.3f} | "
-                          f"{r['new_ms']:.3f} | {r['old_gflops']:.0f} / {r['new_gflops']:.0f} | {r['ratio']:.2f} |",
-                          flush=True)
+        table(["layer", "H", "K", "stride"],
+              [([what, str(H), str(K), str(stride)], {"K": K, "act": act, "H": H, "stride": stride},
+                {"net": what, "H": H, "K": K, "stride": stride, "act": act[0]}) for what, H, K, stride, act in OTHERS])
     if args.wide:
-        print("| 7x7 stem | K | act | batch | threads | without the stem kernel ms | stem ms | GFLOP/s old / new | ratio |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        for what, K, act in WIDE:
-            for batch in args.batches:
-                for threads in args.threads:
-                    with using_threads(threads):
-                        r = bench_layer(kernels, _compiled, K, act, batch, args.rounds, args.min_time, ks=7)
-                    r.update(net=what, K=K, ks=7, act=act[0], batch=batch, threads=threads)
-                    results["layers"].append(r)
-                    print(f"| {what} | {K} | {act[0]} | {batch} | {threads} | {r['old_ms']:.3f} | {r['new_ms']:.3f} "
-                          f"| {r['old_gflops']:.0f} / {r['new_gflops']:.0f} | {r['ratio']:.2f} |", flush=True)
+        table(["7x7 stem", "K", "act"], [([what, str(K), act[0]], {"K": K, "act": act, "ks": 7},
+                                          {"net": what, "K": K, "ks": 7, "act": act[0]}) for what, K, act in WIDE])
     if args.nets:
         print("| net | batch | threads | net ms, im2col+GEMM stem | net ms, stem kernel | ratio | stem layer ms in the net |")
         print("|---|---|---|---|---|---|---|")
