@@ -11,6 +11,7 @@
 
 #include "im2col.h" /* decaf_valid_outputs: the same window geometry as im2col */
 #include "plane_mean.h"
+#include "pool.h"      /* decaf_avg_pool_forward: the means of the other paths */
 #include "threads.h"
 
 /* All loops run over the kernel offsets (i, j) outside and the output pixels inside, so the
@@ -718,11 +719,9 @@ void decaf_depthwise_conv_forward(const float *x, const float *w, const float *b
         return;
 #endif
     dw_other(x, w, bias, y, B, C, H, W, kh, kw, Ho, Wo, sh, sw, pad_top, pad_left, dil_h, dil_w, ep);
-    if (means) {   /* (these paths: in a pass of their own over the finished output) */
-        const ptrdiff_t planes = (ptrdiff_t)B * C, n = (ptrdiff_t)Ho * Wo;
-        const float *out = decaf_epilogue_out(ep, 0) ? decaf_epilogue_out(ep, 0) : y;
-        #pragma omp parallel for schedule(static) num_threads(decaf_threads_for(planes * n))
-        for (ptrdiff_t bc = 0; bc < planes; ++bc) means[bc] = decaf_plane_mean(out + bc * n, n);
+    if (means) {   /* (these paths: the global average pooling of the finished output, a pass of its own) */
+        const float *out = decaf_epilogue_out(ep, 0);
+        decaf_avg_pool_forward(out ? out : y, means, B, C, Ho, Wo, 1, 1, Ho, Wo, 1, 1, 0, 0, 0, 0, 1);
     }
 }
 

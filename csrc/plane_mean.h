@@ -19,8 +19,7 @@
  * reduction cost more than its sums. */
 static inline float decaf_plane_mean(const float *p, ptrdiff_t n)
 {
-    static const int32_t lanes[24] = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                      0, 0, 0, 0, 0, 0, 0, 0};
+    static const int32_t lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
     __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
     ptrdiff_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -29,11 +28,11 @@ static inline float decaf_plane_mean(const float *p, ptrdiff_t n)
     }
     const int left = (int)(n - i);   /* 0..15: lanes 0..left-1 of a, then of b */
     if (left) {
-        /* lanes + 16 - k: k ones then zeros (k = 0..8) */
+        /* lanes + 8 - k: k ones then zeros (k = 1..8) */
         const int ka = left < 8 ? left : 8, kb = left - ka;
-        a = _mm256_add_ps(a, _mm256_maskload_ps(p + i, _mm256_loadu_si256((const __m256i *)(lanes + 16 - ka))));
+        a = _mm256_add_ps(a, _mm256_maskload_ps(p + i, _mm256_loadu_si256((const __m256i *)(lanes + 8 - ka))));
         if (kb)
-            b = _mm256_add_ps(b, _mm256_maskload_ps(p + i + 8, _mm256_loadu_si256((const __m256i *)(lanes + 16 - kb))));
+            b = _mm256_add_ps(b, _mm256_maskload_ps(p + i + 8, _mm256_loadu_si256((const __m256i *)(lanes + 8 - kb))));
     }
     a = _mm256_add_ps(a, b);                                                       /* s[l] += s[l + 8] */
     __m128 q = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));  /* s[l] += s[l + 4] */

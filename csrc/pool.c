@@ -2,7 +2,6 @@
 
 #include <math.h>
 #include <stddef.h>
-#include <stdint.h>
 #include <stdlib.h>
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
@@ -357,7 +356,6 @@ static inline int window(int o, int stride, int k, int pad, int pad_end, int siz
     *e = imin(start + k, size);
     return imax(count_include_pad ? end_padded - start : *e - *s, 0);
 }
-
 
 /* One plane of average pooling, the window separated: per output row, the sums down the window's
  * rows of every column the row's windows reach (cs, in L1), then the sums of kw neighbouring
