@@ -30,7 +30,7 @@ __all__ = ["MemoryPlan"]
 
 def _lifetimes(steps, shares):
     """{id(array): (first, last, blobs, read_first)} over the blobs of ``steps`` that own their
-    array (``data.base`` None), the set of ids of arrays that are views or viewed, and a function
+    array (``data.base`` None), the set of ids of those arrays that have views, and a function
     giving the array a blob's values are in (through ``shares``: id(a Split's top) -> its bottom)."""
     spans, pinned = {}, set()
 
@@ -46,8 +46,7 @@ def _lifetimes(steps, shares):
 
     def see(blob, i, write):
         array = array_of(blob)
-        if array.base is not None:       # a view (concatenation, reshape): it and its base stay
-            pinned.add(id(array))
+        if array.base is not None:       # a view (concatenation, reshape): its base keeps its memory
             pinned.add(id(root(array)))
             return
         key = id(array)

@@ -224,7 +224,7 @@ class Convolution(Layer):
         self._packed = (self.weight.touched, w, forms)
         return kind, array
 
-    def _call_key(self, x, y, act, act_out, residual, means=None):
+    def _call_key(self, x, y, act, act_out, residual, means):
         """What a kept kernel call depends on: the arrays (by identity: the call keeps them alive, so
         an id is not reused meanwhile), the epilogue, the parameters (as objects: a folded copy of
         this layer has its own) with their touched counts (nobody looked at them since), and the

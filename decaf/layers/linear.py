@@ -86,7 +86,8 @@ class InnerProduct(Layer):
         bias = None if self.bias is None else self.bias.data
         planes = (y.shape[0], y.shape[1], 1, 1)
         out = None if self.fused_act_blob is None else self.fused_act_blob.data.reshape(planes)
-        kernels.channel_affine(y.reshape(planes), ones, bias, y.reshape(planes), act=self.fused_act, act_out=out)
+        y = y.reshape(planes)
+        kernels.channel_affine(y, ones, bias, y, act=self.fused_act, act_out=out)
 
     def backward(self, top, propagate_down, bottom):
         x = bottom[0].data.reshape(bottom[0].shape[0], -1)
